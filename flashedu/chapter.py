@@ -1,0 +1,35 @@
+"""What a chapter's first cell calls: plotting set-up, seeding, and one line on what runs where."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from . import runtime
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def setup(seed: int = 0, *, quiet: bool = False) -> runtime.Runtime:
+    """Prepare a chapter: plotly renderer, torch seed; print and return the runtime."""
+    import plotly.io as pio
+
+    # Colab has its own renderer. Elsewhere the mimetype alone is dropped by the book's HTML
+    # builder, so the notebook renderer is added (the book swaps its inline plotly.js for one
+    # shared, local copy).
+    pio.renderers.default = "colab" if on_colab() else "plotly_mimetype+notebook"
+    torch.manual_seed(seed)
+    rt = runtime.current()
+    if not quiet:
+        print(rt.describe())
+    return rt
+
+
+def random_qkv(B: int, H: int, N: int, D: int, *, dtype=torch.float32, device=None,
+               generator: torch.Generator | None = None):
+    """Fresh N(0, 1) q, k, v shaped [B, H, N, D] on the runtime's device unless one is given."""
+    device = device or runtime.current().device
+    return tuple(torch.randn(B, H, N, D, generator=generator).to(device=device, dtype=dtype)
+                 for _ in range(3))

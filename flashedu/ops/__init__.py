@@ -1,0 +1,6 @@
+"""Attention implementations, one folder per algorithm; importing this registers them all.
+
+Each folder holds ``reference.py`` (readable PyTorch, the paper's loop order, fp32 inside) and,
+where the chapter has one, ``triton_impl.py`` (the GPU kernel, same arguments).
+"""
+from . import standard  # noqa: F401

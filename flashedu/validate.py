@@ -1,0 +1,47 @@
+"""Input checks shared by every implementation: errors name the argument at fault."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_dims=None,
+              name: str = "attention") -> float:
+    """Validate ``[B, H, N, D]`` inputs and return the softmax scale to use."""
+    for arg, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name}: {arg} must have shape [B, H, N, D] (4 dims), got {tuple(t.shape)}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"{name}: q, k, v must be on one device, got q on {q.device}, "
+                         f"k on {k.device}, v on {v.device}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"{name}: q, k, v must share a dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if dtypes is not None and q.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"{name}: dtype of q, k, v must be one of {names}, got {q.dtype}")
+    if not q.dtype.is_floating_point:
+        raise TypeError(f"{name}: q, k, v must be floating point, got {q.dtype}")
+    B, H, N, D = q.shape
+    if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
+        raise ValueError(f"{name}: batch and head dims of k {tuple(k.shape)} and v {tuple(v.shape)} "
+                         f"must match q {tuple(q.shape)}")
+    if k.shape[3] != D:
+        raise ValueError(f"{name}: head dim of k ({k.shape[3]}) must equal head dim of q ({D})")
+    if v.shape[2] != k.shape[2]:
+        raise ValueError(f"{name}: k and v must have the same length, got {k.shape[2]} and {v.shape[2]}")
+    if v.shape[3] != D:
+        raise ValueError(f"{name}: head dim of v ({v.shape[3]}) must equal head dim of q ({D})")
+    if head_dims is not None and D not in head_dims:
+        raise ValueError(f"{name}: head dim D={D} is not supported; supported: {tuple(head_dims)}")
+    if min(B, H, D) < 1 or k.shape[2] < 1 or N < 1:
+        raise ValueError(f"{name}: every dim must be at least 1, got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if causal and k.shape[2] != N:
+        raise ValueError(f"{name}: causal=True needs q and k of one length, got {N} and {k.shape[2]}")
+    if scale is None:
+        return 1.0 / math.sqrt(D)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"{name}: scale must be a positive finite number, got {scale!r}")
+    return float(scale)
