@@ -33,3 +33,16 @@ def random_qkv(B: int, H: int, N: int, D: int, *, dtype=torch.float32, device=No
     device = device or runtime.current().device
     return tuple(torch.randn(B, H, N, D, generator=generator).to(device=device, dtype=dtype)
                  for _ in range(3))
+
+
+def run(name: str, q, k, v, *, fallback: str = "standard_reference", **kwargs):
+    """Call implementation ``name``; if it cannot run on this machine (a T4 and an FP8 kernel,
+    say), print why and call ``fallback`` instead. Returns ``(o, name_that_ran)``."""
+    from ._registry import get
+
+    impl = get(name)
+    reason = impl.why_not(device=q.device.type, dtype=q.dtype, head_dim=q.shape[-1])
+    if reason is not None:
+        print(f"{name} cannot run here ({reason}); using {fallback} instead.")
+        impl = get(fallback)
+    return impl.fn(q, k, v, **kwargs), impl.name

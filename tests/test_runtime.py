@@ -59,3 +59,16 @@ def test_this_process_set_the_interpreter_variable_before_triton():
 
     if flashedu.runtime.current().interpreted:
         assert os.environ["TRITON_INTERPRET"] == "1"
+
+
+def test_chapter_run_falls_back_with_a_message(capsys, monkeypatch):
+    import flashedu
+    from flashedu import chapter, runtime
+
+    # Pretend this is a T4: the compiled runtime refuses bf16 for Triton kernels.
+    monkeypatch.setattr(runtime, "_CURRENT", runtime.decide(cuda=True, capability=(7, 5), gpu_name="Tesla T4"))
+    q = torch.randn(1, 1, 5, 16, dtype=torch.bfloat16)
+    o, ran = chapter.run("standard_triton", q, q, q)
+    assert ran == "standard_reference" and o.shape == q.shape
+    out = capsys.readouterr().out
+    assert "standard_triton cannot run here" in out and "sm_75" in out
