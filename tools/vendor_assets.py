@@ -27,48 +27,49 @@ ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "book" / "_vendor"
 STAMP = DEST / ".versions.json"  # dot-file: Sphinx does not copy it to the site
 
-# name, version, sha512 integrity (from `npm view NAME@VERSION dist.integrity`), target folder,
-# and which files of the tarball to keep (prefix inside package/ -> folder under the target).
-PACKAGES = [
-    # MathJax 3: the SVG combined component (mathjax_path). SVG output, unlike CHTML, needs no web
-    # fonts (which Chromium refuses to load from file://), and plotly.js can typeset LaTeX labels
-    # only with tex-svg. The rest of es5/ is what it loads on demand (TeX extensions by autoload,
-    # the a11y/speech parts and other renderers from its right-click menu); the other combined
-    # bundles are left out.
-    ("mathjax", "3.2.2",
-     "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
-     "mathjax", {"es5/": "", "LICENSE": "LICENSE"}),
-    # ipywidgets 8.1.x's embed manager (the one myst-nb loads from jsDelivr by default), and the
-    # fontawesome fonts its CSS refers to (hashed names, looked up relative to
-    # window.__jupyter_widgets_assets_path__, set by tools/sphinx_ext/static/flashedu-widgets.js).
-    ("@jupyter-widgets/html-manager", "1.0.15",
-     "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
-     "jupyter-widgets", {"dist/embed-amd.js": "embed-amd.js", "dist/": "", "LICENSE": "LICENSE"}),
-    ("requirejs", "2.3.8",
-     "sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw==",
-     "requirejs", {"require.js": "require.js"}),
-]
-# Files under a kept prefix that are still not served.
+# MathJax's es5/ bundles the page does not load.
 MATHJAX_UNUSED = {"tex-chtml.js", "tex-chtml-full.js", "tex-chtml-full-speech.js", "tex-mml-chtml.js",
                   "tex-svg.js", "tex-svg-full.js", "mml-chtml.js", "mml-svg.js", "node-main.js"}
-WIDGETS_KEEP_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")  # the fonts; not embed.js etc.
+FONTS = (".woff2", ".woff", ".ttf", ".eot", ".svg")
+
+
+def keep_mathjax(member: str) -> str | None:
+    # The SVG combined component (mathjax_path). SVG output, unlike CHTML, needs no web fonts
+    # (which Chromium refuses to load from file://), and plotly.js typesets LaTeX labels only
+    # with tex-svg. The rest of es5/ is what it loads on demand (TeX extensions by autoload, the
+    # a11y/speech parts and the other renderer from its right-click menu).
+    if member == "LICENSE":
+        return member
+    rel = member.removeprefix("es5/")
+    return rel if member.startswith("es5/") and rel not in MATHJAX_UNUSED else None
+
+
+def keep_widgets(member: str) -> str | None:
+    # ipywidgets 8.1.x's embed manager (what myst-nb loads from jsDelivr by default) and the
+    # fontawesome fonts its CSS refers to by hashed names, relative to
+    # window.__jupyter_widgets_assets_path__ (set by tools/sphinx_ext/static/flashedu-widgets.js).
+    name = member.removeprefix("dist/")
+    if member.startswith("dist/") and (name == "embed-amd.js" or name.endswith(FONTS)):
+        return name
+    return None
+
+
+# name, version, sha512 integrity (`npm view NAME@VERSION dist.integrity`), folder, file filter
+# (path inside the tarball's package/ -> path under the folder, or None to skip).
+PACKAGES = [
+    ("mathjax", "3.2.2",
+     "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
+     "mathjax", keep_mathjax),
+    ("@jupyter-widgets/html-manager", "1.0.15",
+     "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
+     "jupyter-widgets", keep_widgets),
+    # AMD loader that embed-amd.js is written for (it calls define()/requirejs()).
+    ("requirejs", "2.3.8",
+     "sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw==",
+     "requirejs", lambda m: m if m == "require.js" else None),
+]
 # What must exist for the stamp to be trusted.
 REQUIRED = ["mathjax/tex-mml-svg.js", "jupyter-widgets/embed-amd.js", "requirejs/require.js"]
-
-
-def wanted(target: str, member: str, keep: dict[str, str]) -> str | None:
-    """Path (relative to the target folder) to extract `member` (relative to package/) to, or None."""
-    for prefix, dest in keep.items():
-        if prefix.endswith("/") and member.startswith(prefix):
-            rel = dest + member[len(prefix):]
-            if target == "mathjax" and rel in MATHJAX_UNUSED:
-                return None
-            if target == "jupyter-widgets" and "/" not in rel and not rel.endswith(WIDGETS_KEEP_SUFFIXES):
-                return None
-            return rel
-        if member == prefix:
-            return dest
-    return None
 
 
 def npm_pack(spec: str, workdir: Path) -> Path:
@@ -106,7 +107,7 @@ def main(force: bool) -> int:
             check_integrity(tarball, integrity)
             with tarfile.open(tarball) as tar:
                 for m in tar.getmembers():
-                    rel = wanted(target, m.name.removeprefix("package/"), keep) if m.isfile() else None
+                    rel = keep(m.name.removeprefix("package/")) if m.isfile() else None
                     if rel is None:
                         continue
                     path = new / target / rel
