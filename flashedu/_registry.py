@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-ALGORITHMS = ("standard", "v1", "v2", "block_sparse", "fp8", "split_kv", "ring")
+ALGORITHMS = ("standard", "online", "v1", "v2", "block_sparse", "fp8", "split_kv", "ring")
 BACKENDS = ("reference", "triton", "torch")
 
 

@@ -46,3 +46,14 @@ def run(name: str, q, k, v, *, fallback: str = "standard_reference", **kwargs):
         print(f"{name} cannot run here ({reason}); using {fallback} instead.")
         impl = get(fallback)
     return impl.fn(q, k, v, **kwargs), impl.name
+
+
+def glue(name: str, value, *, display: bool = False):
+    """Put a computed value into the prose with myst-nb's ``{glue}`` role when the book is built;
+    elsewhere (Colab, plain Jupyter) do nothing. Returns the value."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value

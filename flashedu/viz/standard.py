@@ -12,7 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .palette import OKABE_ITO
+from .anim import add_player
+from .palette import OKABE_ITO, discrete_colorscale
 
 # Tile states, in the order they appear.
 UNTOUCHED, S_WRITTEN, P_WRITTEN, O_DONE = range(4)
@@ -70,10 +71,7 @@ def three_kernel_animation(N: int = 512, D: int = 64, *, block: int = 64, elem_b
         frames.append((grid.copy(), read, written, kernel, n))
 
     colors = [OKABE_ITO["grey"], OKABE_ITO["orange"], OKABE_ITO["blue"], OKABE_ITO["green"]]
-    # A discrete colour scale: state k occupies [k/4, (k+1)/4].
-    scale = []
-    for k, c in enumerate(colors):
-        scale += [[k / 4, c], [(k + 1) / 4, c]]
+    scale = discrete_colorscale(colors)
 
     mib = 2**20
     total_r = sum(L.read for L in launches) / mib
@@ -82,7 +80,7 @@ def three_kernel_animation(N: int = 512, D: int = 64, *, block: int = 64, elem_b
 
     def traces(g, r, w):
         return [
-            go.Heatmap(z=g, zmin=0, zmax=4, colorscale=scale, showscale=False, xgap=1, ygap=1,
+            go.Heatmap(z=g, zmin=-0.5, zmax=3.5, colorscale=scale, showscale=False, xgap=1, ygap=1,
                        hovertemplate="Q tile %{y}, K tile %{x}<extra></extra>"),
             go.Bar(x=["read", "written"], y=[r / mib, w / mib],
                    marker_color=[OKABE_ITO["blue"], OKABE_ITO["vermillion"]],
@@ -100,22 +98,12 @@ def three_kernel_animation(N: int = 512, D: int = 64, *, block: int = 64, elem_b
     for name, c in zip(STATE_NAMES, colors):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(size=12, symbol="square", color=c)), row=1, col=1)
-    play = dict(label="▶ Play", method="animate",
-                args=[None, dict(frame=dict(duration=250, redraw=True), fromcurrent=True,
-                                 transition=dict(duration=0))])
-    pause = dict(label="❚❚ Pause", method="animate",
-                 args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])
-    steps = [dict(method="animate", label=str(n),
-                  args=[[str(k)], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
-             for k, (*_, n) in enumerate(frames)]
     fig.update_layout(
         title_text=f"{kernel_names[frames[0][3]]} — {frames[0][4]}/{len(launches)} programs",
         height=470, margin=dict(t=80, b=90, l=50, r=20),
         legend=dict(orientation="h", y=-0.32, x=0),
-        updatemenus=[dict(type="buttons", buttons=[play, pause], direction="left",
-                          x=0, y=-0.12, xanchor="left", yanchor="top", showactive=False)],
-        sliders=[dict(steps=steps, x=0.22, y=-0.1, len=0.78, currentvalue=dict(prefix="programs done: "))],
     )
+    add_player(fig, [str(n) for *_, n in frames], duration=250, prefix="programs done: ")
     fig.update_yaxes(autorange="reversed", title_text="Q tile i", row=1, col=1, scaleanchor="x")
     fig.update_xaxes(title_text="K tile j", row=1, col=1)
     fig.update_yaxes(range=[0, max(total_r, total_w) * 1.2], title_text="MiB", row=1, col=2)

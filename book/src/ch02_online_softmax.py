@@ -1,0 +1,230 @@
+# %% [markdown]
+# (ch-online-softmax)=
+# # From the running mean to online softmax
+#
+# **You will learn**
+# - two ways to keep a running mean, and why they are FlashAttention v1 and v2 in miniature;
+# - why softmax subtracts the maximum, and what goes wrong in fp16 when it does not;
+# - online softmax: the max and the sum in one streaming pass;
+# - the merge operator $\oplus$ on softmax states, and why it being associative is what makes
+#   tiling, split-KV decoding and ring attention possible.
+
+# %%
+# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+import importlib.util
+if importlib.util.find_spec("flashedu") is None:
+    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+
+import math
+import torch
+import flashedu
+from flashedu.chapter import setup, glue, random_qkv
+
+rt = setup()
+
+# %% [markdown]
+# ## A running mean, two ways
+#
+# Numbers arrive one at a time and we want their mean. **Keep the average**: after $n$ numbers
+# the mean is $\mu_n$; when $x_{n+1}$ arrives, rescale the old mean and add the newcomer's share,
+# $\mu_{n+1} = \mu_n \cdot \frac{n}{n+1} + \frac{x_{n+1}}{n+1}$. The value kept is always a finished
+# answer, at the price of a rescaling every step. **Keep the sum**: add $x_{n+1}$ to a running
+# total and divide by the count once, at the very end.
+#
+# Seed 000 uses exactly this picture: FlashAttention v1 keeps a running *average* (its output is
+# renormalised after every block of keys), FlashAttention v2 keeps a running *sum* and divides once.
+# Press **Play**.
+
+# %%
+from flashedu.viz.softmax import running_mean_animation
+running_mean_animation([4, 8, 15, 16, 23, 42]).show()
+
+# %% [markdown]
+# ## Softmax, and why it subtracts the max
+#
+# Softmax turns a row of logits $x_1, \dots, x_N$ into weights
+# $p_j = e^{x_j} / \sum_k e^{x_k}$. Written that way it overflows: fp16's largest number is
+# 65504, so $e^{x}$ is already infinite for $x >$ {glue:text}`fp16_exp_limit:.2f`, and
+# $\infty / \infty$ is NaN. Because $e^{x_j - c} / \sum_k e^{x_k - c}$ is the same for any constant
+# $c$, *safe softmax* picks $c = m = \max_k x_k$: every exponent is then $\le 0$ and nothing
+# overflows. It makes **three passes** over the row: find $m$, sum $d = \sum_k e^{x_k - m}$, write
+# $p_j = e^{x_j - m}/d$.
+
+# %%
+from flashedu.softmax import naive_softmax, safe_softmax, online_softmax
+
+glue("fp16_exp_limit", math.log(torch.finfo(torch.float16).max))
+x = torch.tensor([10.0, 12.0, 3.0], dtype=torch.float16)
+print("logits (fp16):      ", x.tolist())
+print("exp(x) in fp16:     ", torch.exp(x).tolist())
+print("naive softmax:      ", naive_softmax(x).tolist())
+print("safe softmax:       ", safe_softmax(x).tolist())
+
+# %% [markdown]
+# Two more cases every kernel in this book must get right: logits of $\pm 10^4$ (a naive softmax
+# overflows even in fp32), and a row where every key is masked ($x_k = -\infty$ for all $k$). Such
+# a row has no keys to attend to; this book defines its output as **0**, not NaN.
+
+# %%
+rows = torch.tensor([[1e4, -1e4, 0.0],
+                     [-math.inf, -math.inf, -math.inf],
+                     [-math.inf, 2.0, -math.inf]])
+print("naive:", naive_softmax(rows).tolist())
+print("safe: ", safe_softmax(rows).tolist())
+
+# %% [markdown]
+# ## Online softmax: the max and the sum in one pass
+#
+# The first two passes can be fused (Milakov & Gimelshein, 2018). Keep a running max $m_i$ and a
+# running sum $d_i = \sum_{k \le i} e^{x_k - m_i}$ *relative to the current max*. When $x_{i+1}$
+# arrives,
+#
+# $$
+# m_{i+1} = \max(m_i, x_{i+1}), \qquad d_{i+1} = d_i\, e^{m_i - m_{i+1}} + e^{x_{i+1} - m_{i+1}} .
+# $$
+#
+# The factor $e^{m_i - m_{i+1}}$ re-expresses the old sum relative to the new max: the running
+# mean's rescaling again. After the last element $d_N = \sum_k e^{x_k - m_N}$, exactly the safe
+# softmax's denominator, so a second pass writes $p_j = e^{x_j - m_N}/d_N$: **two passes** instead
+# of three. In the animation, a new maximum shrinks every earlier weight (red).
+
+# %%
+from flashedu.viz.softmax import online_softmax_animation
+online_softmax_animation([1.0, 3.0, 2.0, 5.0, 0.5, 4.5, 6.0, 2.5]).show()
+
+# %% [markdown]
+# The reference streams the row a block of columns at a time; any block size gives the same
+# answer as safe softmax, up to rounding:
+
+# %%
+x = torch.randn(4, 1000, dtype=torch.float64) * 5
+for block in (1, 7, 128, 1000):
+    err = (online_softmax(x, block=block) - torch.softmax(x, -1)).abs().max().item()
+    print(f"block = {block:4d}: max |online - torch.softmax| = {err:.1e}")
+    assert err < 1e-12
+
+# %% [markdown]
+# The same two algorithms as Triton kernels, one program per row, streaming the row from memory
+# in chunks: the safe kernel reads each row three times, the online kernel twice.
+
+# %%
+from flashedu.softmax.triton_impl import softmax_triton
+n = rt.size(cpu=300, gpu=32768)
+x = torch.randn(64, n, device=rt.device) * 5
+for online in (False, True):
+    y = softmax_triton(x, online=online)
+    err = (y.double() - torch.softmax(x.double(), -1)).abs().max().item()
+    print(f"{'online' if online else 'safe  '} Triton softmax, {x.shape[0]} rows of {n}: max error {err:.1e}")
+    assert err < 1e-5
+
+# %% [markdown]
+# ## Softmax times V in one pass, and the merge operator
+#
+# Attention does not need the weights $p_j$ themselves, only $o = \sum_j p_j v_j$. Carry the
+# unnormalised output along with $(m, d)$; write $\ell$ for the running sum from now on, as the
+# FlashAttention papers do. For a query row and a set of keys $J$, its **state** is
+#
+# $$
+# m_J = \max_{j \in J} s_j, \qquad \ell_J = \sum_{j\in J} e^{s_j - m_J}, \qquad
+# o_J = \sum_{j \in J} e^{s_j - m_J}\, v_j ,
+# $$
+#
+# and attention over $J$ is $o_J / \ell_J$. Two states over disjoint key sets combine without
+# looking at a single logit again:
+#
+# $$
+# (m_1, \ell_1, o_1) \oplus (m_2, \ell_2, o_2) = \bigl(m,\ \ell_1 e^{m_1 - m} + \ell_2 e^{m_2 - m},\
+# o_1 e^{m_1 - m} + o_2 e^{m_2 - m}\bigr), \quad m = \max(m_1, m_2).
+# $$
+#
+# **$\oplus$ is associative and commutative.** Merging any number of states in any grouping gives
+# $m = \max_i m_i$ and $\ell = \sum_i \ell_i e^{m_i - m}$, $o = \sum_i o_i e^{m_i - m}$: each
+# is the same expression whatever the grouping (for three states, both $(a \oplus b) \oplus c$
+# and $a \oplus (b \oplus c)$ rescale $\ell_a$ by $e^{m_a - m_{ab}} e^{m_{ab} - m} = e^{m_a - m}$),
+# and symmetric in the inputs. Its identity is the state over no keys,
+# $(-\infty, 0, 0)$. So key blocks can be visited in any order and grouping: one after another
+# inside a kernel (chapter 4), by different GPU programs (split-KV decoding, chapter 7), or on
+# different GPUs (ring attention, chapter 7). Here it is, as flashedu has it:
+
+# %%
+import inspect
+from flashedu.softmax import state
+print(inspect.getsource(state.merge))
+
+# %% [markdown]
+# Check it on real data: split the keys at random places, make a state per piece, merge the
+# pieces in a random order, and compare with attention computed all at once.
+
+# %%
+from flashedu.softmax import state_of_block, merge_all, finalize
+g = torch.Generator().manual_seed(1)
+s = torch.randn(3, 50, generator=g, dtype=torch.float64) * 3  # 3 query rows, 50 keys
+v = torch.randn(50, 8, generator=g, dtype=torch.float64)
+cuts = [0, *sorted(torch.randperm(49, generator=g)[:5].add(1).tolist()), 50]
+parts = [state_of_block(s[:, a:b], v[a:b]) for a, b in zip(cuts, cuts[1:])]
+order = torch.randperm(len(parts), generator=g).tolist()
+merged = finalize(merge_all([parts[i] for i in order]))
+exact = torch.softmax(s, -1) @ v
+print(f"pieces {list(zip(cuts, cuts[1:]))}, merged in order {order}")
+print(f"max |merged - exact| = {(merged - exact).abs().max().item():.1e}")
+
+# %% [markdown]
+# Streaming the keys block by block through $\oplus$ is a complete attention algorithm that never
+# forms the $N \times N$ matrix. flashedu registers it as `online_reference`; it is called like
+# every other implementation:
+
+# %%
+q, k, v = random_qkv(B=2, H=2, N=129, D=32, device="cpu")
+o_online = flashedu.get("online_reference").fn(q, k, v, causal=True)
+o_standard = flashedu.get("standard_reference").fn(q, k, v, causal=True)
+print(f"max |online - standard| = {(o_online - o_standard).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## Summary
+#
+# - Keeping an average renormalises every step (v1); keeping a sum divides once (v2).
+# - Safe softmax subtracts the max (three passes); online softmax keeps a running max and a
+#   rescaled running sum (two passes).
+# - A query row's softmax state $(m, \ell, o)$ over a set of keys merges with $\oplus$, which is
+#   associative and commutative with identity $(-\infty, 0, 0)$: attention can be computed a block
+#   of keys at a time, in any order.
+# - A row with every key masked has $\ell = 0$ and output 0.
+#
+# ## Exercises
+#
+# **1.** Write `my_merge(a, b)` returning the merged state `(m, l, o)` of two states with fields
+# `a.m`, `a.l`, `a.o`. Make sure that merging with the empty state $(-\infty, 0, 0)$ gives no NaN.
+# Check it with `flashedu.exercises.check_merge(my_merge)`.
+#
+# **2.** Write `my_softmax(x)` for a 2-d tensor with the online algorithm (one pass for $m$ and
+# $\ell$, one to normalise). Check it with `flashedu.exercises.check_softmax(my_softmax)`; the
+# hidden cases include logits of $\pm 10^4$ and fully masked rows.
+#
+# **3.** How many times does the safe Triton kernel above read each row from memory, and how many
+# times the online kernel? Find the loops in `flashedu/softmax/triton_impl.py`.
+
+# %% tags=["hide-input"]
+# Solutions (click to show).
+from flashedu.exercises import check_merge, check_softmax
+
+def my_merge(a, b):
+    m = torch.maximum(a.m, b.m)
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # both empty: m = -inf
+    alpha, beta = torch.exp(a.m - m_safe), torch.exp(b.m - m_safe)
+    return m, a.l * alpha + b.l * beta, a.o * alpha + b.o * beta
+
+def my_softmax(x):
+    m = torch.full(x.shape[:-1] + (1,), -math.inf, dtype=x.dtype)
+    l = torch.zeros_like(m)
+    for j in range(x.shape[-1]):  # pass 1: running max and rescaled running sum
+        xj = x[..., j:j + 1]
+        m_new = torch.maximum(m, xj)
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        l = l * torch.exp(m - m_safe) + torch.exp(xj - m_safe)
+        m = m_new
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.exp(x - m) / torch.where(l > 0, l, torch.ones_like(l))  # pass 2
+
+assert check_merge(my_merge)
+assert check_softmax(my_softmax)
+# 3: safe: three loops over the row (max, sum, write); online: two (max and sum together, write).
