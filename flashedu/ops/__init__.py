@@ -4,3 +4,5 @@ Each folder holds ``reference.py`` (readable PyTorch, the paper's loop order, fp
 where the chapter has one, ``triton_impl.py`` (the GPU kernel, same arguments).
 """
 from . import standard  # noqa: F401
+from . import online  # noqa: F401
+from . import v1, v2  # noqa: E402,F401

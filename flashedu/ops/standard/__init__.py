@@ -1,6 +1,7 @@
 """Standard attention: S = QKᵀ and P = softmax(S) are materialised in HBM (chapter 1)."""
 from ..._registry import Impl, register
 from .reference import standard_attention
+from .naive_torch import naive_attention
 from .sdpa import sdpa_attention
 from .triton_impl import standard_attention_triton
 
@@ -21,4 +22,9 @@ register(Impl(
     name="sdpa", algorithm="standard", backend="torch", chapter=1,
     fn=sdpa_attention, backward=True,
     summary="torch.nn.functional.scaled_dot_product_attention, whichever backend torch picks.",
+))
+register(Impl(
+    name="standard_torch", algorithm="standard", backend="torch", chapter=1,
+    fn=naive_attention, backward=True,
+    summary="Three torch ops in the input dtype (matmul, softmax, matmul), as frameworks did before fusion.",
 ))

@@ -1,0 +1,73 @@
+"""Peak GPU memory of one forward + backward, above the inputs, versus N.
+
+    python -m flashedu.bench.memory [--out book/data/memory/<gpu>.json]
+
+Setting of the targets table: B = 1, H = 16, D = 128, fp16. Each row records the peak bytes
+allocated during o = fn(q, k, v); o.backward(do), minus what was allocated before (q, k, v, do);
+'oom' where the GPU ran out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from .. import provenance, registry
+from .peers import sdpa_peer
+
+DATA = Path(__file__).resolve().parents[2] / "book" / "data" / "memory"
+
+
+def peak_bytes(fn, B, H, N, D, dtype=torch.float16, causal=False) -> int | str:
+    torch.cuda.empty_cache()
+    q, k, v, do = (torch.randn(B, H, N, D, device="cuda", dtype=dtype) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        fn(q, k, v, causal=causal).backward(do)
+        torch.cuda.synchronize()
+    except torch.OutOfMemoryError:
+        return "oom"
+    return torch.cuda.max_memory_allocated() - base
+
+
+def providers() -> dict:
+    """Registered implementations with a backward pass that run on this GPU, and SDPA flash."""
+    out = {i.name: i.fn for i in registry(backward=True)
+           if i.backend != "reference" and i.why_not(device="cuda", dtype=torch.float16) is None}
+    out["sdpa_flash"] = sdpa_peer("sdpa_flash")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--ns", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU")
+    B, H, D = 1, 16, 128
+    rows = []
+    for name, fn in providers().items():
+        for N in args.ns:
+            peak = peak_bytes(fn, B, H, N, D)
+            rows.append(dict(provider=name, B=B, H=H, N=N, D=D, dtype="float16", peak_bytes=peak))
+            print(f"{name:14s} N={N:6d} peak above inputs: "
+                  + (peak if isinstance(peak, str) else f"{peak / 2**20:10.1f} MiB"), flush=True)
+    info = provenance.collect()
+    slug = re.sub(r"[^a-z0-9]+", "-", (info.get("gpu") or "cpu").lower()).strip("-")
+    out = args.out or DATA / f"{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(provenance=info, setting="one forward + backward, peak bytes above "
+                                   "q, k, v, dO", rows=rows), indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""GPU presets and the roofline: how long a kernel that moves B bytes and does F FLOPs must take.
+
+Figures are **vendor datasheet figures** (dense, no sparsity), except the special-function (exp)
+rate, which NVIDIA does not list: it is derived as SMs × 16 results per clock per SM (the SFU
+throughput of the CUDA programming guide's arithmetic-instruction table) × boost clock, which
+reproduces the 3.9 TFLOP/s the FlashAttention-3 paper quotes for the H100. Each preset's
+``source`` says which is which. Real kernels reach a fraction of these ceilings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU's ceilings. Rates in operations per second, bandwidth in bytes per second."""
+
+    name: str
+    sms: int
+    sram_per_sm_bytes: int  # shared memory a thread block can use (what the tiles must fit)
+    hbm_bandwidth: float  # bytes/s
+    fp16_flops: float  # dense fp16/bf16 tensor-core matmul, FLOP/s
+    fp8_flops: float | None  # dense fp8 tensor-core matmul, FLOP/s; None: no fp8 tensor cores
+    sfu_ops: float  # special-function unit results/s (exp2, the softmax's exponentials)
+    boost_clock_hz: float
+    source: str
+
+    def matmul_flops(self, dtype: str = "fp16") -> float:
+        """Peak matmul rate for ``dtype`` "fp16" (also bf16) or "fp8"."""
+        if dtype in ("fp16", "bf16"):
+            return self.fp16_flops
+        if dtype == "fp8":
+            if self.fp8_flops is None:
+                raise ValueError(f"{self.name} has no fp8 tensor cores")
+            return self.fp8_flops
+        raise ValueError(f"dtype must be 'fp16', 'bf16' or 'fp8', got {dtype!r}")
+
+    def ridge_point(self, dtype: str = "fp16") -> float:
+        """FLOPs per byte above which a kernel is compute-bound rather than memory-bound."""
+        return self.matmul_flops(dtype) / self.hbm_bandwidth
+
+
+def _sfu(sms: int, clock_hz: float) -> float:
+    return sms * 16 * clock_hz
+
+
+_DATASHEET = "NVIDIA datasheet (dense, without sparsity)"
+_DERIVED_SFU = "exp rate derived: SMs × 16 SFU results/clock × boost clock"
+
+GPUS: dict[str, GPU] = {g.name: g for g in (
+    GPU("A100", sms=108, sram_per_sm_bytes=192 * KIB, hbm_bandwidth=2.039e12, fp16_flops=312e12,
+        fp8_flops=None, sfu_ops=_sfu(108, 1.41e9), boost_clock_hz=1.41e9,
+        source=f"{_DATASHEET}, A100 SXM4 80 GB (the 40 GB part has 1.555 TB/s); 192 KB is the "
+               f"combined L1/shared memory per SM; {_DERIVED_SFU}"),
+    GPU("H100", sms=132, sram_per_sm_bytes=228 * KIB, hbm_bandwidth=3.35e12, fp16_flops=989e12,
+        fp8_flops=1979e12, sfu_ops=_sfu(132, 1.83e9), boost_clock_hz=1.83e9,
+        source=f"{_DATASHEET}, H100 SXM5 80 GB; {_DERIVED_SFU} (≈3.9 T/s, as the FA3 paper says)"),
+    GPU("H200", sms=132, sram_per_sm_bytes=228 * KIB, hbm_bandwidth=4.8e12, fp16_flops=989e12,
+        fp8_flops=1979e12, sfu_ops=_sfu(132, 1.83e9), boost_clock_hz=1.83e9,
+        source=f"{_DATASHEET}, H200 SXM 141 GB: the H100's compute with faster HBM3e; {_DERIVED_SFU}"),
+    GPU("T4", sms=40, sram_per_sm_bytes=64 * KIB, hbm_bandwidth=320e9, fp16_flops=65e12,
+        fp8_flops=None, sfu_ops=_sfu(40, 1.59e9), boost_clock_hz=1.59e9,
+        source=f"{_DATASHEET}, T4 (GDDR6, not HBM); {_DERIVED_SFU}"),
+    GPU("L4", sms=58, sram_per_sm_bytes=100 * KIB, hbm_bandwidth=300e9, fp16_flops=121e12,
+        fp8_flops=242e12, sfu_ops=_sfu(58, 2.04e9), boost_clock_hz=2.04e9,
+        source=f"{_DATASHEET}, L4 (GDDR6, not HBM); {_DERIVED_SFU}"),
+)}
+
+
+def gpu(name: str | GPU) -> GPU:
+    """A preset by name ("A100", "H100", "H200", "T4", "L4"), case-insensitive."""
+    if isinstance(name, GPU):
+        return name
+    for key, g in GPUS.items():
+        if isinstance(name, str) and key.lower() == name.lower():
+            return g
+    raise ValueError(f"gpu must be one of {', '.join(GPUS)}, got {name!r}")
+
+
+def attention_flops(N: int, d: int, *, causal: bool = False, batch: int = 1, heads: int = 1,
+                    N_k: int | None = None) -> float:
+    """Forward FLOPs as the papers count them: 4·B·H·N·N_k·d (two matmuls), halved when causal."""
+    N_k = N if N_k is None else N_k
+    f = 4.0 * batch * heads * N * N_k * d
+    return f / 2 if causal else f
+
+
+def arithmetic_intensity(flops: float, nbytes: float) -> float:
+    """FLOPs per byte of HBM traffic."""
+    if nbytes <= 0:
+        raise ValueError(f"nbytes must be positive, got {nbytes!r}")
+    return flops / nbytes
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The roofline prediction for one kernel on one GPU (all times in seconds)."""
+
+    gpu: str
+    flops: float
+    bytes: float
+    intensity: float  # FLOPs per byte
+    compute_s: float
+    memory_s: float
+    time_s: float  # max(compute_s, memory_s)
+    bound: str  # "compute" or "memory"
+
+    @property
+    def achieved_flops(self) -> float:
+        return self.flops / self.time_s
+
+
+def predict(flops: float, nbytes: float, device: str | GPU = "H100", *, dtype: str = "fp16") -> Roofline:
+    """Roofline time: max(FLOPs / matmul rate, bytes / HBM bandwidth) on ``device``."""
+    g = gpu(device)
+    compute_s = flops / g.matmul_flops(dtype)
+    memory_s = nbytes / g.hbm_bandwidth
+    return Roofline(g.name, flops, nbytes, arithmetic_intensity(flops, nbytes), compute_s, memory_s,
+                    max(compute_s, memory_s), "compute" if compute_s >= memory_s else "memory")
+
+
+def predicted_time(flops: float, nbytes: float, device: str | GPU = "H100", *, dtype: str = "fp16") -> float:
+    """Seconds: max(FLOPs / rate, bytes / bandwidth)."""
+    return predict(flops, nbytes, device, dtype=dtype).time_s
+
+
+def roofline(report, device: str | GPU = "H100", *, dtype: str = "fp16") -> Roofline:
+    """The roofline prediction for a :class:`flashedu.iomodel.Report` (its FLOPs and bytes)."""
+    return predict(report.flops, report.read_bytes + report.write_bytes, device, dtype=dtype)

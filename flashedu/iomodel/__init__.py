@@ -1,0 +1,23 @@
+"""The memory-hierarchy engine: HBM traffic and tile schedules, recorded while the book's
+reference algorithms run.
+
+    from flashedu import iomodel
+    r = iomodel.simulate("v2", N=4096, d=64, sram_bytes=228 * 1024)   # shape-only, fast
+    f = iomodel.formula("v2", N=4096, d=64, block_r=r.block_r, block_c=r.block_c)
+    assert r.read_elements == f.exact.reads
+
+Pieces: ``memory`` (HBM, SRAM), ``chip`` (what references are written against), ``trace``
+(events), ``blocks`` (block sizes, tile tests), ``report``, ``run`` (simulate), ``formulas``.
+"""
+from .blocks import (DEFAULT_SRAM_BYTES, default_block_sizes, fa1_block_sizes, n_tiles,
+                     sram_footprint)
+from .chip import Chip
+from .formulas import Counts, IOFormula, formula
+from .memory import HBM, SRAM, SRAMOverflowError
+from .report import Report, TensorTraffic
+from .run import ALGORITHMS, simulate
+from .trace import Event, Trace
+
+__all__ = ["ALGORITHMS", "Chip", "Counts", "DEFAULT_SRAM_BYTES", "Event", "HBM", "IOFormula",
+           "Report", "SRAM", "SRAMOverflowError", "TensorTraffic", "Trace", "default_block_sizes",
+           "fa1_block_sizes", "formula", "n_tiles", "simulate", "sram_footprint"]

@@ -1,0 +1,108 @@
+"""Running a reference algorithm on the memory model: numerically on tensors, or shape-only.
+
+``simulate`` is the book's entry point: it runs the same reference code as the registered
+implementations, with the arithmetic skipped, and returns the recorded :class:`Report`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ..validate import check_qkv
+from .blocks import DEFAULT_SRAM_BYTES, resolve_blocks
+from .chip import Chip
+from .report import Report, build_report
+
+ALGORITHMS = ("standard", "v1", "v2")
+
+
+def _forward(algorithm: str) -> Callable:
+    # Imported here: the references import this package, so a module-level import would be a cycle.
+    if algorithm == "standard":
+        from ..ops.standard.reference import standard_forward
+        return standard_forward
+    if algorithm == "v1":
+        from ..ops.v1.reference import v1_forward
+        return v1_forward
+    if algorithm == "v2":
+        from ..ops.v2.reference import v2_forward
+        return v2_forward
+    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+def _check_sram(sram_bytes) -> int:
+    if sram_bytes is None:
+        return DEFAULT_SRAM_BYTES
+    if isinstance(sram_bytes, bool) or not isinstance(sram_bytes, int) or sram_bytes < 1:
+        raise ValueError(f"sram_bytes must be a positive int, got {sram_bytes!r}")
+    return sram_bytes
+
+
+def run_reference(algorithm: str, forward: Callable, q, k, v, *, causal: bool, scale,
+                  block_r, block_c, sram_bytes) -> tuple[torch.Tensor, Report, Chip]:
+    """Validate ``[B, H, N, D]`` inputs, run ``forward`` numerically, return (o, report, chip)."""
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, name=f"{algorithm}_reference")
+    B, H, N, D = q.shape
+    N_k = k.shape[2]
+    sram_bytes = _check_sram(sram_bytes)
+    br, bc = resolve_blocks(algorithm, d=D, sram_bytes=sram_bytes, dtype=q.dtype,
+                            block_r=block_r, block_c=block_c)
+    chip = Chip.from_qkv(q, k, v, sram_bytes=sram_bytes)
+    forward(chip, N=N, N_k=N_k, d=D, scale=scale, causal=causal, block_r=br, block_c=bc)
+    report = build_report(chip, algorithm=algorithm, N=N, N_k=N_k, d=D, causal=causal,
+                          block_r=br, block_c=bc)
+    return chip.data("O").to(q.dtype), report, chip
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_BYTES,
+             causal: bool = False, block_mask=None, backward: bool = False,
+             dtype: torch.dtype = torch.float16, block_r: int | None = None,
+             block_c: int | None = None, batch: int = 1, heads: int = 1,
+             N_k: int | None = None) -> Report:
+    """Run ``algorithm``'s reference shape-only and return what it moved.
+
+    ``algorithm``: "standard", "v1" or "v2". One (batch, head) by default; ``batch`` and
+    ``heads`` multiply the traffic, not the trace. Block sizes default as documented in
+    :mod:`flashedu.iomodel.blocks` (v1: the paper's Bc = ⌈M/4d⌉, Br = min(Bc, d)).
+    Raises :class:`~flashedu.iomodel.SRAMOverflowError` when the tiles do not fit ``sram_bytes``.
+
+    >>> r = simulate("v2", N=4096, d=64)
+    >>> r.read_elements == 4096 * 64 * (1 + 2 * r.Tr)
+    True
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if block_mask is not None:
+        raise NotImplementedError("block_mask (block-sparse FlashAttention) lands with chapter 5")
+    if backward:
+        raise NotImplementedError("backward=True lands with chapter 3 (v1) and chapter 4 (v2)")
+    N, d, batch, heads = (_positive_int(n, x) for n, x in (("N", N), ("d", d), ("batch", batch), ("heads", heads)))
+    N_k = N if N_k is None else _positive_int("N_k", N_k)
+    if causal and N_k != N:
+        raise ValueError(f"causal=True needs N_k == N, got N={N}, N_k={N_k}")
+    sram_bytes = _check_sram(sram_bytes)
+    br, bc = resolve_blocks(algorithm, d=d, sram_bytes=sram_bytes, dtype=dtype,
+                            block_r=block_r, block_c=block_c)
+    chip = Chip(sram_bytes=sram_bytes, dtype=dtype, numeric=False, batch=batch, heads=heads)
+    for name, rows in (("Q", N), ("K", N_k), ("V", N_k)):
+        chip.tensor(name, rows, d)
+    forward = _forward(algorithm)
+    # The scale only matters to the arithmetic, which a shape-only run skips.
+    forward(chip, N=N, N_k=N_k, d=d, scale=1.0, causal=causal, block_r=br, block_c=bc)
+    return build_report(chip, algorithm=algorithm, N=N, N_k=N_k, d=d, causal=causal,
+                        block_r=br, block_c=bc)
+
+
+def time_simulation(algorithm: str = "v2", **kwargs) -> float:
+    """Seconds one shape-only :func:`simulate` takes (for the book's "how fast is the model" note)."""
+    t0 = time.perf_counter()
+    simulate(algorithm, **kwargs)
+    return time.perf_counter() - t0

@@ -1,0 +1,34 @@
+"""Tile arithmetic shared by the tiled references (numeric runs only).
+
+Every helper keeps fully masked rows finite: a row whose scores are all -inf has running max
+-inf, and ``exp(-inf - (-inf))`` would be NaN, so the rescale factor is defined as 0 there.
+"""
+from __future__ import annotations
+
+import torch
+
+from .blocks import causal_tile_mask, partly_masked
+
+
+def scores(Qi: torch.Tensor, Kj: torch.Tensor, scale: float, *, causal: bool,
+           r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    """S_ij = scale · Q_i K_jᵀ, with keys after the query set to -inf when causal. [B, H, Br, Bc]"""
+    S = (Qi @ Kj.transpose(-1, -2)) * scale
+    if causal and partly_masked(r0, c1):
+        S = S.masked_fill(~causal_tile_mask(r0, r1, c0, c1, S.device), float("-inf"))
+    return S
+
+
+def exp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """exp(a - b), and 0 where a = -inf (then b may be -inf too, and a - b would be NaN)."""
+    return torch.where(a > float("-inf"), torch.exp(a - b), torch.zeros_like(a))
+
+
+def finite_or_zero(m: torch.Tensor) -> torch.Tensor:
+    """A row max to subtract before exp: -inf (fully masked row) becomes 0, so exp(-inf) = 0."""
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def nonzero_or_one(l: torch.Tensor) -> torch.Tensor:
+    """A denominator: 0 (fully masked row, whose numerator is 0 too) becomes 1, so the row is 0."""
+    return torch.where(l > 0, l, torch.ones_like(l))

@@ -1,0 +1,91 @@
+"""Widgets: static plotly figures with frames that change, driven by the event trace."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flashedu import viz
+from flashedu.iomodel import simulate
+
+
+def _z(frame, k=0):
+    return np.asarray(frame.data[k].z, dtype=float)
+
+
+@pytest.mark.parametrize("alg", ["standard", "v1", "v2"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_tile_schedule_frames_change_and_end_with_the_totals(alg, causal):
+    r = simulate(alg, N=300, d=32, block_r=32, block_c=64, causal=causal)
+    fig = viz.tile_schedule(r, max_frames=40)
+    assert 2 <= len(fig.frames) <= 40
+    assert not np.array_equal(_z(fig.frames[0]), _z(fig.frames[-1]))
+    assert len({_z(f).tobytes() for f in fig.frames}) > len(fig.frames) // 3
+    bar = fig.frames[-1].data[4]
+    scale = r.read_bytes / bar.y[0]
+    assert bar.y[1] * scale == pytest.approx(r.write_bytes)
+    assert fig.layout.updatemenus[0].buttons[0].method == "animate"
+    assert len(fig.layout.sliders[0].steps) == len(fig.frames)
+    assert fig.layout.width <= 800
+    json.loads(fig.to_json())  # serialisable: works as static HTML
+
+
+def test_tile_schedule_final_grid_marks_done_and_skipped():
+    r = simulate("v2", N=256, d=32, block_r=64, block_c=64, causal=True)
+    end = int(viz.event_times(r).max())
+    # The last window holds only the final stores of O and L, so no tile is "working now".
+    last = viz.schedule_states(r, np.array([end - 2, end]))[-1]
+    expected = np.where(np.triu(np.ones((4, 4)), k=1) > 0, 2, 1)
+    assert np.array_equal(last.grid, expected)
+    assert (last.read_bytes, last.write_bytes) == (r.read_bytes, r.write_bytes)
+    assert last.o[-1] == 2  # O_3 is being written back
+
+
+def test_concurrent_timeline_runs_programs_side_by_side():
+    r = simulate("v2", N=256, d=32, block_r=64, block_c=64)
+    seq, par = viz.event_times(r, concurrent=False), viz.event_times(r, concurrent=True)
+    assert par.max() < seq.max() and seq.max() == len(r.trace) - 1
+    assert viz.event_times(simulate("v1", N=256, d=32, block_r=64, block_c=64)).max() == \
+        len(simulate("v1", N=256, d=32, block_r=64, block_c=64).trace) - 1  # one program
+
+
+def test_side_by_side_shares_one_timeline():
+    a = simulate("v1", N=256, d=32, block_r=32, block_c=64)
+    b = simulate("v2", N=256, d=32, block_r=32, block_c=64)
+    fig = viz.side_by_side(a, b, max_frames=30)
+    assert 2 <= len(fig.frames) <= 30
+    assert not np.array_equal(_z(fig.frames[0], 0), _z(fig.frames[-1], 0))
+    assert not np.array_equal(_z(fig.frames[0], 1), _z(fig.frames[-1], 1))
+
+
+def test_too_large_a_grid_is_refused():
+    with pytest.raises(ValueError, match="tiles"):
+        viz.tile_schedule(simulate("v2", N=129 * 16, d=16, block_r=16, block_c=16))
+
+
+def test_traffic_explorer_precomputes_both_sliders():
+    ds, srams = (64, 128), (100, 228)
+    fig = viz.traffic_explorer(Ns=(256, 1024, 4096), ds=ds, sram_kib=srams, gpu="A100")
+    n = len(fig.data)
+    assert n == len(ds) * 3 * 2  # d × algorithm × (bytes, time)
+    d_slider, s_slider = fig.layout.sliders
+    assert [len(s.args[0]["visible"]) for s in d_slider.steps] == [n, n]
+    assert sum(d_slider.steps[1].args[0]["visible"]) == 6
+    ys = [s.args[0]["y"] for s in s_slider.steps]
+    assert all(len(y) == n for y in ys)
+    assert ys[0] != ys[1]  # SRAM size changes the block sizes, hence the traffic
+    # standard attention moves the most bytes at the largest N
+    first = {tr.name: tr.y[-1] for tr in fig.data[:6] if tr.yaxis == "y"}
+    assert first["standard"] > first["v2"]
+    assert "A100" in fig.layout.title.text
+    assert fig.layout.xaxis2.title.text.startswith("sequence length N")
+
+
+def test_traffic_curves_agree_with_simulation():
+    from flashedu.iomodel.blocks import default_block_sizes
+    nbytes, _ = viz.traffic_curves("v1", Ns=[512], d=64, sram_bytes=100 * 1024)
+    br, bc = default_block_sizes("v1", d=64, sram_bytes=100 * 1024, dtype=__import__("torch").float16)
+    r = simulate("v1", N=512, d=64, sram_bytes=100 * 1024)
+    assert (r.block_r, r.block_c) == (br, bc)
+    assert nbytes[0] == r.read_bytes + r.write_bytes
