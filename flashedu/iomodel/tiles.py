@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..softmax.state import finite_or_zero, nonzero_or_one  # noqa: F401  (re-exported)
 from .blocks import causal_tile_mask, partly_masked
 
 
@@ -22,13 +23,3 @@ def scores(Qi: torch.Tensor, Kj: torch.Tensor, scale: float, *, causal: bool,
 def exp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """exp(a - b), and 0 where a = -inf (then b may be -inf too, and a - b would be NaN)."""
     return torch.where(a > float("-inf"), torch.exp(a - b), torch.zeros_like(a))
-
-
-def finite_or_zero(m: torch.Tensor) -> torch.Tensor:
-    """A row max to subtract before exp: -inf (fully masked row) becomes 0, so exp(-inf) = 0."""
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-
-
-def nonzero_or_one(l: torch.Tensor) -> torch.Tensor:
-    """A denominator: 0 (fully masked row, whose numerator is 0 too) becomes 1, so the row is 0."""
-    return torch.where(l > 0, l, torch.ones_like(l))

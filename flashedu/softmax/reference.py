@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from .state import finite_or_zero, nonzero_or_one
+
 
 def naive_softmax(x: torch.Tensor) -> torch.Tensor:
     """exp(x) / sum exp(x): one pass for the sum, one to normalise; overflows for large logits
@@ -23,10 +25,9 @@ def safe_softmax(x: torch.Tensor) -> torch.Tensor:
     Subtracting the max makes every exponent <= 0, so nothing overflows. A fully masked row
     (all -inf) gives zeros rather than NaN.
     """
-    m = x.amax(dim=-1, keepdim=True)  # pass 1
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = finite_or_zero(x.amax(dim=-1, keepdim=True))  # pass 1
     d = torch.exp(x - m).sum(dim=-1, keepdim=True)  # pass 2
-    return torch.exp(x - m) / torch.where(d > 0, d, torch.ones_like(d))  # pass 3
+    return torch.exp(x - m) / nonzero_or_one(d)  # pass 3
 
 
 def _online_pass(x: torch.Tensor, block: int):
@@ -38,7 +39,7 @@ def _online_pass(x: torch.Tensor, block: int):
     for start in range(0, x.shape[-1], block):
         xb = x[..., start:start + block]
         m_new = torch.maximum(m, xb.amax(dim=-1, keepdim=True))
-        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        m_safe = finite_or_zero(m_new)
         d = d * torch.exp(m - m_safe) + torch.exp(xb - m_safe).sum(dim=-1, keepdim=True)
         m = m_new
         yield start, m, d
@@ -50,8 +51,7 @@ def online_softmax(x: torch.Tensor, block: int = 1) -> torch.Tensor:
         raise ValueError(f"block must be >= 1, got {block}")
     for _, m, d in _online_pass(x, block):
         pass
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return torch.exp(x - m) / torch.where(d > 0, d, torch.ones_like(d))
+    return torch.exp(x - finite_or_zero(m)) / nonzero_or_one(d)
 
 
 def online_softmax_trace(x: torch.Tensor) -> list[tuple[int, float, float]]:

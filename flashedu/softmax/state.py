@@ -29,10 +29,15 @@ class State:
     o: torch.Tensor  # [..., R, D]  sum of exp(logit - m) · v, not yet divided by l
 
 
-def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
-    # exp(-inf - (-inf)) is NaN; a state over no keys (or only masked ones) has m = -inf and
-    # must contribute exp(-inf) = 0, so shift by 0 instead.
+def finite_or_zero(m: torch.Tensor) -> torch.Tensor:
+    """A row max to subtract before exp. exp(-inf - (-inf)) is NaN; a state over no keys (or
+    only masked ones) has m = -inf and must contribute exp(-inf) = 0, so shift by 0 instead."""
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def nonzero_or_one(l: torch.Tensor) -> torch.Tensor:
+    """A denominator: ℓ = 0 (no unmasked key; its numerator is 0 too) becomes 1, so the row is 0."""
+    return torch.where(l > 0, l, torch.ones_like(l))
 
 
 def empty_state(shape, d: int, *, dtype=torch.float32, device=None) -> State:
@@ -47,14 +52,14 @@ def state_of_block(s: torch.Tensor, v: torch.Tensor) -> State:
     ``v`` [..., n, D]; the rows share the values, as query rows do in attention. Masked logits
     are -inf."""
     m = s.amax(dim=-1, keepdim=True)
-    p = torch.exp(s - _finite_or_zero(m))
+    p = torch.exp(s - finite_or_zero(m))
     return State(m, p.sum(dim=-1, keepdim=True), p @ v)
 
 
 def merge(a: State, b: State) -> State:
     """a ⊕ b: the state over the union of the two (disjoint) key sets."""
     m = torch.maximum(a.m, b.m)
-    ms = _finite_or_zero(m)
+    ms = finite_or_zero(m)
     alpha, beta = torch.exp(a.m - ms), torch.exp(b.m - ms)
     return State(m, a.l * alpha + b.l * beta, a.o * alpha + b.o * beta)
 
@@ -66,4 +71,4 @@ def merge_all(states) -> State:
 
 def finalize(state: State) -> torch.Tensor:
     """o / ℓ; a row that saw no unmasked key (ℓ = 0) gives 0, not NaN."""
-    return state.o / torch.where(state.l > 0, state.l, torch.ones_like(state.l))
+    return state.o / nonzero_or_one(state.l)

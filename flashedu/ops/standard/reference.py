@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import torch
 
+from ...softmax import safe_softmax
 from ...iomodel.blocks import n_tiles
 from ...iomodel.chip import Chip
 from ...iomodel.memory import SRAMOverflowError
 from ...iomodel.run import run_reference
 from ...iomodel.tiles import scores
-
-
-def masked_softmax(s: torch.Tensor) -> torch.Tensor:
-    """Row softmax that maps a row of only -inf (fully masked) to zeros instead of NaN."""
-    m = s.amax(dim=-1, keepdim=True)
-    # A fully masked row has m = -inf; subtracting it would give NaN, so subtract 0 there.
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(s - m)
-    l = e.sum(dim=-1, keepdim=True)
-    return e / torch.where(l > 0, l, torch.ones_like(l))
 
 
 def causal_mask(n_q: int, n_k: int, device) -> torch.Tensor:
@@ -81,7 +72,7 @@ def standard_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, caus
         r1 = min(N, r0 + rows)
         S_rows = chip.load("S", r0, r1, into="S_rows", i=r0 // br)  # [B, H, rows, N_k]
         chip.compute(r0 // br, -1, (r1 - r0) * N_k, matmuls=0, softmax=True)
-        P_rows = masked_softmax(S_rows) if numeric else None
+        P_rows = safe_softmax(S_rows) if numeric else None
         chip.store("P", P_rows, r0, r1, from_="S_rows", i=r0 // br)
     chip.free("S_rows")
 
