@@ -50,10 +50,10 @@ def run(name: str, q, k, v, *, fallback: str = "standard_reference", **kwargs):
 
 def glue(name: str, value, *, display: bool = False):
     """Put a computed value into the prose with myst-nb's ``{glue}`` role when the book is built;
-    elsewhere (Colab, plain Jupyter) do nothing. Returns the value."""
+    elsewhere (Colab, plain Jupyter) do nothing. Returns None, so a cell ending in a glue call
+    shows no stray output."""
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value

@@ -129,3 +129,21 @@ def predicted_time(flops: float, nbytes: float, device: str | GPU = "H100", *, d
 def roofline(report, device: str | GPU = "H100", *, dtype: str = "fp16") -> Roofline:
     """The roofline prediction for a :class:`flashedu.iomodel.Report` (its FLOPs and bytes)."""
     return predict(report.flops, report.read_bytes + report.write_bytes, device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    name: str
+    bandwidth: float  # bytes/s
+    capacity: float  # bytes
+    where: str
+
+
+# The memory hierarchy as the FlashAttention paper draws it (Dao et al. 2022, Figure 1 left, for
+# an A100 40 GB): cited figures, not measured here.
+MEMORY_HIERARCHY_SOURCE = "FlashAttention paper (Dao et al., 2022), Figure 1, A100 40 GB"
+MEMORY_HIERARCHY = (
+    MemoryLevel("GPU SRAM", 19e12, 20e6, "on chip: shared memory of all SMs"),
+    MemoryLevel("GPU HBM", 1.5e12, 40e9, "off chip, on the GPU package"),
+    MemoryLevel("CPU DRAM", 12.8e9, 1e12, "main memory, across PCIe"),
+)

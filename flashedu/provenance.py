@@ -3,6 +3,7 @@ commit, date), so the book can say what it is showing."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -13,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _git_commit() -> str | None:
+    # The GPU machine gets a copy of the working tree without .git: the caller passes the commit.
+    if os.environ.get("FLASHEDU_COMMIT"):
+        return os.environ["FLASHEDU_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=5)

@@ -4,6 +4,8 @@
 #
 # **You will learn**
 # - the three steps of standard attention, and which of them write an $N \times N$ matrix to HBM;
+# - FLOPs versus memory access cost (MAC), arithmetic intensity and the roofline: why standard
+#   attention is limited by memory, not arithmetic;
 # - how to call any attention implementation in `flashedu` (they are all called the same way);
 # - what the unfused GPU version really does: three kernels, and the traffic between them.
 
@@ -15,7 +17,7 @@ if importlib.util.find_spec("flashedu") is None:
 
 import torch
 import flashedu
-from flashedu.chapter import setup, random_qkv
+from flashedu.chapter import setup, glue, random_qkv
 
 rt = setup()
 
@@ -30,20 +32,132 @@ rt = setup()
 # O = P V \in \mathbb{R}^{N \times d},
 # $$
 #
-# where the softmax normalises each row of $S$. The *standard* implementation (the one seed
-# documents describe, and the one every framework had before FlashAttention) runs these as three
-# separate steps, each reading its inputs from the GPU's large, slow memory (HBM) and writing its
-# result back:
+# where the softmax normalises each row of $S$. The *standard* implementation (seed 002 lists it
+# as the baseline FlashAttention replaces) runs these as three separate steps, each reading its
+# inputs from the GPU's large, slow memory (HBM) and writing its result back:
 #
 # 1. load $Q$, $K$ by blocks from HBM, compute $S = QK^\top$, **write $S$ to HBM**;
 # 2. read $S$ from HBM, compute $P = \operatorname{softmax}(S)$, **write $P$ to HBM**;
 # 3. load $P$ and $V$ by blocks from HBM, compute $O = PV$, write $O$ to HBM.
 #
-# $S$ and $P$ have $N^2$ entries each while $Q$, $K$, $V$, $O$ have only $Nd$: at $N = 4096$ and
-# $d = 64$ the two intermediates are 64 times larger than an input. That is the memory wall this
-# book climbs over.
+# $S$ and $P$ have $N^2$ entries each, while $Q$, $K$, $V$, $O$ have $Nd$: at $N = 4096$ and
+# $d = 64$ each intermediate is $N/d$ = {glue:text}`ratio_n_d` times larger than an input.
+
+# %%
+glue("ratio_n_d", 4096 // 64)
 
 # %% [markdown]
+# ## Where the bytes go: SRAM, HBM and DRAM
+#
+# A GPU has a small, fast memory on the chip (SRAM: the shared memory of each streaming
+# multiprocessor, SM) and a large, slower one beside it (HBM). The FlashAttention paper draws the
+# hierarchy like this:
+
+# %%
+from flashedu import hardware
+print(f"{'level':10s} {'bandwidth':>12s} {'capacity':>10s}   where")
+for lvl in hardware.MEMORY_HIERARCHY:
+    print(f"{lvl.name:10s} {lvl.bandwidth / 1e12:9.4g} TB/s {lvl.capacity / 1e9:7.4g} GB   {lvl.where}")
+print(f"(source: {hardware.MEMORY_HIERARCHY_SOURCE})")
+
+# %% [markdown]
+# Every arithmetic operation reads its operands from SRAM or registers; whatever does not fit
+# there must travel to and from HBM. Standard attention cannot keep an $N \times N$ matrix on
+# chip, so $S$ and $P$ make the trip.
+#
+# ## FLOPs and memory access cost
+#
+# Two numbers describe a kernel: the floating-point operations it does (FLOPs) and the bytes it
+# moves between HBM and the chip (memory access cost, MAC). Their ratio, the **arithmetic
+# intensity** (FLOPs per byte), decides which one limits its speed: a GPU that does $F$ FLOP/s
+# and moves $W$ bytes/s needs at least $\max(\text{FLOPs}/F,\ \text{bytes}/W)$. Below the *ridge
+# point* $F/W$ a kernel is **memory-bound**: the arithmetic units wait for data.
+#
+# flashedu does not estimate the bytes: its reference algorithms are written against a model of
+# the chip (HBM plus an SRAM of fixed size) that counts every tile loaded and stored while the
+# algorithm runs. Here is one head at $N = 4096$, $d = 64$, fp16, on an SRAM the size of an H100's:
+
+# %%
+from flashedu.iomodel import simulate
+from flashedu.iomodel.steps import standard_steps
+
+report = simulate("standard", N=4096, d=64, dtype=torch.float16)
+print(report.summary())
+inter = sum(report.per_tensor[n].read_bytes + report.per_tensor[n].write_bytes for n in ("S", "P"))
+glue("std_total_mib", report.total_bytes / 2**20)
+glue("std_sp_share", 100 * inter / report.total_bytes)
+
+# %% [markdown]
+# Of the {glue:text}`std_total_mib:.0f` MiB that move, {glue:text}`std_sp_share:.0f`% are $S$ and
+# $P$ going out to HBM and coming back. (Steps 1 and 3 also re-read $K$ and $V$ once per tile of
+# $Q$ rows; the model counts that too.) Place each step on the roofline of an H100: the two matrix
+# products sit near the ridge, and the softmax, a handful of operations per score for four bytes
+# moved, sits far down the memory-bound slope.
+
+# %%
+from flashedu.viz.roofline import roofline_figure
+steps = standard_steps(report)
+for s in steps:
+    r = hardware.predict(s.flops, s.bytes, "H100")
+    print(f"{s.name:15s} {s.intensity:7.2f} FLOP/B  {r.bound}-bound  predicted {r.time_s * 1e6:6.1f} µs")
+roofline_figure([(s.name, s.flops, s.bytes) for s in steps], "H100").show()
+times = [hardware.predict(s.flops, s.bytes, "H100") for s in steps]
+glue("softmax_share", 100 * times[1].time_s / sum(t.time_s for t in times))
+glue("softmax_flop_share", 100 * steps[1].flops / sum(s.flops for s in steps))
+
+# %% [markdown]
+# On this model the softmax does {glue:text}`softmax_flop_share:.1f`% of the FLOPs yet takes {glue:text}`softmax_share:.0f`%
+# of the predicted time. Fusing the three steps, so that $S$ and $P$ never leave the chip, is the
+# whole idea of FlashAttention (chapters 3 and 4).
+#
+# ## Watching the traffic
+#
+# Press **Play**. The grid is the $N \times N$ score matrix in tiles of the model's block size;
+# each frame is one step of the recording: kernel 1 writing $S$ tile by tile, the softmax reading
+# rows of $S$ back and writing $P$, then $O = PV$. The strips show which tiles of $Q$, $K$, $V$
+# and $O$ sit in SRAM, and the bars the HBM bytes so far ($N = 512$, $d = 64$, fp16).
+
+# %%
+from flashedu.viz import tile_schedule
+tile_schedule(simulate("standard", N=512, d=64)).show()
+
+# %% [markdown]
+# ## The memory wall grows as $N^2$
+#
+# The same recording at growing $N$: the traffic of $S$ and $P$ grows as $N^2$; for one head
+# its share of the total settles near 80% with this model's tile size.
+
+# %%
+from flashedu.viz.growth import standard_growth_figure
+standard_growth_figure(d=64).show()
+
+# %% [markdown]
+# Traffic costs time; footprint costs memory. Training keeps $P$ for the backward pass, so the
+# peak memory of a forward and backward pass grows as $N^2$ too. Measured on a real GPU (one
+# forward + backward, 16 heads of $d = 128$, fp16), against torch's FlashAttention-2 backend,
+# which never stores $P$:
+
+# %%
+from flashedu import recorded
+from flashedu.viz.memory import memory_figure
+mem = recorded.load("memory")[0]
+live = None
+if rt.compiled:  # on a GPU, measure the reader's own at small N and draw it beside the record
+    from flashedu.bench.memory import peak_bytes, providers
+    live = [dict(provider=name, N=N, peak_bytes=peak_bytes(fn, 1, 16, N, 128))
+            for name, fn in providers().items() if name in ("standard_torch", "sdpa_flash")
+            for N in (1024, 2048, 4096)]
+memory_figure(mem, live=live, live_label=torch.cuda.get_device_name() if live else "").show()
+by = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
+glue("mem_std_16k", by[("standard_torch", 16384)] / 2**30)
+glue("mem_flash_16k", by[("sdpa_flash", 16384)] / 2**20)
+glue("mem_gpu", mem["provenance"]["gpu"])
+
+# %% [markdown]
+# At $N = 16384$ the standard version peaked at {glue:text}`mem_std_16k:.1f` GiB above its
+# inputs on the {glue:text}`mem_gpu`; the FlashAttention-2 backend at
+# {glue:text}`mem_flash_16k:.0f` MiB, linear in $N$.
+#
 # ## Every implementation is called the same way
 #
 # `flashedu` keeps one registry of attention implementations. Each takes `q`, `k`, `v` shaped
@@ -55,15 +169,9 @@ for impl in flashedu.registry():
     print(f"{impl.name:20s} ch.{impl.chapter}  {impl.backend:9s}  {impl.summary}")
 
 # %% [markdown]
-# The readable reference follows the three steps literally, in fp32:
-
-# %%
-import inspect
-from flashedu.ops.standard import reference
-print(inspect.getsource(reference.standard_attention))
-
-# %% [markdown]
-# Run it, and the three-kernel Triton version, on the same inputs. On a GPU the Triton kernels are
+# The standard reference is the three steps above, tile by tile, written against the memory model
+# (that is how the counts were recorded). Its GPU counterpart is three Triton kernels: a matrix
+# product writing $S$, a row softmax writing $P$, a matrix product writing $O$. On a GPU they are
 # compiled; without one they run under Triton's interpreter on the CPU, so the sizes are small.
 
 # %%
@@ -75,47 +183,63 @@ o_ref = flashedu.get("standard_reference").fn(q, k, v, causal=True)
 o_tri, S, P = flashedu.ops.standard.triton_impl.standard_attention_triton(
     q, k, v, causal=True, return_intermediates=True)
 err = (o_tri.float() - o_ref.float()).abs().max().item()
-print(f"N = {N}, dtype = {dtype}: max |triton - reference| = {err:.1e}")
+print(f"N = {N}, {dtype}, on {rt.device}: max |triton - reference| = {err:.1e}")
 assert err < (1e-5 if dtype == torch.float32 else 2e-2)
 
 # %% [markdown]
-# The Triton version returned its intermediates, so we can look at what it stored in HBM. Each row
-# of $P$ sums to one; with `causal=True` everything above the diagonal is zero.
+# The Triton version can return its intermediates, so we can look at what it stored in HBM. Each
+# row of $P$ sums to one; with `causal=True` everything above the diagonal is zero.
 
 # %%
 import plotly.graph_objects as go
 
-bytes_in = sum(t.nbytes for t in (q, k, v))
-print(f"q, k, v together: {bytes_in / 2**20:.2f} MiB;  S and P together: {(S.nbytes + P.nbytes) / 2**20:.2f} MiB")
+print(f"q, k, v together: {sum(t.nbytes for t in (q, k, v)) / 2**20:.2f} MiB;  "
+      f"S and P together: {(S.nbytes + P.nbytes) / 2**20:.2f} MiB")
 show = P[0, 0, :128, :128].float().cpu()
 fig = go.Figure(go.Heatmap(z=show, colorscale="Viridis", colorbar=dict(title="P[i, j]")))
 fig.update_layout(title="The attention matrix P that standard attention writes to HBM (first 128 rows)",
-                  xaxis_title="key j", yaxis_title="query i", height=460,
+                  xaxis_title="key j", yaxis_title="query i", height=460, width=600,
                   yaxis=dict(autorange="reversed", scaleanchor="x"))
 fig.show()
 
 # %% [markdown]
-# ## Watching the three kernels
-#
-# Press **Play**. Each frame is a group of programs (GPU thread blocks) of one kernel. Kernel 1
-# writes $S$ tile by tile; kernel 2 reads every row of $S$ back and writes $P$; kernel 3 reads $P$
-# and $V$ to produce $O$. The bars count HBM bytes, from the kernels' launch grids, at
-# $N = 512$, $d = 64$, fp16.
-
-# %%
-from flashedu.viz.standard import three_kernel_animation
-three_kernel_animation(N=512, D=64, block=64).show()
-
-# %% [markdown]
 # ## Summary
 #
-# - Standard attention materialises two $N \times N$ matrices, $S$ and $P$, in HBM.
+# - Standard attention materialises two $N \times N$ matrices, $S$ and $P$, in HBM; they are
+#   most of its memory traffic and, in training, most of its memory.
+# - Arithmetic intensity places a kernel on the roofline; the softmax step is deep in the
+#   memory-bound region, the matrix products near the ridge.
 # - Every `flashedu` implementation is called as `fn(q, k, v, *, causal=False, scale=None)` on
 #   `[B, H, N, D]` tensors, like torch's SDPA.
-# - The unfused GPU version is three kernels, and most of its HBM traffic is $S$ and $P$ going out and
-#   coming back.
 #
 # ## Exercises
 #
-# 1. Call `flashedu.get("sdpa").fn` on the `q, k, v` above and check it against `o_ref`.
-# 2. Change `causal=True` to `causal=False`. Which entries of `P` change?
+# **1.** Write `s_and_p_bytes(N, heads, itemsize)`: the bytes standard attention *writes* to HBM
+# for $S$ and $P$ together, for one batch. Check it with
+# `flashedu.exercises.check_s_and_p_bytes(s_and_p_bytes)`.
+#
+# **2.** Change `causal=True` to `causal=False` in the Triton cell. Which entries of `P` change,
+# and does the traffic of standard attention change? (Compare `simulate("standard", ..., causal=True)`.)
+#
+# **3.** Using `hardware.predict`, find the smallest head dimension $d$ for which the step
+# $S = QK^\top$ at $N = 4096$ becomes compute-bound on an H100.
+
+# %% tags=["hide-input"]
+# Solutions (click to show).
+from flashedu.exercises import check_s_and_p_bytes
+
+def s_and_p_bytes(N, heads, itemsize):
+    return 2 * N * N * heads * itemsize  # S and P, N×N each, written once
+
+assert check_s_and_p_bytes(s_and_p_bytes)
+
+# 2: the masked entries of P become 0, but standard attention still computes and writes all of S
+#    and P: the recorded traffic is the same.
+assert simulate("standard", N=512, d=64, causal=True).total_bytes == simulate("standard", N=512, d=64).total_bytes
+
+# 3: the intensity of S = QKᵀ grows with d; search for the first compute-bound d.
+for d in range(16, 1025, 16):
+    st = standard_steps(simulate("standard", N=4096, d=d))[0]
+    if hardware.predict(st.flops, st.bytes, "H100").bound == "compute":
+        print(f"S = QKᵀ becomes compute-bound at d = {d}")
+        break

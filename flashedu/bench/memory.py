@@ -1,6 +1,6 @@
 """Peak GPU memory of one forward + backward, above the inputs, versus N.
 
-    python -m flashedu.bench.memory [--out book/data/memory/<gpu>.json]
+    python -m flashedu.bench.memory [--out flashedu/data/memory/<gpu>.json]
 
 Setting of the targets table: B = 1, H = 16, D = 128, fp16. Each row records the peak bytes
 allocated during o = fn(q, k, v); o.backward(do), minus what was allocated before (q, k, v, do);
@@ -18,7 +18,7 @@ import torch
 from .. import provenance, registry
 from .peers import sdpa_peer
 
-DATA = Path(__file__).resolve().parents[2] / "book" / "data" / "memory"
+DATA = Path(__file__).resolve().parents[1] / "data" / "memory"
 
 
 def peak_bytes(fn, B, H, N, D, dtype=torch.float16, causal=False) -> int | str:

@@ -7,31 +7,35 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 
-def add_player(fig: go.Figure, labels: list[str] | None = None, *, duration: int = 300,
-               prefix: str = "", y: float = -0.12) -> go.Figure:
-    """Attach Play/Pause and a slider to ``fig``, whose frames must be named "0", "1", ….
-
-    ``labels`` label the slider steps (default: the frame numbers); ``y`` places the controls
-    below the plot, in paper coordinates.
-    """
-    n = len(fig.frames)
-    if n == 0:
-        raise ValueError("fig has no frames to play")
-    labels = labels or [str(k) for k in range(n)]
-    if len(labels) != n:
-        raise ValueError(f"labels has {len(labels)} entries for {n} frames")
+def player_controls(names: list[str], labels: list[str], *, duration: int = 300, prefix: str = "",
+                    y: float = -0.12, slider_x: float = 0.2) -> tuple[list, list]:
+    """``(updatemenus, sliders)`` for frames called ``names``; ``labels`` label the slider steps.
+    ``y`` places the controls below the plot, in paper coordinates."""
+    if len(labels) != len(names):
+        raise ValueError(f"labels has {len(labels)} entries for {len(names)} frames")
     play = dict(label="▶ Play", method="animate",
                 args=[None, dict(frame=dict(duration=duration, redraw=True), fromcurrent=True,
                                  transition=dict(duration=0))])
     pause = dict(label="❚❚ Pause", method="animate",
-                 args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])
+                 args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
+                                    transition=dict(duration=0))])
     steps = [dict(method="animate", label=lab,
-                  args=[[fig.frames[k].name], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
-             for k, lab in enumerate(labels)]
-    fig.update_layout(
-        updatemenus=[dict(type="buttons", buttons=[play, pause], direction="left", x=0, y=y,
-                          xanchor="left", yanchor="top", showactive=False, pad=dict(t=0, r=10))],
-        sliders=[dict(steps=steps, x=0.2, y=y + 0.02, len=0.8, xanchor="left", yanchor="top",
-                      pad=dict(t=0), currentvalue=dict(prefix=prefix))],
-    )
+                  args=[[name], dict(frame=dict(duration=0, redraw=True), mode="immediate",
+                                     transition=dict(duration=0))])
+             for name, lab in zip(names, labels)]
+    menus = [dict(type="buttons", buttons=[play, pause], direction="left", x=0, y=y,
+                  xanchor="left", yanchor="top", showactive=False, pad=dict(t=0, r=10))]
+    sliders = [dict(active=0, steps=steps, x=slider_x, y=y + 0.02, len=1 - slider_x, xanchor="left",
+                    yanchor="top", pad=dict(t=0), currentvalue=dict(prefix=prefix, font=dict(size=11)))]
+    return menus, sliders
+
+
+def add_player(fig: go.Figure, labels: list[str] | None = None, **kwargs) -> go.Figure:
+    """Attach Play/Pause and a slider to ``fig`` (which must have frames); keyword arguments as
+    :func:`player_controls`."""
+    names = [f.name for f in fig.frames]
+    if not names:
+        raise ValueError("fig has no frames to play")
+    menus, sliders = player_controls(names, labels or [str(k) for k in range(len(names))], **kwargs)
+    fig.update_layout(updatemenus=menus, sliders=sliders)
     return fig

@@ -17,7 +17,7 @@ TILE_COLORS = ("#EEEEEE", OKABE_ITO["sky"], "#8C8C8C", OKABE_ITO["vermillion"])
 STRIP_STATES = ("in HBM", "in SRAM", "written to HBM now")
 STRIP_COLORS = ("#EEEEEE", OKABE_ITO["orange"], OKABE_ITO["green"])
 
-BOOK_WIDTH = 750  # px: the book's text column
+# Figures set no width: plotly then fills the book column, whatever the reader's screen.
 FONT = dict(family="Helvetica, Arial, sans-serif", size=12)
 
 

@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..iomodel.trace import COMPUTE, LOAD, SKIP, STORE
-from .palette import (BOOK_WIDTH, FONT, READ_COLOR, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
+from .anim import player_controls
+from .palette import (FONT, READ_COLOR, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
                       TILE_STATES, WRITE_COLOR, discrete_colorscale)
 
 MAX_TILES = 128 * 128  # beyond this the grid is unreadable and the HTML too large
@@ -155,23 +156,6 @@ def _legend_traces(row: int, col: int, fig: go.Figure) -> None:
                                              line=dict(color="#555555", width=1))), row=row, col=col)
 
 
-def _play_controls(names: list[str], labels: list[str], duration_ms: int) -> tuple[list, list]:
-    play = dict(label="▶ Play", method="animate",
-                args=[None, dict(frame=dict(duration=duration_ms, redraw=True), fromcurrent=True,
-                                 transition=dict(duration=0))])
-    pause = dict(label="❚❚ Pause", method="animate",
-                 args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
-                                    transition=dict(duration=0))])
-    menus = [dict(type="buttons", direction="left", buttons=[play, pause], x=0.0, y=-0.08,
-                  xanchor="left", yanchor="top", pad=dict(r=8, t=8), showactive=False)]
-    steps = [dict(method="animate", label=lab,
-                  args=[[nm], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                   transition=dict(duration=0))]) for nm, lab in zip(names, labels)]
-    sliders = [dict(active=0, steps=steps, x=0.3, len=0.7, y=-0.04, yanchor="top",
-                    currentvalue=dict(prefix="time step ", font=dict(size=11)), pad=dict(t=30))]
-    return menus, sliders
-
-
 def _title(report, s: FrameState, total: int, scale: float, unit: str) -> str:
     return (f"{report.algorithm}{' causal' if report.causal else ''}, N={report.N}, d={report.d}, "
             f"Br={report.block_r}, Bc={report.block_c} · {s.phase} · step {s.time + 1}/{total}")
@@ -213,16 +197,17 @@ def tile_schedule(report, *, max_frames: int = 60, concurrent: bool = True,
     fig.frames = [go.Frame(name=nm, data=frame_data(s), traces=[0, 1, 2, 3, 4],
                            layout=dict(title_text=_title(report, s, total, scale, unit)))
                   for nm, s in zip(names, states)]
-    menus, sliders = _play_controls(names, [str(s.time + 1) for s in states], frame_ms)
+    menus, sliders = player_controls(names, [str(s.time + 1) for s in states], duration=frame_ms,
+                                     prefix="time step ", y=-0.13, slider_x=0.3)
     top = max(report.read_bytes, report.write_bytes) / scale * 1.2 or 1
     fig.update_layout(title=dict(text=_title(report, states[0], total, scale, unit), font=dict(size=13)),
-                      width=BOOK_WIDTH, height=560, font=FONT, margin=dict(l=50, r=10, t=60, b=150),
+                      height=560, font=FONT, margin=dict(l=50, r=10, t=60, b=150),
                       plot_bgcolor="white", updatemenus=menus, sliders=sliders,
                       legend=dict(orientation="h", x=0, y=-0.32, yanchor="top", font=dict(size=11)))
-    fig.update_yaxes(autorange="reversed", row=2, col=1, title_text=f"Q tile i ({report.block_r} rows each)")
+    fig.update_yaxes(autorange="reversed", dtick=1, row=2, col=1, title_text=f"Q tile i ({report.block_r} rows each)")
     fig.update_yaxes(autorange="reversed", matches="y3", row=2, col=2, showticklabels=False)
     fig.update_yaxes(autorange="reversed", matches="y3", row=2, col=3, showticklabels=False)
-    fig.update_xaxes(title_text=f"K/V tile j ({report.block_c} keys each)", row=2, col=2)
+    fig.update_xaxes(dtick=1, title_text=f"K/V tile j ({report.block_c} keys each)", row=2, col=2)
     fig.update_xaxes(matches="x4", row=1, col=2, showticklabels=False)
     fig.update_yaxes(range=[0, top], title_text=f"HBM traffic so far ({unit})", row=1, col=4, side="right")
     return fig
@@ -266,15 +251,16 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
     fig.frames = [go.Frame(name=nm, data=frame_data(a, b), traces=[0, 1, 2],
                            layout=dict(title_text=f"step {int(t) + 1}/{max(ends)} · {a.phase} | {b.phase}"))
                   for nm, t, a, b in zip(names, times, sa, sb)]
-    menus, sliders = _play_controls(names, [str(int(t) + 1) for t in times], frame_ms)
+    menus, sliders = player_controls(names, [str(int(t) + 1) for t in times], duration=frame_ms,
+                                     prefix="time step ", y=-0.13, slider_x=0.3)
     top = max(report_a.read_bytes, report_a.write_bytes, report_b.read_bytes, report_b.write_bytes) / scale * 1.2
-    fig.update_layout(title=dict(text=f"step 1/{max(ends)}", font=dict(size=13)), width=BOOK_WIDTH,
+    fig.update_layout(title=dict(text=f"step 1/{max(ends)}", font=dict(size=13)),
                       height=500, font=FONT, margin=dict(l=50, r=10, t=70, b=190), plot_bgcolor="white",
                       updatemenus=menus, sliders=sliders,
                       legend=dict(orientation="h", x=0, y=-0.62, yanchor="top", font=dict(size=11)))
     for c, r in ((1, report_a), (2, report_b)):
-        fig.update_yaxes(autorange="reversed", title_text="Q tile i", row=1, col=c)
-        fig.update_xaxes(title_text="K/V tile j", row=1, col=c)
+        fig.update_yaxes(autorange="reversed", dtick=1, title_text="Q tile i", row=1, col=c)
+        fig.update_xaxes(dtick=1, title_text="K/V tile j", row=1, col=c)
     fig.update_yaxes(range=[0, top or 1], row=1, col=3)
     fig.update_xaxes(tickangle=-30, row=1, col=3)
     return fig

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from .. import hardware
 from ..iomodel.blocks import acc_itemsize, default_block_sizes, itemsize_of
 from ..iomodel.formulas import formula
-from .palette import ALGORITHM_COLORS, BOOK_WIDTH, FONT
+from .palette import ALGORITHM_COLORS, FONT
 
 DEFAULT_NS = tuple(2 ** p for p in range(8, 17))  # 256 .. 65,536
 _DASH = {"standard": "dot", "v1": "dash", "v2": "solid"}
@@ -96,7 +96,7 @@ def traffic_explorer(*, Ns=DEFAULT_NS, ds=(64, 128, 256), sram_kib=(64, 100, 192
     fig.update_layout(
         title=dict(text=f"Forward pass, {heads} heads, {dt}{', causal' if causal else ''}: "
                         f"traffic and roofline time on {g.name}", font=dict(size=13)),
-        width=BOOK_WIDTH, height=620, font=FONT, sliders=sliders, plot_bgcolor="white",
+        height=620, font=FONT, sliders=sliders, plot_bgcolor="white",
         margin=dict(l=70, r=20, t=60, b=130), legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     fig.update_xaxes(type="log", title_text="sequence length N (tokens)", row=2, col=1,
                      gridcolor="#E5E5E5", tickvals=Ns, ticktext=[f"{n // 1024}k" if n >= 1024 else str(n) for n in Ns])

@@ -1,0 +1,36 @@
+"""Peak GPU memory of forward + backward versus N, from results recorded by
+``python -m flashedu.bench.memory`` (and optionally rows measured live on the reader's GPU)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from ..provenance import label
+from .palette import FONT, SEQUENCE
+
+NAMES = {"standard_torch": "standard (torch ops)", "sdpa": "torch SDPA (default backend)",
+         "sdpa_flash": "SDPA flash backend (FlashAttention-2)"}
+
+
+def memory_figure(recorded: dict, *, live: list[dict] | None = None, live_label: str = "") -> go.Figure:
+    """Log-log peak MiB vs N, one line per provider; OOM rows are left out and listed."""
+    fig = go.Figure()
+    providers = list(dict.fromkeys(r["provider"] for r in recorded["rows"]))
+    for name, color in zip(providers, SEQUENCE):
+        rows = [r for r in recorded["rows"] if r["provider"] == name and isinstance(r["peak_bytes"], int)]
+        fig.add_trace(go.Scatter(x=[r["N"] for r in rows], y=[r["peak_bytes"] / 2**20 for r in rows],
+                                 mode="lines+markers", name=NAMES.get(name, name), line=dict(color=color),
+                                 hovertemplate="N=%{x}: %{y:.4g} MiB<extra>" + name + "</extra>"))
+    for name, color in zip(dict.fromkeys(r["provider"] for r in live or []), SEQUENCE):
+        rows = [r for r in live if r["provider"] == name and isinstance(r["peak_bytes"], int)]
+        fig.add_trace(go.Scatter(x=[r["N"] for r in rows], y=[r["peak_bytes"] / 2**20 for r in rows],
+                                 mode="markers", name=f"{NAMES.get(name, name)} — {live_label}",
+                                 marker=dict(color=color, symbol="x", size=10)))
+    s = recorded["rows"][0]
+    fig.update_xaxes(type="log", title_text="sequence length N", tickvals=sorted({r["N"] for r in recorded["rows"]}))
+    fig.update_yaxes(type="log", title_text="peak memory above inputs (MiB)")
+    fig.update_layout(
+        title=dict(text=f"Forward + backward, B={s['B']}, H={s['H']}, D={s['D']}, {s['dtype']}"
+                        f"<br><sup>recorded on {label(recorded['provenance'])}</sup>"),
+        height=440, font=FONT, plot_bgcolor="white",
+        legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.8)"), margin=dict(t=70, l=60, r=20, b=50))
+    return fig
