@@ -27,13 +27,15 @@ def _as_state(out) -> State:
 
 def check_merge(fn, *, cases: int = 40, seed: int = 0) -> bool:
     """``fn(a, b)`` must return the state over both key sets (a State or an (m, l, o) tuple).
-    Cases include a state over no keys (m = -inf), which must not produce NaN."""
+    Cases include a state over no keys and a fully masked row (m = -inf), which must not give NaN."""
     g = torch.Generator().manual_seed(seed)
     failures = []
     for c in range(cases):
         n1, n2 = (int(x) for x in torch.randint(1, 20, (2,), generator=g))
         s = torch.randn(3, n1 + n2, generator=g, dtype=torch.float64) * 4
         v = torch.randn(n1 + n2, 5, generator=g, dtype=torch.float64)
+        if c % 10 == 4:
+            s[1] = -math.inf  # a fully masked row: m = -inf in both states
         a, b = state_of_block(s[:, :n1], v[:n1]), state_of_block(s[:, n1:], v[n1:])
         if c % 10 == 9:
             b = empty_state((3,), 5, dtype=torch.float64)
@@ -49,8 +51,8 @@ def check_merge(fn, *, cases: int = 40, seed: int = 0) -> bool:
                 failures.append(f"case {c}: {field} has shape {tuple(x.shape)}, expected {tuple(w.shape)}")
                 break
             if torch.isnan(x).any():
-                failures.append(f"case {c}: {field} contains NaN"
-                                + (" (b is the empty state, m = -inf)" if c % 10 == 9 else ""))
+                why = {9: " (b is the empty state, m = -inf)", 4: " (row 1 is fully masked, m = -inf in a and b)"}
+                failures.append(f"case {c}: {field} contains NaN" + why.get(c % 10, ""))
                 break
             if not torch.allclose(x, w, atol=1e-9, rtol=1e-9):
                 failures.append(f"case {c}: {field} differs by {(x - w).abs().max().item():.3g}")

@@ -1,0 +1,100 @@
+"""The helpers chapters 1-2 call: roofline steps, figures from recorded data, exercise checkers
+(which must reject wrong answers, not only accept right ones), provenance."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from flashedu import exercises, hardware, provenance, recorded
+from flashedu.iomodel import simulate
+from flashedu.iomodel.steps import standard_steps
+from flashedu.softmax import State, merge
+from flashedu.viz.growth import standard_traffic_by_tensor
+from flashedu.viz.memory import memory_figure
+from flashedu.viz.roofline import roofline_figure
+
+
+@pytest.mark.parametrize("N,d", [(7, 16), (129, 32), (1000, 64)])
+def test_standard_steps_add_up_to_the_recording(N, d):
+    r = simulate("standard", N=N, d=d)
+    steps = standard_steps(r)
+    assert [s.name for s in steps] == ["S = QKᵀ", "P = softmax(S)", "O = PV"]
+    assert sum(s.bytes for s in steps) == r.total_bytes
+    assert steps[0].flops == steps[2].flops == 2 * N * N * d
+    assert steps[1].intensity < steps[0].intensity
+
+
+def test_standard_steps_reject_other_algorithms():
+    with pytest.raises(ValueError, match="standard"):
+        standard_steps(simulate("v2", N=64, d=16))
+
+
+def test_roofline_figure_merges_identical_points_and_places_them_on_the_roof():
+    steps = standard_steps(simulate("standard", N=1024, d=64))
+    fig = roofline_figure([(s.name, s.flops, s.bytes) for s in steps], "H100")
+    markers = [t for t in fig.data if t.mode == "markers+text"]
+    assert [m.text[0] for m in markers] == ["S = QKᵀ and O = PV", "P = softmax(S)"]
+    g = hardware.gpu("H100")
+    for m, s in zip(markers, (steps[0], steps[1])):
+        assert m.y[0] == pytest.approx(min(g.fp16_flops, s.intensity * g.hbm_bandwidth) / 1e12)
+    with pytest.raises(ValueError, match="points"):
+        roofline_figure([])
+
+
+def test_growth_share_of_s_and_p():
+    rows = standard_traffic_by_tensor([64, 256], d=32)
+    for r in rows:
+        assert r["intermediates"] + r["others"] == r["total"]
+        # S and P: N² elements each, written once and read once, 2 bytes each.
+        assert r["intermediates"] == 2 * 2 * r["N"] ** 2 * 2
+
+
+def test_recorded_memory_has_provenance_and_draws():
+    mem = recorded.load("memory")
+    assert mem, "no recorded memory measurements in flashedu/data/memory"
+    for rec in mem:
+        assert {"gpu", "driver", "torch", "triton", "date"} <= rec["provenance"].keys()
+        fig = memory_figure(rec)
+        assert len(fig.data) >= 2
+        assert rec["provenance"]["gpu"] in fig.layout.title.text
+    with pytest.raises(FileNotFoundError):
+        recorded.load("no_such_kind")
+
+
+def test_provenance_collects_versions():
+    info = provenance.collect()
+    assert info["torch"] == torch.__version__ and info["date"]
+    json.dumps(info)
+    assert info["torch"] in provenance.label(info)
+
+
+def test_merge_checker_accepts_right_and_rejects_wrong(capsys):
+    assert exercises.check_merge(lambda a, b: merge(a, b))
+    # Forgets to rescale: wrong whenever the maxima differ.
+    assert not exercises.check_merge(lambda a, b: State(torch.maximum(a.m, b.m), a.l + b.l, a.o + b.o))
+    # Right formula but NaN for the empty state (subtracts m = -inf).
+    def nan_merge(a, b):
+        m = torch.maximum(a.m, b.m)
+        return m, a.l * torch.exp(a.m - m) + b.l * torch.exp(b.m - m), a.o * torch.exp(a.m - m) + b.o * torch.exp(b.m - m)
+    assert not exercises.check_merge(nan_merge)
+    assert "NaN" in capsys.readouterr().out
+
+
+def test_softmax_checker_accepts_right_and_rejects_wrong():
+    assert exercises.check_softmax(lambda x: torch.softmax(x, -1).nan_to_num(0.0))
+    assert not exercises.check_softmax(lambda x: torch.exp(x) / torch.exp(x).sum(-1, keepdim=True))
+    assert not exercises.check_softmax(lambda x: torch.softmax(x, -1))  # NaN on masked rows
+
+
+def test_bytes_checker_accepts_right_and_rejects_wrong():
+    assert exercises.check_s_and_p_bytes(lambda N, h, i: 2 * N * N * h * i)
+    assert not exercises.check_s_and_p_bytes(lambda N, h, i: N * N * h * i)
+
+
+def test_memory_hierarchy_is_cited():
+    assert "FlashAttention" in hardware.MEMORY_HIERARCHY_SOURCE
+    bw = [lvl.bandwidth for lvl in hardware.MEMORY_HIERARCHY]
+    assert bw == sorted(bw, reverse=True) and math.isclose(bw[1], 1.5e12)
