@@ -203,8 +203,10 @@ def test_simulate_rejects_bad_arguments():
         simulate("v2", N=64, d=16, block_r=0)
     with pytest.raises(NotImplementedError, match="chapter 5"):
         simulate("v2", N=64, d=16, block_mask=torch.ones(1, 1, dtype=torch.bool))
-    with pytest.raises(NotImplementedError, match="chapter"):
-        simulate("v2", N=64, d=16, backward=True)
+    with pytest.raises(NotImplementedError, match="standard"):
+        simulate("standard", N=64, d=16, backward=True)
+    assert simulate("v2", N=64, d=16, backward=True).backward
+    assert not simulate("v2", N=64, d=16).backward
     with pytest.raises(ValueError, match="algorithm"):
         formula("v9", N=64, d=16, block_r=16, block_c=16)
 

@@ -1,10 +1,13 @@
-"""Closed-form HBM traffic of the three forward algorithms, to check the recordings against.
+"""Closed-form HBM traffic of the three forward algorithms and the v1/v2 backward passes, to
+check the recordings against.
 
 ``formula(...).seed`` is the count as seed 001 writes it (FA2 blog: v1 reads 2Nd + 2TcNd, writes
 TcNd + 2TcN; v2 reads Nd + 2TrNd, writes Nd + N), and for standard attention the count of
 seed 002's three steps with every input read once. ``.exact`` is what the reference in
 :mod:`flashedu.ops` moves, element for element, and ``.note`` says where the two differ.
 Tr = ⌈N/Br⌉ and Tc = ⌈N/Bc⌉, so the exact counts hold for N not a multiple of the blocks too.
+The seeds give no backward count: with ``backward=True``, ``.seed`` is None and ``.note`` gives
+the closed form instead.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class Counts:
         ``itemsize``. Needs the per-tensor split (``exact`` has it, ``seed`` does not)."""
         if not self.per_tensor:
             raise ValueError("these counts have no per-tensor split; use .exact for bytes")
-        size = {n: stat_itemsize if n in ("l", "m", "L") else itemsize for n in self.per_tensor}
+        size = {n: stat_itemsize if n in _ACC else itemsize for n in self.per_tensor}
         return (sum(r * size[n] for n, (r, _) in self.per_tensor.items()),
                 sum(w * size[n] for n, (_, w) in self.per_tensor.items()))
 
@@ -55,6 +58,9 @@ class IOFormula:
     order: str  # the asymptotic HBM traffic, M = SRAM size in elements
 
 
+# Stored at the accumulator's size (fp32): row statistics, and the backward's dQ accumulator.
+_ACC = ("l", "m", "L", "D", "dQ")
+
 _NOTES = {
     "v2": "Exact equals the seed: Q is read once, K and V once per Q tile (Tr times), O and "
           "L = m + log ℓ written once; ℓ and m never leave the chip.",
@@ -66,6 +72,23 @@ _NOTES = {
                 "keeps Q_i on chip but reads K once per Q tile and step 3 reads V once per Q tile: "
                 "+2·(Tr − 1)·Nd reads. Both counts are Θ(Nd + N²) when d ≤ Br: the N² reads and "
                 "writes of S and P dominate.",
+}
+_BACKWARD_NOTES = {
+    "v2": "The seeds give no backward count (seed 001 shows Algorithm 2 only as a figure), so seed "
+          "is None. Exact, from FA2's Algorithm 2: the preprocess reads O and dO once and writes "
+          "D = rowsum(dO ∘ O) and the zeroed dQ; K_j, V_j are read once and dK_j, dV_j written once; "
+          "every computed tile (i, j) reads Q_i, dO_i, dQ_i, L_i, D_i and writes dQ_i back. With "
+          "N_k = N: reads 4Nd + Tc·(3Nd + 2N), writes 3Nd + N + Tc·Nd. The forward streams K and V "
+          "past every Q tile (2·Tr·Nd); the backward streams Q, dO and dQ (read and written) past "
+          "every K/V tile: about twice the forward's traffic for Br = Bc, the same order. Line 9's "
+          "O_i is not loaded: after D nothing uses it. dQ is an fp32 accumulator in HBM.",
+    "v1": "The seeds give no backward count, so seed is None. Exact, from FA1's Algorithm 4 (no "
+          "dropout): line 5 writes zeros to dQ, dK, dV; K_j, V_j are read once and dK_j, dV_j "
+          "written once (line 24); every computed tile (i, j) reads Q_i, O_i, dO_i, dQ_i, ℓ_i, m_i "
+          "and writes dQ_i back. With N_k = N: reads 2Nd + Tc·(4Nd + 2N), writes 5Nd + Tc·Nd. "
+          "Against v2's backward: O_i is reloaded every step to recompute D_i (+Tc·Nd reads) and "
+          "dK, dV are initialised in HBM (+2Nd writes); v2 instead reads O once and stores D. "
+          "dQ is an fp32 accumulator in HBM.",
 }
 _ORDER = {"v2": "Θ(N²d²/M)", "v1": "Θ(N²d²/M)", "standard": "Θ(Nd + N²)"}
 
@@ -82,9 +105,23 @@ def _tiles_per_row(N: int, N_k: int, br: int, bc: int, causal: bool) -> tuple[np
     return rows, count, k_rows
 
 
+def _backward_per_tensor(algorithm: str, N: int, N_k: int, d: int, steps: int) -> dict:
+    """(reads, writes) per tensor of the backward; ``steps`` = Σ over computed tiles of Q_i's rows."""
+    Nd, Nkd, sd = N * d, N_k * d, steps * d
+    # Both: K_j, V_j in once, dK_j, dV_j out once; Q_i, dO_i, dQ_i in and dQ_i out per computed tile.
+    per = {"Q": (sd, 0), "K": (Nkd, 0), "V": (Nkd, 0), "dQ": (sd, Nd + sd), "dK": (0, Nkd), "dV": (0, Nkd)}
+    if algorithm == "v2":  # the preprocess reads O, dO once and writes D; L_i, D_i per tile
+        per.update({"O": (Nd, 0), "dO": (Nd + sd, 0), "L": (steps, 0), "D": (steps, N)})
+    else:  # O_i, ℓ_i, m_i per tile; line 5 zeroes dK, dV in HBM as well as dQ
+        per.update({"O": (sd, 0), "dO": (sd, 0), "l": (steps, 0), "m": (steps, 0),
+                    "dK": (0, 2 * Nkd), "dV": (0, 2 * Nkd)})
+    return per
+
+
 def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causal: bool = False,
-            N_k: int | None = None, batch: int = 1, heads: int = 1) -> IOFormula:
-    """Closed-form HBM traffic (elements) of ``algorithm``'s forward pass.
+            N_k: int | None = None, batch: int = 1, heads: int = 1, backward: bool = False) -> IOFormula:
+    """Closed-form HBM traffic (elements) of ``algorithm``'s forward pass, or with
+    ``backward=True`` of its backward pass alone ("v1", "v2"; seed None).
 
     >>> f = formula("v1", N=1024, d=64, block_r=64, block_c=128)
     >>> f.seed.reads == 2 * 1024 * 64 + 2 * f.Tc * 1024 * 64
@@ -106,7 +143,11 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
     bh = batch * heads
     Nd, Nkd = N * d, N_k * d
 
-    if algorithm == "v2":
+    if backward:
+        if algorithm not in _BACKWARD_NOTES:
+            raise ValueError(f"backward=True needs 'v1' or 'v2', got {algorithm!r}")
+        per, seed = _backward_per_tensor(algorithm, N, N_k, d, int((rows * count).sum())), None
+    elif algorithm == "v2":
         kv = int(k_rows.sum()) * d  # each Q tile streams the K (and V) rows it needs
         per = {"Q": (Nd, 0), "K": (kv, 0), "V": (kv, 0), "O": (0, Nd), "L": (0, N)}
         seed = (Nd + 2 * Tr * Nkd, Nd + N)
@@ -124,7 +165,9 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
     per = {n: (r * bh, w * bh) for n, (r, w) in per.items()}
     exact = Counts(sum(r for r, _ in per.values()), sum(w for _, w in per.values()), per)
     seed_counts = None if causal or seed is None else Counts(seed[0] * bh, seed[1] * bh)
-    note = _NOTES[algorithm]
-    if causal:
+    note = (_BACKWARD_NOTES if backward else _NOTES)[algorithm]
+    if causal and backward:
+        note += " Causal: tiles above the diagonal are skipped; the per-tile terms count computed tiles only."
+    elif causal:
         note += " Causal: tiles above the diagonal are skipped (standard attention skips none); the seed has no causal count."
     return IOFormula(algorithm, N, d, block_r, block_c, Tr, Tc, seed_counts, exact, note, _ORDER[algorithm])

@@ -60,6 +60,7 @@ class Report:
     tiles_computed: int
     tiles_skipped: int
     numeric: bool
+    backward: bool  # the backward pass's recording (the forward's is a separate report)
     trace: Trace = field(repr=False, compare=False)
 
     @property
@@ -88,14 +89,14 @@ class Report:
         mib = 1024 ** 2
         parts = ", ".join(f"{t.name} {t.read_bytes / mib:.2f}/{t.write_bytes / mib:.2f}"
                           for t in self.per_tensor.values())
-        return (f"{self.algorithm} N={self.N} d={self.d}{' causal' if self.causal else ''}: "
+        return (f"{self.algorithm}{' backward' if self.backward else ''} N={self.N} d={self.d}{' causal' if self.causal else ''}: "
                 f"Br={self.block_r} Bc={self.block_c}, reads {self.read_bytes / mib:.2f} MiB, "
                 f"writes {self.write_bytes / mib:.2f} MiB (read/write MiB per tensor: {parts}); "
                 f"SRAM peak {self.sram_peak_bytes / 1024:.1f} of {self.sram_bytes / 1024:.1f} KiB")
 
 
 def build_report(chip: Chip, *, algorithm: str, N: int, N_k: int, d: int, causal: bool,
-                 block_r: int, block_c: int) -> Report:
+                 block_r: int, block_c: int, backward: bool = False) -> Report:
     """Freeze what ``chip`` recorded into a :class:`Report`."""
     hbm = chip.hbm
     per = {n: TensorTraffic(n, t.itemsize, t.read_elements, t.write_elements) for n, t in hbm.tensors.items()}
@@ -110,4 +111,4 @@ def build_report(chip: Chip, *, algorithm: str, N: int, N_k: int, d: int, causal
         read_elements=hbm.read_elements, write_elements=hbm.write_elements,
         read_bytes=hbm.read_bytes, write_bytes=hbm.write_bytes, per_tensor=per,
         flops=2 * d * chip.matmul_scores, exps=chip.exps, tiles_computed=computed,
-        tiles_skipped=skipped, numeric=chip.numeric, trace=chip.trace)
+        tiles_skipped=skipped, numeric=chip.numeric, backward=backward, trace=chip.trace)

@@ -1,7 +1,8 @@
 """Running a reference algorithm on the memory model: numerically on tensors, or shape-only.
 
 ``simulate`` is the book's entry point: it runs the same reference code as the registered
-implementations, with the arithmetic skipped, and returns the recorded :class:`Report`.
+implementations, with the arithmetic skipped, and returns the recorded :class:`Report`; with
+``backward=True`` it runs the backward reference (v1, v2) instead, on a chip of its own.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..validate import check_qkv
-from .blocks import DEFAULT_SRAM_BYTES, resolve_blocks
+from .blocks import DEFAULT_SRAM_BYTES, check_blocks, resolve_blocks
 from .chip import Chip
 from .report import Report, build_report
 
@@ -30,6 +31,34 @@ def _forward(algorithm: str) -> Callable:
         from ..ops.v2.reference import v2_forward
         return v2_forward
     raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+def _backward(algorithm: str) -> tuple[Callable, tuple[str, ...], Callable]:
+    """(backward reference, the forward's row statistics it reads, its default block sizes)."""
+    if algorithm == "v1":
+        from ..ops.v1.backward import STATS, backward_block_sizes, v1_backward
+        return v1_backward, STATS, backward_block_sizes
+    if algorithm == "v2":
+        from ..ops.v2.backward import STATS, backward_block_sizes, v2_backward
+        return v2_backward, STATS, backward_block_sizes
+    raise NotImplementedError(f"backward=True runs 'v1' or 'v2'; {algorithm!r} has no backward reference "
+                              "(standard attention's backward is autograd's)")
+
+
+def _backward_blocks(default: Callable, *, d, sram_bytes, dtype, block_r, block_c) -> tuple[int, int]:
+    # The backward keeps gradient tiles on chip too, so its defaults are not the forward's.
+    if block_r is None or block_c is None:
+        dr, dc = default(d=d, sram_bytes=sram_bytes, dtype=dtype)
+        block_r = dr if block_r is None else block_r
+        block_c = dc if block_c is None else block_c
+    check_blocks(block_r, block_c)
+    return block_r, block_c
+
+
+def _backward_inputs(chip: Chip, *, N: int, d: int, stats: tuple[str, ...], data=None) -> None:
+    """Put O, the forward's row statistics and dO in HBM (data: name -> tensor, numeric runs)."""
+    for name in ("O", *stats, "dO"):
+        chip.tensor(name, N, 1 if name in stats else d, data=(data or {}).get(name), stat=name in stats)
 
 
 def _check_sram(sram_bytes) -> int:
@@ -56,6 +85,34 @@ def run_reference(algorithm: str, forward: Callable, q, k, v, *, causal: bool, s
     return chip.data("O").to(q.dtype), report, chip
 
 
+def run_backward(algorithm: str, q, k, v, o, do, stats: dict, *, causal: bool, scale,
+                 block_r, block_c, sram_bytes) -> tuple[tuple[torch.Tensor, ...], Report]:
+    """Put q, k, v, the forward's o and row statistics (``stats``: name -> ``[B, H, N]``) and the
+    output gradient do in HBM, run ``algorithm``'s backward numerically, return
+    ((dq, dk, dv), report)."""
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, name=f"{algorithm}_backward")
+    B, H, N, D = q.shape
+    for name, t in (("o", o), ("do", do)):
+        if not isinstance(t, torch.Tensor) or t.shape != q.shape:
+            raise ValueError(f"{algorithm}_backward: {name} must be a tensor shaped like q {tuple(q.shape)}")
+    backward, names, default = _backward(algorithm)
+    for name in names:
+        if stats[name].numel() != B * H * N:
+            raise ValueError(f"{algorithm}_backward: {name} must have shape [B, H, N] = {(B, H, N)}, "
+                             f"got {tuple(stats[name].shape)}")
+    sram_bytes = _check_sram(sram_bytes)
+    br, bc = _backward_blocks(default, d=D, sram_bytes=sram_bytes, dtype=q.dtype, block_r=block_r,
+                              block_c=block_c)
+    chip = Chip.from_qkv(q.detach(), k.detach(), v.detach(), sram_bytes=sram_bytes)
+    data = {"O": o, "dO": do, **{n: stats[n].reshape(B, H, N, 1) for n in names}}
+    _backward_inputs(chip, N=N, d=D, stats=names, data={n: t.detach().to(chip.work_dtype)
+                                                        for n, t in data.items()})
+    backward(chip, N=N, N_k=k.shape[2], d=D, scale=scale, causal=causal, block_r=br, block_c=bc)
+    report = build_report(chip, algorithm=algorithm, N=N, N_k=k.shape[2], d=D, causal=causal,
+                          block_r=br, block_c=bc, backward=True)
+    return tuple(chip.data(n).to(q.dtype) for n in ("dQ", "dK", "dV")), report
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -72,6 +129,10 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
     ``algorithm``: "standard", "v1" or "v2". One (batch, head) by default; ``batch`` and
     ``heads`` multiply the traffic, not the trace. Block sizes default as documented in
     :mod:`flashedu.iomodel.blocks` (v1: the paper's Bc = ⌈M/4d⌉, Br = min(Bc, d)).
+    ``backward=True`` ("v1", "v2"): the report of the backward pass alone (its trace's phases
+    are "init"/"preprocess" and "backward"), from Q, K, V, O, dO and the forward's statistics in
+    HBM; block sizes default to what the backward's larger set of tiles fits
+    (``flashedu.ops.v2.backward.backward_block_sizes``, and v1's).
     Raises :class:`~flashedu.iomodel.SRAMOverflowError` when the tiles do not fit ``sram_bytes``.
 
     >>> r = simulate("v2", N=4096, d=64)
@@ -82,23 +143,28 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if block_mask is not None:
         raise NotImplementedError("block_mask (block-sparse FlashAttention) lands with chapter 5")
-    if backward:
-        raise NotImplementedError("backward=True lands with chapter 3 (v1) and chapter 4 (v2)")
     N, d, batch, heads = (_positive_int(n, x) for n, x in (("N", N), ("d", d), ("batch", batch), ("heads", heads)))
     N_k = N if N_k is None else _positive_int("N_k", N_k)
     if causal and N_k != N:
         raise ValueError(f"causal=True needs N_k == N, got N={N}, N_k={N_k}")
     sram_bytes = _check_sram(sram_bytes)
-    br, bc = resolve_blocks(algorithm, d=d, sram_bytes=sram_bytes, dtype=dtype,
-                            block_r=block_r, block_c=block_c)
+    if backward:
+        run, stats, default = _backward(algorithm)
+        br, bc = _backward_blocks(default, d=d, sram_bytes=sram_bytes, dtype=dtype,
+                                  block_r=block_r, block_c=block_c)
+    else:
+        run, stats = _forward(algorithm), ()
+        br, bc = resolve_blocks(algorithm, d=d, sram_bytes=sram_bytes, dtype=dtype,
+                                block_r=block_r, block_c=block_c)
     chip = Chip(sram_bytes=sram_bytes, dtype=dtype, numeric=False, batch=batch, heads=heads)
     for name, rows in (("Q", N), ("K", N_k), ("V", N_k)):
         chip.tensor(name, rows, d)
-    forward = _forward(algorithm)
+    if backward:
+        _backward_inputs(chip, N=N, d=d, stats=stats)
     # The scale only matters to the arithmetic, which a shape-only run skips.
-    forward(chip, N=N, N_k=N_k, d=d, scale=1.0, causal=causal, block_r=br, block_c=bc)
+    run(chip, N=N, N_k=N_k, d=d, scale=1.0, causal=causal, block_r=br, block_c=bc)
     return build_report(chip, algorithm=algorithm, N=N, N_k=N_k, d=d, causal=causal,
-                        block_r=br, block_c=bc)
+                        block_r=br, block_c=bc, backward=backward)
 
 
 def time_simulation(algorithm: str = "v2", **kwargs) -> float:

@@ -103,7 +103,14 @@ def v1_attention(q, k, v, *, causal: bool = False, scale: float | None = None,
     With no block sizes, ``Bc = ⌈M/4d⌉, Br = min(Bc, d)`` where M is half of ``sram_bytes``
     (default 228 KiB) in elements (see :mod:`flashedu.iomodel.blocks` for why half).
     Returns o ``[B, H, N, D]`` in q's dtype, or ``(o, report)`` with ``return_report=True``.
+    Differentiable: when an input requires grad, the backward is Algorithm 4
+    (:mod:`flashedu.ops.v1.backward`), recomputing P from ℓ and m.
     """
-    o, report, _ = run_reference("v1", v1_forward, q, k, v, causal=causal, scale=scale,
-                                 block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
+        # Imported here: autograd.py imports this module (for v1_forward).
+        from .autograd import V1Attention
+        o, report = V1Attention.apply(q, k, v, causal, scale, block_r, block_c, sram_bytes)
+    else:
+        o, report, _ = run_reference("v1", v1_forward, q, k, v, causal=causal, scale=scale,
+                                     block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
     return (o, report) if return_report else o

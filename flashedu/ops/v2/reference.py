@@ -83,9 +83,16 @@ def v2_attention(q, k, v, *, causal: bool = False, scale: float | None = None,
     Block sizes default to the largest square power of two ≤ 128 that fits ``sram_bytes``
     (default: an H100's 228 KiB). Returns o ``[B, H, N, D]`` in q's dtype, or ``(o, report)``
     with ``return_report=True`` (:class:`flashedu.iomodel.Report`: traffic, SRAM peak, trace).
+    Differentiable: when an input requires grad, the backward is Algorithm 2
+    (:mod:`flashedu.ops.v2.backward`), recomputing P from L.
     """
-    o, report, _ = run_reference("v2", v2_forward, q, k, v, causal=causal, scale=scale,
-                                 block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
+        # Imported here: autograd.py imports this module (for v2_forward).
+        from .autograd import V2Attention
+        o, report = V2Attention.apply(q, k, v, causal, scale, block_r, block_c, sram_bytes)
+    else:
+        o, report, _ = run_reference("v2", v2_forward, q, k, v, causal=causal, scale=scale,
+                                     block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
     return (o, report) if return_report else o
 
 
