@@ -98,3 +98,22 @@ def test_memory_hierarchy_is_cited():
     assert "FlashAttention" in hardware.MEMORY_HIERARCHY_SOURCE
     bw = [lvl.bandwidth for lvl in hardware.MEMORY_HIERARCHY]
     assert bw == sorted(bw, reverse=True) and math.isclose(bw[1], 1.5e12)
+
+
+def test_traffic_vs_sram_falls_as_one_over_m_and_seed_is_below_exact():
+    from flashedu.viz.io_complexity import traffic_vs_sram, traffic_vs_sram_figure
+
+    rows = traffic_vs_sram(N=1024, d=32, sram_kib=(16, 32, 64, 128))
+    v1 = [r["v1"] for r in rows]
+    assert v1 == sorted(v1, reverse=True) and v1[0] > 3 * v1[-1]
+    assert all(r["v1_seed"] < r["v1"] for r in rows)
+    assert len(traffic_vs_sram_figure(N=512, d=32, sram_kib=(16, 64)).data) == 4
+
+
+def test_fa1_and_v1_traffic_checkers_reject_wrong_answers():
+    import math
+
+    assert not exercises.check_fa1_blocks(lambda M, d: (math.ceil(M / (4 * d)),) * 2)
+    # The seed's formula alone misses the two terms the exact count has.
+    seed_only = lambda N, d, br, bc: (2 * N * d + 2 * (N // bc) * N * d, (N // bc) * N * d + 2 * (N // bc) * N)  # noqa: E731
+    assert not exercises.check_v1_traffic(seed_only)

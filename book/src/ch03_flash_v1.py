@@ -1,0 +1,251 @@
+# %% [markdown]
+# (ch-flash-v1)=
+# # FlashAttention v1: tiling and recomputation
+#
+# **You will learn**
+# - how FlashAttention computes exact attention without ever writing $S$ or $P$ to HBM: kernel
+#   fusion and tiling, with chapter 2's softmax state carried from block to block;
+# - Algorithm 1 of the paper line by line, and where its block sizes come from;
+# - its IO complexity, $\Theta(N^2 d^2 / M)$ against standard attention's $\Theta(Nd + N^2)$,
+#   derived and then recorded by the memory model;
+# - recomputation: why the backward pass stores $(\ell, m)$ instead of $P$ and recomputes $P$.
+
+# %%
+# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+import importlib.util
+if importlib.util.find_spec("flashedu") is None:
+    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+
+import torch
+import flashedu
+from flashedu.chapter import setup, glue, random_qkv
+
+rt = setup()
+
+# %% [markdown]
+# ## Fusion and tiling
+#
+# Seed 000 puts the idea in three steps: load a *part* of $Q$, $K$, $V$ from HBM into SRAM;
+# compute that part of attention; update the output in HBM, **without storing $S$ and $P$**.
+# Split $K$ and $V$ into blocks $K_1, K_2, \dots$ and $V_1, V_2, \dots$: a query row's softmax
+# over all keys is not known until every block has been seen, but chapter 2's state
+# $(m, \ell, o)$ of the blocks seen so far is enough to continue. All of attention becomes one
+# kernel (*fusion*) that visits $Q$ and $K$/$V$ tile by tile (*tiling*).
+#
+# ## Algorithm 1, literally
+#
+# The FlashAttention paper's forward pass, with an SRAM of $M$ elements:
+#
+# 1. block sizes $B_c = \lceil M / 4d \rceil$, $B_r = \min(\lceil M/4d \rceil, d)$;
+# 2. initialise $O = 0$, $\ell = 0$, $m = -\infty$ **in HBM**;
+# 3. for each block $j$ of $K$, $V$ ($T_c = \lceil N/B_c \rceil$ of them): load $K_j$, $V_j$;
+# 4. for each block $i$ of $Q$ ($T_r = \lceil N/B_r \rceil$): load $Q_i$, $O_i$, $\ell_i$, $m_i$;
+#    compute $S_{ij} = Q_i K_j^\top$, $\tilde m_{ij} = \operatorname{rowmax}(S_{ij})$,
+#    $\tilde P_{ij} = e^{S_{ij} - \tilde m_{ij}}$, $\tilde\ell_{ij} = \operatorname{rowsum}(\tilde P_{ij})$;
+#    then $m_i^{new} = \max(m_i, \tilde m_{ij})$,
+#    $\ell_i^{new} = e^{m_i - m_i^{new}}\ell_i + e^{\tilde m_{ij} - m_i^{new}}\tilde\ell_{ij}$, and
+#
+# $$
+# O_i \leftarrow \operatorname{diag}(\ell_i^{new})^{-1}\bigl(\operatorname{diag}(\ell_i)\,
+# e^{m_i - m_i^{new}} O_i + e^{\tilde m_{ij} - m_i^{new}} \tilde P_{ij} V_j\bigr);
+# $$
+#
+# 5. write $O_i$, $\ell_i \leftarrow \ell_i^{new}$, $m_i \leftarrow m_i^{new}$ back to HBM.
+#
+# The update is chapter 2's merge $\oplus$ of the row's state with the new block's state
+# ({ref}`ch-online-softmax`), kept in the *running average* form: $O_i$ is always normalised, so
+# each step first un-normalises it ($\operatorname{diag}(\ell_i)$), rescales both parts to the new
+# maximum, and normalises again. That is the running mean that renormalises at every step.
+#
+# Because $K$/$V$ blocks are the **outer** loop, every $O_i$, $\ell_i$, $m_i$ makes a round trip
+# to HBM once per $K$/$V$ block. The reference does exactly this, against the memory model:
+
+# %%
+import inspect
+from flashedu.ops.v1 import reference as v1_ref
+print(inspect.getsource(v1_ref.v1_forward))
+
+# %% [markdown]
+# It computes the same attention as the standard algorithm, for any $N$ (the last tiles are
+# partial) and with the causal mask (tiles entirely above the diagonal are skipped):
+
+# %%
+q, k, v = random_qkv(B=2, H=2, N=200, D=64, device="cpu", dtype=torch.float64)
+for causal in (False, True):
+    o1 = flashedu.get("v1_reference").fn(q, k, v, causal=causal)
+    o0 = flashedu.get("standard_reference").fn(q, k, v, causal=causal)
+    print(f"causal={causal}: max |v1 - standard| = {(o1 - o0).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## Block sizes from the SRAM
+#
+# Line 1 sizes the blocks so that $K_j$, $V_j$ ($B_c \times d$ each) and $Q_i$, $O_i$
+# ($B_r \times d$ each) fit: $4 B_c d \le M$. But the tile $S_{ij}$ ($B_r \times B_c$), and
+# $\ell_i$, $m_i$, must be on chip too. With $M$ taken as the whole of an H100's 228 KiB, the
+# literal block sizes do not fit, and the model says so:
+
+# %%
+from flashedu.iomodel import simulate, fa1_block_sizes, DEFAULT_SRAM_BYTES
+from flashedu.iomodel.memory import SRAMOverflowError
+
+M_all = DEFAULT_SRAM_BYTES // 2  # fp16 elements in 228 KiB
+br, bc = fa1_block_sizes(M_all, 64)
+print(f"M = {M_all} elements, d = 64: Br = {br}, Bc = {bc}")
+try:
+    simulate("v1", N=2048, d=64, block_r=br, block_c=bc)
+except SRAMOverflowError as err:
+    print("SRAMOverflowError:", err)
+
+# %% [markdown]
+# flashedu therefore takes $M$ as **half** the SRAM by default, which leaves room for $S_{ij}$
+# and the statistics; the paper's formula is unchanged, only its $M$ is the budget for the four
+# $Q$/$K$/$V$/$O$ tiles.
+
+# %%
+r = simulate("v1", N=2048, d=64)
+print(r.summary())
+
+# %% [markdown]
+# ## Watching v1
+#
+# Press **Play**. Kernel and K/V tile $j$ go column by column (the outer loop); in each column
+# every $Q$ tile is visited in turn, and its $O_i$ goes back to HBM each time: the written bytes
+# grow with every column ($N = 512$, $d = 64$, a 32 KiB SRAM so the tiles are small enough to see).
+
+# %%
+from flashedu.viz import tile_schedule
+tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024), concurrent=False).show()
+
+# %% [markdown]
+# ## IO complexity
+#
+# Count the HBM traffic of Algorithm 1. $K$ and $V$ are read once ($2Nd$). For each of the
+# $T_c$ outer steps, all of $Q$ and $O$ are read ($2Nd$) and $O$ is written ($Nd$), with the
+# statistics $\ell$, $m$ ($2N$ written). Seed 001 gives exactly this:
+#
+# $$
+# \text{reads} = 2Nd + 2 T_c N d, \qquad \text{writes} = T_c N d + 2 T_c N .
+# $$
+#
+# With $T_c = N / B_c$ and $B_c = \Theta(M/d)$ the traffic is $\Theta(N^2 d^2 / M)$, against
+# standard attention's $\Theta(Nd + N^2)$. For $d$ = 64–128 and $M$ around 100 KB, $d^2/M$ is
+# well below 1: many times fewer bytes. The memory model records the same count, plus two
+# terms the seed drops:
+
+# %%
+from flashedu.iomodel import formula
+f = formula("v1", N=4096, d=64, block_r=r.block_r, block_c=r.block_c)
+rec = simulate("v1", N=4096, d=64, block_r=r.block_r, block_c=r.block_c)
+print(f"seed 001:  reads {f.seed.reads:,}  writes {f.seed.writes:,}")
+print(f"exact:     reads {f.exact.reads:,}  writes {f.exact.writes:,}")
+print(f"recorded:  reads {rec.read_elements:,}  writes {rec.write_elements:,}")
+assert (rec.read_elements, rec.write_elements) == (f.exact.reads, f.exact.writes)
+glue("v1_note", f.note)
+
+# %% [markdown]
+# {glue:text}`v1_note`
+#
+# Now sweep the SRAM size. The recorded traffic falls as $1/M$, the seed's formula (crosses)
+# sits just under it, and standard attention barely moves, because no SRAM holds $S$. With a
+# small SRAM, v1 is no better than standard attention; with an H100's, it moves several times
+# fewer elements:
+
+# %%
+from flashedu.viz.io_complexity import traffic_vs_sram, traffic_vs_sram_figure
+traffic_vs_sram_figure(N=4096, d=64).show()
+rows = {r["sram_kib"]: r for r in traffic_vs_sram(N=4096, d=64, sram_kib=(228,))}
+glue("v1_gain_228", rows[228]["standard"] / rows[228]["v1"])
+
+# %% [markdown]
+# At 228 KiB, v1 moves {glue:text}`v1_gain_228:.1f` times fewer elements than standard attention
+# at $N = 4096$, $d = 64$.
+#
+# ## The backward pass: recomputation
+#
+# Training needs gradients, and the standard backward pass reads $P$ ($N^2$ numbers) that its
+# forward pass stored. FlashAttention stores only the softmax statistics $\ell$ and $m$ ($2N$
+# numbers) with $O$, and **recomputes** $S_{ij}$ and $P_{ij} = \operatorname{diag}(\ell_i)^{-1}
+# e^{S_{ij} - m_i}$ tile by tile in the backward pass. That is more FLOPs (the forward's matrix
+# products are done again) but far fewer bytes, and on a memory-bound problem, bytes win.
+# The reference does it through the memory model (the paper's Algorithm 4) and matches torch's
+# gradients:
+
+# %%
+q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64))
+do = torch.randn_like(q)
+flashedu.get("v1_reference").fn(q, k, v, causal=True).backward(do)
+mine = [t.grad.clone() for t in (q, k, v)]
+for t in (q, k, v):
+    t.grad = None
+torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)
+for name, g, t in zip("qkv", mine, (q, k, v)):
+    print(f"d{name}: max |v1 - torch| = {(g - t.grad).abs().max().item():.1e}")
+
+# %%
+N, d = 4096, 64
+bwd = simulate("v1", N=N, d=d, backward=True)
+print(bwd.summary())
+print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and m = {2 * N:,} elements")
+
+# %% [markdown]
+# ## A Triton kernel with v1's schedule
+#
+# The same loop order as a GPU kernel: one program per (batch, head), $K$/$V$ blocks outer, $Q$
+# blocks inner, $O$, $\ell$, $m$ re-read and re-written in HBM in every inner step. It is
+# faithful, not fast: one program per head leaves most of a GPU's SMs idle when batch × heads is
+# small, and the $O$ round trips cost bandwidth. Chapter 4 measures what swapping the loops buys.
+
+# %%
+from flashedu.chapter import run
+N = rt.size(cpu=100, gpu=4096)
+dtype = torch.float32 if rt.interpreted else torch.float16
+q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
+o, ran = run("v1_triton", q, k, v, causal=True, fallback="v1_reference")
+o_ref = flashedu.get("standard_reference").fn(q, k, v, causal=True)
+err = (o.float() - o_ref.float()).abs().max().item()
+print(f"{ran} on {q.device}, N = {N}, {dtype}: max |kernel - reference| = {err:.1e}")
+
+# %% [markdown]
+# ## Summary
+#
+# - FlashAttention fuses the three steps into one kernel and tiles $Q$, $K$, $V$; each query row's
+#   softmax state travels from block to block, so $S$ and $P$ never reach HBM.
+# - Algorithm 1 loops over $K$/$V$ blocks outside and $Q$ blocks inside, keeping $O$ as a running
+#   average in HBM; its traffic is $2Nd + 2T_cNd$ reads and $T_cNd + 2T_cN$ writes (seed 001),
+#   plus two lower-order terms, $\Theta(N^2 d^2/M)$ in all.
+# - The backward pass stores $\ell$ and $m$ instead of $P$ and recomputes $P$ block by block.
+#
+# ## Exercises
+#
+# **1.** Write `fa1_blocks(M, d)` returning $(B_r, B_c)$ from Algorithm 1's line 1. Check it with
+# `flashedu.exercises.check_fa1_blocks(fa1_blocks)`.
+#
+# **2.** Write `v1_traffic(N, d, Br, Bc)` returning the exact (reads, writes) in elements of
+# Algorithm 1, for $N$ a multiple of both blocks: seed 001's formula plus the two terms it drops.
+# Check it with `flashedu.exercises.check_v1_traffic(v1_traffic)`.
+#
+# **3.** In the SRAM sweep, below which SRAM size does v1 move *more* than standard attention at
+# $N = 4096$, $d = 64$? Why can that happen?
+
+# %% tags=["hide-input"]
+# Solutions (click to show).
+import math
+from flashedu.exercises import check_fa1_blocks, check_v1_traffic
+
+def fa1_blocks(M, d):
+    bc = math.ceil(M / (4 * d))
+    return min(bc, d), bc
+
+def v1_traffic(N, d, Br, Bc):
+    Tc = N // Bc
+    reads = 2 * N * d + 2 * Tc * N * d + 2 * Tc * N   # + ℓ_i, m_i read with Q_i, O_i every step
+    writes = Tc * N * d + 2 * Tc * N + N * d + 2 * N  # + O, ℓ, m initialised in HBM (line 2)
+    return reads, writes
+
+assert check_fa1_blocks(fa1_blocks)
+assert check_v1_traffic(v1_traffic)
+
+# 3: with tiny tiles, Tc = N / Bc is large and O makes Tc round trips (about 3·Tc·N·d
+#    elements), which grows past standard attention's 4N² for S and P once Bc is small enough.
+worse = [r["sram_kib"] for r in traffic_vs_sram(N=4096, d=64, sram_kib=(16, 24, 32, 48)) if r["v1"] > r["standard"]]
+print("v1 moves more than standard at SRAM sizes (KiB):", worse)
