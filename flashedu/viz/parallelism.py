@@ -1,0 +1,87 @@
+"""Chapter 4: programs filling a GPU's SMs, wave by wave, for v1 (one program per head) and v2
+(one per head and Q block), side by side."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..hardware import gpu as get_gpu
+from ..iomodel.parallel import occupancy
+from .anim import add_player
+from .palette import FONT, OKABE_ITO, discrete_colorscale
+
+IDLE, BUSY, DONE = 0, 1, 2
+
+
+def _sm_grid(sms: int) -> tuple[int, int]:
+    cols = math.ceil(math.sqrt(sms * 1.5))
+    return math.ceil(sms / cols), cols
+
+
+def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int = 128) -> go.Figure:
+    """Each frame is one wave of programs; an SM is busy, idle, or (after the last wave) done."""
+    g = get_gpu(gpu)
+    occ = {a: occupancy(a, batch=batch, heads=heads, N=N, gpu=g, block_r=block_r) for a in ("v1", "v2")}
+    rows, cols = _sm_grid(g.sms)
+    n_frames = max(o.waves for o in occ.values())
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=[
+        f"{a}: {o.programs} programs, {o.waves} wave{'s' if o.waves > 1 else ''}, "
+        f"{100 * o.utilization:.0f}% of SM time busy" for a, o in occ.items()])
+
+    def grid(o, wave):
+        z = np.full(rows * cols, np.nan)
+        if wave < o.waves:
+            busy = min(o.slots, o.programs - wave * o.slots)
+            z[:g.sms] = IDLE
+            z[:busy] = BUSY
+        else:
+            z[:g.sms] = DONE
+        return z.reshape(rows, cols)
+
+    scale = discrete_colorscale([OKABE_ITO["grey"], OKABE_ITO["blue"], "#DDDDDD"])
+
+    def traces(wave):
+        return [go.Heatmap(z=grid(o, wave), zmin=-0.5, zmax=2.5, colorscale=scale, showscale=False,
+                           xgap=2, ygap=2, hoverinfo="skip") for o in occ.values()]
+
+    for c, tr in enumerate(traces(0), start=1):
+        fig.add_trace(tr, row=1, col=c)
+    fig.frames = [go.Frame(data=traces(w), traces=[0, 1], name=str(w)) for w in range(n_frames)]
+    for name, color in (("busy", OKABE_ITO["blue"]), ("idle", OKABE_ITO["grey"]), ("finished", "#DDDDDD")):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
+                                 marker=dict(symbol="square", size=12, color=color)), row=1, col=1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(title=f"{g.name}: {g.sms} SMs, batch {batch} × {heads} heads, N = {N}, Br = {block_r}",
+                      height=400, font=FONT, plot_bgcolor="white", margin=dict(t=80, b=120, l=10, r=10),
+                      legend=dict(orientation="h", x=0, y=-0.42))
+    return add_player(fig, [str(w + 1) for w in range(n_frames)], duration=400, prefix="wave ", y=-0.08)
+
+
+def warp_partition_figure(*, block_r: int = 64, block_c: int = 64, d: int = 64, warps: int = 4) -> go.Figure:
+    """Which warp computes each score of one Br×Bc tile under split-K (v1) and split-Q (v2)."""
+    from ..iomodel.parallel import warp_partition
+
+    parts = [warp_partition(s, block_r=block_r, block_c=block_c, d=d, warps=warps) for s in ("split_k", "split_q")]
+    colors = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
+    scale = discrete_colorscale(colors[:warps])
+    titles = [f"split-K (v1): warps share rows, exchange {p['smem_exchange_bytes'] / 1024:.0f} KiB"
+              if p["scheme"] == "split_k" else "split-Q (v2): each warp owns its rows, exchanges 0 B"
+              for p in parts]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.08)
+    for c, p in enumerate(parts, start=1):
+        fig.add_trace(go.Heatmap(z=p["owner"], zmin=-0.5, zmax=warps - 0.5, colorscale=scale, showscale=False,
+                                 hovertemplate="row %{y}, column %{x}: warp %{z}<extra></extra>"), row=1, col=c)
+    for w in range(warps):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"warp {w}",
+                                 marker=dict(symbol="square", size=12, color=colors[w])), row=1, col=1)
+    fig.update_yaxes(autorange="reversed", title_text="query row in Qᵢ", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)
+    fig.update_xaxes(title_text="key column in Kⱼ")
+    fig.update_layout(title=f"One {block_r}×{block_c} tile of S, {warps} warps, d = {d}", height=400, font=FONT,
+                      plot_bgcolor="white", legend=dict(orientation="h", x=0, y=-0.2),
+                      margin=dict(t=80, b=70, l=60, r=10))
+    return fig
