@@ -7,7 +7,7 @@ book/_vendor in html_static_path (Sphinx copies it to _build/html/_static/) and 
 and nb_ipywidgets_js at the files below. plotly.js is not fetched here: tools/sphinx_ext copies it
 from the installed plotly package, so it always matches the version the figures were made with.
 
-Versions and tarball hashes are pinned. A stamp file makes a second run a no-op (~50 ms).
+Versions and tarball hashes are pinned. A stamp file makes a second run a no-op (~0.1 s).
 Uses only the standard library and `npm pack` (which downloads one tarball and installs nothing).
 Usage: python3 tools/vendor_assets.py [--force]
 """
@@ -29,15 +29,16 @@ STAMP = DEST / ".versions.json"  # dot-file: Sphinx does not copy it to the site
 
 # MathJax's es5/ bundles the page does not load.
 MATHJAX_UNUSED = {"tex-chtml.js", "tex-chtml-full.js", "tex-chtml-full-speech.js", "tex-mml-chtml.js",
-                  "tex-svg.js", "tex-svg-full.js", "mml-chtml.js", "mml-svg.js", "node-main.js"}
-FONTS = (".woff2", ".woff", ".ttf", ".eot", ".svg")
+                  "tex-svg.js", "tex-svg-full.js", "mml-chtml.js", "mml-svg.js", "node-main.js",
+                  "latest.js"}  # latest.js would load MathJax from a CDN
+FONTS = (".woff2", ".woff", ".ttf")  # .eot (old IE) and .svg fonts are never picked by today's browsers
 
 
 def keep_mathjax(member: str) -> str | None:
-    # The SVG combined component (mathjax_path). SVG output, unlike CHTML, needs no web fonts
-    # (which Chromium refuses to load from file://), and plotly.js typesets LaTeX labels only
-    # with tex-svg. The rest of es5/ is what it loads on demand (TeX extensions by autoload, the
-    # a11y/speech parts and the other renderer from its right-click menu).
+    # The SVG combined component (mathjax_path): SVG output, unlike CHTML, fetches no web fonts,
+    # and it is the only output plotly.js typesets LaTeX labels with. The rest of es5/ is what
+    # MathJax loads on demand (TeX extensions by autoload; the a11y/speech parts and the CHTML
+    # renderer when a reader picks them in its right-click menu).
     if member == "LICENSE":
         return member
     rel = member.removeprefix("es5/")
@@ -88,6 +89,8 @@ def check_integrity(tarball: Path, integrity: str) -> None:
 
 def main(force: bool) -> int:
     pins = {f"{n}@{v}": i for n, v, i, *_ in PACKAGES}
+    # Editing this script (say, its file filters) also invalidates the stamp.
+    pins["vendor_assets.py"] = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
     if (not force and STAMP.is_file() and json.loads(STAMP.read_text()) == pins
             and all((DEST / r).is_file() for r in REQUIRED)):
         print(f"vendor_assets: up to date in {DEST.relative_to(ROOT)}")
