@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 
 def player_controls(names: list[str], labels: list[str], *, duration: int = 300, prefix: str = "",
-                    y: float = -0.12, slider_x: float = 0.2) -> tuple[list, list]:
+                    y: float = -0.12, slider_x: float = 0.32) -> tuple[list, list]:
     """``(updatemenus, sliders)`` for frames called ``names``; ``labels`` label the slider steps.
     ``y`` places the controls below the plot, in paper coordinates."""
     if len(labels) != len(names):

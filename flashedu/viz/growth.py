@@ -33,8 +33,8 @@ def standard_growth_figure(Ns=(256, 512, 1024, 2048, 4096, 8192, 16384), *, d: i
                                  hovertemplate="N=%{x}: %{y:.4g} MiB<extra></extra>"))
     fig.update_xaxes(type="log", title_text="sequence length N", tickvals=[r["N"] for r in rows])
     fig.update_yaxes(type="log", title_text="HBM traffic (MiB)")
-    fig.update_layout(title=f"Standard attention's HBM traffic, one head, d={d}, "
-                            f"{str(dtype).removeprefix('torch.')} (recorded by the memory model)",
+    fig.update_layout(title=f"Standard attention: HBM traffic vs N<br><sup>one head, d={d}, "
+                            f"{str(dtype).removeprefix('torch.')}, recorded by the memory model</sup>",
                       height=420, font=FONT, plot_bgcolor="white",
                       legend=dict(x=0.01, y=0.99), margin=dict(t=60, l=60, r=20, b=50))
     return fig

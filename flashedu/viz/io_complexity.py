@@ -48,7 +48,7 @@ def traffic_vs_sram_figure(**kwargs) -> go.Figure:
     ])
     fig.update_xaxes(type="log", title_text="SRAM per SM (KiB)", tickvals=x)
     fig.update_yaxes(type="log", title_text="HBM traffic (millions of elements)")
-    fig.update_layout(title=f"HBM traffic vs SRAM size, N={N}, d={d}, one head", height=430, font=FONT,
+    fig.update_layout(title=f"HBM traffic vs SRAM size<br><sup>N={N}, d={d}, one head, fp16</sup>", height=430, font=FONT,
                       plot_bgcolor="white", legend=dict(x=0.01, y=0.01, yanchor="bottom"),
                       margin=dict(t=50, l=60, r=20, b=50))
     return fig

@@ -198,7 +198,7 @@ def tile_schedule(report, *, max_frames: int = 60, concurrent: bool = True,
                            layout=dict(title_text=_title(report, s, total, scale, unit)))
                   for nm, s in zip(names, states)]
     menus, sliders = player_controls(names, [str(s.time + 1) for s in states], duration=frame_ms,
-                                     prefix="time step ", y=-0.13, slider_x=0.3)
+                                     prefix="time step ", y=-0.15, slider_x=0.32)
     top = max(report.read_bytes, report.write_bytes) / scale * 1.2 or 1
     fig.update_layout(title=dict(text=_title(report, states[0], total, scale, unit), font=dict(size=13)),
                       height=560, font=FONT, margin=dict(l=50, r=10, t=60, b=150),
@@ -252,7 +252,7 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
                            layout=dict(title_text=f"step {int(t) + 1}/{max(ends)} · {a.phase} | {b.phase}"))
                   for nm, t, a, b in zip(names, times, sa, sb)]
     menus, sliders = player_controls(names, [str(int(t) + 1) for t in times], duration=frame_ms,
-                                     prefix="time step ", y=-0.13, slider_x=0.3)
+                                     prefix="time step ", y=-0.15, slider_x=0.32)
     top = max(report_a.read_bytes, report_a.write_bytes, report_b.read_bytes, report_b.write_bytes) / scale * 1.2
     fig.update_layout(title=dict(text=f"step 1/{max(ends)}", font=dict(size=13)),
                       height=500, font=FONT, margin=dict(l=50, r=10, t=70, b=190), plot_bgcolor="white",

@@ -4,7 +4,22 @@ from .reference import v1_attention
 
 register(Impl(
     name="v1_reference", algorithm="v1", backend="reference", chapter=3,
-    fn=v1_attention,
+    fn=v1_attention, backward=True,
     summary="Algorithm 1 literally: K/V tiles outer, Q tiles inner, O, ℓ, m read and written "
             "back to HBM every inner step; traffic recorded by flashedu.iomodel.",
+))
+
+import torch  # noqa: E402
+
+from .triton_impl import HEAD_DIMS as _V1_HEAD_DIMS, MIN_CAPABILITY as _V1_MIN_CAPABILITY  # noqa: E402
+from .triton_impl import flash_attention_v1  # noqa: E402
+
+register(Impl(
+    name="v1_triton", algorithm="v1", backend="triton", chapter=3,
+    fn=flash_attention_v1, backward=False,
+    dtypes=(torch.float16, torch.bfloat16, torch.float32),
+    head_dims=_V1_HEAD_DIMS, min_capability=_V1_MIN_CAPABILITY,
+    summary="Algorithm 1's schedule in one Triton program per (batch, head): K/V tiles outer, "
+            "Q tiles inner, O (a running average), ℓ and m re-read and re-written in HBM every "
+            "inner step. Faithful, not fast: the baseline for what v2's loop swap buys.",
 ))

@@ -4,7 +4,22 @@ from .reference import v2_attention
 
 register(Impl(
     name="v2_reference", algorithm="v2", backend="reference", chapter=4,
-    fn=v2_attention,
+    fn=v2_attention, backward=True,
     summary="FA2's forward: one program per Q tile streams K/V tiles, keeps O, ℓ, m on chip, "
             "divides by ℓ once and stores L = m + log ℓ; traffic recorded by flashedu.iomodel.",
+))
+
+import torch  # noqa: E402
+
+from .triton_impl import HEAD_DIMS as _V2_HEAD_DIMS, MIN_CAPABILITY as _V2_MIN_CAPABILITY  # noqa: E402
+from .triton_impl import flash_attention_v2  # noqa: E402
+
+register(Impl(
+    name="v2_triton", algorithm="v2", backend="triton", chapter=4,
+    fn=flash_attention_v2, backward=True,
+    dtypes=(torch.float16, torch.bfloat16, torch.float32),
+    head_dims=_V2_HEAD_DIMS, min_capability=_V2_MIN_CAPABILITY,
+    summary="FlashAttention-2 in Triton: one program per Q tile, exp2 with the scale folded in, "
+            "causal tiles above the diagonal skipped; backward as Algorithm 2 (Δ preprocess, "
+            "dK/dV per K/V tile, dQ per Q tile); L = m + log ℓ is all the forward saves.",
 ))
