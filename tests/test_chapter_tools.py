@@ -117,3 +117,12 @@ def test_fa1_and_v1_traffic_checkers_reject_wrong_answers():
     # The seed's formula alone misses the two terms the exact count has.
     seed_only = lambda N, d, br, bc: (2 * N * d + 2 * (N // bc) * N * d, (N // bc) * N * d + 2 * (N // bc) * N)  # noqa: E731
     assert not exercises.check_v1_traffic(seed_only)
+
+
+def test_v2_traffic_and_programs_checkers():
+    right = lambda N, d, br, bc: (N * d + 2 * (N // br) * N * d, N * d + N)  # noqa: E731
+    assert exercises.check_v2_traffic(right)
+    assert not exercises.check_v2_traffic(lambda N, d, br, bc: (N * d + 2 * (N // bc) * N * d, N * d + N))
+    progs = lambda a, B, H, N, br: B * H * (1 if a == "v1" else -(-N // br))  # noqa: E731
+    assert exercises.check_programs(progs)
+    assert not exercises.check_programs(lambda a, B, H, N, br: B * H * (N // br if a == "v2" else 1))

@@ -1,0 +1,242 @@
+# %% [markdown]
+# (ch-flash-v2)=
+# # FlashAttention v2: swapping the loops
+#
+# **You will learn**
+# - the loop swap: $Q$ blocks outside, $K$/$V$ blocks inside, so $O$, $\ell$ and $m$ never leave
+#   the chip; delayed normalisation, and storing only the logsumexp $L$;
+# - v1 against v2 in HBM traffic, recorded by the memory model beside seed 001's formulas;
+# - parallelism: why v2 fills a GPU with small batches, and why its warps need not talk;
+# - causal masking that skips work instead of masking it; the backward pass;
+# - a Triton kernel for all of it, and how fast it is beside torch's own kernels.
+
+# %%
+# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+import importlib.util
+if importlib.util.find_spec("flashedu") is None:
+    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+
+import torch
+import flashedu
+from flashedu.chapter import setup, glue, random_qkv
+
+rt = setup()
+
+# %% [markdown]
+# ## The loop swap
+#
+# Seed 001 starts from a few lines of PyTorch: for each block of queries $Q_i$, stream the
+# blocks $K_j$, $V_j$ and keep a running $(m_i, \ell_i, O_i)$ on chip; divide once at the end.
+# Its sketch fixes the block size at 1024 and has no causal mask and no backward pass; flashedu's
+# reference keeps its shape and adds those, written against the memory model:
+
+# %%
+import inspect
+from flashedu.ops.v2 import reference as v2_ref
+print(inspect.getsource(v2_ref.v2_forward))
+
+# %% [markdown]
+# Three things changed from Algorithm 1 ({ref}`ch-flash-v1`):
+#
+# 1. **The loops are swapped.** Each program owns one $Q_i$ and visits every $K_j$, $V_j$, so
+#    $O_i$, $\ell_i$, $m_i$ stay in SRAM from the first $K_j$ to the last. They are written once.
+# 2. **Normalisation is delayed.** $O_i$ is kept as a running *sum*
+#    $\sum_j e^{S_{ij} - m_i} V_j$, rescaled by $e^{m_i^{old} - m_i^{new}}$ when the max grows,
+#    and divided by $\ell_i$ once at the end: chapter 2's running sum instead of v1's running
+#    average, one rescaling per step instead of two.
+# 3. **Only the logsumexp is stored**, $L_i = m_i + \log \ell_i$: one number per row is enough
+#    for the backward pass to recompute $P_{ij} = e^{S_{ij} - L_i}$.
+#
+# Each inner step is chapter 2's merge $\oplus$ of the row's state with a block's state.
+
+# %%
+q, k, v = random_qkv(B=2, H=2, N=300, D=64, device="cpu", dtype=torch.float64)
+for causal in (False, True):
+    o2 = flashedu.get("v2_reference").fn(q, k, v, causal=causal)
+    o1 = flashedu.get("v1_reference").fn(q, k, v, causal=causal)
+    print(f"causal={causal}: max |v2 - v1| = {(o2 - o1).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## v1 against v2 in HBM traffic
+#
+# Seed 001 counts both (elements, $T_r = N/B_r$, $T_c = N/B_c$):
+#
+# | | reads | writes |
+# |---|---|---|
+# | v1 | $2Nd + 2T_cNd$ | $T_cNd + 2T_cN$ |
+# | v2 | $Nd + 2T_rNd$ | $Nd + N$ |
+#
+# v2 reads $K$ and $V$ once per $Q$ block instead of reading $Q$ and $O$ once per $K$/$V$ block,
+# and writes $O$ once instead of $T_c$ times. At the same blocks, the memory model records:
+
+# %%
+from flashedu.iomodel import simulate, formula
+N, d = 4096, 64
+r2 = simulate("v2", N=N, d=d)
+r1 = simulate("v1", N=N, d=d, block_r=r2.block_r, block_c=r2.block_c)
+print(f"blocks Br = {r2.block_r}, Bc = {r2.block_c}, N = {N}, d = {d}")
+print(f"{'':4s} {'seed reads':>12s} {'seed writes':>12s} {'recorded reads':>15s} {'recorded writes':>16s}")
+for r in (r1, r2):
+    f = formula(r.algorithm, N=N, d=d, block_r=r.block_r, block_c=r.block_c)
+    print(f"{r.algorithm:4s} {f.seed.reads:12,d} {f.seed.writes:12,d} {r.read_elements:15,d} {r.write_elements:16,d}")
+glue("v2_traffic_gain", r1.total_elements / r2.total_elements)
+glue("v2_note", formula("v2", N=N, d=d, block_r=r2.block_r, block_c=r2.block_c).note)
+
+# %% [markdown]
+# v2's recorded count equals the seed's formula: {glue:text}`v2_note` At equal blocks v1 moves
+# {glue:text}`v2_traffic_gain:.2f` times as many elements; the larger win is that none of
+# v2's writes happen inside the loop.
+#
+# Press **Play** to watch both at once: v1 sweeps the grid column by column and writes $O$ every
+# step; v2 sweeps it row by row and writes each $O_i$ once ($N = 512$, $d = 64$, 32 KiB SRAM).
+
+# %%
+from flashedu.viz import side_by_side, traffic_explorer
+a = simulate("v1", N=512, d=64, sram_bytes=32 * 1024)
+b = simulate("v2", N=512, d=64, sram_bytes=32 * 1024, block_r=a.block_r, block_c=a.block_c)
+side_by_side(a, b, concurrent=False).show()
+
+# %% [markdown]
+# The explorer below sweeps $N$ for standard attention, v1 and v2 (16 heads); the sliders pick
+# the head dimension and the SRAM size, and the lower panel turns bytes into a predicted time on an
+# H100 with the roofline of chapter 1. The model has no L2 cache: on a GPU, programs that run at
+# the same time share $K_j$, $V_j$ through L2, so measured HBM traffic is lower than this count.
+
+# %%
+traffic_explorer(gpu="H100").show()
+
+# %% [markdown]
+# ## Parallelism
+#
+# Seed 000: FlashAttention v1 runs one thread block per attention head, $B \times H$ blocks in
+# all. On an A100 with 108 SMs that works when $B \times H \ge 80$ or so; with long sequences the
+# batch is small and most SMs sit idle. v2 also splits the sequence: one program per $Q$ block, so
+# $B \times H \times T_r$ programs. Press **Play** to watch the waves of programs with one batch of
+# 16 heads at $N = 8192$:
+
+# %%
+from flashedu.viz.parallelism import sm_waves_figure, warp_partition_figure
+from flashedu.iomodel.parallel import occupancy
+sm_waves_figure(batch=1, heads=16, N=8192, gpu="A100").show()
+for B, H, N in ((1, 16, 8192), (16, 16, 1024)):
+    for alg in ("v1", "v2"):
+        o = occupancy(alg, batch=B, heads=H, N=N, gpu="A100")
+        print(f"B={B:2d} H={H} N={N:5d} {alg}: {o.programs:5d} programs, {o.waves:2d} waves, "
+              f"SMs busy {100 * o.utilization:3.0f}% of the time")
+
+# %% [markdown]
+# Inside a program the work is split across warps (groups of 32 threads). v1 splits $K_j$, $V_j$
+# across warps ("split-K"): every warp holds part of every row's output, and the partial $O_i$
+# must be summed through shared memory. v2 splits $Q_i$ ("split-Q"): each warp owns whole rows of
+# $S$, $P$ and $O$ and never waits for another.
+
+# %%
+warp_partition_figure(block_r=64, block_c=64, d=64, warps=4).show()
+
+# %% [markdown]
+# ## Causal masking skips work
+#
+# With a causal mask, query $i$ sees keys $j \le i$. A tile entirely above the diagonal is all
+# masked: v2 does not load or compute it at all; the diagonal tiles are masked inside. Roughly
+# half of the tiles, and half of the FLOPs, disappear:
+
+# %%
+full = simulate("v2", N=1024, d=64)
+causal = simulate("v2", N=1024, d=64, causal=True)
+print(f"tiles computed: full {full.tiles_computed}, causal {causal.tiles_computed} "
+      f"({causal.tiles_skipped} skipped); HBM reads {full.read_bytes / 2**20:.1f} → {causal.read_bytes / 2**20:.1f} MiB")
+from flashedu.viz import tile_schedule
+tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).show()
+
+# %% [markdown]
+# ## The backward pass
+#
+# With $dO$ given and $L$ stored, the FlashAttention-2 backward pass first computes
+# $D_i = \operatorname{rowsum}(dO_i \circ O_i)$, then loops over $K$/$V$ blocks outside and $Q$
+# blocks inside. For each tile it recomputes $S_{ij}$ and $P_{ij} = e^{S_{ij} - L_i}$, and
+#
+# $$
+# dV_j \mathrel{+}= P_{ij}^\top dO_i, \quad dP_{ij} = dO_i V_j^\top, \quad
+# dS_{ij} = P_{ij} \circ (dP_{ij} - D_i), \quad dK_j \mathrel{+}= dS_{ij}^\top Q_i, \quad
+# dQ_i \mathrel{+}= dS_{ij} K_j
+# $$
+#
+# (with the softmax scale on $dS$). $dK_j$ and $dV_j$ stay on chip for their whole column;
+# $dQ_i$ collects contributions from every column, so it is accumulated in HBM (in a kernel:
+# atomics, or a second pass over the other loop order). The reference follows the paper and
+# matches torch:
+
+# %%
+q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64))
+do = torch.randn_like(q)
+flashedu.get("v2_reference").fn(q, k, v, causal=True).backward(do)
+mine = [t.grad.clone() for t in (q, k, v)]
+for t in (q, k, v):
+    t.grad = None
+torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)
+for name, g, t in zip("qkv", mine, (q, k, v)):
+    print(f"d{name}: max |v2 - torch| = {(g - t.grad).abs().max().item():.1e}")
+bwd = simulate("v2", N=4096, d=64, backward=True)
+print(bwd.summary())
+
+# %% [markdown]
+# ## The Triton kernel
+#
+# `v2_triton` is FlashAttention-2 as one forward and two backward Triton kernels behind a
+# `torch.autograd.Function`: one program per ($Q$ block, head, batch), $K$/$V$ streamed through
+# SRAM, causal tiles skipped, any $N$, head dims up to 128 (256 where shared memory allows),
+# fp16 and bf16 on a GPU. On this machine:
+
+# %%
+from flashedu.chapter import run
+N = rt.size(cpu=100, gpu=4096)
+dtype = torch.float32 if rt.interpreted else torch.float16
+q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=N, D=64, dtype=dtype))
+o, ran = run("v2_triton", q, k, v, causal=True, fallback="v2_reference")
+do = torch.randn_like(o)
+o.backward(do)
+qd, kd, vd = (t.detach().double().cpu().requires_grad_(True) for t in (q, k, v))
+ref = torch.nn.functional.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
+ref.backward(do.double().cpu())
+print(f"{ran} on {q.device}, N = {N}, {dtype}:")
+print(f"  o : max error {(o.double().cpu() - ref).abs().max().item():.1e}")
+for name, t, r in zip("qkv", (q, k, v), (qd, kd, vd)):
+    print(f"  d{name}: max error {(t.grad.double().cpu() - r.grad).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## Summary
+#
+# - v2 swaps v1's loops: $Q$ blocks outside, $K$/$V$ inside; $O$, $\ell$, $m$ stay on chip and
+#   are written once; normalisation is delayed to the end; only $L = m + \log\ell$ is stored.
+# - Its traffic is $Nd + 2T_rNd$ reads and $Nd + N$ writes, exactly seed 001's formula.
+# - One program per $Q$ block fills the GPU at small batch; split-Q keeps warps independent.
+# - Causal attention skips the tiles above the diagonal; the backward pass recomputes $P$ from
+#   $L$, keeps $dK_j$, $dV_j$ on chip and accumulates $dQ$.
+#
+# ## Exercises
+#
+# **1.** Write `v2_traffic(N, d, Br, Bc)` returning v2's (reads, writes) in elements. Check it
+# with `flashedu.exercises.check_v2_traffic(v2_traffic)`.
+#
+# **2.** Write `n_programs(algorithm, batch, heads, N, block_r)`: how many programs v1 and v2
+# launch. Check it with `flashedu.exercises.check_programs(n_programs)`.
+#
+# **3.** With `occupancy`, find the smallest batch at which v1 keeps an H100's 132 SMs at least
+# 90% busy with 16 heads.
+
+# %% tags=["hide-input"]
+# Solutions (click to show).
+import math
+from flashedu.exercises import check_v2_traffic, check_programs
+
+def v2_traffic(N, d, Br, Bc):
+    Tr = N // Br
+    return N * d + 2 * Tr * N * d, N * d + N
+
+def n_programs(algorithm, batch, heads, N, block_r):
+    return batch * heads * (1 if algorithm == "v1" else math.ceil(N / block_r))
+
+assert check_v2_traffic(v2_traffic)
+assert check_programs(n_programs)
+batch = next(b for b in range(1, 200) if occupancy("v1", batch=b, heads=16, N=4096, gpu="H100").utilization >= 0.9)
+print(f"v1 needs batch {batch} (×16 heads = {batch * 16} programs) to keep 90% of 132 SMs busy")
