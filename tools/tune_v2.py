@@ -18,7 +18,6 @@ Prints a TFLOP/s table last and writes everything to OUT/tune_v2.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -32,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 import triton  # noqa: E402
 
 import flashedu  # noqa: E402
+from flashedu import provenance  # noqa: E402
 from flashedu.bench.peers import sdpa_peer  # noqa: E402
 from flashedu.ops.v1.triton_impl import flash_attention_v1  # noqa: E402
 from flashedu.ops.v2 import triton_bwd as bwd  # noqa: E402
@@ -209,9 +209,9 @@ def main():
     ap.add_argument("--profile", action="store_true", help="host overhead of one call, then exit")
     ap.add_argument("--N", default=None, help="comma-separated sequence lengths to time")
     args = ap.parse_args()
-    info = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                date=datetime.datetime.now().isoformat(timespec="seconds"), arch=bwd.arch_key(),
-                describe=flashedu.describe())
+    info = dict(provenance.collect(), arch=bwd.arch_key(), describe=flashedu.describe(),
+                setting="fp16, hidden 2048 (H = 2048 / D), B = 16384 / N; FLOPs 4·B·H·N²·D forward "
+                        "(half when causal), backward 2.5x; median of triton.testing.do_bench")
     print(info, flush=True)
     results = dict(info=info)
     path = os.path.join(args.out, "tune_v2.json")
