@@ -126,3 +126,21 @@ def test_v2_traffic_and_programs_checkers():
     progs = lambda a, B, H, N, br: B * H * (1 if a == "v1" else -(-N // br))  # noqa: E731
     assert exercises.check_programs(progs)
     assert not exercises.check_programs(lambda a, B, H, N, br: B * H * (N // br if a == "v2" else 1))
+
+
+def test_recorded_bench_has_provenance_and_every_case_draws():
+    from flashedu.viz.bench import PASSES, ratio, tflops_figure, timing_rows
+
+    for rec in recorded.load("bench"):
+        assert {"gpu", "driver", "torch", "triton", "date", "commit"} <= rec["info"].keys()
+        rows = timing_rows(rec)
+        assert rows and all(r["fwd_ms"] > 0 for r in rows)
+        fig = tflops_figure(rec)
+        n_cases = len(fig.layout.updatemenus[0].buttons)
+        assert n_cases == len(PASSES) * len({r["D"] for r in rows}) * 2
+        # Each button shows exactly its own case's traces.
+        for k, b in enumerate(fig.layout.updatemenus[0].buttons):
+            vis = b.args[0]["visible"]
+            assert any(vis) and all(v == (t.meta == k) for v, t in zip(vis, fig.data))
+        r = rows[0]
+        assert ratio(rec, impl=r["impl"], peer=r["impl"], pass_="fwd", D=r["D"], causal=r["causal"], N=r["N"]) == 1
