@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -95,13 +96,14 @@ def main() -> None:
     from flashedu.iomodel import simulate
 
     rows = []
+    logs = tempfile.mkdtemp(prefix="ncu_")  # ncu's CSVs: scratch, not results
     for k, (kernel, alg, N, causal, (br, bc)) in enumerate(CASES):
         model = simulate(alg, N=N, d=D, heads=H, batch=B, causal=causal, dtype=torch.float16,
                          block_r=br, block_c=bc, sram_bytes=1 << 30)
         row = dict(kernel=kernel, algorithm=alg, B=B, H=H, N=N, D=D, causal=causal, block_r=br, block_c=bc,
                    model_read_bytes=model.read_bytes, model_write_bytes=model.write_bytes)
         try:
-            row.update(measure(k, args.out))
+            row.update(measure(k, logs))
         except (subprocess.CalledProcessError, KeyError, IndexError, ValueError) as exc:
             row["error"] = f"{type(exc).__name__}: {getattr(exc, 'stderr', '') or exc}"[-600:]
         rows.append(row)
