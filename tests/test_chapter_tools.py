@@ -144,3 +144,18 @@ def test_recorded_bench_has_provenance_and_every_case_draws():
             assert any(vis) and all(v == (t.meta == k) for v, t in zip(vis, fig.data))
         r = rows[0]
         assert ratio(rec, impl=r["impl"], peer=r["impl"], pass_="fwd", D=r["D"], causal=r["causal"], N=r["N"]) == 1
+
+
+def test_recorded_ncu_traffic_draws_model_and_measured():
+    from flashedu.viz.measured_traffic import model_vs_measured_figure
+
+    for rec in recorded.load("ncu"):
+        assert {"gpu", "driver", "commit"} <= rec["provenance"].keys()
+        rows = [r for r in rec["rows"] if "read_bytes" in r]
+        assert rows, "every ncu case failed"
+        for r in rows:  # the model's count comes from a simulation at the kernel's blocks
+            m = simulate(r["algorithm"], N=r["N"], d=r["D"], heads=r["H"], batch=r["B"], causal=r["causal"],
+                         block_r=r["block_r"], block_c=r["block_c"], sram_bytes=1 << 30)
+            assert (m.read_bytes, m.write_bytes) == (r["model_read_bytes"], r["model_write_bytes"])
+        fig = model_vs_measured_figure(rec)
+        assert len(fig.data) == 4 and len(fig.data[0].x) == len(rows)

@@ -106,6 +106,41 @@ side_by_side(a, b, concurrent=False).show()
 traffic_explorer(gpu="H100").show()
 
 # %% [markdown]
+# ### The model against a real GPU
+#
+# `tools/ncu_traffic.py` launched the three Triton kernels of chapters 1, 3 and 4 once each on a
+# GPU and read the bytes that actually crossed the DRAM interface with Nsight Compute
+# (`dram__bytes_read.sum`, `dram__bytes_write.sum`), beside the memory model run at the kernel's
+# own block sizes:
+
+# %%
+from flashedu import recorded
+from flashedu.viz.measured_traffic import model_vs_measured_figure
+ncu = recorded.load("ncu")[0]
+model_vs_measured_figure(ncu).show()
+by = {(r["kernel"], r["N"], r["causal"]): r for r in ncu["rows"] if "read_bytes" in r}
+std, v2 = by[("standard_triton", 4096, False)], by[("v2_triton", 4096, False)]
+glue("ncu_std_write_ratio", std["write_bytes"] / std["model_write_bytes"])
+glue("ncu_v2_read_ratio", v2["model_read_bytes"] / v2["read_bytes"])
+glue("ncu_gpu", ncu["provenance"]["gpu"])
+
+# %% [markdown]
+# Where the model and the GPU disagree, the GPU's L2 cache (tens of MB, between the SMs and HBM)
+# is the reason, and the model says so plainly by leaving it out:
+#
+# - **Standard attention's writes agree** (measured/model {glue:text}`ncu_std_write_ratio:.2f` at
+#   $N = 4096$): $S$ and $P$ are far larger than L2, so they really go out to HBM.
+# - **Re-reads shrink.** The model charges v2 for reading $K_j$, $V_j$ once per $Q$ block; on the
+#   {glue:text}`ncu_gpu` the programs that run at the same time share those tiles through L2, and
+#   DRAM saw {glue:text}`ncu_v2_read_ratio:.0f` times fewer bytes than the model counts, close to
+#   reading $Q$, $K$, $V$ once. v1's $O$ round trips likewise stay in L2 at these sizes.
+# - **Small outputs may not be written at all** during the kernel: they sit in L2 when it ends and
+#   reach HBM later (the zeros in the figure).
+#
+# The model counts what the *algorithm* asks of memory, the quantity the papers' IO analysis is
+# about; a cache can only make the real number smaller.
+
+# %% [markdown]
 # ## Parallelism
 #
 # Seed 000: FlashAttention v1 runs one thread block per attention head, $B \times H$ blocks in
@@ -212,7 +247,6 @@ for name, t, r in zip("qkv", (q, k, v), (qd, kd, vd)):
 # dimension and mask. These are recorded numbers, shown with the machine they came from:
 
 # %%
-from flashedu import recorded
 from flashedu.viz.bench import ratio, tflops_figure
 bench = recorded.load("bench")[0]
 tflops_figure(bench).show()
