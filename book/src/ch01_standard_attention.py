@@ -224,7 +224,7 @@ fig.show()
 # **3.** Using `hardware.predict`, find the smallest head dimension $d$ for which the step
 # $S = QK^\top$ at $N = 4096$ becomes compute-bound on an H100.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Solutions (click to show).
 from flashedu.exercises import check_s_and_p_bytes
 

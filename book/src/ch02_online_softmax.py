@@ -203,7 +203,7 @@ print(f"max |online - standard| = {(o_online - o_standard).abs().max().item():.1
 # **3.** How many times does the safe Triton kernel above read each row from memory, and how many
 # times the online kernel? Find the loops in `flashedu/softmax/triton_impl.py`.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Solutions (click to show).
 from flashedu.exercises import check_merge, check_softmax
 

@@ -227,7 +227,7 @@ print(f"{ran} on {q.device}, N = {N}, {dtype}: max |kernel - reference| = {err:.
 # **3.** In the SRAM sweep, below which SRAM size does v1 move *more* than standard attention at
 # $N = 4096$, $d = 64$? Why can that happen?
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Solutions (click to show).
 import math
 from flashedu.exercises import check_fa1_blocks, check_v1_traffic

@@ -296,7 +296,7 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causa
 # **3.** With `occupancy`, find the smallest batch at which v1 keeps an H100's 132 SMs at least
 # 90% busy with 16 heads.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-cell"]
 # Solutions (click to show).
 import math
 from flashedu.exercises import check_v2_traffic, check_programs
