@@ -1,0 +1,11 @@
+"""Checkers for the chapters' exercises: each runs hidden random cases against the reader's
+function and says what is wrong, or that every case passed. They return True/False (and print),
+so a notebook can ``assert check_x(my_fn)``. One module per chapter; import them all here.
+"""
+from .ch01 import check_s_and_p_bytes
+from .ch02 import check_merge, check_softmax
+from .ch03 import check_fa1_blocks, check_v1_traffic
+from .ch04 import check_programs, check_v2_traffic
+
+__all__ = ["check_fa1_blocks", "check_merge", "check_programs", "check_s_and_p_bytes", "check_softmax",
+           "check_v1_traffic", "check_v2_traffic"]
