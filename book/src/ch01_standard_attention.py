@@ -125,11 +125,15 @@ tile_schedule(simulate("standard", N=512, d=64)).show()
 # ## The memory wall grows as $N^2$
 #
 # The same recording at growing $N$: the traffic of $S$ and $P$ grows as $N^2$; for one head
-# its share of the total settles near 80% with this model's tile size.
+# its share of the total settles at {glue:text}`sp_share_16k:.0f`% ($N$ = 16384) with this model's
+# tiles, because the re-reads of $K$ and $V$ (once per tile of $B_r$ query rows) grow as $N^2$
+# too: $2N^2d/B_r$ elements against $4N^2$ for $S$ and $P$.
 
 # %%
-from flashedu.viz.growth import standard_growth_figure
+from flashedu.viz.growth import standard_growth_figure, standard_traffic_by_tensor
 standard_growth_figure(d=64).show()
+last = standard_traffic_by_tensor([16384], d=64)[0]
+glue("sp_share_16k", 100 * last["intermediates"] / last["total"])
 
 # %% [markdown]
 # Traffic costs time; footprint costs memory. Training keeps $P$ for the backward pass, so the

@@ -153,6 +153,13 @@ glue("ncu_gpu", ncu["provenance"]["gpu"])
 from flashedu.viz.parallelism import sm_waves_figure, warp_partition_figure
 from flashedu.iomodel.parallel import occupancy
 sm_waves_figure(batch=1, heads=16, N=8192, gpu="A100").show()
+
+# %% [markdown]
+# With a large batch of short sequences ($16 \times 16$ heads, $N = 1024$) v1 has enough
+# programs too, and the two come closer:
+
+# %%
+sm_waves_figure(batch=16, heads=16, N=1024, gpu="A100").show()
 for B, H, N in ((1, 16, 8192), (16, 16, 1024)):
     for alg in ("v1", "v2"):
         o = occupancy(alg, batch=B, heads=H, N=N, gpu="A100")
