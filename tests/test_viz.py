@@ -89,3 +89,16 @@ def test_traffic_curves_agree_with_simulation():
     r = simulate("v1", N=512, d=64, sram_bytes=100 * 1024)
     assert (r.block_r, r.block_c) == (br, bc)
     assert nbytes[0] == r.read_bytes + r.write_bytes
+
+
+def test_live_panel_redraws_when_a_control_changes():
+    from flashedu.viz.panel import schedule_panel
+
+    panel = schedule_panel("v1", N=256, d=32, sram_kib=64)
+    summary = panel.children[2]
+    assert summary.value.startswith("v1 N=256 d=32")
+    sram = panel.children[1].children[0]
+    sram.value = 16  # the observer re-simulates with the smaller SRAM
+    assert summary.value.startswith("v1 N=256") and "of 16.0 KiB" in summary.value
+    panel.children[0].children[0].value = "v2"
+    assert summary.value.startswith("v2 ")

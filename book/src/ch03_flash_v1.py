@@ -117,6 +117,12 @@ from flashedu.viz import tile_schedule
 tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024), concurrent=False).show()
 
 # %% [markdown]
+# With a live kernel (Jupyter, Colab) you can change the algorithm, $N$, $d$, the SRAM size and
+# the mask and watch the schedule recomputed: run
+# `from flashedu.viz.panel import schedule_panel; schedule_panel("v1")` in a cell. (This page has
+# no kernel behind it, so it shows the precomputed animation above.)
+
+# %% [markdown]
 # ## IO complexity
 #
 # Count the HBM traffic of Algorithm 1. $K$ and $V$ are read once ($2Nd$). For each of the
