@@ -16,10 +16,12 @@ from .triton_impl import flash_attention_v1  # noqa: E402
 
 register(Impl(
     name="v1_triton", algorithm="v1", backend="triton", chapter=3,
-    fn=flash_attention_v1, backward=False,
+    fn=flash_attention_v1, backward=True,
     dtypes=(torch.float16, torch.bfloat16, torch.float32),
     head_dims=_V1_HEAD_DIMS, min_capability=_V1_MIN_CAPABILITY,
     summary="Algorithm 1's schedule in one Triton program per (batch, head): K/V tiles outer, "
             "Q tiles inner, O (a running average), ℓ and m re-read and re-written in HBM every "
-            "inner step. Faithful, not fast: the baseline for what v2's loop swap buys.",
+            "inner step; backward as Algorithm 4 in the same schedule (P recomputed from the "
+            "stored ℓ and m, dQ read-modify-written in HBM). Faithful, not fast: the baseline "
+            "for what v2's loop swap buys.",
 ))

@@ -9,6 +9,9 @@ programs instead of B·H) and keeps O_i, ℓ_i, m_i on chip.
 O is stored in the input dtype, as FA1 does; ℓ and m in fp32 scratch buffers. Within a program,
 the store of O_i and the load of the same O_i one outer step later may be done by different
 threads, so a barrier separates them (Triton orders shared memory itself, not global memory).
+
+ℓ and m are also what the backward needs (:mod:`.triton_bwd`, Algorithm 4 in the same schedule):
+:class:`FlashAttentionV1` saves q, k, v, O, ℓ and m, and recomputes P from them tile by tile.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import triton.language as tl
 
 from ... import runtime
 from ...validate import check_qkv
+from .triton_bwd import attention_backward
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128)
@@ -97,28 +101,9 @@ def _v1_fwd_kernel(Q, K, V, O, Lsum, Mmax,
             tl.debug_barrier()
 
 
-def flash_attention_v1(q, k, v, *, causal: bool = False, scale: float | None = None,
-                       block_m: int | None = None, block_n: int | None = None) -> torch.Tensor:
-    """FlashAttention-1's forward (Algorithm 1's loop order) in Triton on ``[B, H, N, D]`` inputs.
-
-    D in {16, 32, 64, 128}; fp16 or bf16 on a GPU, fp32 or fp16 under the interpreter. No
-    backward. Block sizes default to 64 × 64 on a GPU (32 × 32 under the interpreter).
-    Returns o shaped and typed like q (contiguous).
-    """
-    scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
-                      name="v1_triton")
-    rt = runtime.current()
-    reason = rt.why_not_triton(device=q.device.type, dtype=q.dtype, min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"v1_triton cannot run here: {reason}")
-    default = 64 if rt.compiled else 32
-    block_m, block_n = block_m or default, block_n or default
-    for name, b in (("block_m", block_m), ("block_n", block_n)):
-        if b < 16 or b & (b - 1):
-            raise ValueError(f"v1_triton: {name} must be a power of two >= 16, got {b}")
-    if causal and block_m != block_n:
-        raise ValueError(f"v1_triton: causal needs block_m == block_n, got {block_m} and {block_n}")
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+def attention_forward(q, k, v, *, causal: bool, scale: float, block_m: int, block_n: int):
+    """o ``[B, H, N_Q, D]`` (q's dtype), ℓ and m ``[B, H, N_Q]`` (fp32) from validated inputs with
+    unit stride in D."""
     B, H, N_Q, D = q.shape
     N_K = k.shape[2]
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
@@ -129,4 +114,69 @@ def flash_attention_v1(q, k, v, *, causal: bool = False, scale: float | None = N
         CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4, num_stages=1)  # stages 1: no prefetch may run ahead of line 13's stores
-    return o
+    return o, lsum, mmax
+
+
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    # Other strides are passed to the kernels as they are; a strided D would break vector loads.
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+class FlashAttentionV1(torch.autograd.Function):
+    """Forward saves q, k, v, O, ℓ and m (FA1's statistics, not FA2's L); backward recomputes P."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale, block_m, block_n):
+        q, k, v = (_unit_stride(t) for t in (q, k, v))
+        o, lsum, mmax = attention_forward(q, k, v, causal=causal, scale=scale,
+                                          block_m=block_m, block_n=block_n)
+        ctx.save_for_backward(q, k, v, o, lsum, mmax)
+        ctx.causal, ctx.scale, ctx.block_m, ctx.block_n = causal, scale, block_m, block_n
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lsum, mmax = ctx.saved_tensors
+        dq, dk, dv = attention_backward(do, q, k, v, o, lsum, mmax, causal=ctx.causal,
+                                        scale=ctx.scale, block_m=ctx.block_m, block_n=ctx.block_n)
+        return dq, dk, dv, None, None, None, None
+
+
+def _check(q, k, v, causal, scale, block_m, block_n) -> tuple[float, int, int]:
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
+                      name="v1_triton")
+    rt = runtime.current()
+    reason = rt.why_not_triton(device=q.device.type, dtype=q.dtype, min_capability=MIN_CAPABILITY)
+    if reason:
+        raise RuntimeError(f"v1_triton cannot run here: {reason}")
+    default = 64 if rt.compiled else 32
+    block_m, block_n = block_m or default, block_n or default
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        if isinstance(b, bool) or not isinstance(b, int) or b < 16 or b & (b - 1):
+            raise ValueError(f"v1_triton: {name} must be a power of two >= 16, got {b}")
+    if causal and block_m != block_n:
+        raise ValueError(f"v1_triton: causal needs block_m == block_n, got {block_m} and {block_n}")
+    return scale, block_m, block_n
+
+
+def flash_attention_v1(q, k, v, *, causal: bool = False, scale: float | None = None,
+                       block_m: int | None = None, block_n: int | None = None) -> torch.Tensor:
+    """FlashAttention-1 (Algorithm 1's loop order forward, Algorithm 4's backward) in Triton on
+    ``[B, H, N, D]`` inputs.
+
+    D in {16, 32, 64, 128}; fp16 or bf16 on a GPU, fp32 or fp16 under the interpreter.
+    Differentiable with respect to q, k and v: the backward (:mod:`.triton_bwd`) keeps v1's
+    schedule and reads the ℓ and m this forward stored. Block sizes (both passes) default to
+    64 × 64 on a GPU (32 × 32 under the interpreter). Returns o shaped and typed like q
+    (contiguous).
+    """
+    scale, block_m, block_n = _check(q, k, v, causal, scale, block_m, block_n)
+    return FlashAttentionV1.apply(q, k, v, causal, scale, block_m, block_n)
+
+
+def flash_attention_v1_stats(q, k, v, *, causal: bool = False, scale: float | None = None,
+                             block_m: int | None = None, block_n: int | None = None):
+    """Forward only: ``(o, ℓ, m)`` with ℓ, m ``[B, H, N_Q]`` in fp32, what the backward reads."""
+    scale, block_m, block_n = _check(q, k, v, causal, scale, block_m, block_n)
+    q, k, v = (_unit_stride(t) for t in (q, k, v))
+    return attention_forward(q, k, v, causal=causal, scale=scale, block_m=block_m, block_n=block_n)
