@@ -197,7 +197,8 @@ print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and
 # ## A Triton kernel with v1's schedule
 #
 # The same loop order as a GPU kernel: one program per (batch, head), $K$/$V$ blocks outer, $Q$
-# blocks inner, $O$, $\ell$, $m$ re-read and re-written in HBM in every inner step. It is
+# blocks inner, $O$, $\ell$, $m$ re-read and re-written in HBM in every inner step; its backward
+# pass is Algorithm 4 in the same order, with $dQ$ read, updated and written back in HBM. It is
 # faithful, not fast: one program per head leaves most of a GPU's SMs idle when batch × heads is
 # small, and the $O$ round trips cost bandwidth. Chapter 4 measures what swapping the loops buys.
 
@@ -205,11 +206,16 @@ print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and
 from flashedu.chapter import run
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
-q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
+q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=N, D=64, dtype=dtype))
 o, ran = run("v1_triton", q, k, v, causal=True, fallback="v1_reference")
-o_ref = flashedu.get("standard_reference").fn(q, k, v, causal=True)
-err = (o.float() - o_ref.float()).abs().max().item()
-print(f"{ran} on {q.device}, N = {N}, {dtype}: max |kernel - reference| = {err:.1e}")
+o.backward(do := torch.randn_like(o))  # the kernel's backward: Algorithm 4 in v1's loop order
+exact = [t.detach().double().cpu().requires_grad_(True) for t in (q, k, v)]
+ref = torch.nn.functional.scaled_dot_product_attention(*exact, is_causal=True)
+ref.backward(do.double().cpu())
+print(f"{ran} on {q.device}, N = {N}, {dtype}:")
+print(f"  o : max error {(o.double().cpu() - ref).abs().max().item():.1e}")
+for name, t, r in zip("qkv", (q, k, v), exact):
+    print(f"  d{name}: max error {(t.grad.double().cpu() - r.grad).abs().max().item():.1e}")
 
 # %% [markdown]
 # ## Summary
