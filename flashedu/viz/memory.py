@@ -8,7 +8,8 @@ from ..provenance import label
 from .palette import FONT, SEQUENCE
 
 NAMES = {"standard_torch": "standard (torch ops)", "sdpa": "torch SDPA (default backend)",
-         "sdpa_flash": "SDPA flash backend (FlashAttention-2)"}
+         "sdpa_flash": "SDPA flash backend (FlashAttention-2)", "v1_triton": "flashedu v1 (Triton)",
+         "v2_triton": "flashedu v2 (Triton)"}
 
 
 def memory_figure(recorded: dict, *, live: list[dict] | None = None, live_label: str = "") -> go.Figure:
