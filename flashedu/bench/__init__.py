@@ -1,4 +1,15 @@
 """Measurements on a GPU: every registered implementation beside torch's SDPA backends, with
 provenance stored next to the numbers. Results live in ``flashedu/data/`` (package data, so Colab readers
 have them too) and are never edited by hand.
+
+    import flashedu.bench
+    result = flashedu.bench.run("quick")          # on a CUDA GPU; python -m flashedu.bench does the same
+    print(flashedu.bench.table(result))
 """
+from .ablations import ABLATIONS
+from .flops import attention_flops
+from .report import table
+from .runner import collect, refusal, run
+from .schema import latest, merge, validate
+
+__all__ = ["ABLATIONS", "attention_flops", "collect", "latest", "merge", "refusal", "run", "table", "validate"]

@@ -9,3 +9,4 @@ from .ch04 import check_programs, check_v2_traffic
 
 __all__ = ["check_fa1_blocks", "check_merge", "check_programs", "check_s_and_p_bytes", "check_softmax",
            "check_v1_traffic", "check_v2_traffic"]
+from .ch08 import check_attention_flops, check_naive_memory  # noqa: E402,F401

@@ -1,0 +1,325 @@
+# %% [markdown]
+# (ch-benchmarks)=
+# # Benchmarks: every kernel, one harness
+#
+# **You will learn**
+# - how a fair attention benchmark is set up: the papers' shapes, how FLOPs are counted, medians
+#   after warm-up on fresh random inputs, and ceilings measured in the same run;
+# - how the book's Triton kernels compare with torch's own attention backends and with naive
+#   attention, forward and backward, as $N$ grows;
+# - what each chapter's idea bought, as a measured speed-up over the previous chapter's kernel;
+# - memory that grows with $N$ instead of $N^2$, measured;
+# - where measured kernels sit on a GPU's roofline, and how to run the same harness on yours.
+
+# %%
+# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+import importlib.util
+if importlib.util.find_spec("flashedu") is None:
+    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+
+import torch
+import flashedu
+from flashedu.chapter import setup, glue, random_qkv
+
+rt = setup()
+
+# %% [markdown]
+# ## What is measured
+#
+# A speed is work over time, so a benchmark first fixes what counts as work. The FlashAttention
+# papers count only the two matmuls of the forward pass, $S = QK^\top$ and $O = PV$: each is
+# $2 N^2 D$ FLOPs per head, so a forward pass is $4 B H N^2 D$. With a causal mask half of $S$
+# is never needed, so the count halves. The backward pass does five matmuls where the forward
+# does two: $2.5\times$ the forward. Softmax, masking and rescaling are not counted; a kernel that
+# spends long on them shows a lower TFLOP/s, which is the point.
+
+# %%
+from flashedu.bench.flops import attention_flops
+B, H, N, D = 4, 16, 4096, 128
+for pass_ in ("fwd", "bwd", "fwdbwd"):
+    for causal in (False, True):
+        f = attention_flops(pass_, B=B, H=H, N=N, D=D, causal=causal)
+        print(f"{pass_:6s} {'causal' if causal else 'full  '}: {f / 1e12:6.3f} TFLOP")
+glue("fwd_tflop", attention_flops("fwd", B=B, H=H, N=N, D=D, causal=False) / 1e12)
+glue("bwd_causal_tflop", attention_flops("bwd", B=B, H=H, N=N, D=D, causal=True) / 1e12)
+
+# %% [markdown]
+# At $B = 4$, $H = 16$, $N = 4096$, $D = 128$ one forward pass is {glue:text}`fwd_tflop:.2f`
+# TFLOP and a causal backward pass {glue:text}`bwd_causal_tflop:.2f` TFLOP.
+#
+# The shapes are the papers' too: $B \cdot N$ = 16k tokens and a hidden size of 2048 split into
+# $H = 2048 / D$ heads, so every point of a sweep holds the same number of tokens and longer
+# sequences mean smaller batches.
+
+# %%
+from flashedu.bench.cases import preset, sweep
+full = preset("full", fp8=bool(flashedu.registry(backend="triton", algorithm="fp8")))
+cases = sweep(**{k: v for k, v in full.items() if k != "passes"})
+for c in cases[:6]:
+    print(c)
+print(f"... {len(cases)} cases in all, each timed {', '.join(full['passes'])}")
+glue("n_cases", len(cases))
+
+# %% [markdown]
+# The full sweep is {glue:text}`n_cases` cases. In each, the harness times every registered
+# implementation with a Triton backend that supports the case on the GPU (it asks the registry,
+# so a kernel added in a later chapter joins without edits; FP8 kernels get FP8 cases of their
+# own), torch's scaled-dot-product attention forced onto each of its backends, and the three-op
+# naive attention:
+
+# %%
+from flashedu.bench.peers import SDPA_BACKENDS
+for impl in flashedu.registry(backend="triton"):
+    if impl.block_sparse:  # it needs a block mask: its benchmark is time against density
+        print(f"{impl.name:20s} not in the dense sweep (block-sparse)")
+        continue
+    print(f"{impl.name:20s} chapter {impl.chapter}  {impl.algorithm:12s} backward {'yes' if impl.backward else 'no ':3s}  "
+          f"head dims {impl.head_dims or 'any'}{'  (FP8 cases)' if impl.algorithm == 'fp8' else ''}")
+print("beside them:", ", ".join(SDPA_BACKENDS), "and standard_torch (naive, three torch ops)")
+
+# %% [markdown]
+# Timing follows the method of the GPU machines this book was measured on: warm up first (the
+# Triton compiler and the autotuner run then), take the median of `triton.testing.do_bench`,
+# which flushes the L2 cache between calls; draw fresh random inputs, never zeros, which can run
+# faster than real data. Every row also records the peak memory of one call and its error
+# against torch's math attention in fp32, and a provider that fails or would not fit in memory is
+# written down as such instead of stopping the run. The same run times bf16 and fp16 matmuls of
+# $8192^3$ and a large copy: the ceilings attention is compared with.
+
+# %% [markdown]
+# ## The recorded run
+#
+# The figures below come from a run recorded on a GPU, read from `flashedu/data/bench`, with the
+# machine it ran on:
+
+# %%
+from flashedu import recorded
+from flashedu.bench.schema import latest
+from flashedu.provenance import label
+bench = latest()
+harness = bench.get("source") != "tools/tune_v2.py"
+print(label(bench["info"]), f"(commit {bench['info'].get('commit')})")
+print("written by", "python -m flashedu.bench" if harness else "tools/tune_v2.py (chapter 4's tuning run)")
+print(f"{len(bench['times'])} rows; ceilings: {bench['ceilings'] or 'not recorded'}")
+glue("bench_gpu", bench["info"]["gpu"])
+glue("bench_date", bench["info"]["date"][:10])
+glue("bench_source", "the harness of this chapter" if harness else
+     "chapter 4's tuning script, which predates the harness: fp16 only, without ceilings, "
+     "memory or correctness columns")
+
+# %% [markdown]
+# This run was recorded on the {glue:text}`bench_gpu` on {glue:text}`bench_date`, by
+# {glue:text}`bench_source`.
+#
+# If this page runs on a GPU (Colab, or your own), the next cell also times a quick sweep there,
+# forward passes only, a minute or two, and the figure draws your GPU's points as crosses beside
+# the recorded lines. On a machine without a GPU, as when this book was built, it says so and the
+# figures show the recorded data alone.
+
+# %%
+live, live_label = None, ""
+if rt.compiled:
+    import flashedu.bench
+    live = flashedu.bench.run("quick", passes=("fwd",), progress=False)
+    live_label = live["info"]["gpu"]
+    print(flashedu.bench.table(live))
+else:
+    print("No GPU here: showing the recorded run only.")
+
+# %% [markdown]
+# ## Speed against $N$
+#
+# One line per implementation; the menu picks the pass, the head dimension and the mask. The
+# dotted line, where the file has it, is an $8192^3$ matmul of the same dtype measured in the same
+# run.
+
+# %%
+from flashedu.viz.bench import ratio, tflops_figure
+tflops_figure(bench, impls=None, live=live, live_label=live_label).show()
+v2_flash = ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_="fwd", D=128, causal=False, N=16384)
+v2_cudnn = ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_="fwd", D=128, causal=False, N=16384)
+glue("v2_flash_16k", v2_flash)
+glue("v2_cudnn_16k", v2_cudnn)
+
+# %% [markdown]
+# At $N = 16384$, $D = 128$, the book's v2 forward runs {glue:text}`v2_flash_16k:.2f` times as
+# fast as SDPA's FlashAttention-2 backend and {glue:text}`v2_cudnn_16k:.2f` times as fast as
+# cuDNN's (below 1 means slower). Short sequences are hard for everyone: with $N = 512$ each
+# program has few tiles to stream, so loading $Q$ and writing $O$ weigh more against the matmuls.
+#
+# A speed is only worth reporting if the answer is right. Where the file has it, the error
+# column says how far each implementation is from torch's math attention in fp32:
+
+# %%
+from collections import defaultdict
+worst = defaultdict(float)
+for r in bench["times"]:
+    for key in ("err", "grad_err"):
+        if key in r:  # written so that a NaN error is kept, not dropped by max()
+            w = worst[(r["impl"], key)]
+            worst[(r["impl"], key)] = r[key] if not r[key] <= w else w
+if worst:
+    for (impl, key), e in sorted(worst.items()):
+        print(f"{impl:16s} largest {'output' if key == 'err' else 'gradient'} error {e:.1e}")
+else:
+    print("This file has no correctness column; files written by python -m flashedu.bench do.")
+
+# %% [markdown]
+# ## What each chapter bought
+#
+# Chapter 1's Triton kernels write $S$ and $P$ to HBM; chapter 3's v1 fuses them away but sends
+# $O$ back and forth; chapter 4's v2 swaps the loops; chapter 6 feeds v2 with Hopper's copy
+# engine. The speed-up of each over the one before, where the run recorded both:
+
+# %%
+from flashedu.viz.benchmarks import speedup_figure, speedups
+sp = speedups(bench)
+speedup_figure(bench).show()
+from flashedu.viz.benchmarks import CHAIN
+missing = [f"{a} → {b}" for a, b in zip(CHAIN, CHAIN[1:]) if not any(k[:2] == (a, b) for k in sp)]
+print("not recorded in this file:", ", ".join(missing) or "none")
+glue("v1_v2_16k", dict(sp[("v1_triton", "v2_triton", 128, False)])[16384])
+glue("v1_v2_512", dict(sp[("v1_triton", "v2_triton", 128, False)])[512])
+
+# %% [markdown]
+# The loop swap is worth {glue:text}`v1_v2_512:.1f`× at $N = 512$ and {glue:text}`v1_v2_16k:.0f`×
+# at $N = 16384$ ($D = 128$). The gap grows with $N$ because the batch shrinks: v1 runs one
+# program per head, $B \cdot H$ of them, which at $N = 16384$ is 16 programs for a GPU with more
+# than a hundred SMs ({ref}`ch-flash-v2` drew those waves).
+
+# %% [markdown]
+# ## Memory
+#
+# `python -m flashedu.bench.memory` measured the peak memory of one forward and backward pass
+# above the inputs ($B = 1$, $H = 16$, $D = 128$, fp16). Naive attention keeps $S$ and $P$ for
+# the backward pass, $N^2$ numbers per head; the fused kernels keep $O$ and one number per row.
+
+# %%
+from flashedu.viz.memory import memory_figure
+mem = recorded.load("memory")[0]
+live_mem = None
+if rt.compiled:
+    from flashedu.bench.memory import peak_bytes, providers as mem_providers
+    live_mem = [dict(provider=name, N=n, peak_bytes=peak_bytes(fn, 1, 16, n, 128))
+                for name, fn in mem_providers().items() if name in ("standard_torch", "sdpa_flash")
+                for n in (1024, 2048, 4096)]
+memory_figure(mem, live=live_mem, live_label=live_label).show()
+peak = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
+glue("mem_naive_16k_gib", peak[("standard_torch", 16384)] / 2**30)
+glue("mem_flash_16k_mib", peak[("sdpa_flash", 16384)] / 2**20)
+glue("mem_ratio_16k", peak[("standard_torch", 16384)] / peak[("sdpa_flash", 16384)])
+
+# %% [markdown]
+# At $N = 16384$ naive attention needed {glue:text}`mem_naive_16k_gib:.0f` GiB and SDPA's flash
+# backend {glue:text}`mem_flash_16k_mib:.0f` MiB, {glue:text}`mem_ratio_16k:.0f` times less.
+# Doubling $N$ doubles one line and quadruples the other. The harness uses the same count to
+# skip naive attention where it would not fit, and records "skipped: memory" in its row.
+
+# %% [markdown]
+# ## On the roofline
+#
+# Chapter 1's roofline says how fast a kernel *could* run given its FLOPs and bytes. Here each
+# kernel is placed at the arithmetic intensity the memory model counts for its algorithm
+# ($128 \times 64$ tiles for the fused ones) and at the speed it was *measured* at. Where the
+# run recorded its own ceilings (matmul and device copy), they are drawn dashed beside the
+# datasheet roofline.
+
+# %%
+from flashedu.viz.benchmarks import measured_points, measured_roofline_figure, preset_for
+from flashedu.hardware import gpu as gpu_preset
+measured_roofline_figure(bench, N=4096, D=128).show()
+g = gpu_preset(preset_for(bench["info"]["gpu"]) or "H100")
+pts = {impl: (ai, tf) for impl, ai, tf in measured_points(bench, N=4096, D=128)}
+ai, tf = pts["v2_triton"]
+roof = min(g.fp16_flops, ai * g.hbm_bandwidth) / 1e12
+glue("roof_gpu", g.name)
+glue("v2_ai", ai)
+glue("ridge", g.ridge_point())
+glue("v2_side", "left of" if ai < g.ridge_point() else "right of")
+glue("roof_at_v2", roof)
+glue("best_of_roof", 100 * max(t for a, t in pts.values() if a == ai) / roof)
+
+# %% [markdown]
+# By the memory model, which reads each $K_j$, $V_j$ once per $Q$ block and has no L2 cache, the
+# fused kernels sit at about {glue:text}`v2_ai:.0f` FLOPs per byte, {glue:text}`v2_side` the
+# {glue:text}`roof_gpu`'s ridge at {glue:text}`ridge:.0f`; the roof above them is
+# {glue:text}`roof_at_v2:.0f` TFLOP/s, and the fastest of them reaches
+# {glue:text}`best_of_roof:.0f`% of it. Chapter 4 measured that the L2 cache serves most of those
+# re-reads, so their real intensity is higher and the model's is a floor. v1 sits further left:
+# it moves $O$ through HBM on every step, as chapter 3 counted.
+
+# %% [markdown]
+# ## Ablations
+#
+# Named sweeps isolate one idea each: `v1-vs-v2`, `causal-skip` (v2 cannot turn its tile skipping
+# off, so the causal run is compared with the unmasked one, which visits every tile),
+# `block-sizes` and `num-stages` (the v2 forward at fixed kernel configurations). Where this file
+# has them:
+
+# %%
+from flashedu.bench.report import ablation_table
+if bench["ablations"]:
+    for name, ab in bench["ablations"].items():
+        print(ablation_table(name, ab)[:3000], "\n")
+else:
+    print("No ablations in this file; python -m flashedu.bench --no-sweep --ablation causal-skip records one.")
+
+# %% [markdown]
+# ## Running it yourself
+#
+# On any machine with a CUDA GPU:
+#
+# ```bash
+# python -m flashedu.bench --quick                 # a few minutes on a Colab T4
+# python -m flashedu.bench --dtype fp16 --pass fwd --out fwd.json
+# python -m flashedu.bench --no-sweep --ablation causal-skip num-stages --out abl.json
+# python -m flashedu.bench --merge fwd.json abl.json --out mine.json
+# ```
+#
+# A T4 cannot run the v1 and v2 Triton kernels (they ask for sm_80, where Triton's matmuls use
+# tensor cores) nor SDPA's flash backend: those are left out or their rows say why, and the
+# rest are timed.
+# The file carries the provenance of the run: GPU, driver, versions, commit and date.
+#
+# ## Summary
+#
+# - FLOPs are counted as in the papers: $4BHN^2D$ forward, half when causal, $2.5\times$ for the
+#   backward pass; TFLOP/s divides that by the median time after warm-up.
+# - One process times every registered Triton kernel beside SDPA's backends and naive attention,
+#   on fresh random inputs, with the matmul ceiling, peak memory and error measured in the same
+#   run; failures and memory skips are rows, not crashes.
+# - The loop swap of chapter 4 is the largest single win, and it grows with $N$; fused kernels
+#   need memory linear in $N$; on the roofline, v1 and naive attention sit far left of the
+#   fused kernels.
+#
+# ## Exercises
+#
+# **1.** Write `attention_flops(pass_, B, H, N, D, causal)` for `pass_` in "fwd", "bwd",
+# "fwdbwd". Check it with `flashedu.exercises.check_attention_flops(attention_flops)`.
+#
+# **2.** Write `naive_bytes(B, H, N)`: the bytes the harness budgets for naive attention's forward
+# and backward, 16 per score. Check it with `flashedu.exercises.check_naive_memory(naive_bytes)`.
+# At $B \cdot N$ = 16k and $H = 16$, what is the largest $N$ of the sweep that fits in 40 GB?
+#
+# **3.** From `bench["times"]`, find the smallest $N$ at which `v2_triton`'s forward ($D = 128$,
+# no mask) reaches 90% of its speed at $N = 16384$.
+
+# %% tags=["hide-cell"]
+# Solutions (click to show).
+from flashedu.exercises import check_attention_flops, check_naive_memory
+
+def attention_flops(pass_, B, H, N, D, causal):
+    forward = 4 * B * H * N * N * D / (2 if causal else 1)
+    return {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}[pass_] * forward
+
+def naive_bytes(B, H, N):
+    return B * H * N * N * 16
+
+assert check_attention_flops(attention_flops)
+assert check_naive_memory(naive_bytes)
+fits = [n for n in (512, 1024, 2048, 4096, 8192, 16384) if naive_bytes(16384 // n, 16, n) <= 40e9]
+print(f"largest N that fits in 40 GB: {max(fits)}")
+v2 = {r["N"]: r["fwd_tflops"] for r in bench["times"]
+      if r["impl"] == "v2_triton" and r["D"] == 128 and not r["causal"] and r.get("dtype") == "float16"
+      and "fwd_tflops" in r}
+print(f"v2 reaches 90% of its N=16384 speed from N = {min(n for n, t in v2.items() if t >= 0.9 * v2[16384])}")
