@@ -147,3 +147,86 @@ MEMORY_HIERARCHY = (
     MemoryLevel("GPU HBM", 1.5e12, 40e9, "off chip, on the GPU package"),
     MemoryLevel("CPU DRAM", 12.8e9, 1e12, "main memory, across PCIe"),
 )
+
+
+# --- One streaming multiprocessor, per clock (chapter 6's FlashAttention-3 simulator) ---------
+# The presets above are whole-GPU rates; the simulator schedules one SM, so it divides them by
+# SMs × boost clock. Two figures are not in the presets: the FP32 lanes (the CUDA programming
+# guide's arithmetic-instruction table: 128 FP32 results per clock per SM on sm_80 and sm_90)
+# and the rate at which an SM's copy engine receives K/V tiles, which the book treats as an
+# assumption (see ``SM_LOAD_NOTE``).
+SM_FP32_PER_CLK = 128
+SM_REGISTER_BYTES = 65536 * 4  # 64 K 32-bit registers per SM on sm_80 and sm_90
+SM_LOAD_BYTES_PER_CLK = 32.0
+SM_LOAD_NOTE = ("assumed: K/V tiles arrive from L2 at 32 bytes per clock per SM (≈7.7 TB/s over "
+                "an H100's 132 SMs at boost clock). Not a datasheet figure: at 128 query rows per "
+                "program each K/V byte feeds 128 FLOPs, so FA3's 740 TFLOP/s needs at least "
+                "5.8 TB/s of tiles, more than HBM's 3.35 TB/s: most tiles must come from L2.")
+
+
+@dataclass(frozen=True)
+class SMRates:
+    """Throughput of one SM per clock cycle, derived from a :class:`GPU` preset."""
+
+    gpu: str
+    clock_hz: float
+    tensor_flops_per_clk: float  # fp16 tensor-core FLOPs (preset rate / SMs / clock)
+    fp8_flops_per_clk: float | None
+    sfu_per_clk: float  # exponentials (MUFU results)
+    fp32_per_clk: float  # FP32 ALU results (max, add, FMA, conversions)
+    load_bytes_per_clk: float  # K/V tile bytes the copy engine delivers (an assumption)
+    register_bytes: int
+    source: str
+
+    def gemm_flops_per_clk(self, dtype: str = "fp16") -> float:
+        """Tensor-core FLOPs per clock for ``dtype`` "fp16"/"bf16" or "fp8"."""
+        if dtype in ("fp16", "bf16"):
+            return self.tensor_flops_per_clk
+        if dtype == "fp8":
+            if self.fp8_flops_per_clk is None:
+                raise ValueError(f"{self.gpu} has no fp8 tensor cores")
+            return self.fp8_flops_per_clk
+        raise ValueError(f"dtype must be 'fp16', 'bf16' or 'fp8', got {dtype!r}")
+
+
+def sm_rates(device: str | GPU = "H100", *, load_bytes_per_clk: float = SM_LOAD_BYTES_PER_CLK) -> SMRates:
+    """One SM of ``device`` per clock: the preset's rates divided by SMs × boost clock."""
+    if not (isinstance(load_bytes_per_clk, (int, float)) and load_bytes_per_clk > 0):
+        raise ValueError(f"load_bytes_per_clk must be a positive number, got {load_bytes_per_clk!r}")
+    g = gpu(device)
+    per = g.sms * g.boost_clock_hz
+    return SMRates(g.name, g.boost_clock_hz, g.fp16_flops / per,
+                   None if g.fp8_flops is None else g.fp8_flops / per, g.sfu_ops / per,
+                   SM_FP32_PER_CLK, float(load_bytes_per_clk), SM_REGISTER_BYTES,
+                   source=f"{g.source}; per SM: ÷ {g.sms} SMs ÷ {g.boost_clock_hz / 1e9:.2f} GHz; "
+                          f"FP32 lanes from the CUDA guide; loads {SM_LOAD_NOTE}")
+
+
+@dataclass(frozen=True)
+class Link:
+    """A GPU-to-GPU connection (chapter 7's ring). ``bandwidth`` is bytes/s in *one* direction:
+    a ring step sends one shard out and takes one in at the same time, so that is its speed."""
+
+    name: str
+    bandwidth: float  # bytes/s, each direction
+    source: str
+
+
+_LINK_DATASHEET = "vendor datasheet figure: total (both directions) ÷ 2"
+LINKS: dict[str, Link] = {l.name: l for l in (
+    Link("NVLink 4", 450e9, f"{_LINK_DATASHEET}; H100/H200 SXM: 900 GB/s per GPU"),
+    Link("NVLink 3", 300e9, f"{_LINK_DATASHEET}; A100 SXM: 600 GB/s per GPU"),
+    Link("PCIe 5.0 x16", 64e9, f"{_LINK_DATASHEET}; PCIe 5.0 x16: 128 GB/s"),
+    Link("PCIe 4.0 x16", 32e9, f"{_LINK_DATASHEET}; PCIe 4.0 x16: 64 GB/s"),
+    Link("InfiniBand NDR", 50e9, "vendor datasheet figure: 400 Gb/s per port, each direction (ConnectX-7)"),
+)}
+
+
+def link(name: str | Link) -> Link:
+    """An interconnect preset by name ("NVLink 4", "PCIe 5.0 x16", ...), case-insensitive."""
+    if isinstance(name, Link):
+        return name
+    for key, l in LINKS.items():
+        if isinstance(name, str) and key.lower() == name.lower():
+            return l
+    raise ValueError(f"link must be one of {', '.join(LINKS)}, got {name!r}")

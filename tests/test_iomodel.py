@@ -201,7 +201,7 @@ def test_simulate_rejects_bad_arguments():
         simulate("v2", N=0, d=16)
     with pytest.raises(ValueError, match="block_r"):
         simulate("v2", N=64, d=16, block_r=0)
-    with pytest.raises(NotImplementedError, match="chapter 5"):
+    with pytest.raises(ValueError, match="block_sparse"):
         simulate("v2", N=64, d=16, block_mask=torch.ones(1, 1, dtype=torch.bool))
     with pytest.raises(NotImplementedError, match="standard"):
         simulate("standard", N=64, d=16, backward=True)

@@ -10,3 +10,5 @@ from .ch04 import check_programs, check_v2_traffic
 __all__ = ["check_fa1_blocks", "check_merge", "check_programs", "check_s_and_p_bytes", "check_softmax",
            "check_v1_traffic", "check_v2_traffic"]
 from .ch08 import check_attention_flops, check_naive_memory  # noqa: E402,F401
+from .ch05 import check_block_sparse_reads, check_csr  # noqa: E402
+from .ch07 import check_merge_splits, check_overlap_threshold, check_zigzag  # noqa: E402,F401

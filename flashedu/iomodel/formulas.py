@@ -35,7 +35,7 @@ class Counts:
         ``itemsize``. Needs the per-tensor split (``exact`` has it, ``seed`` does not)."""
         if not self.per_tensor:
             raise ValueError("these counts have no per-tensor split; use .exact for bytes")
-        size = {n: stat_itemsize if n in _ACC else itemsize for n in self.per_tensor}
+        size = {n: _ONE_BYTE.get(n) or (stat_itemsize if n in _ACC else itemsize) for n in self.per_tensor}
         return (sum(r * size[n] for n, (r, _) in self.per_tensor.items()),
                 sum(w * size[n] for n, (_, w) in self.per_tensor.items()))
 
@@ -60,6 +60,8 @@ class IOFormula:
 
 # Stored at the accumulator's size (fp32): row statistics, and the backward's dQ accumulator.
 _ACC = ("l", "m", "L", "D", "dQ")
+# Block-sparse attention's token mask: one byte per score, read only for partial tiles.
+_ONE_BYTE = {"M": 1}
 
 _NOTES = {
     "v2": "Exact equals the seed: Q is read once, K and V once per Q tile (Tr times), O and "
@@ -73,6 +75,13 @@ _NOTES = {
                 "+2·(Tr − 1)·Nd reads. Both counts are Θ(Nd + N²) when d ≤ Br: the N² reads and "
                 "writes of S and P dominate.",
 }
+_NOTES["block_sparse"] = (
+    "v2's traffic with the K/V stream cut to the listed tiles: reads Nd + 2d·Σ_i Σ_(j listed in row i) "
+    "|K_j| (= Nd + 2s·Tr·N_k·d when Bc divides N_k, s = the fraction of tiles listed), writes "
+    "Nd + N, plus one byte per score of every partial tile's token mask (M). Q is read and O, L "
+    "written for every row, even one with no tile. Seed 002 states only the factor (IO smaller "
+    "by a factor proportional to the sparsity), so seed is None. At s = 1 this is v2's count.")
+_ORDER_BLOCK_SPARSE = "Θ(Nd + N²d²s/M)"
 _BACKWARD_NOTES = {
     "v2": "The seeds give no backward count (seed 001 shows Algorithm 2 only as a figure), so seed "
           "is None. Exact, from FA2's Algorithm 2: the preprocess reads O and dO once and writes "
@@ -90,7 +99,35 @@ _BACKWARD_NOTES = {
           "dK, dV are initialised in HBM (+2Nd writes); v2 instead reads O once and stores D. "
           "dQ is an fp32 accumulator in HBM.",
 }
-_ORDER = {"v2": "Θ(N²d²/M)", "v1": "Θ(N²d²/M)", "standard": "Θ(Nd + N²)"}
+_ORDER = {"v2": "Θ(N²d²/M)", "v1": "Θ(N²d²/M)", "standard": "Θ(Nd + N²)",
+          "block_sparse": _ORDER_BLOCK_SPARSE}
+_BACKWARD_NOTES["block_sparse"] = (
+    "The seeds give no backward count, so seed is None. v2's backward (Algorithm 2) over the "
+    "listed tiles: K_j, V_j read and dK_j, dV_j written once per K/V tile (listed or not), and "
+    "every listed tile (i, j) reads Q_i, dO_i, dQ_i, L_i, D_i and writes dQ_i back; plus the "
+    "token-mask bytes of partial tiles (M).")
+
+
+def _block_sparse_per_tensor(mask, N: int, N_k: int, d: int, br: int, bc: int, causal: bool,
+                             backward: bool) -> dict:
+    """(reads, writes) per tensor of block-sparse attention, summed over the mask's heads."""
+    mask = mask.refine(br, bc)
+    rows = np.minimum(np.arange(1, mask.Tr + 1) * br, N) - np.arange(mask.Tr) * br  # [Tr]
+    cols = np.minimum(np.arange(1, mask.Tc + 1) * bc, N_k) - np.arange(mask.Tc) * bc  # [Tc]
+    total: dict[str, tuple[int, int]] = {}
+    for listed, partial in zip(mask.effective_blocks(causal).numpy(), mask.partial().numpy()):
+        partial = partial & listed
+        if backward:
+            per = _backward_per_tensor("v2", N, N_k, d, int((rows[:, None] * listed).sum()))
+        else:
+            kv = int((cols[None, :] * listed).sum()) * d  # [Tr, Tc] K rows of every listed tile
+            per = {"Q": (N * d, 0), "K": (kv, 0), "V": (kv, 0), "O": (0, N * d), "L": (0, N)}
+        if partial.any():
+            per["M"] = (int((rows[:, None] * cols[None, :] * partial).sum()), 0)
+        for n, (r, w) in per.items():
+            total[n] = (total.get(n, (0, 0))[0] + r, total.get(n, (0, 0))[1] + w)
+    return total
+
 
 
 def _tiles_per_row(N: int, N_k: int, br: int, bc: int, causal: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,9 +156,12 @@ def _backward_per_tensor(algorithm: str, N: int, N_k: int, d: int, steps: int) -
 
 
 def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causal: bool = False,
-            N_k: int | None = None, batch: int = 1, heads: int = 1, backward: bool = False) -> IOFormula:
+            N_k: int | None = None, batch: int = 1, heads: int = 1, backward: bool = False,
+            block_mask=None) -> IOFormula:
     """Closed-form HBM traffic (elements) of ``algorithm``'s forward pass, or with
-    ``backward=True`` of its backward pass alone ("v1", "v2"; seed None).
+    ``backward=True`` of its backward pass alone ("v1", "v2", "block_sparse"; seed None).
+    "block_sparse" counts the tiles ``block_mask`` lists (None: every tile) at block_r × block_c,
+    refining the mask when its blocks are multiples of those (as the backward's tiles may be).
 
     >>> f = formula("v1", N=1024, d=64, block_r=64, block_c=128)
     >>> f.seed.reads == 2 * 1024 * 64 + 2 * f.Tc * 1024 * 64
@@ -143,7 +183,19 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
     bh = batch * heads
     Nd, Nkd = N * d, N_k * d
 
-    if backward:
+    if block_mask is not None and algorithm != "block_sparse":
+        raise ValueError(f"block_mask needs algorithm='block_sparse', got {algorithm!r}")
+    if algorithm == "block_sparse":
+        from ..blocksparse.mask import dense_mask
+        # block_r, block_c are the tiles: a mask at larger blocks is refined to them.
+        mask = dense_mask(N, N_k, block_r=block_r, block_c=block_c) if block_mask is None else block_mask
+        if (mask.N, mask.N_k) != (N, N_k):
+            raise ValueError(f"block_mask is for N={mask.N}, N_k={mask.N_k}, not N={N}, N_k={N_k}")
+        if mask.heads > 1 and heads != mask.heads:
+            raise ValueError(f"block_mask has {mask.heads} heads; heads={heads} must match it")
+        per, seed = _block_sparse_per_tensor(mask, N, N_k, d, block_r, block_c, causal, backward), None
+        bh = batch * (heads if mask.heads == 1 else 1)
+    elif backward:
         if algorithm not in _BACKWARD_NOTES:
             raise ValueError(f"backward=True needs 'v1' or 'v2', got {algorithm!r}")
         per, seed = _backward_per_tensor(algorithm, N, N_k, d, int((rows * count).sum())), None
@@ -166,7 +218,10 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
     exact = Counts(sum(r for r, _ in per.values()), sum(w for _, w in per.values()), per)
     seed_counts = None if causal or seed is None else Counts(seed[0] * bh, seed[1] * bh)
     note = (_BACKWARD_NOTES if backward else _NOTES)[algorithm]
-    if causal and backward:
+    if algorithm == "block_sparse":
+        if causal:
+            note += " Causal: the mask's tiles above the diagonal are not listed, so not counted."
+    elif causal and backward:
         note += " Causal: tiles above the diagonal are skipped; the per-tile terms count computed tiles only."
     elif causal:
         note += " Causal: tiles above the diagonal are skipped (standard attention skips none); the seed has no causal count."

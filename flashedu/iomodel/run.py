@@ -16,7 +16,7 @@ from .blocks import DEFAULT_SRAM_BYTES, check_blocks, resolve_blocks
 from .chip import Chip
 from .report import Report, build_report
 
-ALGORITHMS = ("standard", "v1", "v2")
+ALGORITHMS = ("standard", "v1", "v2", "block_sparse")
 
 
 def _forward(algorithm: str) -> Callable:
@@ -126,7 +126,9 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
              N_k: int | None = None) -> Report:
     """Run ``algorithm``'s reference shape-only and return what it moved.
 
-    ``algorithm``: "standard", "v1" or "v2". One (batch, head) by default; ``batch`` and
+    ``algorithm``: "standard", "v1", "v2" or "block_sparse" (with ``block_mask``, a
+    :class:`~flashedu.blocksparse.BlockSparseMask` whose blocks are the tiles; None: every tile;
+    its backward runs at the largest tiles dividing the mask's that fit). One (batch, head) by default; ``batch`` and
     ``heads`` multiply the traffic, not the trace. Block sizes default as documented in
     :mod:`flashedu.iomodel.blocks` (v1: the paper's Bc = ⌈M/4d⌉, Br = min(Bc, d)).
     ``backward=True`` ("v1", "v2"): the report of the backward pass alone (its trace's phases
@@ -141,13 +143,28 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    if block_mask is not None:
-        raise NotImplementedError("block_mask (block-sparse FlashAttention) lands with chapter 5")
+    if block_mask is not None and algorithm != "block_sparse":
+        raise ValueError(f"block_mask needs algorithm='block_sparse' (v2's loops over the listed "
+                         f"tiles), got algorithm={algorithm!r}")
     N, d, batch, heads = (_positive_int(n, x) for n, x in (("N", N), ("d", d), ("batch", batch), ("heads", heads)))
     N_k = N if N_k is None else _positive_int("N_k", N_k)
     if causal and N_k != N:
         raise ValueError(f"causal=True needs N_k == N, got N={N}, N_k={N_k}")
     sram_bytes = _check_sram(sram_bytes)
+    if algorithm == "block_sparse":
+        # The mask's blocks are the tiles: block_r/block_c may only repeat them.
+        from ..ops.block_sparse.api import simulate_block_sparse
+        if block_mask is not None and (block_r, block_c) != (None, None) and \
+                (block_r, block_c) != (block_mask.block_r, block_mask.block_c):
+            raise ValueError(f"block_r, block_c ({block_r}, {block_c}) differ from block_mask's "
+                             f"({block_mask.block_r}, {block_mask.block_c}); the mask's blocks are the tiles")
+        if block_mask is None and (block_r, block_c) != (None, None):
+            from ..blocksparse.mask import dense_mask
+            br, bc = resolve_blocks("v2", d=d, sram_bytes=sram_bytes, dtype=dtype, block_r=block_r, block_c=block_c)
+            block_mask = dense_mask(N, N_k, block_r=br, block_c=bc)
+        return simulate_block_sparse(N=N, N_k=N_k, d=d, block_mask=block_mask, causal=causal,
+                                     backward=backward, dtype=dtype, sram_bytes=sram_bytes,
+                                     batch=batch, heads=heads)
     if backward:
         run, stats, default = _backward(algorithm)
         br, bc = _backward_blocks(default, d=d, sram_bytes=sram_bytes, dtype=dtype,

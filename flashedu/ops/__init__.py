@@ -6,3 +6,5 @@ where the chapter has one, ``triton_impl.py`` (the GPU kernel, same arguments).
 from . import standard  # noqa: F401
 from . import online  # noqa: F401
 from . import v1, v2  # noqa: E402,F401
+from . import split_kv, ring  # noqa: E402,F401  (chapter 7)
+from . import block_sparse  # noqa: E402,F401  (chapter 5)

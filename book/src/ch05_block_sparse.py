@@ -1,0 +1,375 @@
+# %% [markdown]
+# (ch-block-sparse)=
+# # Block-sparse FlashAttention: skipping tiles
+#
+# **You will learn**
+# - what a block mask is: which tiles of the score matrix are computed, skipped, or computed
+#   with a token mask; the patterns of sparse Transformers (local, strided, global + local,
+#   butterfly, random);
+# - why a kernel wants the mask as lists (CSR), not as a bitmap;
+# - how much HBM traffic and time block sparsity saves, from the memory model and the roofline,
+#   and (where recorded) measured on a GPU;
+# - a Triton kernel, forward and backward, that visits only the listed tiles; FlexAttention's
+#   `BlockMask`, the same idea in torch.
+
+# %%
+# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+import importlib.util
+if importlib.util.find_spec("flashedu") is None:
+    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+
+import torch
+import flashedu
+from flashedu.chapter import setup, glue, random_qkv
+
+rt = setup()
+
+# %% [markdown]
+# ## What seed 002 claims
+#
+# The FlashAttention paper extends its algorithm to *block-sparse* attention: given a mask over
+# blocks of the score matrix, skip the zero blocks entirely. Seed 002 (a summary of the paper)
+# makes these claims, which this chapter checks where a laptop can:
+
+# %%
+SEED_002 = {"speedup_lo": 2, "speedup_hi": 4, "max_len_k": 64, "lra_speedup": 2.8, "path256_acc": 63.1}
+for key, value in SEED_002.items():
+    glue(f"seed_{key}", value)
+
+# %% [markdown]
+# - block-sparse FlashAttention is {glue:text}`seed_speedup_lo`–{glue:text}`seed_speedup_hi`
+#   times faster than FlashAttention and scales to sequences of {glue:text}`seed_max_len_k`k;
+# - its IO complexity is smaller than FlashAttention's **by a factor proportional to the
+#   sparsity** (the paper: $\Theta(Nd + N^2d^2M^{-1}s)$, $s$ the fraction of non-zero blocks);
+# - on the Long-Range Arena it gives a {glue:text}`seed_lra_speedup`× speed-up at the accuracy
+#   of standard attention, and it made Path-256 (sequence length 64k) solvable:
+#   {glue:text}`seed_path256_acc`% accuracy, the first better-than-chance result.
+#
+# The last two are training results we do not reproduce. The IO claim we count exactly, and the
+# speed-up we predict with the roofline and, where a GPU run is recorded, measure.
+#
+# ## A block mask
+#
+# Cut the $N \times N$ score matrix into $T_r \times T_c$ tiles of $B_r \times B_c$ scores, the
+# tiles FlashAttention computes one at a time. A **block mask** says, for every tile, whether it
+# is computed. A token mask (which query sees which key) becomes a block mask tile by tile:
+#
+# - a tile with **no** kept score is **skipped**: its $K_j$, $V_j$ are never loaded;
+# - a tile with **every** score kept is **full**: computed as in v2, no mask at all;
+# - the others are **partial**: computed, with that tile of the token mask applied.
+#
+# A sliding window (each query sees keys within 40 positions) on 256 tokens, at 32 × 32 tiles:
+
+# %%
+from flashedu import blocksparse as bs
+window = bs.sliding_window(256, window=40, block=32)
+listed, partial = window.blocks[0], window.partial()[0]
+print(window)
+print("tiles: 1 = full, 2 = partial, 0 = skipped")
+print((listed.int() + partial.int()).numpy())
+glue("win_tiles", window.Tr * window.Tc)
+glue("win_full", int((listed & ~partial).sum()))
+glue("win_partial", int(partial.sum()))
+glue("win_skipped", int((~listed).sum()))
+
+# %% [markdown]
+# Of {glue:text}`win_tiles` tiles, {glue:text}`win_full` are full, {glue:text}`win_partial`
+# partial and {glue:text}`win_skipped` skipped. The FlashAttention paper's block-sparse attention
+# has only full and skipped tiles: the sparsity is chosen per block, not per token. flashedu
+# supports both, because real masks (windows, documents packed into one sequence) have edges.
+#
+# ## The patterns
+#
+# Sparse Transformers chose their block masks by hand. A few classics, on a 16 × 16 grid of tiles:
+#
+# - **local**: a band around the diagonal (each block sees its neighbours);
+# - **strided** (dilated): every $s$-th diagonal, reaching far with few tiles;
+# - **global + local** (Longformer): the band plus a few global blocks that see, and are seen
+#   by, everything; **BigBird** adds random tiles to each row;
+# - **butterfly**: tile $(i, j)$ when $i \oplus j$ (bitwise XOR) is 0 or a power of two, the
+#   union of the $\log_2 T$ factors of a butterfly matrix; the pattern the FlashAttention paper
+#   trains with (from Pixelated Butterfly);
+# - **random**: tiles at a given density, the worst case for any locality.
+
+# %%
+from flashedu.viz.block_sparse import pattern_gallery
+N_demo, blk = 2048, 128
+patterns = {
+    "local": bs.local(N_demo, block=blk, width=1),
+    "strided": bs.strided(N_demo, block=blk, stride=4),
+    "global + local": bs.global_local(N_demo, block=blk, width=1, n_global=1),
+    "BigBird": bs.bigbird(N_demo, block=blk, width=1, n_global=1, n_random=2),
+    "butterfly": bs.butterfly(N_demo, block=blk),
+    "random 25%": bs.random_blocks(N_demo, block=blk, density=0.25),
+}
+pattern_gallery(patterns).show()
+glue("bf_per_row", int(patterns["butterfly"].blocks[0].sum(-1)[0]))
+glue("bf_T", patterns["butterfly"].Tr)
+
+# %% [markdown]
+# Each butterfly row holds {glue:text}`bf_per_row` of {glue:text}`bf_T` tiles, $1 + \log_2 T$:
+# its density falls as $N$ grows, while every pair of blocks stays connected through
+# $\log_2 T$ layers.
+#
+# ## The algorithm: v2 over a list
+#
+# Block-sparse FlashAttention is v2 ({ref}`ch-flash-v2`) with one change: the inner loop runs
+# over the $K$/$V$ blocks that row $i$'s list holds, not over all of them. A skipped tile costs
+# nothing: no load, no matmul, no exponential. A row that sees no key at all ends with
+# $\ell_i = 0$: its output is 0 (not NaN) and $L_i = -\infty$, so the backward pass gives it zero
+# gradients. The reference, written against the memory model like every other:
+
+# %%
+import inspect
+from flashedu.ops.block_sparse import reference as bs_ref
+print(inspect.getsource(bs_ref.block_sparse_forward))
+
+# %% [markdown]
+# It agrees with dense attention under the expanded token mask (the mask every tile stands for),
+# here with one mask per head, partial tiles, and a query row that sees nothing:
+
+# %%
+def masked_attention(q, k, v, keep):
+    """Dense attention with token mask keep [H, N, N_k]; a row with no key gives 0."""
+    s = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return p @ v
+
+q, k, v = random_qkv(B=1, H=2, N=200, D=32, device="cpu", dtype=torch.float64)
+pos = torch.arange(200)
+token = (torch.rand(2, 200, 200) < 0.3) & ((pos[:, None] - pos[None, :]).abs() < 50)  # sparse, near the diagonal
+token[1, 7] = False  # query 7 of head 1 sees no key
+m = bs.from_token_mask(token, block_r=32)
+o = flashedu.get("block_sparse_reference").fn(q, k, v, block_mask=m)
+err = (o - masked_attention(q, k, v, m.dense())).abs().max().item()
+print(f"{m}\nmax |block-sparse - dense masked| = {err:.1e}; row 7 of head 1 is {o[0, 1, 7].abs().max().item()}")
+assert err < 1e-12
+
+# %% [markdown]
+# ## How a kernel reads the mask: lists, not a bitmap
+#
+# A GPU program owns one $Q$ block $i$ and must find row $i$'s tiles. With the $T_r \times T_c$
+# bitmap it would loop over all $T_c$ bits and branch on each: a row with 3 tiles out of 512
+# still pays 512 iterations. With **compressed sparse rows** (CSR) it loops over exactly its
+# tiles: `ptr[i]` to `ptr[i+1]` index a list of $K$/$V$ block numbers. The count is a
+# subtraction and the loop has no branch:
+
+# %%
+small = bs.from_blocks(torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 1], [0, 1, 0, 1]], dtype=torch.bool),
+                       block_r=16)
+csr = bs.to_csr(small.blocks)
+print("ptr   =", csr.ptr.tolist())
+print("index =", csr.index.tolist())
+print("count per row =", csr.counts[0].tolist(), "(row 1 is empty: its output is 0)")
+assert (bs.from_csr(csr) == small.blocks).all()
+
+# %% [markdown]
+# flashedu's kernels read one refinement of this (`kernel_layout`): each row's list puts the
+# tiles that need no mask first (full, off the causal diagonal, not the short last tile) and the
+# masked ones after, so the kernel runs v2's two loops, a mask-free one and a masked one, with
+# bounds read from HBM. The order of tiles does not change the answer: chapter 2's merge $\oplus$
+# is associative and commutative. The backward's $dK$/$dV$ kernel owns a $K$/$V$ block and needs
+# the transpose, a list of $Q$ blocks per column, so the layout holds both. Partial tiles carry
+# their $B_r \times B_c$ piece of the token mask, one byte per score.
+#
+# ## IO against density
+#
+# The memory model runs the reference shape-only. Only $K$ and $V$ reads shrink: each $Q$ tile
+# still reads $Q_i$ once and writes $O_i$, $L_i$ once. For $N$ a multiple of the blocks and no
+# partial tile the count is exact:
+#
+# $$\text{reads} = Nd + 2\,d\,B_c \cdot \text{nnz}, \qquad \text{writes} = Nd + N,$$
+#
+# where nnz is the number of listed tiles; with $s = \text{nnz}/(T_rT_c)$ this is v2's
+# $Nd + 2T_rNd$ with the second term multiplied by $s$: the paper's factor proportional to the
+# sparsity.
+
+# %%
+from flashedu.iomodel import simulate, formula
+N, d, Br = 4096, 64, 128
+rows = []
+for s in (1.0, 0.5, 0.25, 0.1):
+    mask = bs.random_blocks(N, block=Br, density=s)
+    r = simulate("block_sparse", N=N, d=d, block_mask=mask)
+    exact = N * d + 2 * d * Br * mask.nnz()
+    assert r.read_elements == exact == formula("block_sparse", N=N, d=d, block_r=Br, block_c=Br,
+                                                block_mask=mask).exact.reads
+    rows.append((s, mask.nnz(), r.read_elements, r.write_elements))
+dense_reads = rows[0][2]
+for s, nnz, reads, writes in rows:
+    print(f"density {s:4.0%}: {nnz:5d} tiles, reads {reads:>10,d} ({reads / dense_reads:.3f} of dense), writes {writes:,d}")
+glue("io_25", rows[2][2] / dense_reads)
+glue("io_10", rows[3][2] / dense_reads)
+
+# %% [markdown]
+# At 25% of the tiles the forward reads {glue:text}`io_25:.3f` of dense v2's elements, at 10%
+# {glue:text}`io_10:.3f`: slightly more than the density, because $Q$ is read in full.
+#
+# Turning bytes and FLOPs into time with the roofline of chapter 1 ($N = 4096$, $d = 64$,
+# 16 heads, an H100's datasheet ceilings): FLOPs scale exactly with the tiles computed, bytes
+# almost exactly, so whichever bound applies, the predicted time falls in proportion to the
+# density. (Here the model calls dense v2 {glue:text}`dense_bound`-bound: it charges every
+# $K_j$, $V_j$ re-read to HBM, where a GPU's L2 cache absorbs most of them, as chapter 4 measured.)
+
+# %%
+from flashedu import hardware
+from flashedu.viz.block_sparse import density_figure
+dens = [1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05]
+
+def model_ratios(N, d, heads=16, gpu="H100"):
+    dense = simulate("block_sparse", N=N, d=d, heads=heads)
+    io, t = [], []
+    for s in dens:
+        r = simulate("block_sparse", N=N, d=d, heads=heads, block_mask=bs.random_blocks(N, block=dense.block_r, density=s))
+        io.append(r.total_bytes / dense.total_bytes)
+        t.append(hardware.roofline(r, gpu).time_s / hardware.roofline(dense, gpu).time_s)
+    return io, t
+
+io4, t4 = model_ratios(4096, 64)
+curves = {"HBM traffic, model (N=4k, d=64)": (dens, io4), "roofline time, H100 (N=4k, d=64)": (dens, t4)}
+glue("t_25", t4[dens.index(0.25)])
+glue("dense_bound", hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100").bound)
+
+# %% [markdown]
+# ## What a GPU measured
+#
+# `tools/bench_block_sparse.py` times the Triton kernel below against the dense v2 kernel and
+# FlexAttention on a GPU, with the FlashAttention papers' shapes and random and local masks at
+# 128 × 128 tiles, and stores the results with their provenance in `flashedu/data/block_sparse/`.
+
+# %%
+from flashedu import recorded
+try:
+    runs = recorded.load("block_sparse")
+except FileNotFoundError:
+    runs = []
+measured = []
+for run in runs:
+    ms = {(r["impl"], r["pattern"], r["target_density"], r["N"], r["D"], r["pass_"]): r["ms"] for r in run["rows"]}
+    for (impl, pat, s, N_, D_, p), t in ms.items():
+        if impl == "block_sparse_triton" and pat == "random" and p == "fwd" and D_ == 64:
+            measured.append(dict(density=s, ratio=t / ms[("v2_triton", "dense", 1.0, N_, D_, p)],
+                                 label=f"{run['provenance']['gpu']}, N={N_ // 1024}k, measured"))
+density_figure(curves, measured=measured,
+               title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
+if measured:
+    at = {s: [p["ratio"] for p in measured if p["density"] == s] for s in (0.25, 0.1)}
+    glue("meas_gpu", runs[0]["provenance"]["gpu"])
+    glue("meas_25", max(at[0.25]))
+    glue("meas_10", max(at[0.1]))
+    print(f"measured on {runs[0]['provenance']['gpu']}: at 25% of tiles ≤ {max(at[0.25]):.2f}x dense v2, "
+          f"at 10% ≤ {max(at[0.1]):.2f}x")
+else:
+    print("No GPU measurement is recorded yet (flashedu/data/block_sparse/ is empty): "
+          "the figure shows the model's prediction only.")
+
+# %% [markdown]
+# The roofline predicts {glue:text}`t_25:.2f` of dense v2's time at 25% of the tiles. If the
+# cell above printed that no GPU measurement is recorded, the figure is the model alone;
+# once `tools/bench_block_sparse.py` has run on a GPU its points appear beside the curves, with
+# the GPU they came from, and the cell prints the worst ratio measured at 25% and 10% of the
+# tiles. Seed 002's {glue:text}`seed_speedup_lo`–{glue:text}`seed_speedup_hi`× speed-up over
+# FlashAttention is what computing between a half and a quarter of the tiles predicts.
+#
+# ## Watch it run
+#
+# Pick a pattern and press **Play**: each row's program walks its own list, so rows with short
+# lists finish early; the bar shows the HBM bytes moved so far, and the subtitle the whole pass
+# against dense v2 on an H100's roofline ($N = 2048$, 16 heads).
+
+# %%
+from flashedu.viz.block_sparse import pattern_explorer
+pattern_explorer({k: patterns[k] for k in ("local", "butterfly", "global + local", "random 25%")}).show()
+
+# %% [markdown]
+# ## The Triton kernel
+#
+# `block_sparse_triton` is v2's Triton kernels (one forward, two backward) with the loop bounds
+# read from the CSR layout: per program, a mask-free loop over the clean entries and a masked
+# loop over the rest, where the keep-mask is the key range, the causal test and the tile of the
+# token mask. The backward's $dK$/$dV$ kernel walks the column lists, the $dQ$ kernel the row
+# lists. On this machine:
+
+# %%
+from flashedu.chapter import run
+N = rt.size(cpu=128, gpu=4096)
+dtype = torch.float32 if rt.interpreted else torch.float16
+mask = bs.sliding_window(N, window=N // 8, block=32 if rt.interpreted else 128)
+q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=N, D=64, dtype=dtype))
+o, ran = run("block_sparse_triton", q, k, v, causal=True, block_mask=mask, fallback="block_sparse_reference")
+do = torch.randn_like(o)
+o.backward(do)
+qd, kd, vd = (t.detach().double().cpu().requires_grad_(True) for t in (q, k, v))
+ref = masked_attention(qd, kd, vd, mask.dense(causal=True))
+ref.backward(do.double().cpu())
+print(f"{ran} on {q.device}, N = {N}, {dtype}, {mask.density(causal=True):.0%} of tiles:")
+print(f"  o : max error {(o.double().cpu() - ref).abs().max().item():.1e}")
+for name, t, r in zip("qkv", (q, k, v), (qd, kd, vd)):
+    print(f"  d{name}: max error {(t.grad.double().cpu() - r.grad).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## FlexAttention: the same idea in torch
+#
+# torch's FlexAttention (`torch.nn.attention.flex_attention`) takes a `BlockMask` that holds the
+# same lists, padded per row instead of packed: `kv_num_blocks` (the counts) and `kv_indices`,
+# once for partial tiles, which run a `mask_mod` function, and once for full tiles, which skip
+# it. `bs.to_flex` and `bs.from_flex` convert both ways, and a `BlockMask` can be passed as
+# `block_mask` to flashedu's implementations:
+
+# %%
+avail = bs.flex_available()
+if avail is None:
+    from torch.nn.attention.flex_attention import create_block_mask
+    fm = bs.to_flex(window, causal=True)
+    print(fm)
+    back = bs.from_flex(fm)
+    print("round trip keeps every score:", bool((back.dense() == window.dense(causal=True)).all()))
+    made = create_block_mask(lambda b, h, qi, ki: (qi - ki).abs() <= 40, None, None, 256, 256, device="cpu",
+                             BLOCK_SIZE=32)
+    print("torch's own sliding window =", bs.from_flex(made))
+else:
+    print(f"FlexAttention is not available here: {avail}")
+
+# %% [markdown]
+# ## Summary
+#
+# - A block mask lists the tiles of the score matrix to compute; tiles are full, partial (with a
+#   token mask) or skipped. Skipped tiles cost no load and no FLOP.
+# - Block-sparse FlashAttention is v2 with the inner loop over a list; kernels read the mask as
+#   CSR, counts and lists, ordered mask-free first.
+# - Its reads are $Nd + 2dB_c\cdot\text{nnz}$: v2's $K$/$V$ stream scaled by the fraction of tiles,
+#   the paper's IO factor proportional to sparsity; at these sizes the roofline time scales with
+#   the density too.
+# - A row with no key gives output 0 and zero gradients; causal masking composes with any mask.
+#
+# ## Exercises
+#
+# **1.** Write `block_sparse_reads(N, d, Br, Bc, nnz)`: the elements the forward reads from HBM
+# when nnz tiles are listed (no partial tile, N a multiple of the blocks). Check it with
+# `flashedu.exercises.check_block_sparse_reads(block_sparse_reads)`.
+#
+# **2.** Write `csr(grid)` returning `(ptr, index)` for a bool `[Tr, Tc]` grid. Check it with
+# `flashedu.exercises.check_csr(csr)`.
+#
+# **3.** With `simulate`, find the density of random tiles at which the forward's HBM traffic is
+# half of dense v2's ($N = 4096$, $d = 64$, 128 × 128 tiles). Why is it below 50%?
+
+# %% tags=["hide-cell"]
+# Solutions (click to show).
+from flashedu.exercises import check_block_sparse_reads, check_csr
+
+def block_sparse_reads(N, d, Br, Bc, nnz):
+    return N * d + 2 * nnz * Bc * d
+
+def csr(grid):
+    ptr = [0] + grid.sum(-1).cumsum(0).tolist()
+    index = torch.nonzero(grid)[:, 1].tolist()  # row-major: each row's columns in order
+    return ptr, index
+
+assert check_block_sparse_reads(block_sparse_reads)
+assert check_csr(csr)
+dense_bytes = simulate("block_sparse", N=4096, d=64).total_bytes
+half = next(s / 100 for s in range(100, 0, -1)
+            if simulate("block_sparse", N=4096, d=64, block_mask=bs.random_blocks(4096, block=128, density=s / 100)).total_bytes
+            <= dense_bytes / 2)
+print(f"half the traffic at {half:.0%} of the tiles: Q is read and O, L written in full whatever the density")

@@ -1,0 +1,367 @@
+# %% [markdown]
+# (ch-beyond-one-block)=
+# # Beyond one program: split-KV decoding and ring attention
+#
+# **You will learn**
+# - why FlashAttention-2 leaves a GPU idle when a model *decodes* (one new query against a long
+#   K/V cache), and how split-KV ("flash-decoding") fixes it by splitting the keys instead;
+# - grouped-query attention, and packing a group's query heads into one tile;
+# - ring attention: a sequence too long for one GPU, sharded over several, K/V shards passed
+#   around a ring, run here for real in several processes;
+# - why causal attention unbalances the ring, and the zig-zag and striped fixes;
+# - when the ring's transfers hide under its compute.
+#
+# Both rest on chapter 2's merge $\oplus$ of softmax states: it does not care *where* two
+# partial states were computed, in one program, in two programs, or on two GPUs.
+
+# %%
+# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+import importlib.util
+if importlib.util.find_spec("flashedu") is None:
+    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+
+import torch
+import flashedu
+from flashedu.chapter import setup, glue, random_qkv
+
+rt = setup()
+
+# %% [markdown]
+# ## Decoding: one query, a long cache
+#
+# A language model writes one token at a time. Each new token's query attends to the keys and
+# values of every token before it, kept in a K/V cache: the query has **one row**, the cache
+# thousands. FlashAttention-2 launches one program per ($Q$ block, head) ({ref}`ch-flash-v2`):
+# with one row there is one $Q$ block, so a batch of one with 32 heads runs 32 programs, and
+# each walks the whole cache alone.
+
+# %%
+from flashedu.iomodel.parallel import occupancy
+from flashedu.hardware import gpu
+h100 = gpu("H100")
+occ = occupancy("v2", batch=1, heads=32, N=1, gpu="H100")
+print(f"v2 decoding, batch 1, 32 heads: {occ.programs} programs on {h100.sms} SMs, "
+      f"{100 * occ.utilization:.0f}% of the SMs busy")
+# Decoding does 4·N_k·d FLOPs per head and reads K and V once: 2·N_k·d·2 bytes per K/V head.
+heads, kv_heads = 32, 8
+intensity = (4 * heads) / (2 * 2 * kv_heads)
+glue("dec_busy", 100 * occ.utilization)
+glue("dec_programs", occ.programs)
+glue("dec_intensity", intensity)
+glue("dec_ridge", h100.ridge_point())
+
+# %% [markdown]
+# Only {glue:text}`dec_busy:.0f`% of the SMs have work. Worse, decoding is **memory-bound**: each
+# cached key is used by a handful of queries only, {glue:text}`dec_intensity:.0f` FLOPs per byte
+# here (32 query heads sharing 8 K/V heads), against the H100's ridge point of
+# {glue:text}`dec_ridge:.0f` (vendor datasheet figures, chapter 1). Its speed is how fast the
+# cache can be read, and one SM alone reads only a small slice of HBM's bandwidth: the idle SMs
+# are idle *bandwidth*.
+#
+# ## Split the keys
+#
+# Split-KV also splits the *keys* into $S$ ranges. One program per (head, split) computes the
+# softmax state $(m_s, \ell_s, o_s)$ of the query against its range and stores it; a second,
+# small kernel merges the $S$ states of each row with $\oplus$ and divides once:
+#
+# $$
+# m = \max_s m_s, \qquad \ell = \sum_s e^{m_s - m}\,\ell_s, \qquad
+# O = \frac{1}{\ell}\sum_s e^{m_s - m}\, o_s .
+# $$
+#
+# The reference runs both passes through the memory model. Its splits fall on whole tiles, and
+# their number follows FlashAttention-2's own rule: split until the programs nearly fill the GPU.
+
+# %%
+from flashedu.ops.split_kv.plan import num_splits_heuristic, split_ranges
+S = num_splits_heuristic(programs=1 * kv_heads, n_blocks=32768 // 128, sms=h100.sms)
+print(f"batch 1, {kv_heads} K/V heads, 32k keys in tiles of 128: {S} splits, {S * kv_heads} programs")
+print("first splits:", split_ranges(32768, S, 128)[:3], "...")
+glue("dec_splits", S)
+glue("dec_split_programs", S * kv_heads)
+
+# %% [markdown]
+# With {glue:text}`dec_splits` splits, {glue:text}`dec_split_programs` programs share the work.
+#
+# **Grouped-query attention.** Modern models let several query heads share one K/V head
+# ($H_{kv} < H$), which shrinks the cache. flashedu's split-KV takes k and v shaped
+# $[B, H_{kv}, N_k, d]$ and packs the $G = H / H_{kv}$ query rows of a group into the rows of one
+# tile, so each K/V tile is loaded once for the whole group. Against fp64 attention:
+
+# %%
+from flashedu.ops.split_kv import split_kv_attention, simulate_split_kv
+q = torch.randn(2, 8, 1, 64, dtype=torch.float64)           # [B, H, 1, d]: one new token
+k, v = (torch.randn(2, 2, 1000, 64, dtype=torch.float64) for _ in range(2))  # [B, H_kv, N_k, d]
+o, report = split_kv_attention(q, k, v, num_splits=6, return_report=True)
+exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+print(f"max |split-KV - SDPA| = {(o - exact).abs().max().item():.1e}")
+print(report.summary())
+glue("dec_ref_err", (o - exact).abs().max().item())
+
+# %% [markdown]
+# The error is {glue:text}`dec_ref_err:.0e`: merging by $\oplus$ is exact. What the splits cost
+# in traffic: each split writes its state in fp32 and the merge reads it back. Packing the group
+# saves far more than that, against running each query head on its own (the K/V cache read $G$
+# times):
+
+# %%
+shape = dict(N_k=32768, d=128, heads=32, batch=1)
+packed = simulate_split_kv(kv_heads=8, **shape)
+unpacked = simulate_split_kv(kv_heads=32, **shape)   # the same cache, one K/V head per query head
+kv_bytes = sum(packed.per_tensor[n].read_bytes for n in ("K", "V"))
+split_bytes = sum(packed.per_tensor[n].write_bytes + packed.per_tensor[n].read_bytes
+                  for n in ("O_split", "m_split", "l_split"))
+print(f"K/V read {kv_bytes / 2**20:.1f} MiB; partial states written and read back {split_bytes / 2**20:.2f} MiB")
+print(f"total traffic, packed groups {packed.total_bytes / 2**20:.1f} MiB vs one K/V head per query head "
+      f"{unpacked.total_bytes / 2**20:.1f} MiB")
+glue("dec_split_overhead", 100 * split_bytes / kv_bytes)
+glue("dec_gqa_saving", unpacked.total_bytes / packed.total_bytes)
+
+# %% [markdown]
+# The partial states add {glue:text}`dec_split_overhead:.1f`% to the K/V traffic; a cache with
+# a K/V head per query head moves {glue:text}`dec_gqa_saving:.1f` times as much.
+#
+# Press **Play**: the SMs of an H100 while one token is decoded against 32k cached keys. FA2's
+# 32 programs read their whole cache one tile after another while the other SMs wait; split-KV's
+# programs each read a slice, then merge (time in tiles read per program; the merge is drawn as
+# one tile's time).
+
+# %%
+from flashedu.viz.decode import decode_figure, split_weights_figure
+decode_figure(batch=1, heads=32, kv_heads=8, N_k=32768, gpu="H100").show()
+
+# %% [markdown]
+# How the merge weighs the splits: for one query row, each split's running max $m_s$ and its
+# share $e^{m_s - m}\ell_s/\ell$ of the final softmax. The split holding a key close to the query
+# dominates; the others still count.
+
+# %%
+split_weights_figure(N_k=4096, num_splits=8).show()
+
+# %% [markdown]
+# ## The Triton kernels
+#
+# `split_kv_triton` is two kernels: pass 1, one program per (packed $Q$ block, split, batch
+# × K/V head), stores fp32 states $[S, B, H, N_q, \cdot]$; pass 2, one program per query row,
+# merges them. On this machine (the interpreter runs it on the CPU at a small size):
+
+# %%
+from flashedu.ops.split_kv import split_kv_partials, merge_partials
+from flashedu.softmax.state import State, finalize, merge_all
+dtype = torch.float32 if rt.interpreted else torch.float16
+n_k = rt.size(cpu=300, gpu=65536)
+q = torch.randn(2, 8, 1, 64).to(rt.device, dtype)
+k, v = (torch.randn(2, 2, n_k, 64).to(rt.device, dtype) for _ in range(2))
+state, ranges = split_kv_partials(q, k, v)
+o = merge_partials(state, dtype=dtype)
+exact = torch.nn.functional.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(), enable_gqa=True)
+# ⊕ is commutative and associative: merge the kernel's partial states in reverse, in Python.
+parts = [State(state.m[s], state.l[s], state.o[s]) for s in reversed(range(len(ranges)))]
+again = finalize(merge_all(parts)).to(dtype)
+print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exact).abs().max().item():.1e}; "
+      f"reversed Python merge vs kernel merge {(again - o).abs().max().item():.1e}")
+
+# %% [markdown]
+# ### Measured on a GPU
+#
+# `tools/bench_decode.py` times decoding on a GPU at fp16, $d = 128$, 64 query heads sharing 8
+# K/V heads, batch 1–16 and 4k–128k cached keys: split-KV (with its heuristic, and with one split),
+# SDPA with `enable_gqa`, and SDPA's flash backend and chapter 4's v2 kernel on a K/V cache
+# expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read.
+
+# %%
+from IPython.display import Markdown, display
+from flashedu import recorded
+have_decode = (recorded.DATA / "decode").is_dir() and any((recorded.DATA / "decode").glob("*.json"))
+if have_decode:
+    from flashedu.viz.decode import measured_decode_figure
+    decode = recorded.load("decode")[0]
+    measured_decode_figure(decode).show()
+    best = max((r for r in decode["rows"] if r["impl"] == "split_kv_triton" and "ms" in r), key=lambda r: r["cache_GBps"])
+    display(Markdown(f"On the {decode['provenance']['gpu']}, split-KV read the cache at up to "
+                     f"{best['cache_GBps']:.0f} GB/s (batch {best['B']}, {best['N_k']:,} keys)."))
+else:
+    display(Markdown("**No GPU measurements of decoding are recorded yet** (`flashedu/data/decode/` is "
+                     "empty): run `python tools/bench_decode.py --out DIR` on a GPU and copy the file in."))
+
+# %% [markdown]
+# ## Ring attention
+#
+# Now the opposite problem: one sequence so long that its attention does not fit one GPU, in
+# memory or in time. Split it over $P$ processes (GPUs). Each keeps its shard of the queries;
+# the K/V shards **travel around a ring**: at every step each rank sends the shard it holds to
+# the next rank, receives one from the previous, and folds the state of its queries against the
+# shard in hand into its running $(m, \ell, o)$ with $\oplus$. After $P$ steps every query has
+# met every key, and no rank ever held more than two K/V shards.
+#
+# First the ring with nothing but labels, in four real processes talking through
+# `torch.distributed` (the gloo backend, on this CPU): each starts with its own rank number and
+# passes what it holds on.
+
+# %%
+from flashedu.ring import run_processes, ring_attention_processes
+from flashedu.ring.tasks import pass_around_task
+for rank, seen in enumerate(run_processes(pass_around_task, 4)):
+    print(f"rank {rank} held the shards of ranks {seen}")
+
+# %% [markdown]
+# Rank $r$ holds rank $(r - t) \bmod P$'s shard at step $t$. Now real attention: four processes,
+# each given its shard of $Q$, $K$, $V$ (causal, zig-zag layout, explained below), and the output
+# rows put back together:
+
+# %%
+import time
+q, k, v = random_qkv(B=1, H=4, N=256, D=32, device="cpu", dtype=torch.float64)
+t0 = time.perf_counter()
+ring = ring_attention_processes(q, k, v, world_size=4, causal=True, layout="zigzag")
+seconds = time.perf_counter() - t0
+exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+err = (ring["o"] - exact).abs().max().item()
+steps = ring["ranks"][1]["stats"]
+print(f"4 processes, {seconds:.1f} s in all; max |ring - one process| = {err:.1e}")
+print("rank 1, step by step:", [(s["holder"], f"{s['sent_bytes']} B sent") for s in steps])
+glue("ring_err", err)
+glue("ring_seconds", seconds)
+
+# %% [markdown]
+# The ring agrees with one-process attention to {glue:text}`ring_err:.0e` (fp64), and took
+# {glue:text}`ring_seconds:.1f` s, starting the processes included. Each step sends the next
+# shard *before* computing on the current one, so the transfer and the compute overlap. The
+# backward pass runs the ring once more: $K$, $V$ travel with their gradients $dK$, $dV$, which
+# collect each rank's contribution and make one extra hop home at the end:
+
+# %%
+do = torch.randn_like(q)
+ring = ring_attention_processes(q, k, v, world_size=3, causal=True, layout="striped", do=do)
+leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True).backward(do)
+grad_err = max((ring[f"d{n}"] - t.grad).abs().max().item() for n, t in zip("qkv", leaves))
+print(f"3 processes: max gradient error {grad_err:.1e}")
+glue("ring_grad_err", grad_err)
+
+# %% [markdown]
+# Gradients agree to {glue:text}`ring_grad_err:.0e`. For the registry, `ring_reference` simulates
+# the ranks with a loop in one process (the same shards, visiting order and $\oplus$), so it can
+# be called like every other implementation.
+#
+# ### Causal attention unbalances the ring
+#
+# Give rank $r$ the $r$-th contiguous slice of the sequence. With a causal mask, rank 0's queries
+# only see rank 0's keys: after step 0 it has nothing to do, while the last rank works at every
+# step. Every step lasts as long as its busiest rank. Press **Play**:
+
+# %%
+from flashedu.ring.layout import work_matrix, step_efficiency
+from flashedu.viz.ring import ring_figure, overlap_figure
+ring_figure(world=4, n=32, layout="contiguous").show()
+eff = {lay: step_efficiency(work_matrix(4096, 8, lay)) for lay in ("contiguous", "zigzag", "striped")}
+for lay, e in eff.items():
+    print(f"{lay:10s}: 8 ranks, 4096 tokens, causal: busiest-rank efficiency {100 * e:.1f}%")
+glue("eff_contiguous", 100 * eff["contiguous"])
+glue("eff_zigzag", 100 * eff["zigzag"])
+glue("eff_striped", 100 * eff["striped"])
+
+# %% [markdown]
+# With 8 ranks the contiguous layout wastes nearly half the time: efficiency
+# {glue:text}`eff_contiguous:.0f`%. The fix is to give every rank both early and late tokens.
+# **Zig-zag**: cut the sequence into $2P$ chunks and give rank $r$ chunks $r$ and $2P-1-r$;
+# **striped**: give rank $r$ tokens $r, r + P, r + 2P, \dots$. Both reach
+# {glue:text}`eff_zigzag:.1f`% and {glue:text}`eff_striped:.1f`%: after step 0 every rank does
+# the same work.
+
+# %%
+ring_figure(world=4, n=32, layout="zigzag").show()
+
+# %% [markdown]
+# ### When does the transfer hide?
+#
+# At each step a rank sends one K/V shard, $2 H_{kv} n d$ elements for $n = N/P$ tokens, while it
+# computes $4 H n^2 d$ FLOPs (half when causal). Compute grows as $n^2$ and traffic as $n$, so
+# past some $n^*$ the transfer is free:
+#
+# $$ n^* = \frac{H_{kv} \cdot \text{bytes} \cdot F}{2 c H \cdot BW} $$
+#
+# with $F$ the kernel's FLOP rate, $BW$ the link's one-way bandwidth and $c = 1$ (or $\tfrac12$
+# causal). With an H100 at half of its peak and the links' datasheet bandwidths:
+
+# %%
+from flashedu.ring.model import overlap_threshold
+from flashedu.hardware import LINKS
+for name in ("NVLink 4", "PCIe 5.0 x16", "InfiniBand NDR"):
+    n_star = overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link=name)
+    print(f"{name:15s} {LINKS[name].bandwidth / 1e9:4.0f} GB/s: transfers hide above {n_star:6.0f} tokens per GPU")
+glue("nstar_nvlink", overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link="NVLink 4"))
+glue("nstar_pcie", overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link="PCIe 5.0 x16"))
+overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
+
+# %% [markdown]
+# Over NVLink a few hundred tokens per GPU already hide the ring
+# ({glue:text}`nstar_nvlink:.0f`); over PCIe it takes about {glue:text}`nstar_pcie:,.0f`. Ring
+# attention is for sequences of hundreds of thousands of tokens, far past both.
+#
+# ### Measured on GPUs
+#
+# `tools/run_ring.py` runs the same ring with NCCL on every GPU of one machine, each step with
+# chapter 4's Triton kernel, and times it beside one GPU doing the whole sequence alone.
+
+# %%
+have_ring = (recorded.DATA / "ring").is_dir() and any((recorded.DATA / "ring").glob("*.json"))
+if have_ring:
+    from flashedu.viz.ring import measured_ring_figure
+    ring_run = recorded.load("ring")[0]
+    measured_ring_figure(ring_run).show()
+    worst = max(r["max_err"] for r in ring_run["rows"] if r["test"] == "check")
+    display(Markdown(f"On {ring_run['provenance']['world']} × {ring_run['provenance']['gpu']}, the ring matched "
+                     f"one GPU to {worst:.1e} (fp16)."))
+else:
+    display(Markdown("**No GPU measurements of the ring are recorded yet** (`flashedu/data/ring/` is empty): "
+                     "run `python tools/run_ring.py --out DIR` on a machine with several GPUs and copy the file in."))
+
+# %% [markdown]
+# ## Summary
+#
+# - At decode time FA2's one program per ($Q$ block, head) leaves most SMs, and most of HBM's
+#   bandwidth, idle. Split-KV splits the keys, stores one partial $(m, \ell, o)$ per split and
+#   merges them with $\oplus$ in a second small kernel; exact, in any order.
+# - Grouped-query attention packs a group's query heads into one tile: the cache is read once
+#   per K/V head.
+# - Ring attention shards a long sequence over $P$ GPUs; K/V shards travel the ring and each step
+#   is merged with $\oplus$. The next transfer overlaps the current compute, and hides entirely
+#   once each GPU holds more than $n^*$ tokens.
+# - Causal attention with contiguous shards leaves early ranks idle; zig-zag and striped layouts
+#   give every rank the same work.
+#
+# ## Exercises
+#
+# **1.** Write `merge_splits(m, l, o)`: $S$ partial states ($m$, $\ell$ shaped $[S, R]$, $o$
+# shaped $[S, R, D]$, unnormalised; an empty split has $m = -\infty$) merged into the output
+# $[R, D]$. Check it with `flashedu.exercises.check_merge_splits(merge_splits)`.
+#
+# **2.** Write `zigzag(N, P, rank)`: the positions a rank holds in the zig-zag layout ($N$ a
+# multiple of $2P$). Check it with `flashedu.exercises.check_zigzag(zigzag)`.
+#
+# **3.** Write `threshold(heads, kv_heads, bytes_per_element, flops, bandwidth, causal)`: the
+# tokens per GPU where a ring step's compute equals its transfer. Check it with
+# `flashedu.exercises.check_overlap_threshold(threshold)`.
+
+# %% tags=["hide-cell"]
+# Solutions (click to show).
+import math
+from flashedu.exercises import check_merge_splits, check_overlap_threshold, check_zigzag
+
+def merge_splits(m, l, o):
+    top = m.max(dim=0).values                                   # [R]
+    w = torch.exp(m - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))  # [S, R]; 0 if empty
+    return (w[..., None] * o).sum(0) / (w * l).sum(0)[:, None]
+
+def zigzag(N, P, rank):
+    c = N // (2 * P)
+    late = 2 * P - 1 - rank
+    return list(range(rank * c, (rank + 1) * c)) + list(range(late * c, (late + 1) * c))
+
+def threshold(heads, kv_heads, bytes_per_element, flops, bandwidth, causal):
+    return kv_heads * bytes_per_element * flops / (2 * (0.5 if causal else 1.0) * heads * bandwidth)
+
+assert check_merge_splits(merge_splits)
+assert check_zigzag(zigzag)
+assert check_overlap_threshold(threshold)

@@ -1,0 +1,56 @@
+"""Chapter 5's checkers."""
+from __future__ import annotations
+
+import torch
+
+from ._base import report
+
+
+def check_block_sparse_reads(fn, *, cases: int = 20, seed: int = 0) -> bool:
+    """``fn(N, d, Br, Bc, nnz)`` must return the HBM elements block-sparse FlashAttention's
+    forward reads (Q, K, V) when ``nnz`` tiles are listed, N a multiple of both blocks and no
+    tile partial, as the memory model records it."""
+    from .. import blocksparse as bs
+    from ..iomodel import simulate
+
+    g = torch.Generator().manual_seed(seed)
+    failures = []
+    for c in range(cases):
+        br, bc = (32, 64, 128, 64)[c % 4], (32, 64, 64, 128)[c % 4]
+        N = int(torch.randint(1, 9, (1,), generator=g)) * 128
+        d = (16, 32, 64)[c % 3]
+        density = float(torch.rand(1, generator=g))
+        m = bs.random_blocks(N, block=br, block_c=bc, density=density, seed=c)
+        want = simulate("block_sparse", N=N, d=d, block_mask=m, sram_bytes=1 << 20).read_elements
+        try:
+            got = fn(N, d, br, bc, m.nnz())
+        except Exception as exc:
+            failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}, nnz={m.nnz()}: raised {type(exc).__name__}: {exc}")
+            continue
+        if got != want:
+            failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}, nnz={m.nnz()}: got {got}, the model recorded {want}")
+    return report("block-sparse reads", failures, cases)
+
+
+def check_csr(fn, *, cases: int = 20, seed: int = 0) -> bool:
+    """``fn(grid)`` for a bool [Tr, Tc] tile grid must return ``(ptr, index)`` as lists: row i's
+    K/V blocks are ``index[ptr[i]:ptr[i+1]]`` in increasing order. Grids include empty rows."""
+    from ..blocksparse import to_csr
+
+    g = torch.Generator().manual_seed(seed)
+    failures = []
+    for c in range(cases):
+        Tr, Tc = (int(x) for x in torch.randint(1, 12, (2,), generator=g))
+        grid = torch.rand(Tr, Tc, generator=g) < float(torch.rand(1, generator=g))
+        want = to_csr(grid)
+        try:
+            ptr, index = fn(grid.clone())
+            ptr, index = [int(x) for x in ptr], [int(x) for x in index]
+        except Exception as exc:
+            failures.append(f"{Tr}×{Tc} grid: raised {type(exc).__name__}: {exc}")
+            continue
+        if ptr != want.ptr.tolist():
+            failures.append(f"{Tr}×{Tc} grid: ptr {ptr}, expected {want.ptr.tolist()} (ptr[i+1] - ptr[i] is row i's count)")
+        elif index != want.index.tolist():
+            failures.append(f"{Tr}×{Tc} grid: index {index}, expected {want.index.tolist()}")
+    return report("CSR of a block mask", failures, cases)

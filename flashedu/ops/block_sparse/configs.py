@@ -1,0 +1,38 @@
+"""Which kernel tiles a block-sparse launch may use, and picking the fastest on a GPU.
+
+The kernels' tiles must divide the mask's blocks, so a config table is filtered by the mask
+before anything else; v2's :func:`~flashedu.ops.v2.triton_bwd.to_configs` then drops what does
+not fit this GPU's shared memory and registers. Triton's autotuner cannot choose among them:
+each config needs its own CSR layout (another argument), so the choice is made here, timed once
+per shape and kept for the process.
+"""
+from __future__ import annotations
+
+import triton
+
+from ..v2.triton_bwd import to_configs
+
+_PICKED: dict = {}  # (kernel name, shape key) -> the config timed fastest
+
+
+def candidates(table: dict, mask, *, head_dim: int, elem_bytes: int, resident: int,
+               resident_tiles: int = 2, acc_tiles: int = 1) -> list[triton.Config]:
+    """This arch's configs that fit and whose tiles divide the mask's blocks."""
+    out = [c for c in to_configs(table, head_dim, elem_bytes, resident, resident_tiles, acc_tiles)
+           if mask.block_r % c.kwargs["BLOCK_M"] == 0 and mask.block_c % c.kwargs["BLOCK_N"] == 0]
+    if not out:
+        raise ValueError(f"block_mask: blocks {mask.block_r}×{mask.block_c} have no kernel tile that divides "
+                         f"them here (tiles are powers of two ≥ 16 up to 128; use multiples of 16)")
+    return out
+
+
+def choose(name: str, configs: list, key: tuple, run, *, tune: bool) -> triton.Config:
+    """The first config, or on large GPU problems the fastest (timed once per key)."""
+    if not tune or len(configs) == 1:
+        return configs[0]
+    if (name, key) not in _PICKED:
+        times = [triton.testing.do_bench(lambda c=c: run(c), warmup=5, rep=20) for c in configs]
+        _PICKED[(name, key)] = configs[min(range(len(configs)), key=times.__getitem__)]
+    return _PICKED[(name, key)]
+
+

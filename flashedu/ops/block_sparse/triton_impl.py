@@ -1,0 +1,227 @@
+"""Block-sparse FlashAttention in Triton: v2's forward kernel walking a CSR list of K/V tiles.
+
+One program per (Q tile, batch·head), as in :mod:`flashedu.ops.v2.triton_impl`. The program
+reads its row's entries from the layout of :func:`flashedu.blocksparse.kernel_layout`:
+``ptr[row] .. ptr[row+1]`` are its tiles, the first ``clean[row]`` need no mask. So the K/V loop
+is v2's two loops with the bounds taken from HBM instead of computed, and each iteration loads
+its K/V block index first. Masked tiles AND three conditions into one keep-mask: key in range,
+causal, and the token-mask tile (one byte per score, loaded only for partial tiles). A row with
+no kept key has ℓ = 0: O = 0 and L = -inf, and the backward gives it zero gradients.
+
+Kernel tiles must divide the mask's blocks (the mask is refined to them on the host, once; the
+layouts are cached on the mask). On a GPU the configs of this arch that divide the mask's
+blocks are timed once per shape on large problems and the fastest kept.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ... import runtime
+from ...blocksparse.csr import kernel_layout
+from ...validate import check_qkv
+from ..v2.triton_bwd import LOG2E, arch_key, should_tune
+from ..v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
+from .configs import candidates, choose
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@triton.jit
+def tile_bits(Tiles, t, offs_r, offs_c, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Token-mask tile t (int8 [BLOCK_M, BLOCK_N] in HBM) at row-in-tile offs_r and
+    column-in-tile offs_c, broadcast to their shape; t = -1 (a tile with no token mask) loads
+    nothing and reads 1, "keep"."""
+    return tl.load(Tiles + tl.maximum(t, 0).to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_r * BLOCK_N + offs_c,
+                   # t broadcast through offs_r: the interpreter rejects a scalar in a load mask.
+                   mask=((offs_r * 0 + t) >= 0) & (offs_c >= 0), other=1)
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
+               offs_m, offs_d, start_m, lo, hi, N_K, qk_scale,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+               CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    """Fold the listed K/V tiles of entries lo..hi into the running (acc, ℓ, m)."""
+    offs_t = tl.arange(0, BLOCK_N)
+    for e in range(lo, hi):
+        start_n = tl.multiple_of(tl.load(Index + e) * BLOCK_N, BLOCK_N)  # the entry's K/V block, in keys
+        offs_n = start_n + offs_t
+        k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)  # [BLOCK_N, D]
+        else:
+            k = tl.load(k_ptrs)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N], unscaled
+        if MASKED:
+            keep = (offs_n < N_K)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            # Token-mask tile t (-1: none; the load is then masked off and reads "keep").
+            bits = tile_bits(Tiles, tl.load(Tile + e), (offs_m - start_m)[:, None], offs_t[None, :],
+                             BLOCK_M, BLOCK_N)  # [BLOCK_M, BLOCK_N]
+            keep = keep & (bits != 0)
+            s = tl.where(keep, s * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row with every score masked so far keeps m = -inf: subtract 0, so exp2 gives 0.
+            m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(s - m_sub[:, None])
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            m_sub = m_new
+            p = tl.math.exp2(s * qk_scale - m_sub[:, None])
+        alpha = tl.math.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if MASKED:
+            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)  # [BLOCK_N, D]
+        else:
+            v = tl.load(v_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)  # [BLOCK_M, D]
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Index, Tile, Tiles,
+                stride_qz, stride_qh, stride_qm, stride_qd,
+                stride_kz, stride_kh, stride_kn, stride_kd,
+                stride_vz, stride_vh, stride_vn, stride_vd,
+                H, N_Q, N_K, MASK_HEADS, qk_scale,
+                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    n_m = tl.cdiv(N_Q, BLOCK_M)
+    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    bh = tl.program_id(1)
+    z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    row = (bh % H) % MASK_HEADS * n_m + pid_m  # this program's CSR row (MASK_HEADS = 1: shared)
+    lo = tl.load(Ptr + row)
+    hi = tl.load(Ptr + row + 1)
+    mid = lo + tl.load(Clean + row)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < N_Q
+    q = tl.load(Q + z * stride_qz + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None], other=0.0)  # [BLOCK_M, D]
+    K += z * stride_kz + h * stride_kh
+    V += z * stride_vz + h * stride_vh
+
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
+                               stride_vd, offs_m, offs_d, start_m, lo, mid, N_K, qk_scale,
+                               BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
+                               stride_vd, offs_m, offs_d, start_m, mid, hi, N_K, qk_scale,
+                               BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION)
+
+    o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log; -inf for a row with no key
+    o_ptrs = O + bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(L + bh.to(tl.int64) * N_Q + offs_m, lse, mask=row_ok)
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages); only those dividing the mask's blocks are used.
+FWD_CONFIGS = {
+    "sm90": [(128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (32, 32, 4, 2),
+             (16, 16, 4, 2)],
+    "sm80": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "sm86": [(128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 8, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "interpreter": [(32, 32, 4, 1), (16, 16, 4, 1)],
+}
+
+def forward(q, k, v, mask, *, causal: bool, scale: float, config: triton.Config | None = None):
+    """o ``[B, H, N_Q, D]`` and L ``[B, H, N_Q]`` (fp32) for validated inputs and a checked mask."""
+    B, H, N_Q, D = q.shape
+    N_K = k.shape[2]
+    o = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
+    lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+
+    def run(cfg):
+        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+        lay = kernel_layout(mask.refine(bm, bn), causal=causal, device=q.device)
+        _fwd_kernel[(triton.cdiv(N_Q, bm), B * H)](
+            q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.index, lay.rows.tile, lay.tiles,
+            *q.stride(), *k.stride(), *v.stride(), H, N_Q, N_K, mask.heads, scale * LOG2E,
+            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    if config is None:
+        configs = candidates(FWD_CONFIGS, mask, head_dim=D, elem_bytes=q.element_size(), resident=0,
+                             resident_tiles=1)
+        key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c)
+        config = choose("fwd", configs, key, run, tune=should_tune(B, H, N_Q, N_K))
+    run(config)
+    return o, lse
+
+
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+class BlockSparseFlashAttention(torch.autograd.Function):
+    """Forward saves q, k, v, o, L and the mask; backward walks the same lists."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, causal, scale):
+        q, k, v = (_unit_stride(t) for t in (q, k, v))
+        o, lse = forward(q, k, v, mask, causal=causal, scale=scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.mask, ctx.causal, ctx.scale = mask, causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        from .triton_bwd import backward
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = backward(do, q, k, v, o, lse, ctx.mask, causal=ctx.causal, scale=ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def _check(q, k, v, causal, scale, block_mask):
+    from .api import resolve_mask
+    from ...blocksparse.mask import dense_mask
+
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
+                      name="block_sparse_triton")
+    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype,
+                                              min_capability=MIN_CAPABILITY)
+    if reason:
+        raise RuntimeError(f"block_sparse_triton cannot run here: {reason}")
+    B, H, N, D = q.shape
+    if block_mask is None:  # every tile, at this arch's largest forward tile
+        bm, bn = FWD_CONFIGS[arch_key()][0][:2]
+        return scale, dense_mask(N, k.shape[2], block_r=bm, block_c=bn)
+    return scale, resolve_mask(block_mask, N=N, N_k=k.shape[2], heads=H, d=D, dtype=q.dtype, sram_bytes=1)
+
+
+def block_sparse_flash_attention(q, k, v, *, causal: bool = False, scale: float | None = None,
+                                 block_mask=None) -> torch.Tensor:
+    """Block-sparse FlashAttention, forward and backward in Triton, on ``[B, H, N, D]`` inputs.
+
+    ``block_mask``: a :class:`~flashedu.blocksparse.BlockSparseMask` (shared by all heads or one
+    per head; blocks multiples of 16), a FlexAttention ``BlockMask``, or None for every tile.
+    Only listed tiles are loaded and computed; partial tiles apply their token mask; a query row
+    with no kept key gives 0 and zero gradients. dtypes and head dims as ``v2_triton``.
+    Differentiable with respect to q, k and v; returns o shaped and typed like q.
+    """
+    scale, mask = _check(q, k, v, causal, scale, block_mask)
+    return BlockSparseFlashAttention.apply(q, k, v, mask, causal, scale)
+
+
+def block_sparse_flash_attention_lse(q, k, v, *, causal: bool = False, scale: float | None = None,
+                                     block_mask=None):
+    """Forward only: ``(o, L)`` with L ``[B, H, N_Q]`` in fp32 (-inf for a row with no key)."""
+    scale, mask = _check(q, k, v, causal, scale, block_mask)
+    q, k, v = (_unit_stride(t) for t in (q, k, v))
+    return forward(q, k, v, mask, causal=causal, scale=scale)
+
+
+__all__ = ["BlockSparseFlashAttention", "DTYPES", "FWD_CONFIGS", "HEAD_DIMS", "MIN_CAPABILITY",
+           "block_sparse_flash_attention", "block_sparse_flash_attention_lse", "forward"]
