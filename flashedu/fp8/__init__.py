@@ -1,0 +1,26 @@
+"""FP8 attention as FlashAttention-3 does it, simulated exactly on a CPU (chapter 6).
+
+* :mod:`.hadamard` - the fast Walsh–Hadamard transform and the rotation M = D·H;
+* :mod:`.quant` - e4m3 quantisation with per-tensor or per-tile scales;
+* :mod:`.reference` - the FP8 kernel's arithmetic in PyTorch (registered as ``fp8_reference``);
+* :mod:`.recipes` - FA3's Table 3: the recipes, outlier inputs, RMSE against fp64.
+"""
+from .hadamard import fwht, hadamard_matrix, random_signs, rotate, rotation
+from .quant import E4M3, E4M3_MAX, Quantized, quantize, round_e4m3
+from .recipes import PAPER_RMSE, RECIPES, Recipe, outlier_qkv, prepare_fp8, rmse, rmse_table, simulate
+from .reference import fp8_attention_reference
+
+
+def fp8_attention(q, k, v, *, recipe: str = "fp8_fa3", impl: str = "fp8_reference", causal: bool = False,
+                  generator=None, block_m: int = 128, block_n: int = 128):
+    """Quantise high-precision ``q, k, v`` [B, H, N, D] as ``recipe`` says, then run the FP8
+    implementation ``impl`` ("fp8_reference" or "fp8_triton") on them. Returns o in fp16."""
+    from .._registry import get
+
+    q8, k8, v8, kw = prepare_fp8(q, k, v, recipe, block_m=block_m, block_n=block_n, generator=generator)
+    return get(impl).fn(q8, k8, v8, causal=causal, **kw)
+
+
+__all__ = ["E4M3", "E4M3_MAX", "PAPER_RMSE", "Quantized", "RECIPES", "Recipe", "fp8_attention",
+           "fp8_attention_reference", "fwht", "hadamard_matrix", "outlier_qkv", "prepare_fp8", "quantize",
+           "random_signs", "rmse", "rmse_table", "rotate", "rotation", "round_e4m3", "simulate"]

@@ -1,0 +1,288 @@
+"""Chapter 6: the Hopper simulator's invariants, the FP8 building blocks, and the two kernels.
+
+Simulator: no resource is ever more than fully booked, no task starts before what it waits for,
+work is conserved, and overlapping never loses to no overlap. FP8: the rotation is orthogonal
+and leaves QKᵀ alone; FA3's recipe beats the per-tensor baseline on fresh outlier inputs. The
+kernels run under the interpreter at small sizes (compiled at larger ones when a GPU is here)
+and refuse clearly where they cannot run.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import flashedu
+from conftest import GPU, fresh_qkv, oracle
+from flashedu import fa3sim, fp8
+from flashedu.ops.fa3.fp8_triton import FP8Config, flash_attention_fp8
+from flashedu.ops.fa3.triton_impl import HAS_WARP_SPECIALIZE, TMAConfig, flash_attention_tma, tma_forward
+
+DEVICE = flashedu.runtime.current().device
+SIM_PARAMS = st.fixed_dictionaries(dict(
+    d=st.sampled_from([32, 64, 128, 256]), block_n=st.sampled_from([32, 64, 128, 176]),
+    n_blocks=st.integers(1, 10), stages=st.integers(1, 4), alu_ops_per_score=st.floats(0, 8),
+    gemm_latency=st.floats(0, 600), load_latency=st.floats(0, 3000), load_bytes_per_clk=st.floats(4, 128)))
+
+
+# ---- the simulator --------------------------------------------------------------------------
+
+def _check_invariants(r: fa3sim.SimResult):
+    by_name = {t.name: t for t in r.tasks}
+    for t in r.tasks:
+        assert t.start is not None and t.end >= t.work_end >= t.start
+        for d in t.deps:
+            assert t.start >= by_name[d].end - 1e-6, f"{t.name} started before {d} was done"
+        for d in t.work_deps:
+            assert t.start >= by_name[d].work_end - 1e-6, f"{t.name} took its turn before {d} left it"
+    shares = defaultdict(float)
+    done = defaultdict(float)
+    for s in r.segments:
+        shares[(s.resource, s.t0)] += s.share
+        done[s.task] += (s.t1 - s.t0) * s.share
+        assert by_name[s.task].start - 1e-6 <= s.t0 < s.t1 <= by_name[s.task].work_end + 1e-6
+    assert max(shares.values()) <= 1 + 1e-9, "a resource was booked beyond its capacity"
+    for t in r.tasks:
+        assert done[t.name] == pytest.approx(t.work, rel=1e-6, abs=1e-6), f"{t.name}: work not conserved"
+
+
+@settings(max_examples=25, deadline=None)
+@given(params=SIM_PARAMS, schedule=st.sampled_from(list(fa3sim.SCHEDULES)))
+def test_schedules_respect_resources_and_dependencies(params, schedule):
+    _check_invariants(fa3sim.simulate(schedule, **params))
+
+
+@settings(max_examples=40, deadline=None)
+@given(params=SIM_PARAMS, stages=st.integers(2, 4))
+def test_overlapping_never_loses_to_no_overlap(params, stages):
+    params["stages"] = stages
+    base = fa3sim.simulate("no_overlap", **params).makespan
+    # Not ping-pong: taking turns can cost a little on very short loops with long GEMM latency.
+    for name in ("intra_warpgroup", "warp_specialized"):
+        assert fa3sim.simulate(name, **params).makespan <= base * (1 + 1e-9), name
+
+
+def test_intra_warpgroup_pipelining_needs_two_buffers():
+    """With one K/V buffer the pipelined order holds Vⱼ until after GEMM0 of j+1, so Vⱼ₊₁ cannot
+    be fetched early: when loads are the bottleneck it can lose to no overlap. FA3 uses >= 2."""
+    p = dict(d=32, block_n=32, n_blocks=2, alu_ops_per_score=0.0, load_bytes_per_clk=4.0)
+    assert fa3sim.simulate("intra_warpgroup", stages=1, **p).makespan > fa3sim.simulate("no_overlap", **p).makespan
+    assert fa3sim.simulate("intra_warpgroup", stages=2, **p).makespan <= fa3sim.simulate("no_overlap", **p).makespan
+
+
+def test_pingpong_gives_the_tensor_cores_to_one_warpgroup_at_a_time():
+    r = fa3sim.simulate("pingpong", d=128, n_blocks=6)
+    gemms = [t for t in r.tasks if t.kind.startswith("gemm")]
+    for a in gemms:
+        for b in gemms:
+            if a.lane != b.lane:
+                assert a.work_end <= b.start + 1e-6 or b.work_end <= a.start + 1e-6, (a.name, b.name)
+
+
+def test_ordering_at_d128_matches_the_papers_direction():
+    t = {n: r.tflops for n, r in fa3sim.compare(d=128).items()}
+    assert t["no_overlap"] < t["warp_specialized"] < t["intra_warpgroup"] < t["pingpong"]
+    assert t["fa3"] > t["warp_specialized"]
+
+
+def test_exp_share_from_the_presets():
+    shares = {e.d: e.ratio for e in fa3sim.exp_share_table((64, 128, 256))}
+    assert shares[128] == pytest.approx(0.5, rel=0.01)  # the paper: exp takes ~50% of GEMM time
+    assert shares[64] == pytest.approx(2 * shares[128]) and shares[256] == pytest.approx(shares[128] / 2)
+    with pytest.raises(ValueError, match="d must be"):
+        fa3sim.exp_share(0)
+
+
+def test_engine_and_simulate_reject_bad_input():
+    with pytest.raises(ValueError, match="cycle"):
+        fa3sim.run([fa3sim.Task("a", "r", 1, "x", "load", deps=["b"]), fa3sim.Task("b", "r", 1, "x", "load", deps=["a"])])
+    with pytest.raises(ValueError, match="unknown task"):
+        fa3sim.run([fa3sim.Task("a", "r", 1, "x", "load", deps=["nope"])])
+    with pytest.raises(ValueError, match="schedule"):
+        fa3sim.simulate("magic")
+    with pytest.raises(ValueError, match="block_m"):
+        fa3sim.simulate(block_m=127)
+    with pytest.raises(ValueError, match="stages"):
+        fa3sim.simulate(stages=0)
+
+
+def test_gantt_figure_plays_and_switches_schedules():
+    from flashedu.viz.gantt import gantt_figure, schedule_bars
+
+    fig = gantt_figure(frames=6)
+    assert len(fig.frames) == 6 and len(fig.frames[0].data) == len(fig.data)
+    assert sum(len(tr.x or ()) for tr in fig.frames[0].data) < sum(len(tr.x) for tr in fig.frames[-1].data)
+    menus = fig.layout.updatemenus
+    assert menus[0].buttons[0].method == "animate" and len(menus[1].buttons) == len(fa3sim.SCHEDULES)
+    assert fig.layout.width is None
+    json.loads(fig.to_json())
+    assert len(schedule_bars(fa3sim.compare(n_blocks=4)).data) == 2
+
+
+# ---- FP8: rotation, quantisation, recipes ---------------------------------------------------
+
+@pytest.mark.parametrize("d", [1, 2, 16, 128, 256])
+def test_hadamard_is_orthogonal_and_fast_transform_matches_it(d):
+    H = fp8.hadamard_matrix(d)
+    assert torch.allclose(H @ H.T, torch.eye(d, dtype=H.dtype), atol=1e-12)
+    x = torch.randn(5, 3, d, dtype=torch.float64)
+    assert torch.allclose(fp8.fwht(x), x @ H, atol=1e-12)
+    signs = fp8.random_signs(d, dtype=torch.float64)
+    assert torch.allclose(fp8.rotate(x, signs), x @ fp8.rotation(d, signs), atol=1e-12)
+
+
+def test_rotation_leaves_scores_unchanged():
+    q, k = torch.randn(2, 3, 50, 64, dtype=torch.float64), torch.randn(2, 3, 70, 64, dtype=torch.float64)
+    signs = fp8.random_signs(64, dtype=torch.float64)
+    s = fp8.rotate(q, signs) @ fp8.rotate(k, signs).transpose(-1, -2)
+    assert torch.allclose(s, q @ k.transpose(-1, -2), atol=1e-10)
+
+
+def test_fwht_rejects_bad_input():
+    with pytest.raises(ValueError, match="power of two"):
+        fp8.fwht(torch.randn(4, 48))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        fp8.fwht([1.0, 2.0])
+
+
+@pytest.mark.parametrize("per_tensor", [False, True], ids=["per-tile", "per-tensor"])
+def test_quantize_maps_each_tile_max_to_448(per_tensor):
+    x = torch.randn(2, 2, 300, 64) * torch.logspace(-2, 2, 300)[:, None]  # tiles of very different size
+    qx = fp8.quantize(x, block=64, per_tensor=per_tensor)
+    assert qx.x8.dtype == fp8.E4M3 and qx.scale.shape == (2, 2, 5)
+    tile_max = torch.nn.functional.pad(qx.x8.float().abs(), (0, 0, 0, 20)).view(2, 2, 5, -1).amax(-1)
+    if per_tensor:
+        assert torch.unique(qx.scale).numel() == 1 and tile_max.max() == fp8.E4M3_MAX
+    else:
+        assert (tile_max == fp8.E4M3_MAX).all()
+    big = x.abs() > 1e-3 * x.abs().amax()  # the normal range of e4m3 relative to the scale
+    rel = ((qx.dequantize() - x).abs() / x.abs())[big]
+    assert rel.max() <= 2 ** -4 + 1e-6  # 3 mantissa bits: half an ulp is 2^-4 relative
+
+
+def test_fa3_recipe_beats_per_tensor_baseline_on_fresh_outlier_inputs():
+    seed = torch.seed()
+    r = fp8.rmse_table(B=1, H=4, N=512, D=128, seed=seed,
+                       recipes=("fp16_flash", "fp8_per_tensor", "fp8_incoherent", "fp8_fa3"))
+    assert r["fp8_fa3"] < r["fp8_per_tensor"], f"seed {seed}: {r}"
+    assert r["fp8_incoherent"] < r["fp8_per_tensor"], f"seed {seed}: {r}"
+    assert r["fp16_flash"] < r["fp8_fa3"] / 10, f"seed {seed}: {r}"
+
+
+def test_fp8_widget_builds():
+    from flashedu.viz.fp8 import block_errors, fp8_widget
+
+    q, k, _ = fp8.outlier_qkv(1, 1, 256, 64, generator=torch.Generator().manual_seed(1))
+    errs = block_errors(q, k, block=64)
+    assert set(errs) == {"per-tensor scale", "per-tile scales", "rotation + per-tile"}
+    assert all(len(e) == 4 for e in errs.values())
+    fig = fp8_widget(q, k, block=64, n_rows=3)
+    assert len(fig.layout.updatemenus[0].buttons) == 3 and fig.layout.width is None
+
+
+# ---- the kernels ----------------------------------------------------------------------------
+
+def _tiled_fp8_inputs(B, H, N, NK, D, q_block, kv_block, seed):
+    """Outlier inputs with every tile scaled by its own power of ten, so a kernel that reads the
+    wrong descale is off by orders of magnitude."""
+    g = torch.Generator().manual_seed(seed)
+    q, _, _ = fp8.outlier_qkv(B, H, N, D, generator=g)
+    _, k, v = fp8.outlier_qkv(B, H, NK, D, generator=g)
+    q = q * torch.logspace(-1, 1, -(-N // q_block)).repeat_interleave(q_block)[:N, None].half()
+    v = v * torch.logspace(1, -1, -(-NK // kv_block)).repeat_interleave(kv_block)[:NK, None].half()
+    return fp8.prepare_fp8(q, k, v, "fp8_fa3", block_m=q_block, block_n=kv_block, generator=g)
+
+
+FP8_CASES = [(1, 1, 1, 1, 32, False), (1, 2, 70, 70, 64, True), (2, 1, 100, 37, 32, False),
+             (1, 1, 129, 129, 128, True)]
+
+
+@pytest.mark.parametrize("use_tma", [False, True], ids=["pointers", "tma"])
+@pytest.mark.parametrize("case", FP8_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_fp8_kernel_matches_its_reference(case, use_tma, poison):
+    B, H, N, NK, D, causal = case
+    if GPU and use_tma and flashedu.runtime.current().capability < (9, 0):
+        pytest.skip("TMA needs sm_90")
+    q_block, kv_block = 64, 64
+    q8, k8, v8, kw = _tiled_fp8_inputs(B, H, N, NK, D, q_block, kv_block, seed=N + D)
+    cfg = FP8Config(64, 64, 4, 2, use_tma) if GPU else FP8Config(32, 32, 4, 1, use_tma)
+    ref = fp8.fp8_attention_reference(q8, k8, v8, causal=causal, block_n=cfg.block_n, **kw)
+    o = flash_attention_fp8(*(t.to(DEVICE) for t in (q8, k8, v8)), causal=causal, config=cfg,
+                            **{a: (t.to(DEVICE) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()})
+    assert o.dtype == torch.float16 and not torch.isnan(o).any()
+    diff = (o.float().cpu() - ref.float()).abs()
+    # fp16 output: half an ulp of the largest entries; the GPU's exp2 may also flip a rounding of P.
+    tol = (2e-2 if GPU else 2e-3) * ref.float().abs().max().item() + 1e-3
+    assert diff.max().item() <= tol, f"max |kernel - reference| = {diff.max().item():.3g}"
+
+
+def test_fp8_kernels_refuse_other_dtypes_and_old_gpus(monkeypatch):
+    q = torch.randn(1, 1, 8, 32)
+    for name in ("fp8_triton", "fp8_reference"):
+        with pytest.raises(TypeError, match="float8_e4m3fn"):
+            flashedu.get(name).fn(q, q, q)
+    with pytest.raises(ValueError, match="k_descale must have shape"):
+        q8 = q.to(fp8.E4M3)
+        flashedu.get("fp8_reference").fn(q8, q8, q8, k_descale=torch.ones(1, 1, 3))
+    from flashedu import runtime
+
+    for cap, name, need in (((8, 6), "fp8_triton", "sm_89"), ((8, 9), "v2_tma_triton", "sm_90")):
+        fake = runtime.decide(cuda=True, capability=cap, gpu_name="Some GPU")
+        monkeypatch.setattr(runtime, "_CURRENT", fake)
+        impl = flashedu.get(name)
+        dtype = fp8.E4M3 if name.startswith("fp8") else torch.float16
+        assert need in impl.why_not(device="cuda", dtype=dtype)
+    fake = runtime.decide(cuda=True, capability=(9, 0), gpu_name="H100")
+    monkeypatch.setattr(runtime, "_CURRENT", fake)
+    assert flashedu.get("fp8_triton").why_not(device="cuda", dtype=fp8.E4M3) is None
+
+
+TMA_SHAPES = [(1, 1, 1, 1, 16), (2, 3, 7, 7, 32), (1, 2, 129, 129, 64), (1, 1, 9, 40, 32)]
+if GPU:
+    TMA_SHAPES += [(2, 4, 1000, 1000, 64), (1, 4, 4096, 4096, 128)]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", TMA_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_tma_kernel_matches_oracle(shape, causal, poison):
+    B, H, N, NK, D = shape
+    if causal and N != NK:
+        pytest.skip("causal needs equal lengths")
+    dtype = torch.float16 if GPU else torch.float32
+    q, k, v = fresh_qkv(B, H, N, D, n_k=NK, dtype=dtype, device=DEVICE)
+    err = (flash_attention_tma(q, k, v, causal=causal).double().cpu() - oracle(q, k, v, causal=causal)).abs().max()
+    assert err.item() < (4e-3 if GPU else 2e-5)
+
+
+@pytest.mark.skipif(not GPU, reason="pipeline depth and warp specialisation only exist when compiled")
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+@pytest.mark.parametrize("ws", [False, True], ids=["plain", "warp-specialised"])
+def test_tma_kernel_every_stage_count_on_gpu(stages, ws):
+    if ws and not HAS_WARP_SPECIALIZE:
+        pytest.skip("this Triton has no warp_specialize")
+    q, k, v = fresh_qkv(2, 4, 2048, 128, dtype=torch.float16, device="cuda")
+    o, _ = tma_forward(q, k, v, causal=False, scale=128 ** -0.5, config=TMAConfig(128, 64, 8, stages, ws))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert (o - ref).abs().max().item() < 4e-3
+
+
+@pytest.mark.skipif(not GPU, reason="needs a GPU")
+def test_fp8_kernel_error_on_gpu_matches_the_simulation():
+    """At a Table 3 size on the GPU: the kernel's RMSE against fp64 is the simulation's."""
+    if flashedu.get("fp8_triton").why_not(device="cuda", dtype=fp8.E4M3):
+        pytest.skip("this GPU has no FP8 tensor cores")
+    g = torch.Generator().manual_seed(torch.seed())
+    q, k, v = fp8.outlier_qkv(1, 4, 2048, 128, generator=g)
+    q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3", generator=g)
+    exact = oracle(q, k, v)
+    sim = fp8.fp8_attention_reference(q8, k8, v8, **kw)
+    o = flash_attention_fp8(q8.cuda(), k8.cuda(), v8.cuda(),
+                            **{a: (t.cuda() if isinstance(t, torch.Tensor) else t) for a, t in kw.items()})
+    e_sim, e_gpu = fp8.rmse(sim, exact), fp8.rmse(o.cpu(), exact)
+    assert e_gpu == pytest.approx(e_sim, rel=0.15), (e_gpu, e_sim)
+    assert fp8.rmse(o.cpu(), sim) < 0.3 * e_sim
+    assert math.isfinite(e_gpu)
