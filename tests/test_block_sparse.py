@@ -130,7 +130,8 @@ def test_dense_mask_is_attention_and_v2_traffic():
 
 
 def test_bad_masks_name_the_argument():
-    q = torch.randn(1, 2, 64, 16)
+    # On the runtime's device: on a GPU machine the Triton wrapper refuses CPU tensors first.
+    q = torch.randn(1, 2, 64, 16, device=flashedu.runtime.current().device)
     with pytest.raises(TypeError, match="block_mask"):
         block_sparse_attention(q, q, q, block_mask=torch.ones(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="block_mask is for N=32"):
