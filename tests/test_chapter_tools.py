@@ -159,3 +159,11 @@ def test_recorded_ncu_traffic_draws_model_and_measured():
             assert (m.read_bytes, m.write_bytes) == (r["model_read_bytes"], r["model_write_bytes"])
         fig = model_vs_measured_figure(rec)
         assert len(fig.data) == 4 and len(fig.data[0].x) == len(rows)
+
+
+def test_memory_figure_filters_providers_and_names_missing_ones():
+    rec = recorded.load("memory")[0]
+    fig = memory_figure(rec, providers=("standard_torch", "sdpa_flash"))
+    assert len(fig.data) == 2
+    with pytest.raises(ValueError, match="not in the recording"):
+        memory_figure(rec, providers=("no_such_kernel",))

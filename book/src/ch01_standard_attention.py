@@ -151,7 +151,8 @@ if rt.compiled:  # on a GPU, measure the reader's own at small N and draw it bes
     live = [dict(provider=name, N=N, peak_bytes=peak_bytes(fn, 1, 16, N, 128))
             for name, fn in providers().items() if name in ("standard_torch", "sdpa_flash")
             for N in (1024, 2048, 4096)]
-memory_figure(mem, live=live, live_label=torch.cuda.get_device_name() if live else "").show()
+memory_figure(mem, live=live, live_label=torch.cuda.get_device_name() if live else "",
+              providers=("standard_torch", "sdpa_flash")).show()
 by = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
 glue("mem_std_16k", by[("standard_torch", 16384)] / 2**30)
 glue("mem_flash_16k", by[("sdpa_flash", 16384)] / 2**20)

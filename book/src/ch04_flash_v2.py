@@ -283,6 +283,24 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causa
 # 16 programs leave most of the SMs idle: the parallelism section above, measured.
 
 # %% [markdown]
+# Memory, measured the same way as in chapter 1 (one forward and backward pass, 16 heads of
+# $d = 128$, fp16): the v2 kernel keeps only $O$ and $L$ for the backward pass, so its peak grows
+# linearly in $N$.
+
+# %%
+from flashedu.viz.memory import memory_figure
+mem = recorded.load("memory")[0]
+memory_figure(mem, providers=("standard_torch", "sdpa_flash", "v1_triton", "v2_triton")).show()
+peak = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
+glue("mem_v2_vs_flash", peak[("v2_triton", 16384)] / peak[("sdpa_flash", 16384)])
+glue("mem_v2_growth", peak[("v2_triton", 16384)] / peak[("v2_triton", 1024)])
+
+# %% [markdown]
+# From $N = 1024$ to $16384$ (16 times longer) the v2 kernel's peak grew
+# {glue:text}`mem_v2_growth:.1f` times, and at $N = 16384$ it is {glue:text}`mem_v2_vs_flash:.2f`
+# of torch's FlashAttention-2 backend's.
+
+# %% [markdown]
 # ## Summary
 #
 # - v2 swaps v1's loops: $Q$ blocks outside, $K$/$V$ inside; $O$, $\ell$, $m$ stay on chip and

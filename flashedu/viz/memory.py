@@ -12,10 +12,17 @@ NAMES = {"standard_torch": "standard (torch ops)", "sdpa": "torch SDPA (default 
          "v2_triton": "flashedu v2 (Triton)"}
 
 
-def memory_figure(recorded: dict, *, live: list[dict] | None = None, live_label: str = "") -> go.Figure:
-    """Log-log peak MiB vs N, one line per provider; OOM rows are left out and listed."""
+def memory_figure(recorded: dict, *, live: list[dict] | None = None, live_label: str = "",
+                  providers=None) -> go.Figure:
+    """Log-log peak MiB vs N, one line per provider (all recorded ones, or those named in
+    ``providers``); OOM rows are left out."""
     fig = go.Figure()
-    providers = list(dict.fromkeys(r["provider"] for r in recorded["rows"]))
+    recorded_names = list(dict.fromkeys(r["provider"] for r in recorded["rows"]))
+    if providers is not None:
+        missing = [p for p in providers if p not in recorded_names]
+        if missing:
+            raise ValueError(f"providers {missing} are not in the recording; it has {recorded_names}")
+    providers = list(providers) if providers is not None else recorded_names
     for name, color in zip(providers, SEQUENCE):
         rows = [r for r in recorded["rows"] if r["provider"] == name and isinstance(r["peak_bytes"], int)]
         fig.add_trace(go.Scatter(x=[r["N"] for r in rows], y=[r["peak_bytes"] / 2**20 for r in rows],
