@@ -47,8 +47,8 @@ running_mean_animation([4, 8, 15, 16, 23, 42]).show()
 # 65504, so $e^{x}$ is already infinite for $x >$ {glue:text}`fp16_exp_limit:.2f`, and
 # $\infty / \infty$ is NaN. Because $e^{x_j - c} / \sum_k e^{x_k - c}$ is the same for any constant
 # $c$, *safe softmax* picks $c = m = \max_k x_k$: every exponent is then $\le 0$ and nothing
-# overflows. It makes **three passes** over the row: find $m$, sum $d = \sum_k e^{x_k - m}$, write
-# $p_j = e^{x_j - m}/d$.
+# overflows. It makes **three passes** over the row: find $m$, sum $\ell = \sum_k e^{x_k - m}$, write
+# $p_j = e^{x_j - m}/\ell$.
 
 # %%
 from flashedu.softmax import naive_softmax, safe_softmax, online_softmax
@@ -76,16 +76,16 @@ print("safe: ", safe_softmax(rows).tolist())
 # ## Online softmax: the max and the sum in one pass
 #
 # The first two passes can be fused (Milakov & Gimelshein, 2018). Keep a running max $m_i$ and a
-# running sum $d_i = \sum_{k \le i} e^{x_k - m_i}$ *relative to the current max*. When $x_{i+1}$
+# running sum $\ell_i = \sum_{k \le i} e^{x_k - m_i}$ *relative to the current max*. When $x_{i+1}$
 # arrives,
 #
 # $$
-# m_{i+1} = \max(m_i, x_{i+1}), \qquad d_{i+1} = d_i\, e^{m_i - m_{i+1}} + e^{x_{i+1} - m_{i+1}} .
+# m_{i+1} = \max(m_i, x_{i+1}), \qquad \ell_{i+1} = \ell_i\, e^{m_i - m_{i+1}} + e^{x_{i+1} - m_{i+1}} .
 # $$
 #
 # The factor $e^{m_i - m_{i+1}}$ re-expresses the old sum relative to the new max: the running
-# mean's rescaling again. After the last element $d_N = \sum_k e^{x_k - m_N}$, exactly the safe
-# softmax's denominator, so a second pass writes $p_j = e^{x_j - m_N}/d_N$: **two passes** instead
+# mean's rescaling again. After the last element $\ell_N = \sum_k e^{x_k - m_N}$, exactly the safe
+# softmax's denominator, so a second pass writes $p_j = e^{x_j - m_N}/\ell_N$: **two passes** instead
 # of three. In the animation, a new maximum shrinks every earlier weight (red).
 
 # %%
@@ -121,8 +121,8 @@ for online in (False, True):
 # ## Softmax times V in one pass, and the merge operator
 #
 # Attention does not need the weights $p_j$ themselves, only $o = \sum_j p_j v_j$. Carry the
-# unnormalised output along with $(m, d)$; write $\ell$ for the running sum from now on, as the
-# FlashAttention papers do. For a query row and a set of keys $J$, its **state** is
+# unnormalised output along with $(m, \ell)$ ($\ell$ for the running sum, as the FlashAttention
+# papers write it; Milakov and Gimelshein call it $d$, which this book keeps for the head dimension). For a query row and a set of keys $J$, its **state** is
 #
 # $$
 # m_J = \max_{j \in J} s_j, \qquad \ell_J = \sum_{j\in J} e^{s_j - m_J}, \qquad

@@ -59,7 +59,7 @@ for causal in (False, True):
 # %% [markdown]
 # ## v1 against v2 in HBM traffic
 #
-# Seed 001 counts both (elements, $T_r = N/B_r$, $T_c = N/B_c$):
+# Seed 001 counts both (elements, $T_r = \lceil N/B_r \rceil$, $T_c = \lceil N/B_c \rceil$):
 #
 # | | reads | writes |
 # |---|---|---|

@@ -237,8 +237,10 @@ else:
 # When an outlier of $q$ meets one of $k$ in the same coordinate, one product dominates $q \cdot k$
 # and carries its full rounding error into the score.
 #
-# **Incoherent processing** multiplies $Q$ and $K$ by $M = D H$: $D$ a diagonal of random $\pm 1$,
-# $H$ the Hadamard matrix scaled by $1/\sqrt d$. $M$ is orthogonal, so $(QM)(KM)^\top = QK^\top$,
+# **Incoherent processing** multiplies $Q$ and $K$ by $R = \Sigma\,\mathcal H$: $\Sigma$ a diagonal
+# of random $\pm 1$, $\mathcal H$ the Hadamard matrix scaled by $1/\sqrt d$ (the paper writes
+# $M = DH$; here $M$ is the SRAM size and $H$ the number of heads). $R$ is orthogonal, so
+# $(QR)(KR)^\top = QK^\top$,
 # and an outlier is shared out over all $d$ coordinates, so no single product dominates. The fast
 # Walsh–Hadamard transform does it in $d \log_2 d$ additions per row:
 

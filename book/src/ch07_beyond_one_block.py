@@ -60,9 +60,9 @@ glue("dec_ridge", h100.ridge_point())
 #
 # ## Split the keys
 #
-# Split-KV also splits the *keys* into $S$ ranges. One program per (head, split) computes the
+# Split-KV also splits the *keys* into $n_s$ ranges. One program per (head, split) computes the
 # softmax state $(m_s, \ell_s, o_s)$ of the query against its range and stores it; a second,
-# small kernel merges the $S$ states of each row with $\oplus$ and divides once:
+# small kernel merges the $n_s$ states of each row with $\oplus$ and divides once:
 #
 # $$
 # m = \max_s m_s, \qquad \ell = \sum_s e^{m_s - m}\,\ell_s, \qquad
@@ -188,10 +188,10 @@ else:
 # ## Ring attention
 #
 # Now the opposite problem: one sequence so long that its attention does not fit one GPU, in
-# memory or in time. Split it over $P$ processes (GPUs). Each keeps its shard of the queries;
+# memory or in time. Split it over $n_p$ processes (GPUs). Each keeps its shard of the queries;
 # the K/V shards **travel around a ring**: at every step each rank sends the shard it holds to
 # the next rank, receives one from the previous, and folds the state of its queries against the
-# shard in hand into its running $(m, \ell, o)$ with $\oplus$. After $P$ steps every query has
+# shard in hand into its running $(m, \ell, o)$ with $\oplus$. After $n_p$ steps every query has
 # met every key, and no rank ever held more than two K/V shards.
 #
 # First the ring with nothing but labels, in four real processes talking through
@@ -205,7 +205,7 @@ for rank, seen in enumerate(run_processes(pass_around_task, 4)):
     print(f"rank {rank} held the shards of ranks {seen}")
 
 # %% [markdown]
-# Rank $r$ holds rank $(r - t) \bmod P$'s shard at step $t$. Now real attention: four processes,
+# Rank $r$ holds rank $(r - t) \bmod n_p$'s shard at step $t$. Now real attention: four processes,
 # each given its shard of $Q$, $K$, $V$ (causal, zig-zag layout, explained below), and the output
 # rows put back together:
 
@@ -264,7 +264,7 @@ glue("eff_striped", 100 * eff["striped"])
 # %% [markdown]
 # With 8 ranks the contiguous layout wastes nearly half the time: efficiency
 # {glue:text}`eff_contiguous:.0f`%. The fix is to give every rank both early and late tokens.
-# **Zig-zag**: cut the sequence into $2P$ chunks and give rank $r$ chunks $r$ and $2P-1-r$;
+# **Zig-zag**: cut the sequence into $2n_p$ chunks and give rank $r$ chunks $r$ and $2n_p-1-r$;
 # **striped**: give rank $r$ tokens $r, r + P, r + 2P, \dots$. Both reach
 # {glue:text}`eff_zigzag:.1f`% and {glue:text}`eff_striped:.1f`%: after step 0 every rank does
 # the same work.
@@ -275,7 +275,7 @@ ring_figure(world=4, n=32, layout="zigzag").show()
 # %% [markdown]
 # ### When does the transfer hide?
 #
-# At each step a rank sends one K/V shard, $2 H_{kv} n d$ elements for $n = N/P$ tokens, while it
+# At each step a rank sends one K/V shard, $2 H_{kv} n d$ elements for $n = N/n_p$ tokens, while it
 # computes $4 H n^2 d$ FLOPs (half when causal). Compute grows as $n^2$ and traffic as $n$, so
 # past some $n^*$ the transfer is free:
 #
@@ -325,7 +325,7 @@ else:
 #   merges them with $\oplus$ in a second small kernel; exact, in any order.
 # - Grouped-query attention packs a group's query heads into one tile: the cache is read once
 #   per K/V head.
-# - Ring attention shards a long sequence over $P$ GPUs; K/V shards travel the ring and each step
+# - Ring attention shards a long sequence over $n_p$ GPUs; K/V shards travel the ring and each step
 #   is merged with $\oplus$. The next transfer overlaps the current compute, and hides entirely
 #   once each GPU holds more than $n^*$ tokens.
 # - Causal attention with contiguous shards leaves early ranks idle; zig-zag and striped layouts
@@ -333,12 +333,12 @@ else:
 #
 # ## Exercises
 #
-# **1.** Write `merge_splits(m, l, o)`: $S$ partial states ($m$, $\ell$ shaped $[S, R]$, $o$
-# shaped $[S, R, D]$, unnormalised; an empty split has $m = -\infty$) merged into the output
+# **1.** Write `merge_splits(m, l, o)`: $n_s$ partial states ($m$, $\ell$ shaped $[n_s, R]$, $o$
+# shaped $[n_s, R, D]$, unnormalised; an empty split has $m = -\infty$) merged into the output
 # $[R, D]$. Check it with `flashedu.exercises.check_merge_splits(merge_splits)`.
 #
 # **2.** Write `zigzag(N, P, rank)`: the positions a rank holds in the zig-zag layout ($N$ a
-# multiple of $2P$). Check it with `flashedu.exercises.check_zigzag(zigzag)`.
+# multiple of $2n_p$). Check it with `flashedu.exercises.check_zigzag(zigzag)`.
 #
 # **3.** Write `threshold(heads, kv_heads, bytes_per_element, flops, bandwidth, causal)`: the
 # tokens per GPU where a ring step's compute equals its transfer. Check it with
@@ -351,7 +351,7 @@ from flashedu.exercises import check_merge_splits, check_overlap_threshold, chec
 
 def merge_splits(m, l, o):
     top = m.max(dim=0).values                                   # [R]
-    w = torch.exp(m - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))  # [S, R]; 0 if empty
+    w = torch.exp(m - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))  # [n_s, R]; 0 if empty
     return (w[..., None] * o).sum(0) / (w * l).sum(0)[:, None]
 
 def zigzag(N, P, rank):

@@ -52,7 +52,7 @@ def running_mean_animation(xs) -> go.Figure:
 def online_softmax_animation(x) -> go.Figure:
     """One row of logits streamed left to right. Each frame shows the weights exp(x_j - m) of the
     elements seen so far under the *current* running max m; when a larger logit arrives, every
-    earlier weight shrinks by exp(m_old - m_new) and so does the running sum d."""
+    earlier weight shrinks by exp(m_old - m_new) and so does the running sum ℓ."""
     x = torch.as_tensor(x, dtype=torch.float64).flatten()
     trace = online_softmax_trace(x)
     xs = x.tolist()
@@ -80,7 +80,7 @@ def online_softmax_animation(x) -> go.Figure:
     def title(k):
         _, m, d = trace[k]
         note = "  — new max: earlier weights rescaled" if k > 0 and m > trace[k - 1][1] else ""
-        return f"after x_{k}: m = {m:.2f}, d = Σ exp(x_j − m) = {d:.3f}{note}"
+        return f"after x_{k}: m = {m:.2f}, ℓ = Σ exp(x_j − m) = {d:.3f}{note}"
 
     fig.frames = [go.Frame(data=traces(k), traces=[0, 1, 2], name=str(k), layout=go.Layout(title_text=title(k)))
                   for k in range(n)]
