@@ -50,7 +50,7 @@ glue("ratio_n_d", 4096 // 64)
 # ## Where the bytes go: SRAM, HBM and DRAM
 #
 # A GPU has a small, fast memory on the chip (SRAM: the shared memory of each streaming
-# multiprocessor, SM) and a large, slower one beside it (HBM). The FlashAttention paper draws the
+# multiprocessor, SM) and a large, slower one beside it (HBM). The FlashAttention paper {cite:p}`dao2022flashattention` draws the
 # hierarchy like this:
 
 # %%

@@ -75,7 +75,7 @@ print("safe: ", safe_softmax(rows).tolist())
 # %% [markdown]
 # ## Online softmax: the max and the sum in one pass
 #
-# The first two passes can be fused (Milakov & Gimelshein, 2018). Keep a running max $m_i$ and a
+# The first two passes can be fused {cite:p}`milakov2018online`. Keep a running max $m_i$ and a
 # running sum $\ell_i = \sum_{k \le i} e^{x_k - m_i}$ *relative to the current max*. When $x_{i+1}$
 # arrives,
 #
@@ -143,8 +143,8 @@ for online in (False, True):
 # and $a \oplus (b \oplus c)$ rescale $\ell_a$ by $e^{m_a - m_{ab}} e^{m_{ab} - m} = e^{m_a - m}$),
 # and symmetric in the inputs. Its identity is the state over no keys,
 # $(-\infty, 0, 0)$. So key blocks can be visited in any order and grouping: one after another
-# inside a kernel (chapter 4), by different GPU programs (split-KV decoding, chapter 7), or on
-# different GPUs (ring attention, chapter 7). Here it is, as flashedu has it:
+# inside a kernel ({ref}`chapter 4 <ch-flash-v2>`), by different GPU programs (split-KV decoding, {ref}`chapter 7 <ch-beyond-one-block>`), or on
+# different GPUs (ring attention, {ref}`chapter 7 <ch-beyond-one-block>`). Here it is, as flashedu has it:
 
 # %%
 import inspect

@@ -4,7 +4,7 @@
 #
 # **You will learn**
 # - how FlashAttention computes exact attention without ever writing $S$ or $P$ to HBM: kernel
-#   fusion and tiling, with chapter 2's softmax state carried from block to block;
+#   fusion and tiling, with {ref}`chapter 2 <ch-online-softmax>`'s softmax state carried from block to block;
 # - Algorithm 1 of the paper line by line, and where its block sizes come from;
 # - its IO complexity, $\Theta(N^2 d^2 / M)$ against standard attention's $\Theta(Nd + N^2)$,
 #   derived and then recorded by the memory model;
@@ -28,13 +28,13 @@ rt = setup()
 # Seed 000 puts the idea in three steps: load a *part* of $Q$, $K$, $V$ from HBM into SRAM;
 # compute that part of attention; update the output in HBM, **without storing $S$ and $P$**.
 # Split $K$ and $V$ into blocks $K_1, K_2, \dots$ and $V_1, V_2, \dots$: a query row's softmax
-# over all keys is not known until every block has been seen, but chapter 2's state
+# over all keys is not known until every block has been seen, but {ref}`chapter 2 <ch-online-softmax>`'s state
 # $(m, \ell, o)$ of the blocks seen so far is enough to continue. All of attention becomes one
 # kernel (*fusion*) that visits $Q$ and $K$/$V$ tile by tile (*tiling*).
 #
 # ## Algorithm 1, literally
 #
-# The FlashAttention paper's forward pass, with an SRAM of $M$ elements:
+# The FlashAttention paper's {cite:p}`dao2022flashattention` forward pass, with an SRAM of $M$ elements:
 #
 # 1. block sizes $B_c = \lceil M / 4d \rceil$, $B_r = \min(\lceil M/4d \rceil, d)$;
 # 2. initialise $O = 0$, $\ell = 0$, $m = -\infty$ **in HBM**;
@@ -52,7 +52,7 @@ rt = setup()
 #
 # 5. write $O_i$, $\ell_i \leftarrow \ell_i^{new}$, $m_i \leftarrow m_i^{new}$ back to HBM.
 #
-# The update is chapter 2's merge $\oplus$ of the row's state with the new block's state
+# The update is {ref}`chapter 2 <ch-online-softmax>`'s merge $\oplus$ of the row's state with the new block's state
 # ({ref}`ch-online-softmax`), kept in the *running average* form: $O_i$ is always normalised, so
 # each step first un-normalises it ($\operatorname{diag}(\ell_i)$), rescales both parts to the new
 # maximum, and normalises again. That is the running mean that renormalises at every step.
@@ -200,7 +200,7 @@ print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and
 # blocks inner, $O$, $\ell$, $m$ re-read and re-written in HBM in every inner step; its backward
 # pass is Algorithm 4 in the same order, with $dQ$ read, updated and written back in HBM. It is
 # faithful, not fast: one program per head leaves most of a GPU's SMs idle when batch × heads is
-# small, and the $O$ round trips cost bandwidth. Chapter 4 measures what swapping the loops buys.
+# small, and the $O$ round trips cost bandwidth. {ref}`Chapter 4 <ch-flash-v2>` measures what swapping the loops buys.
 
 # %%
 from flashedu.chapter import run

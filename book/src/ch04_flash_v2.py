@@ -25,7 +25,7 @@ rt = setup()
 # %% [markdown]
 # ## The loop swap
 #
-# Seed 001 starts from a few lines of PyTorch: for each block of queries $Q_i$, stream the
+# FlashAttention-2 {cite:p}`dao2023flashattention2` reorders the loops. Seed 001 starts from a few lines of PyTorch: for each block of queries $Q_i$, stream the
 # blocks $K_j$, $V_j$ and keep a running $(m_i, \ell_i, O_i)$ on chip; divide once at the end.
 # Its sketch fixes the block size at 1024 and has no causal mask and no backward pass; flashedu's
 # reference keeps its shape and adds those, written against the memory model:
@@ -42,12 +42,12 @@ print(inspect.getsource(v2_ref.v2_forward))
 #    $O_i$, $\ell_i$, $m_i$ stay in SRAM from the first $K_j$ to the last. They are written once.
 # 2. **Normalisation is delayed.** $O_i$ is kept as a running *sum*
 #    $\sum_j e^{S_{ij} - m_i} V_j$, rescaled by $e^{m_i^{old} - m_i^{new}}$ when the max grows,
-#    and divided by $\ell_i$ once at the end: chapter 2's running sum instead of v1's running
+#    and divided by $\ell_i$ once at the end: {ref}`chapter 2 <ch-online-softmax>`'s running sum instead of v1's running
 #    average, one rescaling per step instead of two.
 # 3. **Only the logsumexp is stored**, $L_i = m_i + \log \ell_i$: one number per row is enough
 #    for the backward pass to recompute $P_{ij} = e^{S_{ij} - L_i}$.
 #
-# Each inner step is chapter 2's merge $\oplus$ of the row's state with a block's state.
+# Each inner step is {ref}`chapter 2 <ch-online-softmax>`'s merge $\oplus$ of the row's state with a block's state.
 
 # %%
 q, k, v = random_qkv(B=2, H=2, N=300, D=64, device="cpu", dtype=torch.float64)
@@ -99,7 +99,7 @@ side_by_side(a, b, concurrent=False).show()
 # %% [markdown]
 # The explorer below sweeps $N$ for standard attention, v1 and v2 (16 heads); the sliders pick
 # the head dimension and the SRAM size, and the lower panel turns bytes into a predicted time on an
-# H100 with the roofline of chapter 1. The model has no L2 cache: on a GPU, programs that run at
+# H100 with the roofline of {ref}`chapter 1 <ch-standard>`. The model has no L2 cache: on a GPU, programs that run at
 # the same time share $K_j$, $V_j$ through L2, so measured HBM traffic is lower than this count.
 
 # %%
@@ -278,12 +278,12 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causa
 # On the {glue:text}`bench_gpu`, at $N \ge 2048$ the v2 kernel's forward pass is at least
 # {glue:text}`v2_fwd_min:.2f` times as fast as torch's FlashAttention-2 backend and its backward
 # pass at least {glue:text}`v2_bwd_min:.2f` times; cuDNN's attention, written for Hopper with the
-# ideas of chapter 6, is faster still. The v1 kernel, one program per head, is
+# ideas of {ref}`chapter 6 <ch-flash-v3>`, is faster still. The v1 kernel, one program per head, is
 # {glue:text}`v1_v2_16k:.0f` or more times slower than v2 at $N = 16384$, where the batch is 1 and
 # 16 programs leave most of the SMs idle: the parallelism section above, measured.
 
 # %% [markdown]
-# Memory, measured the same way as in chapter 1 (one forward and backward pass, 16 heads of
+# Memory, measured the same way as in {ref}`chapter 1 <ch-standard>` (one forward and backward pass, 16 heads of
 # $d = 128$, fp16): the v2 kernel keeps only $O$ and $L$ for the backward pass, so its peak grows
 # linearly in $N$.
 

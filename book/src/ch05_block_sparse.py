@@ -27,7 +27,7 @@ rt = setup()
 # %% [markdown]
 # ## What seed 002 claims
 #
-# The FlashAttention paper extends its algorithm to *block-sparse* attention: given a mask over
+# The FlashAttention paper {cite:p}`dao2022flashattention` extends its algorithm to *block-sparse* attention: given a mask over
 # blocks of the score matrix, skip the zero blocks entirely. Seed 002 (a summary of the paper)
 # makes these claims, which this chapter checks where a laptop can:
 
@@ -84,8 +84,8 @@ glue("win_skipped", int((~listed).sum()))
 #
 # - **local**: a band around the diagonal (each block sees its neighbours);
 # - **strided** (dilated): every $s$-th diagonal, reaching far with few tiles;
-# - **global + local** (Longformer): the band plus a few global blocks that see, and are seen
-#   by, everything; **BigBird** adds random tiles to each row;
+# - **global + local** (Longformer {cite:p}`beltagy2020longformer`): the band plus a few global blocks that see, and are seen
+#   by, everything; **BigBird** {cite:p}`zaheer2020bigbird` adds random tiles to each row;
 # - **butterfly**: tile $(i, j)$ when $i \oplus j$ (bitwise XOR) is 0 or a power of two, the
 #   union of the $\log_2 T$ factors of a butterfly matrix; the pattern the FlashAttention paper
 #   trains with (from Pixelated Butterfly);
@@ -167,7 +167,7 @@ assert (bs.from_csr(csr) == small.blocks).all()
 # flashedu's kernels read one refinement of this (`kernel_layout`): each row's list puts the
 # tiles that need no mask first (full, off the causal diagonal, not the short last tile) and the
 # masked ones after, so the kernel runs v2's two loops, a mask-free one and a masked one, with
-# bounds read from HBM. The order of tiles does not change the answer: chapter 2's merge $\oplus$
+# bounds read from HBM. The order of tiles does not change the answer: {ref}`chapter 2 <ch-online-softmax>`'s merge $\oplus$
 # is associative and commutative. The backward's $dK$/$dV$ kernel owns a $K$/$V$ block and needs
 # the transpose, a list of $Q$ blocks per column, so the layout holds both. Partial tiles carry
 # their $B_r \times B_c$ piece of the token mask, one byte per score.
@@ -205,11 +205,11 @@ glue("io_10", rows[3][2] / dense_reads)
 # At 25% of the tiles the forward reads {glue:text}`io_25:.3f` of dense v2's elements, at 10%
 # {glue:text}`io_10:.3f`: slightly more than the density, because $Q$ is read in full.
 #
-# Turning bytes and FLOPs into time with the roofline of chapter 1 ($N = 4096$, $d = 64$,
+# Turning bytes and FLOPs into time with the roofline of {ref}`chapter 1 <ch-standard>` ($N = 4096$, $d = 64$,
 # 16 heads, an H100's datasheet ceilings): FLOPs scale exactly with the tiles computed, bytes
 # almost exactly, so whichever bound applies, the predicted time falls in proportion to the
 # density. (Here the model calls dense v2 {glue:text}`dense_bound`-bound: it charges every
-# $K_j$, $V_j$ re-read to HBM, where a GPU's L2 cache absorbs most of them, as chapter 4 measured.)
+# $K_j$, $V_j$ re-read to HBM, where a GPU's L2 cache absorbs most of them, as {ref}`chapter 4 <ch-flash-v2>` measured.)
 
 # %%
 from flashedu import hardware

@@ -28,7 +28,7 @@ rt = setup()
 #
 # Per score $S_{ij}$ the two GEMMs do $4d$ FLOPs on the tensor cores ($2d$ for $QK^\top$, $2d$ for
 # $PV$), and the softmax does one exponential on the special-function units (MUFU). The presets
-# of chapter 1 hold both rates; the exponentials take
+# of {ref}`chapter 1 <ch-standard>` hold both rates; the exponentials take
 # $\dfrac{\text{matmul rate}}{4d \cdot \text{exp rate}}$ of the GEMMs' time:
 
 # %%
@@ -52,7 +52,7 @@ glue("exp_share_128", 100 * shares[128])
 # $4d$ FLOPs per exponential. At $d = 128$ the exponentials alone take
 # {glue:text}`exp_share_128:.0f`% as long as the GEMMs, at $d = 64$ {glue:text}`exp_share_64:.0f`%.
 # If softmax waits for the GEMMs and the GEMMs wait for softmax, the tensor cores idle for that
-# long. FlashAttention-3's first two ideas are about making them wait for nothing.
+# long. FlashAttention-3's {cite:p}`shah2024flashattention3` first two ideas are about making them wait for nothing.
 #
 # ## A model of one Hopper SM
 #
@@ -171,7 +171,7 @@ glue("regs_256", simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_reg
 # zeros (no masks on loads). **`tl.range(..., num_stages=s)`** keeps $s$ copies in flight: the
 # software pipeline of schedule (b), with the copies issued by the consumers themselves. Where the
 # installed Triton has it, `warp_specialize=True` hands the copies to a producer warpgroup.
-# `v2_tma_triton` is chapter 4's kernel with these loads. On this machine:
+# `v2_tma_triton` is {ref}`chapter 4 <ch-flash-v2>`'s kernel with these loads. On this machine:
 
 # %%
 from flashedu.chapter import run

@@ -4,14 +4,14 @@
 #
 # **You will learn**
 # - why FlashAttention-2 leaves a GPU idle when a model *decodes* (one new query against a long
-#   K/V cache), and how split-KV ("flash-decoding") fixes it by splitting the keys instead;
-# - grouped-query attention, and packing a group's query heads into one tile;
-# - ring attention: a sequence too long for one GPU, sharded over several, K/V shards passed
+#   K/V cache), and how split-KV ("flash-decoding" {cite:p}`dao2023flashdecoding`) fixes it by splitting the keys instead;
+# - grouped-query attention {cite:p}`ainslie2023gqa`, and packing a group's query heads into one tile;
+# - ring attention {cite:p}`liu2023ring`: a sequence too long for one GPU, sharded over several, K/V shards passed
 #   around a ring, run here for real in several processes;
 # - why causal attention unbalances the ring, and the zig-zag and striped fixes;
 # - when the ring's transfers hide under its compute.
 #
-# Both rest on chapter 2's merge $\oplus$ of softmax states: it does not care *where* two
+# Both rest on {ref}`chapter 2 <ch-online-softmax>`'s merge $\oplus$ of softmax states: it does not care *where* two
 # partial states were computed, in one program, in two programs, or on two GPUs.
 
 # %%
@@ -54,7 +54,7 @@ glue("dec_ridge", h100.ridge_point())
 # Only {glue:text}`dec_busy:.0f`% of the SMs have work. Worse, decoding is **memory-bound**: each
 # cached key is used by a handful of queries only, {glue:text}`dec_intensity:.0f` FLOPs per byte
 # here (32 query heads sharing 8 K/V heads), against the H100's ridge point of
-# {glue:text}`dec_ridge:.0f` (vendor datasheet figures, chapter 1). Its speed is how fast the
+# {glue:text}`dec_ridge:.0f` (vendor datasheet figures, {ref}`chapter 1 <ch-standard>`). Its speed is how fast the
 # cache can be read, and one SM alone reads only a small slice of HBM's bandwidth: the idle SMs
 # are idle *bandwidth*.
 #
@@ -166,7 +166,7 @@ print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exa
 #
 # `tools/bench_decode.py` times decoding on a GPU at fp16, $d = 128$, 64 query heads sharing 8
 # K/V heads, batch 1–16 and 4k–128k cached keys: split-KV (with its heuristic, and with one split),
-# SDPA with `enable_gqa`, and SDPA's flash backend and chapter 4's v2 kernel on a K/V cache
+# SDPA with `enable_gqa`, and SDPA's flash backend and {ref}`chapter 4 <ch-flash-v2>`'s v2 kernel on a K/V cache
 # expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read.
 
 # %%
@@ -302,7 +302,7 @@ overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 # ### Measured on GPUs
 #
 # `tools/run_ring.py` runs the same ring with NCCL on every GPU of one machine, each step with
-# chapter 4's Triton kernel, and times it beside one GPU doing the whole sequence alone.
+# {ref}`chapter 4 <ch-flash-v2>`'s Triton kernel, and times it beside one GPU doing the whole sequence alone.
 
 # %%
 have_ring = (recorded.DATA / "ring").is_dir() and any((recorded.DATA / "ring").glob("*.json"))

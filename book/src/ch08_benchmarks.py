@@ -167,8 +167,8 @@ else:
 # %% [markdown]
 # ## What each chapter bought
 #
-# Chapter 1's Triton kernels write $S$ and $P$ to HBM; chapter 3's v1 fuses them away but sends
-# $O$ back and forth; chapter 4's v2 swaps the loops; chapter 6 feeds v2 with Hopper's copy
+# {ref}`Chapter 1 <ch-standard>`'s Triton kernels write $S$ and $P$ to HBM; {ref}`chapter 3 <ch-flash-v1>`'s v1 fuses them away but sends
+# $O$ back and forth; {ref}`chapter 4 <ch-flash-v2>`'s v2 swaps the loops; {ref}`chapter 6 <ch-flash-v3>` feeds v2 with Hopper's copy
 # engine. The speed-up of each over the one before, where the run recorded both:
 
 # %%
@@ -218,7 +218,7 @@ glue("mem_ratio_16k", peak[("standard_torch", 16384)] / peak[("sdpa_flash", 1638
 # %% [markdown]
 # ## On the roofline
 #
-# Chapter 1's roofline says how fast a kernel *could* run given its FLOPs and bytes. Here each
+# {ref}`Chapter 1 <ch-standard>`'s roofline says how fast a kernel *could* run given its FLOPs and bytes. Here each
 # kernel is placed at the arithmetic intensity the memory model counts for its algorithm
 # ($128 \times 64$ tiles for the fused ones) and at the speed it was *measured* at. Where the
 # run recorded its own ceilings (matmul and device copy), they are drawn dashed beside the
@@ -244,9 +244,9 @@ glue("best_of_roof", 100 * max(t for a, t in pts.values() if a == ai) / roof)
 # fused kernels sit at about {glue:text}`v2_ai:.0f` FLOPs per byte, {glue:text}`v2_side` the
 # {glue:text}`roof_gpu`'s ridge at {glue:text}`ridge:.0f`; the roof above them is
 # {glue:text}`roof_at_v2:.0f` TFLOP/s, and the fastest of them reaches
-# {glue:text}`best_of_roof:.0f`% of it. Chapter 4 measured that the L2 cache serves most of those
+# {glue:text}`best_of_roof:.0f`% of it. {ref}`Chapter 4 <ch-flash-v2>` measured that the L2 cache serves most of those
 # re-reads, so their real intensity is higher and the model's is a floor. v1 sits further left:
-# it moves $O$ through HBM on every step, as chapter 3 counted.
+# it moves $O$ through HBM on every step, as {ref}`chapter 3 <ch-flash-v1>` counted.
 
 # %% [markdown]
 # ## Ablations
@@ -288,7 +288,7 @@ else:
 # - One process times every registered Triton kernel beside SDPA's backends and naive attention,
 #   on fresh random inputs, with the matmul ceiling, peak memory and error measured in the same
 #   run; failures and memory skips are rows, not crashes.
-# - The loop swap of chapter 4 is the largest single win, and it grows with $N$; fused kernels
+# - The loop swap of {ref}`chapter 4 <ch-flash-v2>` is the largest single win, and it grows with $N$; fused kernels
 #   need memory linear in $N$; on the roofline, v1 and naive attention sit far left of the
 #   fused kernels.
 #
