@@ -76,8 +76,8 @@ def ring_figure(*, world: int = 4, n: int = 32, layout: str = "zigzag", causal: 
     eff = work.sum() / (world * work.max(axis=0).sum())
     fig.update_layout(title=f"Ring attention, {world} ranks, {layout} layout{', causal' if causal else ''}"
                             f"<br><sup>{n} tokens; busiest-rank efficiency {eff:.0%}</sup>",
-                      height=520, font=FONT, plot_bgcolor="white", margin=dict(t=90, b=110, l=10, r=10))
-    return add_player(fig, [str(t) for t in range(world)], duration=900, prefix="step ", y=-0.1)
+                      height=520, font=FONT, plot_bgcolor="white", margin=dict(t=90, b=130, l=10, r=10))
+    return add_player(fig, [str(t) for t in range(world)], duration=900, prefix="step ", y=-0.16)
 
 
 def overlap_figure(*, gpu="H100", heads: int = 32, kv_heads: int = 8, d: int = 128, causal: bool = True,
