@@ -132,3 +132,13 @@ def current() -> Runtime:
 
 def describe() -> str:
     return current().describe()
+
+
+def require_triton(name: str, t: torch.Tensor, *, min_capability: tuple[int, int] = (0, 0)) -> Runtime:
+    """The runtime, or a RuntimeError naming kernel ``name`` and why it cannot run on ``t``'s
+    device and dtype here (no GPU and bf16, a T4 and FP8, tensors on the wrong device...)."""
+    rt = current()
+    reason = rt.why_not_triton(device=t.device.type, dtype=t.dtype, min_capability=min_capability)
+    if reason:
+        raise RuntimeError(f"{name} cannot run here: {reason}")
+    return rt

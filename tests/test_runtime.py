@@ -72,3 +72,13 @@ def test_chapter_run_falls_back_with_a_message(capsys, monkeypatch):
     assert ran == "standard_reference" and o.shape == q.shape
     reason = flashedu.get("standard_triton").why_not(device="cpu", dtype=torch.bfloat16)
     assert f"standard_triton cannot run here ({reason})" in capsys.readouterr().out
+
+
+def test_require_triton_names_the_kernel_and_the_reason(monkeypatch):
+    from flashedu import runtime
+
+    monkeypatch.setattr(runtime, "_CURRENT", runtime.decide(cuda=False))
+    import pytest
+    with pytest.raises(RuntimeError, match="my_kernel cannot run here: the Triton interpreter has no bfloat16"):
+        runtime.require_triton("my_kernel", torch.zeros(1, dtype=torch.bfloat16))
+    assert runtime.require_triton("my_kernel", torch.zeros(1)).interpreted

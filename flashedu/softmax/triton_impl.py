@@ -49,9 +49,7 @@ def softmax_triton(x: torch.Tensor, *, online: bool = True, block: int | None = 
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 1 or x.shape[-1] < 1:
         raise ValueError(f"x must have a non-empty last dim, got shape {tuple(x.shape)}")
-    reason = runtime.current().why_not_triton(device=x.device.type, dtype=x.dtype)
-    if reason:
-        raise RuntimeError(f"softmax_triton cannot run here: {reason}")
+    runtime.require_triton("softmax_triton", x)
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     y = torch.empty_like(rows)
     if block is None:

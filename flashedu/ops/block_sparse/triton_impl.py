@@ -190,10 +190,7 @@ def _check(q, k, v, causal, scale, block_mask):
 
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                       name="block_sparse_triton")
-    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype,
-                                              min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"block_sparse_triton cannot run here: {reason}")
+    runtime.require_triton("block_sparse_triton", q, min_capability=MIN_CAPABILITY)
     B, H, N, D = q.shape
     if block_mask is None:  # every tile, at this arch's largest forward tile
         bm, bn = FWD_CONFIGS[arch_key()][0][:2]

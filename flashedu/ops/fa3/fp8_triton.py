@@ -198,9 +198,7 @@ def flash_attention_fp8(q, k, v, *, causal: bool = False, scale: float | None = 
                                          kv_block=kv_block, name="fp8_triton")
     if q.shape[-1] not in HEAD_DIMS:
         raise ValueError(f"fp8_triton: head dim D={q.shape[-1]} is not supported; supported: {HEAD_DIMS}")
-    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype, min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"fp8_triton cannot run here: {reason}")
+    runtime.require_triton("fp8_triton", q, min_capability=MIN_CAPABILITY)
     return fp8_forward(q, k, v, causal=causal, scale=scale, q_descale=dq, k_descale=dk, v_descale=dv,
                        q_block=q_block, kv_block=kv_block, config=config, out_dtype=out_dtype)
 

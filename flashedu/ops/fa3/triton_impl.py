@@ -180,10 +180,7 @@ def check(q, k, v, causal, scale) -> float:
     """Validate inputs and say why this kernel cannot run here, if it cannot."""
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                       name="v2_tma_triton")
-    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype,
-                                              min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"v2_tma_triton cannot run here: {reason}")
+    runtime.require_triton("v2_tma_triton", q, min_capability=MIN_CAPABILITY)
     return scale
 
 

@@ -124,9 +124,7 @@ def _config():
 def _check(q, k, v, causal, scale):
     scale, group = check_gqa(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                              name="split_kv_triton")
-    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype, min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"split_kv_triton cannot run here: {reason}")
+    runtime.require_triton("split_kv_triton", q, min_capability=MIN_CAPABILITY)
     return scale, group
 
 

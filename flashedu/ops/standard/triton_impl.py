@@ -95,9 +95,7 @@ def standard_attention_triton(q, k, v, *, causal: bool = False, scale: float | N
     With ``return_intermediates=True`` returns ``(o, S, P)`` so a chapter can show the N×N tensors.
     """
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, name="standard_triton")
-    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype)
-    if reason:
-        raise RuntimeError(f"standard_triton cannot run here: {reason}")
+    runtime.require_triton("standard_triton", q)
     B, H, N, D = q.shape
     N_K = k.shape[2]
     Q = q.contiguous().view(B * H, N, D)

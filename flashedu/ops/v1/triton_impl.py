@@ -145,10 +145,7 @@ class FlashAttentionV1(torch.autograd.Function):
 def _check(q, k, v, causal, scale, block_m, block_n) -> tuple[float, int, int]:
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                       name="v1_triton")
-    rt = runtime.current()
-    reason = rt.why_not_triton(device=q.device.type, dtype=q.dtype, min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"v1_triton cannot run here: {reason}")
+    rt = runtime.require_triton("v1_triton", q, min_capability=MIN_CAPABILITY)
     default = 64 if rt.compiled else 32
     block_m, block_n = block_m or default, block_n or default
     for name, b in (("block_m", block_m), ("block_n", block_n)):

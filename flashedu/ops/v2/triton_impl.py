@@ -172,10 +172,7 @@ class FlashAttentionV2(torch.autograd.Function):
 def _check(q, k, v, causal, scale) -> float:
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                       name="v2_triton")
-    reason = runtime.current().why_not_triton(device=q.device.type, dtype=q.dtype,
-                                              min_capability=MIN_CAPABILITY)
-    if reason:
-        raise RuntimeError(f"v2_triton cannot run here: {reason}")
+    runtime.require_triton("v2_triton", q, min_capability=MIN_CAPABILITY)
     return scale
 
 
