@@ -57,3 +57,33 @@ def glue(name: str, value, *, display: bool = False):
     except ImportError:
         return
     _glue(name, value, display=display)
+
+
+def check_against_fp64(name: str, q, k, v, *, causal: bool = False, backward: bool = True,
+                       fallback: str | None = None) -> dict:
+    """Run implementation ``name`` (or ``fallback``, with a message, where it cannot run here)
+    on q, k, v, forward and, with ``backward``, backward with a random dO; compare o and the
+    gradients with torch's attention in fp64 on the CPU. Prints the max errors and returns them."""
+    import torch.nn.functional as F
+
+    leaves = [t.detach().clone().requires_grad_(backward) for t in (q, k, v)]
+    if fallback is None:
+        from ._registry import get
+
+        o, ran = get(name).fn(*leaves, causal=causal), name
+    else:
+        o, ran = run(name, *leaves, causal=causal, fallback=fallback)
+    exact = [t.detach().to("cpu", torch.float64).requires_grad_(backward) for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*exact, is_causal=causal)
+    errors = {"o": (o.detach().double().cpu() - ref.detach()).abs().max().item()}
+    if backward:
+        do = torch.randn_like(o)
+        o.backward(do)
+        ref.backward(do.detach().double().cpu())
+        for n, got, want in zip("qkv", leaves, exact):
+            errors[f"d{n}"] = (got.grad.double().cpu() - want.grad).abs().max().item()
+    B, H, N, D = q.shape
+    print(f"{ran} on {q.device}, N = {N}, D = {D}, {str(q.dtype).removeprefix('torch.')}, "
+          f"{'causal' if causal else 'full'}: max error vs fp64 "
+          + ", ".join(f"{k_} {e:.1e}" for k_, e in errors.items()))
+    return errors

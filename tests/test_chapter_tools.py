@@ -167,3 +167,19 @@ def test_memory_figure_filters_providers_and_names_missing_ones():
     assert len(fig.data) == 2
     with pytest.raises(ValueError, match="not in the recording"):
         memory_figure(rec, providers=("no_such_kernel",))
+
+
+def test_check_against_fp64_reports_errors_and_falls_back(capsys, monkeypatch):
+    from flashedu import chapter, runtime
+
+    q, k, v = (torch.randn(1, 2, 9, 16, dtype=torch.float64) for _ in range(3))
+    errs = chapter.check_against_fp64("v2_reference", q, k, v, causal=True)
+    assert set(errs) == {"o", "dq", "dk", "dv"} and max(errs.values()) < 1e-10
+    assert "v2_reference" in capsys.readouterr().out
+    # Where the kernel cannot run (bf16 under the interpreter) the fallback runs, with a message.
+    monkeypatch.setattr(runtime, "_CURRENT", runtime.decide(cuda=False))
+    errs = chapter.check_against_fp64("standard_triton", q.bfloat16(), k.bfloat16(), v.bfloat16(),
+                                      backward=False, fallback="standard_reference")
+    out = capsys.readouterr().out
+    assert "standard_triton cannot run here" in out and "standard_reference on cpu" in out
+    assert errs["o"] < 2e-2

@@ -177,15 +177,9 @@ glue("v1_gain_228", rows[228]["standard"] / rows[228]["v1"])
 # gradients:
 
 # %%
-q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64))
-do = torch.randn_like(q)
-flashedu.get("v1_reference").fn(q, k, v, causal=True).backward(do)
-mine = [t.grad.clone() for t in (q, k, v)]
-for t in (q, k, v):
-    t.grad = None
-torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)
-for name, g, t in zip("qkv", mine, (q, k, v)):
-    print(f"d{name}: max |v1 - torch| = {(g - t.grad).abs().max().item():.1e}")
+from flashedu.chapter import check_against_fp64
+q, k, v = random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64)
+check_against_fp64("v1_reference", q, k, v, causal=True)
 
 # %%
 N, d = 4096, 64
@@ -203,19 +197,11 @@ print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and
 # small, and the $O$ round trips cost bandwidth. {ref}`Chapter 4 <ch-flash-v2>` measures what swapping the loops buys.
 
 # %%
-from flashedu.chapter import run
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
-q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=N, D=64, dtype=dtype))
-o, ran = run("v1_triton", q, k, v, causal=True, fallback="v1_reference")
-o.backward(do := torch.randn_like(o))  # the kernel's backward: Algorithm 4 in v1's loop order
-exact = [t.detach().double().cpu().requires_grad_(True) for t in (q, k, v)]
-ref = torch.nn.functional.scaled_dot_product_attention(*exact, is_causal=True)
-ref.backward(do.double().cpu())
-print(f"{ran} on {q.device}, N = {N}, {dtype}:")
-print(f"  o : max error {(o.double().cpu() - ref).abs().max().item():.1e}")
-for name, t, r in zip("qkv", (q, k, v), exact):
-    print(f"  d{name}: max error {(t.grad.double().cpu() - r.grad).abs().max().item():.1e}")
+q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
+# Forward, then the kernel's backward (Algorithm 4 in v1's loop order), against fp64:
+check_against_fp64("v1_triton", q, k, v, causal=True, fallback="v1_reference")
 
 # %% [markdown]
 # ## Summary

@@ -209,15 +209,9 @@ tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).sh
 # matches torch:
 
 # %%
-q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64))
-do = torch.randn_like(q)
-flashedu.get("v2_reference").fn(q, k, v, causal=True).backward(do)
-mine = [t.grad.clone() for t in (q, k, v)]
-for t in (q, k, v):
-    t.grad = None
-torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)
-for name, g, t in zip("qkv", mine, (q, k, v)):
-    print(f"d{name}: max |v2 - torch| = {(g - t.grad).abs().max().item():.1e}")
+from flashedu.chapter import check_against_fp64
+q, k, v = random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64)
+check_against_fp64("v2_reference", q, k, v, causal=True)
 bwd = simulate("v2", N=4096, d=64, backward=True)
 print(bwd.summary())
 
@@ -230,20 +224,10 @@ print(bwd.summary())
 # fp16 and bf16 on a GPU. On this machine:
 
 # %%
-from flashedu.chapter import run
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
-q, k, v = (t.requires_grad_(True) for t in random_qkv(B=1, H=2, N=N, D=64, dtype=dtype))
-o, ran = run("v2_triton", q, k, v, causal=True, fallback="v2_reference")
-do = torch.randn_like(o)
-o.backward(do)
-qd, kd, vd = (t.detach().double().cpu().requires_grad_(True) for t in (q, k, v))
-ref = torch.nn.functional.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
-ref.backward(do.double().cpu())
-print(f"{ran} on {q.device}, N = {N}, {dtype}:")
-print(f"  o : max error {(o.double().cpu() - ref).abs().max().item():.1e}")
-for name, t, r in zip("qkv", (q, k, v), (qd, kd, vd)):
-    print(f"  d{name}: max error {(t.grad.double().cpu() - r.grad).abs().max().item():.1e}")
+q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
+check_against_fp64("v2_triton", q, k, v, causal=True, fallback="v2_reference")
 
 # %% [markdown]
 # ## How fast, measured

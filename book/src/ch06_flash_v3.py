@@ -174,15 +174,12 @@ glue("regs_256", simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_reg
 # `v2_tma_triton` is {ref}`chapter 4 <ch-flash-v2>`'s kernel with these loads. On this machine:
 
 # %%
-from flashedu.chapter import run
+from flashedu.chapter import check_against_fp64
 from flashedu.ops.fa3.triton_impl import HAS_WARP_SPECIALIZE
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
-o, ran = run("v2_tma_triton", q, k, v, causal=True, fallback="v2_reference")
-ref = torch.nn.functional.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(),
-                                                       is_causal=True)
-print(f"{ran} on {q.device}, N = {N}, {dtype}: max error {(o.double().cpu() - ref).abs().max().item():.1e}")
+check_against_fp64("v2_tma_triton", q, k, v, causal=True, backward=False, fallback="v2_reference")
 print("warp_specialize keyword in this Triton:", HAS_WARP_SPECIALIZE)
 
 # %% [markdown]
