@@ -23,7 +23,8 @@ import triton.language as tl
 
 from ... import runtime
 from ...validate import check_qkv
-from ..v2.triton_bwd import LOG2E, arch_key, attention_backward, fits
+from ..v2.triton_bwd import LOG2E, arch_key, fits
+from ..v2.triton_impl import FlashAttentionV2
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -158,8 +159,8 @@ def tma_forward(q, k, v, *, causal: bool, scale: float, config: TMAConfig | None
     return o, lse
 
 
-class FlashAttentionTMA(torch.autograd.Function):
-    """TMA forward; chapter 4's backward kernels, which need only q, k, v, o and L."""
+class FlashAttentionTMA(FlashAttentionV2):
+    """TMA forward; chapter 4's backward (inherited), which needs only q, k, v, o and L."""
 
     @staticmethod
     def forward(ctx, q, k, v, causal, scale):
@@ -168,12 +169,6 @@ class FlashAttentionTMA(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.causal, ctx.scale = causal, scale
         return o
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(do, q, k, v, o, lse, causal=ctx.causal, scale=ctx.scale)
-        return dq, dk, dv, None, None
 
 
 def check(q, k, v, causal, scale) -> float:
