@@ -60,21 +60,30 @@ def glue(name: str, value, *, display: bool = False):
 
 
 def check_against_fp64(name: str, q, k, v, *, causal: bool = False, backward: bool = True,
-                       fallback: str | None = None) -> dict:
+                       fallback: str | None = None, token_mask=None, **kwargs) -> dict:
     """Run implementation ``name`` (or ``fallback``, with a message, where it cannot run here)
     on q, k, v, forward and, with ``backward``, backward with a random dO; compare o and the
-    gradients with torch's attention in fp64 on the CPU. Prints the max errors and returns them."""
+    gradients with attention in fp64 on the CPU. ``token_mask`` (bool, True = keep, broadcast to
+    [B, H, N, N_k]) is applied to the fp64 oracle, where a row with no key gives 0; other keyword
+    arguments (``block_mask=``, say) go to the implementation. Prints the max errors, returns them."""
     import torch.nn.functional as F
 
     leaves = [t.detach().clone().requires_grad_(backward) for t in (q, k, v)]
     if fallback is None:
         from ._registry import get
 
-        o, ran = get(name).fn(*leaves, causal=causal), name
+        o, ran = get(name).fn(*leaves, causal=causal, **kwargs), name
     else:
-        o, ran = run(name, *leaves, causal=causal, fallback=fallback)
+        o, ran = run(name, *leaves, causal=causal, fallback=fallback, **kwargs)
     exact = [t.detach().to("cpu", torch.float64).requires_grad_(backward) for t in (q, k, v)]
-    ref = F.scaled_dot_product_attention(*exact, is_causal=causal)
+    if token_mask is None:
+        ref = F.scaled_dot_product_attention(*exact, is_causal=causal)
+    else:
+        keep = token_mask.to("cpu", torch.bool)
+        if causal:
+            keep = keep & torch.ones(keep.shape[-2:], dtype=torch.bool).tril()
+        s = (exact[0] @ exact[1].transpose(-1, -2)) / q.shape[-1] ** 0.5
+        ref = torch.softmax(s.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0) @ exact[2]
     errors = {"o": (o.detach().double().cpu() - ref.detach()).abs().max().item()}
     if backward:
         do = torch.randn_like(o)

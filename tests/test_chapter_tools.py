@@ -183,3 +183,14 @@ def test_check_against_fp64_reports_errors_and_falls_back(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "standard_triton cannot run here" in out and "standard_reference on cpu" in out
     assert errs["o"] < 2e-2
+
+
+def test_check_against_fp64_with_a_token_mask_catches_an_ignored_mask():
+    from flashedu import chapter
+
+    q, k, v = (torch.randn(1, 1, 8, 16, dtype=torch.float64) for _ in range(3))
+    keep = torch.rand(1, 1, 8, 8) < 0.5
+    keep[0, 0, 3] = False  # a row with no key: the oracle gives 0
+    # standard_reference ignores the token mask, so the comparison must show a large error.
+    errs = chapter.check_against_fp64("standard_reference", q, k, v, backward=False, token_mask=keep)
+    assert errs["o"] > 1e-3
