@@ -7,6 +7,8 @@ out, and so a kernel that wastes time on them shows a lower TFLOP/s, which is th
 """
 from __future__ import annotations
 
+from .. import hardware
+
 PASSES = ("fwd", "bwd", "fwdbwd")
 # How many forward passes' worth of matmul FLOPs each timed pass does.
 PASS_MULTIPLIER = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
@@ -32,8 +34,7 @@ def attention_flops(pass_: str, *, B: int, H: int, N: int, D: int, causal: bool)
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     for name, x in (("B", B), ("H", H), ("N", N), ("D", D)):
         _positive_int(name, x)
-    forward = 4.0 * B * H * N * N * D / (2 if causal else 1)
-    return PASS_MULTIPLIER[pass_] * forward
+    return PASS_MULTIPLIER[pass_] * hardware.attention_flops(N, D, causal=causal, batch=B, heads=H)
 
 
 def tflops(flops: float, ms: float) -> float:
