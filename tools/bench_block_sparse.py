@@ -13,7 +13,7 @@ H = 2048 / D, B = 16384 / N), one mask shared by all heads at 128 × 128 tiles:
 * correctness: block_sparse_triton on one batch element, two heads, against SDPA in fp32 with
   the expanded token mask (rows with no key: ours must be exactly 0).
 
-Median of triton.testing.do_bench. Writes OUT/block_sparse/<gpu>.json (copy it to
+Median of triton.testing.do_bench. Writes OUT/block_sparse/<gpu>.json after every row (copy it to
 flashedu/data/block_sparse/ to show it in chapter 5) and prints a table and the targets
 (25% of tiles ≤ 0.35x dense v2, 10% ≤ 0.18x, 100% within 1.1x).
 """
@@ -31,9 +31,9 @@ import flashedu  # noqa: E402  (first: it decides compiled vs interpreter before
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
+from benchio import Recorder  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
-from flashedu import provenance  # noqa: E402
 from flashedu.ops.block_sparse.triton_impl import block_sparse_flash_attention  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
@@ -94,11 +94,17 @@ def main() -> int:
         return 2
     t0 = time.time()
 
+    rows, checks, notes = [], [], []
+    rec = Recorder(args.out, "block_sparse",
+                   config=dict(block=BLOCK, dtype="float16", densities=DENSITIES,
+                               shapes="hidden 2048: H = 2048 / D, B = 16384 / N",
+                               timer="triton.testing.do_bench median, warmup 10 ms, rep 40 ms"))
+
     def log(row):
         print(f"[{time.time() - t0:6.1f}s] " + json.dumps(row), flush=True)
+        rec.save(rows, checks=checks, notes=notes)
 
     flex, flex_why = (None, "--no-flex") if args.no_flex else flex_fns()
-    rows, checks, notes = [], [], []
     if flex_why:
         notes.append(f"FlexAttention not timed: {flex_why}")
     Ns = (4096,) if args.quick else (4096, 8192, 16384)
@@ -142,17 +148,9 @@ def main() -> int:
             del q, k, v, do
             torch.cuda.empty_cache()
 
-    info = provenance.collect()
-    result = dict(provenance=info, config=dict(block=BLOCK, dtype="float16", densities=DENSITIES,
-                                               shapes="hidden 2048: H = 2048 / D, B = 16384 / N",
-                                               timer="triton.testing.do_bench median, warmup 10 ms, rep 40 ms"),
-                  rows=rows, checks=checks, notes=notes, wall_s=round(time.time() - t0, 1))
-    slug = (info.get("gpu") or "gpu").lower().replace(" ", "-")
-    folder = os.path.join(args.out, "block_sparse")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{slug}.json")
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=1)
+    path = rec.save(rows, final=True, checks=checks, notes=notes, wall_s=round(time.time() - t0, 1))
+    with open(path) as fh:
+        result = json.load(fh)
     print(f"\nwrote {path} in {time.time() - t0:.0f} s")
     return summarize(result)
 

@@ -15,8 +15,8 @@ B in {1, 4, 16}, cached keys N_k in {4k, 16k, 64k, 128k}. Implementations:
 
 Each is checked against fp32 SDPA first, then timed with the median of triton.testing.do_bench.
 Decoding is memory-bound: the table gives GB/s of K/V cache read (the compact cache, 8 heads),
-against the HBM bandwidth. Writes OUT/decode-<gpu>.json (copy it to flashedu/data/decode/<gpu>.json)
-with flashedu.provenance.collect().
+against the HBM bandwidth. Writes OUT/decode/<gpu>.json after every row (copy it to flashedu/data/decode/) with
+flashedu.provenance.collect().
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
+from benchio import Recorder  # noqa: E402
 
-from flashedu import provenance  # noqa: E402
 from flashedu.bench.peers import sdpa_peer  # noqa: E402
 from flashedu.ops.split_kv.triton_impl import _sm_count, split_kv_attention_triton  # noqa: E402
 from flashedu.ops.split_kv.plan import num_splits_heuristic  # noqa: E402
@@ -40,10 +40,6 @@ from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
 H, H_KV, D, DT = 64, 8, 128, torch.float16
 EXPAND_LIMIT_BYTES = 24 * 2**30  # the expanded K/V (8x the cache) above this is skipped
-
-
-def slug(name: str) -> str:
-    return name.lower().replace(" ", "-").replace("_", "-")
 
 
 def impls(q, k, v, expanded):
@@ -60,8 +56,7 @@ def impls(q, k, v, expanded):
     return out
 
 
-def run(Bs, Nks, log):
-    rows = []
+def run(Bs, Nks, log, rows):
     for B in Bs:
         for N_k in Nks:
             torch.manual_seed(0)
@@ -92,6 +87,7 @@ def run(Bs, Nks, log):
                 log(r)
             if expanded is None:
                 rows.append(dict(impl="sdpa_flash", B=B, N_k=N_k, skipped="expanded K/V too large"))
+                log(rows[-1])
             del q, k, v, expanded, ref
             torch.cuda.empty_cache()
     return rows
@@ -117,17 +113,17 @@ def main():
     args = ap.parse_args()
     Bs, Nks = ((1,), (4096, 65536)) if args.quick else ((1, 4, 16), (4096, 16384, 65536, 131072))
     t0 = time.time()
-    rows = run(Bs, Nks, lambda r: print(json.dumps(r), flush=True))
-    info = provenance.collect()
+    rows = []
+    rec = Recorder(args.out, "decode", shapes=dict(H=H, H_kv=H_KV, D=D, dtype="float16", N_q=1))
+
+    def log(r):
+        print(json.dumps(r), flush=True)
+        rec.save(rows)
+
+    run(Bs, Nks, log, rows)
     print(table(rows, Bs, Nks))
-    result = dict(provenance=info, shapes=dict(H=H, H_kv=H_KV, D=D, dtype="float16", N_q=1),
-                  seconds=round(time.time() - t0, 1), rows=rows)
-    name = f"{slug(info['gpu'])}.json"
-    for folder in (args.out, os.path.join(os.path.dirname(__file__), "..", "flashedu", "data", "decode")):
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, name if folder != args.out else f"decode-{name}"), "w") as f:
-            json.dump(result, f, indent=1)
-    print(f"\nwrote decode-{name} to {args.out} in {time.time() - t0:.0f} s")
+    path = rec.save(rows, final=True, seconds=round(time.time() - t0, 1))
+    print(f"\nwrote {path} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ descriptors, pipeline depth 1-4, warp specialisation on and off (where it compil
 
 On the GPU machine, from the repository root (about 4-5 minutes on an H100/H200):
 
-    python3 tools/bench_fa3.py --out $OUT          # writes $OUT/fa3/<gpu>.json
+    python3 tools/bench_fa3.py --out $OUT          # writes $OUT/fa3/<gpu>.json (after every row)
     python3 tools/bench_fa3.py --quick --out $OUT  # D128 only, N 8448, ~1.5 minutes
 
 then copy the file to flashedu/data/fa3/. fp16, hidden 2048 (H = 2048 / D), B = max(1, 16384 // N),
@@ -17,9 +17,7 @@ variant whose child dies is recorded as "crashed" and skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,8 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from benchio import Recorder  # noqa: E402
 
-from flashedu import provenance  # noqa: E402
 from flashedu.ops.fa3.triton_impl import HAS_WARP_SPECIALIZE, TMAConfig, tma_forward  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
@@ -110,9 +108,13 @@ def main() -> None:
     dims = [128] if args.quick else args.dims
     Ns = [8448] if args.quick else [4096, 8448, 16384]
     t0 = time.time()
-    log = lambda r: print(f"[{time.time() - t0:6.1f}s] {r}", flush=True)  # noqa: E731
-    info = provenance.collect()
     rows = []
+    rec = Recorder(args.out, "fa3", warp_specialize_keyword=HAS_WARP_SPECIALIZE)
+
+    def log(r):
+        print(f"[{time.time() - t0:6.1f}s] {r}", flush=True)
+        rec.save(rows)
+
     ws_ok = {D: set() for D in dims}
     if HAS_WARP_SPECIALIZE:
         ws_ok, probe_rows = probe_warp_specialize(dims, log)
@@ -145,13 +147,7 @@ def main() -> None:
                 log(r)
             del q, k, v, ref
             torch.cuda.empty_cache()
-    slug = re.sub(r"[^a-z0-9]+", "-", (info.get("gpu") or "gpu").lower()).strip("-")
-    folder = os.path.join(args.out, "fa3")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{slug}.json")
-    with open(path, "w") as f:
-        json.dump(dict(provenance=info, warp_specialize_keyword=HAS_WARP_SPECIALIZE, rows=rows,
-                       seconds=round(time.time() - t0)), f, indent=1)
+    path = rec.save(rows, final=True, seconds=round(time.time() - t0))
     print(f"wrote {path} in {time.time() - t0:.0f}s")
     best = {}
     for r in rows:

@@ -14,9 +14,7 @@ for each recipe, beside the CPU simulation's number (same inputs and rotation).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
 import time
 
@@ -24,8 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from benchio import Recorder  # noqa: E402
 
-from flashedu import fp8, provenance  # noqa: E402
+from flashedu import fp8  # noqa: E402
 from flashedu.ops.fa3.fp8_triton import FP8Config, flash_attention_fp8  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
@@ -94,17 +93,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     t0 = time.time()
-    log = lambda r: print(f"[{time.time() - t0:6.1f}s] {r}", flush=True)  # noqa: E731
-    info = provenance.collect()
     rows = []
+    rec = Recorder(args.out, "fp8")
+
+    def log(r):
+        print(f"[{time.time() - t0:6.1f}s] {r}", flush=True)
+        rec.save(rows)
+
     accuracy(rows, log)
     speed(rows, log, [128] if args.quick else [64, 128], [8192] if args.quick else [4096, 8192, 16384])
-    slug = re.sub(r"[^a-z0-9]+", "-", (info.get("gpu") or "gpu").lower()).strip("-")
-    folder = os.path.join(args.out, "fp8")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{slug}.json")
-    with open(path, "w") as f:
-        json.dump(dict(provenance=info, rows=rows, seconds=round(time.time() - t0)), f, indent=1)
+    path = rec.save(rows, final=True, seconds=round(time.time() - t0))
     print(f"wrote {path} in {time.time() - t0:.0f}s")
     for D in sorted({r["D"] for r in rows if r.get("kind") == "time"}):
         for N in sorted({r["N"] for r in rows if r.get("kind") == "time"}):
