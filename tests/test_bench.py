@@ -130,6 +130,24 @@ def test_a_failing_provider_is_recorded_not_raised(toy_result):
     assert ok["fwd_frac"] == pytest.approx(ok["fwd_tflops"] / 100.0, abs=1e-4)
 
 
+def test_a_broken_cuda_context_stops_the_sweep_and_keeps_the_rows(tmp_path):
+    """After an illegal memory access every later CUDA call fails: the sweep stops at once,
+    keeps the rows it has (the guilty one with its error) and says so, instead of recording
+    an error for every provider of every later case."""
+    def crash(q, k, v, *, causal=False):
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    saved = []
+    result = runner.collect(TOY, device="cpu", timer=fake_timer, only=("standard_torch",),
+                            extra=[Provider("crash", crash, "triton", "v2", True, torch.float32)],
+                            progress=False, log=lambda msg: None, on_case=lambda r: saved.append(r))
+    assert "crash fwd" in result["stopped"] and "illegal memory access" in result["stopped"]
+    assert [r["impl"] for r in result["times"]] == ["standard_torch", "crash"]  # first case only
+    assert rows_of(result, "standard_torch")["fwd_status"] == "ok"
+    assert rows_of(result, "crash")["fwd_status"].startswith("error: AcceleratorError")
+    assert saved and saved[-1] is result
+
+
 def test_correctness_column_tells_right_from_wrong(toy_result):
     for causal in (False, True):
         right = rows_of(toy_result, "standard_torch", causal)

@@ -215,3 +215,16 @@ def test_v1_strided_inputs_and_block_sizes(poison):
     assert _max_err(o, oracle(q, k, v, causal=True)) < 2 * tolerance(dtype)
     with pytest.raises(ValueError, match="block_m"):
         flash_attention_v1(q, k, v, block_m=24)
+
+
+@pytest.mark.skipif(not GPU, reason="2**31 scores need 12 GiB of GPU memory; the interpreter is too slow")
+def test_standard_triton_past_int32_offsets():
+    """B·H·N² = 3 · 32768² > 2**31 scores: the last head's S and P lie past int32 offsets, where
+    an int32 kernel wraps around (the H200 benchmark hit an illegal memory access there)."""
+    from flashedu.ops.standard.triton_impl import standard_attention_triton
+
+    q, k, v = (torch.randn(1, 3, 32768, 16, device="cuda", dtype=torch.float16) for _ in range(3))
+    o = standard_attention_triton(q, k, v, causal=True)
+    torch.cuda.synchronize()
+    last = F.scaled_dot_product_attention(*(t[:, 2:].float() for t in (q, k, v)), is_causal=True)
+    assert (o[:, 2:].float() - last).abs().max().item() < 1e-2

@@ -86,6 +86,9 @@ def main(argv=None) -> int:
     if result["times"]:
         print(report.table(result))
     print(f"wrote {out}")
+    if result.get("stopped"):
+        print(result["stopped"], file=sys.stderr)
+        return 3
     return 0
 
 

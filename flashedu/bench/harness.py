@@ -6,7 +6,9 @@ A row holds the case, and per pass ("fwd", "bwd", "fwdbwd"): ``<pass>_status`` (
 (allocated during one call above what was allocated before it). ``err`` is ‖o − ref‖ / ‖ref‖ and
 ``grad_err`` the largest such error of dQ, dK, dV, against torch's math attention in fp32 on the
 first heads of the first batch entry (heads are independent, so a slice checks the whole run).
-A provider that raises gets its error in the row; nothing here raises for one provider's sake.
+A provider that raises gets its error in the row; nothing here raises for one provider's sake,
+except :class:`ContextLost` after a CUDA error that leaves the process unusable (the row keeps
+the error; the caller stops the sweep).
 """
 from __future__ import annotations
 
@@ -75,6 +77,18 @@ def _peak(fn, device: str):
     out = fn()
     torch.cuda.synchronize()
     return out, torch.cuda.max_memory_allocated() - base
+
+
+class ContextLost(RuntimeError):
+    """A provider broke the CUDA context (an illegal memory access, a device-side assert): every
+    later call in this process fails, so the sweep must stop rather than blame the others."""
+
+
+def _breaks_context(exc: BaseException) -> bool:
+    """True for CUDA errors that stay with the process (sticky errors)."""
+    text = str(exc)
+    return isinstance(exc, getattr(torch, "AcceleratorError", ())) or any(
+        s in text for s in ("illegal memory access", "device-side assert", "unspecified launch failure"))
 
 
 def _short(exc: BaseException) -> str:
@@ -155,6 +169,10 @@ def measure(case: Case, providers: list[Provider], *, passes=("fwd",), timer: Ti
                 row[f"{pass_}_status"] = "skipped: memory (ran out)"
             except Exception as exc:  # noqa: BLE001  (one provider's failure is a result)
                 row[f"{pass_}_status"] = f"error: {_short(exc)}"
+                if _breaks_context(exc):
+                    lost = ContextLost(f"{p.name} {pass_} in {case}: {_short(exc)}")
+                    lost.rows = rows  # this case's rows so far, the failing one included
+                    raise lost from exc
             _free(device)
     del inputs_by_dtype
     _free(device)

@@ -17,7 +17,7 @@ from .. import provenance, registry, runtime
 from . import ceilings as _ceilings
 from .cases import Case, preset as _preset, sweep
 from .flops import PASSES
-from .harness import Timer, do_bench_median, measure
+from .harness import ContextLost, Timer, do_bench_median, measure
 from .providers import Provider, providers
 from .schema import SCHEMA, gpu_slug
 
@@ -87,6 +87,15 @@ def collect(cases: list[Case], *, passes=PASSES, device: str = "cuda", timer: Ti
         try:
             rows = measure(case, provs, passes=passes, timer=timer, device=device,
                            ceiling_tflops=_ceilings.for_dtype(ceilings, case.dtype))
+        except ContextLost as exc:
+            # Nothing more can run in this process: keep what was done and say how to go on.
+            result["times"].extend(exc.rows)
+            result["stopped"] = (f"stopped: {exc}. Rows before it are kept; run again with "
+                                 f"--skip-done on this file and --only without that provider.")
+            log(result["stopped"])
+            if on_case:
+                on_case(result)
+            break
         except Exception as exc:  # noqa: BLE001  (inputs or reference did not fit: the case's result)
             rows = [dict(impl=p.name, kind=p.kind, algorithm=p.algorithm, **case.as_dict(),
                          **{f"{ps}_status": f"error: case failed: {type(exc).__name__}: {str(exc)[:160]}"
@@ -131,7 +140,7 @@ def run(preset: str = "quick", *, passes=None, Ds=None, Ns=None, dtypes=None, ca
     result["sweep"].update(preset=preset, **{k: list(v) for k, v in spec.items()})
     from .ablations import ABLATIONS
 
-    for name in ablations:
+    for name in ablations if "stopped" not in result else ():
         if name not in ABLATIONS:
             raise ValueError(f"ablations must be drawn from {tuple(ABLATIONS)}, got {name!r}")
         log(f"ablation {name}")

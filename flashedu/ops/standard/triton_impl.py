@@ -33,9 +33,11 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, alpha,
 
     Kᵀ is never copied: passing K with its row and column strides swapped reads it transposed.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    z = tl.program_id(2)  # which (batch, head)
+    # int64 offsets: S and P hold B·H·N² scores, past 2**31 from N = 8k at 32 heads, where
+    # int32 arithmetic wraps and the kernel writes outside the tensor.
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_n = tl.program_id(1).to(tl.int64)
+    z = tl.program_id(2).to(tl.int64)  # which (batch, head)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -58,8 +60,8 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, alpha,
 def _softmax_kernel(s_ptr, p_ptr, N_K, stride_sz, stride_sm, stride_pz, stride_pm,
                     CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr):
     """P[z, row] = softmax(S[z, row]); the whole row is loaded at once (one read, one write)."""
-    row = tl.program_id(0)
-    z = tl.program_id(1)
+    row = tl.program_id(0).to(tl.int64)  # int64 offsets, as in _matmul_kernel
+    z = tl.program_id(1).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     keep = cols < N_K
     if CAUSAL:
