@@ -91,7 +91,7 @@ def _breaks_context(exc: BaseException) -> bool:
         s in text for s in ("illegal memory access", "device-side assert", "unspecified launch failure"))
 
 
-def _short(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first[:200]}"
 
@@ -168,9 +168,9 @@ def measure(case: Case, providers: list[Provider], *, passes=("fwd",), timer: Ti
             except torch.OutOfMemoryError:
                 row[f"{pass_}_status"] = "skipped: memory (ran out)"
             except Exception as exc:  # noqa: BLE001  (one provider's failure is a result)
-                row[f"{pass_}_status"] = f"error: {_short(exc)}"
+                row[f"{pass_}_status"] = f"error: {one_line(exc)}"
                 if _breaks_context(exc):
-                    lost = ContextLost(f"{p.name} {pass_} in {case}: {_short(exc)}")
+                    lost = ContextLost(f"{p.name} {pass_} in {case}: {one_line(exc)}")
                     lost.rows = rows  # this case's rows so far, the failing one included
                     raise lost from exc
             _free(device)

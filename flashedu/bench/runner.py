@@ -17,7 +17,7 @@ from .. import provenance, registry, runtime
 from . import ceilings as _ceilings
 from .cases import Case, preset as _preset, sweep
 from .flops import PASSES
-from .harness import ContextLost, Timer, do_bench_median, measure
+from .harness import ContextLost, Timer, do_bench_median, measure, one_line
 from .providers import Provider, providers
 from .schema import SCHEMA, gpu_slug
 
@@ -98,7 +98,7 @@ def collect(cases: list[Case], *, passes=PASSES, device: str = "cuda", timer: Ti
             break
         except Exception as exc:  # noqa: BLE001  (inputs or reference did not fit: the case's result)
             rows = [dict(impl=p.name, kind=p.kind, algorithm=p.algorithm, **case.as_dict(),
-                         **{f"{ps}_status": f"error: case failed: {type(exc).__name__}: {str(exc)[:160]}"
+                         **{f"{ps}_status": f"error: case failed: {one_line(exc)}"
                             for ps in passes}) for p in provs]
         result["times"].extend(rows)
         if progress and not _tqdm:

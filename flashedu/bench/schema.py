@@ -87,7 +87,11 @@ def normalize(recorded: dict) -> dict:
     ``tools/tune_v2.py``: fp16 only, no statuses, ceilings or ablations; their rows are taken as
     they are, with the dtype and statuses they imply."""
     if recorded.get("schema") == SCHEMA:
-        return recorded
+        # Statuses are one line; early files kept the CUDA error's second line ("Search for ...").
+        times = [dict(r, **{f"{p}_status": (r[f"{p}_status"].splitlines() or [""])[0]
+                            for p in PASSES if isinstance(r.get(f"{p}_status"), str)})
+                 for r in recorded.get("times", [])]
+        return dict(recorded, times=times)
     rows = []
     for r in recorded.get("times", []):
         if not isinstance(r.get("impl"), str) or "N" not in r or not any(f"{p}_ms" in r for p in PASSES):
