@@ -31,7 +31,7 @@ def choose(name: str, configs: list, key: tuple, run, *, tune: bool) -> triton.C
     if not tune or len(configs) == 1:
         return configs[0]
     if (name, key) not in _PICKED:
-        times = [triton.testing.do_bench(lambda c=c: run(c), warmup=5, rep=20) for c in configs]
+        times = [triton.testing.do_bench(lambda c=c: run(c), warmup=10, rep=50) for c in configs]
         _PICKED[(name, key)] = configs[min(range(len(configs)), key=times.__getitem__)]
     return _PICKED[(name, key)]
 
