@@ -16,7 +16,7 @@ from flashedu.bench import ablations, harness, providers as provmod, runner, sch
 from flashedu.bench.cases import HIDDEN, TOKENS, dtype_name, make_case, preset, sweep
 from flashedu.bench.flops import attention_flops, tflops
 from flashedu.bench.providers import Provider, fits
-from flashedu.bench.report import ablation_table, table
+from flashedu.bench.report import ablation_table, headline, table
 from flashedu.exercises import check_attention_flops, check_naive_memory
 
 from conftest import GPU
@@ -319,3 +319,13 @@ def test_table_keeps_a_nan_error_visible():
     rows = [dict(impl="a", dtype="float16", D=64, causal=False, N=n, fwd_status="ok", fwd_tflops=1.0, err=e)
             for n, e in ((512, float("nan")), (1024, 1e-3))]
     assert table({"times": rows}).splitlines()[-1].endswith("a nan")
+
+
+def test_headline_table_puts_each_pass_in_its_column(toy_result):
+    text = headline(toy_result, dtype="float32", cases=((16, 32),), impls=("standard_torch", "wrong", "absent"))
+    head, _, naive, wrong = text.splitlines()
+    assert head.split(" | ")[1:3] == ["d=16 N=32 full fwd", "d=16 N=32 full bwd"]
+    r = rows_of(toy_result, "standard_torch")
+    assert naive.split(" | ")[1] == f"{r['fwd_tflops']:.0f}"
+    assert wrong.split(" | ")[2] == "–"  # no backward
+    assert "absent" not in text

@@ -233,44 +233,77 @@ glue("dense_bound", hardware.roofline(simulate("block_sparse", N=4096, d=64, hea
 # %% [markdown]
 # ## What a GPU measured
 #
-# `tools/bench_block_sparse.py` times the Triton kernel below against the dense v2 kernel and
-# FlexAttention on a GPU, with the FlashAttention papers' shapes and random and local masks at
-# 128 × 128 tiles, and stores the results with their provenance in `flashedu/data/block_sparse/`.
+# `tools/bench_block_sparse.py` times the Triton kernel below against the dense v2 kernel of
+# chapter 4 and against FlexAttention (`torch.compile`d, same block mask) with the
+# FlashAttention papers' shapes (hidden size 2048, $B \cdot N$ = 16k tokens), random and local
+# masks at 128 × 128 tiles, and stores the medians with their provenance in
+# `flashedu/data/block_sparse/`. Every number below is a ratio to dense v2's time in the same
+# run.
 
 # %%
 from flashedu import recorded
+from flashedu.blocksparse import measured as bsm
 try:
     runs = recorded.load("block_sparse")
 except FileNotFoundError:
     runs = []
 measured = []
-for run in runs:
-    ms = {(r["impl"], r["pattern"], r["target_density"], r["N"], r["D"], r["pass_"]): r["ms"] for r in run["rows"]}
-    for (impl, pat, s, N_, D_, p), t in ms.items():
-        if impl == "block_sparse_triton" and pat == "random" and p == "fwd" and D_ == 64:
-            measured.append(dict(density=s, ratio=t / ms[("v2_triton", "dense", 1.0, N_, D_, p)],
-                                 label=f"{run['provenance']['gpu']}, N={N_ // 1024}k, measured"))
+if runs:
+    run = runs[0]
+    table = bsm.ratios(run)
+    gpu = run["provenance"]["gpu"]
+    measured = [dict(density=r.target, ratio=r.ours, label=f"{gpu}, N={r.N // 1024}k, d={r.D}, measured")
+                for r in table if r.pattern == "random" and r.pass_ == "fwd"]
+    glue("meas_gpu", gpu)
+    glue("meas_date", run["provenance"]["date"][:10])
+    for s, name in ((0.5, "50"), (0.25, "25"), (0.1, "10")):
+        glue(f"meas_{name}", bsm.worst(table, target=s))
+        glue(f"meas_{name}_fb", bsm.worst(table, target=s, pass_="fwd+bwd"))
+    glue("speedup_50", 1 / bsm.worst(table, target=0.5))
+    glue("speedup_25", 1 / bsm.worst(table, target=0.25))
+    for D in (64, 128):
+        glue(f"dense_d{D}", bsm.worst(table, target=1.0, pattern="dense", D=D))
+        glue(f"dense_fb_d{D}", bsm.worst(table, target=1.0, pattern="dense", pass_="fwd+bwd", D=D))
+    big = max(r.N for r in table)
+    glue("meas_big_k", big // 1024)
+    flex_25 = [r for r in table if r.N == big and r.target == 0.25 and r.pattern == "random" and r.pass_ == "fwd"]
+    glue("flex_over_ours_25", max(r.flex / r.ours for r in flex_25 if r.flex))
 density_figure(curves, measured=measured,
                title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
-if measured:
-    at = {s: [p["ratio"] for p in measured if p["density"] == s] for s in (0.25, 0.1)}
-    glue("meas_gpu", runs[0]["provenance"]["gpu"])
-    glue("meas_25", max(at[0.25]))
-    glue("meas_10", max(at[0.1]))
-    print(f"measured on {runs[0]['provenance']['gpu']}: at 25% of tiles ≤ {max(at[0.25]):.2f}x dense v2, "
-          f"at 10% ≤ {max(at[0.1]):.2f}x")
-else:
-    print("No GPU measurement is recorded yet (flashedu/data/block_sparse/ is empty): "
-          "the figure shows the model's prediction only.")
+if not runs:
+    print("No GPU measurement is recorded (flashedu/data/block_sparse/ is empty): the figure shows the model only.")
 
 # %% [markdown]
-# The roofline predicts {glue:text}`t_25:.2f` of dense v2's time at 25% of the tiles. If the
-# cell above printed that no GPU measurement is recorded, the figure is the model alone;
-# once `tools/bench_block_sparse.py` has run on a GPU its points appear beside the curves, with
-# the GPU they came from, and the cell prints the worst ratio measured at 25% and 10% of the
-# tiles. Seed 002's {glue:text}`seed_speedup_lo`–{glue:text}`seed_speedup_hi`× speed-up over
-# FlashAttention is what computing between a half and a quarter of the tiles predicts.
+# On the {glue:text}`meas_gpu` ({glue:text}`meas_date`), the forward with random tiles took at
+# most {glue:text}`meas_50:.2f`, {glue:text}`meas_25:.2f` and {glue:text}`meas_10:.2f` of dense
+# v2's time at 50%, 25% and 10% of the tiles, over every length and head dimension; the
+# roofline predicted {glue:text}`t_25:.2f` at 25%. Time follows density, as the IO count says
+# it should: computing half or a quarter of the tiles is a {glue:text}`speedup_50:.1f`× to
+# {glue:text}`speedup_25:.1f`× speed-up, seed 002's {glue:text}`seed_speedup_lo`–{glue:text}`seed_speedup_hi`×.
+# Forward and backward together: {glue:text}`meas_25_fb:.2f` at 25% and {glue:text}`meas_10_fb:.2f`
+# at 10%.
 #
+# The forward at 100% of the tiles, where the lists hold every tile, is the price of reading the
+# lists: at most {glue:text}`dense_d128:.2f`× dense v2 at $d$ = 128 and {glue:text}`dense_d64:.2f`×
+# at $d$ = 64 (forward and backward: {glue:text}`dense_fb_d128:.2f`× and
+# {glue:text}`dense_fb_d64:.2f`×). Each step of the loop loads its tile's index before it can
+# address $K_j$, where v2 just advances a pointer; with $d$ = 64 a tile is half the work, so the
+# extra step weighs twice as much. FlexAttention with the same mask took up to
+# {glue:text}`flex_over_ours_25:.2f`× our time at {glue:text}`meas_big_k`k and 25% of the tiles;
+# its strength is the `mask_mod`/`score_mod` functions it compiles, which this kernel does not have.
+#
+# The forward, relative to dense v2, at every length measured (and forward plus backward below it):
+
+# %%
+from IPython.display import Markdown, display
+if runs:
+    for N_ in sorted({r.N for r in table}):
+        display(Markdown(f"**N = {N_ // 1024}k, forward**\n\n" + bsm.markdown_table(table, N=N_)))
+    big_N = max(r.N for r in table)
+    display(Markdown(f"**N = {big_N // 1024}k, forward + backward**\n\n"
+                     + bsm.markdown_table(table, N=big_N, pass_="fwd+bwd")))
+
+# %% [markdown]
 # ## Watch it run
 #
 # Pick a pattern and press **Play**: each row's program walks its own list, so rows with short

@@ -147,6 +147,15 @@ glue("v2_cudnn_16k", v2_cudnn)
 # cuDNN's (below 1 means slower). Short sequences are hard for everyone: with $N = 512$ each
 # program has few tiles to stream, so loading $Q$ and writing $O$ weigh more against the matmuls.
 #
+# The same comparison at the two shapes this book quotes, forward and backward, without and
+# with the causal mask (TFLOP/s of the recorded run, fp16; a causal pass counts half the FLOPs):
+
+# %%
+from IPython.display import Markdown, display
+from flashedu.bench.report import headline
+display(Markdown(headline(bench)))
+
+# %% [markdown]
 # A speed is only worth reporting if the answer is right. Where the file has it, the error
 # column says how far each implementation is from torch's math attention in fp32:
 

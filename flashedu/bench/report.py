@@ -77,3 +77,26 @@ def ablation_table(name: str, ablation: dict) -> str:
         mask = "causal" if r["causal"] else "full"
         out.append(f"  {r['impl']:22s} D{r['D']:<3d} {mask:6s} N={r['N']:<6d} " + ", ".join(cells))
     return "\n".join(out)
+
+
+HEADLINE_CASES = ((128, 16384), (64, 4096))  # (D, N) where the book compares with SDPA
+HEADLINE_IMPLS = ("v2_triton", "v2_tma_triton", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient")
+
+
+def headline(result: dict, *, dtype: str = "float16", cases=HEADLINE_CASES, impls=HEADLINE_IMPLS) -> str:
+    """A Markdown table of TFLOP/s: one row per implementation, one column per (D, N, mask,
+    pass) of ``cases``; "–" where the file has no successful time."""
+    by = {(r["impl"], r["D"], r["causal"], r["N"]): r for r in result["times"] if r["dtype"] == dtype}
+    cols = [(D, N, c, p) for D, N in cases for c in (False, True) for p in ("fwd", "bwd")]
+    size = lambda N: f"{N // 1024}k" if N % 1024 == 0 else str(N)  # noqa: E731
+    head = "| TFLOP/s | " + " | ".join(f"d={D} N={size(N)} {'causal' if c else 'full'} {p}"
+                                        for D, N, c, p in cols) + " |"
+    lines = [head, "|---|" + "---:|" * len(cols)]
+    for name in impls:
+        cells = []
+        for D, N, c, p in cols:
+            r = by.get((name, D, c, N))
+            cells.append(f"{r[f'{p}_tflops']:.0f}" if r and r.get(f"{p}_status") == "ok" else "–")
+        if any(x != "–" for x in cells):
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Read a run of ``tools/bench_block_sparse.py`` (``flashedu/data/block_sparse/<gpu>.json``) as
+time ratios to the dense v2 kernel: the density-vs-time table of chapter 5.
+
+Every ratio divides a median time by dense ``v2_triton``'s median for the same N, head dim and
+pass, timed in the same process, so the GPU's clocks and the shapes cancel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TARGETS = {1.0: 1.1, 0.25: 0.35, 0.1: 0.18}  # forward time over dense v2's, at most (issue 7)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """block_sparse_triton (and FlexAttention, where it ran) over dense v2_triton."""
+
+    N: int
+    D: int
+    pattern: str  # "dense", "random" or "local"
+    target: float  # the density asked for
+    density: float  # the mask's actual share of tiles
+    pass_: str  # "fwd" or "fwd+bwd"
+    ours: float
+    flex: float | None
+
+
+def ratios(run: dict) -> list[Ratio]:
+    """One :class:`Ratio` per (N, D, pattern, density, pass) that has a dense v2 time beside it."""
+    ms = {(r["impl"], r["pattern"], r["target_density"], r["N"], r["D"], r["pass_"]): r for r in run["rows"]}
+    out = []
+    for (impl, pat, s, N, D, p), r in ms.items():
+        base = ms.get(("v2_triton", "dense", 1.0, N, D, p))
+        if impl != "block_sparse_triton" or base is None:
+            continue
+        flex = ms.get(("flex_attention", pat, s, N, D, p))
+        out.append(Ratio(N, D, pat, s, r["density"], p, r["ms"] / base["ms"],
+                         flex["ms"] / base["ms"] if flex else None))
+    return sorted(out, key=lambda x: (x.pass_ != "fwd", x.N, x.D, x.pattern != "dense", -x.target, x.pattern))
+
+
+def worst(rows: list[Ratio], *, target: float, pattern: str = "random", pass_: str = "fwd",
+          D: int | None = None) -> float:
+    """The largest ratio at one target density over every N (and head dim unless ``D``)."""
+    sel = [r.ours for r in rows if r.target == target and r.pattern == pattern and r.pass_ == pass_
+           and (D is None or r.D == D)]
+    if not sel:
+        raise ValueError(f"no rows at target={target}, pattern={pattern!r}, pass_={pass_!r}, D={D}")
+    return max(sel)
+
+
+def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
+    """A Markdown table of one sequence length: pattern and density down, head dims across."""
+    Ds = sorted({r.D for r in rows if r.N == N and r.pass_ == pass_})
+    keys = []
+    for r in rows:
+        if r.N == N and r.pass_ == pass_ and (r.pattern, r.target) not in keys:
+            keys.append((r.pattern, r.target))
+    if not keys:
+        raise ValueError(f"no rows at N={N}, pass_={pass_!r}")
+    by = {(r.pattern, r.target, r.D): r for r in rows if r.N == N and r.pass_ == pass_}
+    head = "| tiles | " + " | ".join(f"ours, d={D} | Flex, d={D}" for D in Ds) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(Ds))]
+    for pat, s in keys:
+        cells = []
+        for D in Ds:
+            r = by.get((pat, s, D))
+            cells += [f"{r.ours:.2f}x" if r else "–", f"{r.flex:.2f}x" if r and r.flex else "–"]
+        lines.append(f"| {pat} {s:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Chapter 5's density-vs-time table: ratios to dense v2 read from a recorded GPU run."""
+from __future__ import annotations
+
+import pytest
+
+from flashedu import recorded
+from flashedu.blocksparse import measured as bsm
+
+
+def toy_run():
+    row = lambda impl, pat, s, ms, p="fwd", D=64: dict(impl=impl, pattern=pat, target_density=s,  # noqa: E731
+                                                        density=s, pass_=p, ms=ms, N=4096, D=D)
+    return dict(rows=[row("v2_triton", "dense", 1.0, 2.0), row("block_sparse_triton", "dense", 1.0, 2.2),
+                      row("block_sparse_triton", "random", 0.25, 0.6), row("flex_attention", "random", 0.25, 0.9),
+                      row("block_sparse_triton", "random", 0.1, 0.3, D=128)])  # no dense v2 at D=128
+
+
+def test_ratios_divide_by_dense_v2_of_the_same_shape_and_pass():
+    rows = bsm.ratios(toy_run())
+    assert [(r.pattern, r.target) for r in rows] == [("dense", 1.0), ("random", 0.25)]
+    assert rows[0].ours == pytest.approx(1.1) and rows[0].flex is None
+    assert rows[1].ours == pytest.approx(0.3) and rows[1].flex == pytest.approx(0.45)
+    assert bsm.worst(rows, target=0.25) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="target=0.5"):
+        bsm.worst(rows, target=0.5)
+
+
+def test_markdown_table_has_a_row_per_pattern_and_a_column_pair_per_head_dim():
+    text = bsm.markdown_table(bsm.ratios(toy_run()), N=4096)
+    lines = text.splitlines()
+    assert lines[0] == "| tiles | ours, d=64 | Flex, d=64 |"
+    assert lines[2] == "| dense 100% | 1.10x | – |" and lines[3] == "| random 25% | 0.30x | 0.45x |"
+    with pytest.raises(ValueError, match="N=8192"):
+        bsm.markdown_table(bsm.ratios(toy_run()), N=8192)
+
+
+def test_the_recorded_run_is_complete_and_meets_the_sparse_targets():
+    run = recorded.load("block_sparse")[0]
+    assert not run.get("partial") and all(c["ok"] for c in run["checks"])
+    rows = bsm.ratios(run)
+    assert {(r.N, r.D) for r in rows} == {(N, D) for N in (4096, 8192, 16384) for D in (64, 128)}
+    for target in (0.25, 0.1):
+        assert bsm.worst(rows, target=target) <= bsm.TARGETS[target]
