@@ -203,25 +203,87 @@ glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 # In the model two buffers are enough: one $K/V$ tile takes about {glue:text}`tile_cycles:.0f`
 # cycles of compute, longer than a copy takes to arrive, so one tile of look-ahead hides it.
 # More stages pay when a copy's trip is longer than a tile's compute (smaller tiles, smaller
-# $d$, a slower memory system). Measured on a GPU, `tools/bench_fa3.py` compares plain pointer
-# loads (`v2_triton`), TMA with 1–4 stages, and warp specialisation where it compiles:
+# $d$, a slower memory system).
+#
+# ### Measured on a GPU
+#
+# `tools/bench_fa3.py` timed plain pointer loads (`v2_triton`, {ref}`chapter 4 <ch-flash-v2>`'s
+# kernel as tuned there), TMA loads with 1–4 stages, and the same with `warp_specialize=True`
+# where it compiled: fp16, non-causal, hidden size 2048, $B \cdot N$ = 16k, two tile shapes
+# ($128 \times 128$ and $128 \times 64$) per cell, the faster one shown. $N = 8448$ at $d = 128$
+# is the paper's ablation shape.
 
 # %%
-if any((DATA / "fa3").glob("*.json")):
-    from flashedu.provenance import label
-    for run_ in load("fa3"):
-        print(f"measured on {label(run_['provenance'])}:")
-        for row in run_["rows"]:
-            if row.get("kind") == "time" and row["D"] == 128 and "tflops" in row:
-                cfg = "" if row["impl"] == "v2_triton" else \
-                    f" {row['block_m']}x{row['block_n']} stages={row['stages']} ws={row['warp_specialize']}"
-                print(f"  N={row['N']:5d} {row['impl']}{cfg}: {row['tflops']} TFLOP/s")
+from flashedu.viz.fa3_measured import ablation_figure, ablation_table
+fa3_runs = load("fa3") if any((DATA / "fa3").glob("*.json")) else []
+if fa3_runs:
+    fa3_run = fa3_runs[0]
+    ablation_figure(fa3_run).show()
+    abl = {(r["D"], r["N"]): r for r in ablation_table(fa3_run)}
+    glue("fa3_gpu", fa3_run["provenance"]["gpu"])
+    glue("fa3_date", fa3_run["provenance"]["date"][:10])
+    for N_ in (4096, 8448, 16384):
+        glue(f"fa3_ptr_{N_}", abl[(128, N_)]["pointers"])
+        glue(f"fa3_tma_{N_}", abl[(128, N_)]["tma"])
+    tma_64 = max(r["tma"] / r["pointers"] for (D_, _), r in abl.items() if D_ == 64)
+    glue("fa3_tma_64", tma_64)
+    paper_shape = abl[(128, 8448)]
+    for s_ in (1, 2, 3):
+        glue(f"fa3_stages_{s_}", paper_shape["cells"][(s_, False)])
+    ws_gain = [r["tma_ws"] / r["tma_no_ws"] for r in abl.values() if r["tma_ws"]]
+    glue("fa3_ws_lo", 100 * (min(ws_gain) - 1))
+    glue("fa3_ws_hi", 100 * (max(ws_gain) - 1))
+    probes = [r for r in fa3_run["rows"] if r.get("kind") == "ws_probe"]
+    glue("fa3_ws_ok", sum(r["result"].startswith("OK") for r in probes))
+    glue("fa3_ws_probed", len(probes))
+    glue("fa3_best_8448", max(paper_shape["pointers"], paper_shape["tma"]))
+    glue("fa3_of_paper", 100 * max(paper_shape["pointers"], paper_shape["tma"]) / PAPER_ABLATION["fa3"][1])
+    # The prose below describes these outcomes: keep it true to the data.
+    assert abl[(128, 4096)]["tma"] > abl[(128, 4096)]["pointers"] and abl[(128, 16384)]["tma"] > abl[(128, 16384)]["pointers"]
+    assert abs(paper_shape["tma"] / paper_shape["pointers"] - 1) < 0.02 and tma_64 < 1 and max(ws_gain) < 1.02
+    s1, s2, s3 = (paper_shape["cells"][(s_, False)] for s_ in (1, 2, 3))
+    assert s3 - s2 > s2 - s1 > 0 and any("shared memory" in r.get("error", "") and (r["D"], r["block_n"], r["stages"])
+                                         == (128, 128, 4) for r in fa3_run["rows"])
 else:
     print("No GPU measurement is recorded yet (flashedu/data/fa3/ is empty): the model alone is shown.")
+for ws_ in (False, True):
+    glue(f"model_ws_{ws_}", simulate("warp_specialized", d=128, stages=2, warp_specialize=ws_,
+                                     load_latency=LOAD_LATENCY).tflops)
+for s_ in (1, 2):
+    glue(f"model_stages_{s_}", simulate("warp_specialized", d=128, stages=s_, warp_specialize=False,
+                                        load_latency=LOAD_LATENCY).tflops)
 
 # %% [markdown]
-# If the cell above printed that nothing is recorded, run `tools/bench_fa3.py` on a Hopper GPU
-# and the measured rows appear beside the model.
+# Measured on an {glue:text}`fa3_gpu` on {glue:text}`fa3_date` (the figure's subtitle has the
+# driver and versions; an H200 has the H100's tensor cores and a faster memory):
+#
+# - **TMA against pointers.** At $d = 128$ the best TMA kernel beat pointer loads at $N = 4096$
+#   ({glue:text}`fa3_tma_4096:.0f` against {glue:text}`fa3_ptr_4096:.0f` TFLOP/s) and at
+#   $N = 16384$ ({glue:text}`fa3_tma_16384:.0f` against {glue:text}`fa3_ptr_16384:.0f`), and tied at
+#   the paper's $N = 8448$ ({glue:text}`fa3_tma_8448:.0f` against {glue:text}`fa3_ptr_8448:.0f`).
+#   At $d = 64$ it never caught up: at best {glue:text}`fa3_tma_64:.2f` of pointer loads' speed.
+#   The copy engine saves the consumers address arithmetic and masks; in these kernels that paid
+#   off only with the larger tiles of $d = 128$.
+# - **Stages.** At the paper's shape, TMA with one stage reached {glue:text}`fa3_stages_1:.0f`
+#   TFLOP/s, two {glue:text}`fa3_stages_2:.0f`, three {glue:text}`fa3_stages_3:.0f`: the third
+#   stage gained most. The model, with its {glue:text}`hbm_trip`-cycle load latency, puts the whole
+#   gain in the second ({glue:text}`model_stages_1:.0f`, then {glue:text}`model_stages_2:.0f`
+#   TFLOP/s) and nothing after. On the GPU, with every SM loading at once, a copy's trip is
+#   evidently longer than one tile's compute, which is when the model says more stages pay.
+#   Four stages of $128 \times 128$ tiles at $d = 128$ do not fit in shared memory: the 4-stage
+#   cells of those rows are $128 \times 64$ tiles.
+# - **Warp specialisation** compiled in {glue:text}`fa3_ws_ok` of the {glue:text}`fa3_ws_probed`
+#   configurations tried, and did not help: per $d$ and $N$, the best warp-specialised kernel
+#   differed from the best without it by {glue:text}`fa3_ws_lo:+.1f`% to {glue:text}`fa3_ws_hi:+.1f`%.
+#   That is what the model predicts for schedule (b) alone: with two or more stages, a producer
+#   warpgroup ({glue:text}`model_ws_True:.0f` TFLOP/s in the model) gains nothing over consumers
+#   issuing their own copies ({glue:text}`model_ws_False:.0f`). The copies were already off the
+#   critical path; what remains on it is softmax between the GEMMs.
+# - **Against the paper.** Our best at the paper's shape, {glue:text}`fa3_best_8448:.0f` TFLOP/s,
+#   is {glue:text}`fa3_of_paper:.0f`% of FA3's {glue:text}`paper_fa3`. The paper's ablation moves
+#   by ping-pong and intra-warpgroup pipelining, schedules (c) and (d), which overlap softmax with
+#   the GEMMs; Triton's `warp_specialize` gives schedule (b), and none of our kernels does (c)
+#   or (d). That is the gap the model's bars above point at.
 #
 # ## FP8: twice the FLOPs, eight bits
 #
@@ -332,23 +394,73 @@ else:
     print(f"fp8_triton cannot run here: {reason}; the simulation stands in for it.")
 
 # %% [markdown]
-# Measured on a GPU, `tools/bench_fp8.py` times the kernel against our fp16 `v2_triton` and
-# runs each recipe through it:
+# ### Measured on a GPU
+#
+# `tools/bench_fp8.py` timed the kernel against our fp16 `v2_triton` (hidden size 2048,
+# $B \cdot N$ = 16k, non-causal): several configurations of `fp8_triton`, the fastest shown, on
+# inputs already quantised, as FA3 times its kernel, and separately the torch step that quantises
+# them. It also ran each recipe of the error table through the kernel ($N = 2048$) beside the
+# CPU simulation of the same inputs:
 
 # %%
-if any((DATA / "fp8").glob("*.json")):
-    from flashedu.provenance import label
-    for run_ in load("fp8"):
-        print(f"measured on {label(run_['provenance'])}:")
-        for row in run_["rows"]:
-            if row.get("kind") == "rmse":
-                print(f"  {row['recipe']:16s} RMSE {row['rmse']:.1e} (simulated {row['simulated']:.1e})")
-            elif row.get("kind") == "time" and "tflops" in row:
-                print(f"  D={row['D']} N={row['N']:5d} {row['impl']}: {row['tflops']} TFLOP/s")
+from flashedu.viz.fa3_measured import fp8_speed_figure, fp8_speed_table
+FP8_TARGET = 1.4  # the speed-up over fp16 we set out to reach at d = 128 (a goal, not a measurement)
+fp8_runs = load("fp8") if any((DATA / "fp8").glob("*.json")) else []
+if fp8_runs:
+    fp8_run = fp8_runs[0]
+    fp8_speed_figure(fp8_run).show()
+    sp = fp8_speed_table(fp8_run)
+    rm = {r["recipe"]: r for r in fp8_run["rows"] if r.get("kind") == "rmse"}
+    for name, r in rm.items():
+        paper = f", paper {r['paper']:.1e}" if "paper" in r else ""
+        print(f"{name:16s} RMSE on the GPU {r['rmse']:.3e}, simulated {r['simulated']:.3e}{paper}")
+    x128 = {r["N"]: r["speedup"] for r in sp if r["D"] == 128}
+    x64 = [r["speedup"] for r in sp if r["D"] == 64]
+    glue("fp8_gpu", fp8_run["provenance"]["gpu"])
+    glue("fp8_date", fp8_run["provenance"]["date"][:10])
+    glue("fp8_target", FP8_TARGET)
+    for N_, x in x128.items():
+        glue(f"fp8_x_{N_}", x)
+    glue("fp8_x_64_lo", min(x64))
+    glue("fp8_x_64_hi", max(x64))
+    glue("fp8_exp_share", 100 * shares[128] * h100.fp8_flops / h100.fp16_flops)
+    glue("fp8_quant_lo", min(r["quant_ms"] for r in sp))
+    glue("fp8_quant_hi", max(r["quant_ms"] for r in sp))
+    glue("fp8_rmse_gpu", rm["fp8_fa3"]["rmse"])
+    glue("fp8_rmse_paper", rm["fp8_fa3"]["paper"])
+    glue("fp8_rmse_agree", 100 * max(abs(r["rmse"] / r["simulated"] - 1) for r in rm.values()))
+    # The prose below describes these outcomes: keep it true to the data.
+    assert max(x128.values()) < FP8_TARGET and max(x64) < 1 and list(x128) == sorted(x128, key=x128.get)
+    assert all(r["quant_ms"] > r["fp8_ms"] for r in sp)
+    assert all(r["rmse"] < r["paper"] for r in rm.values() if "paper" in r)
 else:
     print("No GPU measurement is recorded yet (flashedu/data/fp8/ is empty): only the CPU simulation is shown.")
 
 # %% [markdown]
+# On the {glue:text}`fp8_gpu` ({glue:text}`fp8_date`):
+#
+# - **Speed: the goal is missed.** We set out to make FP8 at least {glue:text}`fp8_target:.1f`
+#   times as fast as fp16 at $d = 128$. The fastest `fp8_triton` configuration reached
+#   {glue:text}`fp8_x_4096:.2f`x at $N = 4096$, {glue:text}`fp8_x_8192:.2f`x at $N = 8192$ and
+#   {glue:text}`fp8_x_16384:.2f`x at $N = 16384$; at $d = 64$ FP8 is *slower* than fp16
+#   ({glue:text}`fp8_x_64_lo:.2f`–{glue:text}`fp8_x_64_hi:.2f`x). This chapter's first section
+#   says why: FP8 halves the GEMMs' time but not the exponentials', so at $d = 128$ they now take
+#   {glue:text}`fp8_exp_share:.0f`% of the GEMMs' time, and at $d = 64$ more. Without ping-pong and
+#   intra-warpgroup pipelining, which our Triton kernels do not have, softmax between the GEMMs
+#   eats most of what the faster tensor cores give. The gain grows with $N$, where each
+#   program's loop runs longer and its start and end weigh less.
+# - **Quantisation costs more than the attention.** Rotating and quantising $Q$, $K$, $V$ in plain
+#   torch took {glue:text}`fp8_quant_lo:.1f`–{glue:text}`fp8_quant_hi:.1f` ms at every shape,
+#   longer than the FP8 attention itself (the hatched bars). It is a teaching implementation:
+#   several passes over the tensors in HBM, one per torch operation. In a model this step belongs
+#   in the operation that produces $Q$, $K$, $V$: FA3 fuses the rotation with the rotary
+#   embedding, memory-bound anyway, where it costs almost nothing. The kernel timings above, like
+#   the paper's, leave it out.
+# - **Accuracy: the kernel computes what the simulation computes.** Every recipe's RMSE on the GPU
+#   agrees with the CPU simulation of the same inputs to within {glue:text}`fp8_rmse_agree:.2f`%,
+#   and each is below the paper's: FA3's recipe gave {glue:text}`fp8_rmse_gpu:.1e` against the
+#   paper's {glue:text}`fp8_rmse_paper:.1e`.
+
 # ## Summary
 #
 # - On an H100 the exponentials take half as long as the GEMMs at $d = 128$: softmax must run
@@ -358,9 +470,12 @@ else:
 #   registers. A simple model of one SM reproduces the order of the paper's ablation, not its
 #   absolute numbers.
 # - Triton reaches the copy engine through tensor descriptors and pipelines loads with
-#   `num_stages`; warp specialisation depends on the Triton version.
+#   `num_stages`; warp specialisation depends on the Triton version. Measured on an H200, three
+#   stages mattered, TMA paid off only at $d = 128$, and warp specialisation did not help.
 # - FP8 errors come from outliers meeting in dot products; a random Hadamard rotation spreads
-#   them (and leaves $QK^\top$ unchanged), per-tile scales help a little more.
+#   them (and leaves $QK^\top$ unchanged), per-tile scales help a little more. Our FP8 kernel
+#   reproduces the simulation's errors on a GPU, but without softmax under the GEMMs it is at most
+#   {glue:text}`fp8_x_16384:.2f` times as fast as fp16 at $d = 128$.
 #
 # ## Exercises
 #

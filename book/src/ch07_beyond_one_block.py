@@ -170,19 +170,66 @@ print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exa
 # expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read.
 
 # %%
-from IPython.display import Markdown, display
 from flashedu import recorded
-have_decode = (recorded.DATA / "decode").is_dir() and any((recorded.DATA / "decode").glob("*.json"))
-if have_decode:
-    from flashedu.viz.decode import measured_decode_figure
+from flashedu.viz.decode import measured_decode_figure, measured_decode_summary
+try:
     decode = recorded.load("decode")[0]
+except (FileNotFoundError, IndexError):
+    decode = None
+if decode:
     measured_decode_figure(decode).show()
-    best = max((r for r in decode["rows"] if r["impl"] == "split_kv_triton" and "ms" in r), key=lambda r: r["cache_GBps"])
-    display(Markdown(f"On the {decode['provenance']['gpu']}, split-KV read the cache at up to "
-                     f"{best['cache_GBps']:.0f} GB/s (batch {best['B']}, {best['N_k']:,} keys)."))
+    dm = measured_decode_summary(decode)
+    glue("dec_gpu", dm["gpu"])
+    glue("dec_date", dm["date"])
+    glue("dec_meas_Nk_k", dm["N_k"] // 1024)
+    glue("dec_meas_splits", dm["splits"])
+    glue("dec_meas_split_TBps", dm["split_GBps"] / 1e3)
+    glue("dec_meas_one_GBps", dm["one_split_GBps"])
+    glue("dec_meas_v2_GBps", dm["v2_GBps"])
+    glue("dec_meas_speedup", dm["split_speedup"])
+    glue("dec_hbm_TBps", dm["hbm_GBps"] / 1e3)
+    glue("dec_meas_split_hbm", 100 * dm["split_hbm"])
+    glue("dec_meas_sdpa_TBps", dm["sdpa_GBps"] / 1e3)
+    glue("dec_meas_sdpa_hbm", 100 * dm["sdpa_hbm"])
+    glue("dec_meas_sdpa_over_split", dm["sdpa_over_split"])
+    glue("dec_meas_B_small", dm["B_small"])
+    glue("dec_meas_B_big", dm["B_big"])
+    glue("dec_meas_big_splits", dm["big_splits"])
+    glue("dec_meas_big_split_hbm", 100 * dm["big_split_hbm"])
+    glue("dec_meas_big_sdpa_hbm", 100 * dm["big_sdpa_hbm"])
+    glue("dec_meas_small_k", dm["small_N_k"] // 1024)
+    glue("dec_meas_small_split_us", 1e3 * dm["small_split_ms"])
+    glue("dec_meas_small_one_us", 1e3 * dm["small_one_split_ms"])
+    glue("dec_meas_err", dm["max_err"])
 else:
-    display(Markdown("**No GPU measurements of decoding are recorded yet** (`flashedu/data/decode/` is "
-                     "empty): run `python tools/bench_decode.py --out DIR` on a GPU and copy the file in."))
+    print("No GPU measurement of decoding is recorded (flashedu/data/decode/): run tools/bench_decode.py on a GPU.")
+
+# %% [markdown]
+# Measured on an {glue:text}`dec_gpu` on {glue:text}`dec_date` (every output within
+# {glue:text}`dec_meas_err:.0e` of fp32 attention). At batch {glue:text}`dec_meas_B_small` and
+# {glue:text}`dec_meas_Nk_k`k cached keys the heuristic cut the cache into
+# {glue:text}`dec_meas_splits` splits, and split-KV read it at
+# {glue:text}`dec_meas_split_TBps:.1f` TB/s. The same kernel with one split, one program per K/V
+# head walking the whole cache as FA2's programs do, read {glue:text}`dec_meas_one_GBps:.0f` GB/s
+# (v2 itself, on the expanded cache: {glue:text}`dec_meas_v2_GBps:.0f` GB/s). **The splits bought
+# a factor of {glue:text}`dec_meas_speedup:.1f`**, and reached
+# {glue:text}`dec_meas_split_hbm:.0f`% of the datasheet HBM bandwidth,
+# {glue:text}`dec_hbm_TBps:.1f` TB/s.
+#
+# torch's own SDPA with `enable_gqa` was faster still, and it is fair to say so: at the same
+# point it read {glue:text}`dec_meas_sdpa_TBps:.1f` TB/s ({glue:text}`dec_meas_sdpa_hbm:.0f`% of
+# HBM), {glue:text}`dec_meas_sdpa_over_split:.2f` times split-KV's speed. The splits are what
+# take decoding from a few percent of the bandwidth to most of it; the rest of the way is tuning
+# that a teaching kernel leaves out.
+#
+# At batch {glue:text}`dec_meas_B_big` the batch alone gives enough programs, and the heuristic
+# chose {glue:text}`dec_meas_big_splits` split: split-KV then read the cache at
+# {glue:text}`dec_meas_big_split_hbm:.0f`% of HBM's bandwidth, SDPA at
+# {glue:text}`dec_meas_big_sdpa_hbm:.0f`%. Splitting does not pay everywhere: at batch
+# {glue:text}`dec_meas_B_small` and {glue:text}`dec_meas_small_k`k keys a call lasts under a
+# tenth of a millisecond, and the splits ({glue:text}`dec_meas_small_split_us:.0f` µs) were
+# slower than one split ({glue:text}`dec_meas_small_one_us:.0f` µs): there the second kernel and
+# the partial states cost more than the idle SMs bring.
 
 # %% [markdown]
 # ## Ring attention
@@ -305,17 +352,72 @@ overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 # {ref}`chapter 4 <ch-flash-v2>`'s Triton kernel, and times it beside one GPU doing the whole sequence alone.
 
 # %%
-have_ring = (recorded.DATA / "ring").is_dir() and any((recorded.DATA / "ring").glob("*.json"))
-if have_ring:
-    from flashedu.viz.ring import measured_ring_figure
+from flashedu.viz.ring import measured_ring_figure, measured_ring_summary
+try:
     ring_run = recorded.load("ring")[0]
+except (FileNotFoundError, IndexError):
+    ring_run = None
+if ring_run:
     measured_ring_figure(ring_run).show()
-    worst = max(r["max_err"] for r in ring_run["rows"] if r["test"] == "check")
-    display(Markdown(f"On {ring_run['provenance']['world']} × {ring_run['provenance']['gpu']}, the ring matched "
-                     f"one GPU to {worst:.1e} (fp16)."))
+    rm = measured_ring_summary(ring_run)
+    N, small = rm["N"], rm["N_small"]
+    glue("ring_gpu", rm["gpu"])
+    glue("ring_world", rm["world"])
+    glue("ring_date", rm["date"])
+    glue("ring_meas_err", rm["max_err"])
+    glue("ring_check_N", rm["check_N"])
+    glue("ring_meas_Nk", N // 1024)
+    glue("ring_meas_per_gpu_k", N // rm["world"] // 1024)
+    glue("ring_speed_full", rm["speedup"][("contiguous", False)][N])
+    glue("ring_speed_contiguous", rm["speedup"][("contiguous", True)][N])
+    glue("ring_speed_zigzag", rm["speedup"][("zigzag", True)][N])
+    glue("ring_speed_striped", rm["speedup"][("striped", True)][N])
+    busy = rm["busy"][("contiguous", True)]
+    glue("ring_busy_least_ms", 1e3 * min(busy))
+    glue("ring_busy_most_ms", 1e3 * max(busy))
+    glue("ring_eff_meas_contiguous", 100 * rm["eff_measured"][("contiguous", True)])
+    glue("ring_eff_model_contiguous", 100 * rm["eff_model"][("contiguous", True)])
+    glue("ring_eff_meas_zigzag", 100 * rm["eff_measured"][("zigzag", True)])
+    glue("ring_eff_meas_striped", 100 * rm["eff_measured"][("striped", True)])
+    glue("ring_small_k", small // 1024)
+    causal_layouts = ("contiguous", "zigzag", "striped")
+    glue("ring_small_best_causal", max(rm["speedup"][(lay, True)][small] for lay in causal_layouts))
+    glue("ring_wait_max_ms", 1e3 * rm["wait_max_s"])
+    glue("ring_wait_share", 100 * rm["wait_share"])
+    glue("ring_send_ms", rm["send_ms"])
+    glue("ring_send_GBps", rm["send_GBps"])
+    glue("ring_step_ms", rm["step_ms"])
 else:
-    display(Markdown("**No GPU measurements of the ring are recorded yet** (`flashedu/data/ring/` is empty): "
-                     "run `python tools/run_ring.py --out DIR` on a machine with several GPUs and copy the file in."))
+    print("No GPU measurement of the ring is recorded (flashedu/data/ring/): run tools/run_ring.py on several GPUs.")
+
+# %% [markdown]
+# Measured on {glue:text}`ring_world` × {glue:text}`ring_gpu` on {glue:text}`ring_date` (NCCL,
+# NVLink multicast off). **Correct:** for every layout, causal or not, each rank's rows matched one
+# GPU running v2 on the whole {glue:text}`ring_check_N`-token sequence to within
+# {glue:text}`ring_meas_err:.1e`, no more than one step of fp16's last bit for an output between
+# 2 and 4: rounding, not error.
+#
+# **Faster, and balanced by the layouts.** At {glue:text}`ring_meas_Nk`k tokens
+# ({glue:text}`ring_meas_per_gpu_k`k per GPU), non-causal attention ran
+# {glue:text}`ring_speed_full:.2f` times as fast as on one GPU (the ideal is
+# {glue:text}`ring_world`). Causal with contiguous shards managed only
+# {glue:text}`ring_speed_contiguous:.2f` times: one rank computed for
+# {glue:text}`ring_busy_least_ms:.0f` ms, the other for {glue:text}`ring_busy_most_ms:.0f` ms. The
+# step efficiency of the measured compute, {glue:text}`ring_eff_meas_contiguous:.0f`%, is the
+# model's {glue:text}`ring_eff_model_contiguous:.0f`% for this many ranks. Zig-zag and striped
+# fixed it: {glue:text}`ring_eff_meas_zigzag:.0f`% and {glue:text}`ring_eff_meas_striped:.0f`%
+# efficient, {glue:text}`ring_speed_zigzag:.2f` and {glue:text}`ring_speed_striped:.2f` times one
+# GPU. Not at every size: at {glue:text}`ring_small_k`k tokens every causal ring was slower than
+# one GPU (at best {glue:text}`ring_small_best_causal:.2f` times its speed), too little work per
+# GPU to pay for the ring's launches and synchronisations.
+#
+# **The transfers hid.** After computing a step, no rank ever waited more than
+# {glue:text}`ring_wait_max_ms:.2f` ms for the next shard, at most
+# {glue:text}`ring_wait_share:.1f`% of its time in any run. Sent alone, one K/V shard at
+# {glue:text}`ring_meas_Nk`k tokens took {glue:text}`ring_send_ms:.1f` ms
+# ({glue:text}`ring_send_GBps:.0f` GB/s) while the step it overlapped computed for at least
+# {glue:text}`ring_step_ms:.0f` ms. {glue:text}`ring_meas_per_gpu_k`k tokens per GPU lie far to
+# the right of the crossings in the figure above.
 
 # %% [markdown]
 # ## Summary

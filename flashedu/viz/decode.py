@@ -133,25 +133,94 @@ def split_weights_figure(*, N_k: int = 4096, num_splits: int = 8, d: int = 64, s
     return fig
 
 
-def measured_decode_figure(result: dict) -> go.Figure:
-    """GB/s of K/V cache read per implementation vs cache length, from ``tools/bench_decode.py``'s
-    recorded file (one line style per batch size)."""
+IMPL_LABELS = {
+    "split_kv_triton": "split-KV (Triton), heuristic splits",
+    "split_kv_triton_1split": "split-KV (Triton), 1 split",
+    "sdpa_gqa": "torch SDPA, enable_gqa",
+    "sdpa_flash": "torch SDPA flash, K/V expanded",
+    "v2_triton": "v2 (Triton, ch. 4), K/V expanded",
+}
+
+
+def _hbm_GBps(gpu_name) -> float | None:
+    """The datasheet HBM bandwidth (GB/s) of the preset whose name ends the recorded GPU's name
+    ("NVIDIA H200" -> H200), or None."""
+    try:
+        return get_gpu(str(gpu_name).split()[-1]).hbm_bandwidth / 1e9
+    except (ValueError, IndexError):
+        return None
+
+
+def _decode_row(rows, impl, B, N_k):
+    return next(r for r in rows if r["impl"] == impl and r["B"] == B and r["N_k"] == N_k and "ms" in r)
+
+
+def measured_decode_summary(result: dict) -> dict:
+    """The numbers chapter 7 quotes from ``tools/bench_decode.py``'s recorded file: at the
+    longest cache, batch 1 (the smallest batch) and the largest batch: split-KV with its heuristic
+    against one split, against torch SDPA (``enable_gqa``), and each as a fraction of the GPU's
+    datasheet HBM bandwidth; and at the shortest cache, batch 1, the times of split-KV with and
+    without splits."""
     rows = [r for r in result["rows"] if "ms" in r]
     info = result["provenance"]
-    fig = go.Figure()
-    names = sorted({r["impl"] for r in rows}, key=["split_kv_triton", "split_kv_triton_1split", "sdpa_gqa",
-                                                   "sdpa_flash", "v2_triton"].index)
-    dashes = ("solid", "dash", "dot", "dashdot")
-    for i, name in enumerate(names):
-        for j, B in enumerate(sorted({r["B"] for r in rows})):
+    Bs, Nks = sorted({r["B"] for r in rows}), sorted({r["N_k"] for r in rows})
+    b, B, n, n0 = Bs[0], Bs[-1], Nks[-1], Nks[0]
+    hbm = _hbm_GBps(info.get("gpu"))
+    out = dict(gpu=info.get("gpu"), date=str(info.get("date", ""))[:10], hbm_GBps=hbm, N_k=n, B_small=b, B_big=B,
+               small_N_k=n0)
+    for tag, batch in (("", b), ("big_", B)):
+        split, one, sdpa = (_decode_row(rows, i, batch, n) for i in ("split_kv_triton", "split_kv_triton_1split",
+                                                                      "sdpa_gqa"))
+        out.update({f"{tag}splits": split["num_splits"], f"{tag}split_GBps": split["cache_GBps"],
+                    f"{tag}one_split_GBps": one["cache_GBps"], f"{tag}sdpa_GBps": sdpa["cache_GBps"],
+                    f"{tag}split_speedup": one["ms"] / split["ms"],
+                    f"{tag}sdpa_over_split": split["ms"] / sdpa["ms"]})
+        if hbm:
+            out[f"{tag}split_hbm"] = split["cache_GBps"] / hbm
+            out[f"{tag}sdpa_hbm"] = sdpa["cache_GBps"] / hbm
+    v2 = [r for r in rows if r["impl"] == "v2_triton" and r["B"] == b and r["N_k"] == n]
+    out["v2_GBps"] = v2[0]["cache_GBps"] if v2 else None
+    out["small_split_ms"] = _decode_row(rows, "split_kv_triton", b, n0)["ms"]
+    out["small_one_split_ms"] = _decode_row(rows, "split_kv_triton_1split", b, n0)["ms"]
+    out["max_err"] = max(r["max_err"] for r in rows if "max_err" in r)
+    return out
+
+
+def measured_decode_figure(result: dict) -> go.Figure:
+    """GB/s of K/V cache read per implementation vs cache length, from ``tools/bench_decode.py``'s
+    recorded file: one panel per batch size, the GPU's datasheet HBM bandwidth dashed."""
+    rows = [r for r in result["rows"] if "ms" in r]
+    info = result["provenance"]
+    order = list(IMPL_LABELS)
+    names = sorted({r["impl"] for r in rows}, key=lambda n: order.index(n) if n in order else len(order))
+    Bs = sorted({r["B"] for r in rows})
+    Nks = sorted({r["N_k"] for r in rows})
+    fig = make_subplots(rows=1, cols=len(Bs), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[f"batch {B}" for B in Bs])
+    for j, B in enumerate(Bs):
+        for i, name in enumerate(names):
             pts = sorted((r["N_k"], r["cache_GBps"]) for r in rows if r["impl"] == name and r["B"] == B)
             if pts:
-                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=f"{name}, B={B}",
-                                         mode="lines+markers", line=dict(color=SEQUENCE[i % len(SEQUENCE)],
-                                                                         dash=dashes[j % len(dashes)])))
-    fig.update_xaxes(type="log", title_text="cached keys N_k")
-    fig.update_yaxes(title_text="K/V cache read (GB/s)")
-    fig.update_layout(title=f"Decoding one token, measured<br><sup>{info.get('gpu')}, fp16, D = 128, "
-                            f"GQA 8:1; torch {info.get('torch')}, {info.get('date', '')[:10]}</sup>",
-                      height=420, font=FONT, plot_bgcolor="white")
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=IMPL_LABELS.get(name, name),
+                                         legendgroup=name, showlegend=j == 0, mode="lines+markers",
+                                         line=dict(color=SEQUENCE[i % len(SEQUENCE)],
+                                                   dash="dash" if name == "split_kv_triton_1split" else "solid")),
+                              row=1, col=j + 1)
+    hbm = _hbm_GBps(info.get("gpu"))
+    top = max([r["cache_GBps"] for r in rows] + [hbm or 0])
+    for j in range(len(Bs)):
+        if hbm:
+            label = dict(annotation_text=f"HBM {hbm / 1e3:.1f} TB/s (datasheet)",
+                         annotation_position="bottom right") if j == 0 else {}
+            fig.add_hline(y=hbm, line=dict(color=OKABE_ITO["black"], dash="dot", width=1), row=1, col=j + 1,
+                          **label)
+        fig.update_xaxes(type="log", tickvals=Nks, ticktext=[f"{n // 1024}k" for n in Nks],
+                         title_text="cached keys N_k", row=1, col=j + 1)
+    fig.update_yaxes(title_text="K/V cache read (GB/s)", range=[0, 1.08 * top], row=1, col=1)
+    shape = {**rows[0], **result.get("shapes", {})} if rows else {}
+    heads = f"{shape.get('H', '?')} query heads, {shape.get('H_kv', '?')} K/V heads, D = {shape.get('D', '?')}"
+    fig.update_layout(title=f"Decoding one token, measured<br><sup>{info.get('gpu')}, fp16, {heads}; "
+                            f"torch {info.get('torch')}, {str(info.get('date', ''))[:10]}</sup>",
+                      height=460, font=FONT, plot_bgcolor="white", margin=dict(t=90, b=120),
+                      legend=dict(orientation="h", x=0, y=-0.25))
     return fig

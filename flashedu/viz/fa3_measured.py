@@ -1,0 +1,158 @@
+"""Chapter 6's GPU measurements, read from the recorded files (``flashedu/data/fa3``, written by
+``tools/bench_fa3.py``, and ``flashedu/data/fp8``, written by ``tools/bench_fp8.py``):
+
+* :func:`ablation_table` - per head dim D and length N, the best TFLOP/s of pointer loads
+  (``v2_triton``) and of TMA loads (``v2_tma_triton``) at each pipeline depth, with and without
+  warp specialisation (the faster of the tile shapes tried);
+* :func:`ablation_figure` - that table as a shaded grid, the best of each row in bold;
+* :func:`fp8_speed_table` - per D and N, fp16 ``v2_triton`` against the fastest ``fp8_triton``
+  configuration, and the torch quantisation step that prepares its inputs;
+* :func:`fp8_speed_figure` - those times as bars.
+"""
+from __future__ import annotations
+
+import re
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..provenance import label
+from .palette import FONT, OKABE_ITO
+
+STAGES = (1, 2, 3, 4)
+QUANT = "fp8 quantisation (torch)"
+
+
+def _timed(run: dict) -> list[dict]:
+    # Timing rows that produced a number: a variant that failed to compile has "error", no "tflops".
+    return [r for r in run["rows"] if r.get("kind") == "time" and "ms" in r]
+
+
+def _best(rows: list[dict]) -> dict | None:
+    return max(rows, key=lambda r: r["tflops"], default=None)
+
+
+def ablation_table(run: dict) -> list[dict]:
+    """One dict per (D, N), sorted: ``pointers`` (v2_triton's TFLOP/s), ``cells`` {(stages,
+    warp_specialize): best TMA TFLOP/s over the tile shapes, None if none ran}, ``tiles`` (the
+    winning tile shape of each cell), ``tma`` / ``tma_no_ws`` / ``tma_ws`` (best TMA overall /
+    without / with warp specialisation; None if none ran)."""
+    rows = [r for r in _timed(run) if "tflops" in r]
+    out = []
+    for D, N in sorted({(r["D"], r["N"]) for r in rows}):
+        here = [r for r in rows if (r["D"], r["N"]) == (D, N)]
+        ptr = _best([r for r in here if r["impl"] == "v2_triton"])
+        cells, tiles = {}, {}
+        for ws in (False, True):
+            for s in STAGES:
+                b = _best([r for r in here if r["impl"] == "v2_tma_triton" and r["stages"] == s
+                           and bool(r["warp_specialize"]) == ws])
+                cells[(s, ws)] = b and b["tflops"]
+                tiles[(s, ws)] = b and f"{b['block_m']}×{b['block_n']}"
+
+        def top(keep):
+            vals = [v for (s, ws), v in cells.items() if v is not None and keep(ws)]
+            return max(vals, default=None)
+
+        out.append(dict(D=D, N=N, pointers=ptr and ptr["tflops"], cells=cells, tiles=tiles,
+                        tma=top(lambda ws: True), tma_no_ws=top(lambda ws: not ws), tma_ws=top(lambda ws: ws)))
+    return out
+
+
+def _columns() -> list[tuple[str, tuple | None]]:
+    cols = [("pointers<br>(v2_triton)", None)]
+    cols += [(f"TMA<br>{s} stage{'s' * (s > 1)}", (s, False)) for s in STAGES]
+    cols += [(f"TMA + WS<br>{s} stage{'s' * (s > 1)}", (s, True)) for s in STAGES]
+    return cols
+
+
+def ablation_figure(run: dict) -> go.Figure:
+    """The ablation as a grid: one row per (D, N), one column per variant, TFLOP/s written in each
+    cell, shaded by its fraction of the row's best; the row's best in bold, "—" where nothing ran."""
+    table = ablation_table(run)
+    cols = _columns()
+    z, text, hover = [], [], []
+    for row in table:
+        vals = [row["pointers"] if key is None else row["cells"][key] for _, key in cols]
+        best = max(v for v in vals if v is not None)
+        z.append([None if v is None else v / best for v in vals])
+        text.append(["—" if v is None else (f"<b>{v:.0f}</b>" if v == best else f"{v:.0f}") for v in vals])
+        hover.append([f"d={row['D']}, N={row['N']}, {name.replace('<br>', ', ')}: "
+                      + ("did not run" if v is None else f"{v:.1f} TFLOP/s")
+                      + ("" if key is None or v is None else f", tile {row['tiles'][key]}")
+                      for (name, key), v in zip(cols, vals)])
+    ylabels = [f"d={r['D']}, N={r['N']}" for r in table]
+    fig = go.Figure(go.Heatmap(z=z, x=[c[0] for c in cols], y=ylabels, text=text, texttemplate="%{text}",
+                               customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+                               zmin=0.4, zmax=1, colorscale=[[0, "#FFFFFF"], [1, OKABE_ITO["sky"]]],
+                               xgap=2, ygap=2, showscale=False, textfont=dict(color=OKABE_ITO["black"])))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(side="top")
+    fig.update_layout(title=dict(text=f"Measured: loads, pipeline depth, warp specialisation (TFLOP/s, fp16)"
+                                      f"<br><sup>{label(run['provenance'])}; shade = fraction of the row's best; "
+                                      f"WS = warp-specialised</sup>"),
+                      height=120 + 42 * len(table), font=FONT, plot_bgcolor="white",
+                      margin=dict(t=140, l=130, r=20, b=20))
+    return fig
+
+
+def fp8_config(impl: str) -> str:
+    """``"fp8_triton FP8Config(block_m=128, ...)"`` -> ``"block_m=128, ..."``."""
+    m = re.search(r"\((.*)\)", impl)
+    return m.group(1) if m else impl
+
+
+def fp8_speed_table(run: dict) -> list[dict]:
+    """One dict per (D, N), sorted: ``fp16_ms``/``fp16_tflops`` (v2_triton in fp16), ``fp8_ms``/
+    ``fp8_tflops``/``fp8_config`` (the fastest fp8_triton configuration, on inputs already
+    quantised), ``quant_ms`` (the torch quantisation step, None if not timed) and ``speedup``
+    (fp16 time / fp8 time)."""
+    rows = _timed(run)
+    out = []
+    for D, N in sorted({(r["D"], r["N"]) for r in rows}):
+        here = [r for r in rows if (r["D"], r["N"]) == (D, N)]
+        fp16 = next(r for r in here if r["impl"].startswith("v2_triton"))
+        fp8 = min((r for r in here if r["impl"].startswith("fp8_triton")), key=lambda r: r["ms"])
+        quant = next((r for r in here if r["impl"] == QUANT), None)
+        out.append(dict(D=D, N=N, fp16_ms=fp16["ms"], fp16_tflops=fp16["tflops"], fp8_ms=fp8["ms"],
+                        fp8_tflops=fp8["tflops"], fp8_config=fp8_config(fp8["impl"]),
+                        quant_ms=quant and quant["ms"], speedup=fp16["ms"] / fp8["ms"]))
+    return out
+
+
+def fp8_speed_figure(run: dict) -> go.Figure:
+    """Per head dim, one group of bars per N: fp16 v2_triton's time, and fp8_triton's (fastest
+    configuration, speed-up over fp16 written on it) with the torch quantisation step stacked on top."""
+    table = fp8_speed_table(run)
+    Ds = sorted({r["D"] for r in table})
+    fig = make_subplots(rows=1, cols=len(Ds), subplot_titles=[f"d = {D}" for D in Ds], horizontal_spacing=0.08)
+    for c, D in enumerate(Ds, start=1):
+        rows = [r for r in table if r["D"] == D]
+        x = [str(r["N"]) for r in rows]
+        first = c == 1
+        fig.add_trace(go.Bar(x=x, y=[r["fp16_ms"] for r in rows], name="v2_triton, fp16", offsetgroup="fp16",
+                             marker_color=OKABE_ITO["blue"], legendgroup="fp16", showlegend=first,
+                             customdata=[r["fp16_tflops"] for r in rows],
+                             hovertemplate="fp16: %{y:.2f} ms, %{customdata:.0f} TFLOP/s<extra></extra>"), 1, c)
+        fig.add_trace(go.Bar(x=x, y=[r["fp8_ms"] for r in rows], name="fp8_triton (fastest configuration)",
+                             offsetgroup="fp8", marker_color=OKABE_ITO["orange"], legendgroup="fp8",
+                             showlegend=first, text=[f"{r['speedup']:.2f}x" for r in rows],
+                             textposition="inside", insidetextanchor="middle",
+                             customdata=[[r["fp8_tflops"], r["fp8_config"]] for r in rows],
+                             hovertemplate="fp8: %{y:.2f} ms, %{customdata[0]:.0f} TFLOP/s<br>%{customdata[1]}"
+                                           "<extra></extra>"), 1, c)
+        q = [r for r in rows if r["quant_ms"] is not None]
+        if q:
+            fig.add_trace(go.Bar(x=[str(r["N"]) for r in q], y=[r["quant_ms"] for r in q],
+                                 base=[r["fp8_ms"] for r in q], offsetgroup="fp8", name="+ quantisation (torch)",
+                                 marker=dict(color="#FFFFFF", line=dict(color=OKABE_ITO["orange"], width=2),
+                                             pattern=dict(shape="/", fgcolor=OKABE_ITO["orange"])),
+                                 legendgroup="quant", showlegend=first,
+                                 hovertemplate="quantisation in torch: %{y:.2f} ms<extra></extra>"), 1, c)
+        fig.update_xaxes(title_text="N (B·N = 16k, hidden 2048)", type="category", row=1, col=c)
+    fig.update_yaxes(title_text="forward time (ms)", rangemode="tozero", row=1, col=1)
+    fig.update_layout(title=dict(text=f"Measured: FP8 against fp16 (speed-up on the FP8 bar)"
+                                      f"<br><sup>{label(run['provenance'])}</sup>"),
+                      barmode="group", height=420, font=FONT, plot_bgcolor="white",
+                      margin=dict(t=100, l=70, r=20, b=60), legend=dict(orientation="h", y=-0.22))
+    return fig

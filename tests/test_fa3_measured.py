@@ -1,0 +1,102 @@
+"""Chapter 6's measured tables and figures (flashedu.viz.fa3_measured): the best values they show
+are the recorded JSON's, computed here independently from the raw rows."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flashedu import recorded
+from flashedu.viz.fa3_measured import (ablation_figure, ablation_table, fp8_config, fp8_speed_figure,
+                                       fp8_speed_table)
+
+PROV = {"gpu": "Test GPU", "torch": "2.x", "triton": "3.x", "date": "2026-01-02T00:00:00+00:00"}
+
+
+def _runs(kind):
+    if not (recorded.DATA / kind).is_dir() or not any((recorded.DATA / kind).glob("*.json")):
+        pytest.skip(f"nothing recorded under flashedu/data/{kind}/")
+    return recorded.load(kind)
+
+
+def _tma(D, N, bn, s, ws, tflops=None, error=None):
+    r = dict(kind="time", impl="v2_tma_triton", D=D, N=N, block_m=128, block_n=bn, warps=8, stages=s,
+             warp_specialize=ws)
+    if error:
+        r["error"] = error
+    else:
+        r.update(ms=1.0, tflops=tflops)
+    return r
+
+
+SYNTH_FA3 = {"provenance": PROV, "rows": [
+    dict(kind="ws_probe", D=128, config=[128, 128, 8, 1], result="OK 1e-4"),
+    dict(kind="time", impl="v2_triton", D=128, N=1024, ms=1.0, tflops=300.0),
+    _tma(128, 1024, 128, 1, False, 200.0), _tma(128, 1024, 64, 1, False, 250.0),
+    _tma(128, 1024, 128, 3, False, 320.0), _tma(128, 1024, 128, 4, False, error="OutOfResources"),
+    _tma(128, 1024, 128, 3, True, 310.0),
+]}
+
+
+def test_synthetic_ablation_table_picks_the_best_tile_and_leaves_gaps():
+    (row,) = ablation_table(SYNTH_FA3)
+    assert (row["D"], row["N"], row["pointers"]) == (128, 1024, 300.0)
+    assert row["cells"][(1, False)] == 250.0 and row["tiles"][(1, False)] == "128×64"
+    assert row["cells"][(4, False)] is None and row["cells"][(2, True)] is None  # failed / not run
+    assert (row["tma"], row["tma_no_ws"], row["tma_ws"]) == (320.0, 320.0, 310.0)
+    fig = ablation_figure(SYNTH_FA3)
+    text = fig.data[0].text[0]
+    assert text[0] == "300" and text[3] == "<b>320</b>" and text[4] == "—"
+    assert fig.data[0].z[0][3] == 1 and fig.data[0].z[0][0] == pytest.approx(300 / 320)
+    assert "Test GPU" in fig.layout.title.text and "2026-01-02" in fig.layout.title.text
+
+
+def test_recorded_ablation_matches_the_json():
+    for run in _runs("fa3"):
+        timed = [r for r in run["rows"] if r.get("kind") == "time" and "tflops" in r]
+        table = ablation_table(run)
+        assert {(t["D"], t["N"]) for t in table} == {(r["D"], r["N"]) for r in timed}
+        for t in table:
+            here = [r for r in timed if (r["D"], r["N"]) == (t["D"], t["N"])]
+            tma = [r for r in here if r["impl"] == "v2_tma_triton"]
+            assert t["pointers"] == max(r["tflops"] for r in here if r["impl"] == "v2_triton")
+            assert t["tma"] == max(r["tflops"] for r in tma)
+            assert t["tma_no_ws"] == max(r["tflops"] for r in tma if not r["warp_specialize"])
+            assert t["tma_ws"] == max((r["tflops"] for r in tma if r["warp_specialize"]), default=None)
+            for (s, ws), v in t["cells"].items():
+                vals = [r["tflops"] for r in tma if r["stages"] == s and r["warp_specialize"] == ws]
+                assert v == max(vals, default=None)
+        fig = ablation_figure(run)
+        assert len(fig.data[0].y) == len(table) and fig.layout.width is None
+        for t, texts in zip(table, fig.data[0].text):
+            best = max(t["pointers"], t["tma"])
+            assert [s for s in texts if s.startswith("<b>")] == [f"<b>{best:.0f}</b>"]
+        json.loads(fig.to_json())
+
+
+def test_fp8_config_string():
+    assert fp8_config("fp8_triton FP8Config(block_m=128, block_n=64)") == "block_m=128, block_n=64"
+
+
+def test_recorded_fp8_speed_matches_the_json():
+    for run in _runs("fp8"):
+        timed = [r for r in run["rows"] if r.get("kind") == "time"]
+        table = fp8_speed_table(run)
+        assert {(t["D"], t["N"]) for t in table} == {(r["D"], r["N"]) for r in timed}
+        for t in table:
+            here = [r for r in timed if (r["D"], r["N"]) == (t["D"], t["N"])]
+            fp16 = [r["ms"] for r in here if r["impl"] == "v2_triton fp16"]
+            fp8 = [r["ms"] for r in here if r["impl"].startswith("fp8_triton")]
+            assert len(fp16) == 1 and t["fp16_ms"] == fp16[0]
+            assert t["fp8_ms"] == min(fp8)
+            assert t["speedup"] == pytest.approx(fp16[0] / min(fp8))
+            assert t["quant_ms"] == next(r["ms"] for r in here if r["impl"] == "fp8 quantisation (torch)")
+        fig = fp8_speed_figure(run)
+        fp8_bars = [tr for tr in fig.data if tr.offsetgroup == "fp8" and tr.base is None]
+        quant_bars = [tr for tr in fig.data if tr.base is not None]
+        assert sum(len(tr.y) for tr in fp8_bars) == len(table) == sum(len(tr.y) for tr in quant_bars)
+        for tr, q in zip(fp8_bars, quant_bars):
+            assert list(q.base) == list(tr.y)  # the quantisation is stacked on the FP8 bar
+        shown = [float(s.rstrip("x")) for tr in fp8_bars for s in tr.text]
+        assert shown == [round(t["speedup"], 2) for t in table]
+        json.loads(fig.to_json())
