@@ -41,3 +41,16 @@ def test_the_recorded_run_is_complete_and_meets_the_sparse_targets():
     assert {(r.N, r.D) for r in rows} == {(N, D) for N in (4096, 8192, 16384) for D in (64, 128)}
     for target in (0.25, 0.1):
         assert bsm.worst(rows, target=target) <= bsm.TARGETS[target]
+
+
+def test_summary_quotes_the_worst_ratio_and_flex_over_ours():
+    run = dict(toy_run(), provenance=dict(gpu="G", date="2026-01-02T00:00"))
+    run["rows"] += [dict(r, pass_="fwd+bwd") for r in run["rows"]]
+    run["rows"] += [dict(impl="block_sparse_triton", pattern=p, target_density=s, density=s, pass_=ps, ms=1.0,
+                         N=4096, D=64) for p, s in (("random", 0.5), ("random", 0.1)) for ps in ("fwd", "fwd+bwd")]
+    facts = bsm.summary(run)
+    assert facts["meas_gpu"] == "G" and facts["meas_date"] == "2026-01-02"
+    assert facts["meas_25"] == pytest.approx(0.3) and facts["speedup_25"] == pytest.approx(1 / 0.3)
+    assert facts["dense_d64"] == pytest.approx(1.1) and "dense_d128" not in facts
+    assert facts["flex_over_ours_25"] == pytest.approx(1.5) and facts["meas_big_k"] == 4
+    assert [p["density"] for p in bsm.figure_points(run)] == [0.5, 0.25, 0.1]

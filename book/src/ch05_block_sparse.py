@@ -243,35 +243,14 @@ glue("dense_bound", hardware.roofline(simulate("block_sparse", N=4096, d=64, hea
 # %%
 from flashedu import recorded
 from flashedu.blocksparse import measured as bsm
-try:
-    runs = recorded.load("block_sparse")
-except FileNotFoundError:
-    runs = []
-measured = []
+runs = recorded.load("block_sparse") if (recorded.DATA / "block_sparse").is_dir() else []
 if runs:
-    run = runs[0]
-    table = bsm.ratios(run)
-    gpu = run["provenance"]["gpu"]
-    measured = [dict(density=r.target, ratio=r.ours, label=f"{gpu}, N={r.N // 1024}k, d={r.D}, measured")
-                for r in table if r.pattern == "random" and r.pass_ == "fwd"]
-    glue("meas_gpu", gpu)
-    glue("meas_date", run["provenance"]["date"][:10])
-    for s, name in ((0.5, "50"), (0.25, "25"), (0.1, "10")):
-        glue(f"meas_{name}", bsm.worst(table, target=s))
-        glue(f"meas_{name}_fb", bsm.worst(table, target=s, pass_="fwd+bwd"))
-    glue("speedup_50", 1 / bsm.worst(table, target=0.5))
-    glue("speedup_25", 1 / bsm.worst(table, target=0.25))
-    for D in (64, 128):
-        glue(f"dense_d{D}", bsm.worst(table, target=1.0, pattern="dense", D=D))
-        glue(f"dense_fb_d{D}", bsm.worst(table, target=1.0, pattern="dense", pass_="fwd+bwd", D=D))
-    big = max(r.N for r in table)
-    glue("meas_big_k", big // 1024)
-    flex_25 = [r for r in table if r.N == big and r.target == 0.25 and r.pattern == "random" and r.pass_ == "fwd"]
-    glue("flex_over_ours_25", max(r.flex / r.ours for r in flex_25 if r.flex))
-density_figure(curves, measured=measured,
-               title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
-if not runs:
+    for name, value in bsm.summary(runs[0]).items():
+        glue(name, value)
+else:
     print("No GPU measurement is recorded (flashedu/data/block_sparse/ is empty): the figure shows the model only.")
+density_figure(curves, measured=bsm.figure_points(runs[0]) if runs else None,
+               title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
 
 # %% [markdown]
 # On the {glue:text}`meas_gpu` ({glue:text}`meas_date`), the forward with random tiles took at
@@ -297,11 +276,11 @@ if not runs:
 # %%
 from IPython.display import Markdown, display
 if runs:
+    table = bsm.ratios(runs[0])
     for N_ in sorted({r.N for r in table}):
         display(Markdown(f"**N = {N_ // 1024}k, forward**\n\n" + bsm.markdown_table(table, N=N_)))
-    big_N = max(r.N for r in table)
-    display(Markdown(f"**N = {big_N // 1024}k, forward + backward**\n\n"
-                     + bsm.markdown_table(table, N=big_N, pass_="fwd+bwd")))
+    display(Markdown(f"**N = {N_ // 1024}k, forward + backward**\n\n"
+                     + bsm.markdown_table(table, N=N_, pass_="fwd+bwd")))
 
 # %% [markdown]
 # ## Watch it run

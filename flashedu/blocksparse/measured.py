@@ -68,3 +68,33 @@ def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
             cells += [f"{r.ours:.2f}x" if r else "–", f"{r.flex:.2f}x" if r and r.flex else "–"]
         lines.append(f"| {pat} {s:.0%} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def summary(run: dict) -> dict:
+    """The numbers chapter 5's prose quotes from one run, by glue name: worst forward (and
+    forward + backward) ratio at 50 / 25 / 10% random tiles, the speed-ups they mean, the dense
+    ratio per head dim, and FlexAttention over ours at the longest N and 25%."""
+    rows = ratios(run)
+    out = dict(meas_gpu=run["provenance"]["gpu"], meas_date=run["provenance"]["date"][:10])
+    for s, name in ((0.5, "50"), (0.25, "25"), (0.1, "10")):
+        out[f"meas_{name}"] = worst(rows, target=s)
+        out[f"meas_{name}_fb"] = worst(rows, target=s, pass_="fwd+bwd")
+    out["speedup_50"] = 1 / out["meas_50"]
+    out["speedup_25"] = 1 / out["meas_25"]
+    for D in sorted({r.D for r in rows}):
+        out[f"dense_d{D}"] = worst(rows, target=1.0, pattern="dense", D=D)
+        out[f"dense_fb_d{D}"] = worst(rows, target=1.0, pattern="dense", pass_="fwd+bwd", D=D)
+    big = max(r.N for r in rows)
+    out["meas_big_k"] = big // 1024
+    flex = [r.flex / r.ours for r in rows
+            if r.N == big and r.target == 0.25 and r.pattern == "random" and r.pass_ == "fwd" and r.flex]
+    if flex:
+        out["flex_over_ours_25"] = max(flex)
+    return out
+
+
+def figure_points(run: dict) -> list[dict]:
+    """Forward, random-tile ratios as points for :func:`flashedu.viz.block_sparse.density_figure`."""
+    gpu = run["provenance"]["gpu"]
+    return [dict(density=r.target, ratio=r.ours, label=f"{gpu}, N={r.N // 1024}k, d={r.D}, measured")
+            for r in ratios(run) if r.pattern == "random" and r.pass_ == "fwd"]
