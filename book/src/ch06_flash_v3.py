@@ -213,7 +213,7 @@ glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 # ($128 \times 128$ and $128 \times 64$) per cell, the faster one shown. $N = 8448$ at $d = 128$
 # is the paper's ablation shape.
 
-# %%
+# %% tags=["hide-input"]
 from flashedu.viz.fa3_measured import ablation_figure, ablation_table
 fa3_runs = load("fa3") if any((DATA / "fa3").glob("*.json")) else []
 if fa3_runs:
@@ -402,7 +402,7 @@ else:
 # them. It also ran each recipe of the error table through the kernel ($N = 2048$) beside the
 # CPU simulation of the same inputs:
 
-# %%
+# %% tags=["hide-input"]
 from flashedu.viz.fa3_measured import fp8_speed_figure, fp8_speed_table
 FP8_TARGET = 1.4  # the speed-up over fp16 we set out to reach at d = 128 (a goal, not a measurement)
 fp8_runs = load("fp8") if any((DATA / "fp8").glob("*.json")) else []

@@ -169,7 +169,7 @@ print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exa
 # SDPA with `enable_gqa`, and SDPA's flash backend and {ref}`chapter 4 <ch-flash-v2>`'s v2 kernel on a K/V cache
 # expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read.
 
-# %%
+# %% tags=["hide-input"]
 from flashedu import recorded
 from flashedu.viz.decode import measured_decode_figure, measured_decode_summary
 try:
@@ -351,7 +351,7 @@ overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 # `tools/run_ring.py` runs the same ring with NCCL on every GPU of one machine, each step with
 # {ref}`chapter 4 <ch-flash-v2>`'s Triton kernel, and times it beside one GPU doing the whole sequence alone.
 
-# %%
+# %% tags=["hide-input"]
 from flashedu.viz.ring import measured_ring_figure, measured_ring_summary
 try:
     ring_run = recorded.load("ring")[0]

@@ -167,7 +167,7 @@ def measured_ring_figure(result: dict) -> go.Figure:
     Ns = sorted({r["N"] for r in rows if r["test"] == "ring"})
     steps = all("compute_s" in r for r in rows if r["test"] == "ring")
     fig = make_subplots(rows=1, cols=2 if steps else 1, column_widths=[0.55, 0.45] if steps else None,
-                        horizontal_spacing=0.1,
+                        horizontal_spacing=0.14,
                         subplot_titles=["forward time (ring: its slowest rank)",
                                         f"each rank at N = {Ns[-1] // 1024}k: compute, then wait"] if steps else None)
     labels = [f"{N // 1024}k" for N in Ns]
@@ -186,7 +186,8 @@ def measured_ring_figure(result: dict) -> go.Figure:
         world = int(info.get("world", 0)) or 1 + max(r["rank"] for r in rows if r["test"] == "ring")
         for i, (layout, causal) in enumerate(RING_CASES):
             big = sorted(_ring_rows(rows, Ns[-1], layout, causal), key=lambda r: r["rank"])
-            short = f"{layout[:6] + '.' if len(layout) > 7 else layout} {'causal' if causal else 'full'}"
+            # Two short lines per group: four groups side by side share about 300 pixels.
+            short = f"{layout[:6] + '.' if len(layout) > 7 else layout}<br>{'causal' if causal else 'full'}"
             x = [[short] * len(big), [f"r{r['rank']}" for r in big]]
             comp = [sum(r["compute_s"]) * 1e3 for r in big]
             wait = [sum(r["wait_s"]) * 1e3 for r in big]
