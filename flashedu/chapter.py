@@ -23,7 +23,9 @@ def setup(seed: int = 0, *, quiet: bool = False) -> runtime.Runtime:
     torch.manual_seed(seed)
     rt = runtime.current()
     if not quiet:
-        print(rt.describe())
+        # Versions on a line of their own: the first line is what ran where, short enough to
+        # read without scrolling in the book.
+        print(rt.describe().replace(" [", "\n[", 1))
     return rt
 
 

@@ -32,7 +32,8 @@ rt = setup()
 # O = P V \in \mathbb{R}^{N \times d},
 # $$
 #
-# where the softmax normalises each row of $S$. The *standard* implementation (seed 002 lists it
+# where the softmax normalises each row of $S$. The *standard* implementation
+# ({ref}`seed 002 <seed-documents>`, one of the short write-ups the book started from, lists it
 # as the baseline FlashAttention replaces) runs these as three separate steps, each reading its
 # inputs from the GPU's large, slow memory (HBM) and writing its result back:
 #
@@ -81,8 +82,9 @@ print(f"(source: {hardware.MEMORY_HIERARCHY_SOURCE})")
 from flashedu.iomodel import simulate
 from flashedu.iomodel.steps import standard_steps
 
+import textwrap
 report = simulate("standard", N=4096, d=64, dtype=torch.float16)
-print(report.summary())
+print(textwrap.fill(report.summary(), 78))
 inter = sum(report.per_tensor[n].read_bytes + report.per_tensor[n].write_bytes for n in ("S", "P"))
 glue("std_total_mib", report.total_bytes / 2**20)
 glue("std_sp_share", 100 * inter / report.total_bytes)
@@ -91,8 +93,8 @@ glue("std_sp_share", 100 * inter / report.total_bytes)
 # Of the {glue:text}`std_total_mib:.0f` MiB that move, {glue:text}`std_sp_share:.0f`% are $S$ and
 # $P$ going out to HBM and coming back. (Steps 1 and 3 also re-read $K$ and $V$ once per tile of
 # $Q$ rows; the model counts that too.) Place each step on the roofline of an H100: the two matrix
-# products sit near the ridge, and the softmax, a handful of operations per score for four bytes
-# moved, sits far down the memory-bound slope.
+# products sit well up the memory-bound slope (at $d = 64$ still below the ridge), and the
+# softmax, a handful of operations per score for four bytes moved, sits far down it.
 
 # %%
 from flashedu.viz.roofline import roofline_figure
@@ -104,10 +106,14 @@ roofline_figure([(s.name, s.flops, s.bytes) for s in steps], "H100").show()
 times = [hardware.predict(s.flops, s.bytes, "H100") for s in steps]
 glue("softmax_share", 100 * times[1].time_s / sum(t.time_s for t in times))
 glue("softmax_flop_share", 100 * steps[1].flops / sum(s.flops for s in steps))
+glue("matmul_intensity", steps[0].intensity)
+glue("ridge_h100", hardware.gpu("H100").ridge_point())
 
 # %% [markdown]
 # On this model the softmax does {glue:text}`softmax_flop_share:.1f`% of the FLOPs yet takes {glue:text}`softmax_share:.0f`%
-# of the predicted time. Fusing the three steps, so that $S$ and $P$ never leave the chip, is the
+# of the predicted time. Even the matrix products, at {glue:text}`matmul_intensity:.0f` FLOP/B
+# against a ridge of {glue:text}`ridge_h100:.0f`, wait on memory: all three steps are
+# memory-bound. Fusing the three steps, so that $S$ and $P$ never leave the chip, is the
 # whole idea of FlashAttention (chapters 3 and 4).
 #
 # ## Watching the traffic
@@ -171,9 +177,10 @@ glue("mem_gpu", mem["provenance"]["gpu"])
 
 # %%
 for impl in flashedu.registry():
-    print(f"{impl.name:20s} ch.{impl.chapter}  {impl.backend:9s}  {impl.summary}")
+    print(f"{impl.name:22s} ch.{impl.chapter}  {impl.backend:9s}  {textwrap.shorten(impl.summary, 40)}")
 
 # %% [markdown]
+# (Each line is cut short here; `flashedu.get(name).summary` has the whole description.)
 # The standard reference is the three steps above, tile by tile, written against the memory model
 # (that is how the counts were recorded). Its GPU counterpart is three Triton kernels: a matrix
 # product writing $S$, a row softmax writing $P$, a matrix product writing $O$. On a GPU they are
@@ -205,7 +212,7 @@ show = P[0, 0, :128, :128].float().cpu()
 fig = go.Figure(go.Heatmap(z=show, colorscale="Viridis", colorbar=dict(title="P[i, j]")))
 fig.update_layout(title="The attention matrix P that standard attention writes to HBM (first 128 rows)",
                   xaxis_title="key j", yaxis_title="query i", height=460, width=600,
-                  yaxis=dict(autorange="reversed", scaleanchor="x"))
+                  xaxis=dict(constrain="domain"), yaxis=dict(autorange="reversed", scaleanchor="x"))
 fig.show()
 
 # %% [markdown]
@@ -214,7 +221,7 @@ fig.show()
 # - Standard attention materialises two $N \times N$ matrices, $S$ and $P$, in HBM; they are
 #   most of its memory traffic and, in training, most of its memory.
 # - Arithmetic intensity places a kernel on the roofline; the softmax step is deep in the
-#   memory-bound region, the matrix products near the ridge.
+#   memory-bound region, and at $d = 64$ even the matrix products sit below the ridge.
 # - Every `flashedu` implementation is called as `fn(q, k, v, *, causal=False, scale=None)` on
 #   `[B, H, N, D]` tensors, like torch's SDPA.
 #

@@ -134,8 +134,10 @@ for online in (False, True):
 #
 # $$
 # (m_1, \ell_1, o_1) \oplus (m_2, \ell_2, o_2) = \bigl(m,\ \ell_1 e^{m_1 - m} + \ell_2 e^{m_2 - m},\
-# o_1 e^{m_1 - m} + o_2 e^{m_2 - m}\bigr), \quad m = \max(m_1, m_2).
+# o_1 e^{m_1 - m} + o_2 e^{m_2 - m}\bigr),
 # $$
+#
+# where $m = \max(m_1, m_2)$.
 #
 # **$\oplus$ is associative and commutative.** Merging any number of states in any grouping gives
 # $m = \max_i m_i$ and $\ell = \sum_i \ell_i e^{m_i - m}$, $o = \sum_i o_i e^{m_i - m}$: each

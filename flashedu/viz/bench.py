@@ -76,7 +76,8 @@ def tflops_figure(recorded: dict, *, impls=CHAPTER4, dtype: str = "float16", liv
     buttons = [dict(label=f"{PASSES[p]}, D{D}{', causal' if c else ''}", method="update",
                     args=[{"visible": [t.meta == k for t in fig.data]}])
                for k, (p, D, c) in enumerate(cases)]
-    fig.update_xaxes(type="log", title_text="sequence length N (B·N = 16k, hidden 2048)", tickvals=Ns)
+    fig.update_xaxes(type="log", title_text="sequence length N (B·N = 16k, hidden 2048)", tickvals=Ns,
+                     ticktext=[str(n) for n in Ns])
     fig.update_yaxes(title_text=f"TFLOP/s ({SHORT.get(dtype, dtype)})", rangemode="tozero")
     fig.update_layout(title=dict(text=f"Measured speed<br><sup>{label(recorded['info'])}</sup>"),
                       updatemenus=[dict(buttons=buttons, direction="down", x=1, xanchor="right", y=1.18,

@@ -31,8 +31,10 @@ def standard_growth_figure(Ns=(256, 512, 1024, 2048, 4096, 8192, 16384), *, d: i
         fig.add_trace(go.Scatter(x=[r["N"] for r in rows], y=[r[key] / mib for r in rows], name=name,
                                  mode="lines+markers", line=dict(color=color),
                                  hovertemplate="N=%{x}: %{y:.4g} MiB<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="sequence length N", tickvals=[r["N"] for r in rows])
-    fig.update_yaxes(type="log", title_text="HBM traffic (MiB)")
+    fig.update_xaxes(type="log", title_text="sequence length N", tickvals=[r["N"] for r in rows],
+                     ticktext=[str(r["N"]) for r in rows])
+    # One label per decade: plotly's default also labels 2 and 5 in tiny type, which reads as noise.
+    fig.update_yaxes(type="log", title_text="HBM traffic (MiB)", dtick=1)
     fig.update_layout(title=f"Standard attention: HBM traffic vs N<br><sup>one head, d={d}, "
                             f"{str(dtype).removeprefix('torch.')}, recorded by the memory model</sup>",
                       height=420, font=FONT, plot_bgcolor="white",

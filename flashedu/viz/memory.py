@@ -34,10 +34,11 @@ def memory_figure(recorded: dict, *, live: list[dict] | None = None, live_label:
                                  mode="markers", name=f"{NAMES.get(name, name)} — {live_label}",
                                  marker=dict(color=color, symbol="x", size=10)))
     s = recorded["rows"][0]
-    fig.update_xaxes(type="log", title_text="sequence length N", tickvals=sorted({r["N"] for r in recorded["rows"]}))
-    fig.update_yaxes(type="log", title_text="peak memory above inputs (MiB)")
+    ns = sorted({r["N"] for r in recorded["rows"]})
+    fig.update_xaxes(type="log", title_text="sequence length N", tickvals=ns, ticktext=[str(n) for n in ns])
+    fig.update_yaxes(type="log", title_text="peak memory above inputs (MiB)", dtick=1)
     fig.update_layout(
-        title=dict(text=f"Forward + backward, B={s['B']}, H={s['H']}, D={s['D']}, {s['dtype']}"
+        title=dict(text=f"Forward + backward, B={s['B']}, H={s['H']}, d={s['D']}, {s['dtype']}"
                         f"<br><sup>recorded on {label(recorded['provenance'])}</sup>"),
         height=440, font=FONT, plot_bgcolor="white",
         legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.8)"), margin=dict(t=70, l=60, r=20, b=50))

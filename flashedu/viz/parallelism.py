@@ -28,7 +28,7 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
     rows, cols = _sm_grid(g.sms)
     n_frames = max(o.waves for o in occ.values())
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=[
-        f"{a}: {o.programs} programs, {o.waves} wave{'s' if o.waves > 1 else ''}, "
+        f"{a}: {o.programs} programs, {o.waves} wave{'s' if o.waves > 1 else ''}<br>"
         f"{100 * o.utilization:.0f}% of SM time busy" for a, o in occ.items()])
 
     def grid(o, wave):
@@ -56,7 +56,7 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_layout(title=f"{g.name}: {g.sms} SMs, batch {batch} × {heads} heads, N = {N}, Br = {block_r}",
-                      height=400, font=FONT, plot_bgcolor="white", margin=dict(t=80, b=120, l=10, r=10),
+                      height=420, font=FONT, plot_bgcolor="white", margin=dict(t=110, b=120, l=10, r=10),
                       legend=dict(orientation="h", x=0, y=-0.42))
     return add_player(fig, [str(w + 1) for w in range(n_frames)], duration=400, prefix="wave ", y=-0.08)
 
@@ -68,8 +68,8 @@ def warp_partition_figure(*, block_r: int = 64, block_c: int = 64, d: int = 64, 
     parts = [warp_partition(s, block_r=block_r, block_c=block_c, d=d, warps=warps) for s in ("split_k", "split_q")]
     colors = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
     scale = discrete_colorscale(colors[:warps])
-    titles = [f"split-K (v1): warps share rows, exchange {p['smem_exchange_bytes'] / 1024:.0f} KiB"
-              if p["scheme"] == "split_k" else "split-Q (v2): each warp owns its rows, exchanges 0 B"
+    titles = [f"split-K (v1): warps share rows,<br>exchange {p['smem_exchange_bytes'] / 1024:.0f} KiB"
+              if p["scheme"] == "split_k" else "split-Q (v2): each warp owns its rows,<br>exchanges 0 B"
               for p in parts]
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.08)
     for c, p in enumerate(parts, start=1):
@@ -81,7 +81,7 @@ def warp_partition_figure(*, block_r: int = 64, block_c: int = 64, d: int = 64, 
     fig.update_yaxes(autorange="reversed", title_text="query row in Qᵢ", row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
     fig.update_xaxes(title_text="key column in Kⱼ")
-    fig.update_layout(title=f"One {block_r}×{block_c} tile of S, {warps} warps, d = {d}", height=400, font=FONT,
+    fig.update_layout(title=f"One {block_r}×{block_c} tile of S, {warps} warps, d = {d}", height=420, font=FONT,
                       plot_bgcolor="white", legend=dict(orientation="h", x=0, y=-0.2),
-                      margin=dict(t=80, b=70, l=60, r=10))
+                      margin=dict(t=110, b=70, l=60, r=10))
     return fig

@@ -41,8 +41,9 @@ def roofline_figure(points, device="H100", *, dtype: str = "fp16", title: str | 
             text=[label], textposition="middle right", textfont=dict(size=11),
             hovertemplate=(f"{label}<br>%{{x:.3g}} FLOP/B, {r.bound}-bound<br>"
                            f"predicted {r.time_s * 1e6:.3g} µs<extra></extra>")))
-    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per HBM byte)")
-    fig.update_yaxes(type="log", title_text=f"attainable {dtype} TFLOP/s")
+    # One label per decade: plotly's default also labels 2 and 5 in tiny type, which reads as noise.
+    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per HBM byte)", dtick=1)
+    fig.update_yaxes(type="log", title_text=f"attainable {dtype} TFLOP/s", dtick=1)
     fig.update_layout(title=title or f"Roofline of the {g.name}<br><sup>datasheet: "
                       f"{g.hbm_bandwidth / 1e12:.2f} TB/s HBM, {peak / 1e12:.0f} TFLOP/s {dtype}</sup>", height=460, font=FONT,
                       plot_bgcolor="white", showlegend=False, margin=dict(t=60, l=60, r=30, b=60))

@@ -65,12 +65,13 @@ def online_softmax_animation(x) -> go.Figure:
         grown = k > 0 and m > trace[k - 1][1]
         seen = list(range(k + 1))
         colors = [OKABE_ITO["vermillion"] if (grown and j < k) else OKABE_ITO["blue"] for j in seen]
+        # Positions are 1-based, as the chapter writes the row: x_1, ..., x_N.
         return [
-            go.Bar(x=list(range(n)), y=xs, marker_color=[OKABE_ITO["blue"] if j <= k else OKABE_ITO["grey"]
-                                                         for j in range(n)], showlegend=False),
-            go.Scatter(x=[-0.5, n - 0.5], y=[m, m], mode="lines", line=dict(color=OKABE_ITO["orange"], dash="dash"),
+            go.Bar(x=list(range(1, n + 1)), y=xs, marker_color=[OKABE_ITO["blue"] if j <= k else OKABE_ITO["grey"]
+                                                                for j in range(n)], showlegend=False),
+            go.Scatter(x=[0.5, n + 0.5], y=[m, m], mode="lines", line=dict(color=OKABE_ITO["orange"], dash="dash"),
                        name="running max m", showlegend=False),
-            go.Bar(x=seen, y=[math.exp(xs[j] - m) for j in seen], marker_color=colors, showlegend=False,
+            go.Bar(x=[j + 1 for j in seen], y=[math.exp(xs[j] - m) for j in seen], marker_color=colors, showlegend=False,
                    text=[f"{math.exp(xs[j] - m):.2f}" for j in seen], textposition="outside"),
         ]
 
@@ -80,13 +81,13 @@ def online_softmax_animation(x) -> go.Figure:
     def title(k):
         _, m, d = trace[k]
         note = "  — new max: earlier weights rescaled" if k > 0 and m > trace[k - 1][1] else ""
-        return f"after x_{k}: m = {m:.2f}, ℓ = Σ exp(x_j − m) = {d:.3f}{note}"
+        return f"after x_{k + 1}: m = {m:.2f}, ℓ = Σ exp(x_j − m) = {d:.3f}{note}"
 
     fig.frames = [go.Frame(data=traces(k), traces=[0, 1, 2], name=str(k), layout=go.Layout(title_text=title(k)))
                   for k in range(n)]
     lo, hi = min(xs), max(xs)
     fig.update_yaxes(range=[min(0, lo) - 0.5, hi + 1], title_text="x_j", row=1, col=1)
     fig.update_yaxes(range=[0, 1.25], title_text="weight", row=2, col=1)
-    fig.update_xaxes(range=[-0.6, n - 0.4], dtick=1, title_text="position j", row=2, col=1)
+    fig.update_xaxes(range=[0.4, n + 0.6], dtick=1, title_text="position j", row=2, col=1)
     fig.update_layout(title_text=title(0), height=520, margin=dict(t=80, b=100, l=50, r=20))
-    return add_player(fig, [str(k) for k in range(n)], duration=700, prefix="elements seen: ", y=-0.14)
+    return add_player(fig, [str(k + 1) for k in range(n)], duration=700, prefix="elements seen: ", y=-0.14)
