@@ -94,7 +94,7 @@ def check_against_fp64(name: str, q, k, v, *, causal: bool = False, backward: bo
         for n, got, want in zip("qkv", leaves, exact):
             errors[f"d{n}"] = (got.grad.double().cpu() - want.grad).abs().max().item()
     B, H, N, D = q.shape
-    print(f"{ran} on {q.device}, N = {N}, D = {D}, {str(q.dtype).removeprefix('torch.')}, "
-          f"{'causal' if causal else 'full'}: max error vs fp64 "
+    print(f"{ran} on {q.device}, N = {N}, d = {D}, {str(q.dtype).removeprefix('torch.')}, "
+          f"{'causal' if causal else 'full'}\n  max error vs fp64: "
           + ", ".join(f"{k_} {e:.1e}" for k_, e in errors.items()))
     return errors

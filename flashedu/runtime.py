@@ -70,8 +70,7 @@ class Runtime:
             cap = f"sm_{self.capability[0]}{self.capability[1]}"
             return f"{self.gpu_name} ({cap}): Triton kernels compiled for the GPU, full sizes. [{versions}]"
         if self.interpreted:
-            return ("No CUDA GPU: Triton kernels run under the interpreter (TRITON_INTERPRET=1) "
-                    f"on the CPU, at small sizes. [{versions}]")
+            return f"No CUDA GPU: Triton kernels run under the interpreter on the CPU, small sizes. [{versions}]"
         return f"Triton kernels cannot run here: {self.reason} [{versions}]"
 
 

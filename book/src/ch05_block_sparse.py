@@ -61,10 +61,11 @@ for key, value in SEED_002.items():
 # A sliding window (each query sees keys within 40 positions) on 256 tokens, at 32 × 32 tiles:
 
 # %%
+import textwrap
 from flashedu import blocksparse as bs
 window = bs.sliding_window(256, window=40, block=32)
 listed, partial = window.blocks[0], window.partial()[0]
-print(window)
+print(textwrap.fill(str(window), 78))
 print("tiles: 1 = full, 2 = partial, 0 = skipped")
 print((listed.int() + partial.int()).numpy())
 glue("win_tiles", window.Tr * window.Tc)
@@ -80,7 +81,8 @@ glue("win_skipped", int((~listed).sum()))
 #
 # ## The patterns
 #
-# Sparse Transformers chose their block masks by hand. A few classics, on a 16 × 16 grid of tiles:
+# Sparse Transformers chose their block masks by hand. A few classics, on a {glue:text}`bf_T` × {glue:text}`bf_T`
+# grid of tiles:
 #
 # - **local**: a band around the diagonal (each block sees its neighbours);
 # - **strided** (dilated): every $s$-th diagonal, reaching far with few tiles;
@@ -113,7 +115,7 @@ glue("bf_T", patterns["butterfly"].Tr)
 #
 # ## The algorithm: v2 over a list
 #
-# Block-sparse FlashAttention is v2 ({ref}`ch-flash-v2`) with one change: the inner loop runs
+# Block-sparse FlashAttention is v2 ({ref}`chapter 4 <ch-flash-v2>`) with one change: the inner loop runs
 # over the $K$/$V$ blocks that row $i$'s list holds, not over all of them. A skipped tile costs
 # nothing: no load, no matmul, no exponential. A row that sees no key at all ends with
 # $\ell_i = 0$: its output is 0 (not NaN) and $L_i = -\infty$, so the backward pass gives it zero
@@ -142,7 +144,8 @@ token[1, 7] = False  # query 7 of head 1 sees no key
 m = bs.from_token_mask(token, block_r=32)
 o = flashedu.get("block_sparse_reference").fn(q, k, v, block_mask=m)
 err = (o - masked_attention(q, k, v, m.dense())).abs().max().item()
-print(f"{m}\nmax |block-sparse - dense masked| = {err:.1e}; row 7 of head 1 is {o[0, 1, 7].abs().max().item()}")
+print(textwrap.fill(str(m), 78))
+print(f"max |block-sparse - dense masked| = {err:.1e}; row 7 of head 1 is {o[0, 1, 7].abs().max().item()}")
 assert err < 1e-12
 
 # %% [markdown]
@@ -208,7 +211,7 @@ glue("io_10", rows[3][2] / dense_reads)
 # Turning bytes and FLOPs into time with the roofline of {ref}`chapter 1 <ch-standard>` ($N = 4096$, $d = 64$,
 # 16 heads, an H100's datasheet ceilings): FLOPs scale exactly with the tiles computed, bytes
 # almost exactly, so whichever bound applies, the predicted time falls in proportion to the
-# density. (Here the model calls dense v2 {glue:text}`dense_bound`-bound: it charges every
+# density. (Here the model calls dense v2 memory-bound: it charges every
 # $K_j$, $V_j$ re-read to HBM, where a GPU's L2 cache absorbs most of them, as {ref}`chapter 4 <ch-flash-v2>` measured.)
 
 # %%
@@ -228,7 +231,8 @@ def model_ratios(N, d, heads=16, gpu="H100"):
 io4, t4 = model_ratios(4096, 64)
 curves = {"HBM traffic, model (N=4k, d=64)": (dens, io4), "roofline time, H100 (N=4k, d=64)": (dens, t4)}
 glue("t_25", t4[dens.index(0.25)])
-glue("dense_bound", hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100").bound)
+# The prose above calls dense v2 memory-bound in the model: keep it true.
+assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100").bound == "memory"
 
 # %% [markdown]
 # ## What a GPU measured
@@ -309,7 +313,7 @@ dtype = torch.float32 if rt.interpreted else torch.float16
 mask = bs.sliding_window(N, window=N // 8, block=32 if rt.interpreted else 128)
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
 print(f"{mask.density(causal=True):.0%} of the tiles are computed")
-check_against_fp64("block_sparse_triton", q, k, v, causal=True, block_mask=mask,
+errors = check_against_fp64("block_sparse_triton", q, k, v, causal=True, block_mask=mask,
                    token_mask=mask.dense(causal=True), fallback="block_sparse_reference")
 
 # %% [markdown]
@@ -331,7 +335,8 @@ if avail is None:
     print("round trip keeps every score:", bool((back.dense() == window.dense(causal=True)).all()))
     made = create_block_mask(lambda b, h, qi, ki: (qi - ki).abs() <= 40, None, None, 256, 256, device="cpu",
                              BLOCK_SIZE=32)
-    print("torch's own sliding window =", bs.from_flex(made))
+    print("torch's own sliding window =")
+    print(textwrap.fill(str(bs.from_flex(made)), 78))
 else:
     print(f"FlexAttention is not available here: {avail}")
 

@@ -83,7 +83,8 @@ from flashedu.fa3sim import SCHEDULES, compare
 sm = sm_rates("H100")
 print(f"one H100 SM per clock: {sm.tensor_flops_per_clk:.0f} tensor FLOPs, {sm.sfu_per_clk:.0f} exps, "
       f"{sm.fp32_per_clk} FP32 ops, {sm.load_bytes_per_clk:.0f} bytes of K/V")
-print("loads:", SM_LOAD_NOTE)
+import textwrap
+print(textwrap.fill("loads: " + SM_LOAD_NOTE, 78, subsequent_indent="  "))
 sims = compare(d=128, n_blocks=16)
 for name, r in sims.items():
     print(f"{r.label:34s} tensor cores busy {100 * r.tensor_utilization:3.0f}%  → {r.tflops:4.0f} TFLOP/s")
@@ -150,14 +151,15 @@ for name in ("pingpong", "fa3"):
 # fp32 registers, and FA3 gives a consumer at most {glue:text}`max_regs` registers per thread:
 
 # %%
+# Registers per thread that the accumulators need (O and the live S tiles, in fp32):
 from flashedu.fa3sim import simulate
 from flashedu.fa3sim.schedules import CONSUMER_REGS_PER_THREAD
 glue("max_regs", CONSUMER_REGS_PER_THREAD)
 for d, bn in ((128, 128), (256, 128), (256, 64)):
     for name in ("pingpong", "fa3"):
         r = simulate(name, d=d, block_n=bn, n_blocks=4)
-        print(f"d={d:3d}, Bc={bn:3d}, {r.label:28s}: {r.accumulator_regs_per_thread:4.0f} registers/thread "
-              f"for accumulators → {'fits' if r.fits_registers else 'does NOT fit'}")
+        print(f"d={d:3d}, Bc={bn:3d}, {r.label:24s}: {r.accumulator_regs_per_thread:3.0f} registers "
+              f"→ {'fits' if r.fits_registers else 'does NOT fit'}")
 glue("regs_256", simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_regs_per_thread)
 
 # %% [markdown]
@@ -193,10 +195,10 @@ from flashedu.recorded import DATA, load
 LOAD_LATENCY = round(0.8e-6 * sm.clock_hz)
 glue("hbm_trip", LOAD_LATENCY)
 for lat_ in (0, LOAD_LATENCY):
+    # schedule (b), the consumers issuing the copies themselves
     tf = [simulate("warp_specialized", d=128, stages=s, warp_specialize=False, load_latency=lat_).tflops
           for s in (1, 2, 3, 4)]
-    print(f"model, consumers issue copies, load latency {lat_:4d} cycles, stages 1-4: "
-          + "  ".join(f"{t:.0f}" for t in tf) + " TFLOP/s")
+    print(f"load latency {lat_:4d} cycles, stages 1-4: " + "  ".join(f"{t:.0f}" for t in tf) + " TFLOP/s")
 glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 
 # %% [markdown]
@@ -353,8 +355,8 @@ assert ours["fp8_fa3"] < ours["fp8_per_tensor"] and ours["fp16_flash"] < ours["f
 # %% [markdown]
 # FA3's recipe lands at {glue:text}`rmse_fa3:.1e`, the paper's {glue:text}`paper_fa3_rmse:.1e`;
 # the per-tensor baseline at {glue:text}`rmse_base:.1e` against the paper's
-# {glue:text}`paper_base_rmse:.1e`, so our gain is {glue:text}`rmse_gain:.1f`x where the paper
-# reports {glue:text}`paper_gain:.1f`x. The differences, as far as we can explain them:
+# {glue:text}`paper_base_rmse:.1e`, so our gain is {glue:text}`rmse_gain:.1f`× where the paper
+# reports {glue:text}`paper_gain:.1f`×. The differences, as far as we can explain them:
 #
 # - **The rotation does the work, in both.** Block scales alone move the baseline only a little
 #   (to {glue:text}`rmse_block:.1e`): with one outlier per thousand entries, every
@@ -441,9 +443,9 @@ else:
 #
 # - **Speed: the goal is missed.** We set out to make FP8 at least {glue:text}`fp8_target:.1f`
 #   times as fast as fp16 at $d = 128$. The fastest `fp8_triton` configuration reached
-#   {glue:text}`fp8_x_4096:.2f`x at $N = 4096$, {glue:text}`fp8_x_8192:.2f`x at $N = 8192$ and
-#   {glue:text}`fp8_x_16384:.2f`x at $N = 16384$; at $d = 64$ FP8 is *slower* than fp16
-#   ({glue:text}`fp8_x_64_lo:.2f`–{glue:text}`fp8_x_64_hi:.2f`x). This chapter's first section
+#   {glue:text}`fp8_x_4096:.2f`× at $N = 4096$, {glue:text}`fp8_x_8192:.2f`× at $N = 8192$ and
+#   {glue:text}`fp8_x_16384:.2f`× at $N = 16384$; at $d = 64$ FP8 is *slower* than fp16
+#   ({glue:text}`fp8_x_64_lo:.2f`–{glue:text}`fp8_x_64_hi:.2f`×). This chapter's first section
 #   says why: FP8 halves the GEMMs' time but not the exponentials', so at $d = 128$ they now take
 #   {glue:text}`fp8_exp_share:.0f`% of the GEMMs' time, and at $d = 64$ more. Without ping-pong and
 #   intra-warpgroup pipelining, which our Triton kernels do not have, softmax between the GEMMs
@@ -463,7 +465,7 @@ else:
 
 # ## Summary
 #
-# - On an H100 the exponentials take half as long as the GEMMs at $d = 128$: softmax must run
+# - On an H100 the exponentials take {glue:text}`exp_share_128:.0f`% as long as the GEMMs at $d = 128$: softmax must run
 #   *under* the GEMMs, not between them.
 # - Warp specialisation moves the copies to a producer; ping-pong runs one warpgroup's softmax
 #   under the other's GEMMs; pipelining inside a warpgroup hides its own latency at the cost of

@@ -94,8 +94,9 @@ q = torch.randn(2, 8, 1, 64, dtype=torch.float64)           # [B, H, 1, d]: one 
 k, v = (torch.randn(2, 2, 1000, 64, dtype=torch.float64) for _ in range(2))  # [B, H_kv, N_k, d]
 o, report = split_kv_attention(q, k, v, num_splits=6, return_report=True)
 exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+import textwrap
 print(f"max |split-KV - SDPA| = {(o - exact).abs().max().item():.1e}")
-print(report.summary())
+print(textwrap.fill(report.summary(), 78))
 glue("dec_ref_err", (o - exact).abs().max().item())
 
 # %% [markdown]
@@ -142,7 +143,7 @@ split_weights_figure(N_k=4096, num_splits=8).show()
 # ## The Triton kernels
 #
 # `split_kv_triton` is two kernels: pass 1, one program per (packed $Q$ block, split, batch
-# × K/V head), stores fp32 states $[S, B, H, N_q, \cdot]$; pass 2, one program per query row,
+# × K/V head), stores fp32 states $[n_s, B, H, N, \cdot]$; pass 2, one program per query row,
 # merges them. On this machine (the interpreter runs it on the CPU at a small size):
 
 # %%
@@ -158,8 +159,8 @@ exact = torch.nn.functional.scaled_dot_product_attention(q.double().cpu(), k.dou
 # ⊕ is commutative and associative: merge the kernel's partial states in reverse, in Python.
 parts = [State(state.m[s], state.l[s], state.o[s]) for s in reversed(range(len(ranges)))]
 again = finalize(merge_all(parts)).to(dtype)
-print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exact).abs().max().item():.1e}; "
-      f"reversed Python merge vs kernel merge {(again - o).abs().max().item():.1e}")
+print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exact).abs().max().item():.1e}")
+print(f"reversed Python merge vs kernel merge: {(again - o).abs().max().item():.1e}")
 
 # %% [markdown]
 # ### Measured on a GPU
@@ -266,7 +267,8 @@ exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True
 err = (ring["o"] - exact).abs().max().item()
 steps = ring["ranks"][1]["stats"]
 print(f"4 processes, {seconds:.1f} s in all; max |ring - one process| = {err:.1e}")
-print("rank 1, step by step:", [(s["holder"], f"{s['sent_bytes']} B sent") for s in steps])
+for t, s in enumerate(steps):
+    print(f"rank 1, step {t}: holds rank {s['holder']}'s shard, sends {s['sent_bytes']:,} B")
 glue("ring_err", err)
 glue("ring_seconds", seconds)
 
@@ -312,7 +314,7 @@ glue("eff_striped", 100 * eff["striped"])
 # With 8 ranks the contiguous layout wastes nearly half the time: efficiency
 # {glue:text}`eff_contiguous:.0f`%. The fix is to give every rank both early and late tokens.
 # **Zig-zag**: cut the sequence into $2n_p$ chunks and give rank $r$ chunks $r$ and $2n_p-1-r$;
-# **striped**: give rank $r$ tokens $r, r + P, r + 2P, \dots$. Both reach
+# **striped**: give rank $r$ tokens $r, r + n_p, r + 2n_p, \dots$. Both reach
 # {glue:text}`eff_zigzag:.1f`% and {glue:text}`eff_striped:.1f`%: after step 0 every rank does
 # the same work.
 
@@ -439,8 +441,8 @@ else:
 # shaped $[n_s, R, D]$, unnormalised; an empty split has $m = -\infty$) merged into the output
 # $[R, D]$. Check it with `flashedu.exercises.check_merge_splits(merge_splits)`.
 #
-# **2.** Write `zigzag(N, P, rank)`: the positions a rank holds in the zig-zag layout ($N$ a
-# multiple of $2n_p$). Check it with `flashedu.exercises.check_zigzag(zigzag)`.
+# **2.** Write `zigzag(N, P, rank)`: the positions rank `rank` holds in the zig-zag layout over
+# `P` $= n_p$ ranks ($N$ a multiple of $2n_p$). Check it with `flashedu.exercises.check_zigzag(zigzag)`.
 #
 # **3.** Write `threshold(heads, kv_heads, bytes_per_element, flops, bandwidth, causal)`: the
 # tokens per GPU where a ring step's compute equals its transfer. Check it with

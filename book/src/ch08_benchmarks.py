@@ -28,7 +28,7 @@ rt = setup()
 #
 # A speed is work over time, so a benchmark first fixes what counts as work. The FlashAttention
 # papers count only the two matmuls of the forward pass, $S = QK^\top$ and $O = PV$: each is
-# $2 N^2 D$ FLOPs per head, so a forward pass is $4 B H N^2 D$. With a causal mask half of $S$
+# $2 N^2 d$ FLOPs per head, so a forward pass is $4 B H N^2 d$. With a causal mask half of $S$
 # is never needed, so the count halves. The backward pass does five matmuls where the forward
 # does two: $2.5\times$ the forward. Softmax, masking and rescaling are not counted; a kernel that
 # spends long on them shows a lower TFLOP/s, which is the point.
@@ -44,11 +44,11 @@ glue("fwd_tflop", attention_flops("fwd", B=B, H=H, N=N, D=D, causal=False) / 1e1
 glue("bwd_causal_tflop", attention_flops("bwd", B=B, H=H, N=N, D=D, causal=True) / 1e12)
 
 # %% [markdown]
-# At $B = 4$, $H = 16$, $N = 4096$, $D = 128$ one forward pass is {glue:text}`fwd_tflop:.2f`
+# At $B = 4$, $H = 16$, $N = 4096$, $d = 128$ one forward pass is {glue:text}`fwd_tflop:.2f`
 # TFLOP and a causal backward pass {glue:text}`bwd_causal_tflop:.2f` TFLOP.
 #
 # The shapes are the papers' too: $B \cdot N$ = 16k tokens and a hidden size of 2048 split into
-# $H = 2048 / D$ heads, so every point of a sweep holds the same number of tokens and longer
+# $H = 2048 / d$ heads, so every point of a sweep holds the same number of tokens and longer
 # sequences mean smaller batches.
 
 # %%
@@ -73,9 +73,11 @@ for impl in flashedu.registry(backend="triton"):
     if impl.block_sparse:  # it needs a block mask: its benchmark is time against density
         print(f"{impl.name:20s} not in the dense sweep (block-sparse)")
         continue
-    print(f"{impl.name:20s} chapter {impl.chapter}  {impl.algorithm:12s} backward {'yes' if impl.backward else 'no ':3s}  "
-          f"head dims {impl.head_dims or 'any'}{'  (FP8 cases)' if impl.algorithm == 'fp8' else ''}")
-print("beside them:", ", ".join(SDPA_BACKENDS), "and standard_torch (naive, three torch ops)")
+    dims = ",".join(map(str, impl.head_dims)) if impl.head_dims else "any"
+    print(f"{impl.name:16s} ch. {impl.chapter}  {impl.algorithm:9s} backward {'yes' if impl.backward else 'no ':3s}  "
+          f"d in {dims}{'  (FP8 cases)' if impl.algorithm == 'fp8' else ''}")
+print("beside them:", ", ".join(SDPA_BACKENDS) + ",")
+print("             and standard_torch (naive, three torch ops)")
 
 # %% [markdown]
 # Timing follows the method of the GPU machines this book was measured on: warm up first (the
@@ -98,18 +100,20 @@ from flashedu.bench.schema import latest
 from flashedu.provenance import label
 bench = latest()
 harness = bench.get("source") != "tools/tune_v2.py"
-print(label(bench["info"]), f"(commit {bench['info'].get('commit')})")
+print(label(bench["info"]))
+print(f"commit {bench['info'].get('commit')}")
 print("written by", "python -m flashedu.bench" if harness else "tools/tune_v2.py (chapter 4's tuning run)")
-print(f"{len(bench['times'])} rows; ceilings: {bench['ceilings'] or 'not recorded'}")
+c = bench["ceilings"]
+print(f"{len(bench['times'])} rows; ceilings: " + (f"fp16 matmul {c['matmul_fp16_tflops']:.0f} TFLOP/s, "
+      f"bf16 matmul {c['matmul_bf16_tflops']:.0f} TFLOP/s, copy {c['copy_tbs']:.2f} TB/s" if c else "not recorded"))
 glue("bench_gpu", bench["info"]["gpu"])
 glue("bench_date", bench["info"]["date"][:10])
-glue("bench_source", "the harness of this chapter" if harness else
-     "chapter 4's tuning script, which predates the harness: fp16 only, without ceilings, "
-     "memory or correctness columns")
+# The prose below says this chapter's harness wrote the file: keep it true.
+assert harness, "the recorded file was written by tools/tune_v2.py, not by python -m flashedu.bench"
 
 # %% [markdown]
-# This run was recorded on the {glue:text}`bench_gpu` on {glue:text}`bench_date`, by
-# {glue:text}`bench_source`.
+# This run was recorded on the {glue:text}`bench_gpu` on {glue:text}`bench_date`, by this
+# chapter's harness.
 #
 # If this page runs on a GPU (Colab, or your own), the next cell also times a quick sweep there,
 # forward passes only, a minute or two, and the figure draws your GPU's points as crosses beside
@@ -142,7 +146,7 @@ glue("v2_flash_16k", v2_flash)
 glue("v2_cudnn_16k", v2_cudnn)
 
 # %% [markdown]
-# At $N = 16384$, $D = 128$, the book's v2 forward runs {glue:text}`v2_flash_16k:.2f` times as
+# At $N = 16384$, $d = 128$, the book's v2 forward runs {glue:text}`v2_flash_16k:.2f` times as
 # fast as SDPA's FlashAttention-2 backend and {glue:text}`v2_cudnn_16k:.2f` times as fast as
 # cuDNN's (below 1 means slower). Short sequences are hard for everyone: with $N = 512$ each
 # program has few tiles to stream, so loading $Q$ and writing $O$ weigh more against the matmuls.
@@ -153,7 +157,10 @@ glue("v2_cudnn_16k", v2_cudnn)
 # %%
 from IPython.display import Markdown, display
 from flashedu.bench.report import headline
-display(Markdown(headline(bench)))
+from flashedu.bench.report import HEADLINE_CASES
+for case in HEADLINE_CASES:  # one table per shape, so that each fits the page
+    D_, N_ = case
+    display(Markdown(f"**d = {D_}, N = {N_ // 1024}k**\n\n" + headline(bench, cases=[case])))
 
 # %% [markdown]
 # A speed is only worth reporting if the answer is right. Where the file has it, the error
@@ -189,18 +196,19 @@ missing = [f"{a} → {b}" for a, b in zip(CHAIN, CHAIN[1:]) if not any(k[:2] == 
 print("not recorded in this file:", ", ".join(missing) or "none")
 glue("v1_v2_16k", dict(sp[("v1_triton", "v2_triton", 128, False)])[16384])
 glue("v1_v2_512", dict(sp[("v1_triton", "v2_triton", 128, False)])[512])
+glue("v1_programs_16k", (16384 // 16384) * (2048 // 128))  # B·H at B·N = 16k, hidden size 2048, d = 128
 
 # %% [markdown]
 # The loop swap is worth {glue:text}`v1_v2_512:.1f`× at $N = 512$ and {glue:text}`v1_v2_16k:.0f`×
-# at $N = 16384$ ($D = 128$). The gap grows with $N$ because the batch shrinks: v1 runs one
-# program per head, $B \cdot H$ of them, which at $N = 16384$ is 16 programs for a GPU with more
-# than a hundred SMs ({ref}`ch-flash-v2` drew those waves).
+# at $N = 16384$ ($d = 128$). The gap grows with $N$ because the batch shrinks: v1 runs one
+# program per head, $B \cdot H$ of them, which at $N = 16384$ is {glue:text}`v1_programs_16k`
+# programs for a GPU with more than a hundred SMs ({ref}`chapter 4 <ch-flash-v2>` drew those waves).
 
 # %% [markdown]
 # ## Memory
 #
 # `python -m flashedu.bench.memory` measured the peak memory of one forward and backward pass
-# above the inputs ($B = 1$, $H = 16$, $D = 128$, fp16). Naive attention keeps $S$ and $P$ for
+# above the inputs ($B = 1$, $H = 16$, $d = 128$, fp16). Naive attention keeps $S$ and $P$ for
 # the backward pass, $N^2$ numbers per head; the fused kernels keep $O$ and one number per row.
 
 # %%
@@ -244,13 +252,13 @@ roof = min(g.fp16_flops, ai * g.hbm_bandwidth) / 1e12
 glue("roof_gpu", g.name)
 glue("v2_ai", ai)
 glue("ridge", g.ridge_point())
-glue("v2_side", "left of" if ai < g.ridge_point() else "right of")
+assert ai < g.ridge_point()  # the prose below places the fused kernels left of the ridge
 glue("roof_at_v2", roof)
 glue("best_of_roof", 100 * max(t for a, t in pts.values() if a == ai) / roof)
 
 # %% [markdown]
 # By the memory model, which reads each $K_j$, $V_j$ once per $Q$ block and has no L2 cache, the
-# fused kernels sit at about {glue:text}`v2_ai:.0f` FLOPs per byte, {glue:text}`v2_side` the
+# fused kernels sit at about {glue:text}`v2_ai:.0f` FLOPs per byte, left of the
 # {glue:text}`roof_gpu`'s ridge at {glue:text}`ridge:.0f`; the roof above them is
 # {glue:text}`roof_at_v2:.0f` TFLOP/s, and the fastest of them reaches
 # {glue:text}`best_of_roof:.0f`% of it. {ref}`Chapter 4 <ch-flash-v2>` measured that the L2 cache serves most of those
@@ -263,13 +271,17 @@ glue("best_of_roof", 100 * max(t for a, t in pts.values() if a == ai) / roof)
 # Named sweeps isolate one idea each: `v1-vs-v2`, `causal-skip` (v2 cannot turn its tile skipping
 # off, so the causal run is compared with the unmasked one, which visits every tile),
 # `block-sizes` and `num-stages` (the v2 forward at fixed kernel configurations). Where this file
-# has them:
+# has them, here at $d = 128$ and $N = 16384$:
 
 # %%
 from flashedu.bench.report import ablation_table
+import textwrap
 if bench["ablations"]:
     for name, ab in bench["ablations"].items():
-        print(ablation_table(name, ab)[:3000], "\n")
+        head, *rows = ablation_table(name, ab).splitlines()
+        shown = [r for r in rows if "D128" in r and "N=16384" in r]  # one shape; the file has them all
+        print(textwrap.fill(head, 78, subsequent_indent="  "))
+        print("\n".join(shown), f"\n  ({len(rows) - len(shown)} more rows at other shapes in the file)\n")
 else:
     print("No ablations in this file; python -m flashedu.bench --no-sweep --ablation causal-skip records one.")
 
@@ -292,7 +304,7 @@ else:
 #
 # ## Summary
 #
-# - FLOPs are counted as in the papers: $4BHN^2D$ forward, half when causal, $2.5\times$ for the
+# - FLOPs are counted as in the papers: $4BHN^2d$ forward, half when causal, $2.5\times$ for the
 #   backward pass; TFLOP/s divides that by the median time after warm-up.
 # - One process times every registered Triton kernel beside SDPA's backends and naive attention,
 #   on fresh random inputs, with the matmul ceiling, peak memory and error measured in the same
@@ -310,7 +322,7 @@ else:
 # and backward, 16 per score. Check it with `flashedu.exercises.check_naive_memory(naive_bytes)`.
 # At $B \cdot N$ = 16k and $H = 16$, what is the largest $N$ of the sweep that fits in 40 GB?
 #
-# **3.** From `bench["times"]`, find the smallest $N$ at which `v2_triton`'s forward ($D = 128$,
+# **3.** From `bench["times"]`, find the smallest $N$ at which `v2_triton`'s forward ($d = 128$,
 # no mask) reaches 90% of its speed at $N = 16384$.
 
 # %% tags=["hide-cell"]

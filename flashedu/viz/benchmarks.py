@@ -53,7 +53,7 @@ def speedup_figure(recorded: dict, *, chain=CHAIN, pass_: str = "fwd", dtype: st
                for c, text in ((0, "no mask"), (1, "causal"))]
     fig.update_xaxes(type="log", title_text="sequence length N (B·N = 16k)",
                      tickvals=sorted({n for pts in sp.values() for n, _ in pts}))
-    fig.update_yaxes(type="log", title_text="speed-up (time of the older kernel / time of the newer)")
+    fig.update_yaxes(type="log", title_text="speed-up (time of the older kernel / time of the newer)", dtick=1)
     fig.update_layout(title=dict(text=f"Each chapter's kernel over the previous one, {pass_}, "
                                       f"{SHORT.get(dtype, dtype)}<br><sup>{label(recorded['info'])}</sup>"),
                       updatemenus=[dict(buttons=buttons, direction="right", x=1, xanchor="right", y=1.16,
@@ -117,8 +117,8 @@ def measured_roofline_figure(recorded: dict, *, N: int = 4096, D: int = 128, cau
         fig.add_trace(go.Scatter(x=[ai], y=[tf], mode="markers", name=NAMES.get(impl, impl),
                                  marker=dict(size=12, color=color, line=dict(color="white", width=1)),
                                  hovertemplate=f"{impl}<br>%{{x:.3g}} FLOP/B, %{{y:.0f}} TFLOP/s<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per HBM byte, memory model)")
-    fig.update_yaxes(type="log", title_text=f"{SHORT.get(dtype, dtype)} TFLOP/s")
+    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per HBM byte, memory model)", dtick=1)
+    fig.update_yaxes(type="log", title_text=f"{SHORT.get(dtype, dtype)} TFLOP/s", dtick=1)
     mask = "causal" if causal else "no mask"
     fig.update_layout(title=dict(text=f"Forward, N={N}, D={D}, {mask}, on the {g.name} roofline"
                                       f"<br><sup>{label(recorded['info'])}</sup>"),

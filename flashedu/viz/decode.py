@@ -218,7 +218,7 @@ def measured_decode_figure(result: dict) -> go.Figure:
                          title_text="cached keys N_k", row=1, col=j + 1)
     fig.update_yaxes(title_text="K/V cache read (GB/s)", range=[0, 1.08 * top], row=1, col=1)
     shape = {**rows[0], **result.get("shapes", {})} if rows else {}
-    heads = f"{shape.get('H', '?')} query heads, {shape.get('H_kv', '?')} K/V heads, D = {shape.get('D', '?')}"
+    heads = f"{shape.get('H', '?')} query heads, {shape.get('H_kv', '?')} K/V heads, d = {shape.get('D', '?')}"
     fig.update_layout(title=f"Decoding one token, measured<br><sup>{info.get('gpu')}, fp16, {heads}; "
                             f"torch {info.get('torch')}, {str(info.get('date', ''))[:10]}</sup>",
                       height=460, font=FONT, plot_bgcolor="white", margin=dict(t=90, b=120),

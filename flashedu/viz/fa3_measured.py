@@ -85,14 +85,15 @@ def ablation_figure(run: dict) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=[c[0] for c in cols], y=ylabels, text=text, texttemplate="%{text}",
                                customdata=hover, hovertemplate="%{customdata}<extra></extra>",
                                zmin=0.4, zmax=1, colorscale=[[0, "#FFFFFF"], [1, OKABE_ITO["sky"]]],
-                               xgap=2, ygap=2, showscale=False, textfont=dict(color=OKABE_ITO["black"])))
+                               xgap=2, ygap=2, showscale=False, textfont=dict(color=OKABE_ITO["black"], size=13)))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(side="top")
     fig.update_layout(title=dict(text=f"Measured: loads, pipeline depth, warp specialisation (TFLOP/s, fp16)"
-                                      f"<br><sup>{label(run['provenance'])}; shade = fraction of the row's best; "
+                                      f"<br><sup>{label(run['provenance'])}</sup>"
+                                      f"<br><sup>shade = fraction of the row's best (in bold); "
                                       f"WS = warp-specialised</sup>"),
-                      height=120 + 42 * len(table), font=FONT, plot_bgcolor="white",
-                      margin=dict(t=140, l=130, r=20, b=20))
+                      height=170 + 44 * len(table), font=FONT, plot_bgcolor="white",
+                      margin=dict(t=160, l=130, r=20, b=20))
     return fig
 
 

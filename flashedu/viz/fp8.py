@@ -73,7 +73,7 @@ def fp8_widget(q: torch.Tensor, k: torch.Tensor, *, block: int = 128, n_rows: in
     d = list(range(q.shape[-1]))
     r0 = rows[0]
     fig.add_trace(go.Bar(x=d, y=q[r0].tolist(), name="row of Q", marker_color=OKABE_ITO["black"]), 1, 1)
-    fig.add_trace(go.Bar(x=d, y=rotated[r0].tolist(), name="the same row × D·H",
+    fig.add_trace(go.Bar(x=d, y=rotated[r0].tolist(), name="the same row, rotated (× R)",
                          marker_color=OKABE_ITO["sky"]), 1, 1)
     colors = (OKABE_ITO["vermillion"], OKABE_ITO["orange"], OKABE_ITO["blue"])
     for (name, e), color in zip(errs.items(), colors):

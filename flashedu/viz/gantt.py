@@ -70,6 +70,13 @@ def gantt_figure(results: dict[str, SimResult] | None = None, *, frames: int = 2
                                                 for name in names for kind in KINDS])
                   for k, t in enumerate(times)]
     add_player(fig, [f"{t / 1000:.1f}k" for t in times], prefix="cycle ", duration=250, y=-0.17)
+    # The page opens on the whole schedule, so the slider starts at its end and Play always
+    # replays the clock from 0 (from the last frame, "from the current frame" would play nothing).
+    player = fig.layout.updatemenus[0].to_plotly_json()
+    player["buttons"][0]["args"][1]["fromcurrent"] = False
+    slider = fig.layout.sliders[0].to_plotly_json()
+    slider["active"] = frames - 1
+    fig.update_layout(updatemenus=[player], sliders=[slider])
     buttons = [dict(label=results[n].label.split(" ", 1)[0] if n != "fa3" else "FA3", method="update",
                     args=[{"visible": [tr.meta == n for tr in fig.data]}, {"title.text": _title(results[n])}])
                for n in names]

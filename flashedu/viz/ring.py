@@ -97,8 +97,8 @@ def overlap_figure(*, gpu="H100", heads: int = 32, kv_heads: int = 8, d: int = 1
                                  line=dict(color=color, dash="dash")))
         star = overlap_threshold(heads=heads, kv_heads=kv_heads, causal=causal, gpu=g, link=name)
         fig.add_vline(x=star, line=dict(color=color, width=1, dash="dot"))
-    fig.update_xaxes(type="log", title_text="tokens per rank (N / P)")
-    fig.update_yaxes(type="log", title_text="time per ring step (ms)")
+    fig.update_xaxes(type="log", title_text="tokens per rank (N / n_p)", dtick=1)
+    fig.update_yaxes(type="log", title_text="time per ring step (ms)", dtick=1)
     fig.update_layout(title=f"When the ring hides its transfers<br><sup>{heads} query heads, {kv_heads} K/V heads, "
                             f"d = {d}, fp16{', causal' if causal else ''}; dotted: where the two meet</sup>",
                       height=420, font=FONT, plot_bgcolor="white", legend=dict(x=0.01, y=0.99))
@@ -181,7 +181,7 @@ def measured_ring_figure(result: dict) -> go.Figure:
         fig.add_trace(go.Bar(x=labels, y=ys, name=f"one GPU, {'causal' if causal else 'non-causal'}",
                              marker_color=color, marker_pattern_shape="/"), row=1, col=1)
     fig.update_xaxes(title_text="sequence length N (tokens)", row=1, col=1)
-    fig.update_yaxes(type="log", title_text="forward time (ms)", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="forward time (ms)", dtick=1, row=1, col=1)
     if steps:
         world = int(info.get("world", 0)) or 1 + max(r["rank"] for r in rows if r["test"] == "ring")
         for i, (layout, causal) in enumerate(RING_CASES):
@@ -204,7 +204,7 @@ def measured_ring_figure(result: dict) -> go.Figure:
     else:
         world = info.get("world")
     fig.update_layout(title=f"Ring attention on {world} GPUs, measured<br><sup>{info.get('gpu')}, NCCL, fp16, "
-                            f"B = 1, 16 heads, D = 128; {str(info.get('date', ''))[:10]}</sup>",
+                            f"B = 1, 16 heads, d = 128; {str(info.get('date', ''))[:10]}</sup>",
                       barmode="group", height=460, font=FONT, plot_bgcolor="white", margin=dict(t=90, b=140),
                       legend=dict(orientation="h", x=0, y=-0.3))
     return fig

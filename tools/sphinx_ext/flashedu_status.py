@@ -4,8 +4,8 @@ Two directives, each replaced by a table once every page has been read (so every
 - ``{flashedu-status} chapters``: each executed notebook, its run time in this build (myst-nb's
   execution data, ``exec_data`` in its per-document metadata), whether it succeeded, and what it
   ran on: the first stdout line of the notebook, which ``flashedu.chapter.setup`` prints
-  ("No CUDA GPU: Triton kernels run under the interpreter ..." or "<GPU> (sm_XX): Triton kernels
-  compiled ...").
+  ("No CUDA GPU: Triton kernels run under the interpreter on the CPU ..." or
+  "<GPU> (sm_XX): Triton kernels compiled ...").
 - ``{flashedu-status} recorded``: the provenance of every recorded GPU result,
   ``flashedu/data/*/*.json`` (its ``provenance`` block, or ``info`` in benchmark files).
 Loaded through `sphinx.local_extensions` in _config.yml.
