@@ -142,6 +142,11 @@ def test_recorded_bench_has_provenance_and_every_case_draws():
         for k, b in enumerate(fig.layout.updatemenus[0].buttons):
             vis = b.args[0]["visible"]
             assert any(vis) and all(v == (t.meta == k) for v, t in zip(vis, fig.data))
+        # It opens on the forward pass at d = 128, unmasked, where the file has it.
+        start = fig.layout.updatemenus[0].active
+        assert fig.layout.updatemenus[0].buttons[start].label == (
+            "forward, d = 128" if any(r["D"] == 128 for r in rows) else "forward, d = " + str(min(r["D"] for r in rows)))
+        assert all(t.visible == (t.meta == start) for t in fig.data)
         r = rows[0]
         assert ratio(rec, impl=r["impl"], peer=r["impl"], pass_="fwd", D=r["D"], causal=r["causal"], N=r["N"]) == 1
 
