@@ -235,7 +235,9 @@ else:
 # {glue:text}`dec_meas_B_small` and {glue:text}`dec_meas_small_k`k keys a call lasts under a
 # tenth of a millisecond, and the splits ({glue:text}`dec_meas_small_split_us:.0f` µs) were
 # slower than one split ({glue:text}`dec_meas_small_one_us:.0f` µs): there the second kernel and
-# the partial states cost more than the idle SMs bring.
+# the partial states cost more than the idle SMs bring. (At batch {glue:text}`dec_meas_B_big`
+# the lines of the expanded cache stop early: a copy of a longer cache with one K/V head per
+# query head was too large to make.)
 
 # %% [markdown]
 # ## Ring attention
