@@ -12,8 +12,15 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 def load(kind: str) -> list[dict]:
-    """Every recorded result of one kind (``"memory"``, ...), newest GPU name first."""
+    """Every recorded result of one kind (``"memory"``, ...), in file-name order (GPU slug)."""
     folder = DATA / kind
     if not folder.is_dir():
         raise FileNotFoundError(f"no recorded results of kind {kind!r} under {DATA}")
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def first(kind: str) -> dict | None:
+    """The first recorded result of one kind, or None when nothing of that kind is recorded
+    (what a chapter shows from a GPU is optional: without it the chapter says so)."""
+    folder = DATA / kind
+    return load(kind)[0] if folder.is_dir() and any(folder.glob("*.json")) else None

@@ -38,7 +38,7 @@ CELLS = _cells(SRC.read_text())
 def _measured_cells() -> list[int]:
     """Indices of the two code cells that read the recorded files."""
     idx = [i for i, (kind, src) in enumerate(CELLS) if kind == "code"
-           and ('recorded.load("decode")' in src or 'recorded.load("ring")' in src)]
+           and ('recorded.first("decode")' in src or 'recorded.first("ring")' in src)]
     assert len(idx) == 2, "expected one measured cell for decoding and one for the ring"
     return idx
 

@@ -199,3 +199,11 @@ def test_check_against_fp64_with_a_token_mask_catches_an_ignored_mask():
     # standard_reference ignores the token mask, so the comparison must show a large error.
     errs = chapter.check_against_fp64("standard_reference", q, k, v, backward=False, token_mask=keep)
     assert errs["o"] > 1e-3
+
+
+def test_recorded_first_is_none_where_nothing_is_recorded(tmp_path, monkeypatch):
+    assert recorded.first("memory") == recorded.load("memory")[0]
+    monkeypatch.setattr(recorded, "DATA", tmp_path)
+    assert recorded.first("memory") is None
+    (tmp_path / "memory").mkdir()
+    assert recorded.first("memory") is None  # a folder with no file is nothing recorded either

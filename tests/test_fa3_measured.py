@@ -7,8 +7,8 @@ import json
 import pytest
 
 from flashedu import recorded
-from flashedu.viz.fa3_measured import (ablation_figure, ablation_table, fp8_config, fp8_speed_figure,
-                                       fp8_speed_table)
+from flashedu.viz.fa3_measured import (ablation_figure, ablation_summary, ablation_table, fp8_config,
+                                       fp8_speed_figure, fp8_speed_table, fp8_summary)
 
 PROV = {"gpu": "Test GPU", "torch": "2.x", "triton": "3.x", "date": "2026-01-02T00:00:00+00:00"}
 
@@ -100,3 +100,23 @@ def test_recorded_fp8_speed_matches_the_json():
         shown = [float(s.rstrip("x")) for tr in fp8_bars for s in tr.text]
         assert shown == [round(t["speedup"], 2) for t in table]
         json.loads(fig.to_json())
+
+
+def test_summaries_quote_the_raw_rows():
+    """The numbers chapter 6 glues, recomputed from the rows without the tables."""
+    for run in _runs("fa3"):
+        facts = ablation_summary(run, paper_tflops=661.0)
+        timed = [r for r in run["rows"] if r.get("kind") == "time" and "tflops" in r]
+        best = lambda **kw: max(r["tflops"] for r in timed if all(r.get(k) == v for k, v in kw.items()))  # noqa: E731
+        assert facts["fa3_ptr_8448"] == best(impl="v2_triton", D=128, N=8448)
+        assert facts["fa3_tma_8448"] == best(impl="v2_tma_triton", D=128, N=8448)
+        assert facts["fa3_stages_2"] == best(impl="v2_tma_triton", D=128, N=8448, stages=2, warp_specialize=False)
+        assert facts["fa3_of_paper"] == pytest.approx(100 * facts["fa3_best_8448"] / 661.0)
+        assert facts["fa3_ws_probed"] == sum(r.get("kind") == "ws_probe" for r in run["rows"])
+    for run in _runs("fp8"):
+        facts = fp8_summary(run)
+        ms = {(r["impl"], r["D"], r["N"]): r["ms"] for r in run["rows"] if r.get("kind") == "time" and "ms" in r}
+        fp8 = min(t for (impl, D, N), t in ms.items() if impl.startswith("fp8_triton") and (D, N) == (128, 4096))
+        assert facts["fp8_x_4096"] == pytest.approx(ms[("v2_triton fp16", 128, 4096)] / fp8)
+        fa3 = next(r for r in run["rows"] if r.get("recipe") == "fp8_fa3")
+        assert (facts["fp8_rmse_gpu"], facts["fp8_rmse_paper"]) == (fa3["rmse"], fa3["paper"])

@@ -247,13 +247,13 @@ assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100
 # %%
 from flashedu import recorded
 from flashedu.blocksparse import measured as bsm
-runs = recorded.load("block_sparse") if (recorded.DATA / "block_sparse").is_dir() else []
-if runs:
-    for name, value in bsm.summary(runs[0]).items():
+run = recorded.first("block_sparse")
+if run:
+    for name, value in bsm.summary(run).items():
         glue(name, value)
 else:
     print("No GPU measurement is recorded (flashedu/data/block_sparse/ is empty): the figure shows the model only.")
-density_figure(curves, measured=bsm.figure_points(runs[0]) if runs else None,
+density_figure(curves, measured=bsm.figure_points(run) if run else None,
                title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
 
 # %% [markdown]
@@ -279,8 +279,8 @@ density_figure(curves, measured=bsm.figure_points(runs[0]) if runs else None,
 
 # %%
 from IPython.display import Markdown, display
-if runs:
-    table = bsm.ratios(runs[0])
+if run:
+    table = bsm.ratios(run)
     for N_ in sorted({r.N for r in table}):
         display(Markdown(f"**N = {N_ // 1024}k, forward**\n\n" + bsm.markdown_table(table, N=N_)))
     display(Markdown(f"**N = {N_ // 1024}k, forward + backward**\n\n"

@@ -178,10 +178,7 @@ else:
 # %% tags=["hide-input"]
 from flashedu import recorded
 from flashedu.viz.decode import measured_decode_figure, measured_decode_summary
-try:
-    decode = recorded.load("decode")[0]
-except (FileNotFoundError, IndexError):
-    decode = None
+decode = recorded.first("decode")
 if decode:
     measured_decode_figure(decode).show()
     dm = measured_decode_summary(decode)
@@ -362,10 +359,7 @@ overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 
 # %% tags=["hide-input"]
 from flashedu.viz.ring import measured_ring_figure, measured_ring_summary
-try:
-    ring_run = recorded.load("ring")[0]
-except (FileNotFoundError, IndexError):
-    ring_run = None
+ring_run = recorded.first("ring")
 if ring_run:
     measured_ring_figure(ring_run).show()
     rm = measured_ring_summary(ring_run)

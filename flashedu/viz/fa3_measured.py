@@ -157,3 +157,44 @@ def fp8_speed_figure(run: dict) -> go.Figure:
                       barmode="group", height=420, font=FONT, plot_bgcolor="white",
                       margin=dict(t=100, l=70, r=20, b=60), legend=dict(orientation="h", y=-0.22))
     return fig
+
+
+def ablation_summary(run: dict, *, paper_tflops: float) -> dict:
+    """What chapter 6 says of the ablation, by glue name: pointers and best TMA at d = 128 per N,
+    TMA over pointers at best for d = 64, the stage ladder at the paper's shape (N = 8448), the
+    range of what warp specialisation changed (%), how many of its probes compiled, and the best
+    at the paper's shape against the paper's ``paper_tflops``."""
+    abl = {(r["D"], r["N"]): r for r in ablation_table(run)}
+    out = dict(fa3_gpu=run["provenance"]["gpu"], fa3_date=run["provenance"]["date"][:10])
+    for N in sorted(N for D, N in abl if D == 128):
+        out[f"fa3_ptr_{N}"] = abl[(128, N)]["pointers"]
+        out[f"fa3_tma_{N}"] = abl[(128, N)]["tma"]
+    out["fa3_tma_64"] = max(r["tma"] / r["pointers"] for (D, _), r in abl.items() if D == 64)
+    paper_shape = abl[(128, 8448)]
+    for s in (1, 2, 3):
+        out[f"fa3_stages_{s}"] = paper_shape["cells"][(s, False)]
+    ws_gain = [r["tma_ws"] / r["tma_no_ws"] for r in abl.values() if r["tma_ws"]]
+    out["fa3_ws_lo"], out["fa3_ws_hi"] = 100 * (min(ws_gain) - 1), 100 * (max(ws_gain) - 1)
+    probes = [r for r in run["rows"] if r.get("kind") == "ws_probe"]
+    out["fa3_ws_ok"] = sum(r["result"].startswith("OK") for r in probes)
+    out["fa3_ws_probed"] = len(probes)
+    out["fa3_best_8448"] = max(paper_shape["pointers"], paper_shape["tma"])
+    out["fa3_of_paper"] = 100 * out["fa3_best_8448"] / paper_tflops
+    return out
+
+
+def fp8_summary(run: dict) -> dict:
+    """What chapter 6 says of FP8 on the GPU, by glue name: the speed-up over fp16 at d = 128 per
+    N and its range at d = 64, the torch quantisation step's time range (ms), the FA3 recipe's
+    RMSE beside the paper's, and the largest gap (%) between a kernel RMSE and its simulation."""
+    sp = fp8_speed_table(run)
+    rm = {r["recipe"]: r for r in run["rows"] if r.get("kind") == "rmse"}
+    x64 = [r["speedup"] for r in sp if r["D"] == 64]
+    out = dict(fp8_gpu=run["provenance"]["gpu"], fp8_date=run["provenance"]["date"][:10])
+    out.update({f"fp8_x_{r['N']}": r["speedup"] for r in sp if r["D"] == 128})
+    out["fp8_x_64_lo"], out["fp8_x_64_hi"] = min(x64), max(x64)
+    out["fp8_quant_lo"] = min(r["quant_ms"] for r in sp)
+    out["fp8_quant_hi"] = max(r["quant_ms"] for r in sp)
+    out["fp8_rmse_gpu"], out["fp8_rmse_paper"] = rm["fp8_fa3"]["rmse"], rm["fp8_fa3"]["paper"]
+    out["fp8_rmse_agree"] = 100 * max(abs(r["rmse"] / r["simulated"] - 1) for r in rm.values())
+    return out
