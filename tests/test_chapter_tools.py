@@ -207,3 +207,12 @@ def test_recorded_first_is_none_where_nothing_is_recorded(tmp_path, monkeypatch)
     assert recorded.first("memory") is None
     (tmp_path / "memory").mkdir()
     assert recorded.first("memory") is None  # a folder with no file is nothing recorded either
+
+
+@pytest.mark.parametrize("name", sorted(n for n in dir(exercises) if n.startswith("check_")))
+def test_every_checker_reports_a_raising_answer_as_wrong(name, capsys):
+    def boom(*args, **kwargs):
+        raise ValueError("not written yet")
+
+    assert getattr(exercises, name)(boom, cases=3) is False
+    assert "raised ValueError: not written yet" in capsys.readouterr().out

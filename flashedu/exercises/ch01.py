@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def check_s_and_p_bytes(fn, *, cases: int = 12, seed: int = 0) -> bool:
@@ -20,10 +20,8 @@ def check_s_and_p_bytes(fn, *, cases: int = 12, seed: int = 0) -> bool:
         itemsize = (2, 4)[c % 2]
         r = simulate("standard", N=N, d=16, heads=heads, dtype=dtypes[itemsize])
         want = r.per_tensor["S"].write_bytes + r.per_tensor["P"].write_bytes
-        try:
-            got = fn(N, heads, itemsize)
-        except Exception as exc:
-            failures.append(f"N={N}, heads={heads}, itemsize={itemsize}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"N={N}, heads={heads}, itemsize={itemsize}", lambda: fn(N, heads, itemsize))
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"N={N}, heads={heads}, itemsize={itemsize}: got {got}, the model recorded {want}")

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..softmax.state import State, empty_state, merge, state_of_block
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def _as_state(out) -> State:
@@ -31,10 +31,8 @@ def check_merge(fn, *, cases: int = 40, seed: int = 0) -> bool:
         if c % 10 == 9:
             b = empty_state((3,), 5, dtype=torch.float64)
         want = merge(a, b)
-        try:
-            got = _as_state(fn(a, b))
-        except Exception as exc:  # the reader's code raised: say so, as a failure
-            failures.append(f"case {c}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"case {c}", lambda: _as_state(fn(a, b)))
+        if got is FAILED:
             continue
         for field in ("m", "l", "o"):
             w, x = getattr(want, field), getattr(got, field)
@@ -62,10 +60,8 @@ def check_softmax(fn, *, cases: int = 40, seed: int = 0) -> bool:
         if c % 4 == 2:
             x[0] = -math.inf
         want = torch.softmax(x, -1).nan_to_num(0.0)
-        try:
-            got = fn(x.clone())
-        except Exception as exc:
-            failures.append(f"case {c}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"case {c}", lambda: fn(x.clone()))
+        if got is FAILED:
             continue
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             failures.append(f"case {c}: expected a tensor of shape {tuple(want.shape)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def check_fa1_blocks(fn, *, cases: int = 30, seed: int = 0) -> bool:
@@ -17,10 +17,8 @@ def check_fa1_blocks(fn, *, cases: int = 30, seed: int = 0) -> bool:
         M = int(torch.randint(256, 300_000, (1,), generator=g))
         d = (16, 32, 64, 128, 256)[c % 5]
         want = fa1_block_sizes(M, d)
-        try:
-            got = tuple(fn(M, d))
-        except Exception as exc:
-            failures.append(f"M={M}, d={d}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"M={M}, d={d}", lambda: tuple(fn(M, d)))
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"M={M}, d={d}: got (Br, Bc) = {got}, expected {want}")
@@ -40,10 +38,8 @@ def check_v1_traffic(fn, *, cases: int = 20, seed: int = 0) -> bool:
         d = (16, 32, 64)[c % 3]
         f = formula("v1", N=N, d=d, block_r=br, block_c=bc)
         want = (f.exact.reads, f.exact.writes)
-        try:
-            got = tuple(fn(N, d, br, bc))
-        except Exception as exc:
-            failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"N={N}, d={d}, Br={br}, Bc={bc}", lambda: tuple(fn(N, d, br, bc)))
+        if got is FAILED:
             continue
         if got != want:
             hint = " (that is the seed's formula: add what it drops)" if got == (f.seed.reads, f.seed.writes) else ""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def check_v2_traffic(fn, *, cases: int = 20, seed: int = 0) -> bool:
@@ -19,10 +19,8 @@ def check_v2_traffic(fn, *, cases: int = 20, seed: int = 0) -> bool:
         d = (16, 32, 64, 128)[c % 4]
         f = formula("v2", N=N, d=d, block_r=br, block_c=bc)
         want = (f.exact.reads, f.exact.writes)
-        try:
-            got = tuple(fn(N, d, br, bc))
-        except Exception as exc:
-            failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"N={N}, d={d}, Br={br}, Bc={bc}", lambda: tuple(fn(N, d, br, bc)))
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}: got {got}, the model recorded {want}")
@@ -42,10 +40,8 @@ def check_programs(fn, *, cases: int = 20, seed: int = 0) -> bool:
         N = int(torch.randint(1, 20000, (1,), generator=g))
         block_r = (64, 128)[c % 2]
         want = programs(algorithm, batch=batch, heads=heads, N=N, block_r=block_r)
-        try:
-            got = fn(algorithm, batch, heads, N, block_r)
-        except Exception as exc:
-            failures.append(f"{algorithm}, B={batch}, H={heads}, N={N}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"{algorithm}, B={batch}, H={heads}, N={N}", lambda: fn(algorithm, batch, heads, N, block_r))
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"{algorithm}, B={batch}, H={heads}, N={N}, Br={block_r}: got {got}, expected {want}")

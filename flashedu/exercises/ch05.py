@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def check_block_sparse_reads(fn, *, cases: int = 20, seed: int = 0) -> bool:
@@ -22,10 +22,8 @@ def check_block_sparse_reads(fn, *, cases: int = 20, seed: int = 0) -> bool:
         density = float(torch.rand(1, generator=g))
         m = bs.random_blocks(N, block=br, block_c=bc, density=density, seed=c)
         want = simulate("block_sparse", N=N, d=d, block_mask=m, sram_bytes=1 << 20).read_elements
-        try:
-            got = fn(N, d, br, bc, m.nnz())
-        except Exception as exc:
-            failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}, nnz={m.nnz()}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"N={N}, d={d}, Br={br}, Bc={bc}, nnz={m.nnz()}", lambda: fn(N, d, br, bc, m.nnz()))
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"N={N}, d={d}, Br={br}, Bc={bc}, nnz={m.nnz()}: got {got}, the model recorded {want}")
@@ -43,12 +41,14 @@ def check_csr(fn, *, cases: int = 20, seed: int = 0) -> bool:
         Tr, Tc = (int(x) for x in torch.randint(1, 12, (2,), generator=g))
         grid = torch.rand(Tr, Tc, generator=g) < float(torch.rand(1, generator=g))
         want = to_csr(grid)
-        try:
+        def as_lists(grid=grid):
             ptr, index = fn(grid.clone())
-            ptr, index = [int(x) for x in ptr], [int(x) for x in index]
-        except Exception as exc:
-            failures.append(f"{Tr}×{Tc} grid: raised {type(exc).__name__}: {exc}")
+            return [int(x) for x in ptr], [int(x) for x in index]
+
+        got = attempt(failures, f"{Tr}×{Tc} grid", as_lists)
+        if got is FAILED:
             continue
+        ptr, index = got
         if ptr != want.ptr.tolist():
             failures.append(f"{Tr}×{Tc} grid: ptr {ptr}, expected {want.ptr.tolist()} (ptr[i+1] - ptr[i] is row i's count)")
         elif index != want.index.tolist():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def check_exp_share(fn, *, cases: int = 20, seed: int = 0) -> bool:
@@ -16,10 +16,8 @@ def check_exp_share(fn, *, cases: int = 20, seed: int = 0) -> bool:
         matmul = float(torch.randint(50, 2000, (1,), generator=g)) * 1e12
         exp = float(torch.randint(1, 20, (1,), generator=g)) * 1e12
         want = matmul / (4 * d * exp)
-        try:
-            got = float(fn(d, matmul, exp))
-        except Exception as exc:
-            failures.append(f"d={d}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"d={d}", lambda: float(fn(d, matmul, exp)))
+        if got is FAILED:
             continue
         if abs(got - want) > 1e-9 * want:
             failures.append(f"d={d}, matmul {matmul:.3g} FLOP/s, exp {exp:.3g}/s: got {got:.4g}, expected {want:.4g}")
@@ -37,10 +35,8 @@ def check_fwht(fn, *, cases: int = 12, seed: int = 0) -> bool:
         d = 2 ** (c % 8)
         x = torch.randn(3, 1 + c % 4, d, generator=g, dtype=torch.float64)
         want = x @ hadamard_matrix(d)
-        try:
-            got = fn(x.clone())
-        except Exception as exc:
-            failures.append(f"d={d}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"d={d}", lambda: fn(x.clone()))
+        if got is FAILED:
             continue
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             failures.append(f"d={d}: expected a tensor of shape {tuple(want.shape)}, got "
@@ -62,10 +58,8 @@ def check_block_scales(fn, *, cases: int = 12, seed: int = 0) -> bool:
         block = (16, 32, 64, 128)[c % 4]
         x = torch.randn(2, 3, N, 32, generator=g) * (1 + 50 * (torch.rand(2, 3, N, 32, generator=g) < 0.01))
         want = quantize(x, block=block).scale
-        try:
-            got = fn(x.clone(), block)
-        except Exception as exc:
-            failures.append(f"N={N}, block={block}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"N={N}, block={block}", lambda: fn(x.clone(), block))
+        if got is FAILED:
             continue
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
             failures.append(f"N={N}, block={block}: expected shape {tuple(want.shape)}, got "

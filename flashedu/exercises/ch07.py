@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 
 def check_merge_splits(fn, *, cases: int = 12, seed: int = 0) -> bool:
@@ -24,10 +24,8 @@ def check_merge_splits(fn, *, cases: int = 12, seed: int = 0) -> bool:
         if S > 1 and c % 2:  # an empty split: the identity of ⊕
             m[0], l[0], o[0] = -math.inf, 0.0, 0.0
         want = finalize(merge_all(State(m[s, :, None], l[s, :, None], o[s]) for s in range(S)))
-        try:
-            got = torch.as_tensor(fn(m.clone(), l.clone(), o.clone()), dtype=torch.float64)
-        except Exception as exc:
-            failures.append(f"S={S}, R={R}, D={D}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"S={S}, R={R}, D={D}", lambda: torch.as_tensor(fn(m.clone(), l.clone(), o.clone()), dtype=torch.float64))
+        if got is FAILED:
             continue
         if got.shape != want.shape or not torch.allclose(got, want, atol=1e-9, rtol=1e-9):
             failures.append(f"S={S}, R={R}, D={D}: wrong output (shape {tuple(got.shape)}, "
@@ -48,10 +46,8 @@ def check_zigzag(fn, *, cases: int = 15, seed: int = 0) -> bool:
         N = 2 * P * int(torch.randint(1, 6, (1,), generator=g))
         rank = c % P
         want = positions(N, P, rank, "zigzag").tolist()
-        try:
-            got = [int(x) for x in fn(N, P, rank)]
-        except Exception as exc:
-            failures.append(f"N={N}, P={P}, rank={rank}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"N={N}, P={P}, rank={rank}", lambda: [int(x) for x in fn(N, P, rank)])
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"N={N}, P={P}, rank={rank}: got {got}, expected {want}")
@@ -73,10 +69,8 @@ def check_overlap_threshold(fn, *, cases: int = 12, seed: int = 0) -> bool:
         bw = float(torch.randint(25, 900, (1,), generator=g)) * 1e9
         causal = bool(c % 2)
         want = kv * e * flops / (2 * (0.5 if causal else 1.0) * heads * bw)
-        try:
-            got = float(fn(heads, kv, e, flops, bw, causal))
-        except Exception as exc:
-            failures.append(f"case {c}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"case {c}", lambda: float(fn(heads, kv, e, flops, bw, causal)))
+        if got is FAILED:
             continue
         if not math.isclose(got, want, rel_tol=1e-6):
             failures.append(f"H={heads}, H_kv={kv}, {e} B/element, {flops:.3g} FLOP/s, {bw:.3g} B/s, "

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._base import report
+from ._base import FAILED, attempt, report
 
 PASS_NAMES = ("fwd", "bwd", "fwdbwd")
 
@@ -50,10 +50,8 @@ def check_naive_memory(fn, *, cases: int = 20, seed: int = 0) -> bool:
         N = int(torch.randint(1, 129, (1,), generator=g)) * 128
         case = make_case(dtype="fp16", D=64, causal=False, N=N, tokens=B * N, hidden=64 * H)
         want = case.B * case.H * N * N * SCORE_BYTES["standard_torch"][1]
-        try:
-            got = fn(B, H, N)
-        except Exception as exc:
-            failures.append(f"B={B}, H={H}, N={N}: raised {type(exc).__name__}: {exc}")
+        got = attempt(failures, f"B={B}, H={H}, N={N}", lambda: fn(B, H, N))
+        if got is FAILED:
             continue
         if got != want:
             failures.append(f"B={B}, H={H}, N={N}: got {got!r}, expected {want}")
