@@ -121,6 +121,19 @@ def test_triton_matches_masked_oracle(case, causal, dtype, poison):
     _check(*_run(block_sparse_flash_attention, mask, B, H, D, causal, dtype, DEVICE), tol=TOL[dtype])
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_triton_without_the_run_path(causal, monkeypatch, poison):
+    """Walking the consecutive run by pointers (USE_RUN) is only a shortcut: with it off, every
+    entry goes through the index list, and the result is the same."""
+    from flashedu.ops.block_sparse import triton_impl
+
+    monkeypatch.setattr(triton_impl, "USE_RUN", False)
+    for name in ("window", "butterfly"):
+        _, mask, B, H, D = next(c for c in CASES if c[0] == name)
+        _check(*_run(block_sparse_flash_attention, mask, B, H, D, causal, TRITON_DTYPES[0], DEVICE),
+               tol=TOL[TRITON_DTYPES[0]])
+
+
 def test_dense_mask_is_attention_and_v2_traffic():
     q, k, v = (torch.randn(1, 2, 50, 16, dtype=torch.float64) for _ in range(3))
     o = block_sparse_attention(q, k, v, causal=True)
@@ -203,6 +216,11 @@ def test_csr_round_trip_and_kernel_order(causal):
         for r in range(Hm * m.Tr):
             h, i = divmod(r, m.Tr)
             lo, hi, mid = int(lay.rows.ptr[r]), int(lay.rows.ptr[r + 1]), int(lay.rows.ptr[r] + lay.rows.clean[r])
+            # run: the longest prefix of the clean entries that is first, first+1, ...
+            clean = lay.rows.index[lo:mid].tolist()
+            run = next((n for n in range(len(clean)) if clean[n] != clean[0] + n), len(clean))
+            assert int(lay.rows.run[r]) == run, f"row {r}: run {int(lay.rows.run[r])}, clean entries {clean}"
+            assert int(lay.rows.first[r]) == (int(lay.rows.index[lo]) if hi > lo else 0)
             for e in range(lo, hi):
                 j = int(lay.rows.index[e])
                 masked = partial[h, i, j] or (causal and min(N, (j + 1) * bc) - 1 > i * br) or (j + 1) * bc > N

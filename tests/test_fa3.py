@@ -8,6 +8,7 @@ and refuse clearly where they cannot run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -201,15 +202,23 @@ FP8_CASES = [(1, 1, 1, 1, 32, False), (1, 2, 70, 70, 64, True), (2, 1, 100, 37, 
              (1, 1, 129, 129, 128, True)]
 
 
+# The kernel's speed variants must not change what it computes (fold_v off: the second
+# accumulator; split_m: two half Q tiles; exp_fma: exps from the cubic instead of MUFU).
+FP8_VARIANTS = {"plain": {}, "two-accumulators": dict(fold_v=False), "split": dict(split_m=True),
+                "split-exp-fma": dict(split_m=True, exp_fma=1), "exp-fma": dict(exp_fma=2)}
+
+
+@pytest.mark.parametrize("variant", FP8_VARIANTS)
 @pytest.mark.parametrize("use_tma", [False, True], ids=["pointers", "tma"])
 @pytest.mark.parametrize("case", FP8_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_fp8_kernel_matches_its_reference(case, use_tma, poison):
+def test_fp8_kernel_matches_its_reference(case, use_tma, variant, poison):
     B, H, N, NK, D, causal = case
     if GPU and use_tma and flashedu.runtime.current().capability < (9, 0):
         pytest.skip("TMA needs sm_90")
     q_block, kv_block = 64, 64
     q8, k8, v8, kw = _tiled_fp8_inputs(B, H, N, NK, D, q_block, kv_block, seed=N + D)
     cfg = FP8Config(64, 64, 4, 2, use_tma) if GPU else FP8Config(32, 32, 4, 1, use_tma)
+    cfg = dataclasses.replace(cfg, **FP8_VARIANTS[variant])
     ref = fp8.fp8_attention_reference(q8, k8, v8, causal=causal, block_n=cfg.block_n, **kw)
     o = flash_attention_fp8(*(t.to(DEVICE) for t in (q8, k8, v8)), causal=causal, config=cfg,
                             **{a: (t.to(DEVICE) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()})

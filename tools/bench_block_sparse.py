@@ -10,6 +10,8 @@ H = 2048 / D, B = 16384 / N), one mask shared by all heads at 128 × 128 tiles:
 * dense (100%), random tiles at 50 / 25 / 10 %, local bands of about 50 / 25 / 10 %;
 * block_sparse_triton forward and forward+backward, against dense v2_triton (same harness) and
   against torch's FlexAttention (torch.compile) with the same mask, where torch has it;
+* ablation: the forward of the dense and local masks with the consecutive-run shortcut off
+  (``block_sparse_triton index-walk``: every tile's block read from the index list);
 * correctness: block_sparse_triton on one batch element, two heads, against SDPA in fp32 with
   the expanded token mask (rows with no key: ours must be exactly 0).
 
@@ -34,6 +36,7 @@ import triton  # noqa: E402
 from benchio import Recorder  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
+from flashedu.ops.block_sparse import triton_impl  # noqa: E402
 from flashedu.ops.block_sparse.triton_impl import block_sparse_flash_attention  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
@@ -130,6 +133,12 @@ def main() -> int:
                 for pass_, make in (("fwd", lambda f: f), ("fwd+bwd", fwd_bwd)):
                     rows.append(dict(impl="block_sparse_triton", pattern=name, target_density=target,
                                      density=mask.density(), pass_=pass_, ms=bench(make(f), [q, k, v]), **shape))
+                    log(rows[-1])
+                if name in ("dense", "local"):  # ablation: every entry through the index list
+                    triton_impl.USE_RUN = False
+                    rows.append(dict(impl="block_sparse_triton index-walk", pattern=name, target_density=target,
+                                     density=mask.density(), pass_="fwd", ms=bench(f, [q, k, v]), **shape))
+                    triton_impl.USE_RUN = True
                     log(rows[-1])
                 if flex is None or time.time() - t0 > FLEX_BUDGET_S:
                     if flex is not None and not any("budget" in n for n in notes):

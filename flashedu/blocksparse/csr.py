@@ -13,7 +13,10 @@ The kernels' layout also orders each row's list: the entries that need no mask f
 (``clean`` of them), then the ones that do (partial, on the causal diagonal, or the short tile
 at the end of the sequence). The kernel then runs two loops, a mask-free one and a masked one,
 as v2's kernel does; the order of the tiles does not change the result, because chapter 2's
-merge ⊕ is associative and commutative. The backward's dK/dV kernel owns a K/V block and needs
+merge ⊕ is associative and commutative. The first ``run`` clean entries of a row are
+consecutive blocks ``first, first+1, ...`` (a dense row, a band, the causal part left of the
+diagonal): the forward walks those by pointer arithmetic, as dense v2 does, and reads the
+index list only for the rest. The backward's dK/dV kernel owns a K/V block and needs
 the transpose: per K/V block, the list of Q blocks (``by="col"``).
 
 Rows of every head are stacked: row r = h · rows + i, so one ``ptr`` serves all heads.
@@ -35,6 +38,8 @@ class CSR:
     index: torch.Tensor  # [nnz] column (inner block) of each entry
     tile: torch.Tensor  # [nnz] token-mask tile of each entry, -1 for a full tile
     clean: torch.Tensor  # [heads · rows] leading entries of each row that need no mask
+    run: torch.Tensor  # [heads · rows] leading clean entries that are consecutive blocks
+    first: torch.Tensor  # [heads · rows] the block of a row's first entry (0 for an empty row)
     heads: int
     rows: int
     cols: int
@@ -54,7 +59,7 @@ class CSR:
         return self.index[int(self.ptr[r]):int(self.ptr[r + 1])].tolist()
 
     def to(self, device) -> "CSR":
-        return CSR(*(t.to(device) for t in (self.ptr, self.index, self.tile, self.clean)),
+        return CSR(*(t.to(device) for t in (self.ptr, self.index, self.tile, self.clean, self.run, self.first)),
                    self.heads, self.rows, self.cols)
 
 
@@ -79,9 +84,15 @@ def to_csr(blocks: torch.Tensor, *, clean: torch.Tensor | None = None,
     counts = blocks.sum(-1).reshape(-1)
     ptr = torch.zeros(Hm * R + 1, dtype=torch.int32)
     ptr[1:] = counts.cumsum(0)
+    n_clean = (blocks & clean).sum(-1)  # [Hm, R]
+    # Leading clean entries whose block is the first one's plus their position.
+    steps = (order == order[..., :1] + torch.arange(C)) & (torch.arange(C) < n_clean[..., None])
+    run = steps.int().cumprod(-1).sum(-1)
+    first = torch.where(counts.reshape(Hm, R) > 0, order[..., 0], 0)
     return CSR(ptr=ptr, index=order[listed].to(torch.int32),
                tile=torch.gather(tile.to(torch.int32), -1, order)[listed],
-               clean=(blocks & clean).sum(-1).reshape(-1).to(torch.int32), heads=Hm, rows=R, cols=C)
+               clean=n_clean.reshape(-1).to(torch.int32), run=run.reshape(-1).to(torch.int32),
+               first=first.reshape(-1).to(torch.int32), heads=Hm, rows=R, cols=C)
 
 
 def from_csr(csr: CSR) -> torch.Tensor:

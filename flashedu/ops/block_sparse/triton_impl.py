@@ -2,9 +2,11 @@
 
 One program per (Q tile, batch·head), as in :mod:`flashedu.ops.v2.triton_impl`. The program
 reads its row's entries from the layout of :func:`flashedu.blocksparse.kernel_layout`:
-``ptr[row] .. ptr[row+1]`` are its tiles, the first ``clean[row]`` need no mask. So the K/V loop
-is v2's two loops with the bounds taken from HBM instead of computed, and each iteration loads
-its K/V block index first. Masked tiles AND three conditions into one keep-mask: key in range,
+``ptr[row] .. ptr[row+1]`` are its tiles, the first ``clean[row]`` need no mask, and of those
+the first ``run[row]`` are the consecutive blocks from ``first[row]``. So the K/V loop is v2's
+mask-free loop over that run (v2's own inner loop, pointers advanced by BLOCK_N: a dense mask
+costs what dense v2 costs), then the other clean entries and the masked ones, each iteration
+loading its K/V block index first. Masked tiles AND three conditions into one keep-mask: key in range,
 causal, and the token-mask tile (one byte per score, loaded only for partial tiles). A row with
 no kept key has ℓ = 0: O = 0 and L = -inf, and the backward gives it zero gradients.
 
@@ -23,9 +25,11 @@ from ...blocksparse.csr import kernel_layout
 from ...validate import check_qkv
 from ..v2.triton_bwd import LOG2E, arch_key, should_tune
 from ..v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
+from ..v2.triton_impl import _fwd_inner as v2_inner
 from .configs import candidates, choose
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)
 
 
 @triton.jit
@@ -85,13 +89,14 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd,
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Index, Tile, Tiles,
+def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
                 stride_qz, stride_qh, stride_qm, stride_qd,
                 stride_kz, stride_kh, stride_kn, stride_kd,
                 stride_vz, stride_vh, stride_vn, stride_vd,
                 H, N_Q, N_K, MASK_HEADS, qk_scale,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                USE_RUN: tl.constexpr):
     n_m = tl.cdiv(N_Q, BLOCK_M)
     pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
@@ -112,6 +117,13 @@ def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Index, Tile, Tiles,
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    if USE_RUN:
+        first = tl.load(First + row) * BLOCK_N
+        run = tl.load(Run + row)
+        acc, l_i, m_i = v2_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                                 offs_m, offs_d, first, first + run * BLOCK_N, N_K, qk_scale,
+                                 BLOCK_N, False, False, PRECISION)
+        lo += run
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
                                stride_vd, offs_m, offs_d, start_m, lo, mid, N_K, qk_scale,
                                BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
@@ -149,9 +161,10 @@ def forward(q, k, v, mask, *, causal: bool, scale: float, config: triton.Config 
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
         lay = kernel_layout(mask.refine(bm, bn), causal=causal, device=q.device)
         _fwd_kernel[(triton.cdiv(N_Q, bm), B * H)](
-            q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.index, lay.rows.tile, lay.tiles,
+            q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.run, lay.rows.first, lay.rows.index,
+            lay.rows.tile, lay.tiles,
             *q.stride(), *k.stride(), *v.stride(), H, N_Q, N_K, mask.heads, scale * LOG2E,
-            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision,
+            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision, USE_RUN=USE_RUN,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     if config is None:

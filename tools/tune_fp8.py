@@ -1,0 +1,116 @@
+"""Time the FP8 kernel's speed variants against our fp16 v2 kernel, on a GPU (chapter 6, issue 8).
+
+On the GPU machine, from the repository root (about 2 minutes on an H100/H200):
+
+    python3 tools/tune_fp8.py --out $OUT     # writes $OUT/fp8_tuning/<gpu>.json
+
+Each variant is an :class:`~flashedu.ops.fa3.fp8_triton.FP8Config`: tiles, warps, stages, TMA,
+and the speed options (``fold_v``: P·V accumulates straight into acc; ``split_m``: two
+half Q tiles per program whose softmaxes overlap each other's GEMMs; ``exp_fma``: some exps by
+a cubic on the FMA units instead of MUFU; ``max_regs``: 128 registers a thread, so two
+programs share an SM and one's softmax runs under the other's GEMMs). For each: registers and spills of the compiled
+kernel, relative error against SDPA in fp16 on the same (unquantised) inputs, and the median
+time at hidden 2048 (H = 2048 / D, B = 16384 / N), non-causal and causal. Tuning data, not a
+chapter figure: the chosen config then goes into ``CONFIGS`` and is recorded by bench_fp8.py.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from benchio import Recorder  # noqa: E402
+
+from flashedu import fp8  # noqa: E402
+from flashedu.ops.fa3 import fp8_triton  # noqa: E402
+from flashedu.ops.fa3.fp8_triton import FP8Config, flash_attention_fp8  # noqa: E402
+from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
+
+BASE = FP8Config(128, 128, 8, 3, True)
+BN64 = dataclasses.replace(BASE, block_n=64)
+R128 = dataclasses.replace(BN64, max_regs=128)
+VARIANTS = {
+    "two accumulators (session 2)": dataclasses.replace(BASE, fold_v=False),
+    "fold_v": BASE,
+    "fold_v exp_fma": dataclasses.replace(BASE, exp_fma=2),
+    "fold_v bn64": BN64,
+    "bn64 regs128": R128,
+    "bn64 regs128 stages2": dataclasses.replace(R128, num_stages=2),
+    "bn64 regs128 stages4": dataclasses.replace(R128, num_stages=4),
+    "bn64 regs128 exp_fma": dataclasses.replace(R128, exp_fma=2),
+    "split bn64": dataclasses.replace(BN64, split_m=True),
+    "split bn64 exp_fma half": dataclasses.replace(BN64, split_m=True, exp_fma=1),
+    "split exp_fma half": dataclasses.replace(BASE, split_m=True, exp_fma=1),
+}
+
+
+def compiled_stats() -> dict:
+    """Registers and spills of the fp8 kernel's most recent compile (triton keeps them on the
+    compiled object); {} when this triton lays its cache out differently."""
+    try:
+        caches = fp8_triton._fp8_fwd_kernel.device_caches
+        kernels = [k for c in caches.values() for k in c[0].values()]
+        k = kernels[-1]
+        return dict(n_regs=k.n_regs, n_spills=k.n_spills)
+    except Exception as e:  # noqa: BLE001
+        return dict(stats_error=f"{type(e).__name__}: {e}"[:120])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
+    args = ap.parse_args()
+    t0 = time.time()
+    rows: list[dict] = []
+    rec = Recorder(args.out, "fp8_tuning", config=dict(variants={n: dataclasses.asdict(c) for n, c in VARIANTS.items()}))
+    names = [n for n in VARIANTS if not args.only or n in args.only.split(",")]
+    for D, Ns in ((128, (4096, 8192, 16384)), (64, (8192,))):
+        H = 2048 // D
+        for N in Ns:
+            B = max(1, 16384 // N)
+            flops = 4.0 * B * H * N * N * D
+            q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
+            q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3")
+            for causal in (False, True):
+                f = flops / (2 if causal else 1)
+                ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                base = triton.testing.do_bench(lambda: flash_attention_v2(q, k, v, causal=causal), warmup=10, rep=50)
+                rows.append(dict(impl="v2_triton fp16", D=D, N=N, causal=causal, ms=base,
+                                 tflops=round(f / base / 1e9, 1)))
+                print(f"[{time.time() - t0:5.0f}s] {rows[-1]}", flush=True)
+                for name in names:
+                    cfg = VARIANTS[name]
+                    r = dict(impl=name, D=D, N=N, causal=causal)
+                    try:
+                        with torch.no_grad():
+                            o = flash_attention_fp8(q8, k8, v8, causal=causal, config=cfg, **kw)
+                            r.update(compiled_stats())
+                            r["rel_err"] = round(((o.float() - ref.float()).norm() / ref.float().norm()).item(), 5)
+                            ms = triton.testing.do_bench(
+                                lambda: flash_attention_fp8(q8, k8, v8, causal=causal, config=cfg, **kw),
+                                warmup=10, rep=50)
+                        r.update(ms=ms, tflops=round(f / ms / 1e9, 1), x_fp16=round(base / ms, 3))
+                    except Exception as e:  # noqa: BLE001  (a variant that does not compile is data)
+                        r["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    rows.append(r)
+                    print(f"[{time.time() - t0:5.0f}s] {r}", flush=True)
+                    rec.save(rows)
+            del q, k, v, q8, k8, v8
+            torch.cuda.empty_cache()
+    rec.save(rows, final=True, seconds=round(time.time() - t0))
+    print("\nx fp16 v2 (non-causal / causal):")
+    for name in names:
+        cells = [f"D{r['D']} N{r['N']} {'c' if r['causal'] else 'f'} {r.get('x_fp16', 'ERR')}"
+                 for r in rows if r["impl"] == name]
+        print(f"  {name:32s} " + "  ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
