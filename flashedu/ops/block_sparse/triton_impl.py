@@ -3,10 +3,11 @@
 One program per (Q tile, batch·head), as in :mod:`flashedu.ops.v2.triton_impl`. The program
 reads its row's entries from the layout of :func:`flashedu.blocksparse.kernel_layout`:
 ``ptr[row] .. ptr[row+1]`` are its tiles, the first ``clean[row]`` need no mask, and of those
-the first ``run[row]`` are the consecutive blocks from ``first[row]``. So the K/V loop is v2's
-mask-free loop over that run (v2's own inner loop, pointers advanced by BLOCK_N: a dense mask
-costs what dense v2 costs), then the other clean entries and the masked ones, each iteration
-loading its K/V block index first. Masked tiles AND three conditions into one keep-mask: key in range,
+the first ``run[row]`` are the consecutive blocks from ``first[row]``. When all of a row's
+clean entries are that run (a dense row, a band, the causal part left of the diagonal) they go
+through v2's own mask-free loop, pointers advanced by BLOCK_N, so a dense mask costs what dense
+v2 costs; otherwise through a loop that loads each entry's K/V block index first. The masked
+entries come last. Masked tiles AND three conditions into one keep-mask: key in range,
 causal, and the token-mask tile (one byte per score, loaded only for partial tiles). A row with
 no kept key has ℓ = 0: O = 0 and L = -inf, and the backward gives it zero gradients.
 
@@ -117,13 +118,16 @@ def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    # Clean entries that are one consecutive run (dense rows, bands, the causal part left of the
+    # diagonal) go by pointers; others through the index list. One branch per row, not two
+    # loops: a second pipelined loop costs its prologue even for a row of two tiles.
     if USE_RUN:
-        first = tl.load(First + row) * BLOCK_N
-        run = tl.load(Run + row)
-        acc, l_i, m_i = v2_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                                 offs_m, offs_d, first, first + run * BLOCK_N, N_K, qk_scale,
-                                 BLOCK_N, False, False, PRECISION)
-        lo += run
+        if tl.load(Run + row) == mid - lo:
+            first = tl.load(First + row) * BLOCK_N
+            acc, l_i, m_i = v2_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                                     offs_m, offs_d, first, first + (mid - lo) * BLOCK_N, N_K, qk_scale,
+                                     BLOCK_N, False, False, PRECISION)
+            lo = mid
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
                                stride_vd, offs_m, offs_d, start_m, lo, mid, N_K, qk_scale,
                                BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)

@@ -2,8 +2,9 @@
 
 Inputs come quantised (:func:`flashedu.fp8.prepare_fp8`: Q and K rotated by M = D·H, then one
 scale per tile); the kernel multiplies in e4m3 with fp32 accumulation and folds the descales in
-once per score: S = (Q8 K8ᵀ)·dq·dk·scale. P, in [0, 1], is multiplied by 2⁸ and cast to e4m3
-for the second product, and V's descale (over 2⁸) multiplies that product. Two Hopper details:
+once per score: S = (Q8 K8ᵀ)·dq·dk·scale. P, in [0, 1], is computed as P·2⁸ (the 2⁸ inside the
+exponent) and cast to e4m3 for the second product; ℓ sums the same P·2⁸, so the factor cancels.
+V's descale enters through the running rescale of acc (see ``_fp8_fold``). Two Hopper details:
 
 * FP8 tensor-core instructions read both operands "K-major" (the reduction dim contiguous). For
   Q K8ᵀ, K [N, D] already is; for P V the reduction runs over keys, so V is passed transposed,
@@ -24,6 +25,8 @@ import triton.language as tl
 
 from ... import runtime
 from ...fp8.reference import check_fp8_inputs
+from ..block_sparse.configs import choose
+from ..v2.triton_bwd import max_shared_memory, should_tune
 from .triton_impl import tma_ready
 
 HEAD_DIMS = (32, 64, 128, 256)
@@ -61,9 +64,12 @@ def _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED: tl.co
     """Fold one K/V tile's raw scores s = Q8 K8ᵀ [BLOCK_M, BLOCK_N] (fp32) and its Vᵀ tile into
     the running (acc, ℓ, m). c = scale·log2e·dq·dk, vs = this tile's V descale.
 
-    With FOLD_V, acc is kept in units of u (the last tile's V descale): acc·u·2⁻⁸ is the true
-    sum. Rescaling acc by alpha·u/vs before the product lets the tensor core accumulate P·V
-    straight into acc, as in the fp16 kernel, instead of a second [BLOCK_M, D] accumulator."""
+    P is computed directly as P·2⁸ = exp2(s·c − (m − 8)): the factor 2⁸ keeps P a normal e4m3
+    number down to P = 2⁻¹⁴, and costs nothing inside the exponent. ℓ sums the same P·2⁸, so
+    the factor cancels in acc / ℓ. With FOLD_V, acc is kept in units of u (the last tile's V
+    descale): acc·u is the true sum. Rescaling acc by alpha·u/vs before the product lets the
+    tensor core accumulate P·V straight into acc, as in the fp16 kernel, instead of a second
+    [BLOCK_M, D] accumulator."""
     if MASKED:
         keep = (offs_n < N_K)[None, :]
         if CAUSAL:
@@ -71,18 +77,16 @@ def _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED: tl.co
         s = tl.where(keep, s * c, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_sub[:, None])
+        p8 = tl.math.exp2(s - (m_sub - 8.0)[:, None])
     else:
         m_new = tl.maximum(m_i, tl.max(s, 1) * c)
         m_sub = m_new
         if EXP_FMA:
-            p = _exp2_fma(s * c - m_sub[:, None])
+            p8 = _exp2_fma(s * c - (m_sub - 8.0)[:, None])
         else:
-            p = tl.math.exp2(s * c - m_sub[:, None])
+            p8 = tl.math.exp2(s * c - (m_sub - 8.0)[:, None])
     alpha = tl.math.exp2(m_i - m_sub)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    # P·2⁸ stays a normal e4m3 number down to P = 2⁻¹⁴; the 2⁻⁸ goes into V's descale.
-    p8 = p * 256.0
+    l_i = l_i * alpha + tl.sum(p8, 1)
     if PRE_ROUND:
         p8 = _round_to_e4m3_grid(p8)
     p8 = p8.to(tl.float8e4nv)
@@ -96,16 +100,21 @@ def _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED: tl.co
 
 
 @triton.jit
-def _fp8_load_kv(K, VT, desc_k, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N: tl.constexpr,
-                 HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
+def _fp8_load_k(K, desc_k, bh, start_n, offs_d, N_K, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                USE_TMA: tl.constexpr):
     offs_n = start_n + tl.arange(0, BLOCK_N)
     if USE_TMA:
-        k = desc_k.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
-        vt = desc_vt.load([bh, 0, start_n]).reshape(HEAD_DIM, BLOCK_N)
-    else:
-        k = tl.load(K + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=(offs_n < N_K)[:, None], other=0.0)
-        vt = tl.load(VT + offs_d[:, None] * N_KP + offs_n[None, :], mask=(offs_n < N_K)[None, :], other=0.0)
-    return k, vt, offs_n
+        return desc_k.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+    return tl.load(K + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=(offs_n < N_K)[:, None], other=0.0)
+
+
+@triton.jit
+def _fp8_load_vt(VT, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                 USE_TMA: tl.constexpr):
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    if USE_TMA:
+        return desc_vt.load([bh, 0, start_n]).reshape(HEAD_DIM, BLOCK_N)
+    return tl.load(VT + offs_d[:, None] * N_KP + offs_n[None, :], mask=(offs_n < N_K)[None, :], other=0.0)
 
 
 @triton.jit
@@ -116,8 +125,9 @@ def _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, 
     """The K/V tiles at columns lo..hi (step BLOCK_N) folded into one Q tile's state."""
     for start_n in tl.range(lo, hi, BLOCK_N, num_stages=NUM_STAGES):
         start_n = tl.multiple_of(start_n, BLOCK_N)
-        k, vt, offs_n = _fp8_load_kv(K, VT, desc_k, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N, HEAD_DIM,
-                                     USE_TMA)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _fp8_load_k(K, desc_k, bh, start_n, offs_d, N_K, BLOCK_N, HEAD_DIM, USE_TMA)
+        vt = _fp8_load_vt(VT, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N, HEAD_DIM, USE_TMA)
         c = c_q * tl.load(KS + start_n // KV_BLOCK)  # scale·log2e·dq·dk for this tile
         vs = tl.load(VS + start_n // KV_BLOCK)
         s = tl.dot(q, tl.trans(k))  # [BLOCK_M, BLOCK_N], fp32, unscaled
@@ -127,36 +137,9 @@ def _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, 
 
 
 @triton.jit
-def _fp8_inner_pair(acc0, l0, m0, u0, acc1, l1, m1, u1, q0, q1, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m0,
-                    offs_m1, offs_d, lo, hi, N_K, N_KP, c_q0, c_q1, KV_BLOCK: tl.constexpr,
-                    BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr,
-                    NUM_STAGES: tl.constexpr, PRE_ROUND: tl.constexpr, FOLD_V: tl.constexpr,
-                    EXP_FMA: tl.constexpr):
-    """Mask-free tiles for two half Q tiles at once, FA3's intra-warpgroup overlap written out:
-    both score products are issued before either softmax, so the tensor cores can work on
-    the second half's QKᵀ (and then the first half's PV) while the first half's exps run.
-    EXP_FMA = 1 moves the second half's exps to the FMA units, 2 both halves'."""
-    for start_n in tl.range(lo, hi, BLOCK_N, num_stages=NUM_STAGES):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        k, vt, offs_n = _fp8_load_kv(K, VT, desc_k, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N, HEAD_DIM,
-                                     USE_TMA)
-        ks = tl.load(KS + start_n // KV_BLOCK)
-        vs = tl.load(VS + start_n // KV_BLOCK)
-        s0 = tl.dot(q0, tl.trans(k))
-        s1 = tl.dot(q1, tl.trans(k))
-        acc0, l0, m0, u0 = _fp8_fold(acc0, l0, m0, u0, s0, vt, c_q0 * ks, vs, offs_m0, offs_n, N_K, False, False,
-                                     PRE_ROUND, FOLD_V, EXP_FMA >= 2)
-        acc1, l1, m1, u1 = _fp8_fold(acc1, l1, m1, u1, s1, vt, c_q1 * ks, vs, offs_m1, offs_n, N_K, False, False,
-                                     PRE_ROUND, FOLD_V, EXP_FMA >= 1)
-    return acc0, l0, m0, u0, acc1, l1, m1, u1
-
-
-@triton.jit
 def _fp8_finish(acc, l_i, u, O, bh64, offs_m, offs_d, N_Q, HEAD_DIM: tl.constexpr, FOLD_V: tl.constexpr):
     if FOLD_V:
-        acc = acc * (u * 0.00390625)
-    else:
-        acc = acc * 0.00390625
+        acc = acc * u
     o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(O + bh64 * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
              o.to(O.dtype.element_ty), mask=(offs_m < N_Q)[:, None])
@@ -180,8 +163,7 @@ def _fp8_fwd_kernel(Q, K, VT, desc_q, desc_k, desc_vt, QS, KS, VS, O, N_Q, N_K, 
                     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     Q_BLOCK: tl.constexpr, KV_BLOCK: tl.constexpr, USE_TMA: tl.constexpr,
                     NUM_STAGES: tl.constexpr, PRE_ROUND: tl.constexpr, FOLD_V: tl.constexpr,
-                    SPLIT_M: tl.constexpr, EXP_FMA: tl.constexpr):
-    tl.static_assert(BLOCK_M % BLOCK_N == 0)
+                    EXP_FMA: tl.constexpr):
     n_m = tl.cdiv(N_Q, BLOCK_M)
     pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
@@ -193,50 +175,26 @@ def _fp8_fwd_kernel(Q, K, VT, desc_q, desc_k, desc_vt, QS, KS, VS, O, N_Q, N_K, 
     VT += bh64 * HEAD_DIM * N_KP
     KS += bh64 * n_kt
     VS += bh64 * n_kt
-    # K/V columns 0..full_end need no mask: left of the causal diagonal, or whole tiles.
+    # K/V columns 0..full_end need no mask: whole tiles left of the causal diagonal (BLOCK_N
+    # may be larger than BLOCK_M: the tile holding start_m is masked), or all whole tiles.
     if CAUSAL:
-        full_end = start_m
+        full_end = (start_m // BLOCK_N) * BLOCK_N
         tail_end = tl.minimum(start_m + BLOCK_M, N_K)
     else:
         full_end = (N_K // BLOCK_N) * BLOCK_N
         tail_end = N_K
-    if SPLIT_M:
-        HALF: tl.constexpr = BLOCK_M // 2
-        q0, offs_m0 = _fp8_load_q(Q, desc_q, bh, bh64, start_m, N_Q, HALF, HEAD_DIM, USE_TMA)
-        q1, offs_m1 = _fp8_load_q(Q, desc_q, bh, bh64, start_m + HALF, N_Q, HALF, HEAD_DIM, USE_TMA)
-        acc0 = tl.zeros([HALF, HEAD_DIM], dtype=tl.float32)
-        acc1 = tl.zeros([HALF, HEAD_DIM], dtype=tl.float32)
-        l0 = tl.zeros([HALF], dtype=tl.float32)
-        l1 = tl.zeros([HALF], dtype=tl.float32)
-        m0 = tl.full([HALF], float("-inf"), dtype=tl.float32)
-        m1 = tl.full([HALF], float("-inf"), dtype=tl.float32)
-        u0 = tl.full([], 1.0, tl.float32)
-        u1 = tl.full([], 1.0, tl.float32)
-        acc0, l0, m0, u0, acc1, l1, m1, u1 = _fp8_inner_pair(
-            acc0, l0, m0, u0, acc1, l1, m1, u1, q0, q1, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m0, offs_m1,
-            offs_d, 0, full_end, N_K, N_KP, c_q, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, USE_TMA, NUM_STAGES,
-            PRE_ROUND, FOLD_V, EXP_FMA)
-        acc0, l0, m0, u0 = _fp8_inner(acc0, l0, m0, u0, q0, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m0, offs_d,
-                                      full_end, tail_end, N_K, N_KP, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, True,
-                                      CAUSAL, USE_TMA, NUM_STAGES, PRE_ROUND, FOLD_V, False)
-        acc1, l1, m1, u1 = _fp8_inner(acc1, l1, m1, u1, q1, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m1, offs_d,
-                                      full_end, tail_end, N_K, N_KP, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, True,
-                                      CAUSAL, USE_TMA, NUM_STAGES, PRE_ROUND, FOLD_V, False)
-        _fp8_finish(acc0, l0, u0, O, bh64, offs_m0, offs_d, N_Q, HEAD_DIM, FOLD_V)
-        _fp8_finish(acc1, l1, u1, O, bh64, offs_m1, offs_d, N_Q, HEAD_DIM, FOLD_V)
-    else:
-        q, offs_m = _fp8_load_q(Q, desc_q, bh, bh64, start_m, N_Q, BLOCK_M, HEAD_DIM, USE_TMA)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        u = tl.full([], 1.0, tl.float32)
-        acc, l_i, m_i, u = _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, offs_d, 0,
-                                      full_end, N_K, N_KP, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, False, False,
-                                      USE_TMA, NUM_STAGES, PRE_ROUND, FOLD_V, EXP_FMA > 0)
-        acc, l_i, m_i, u = _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, offs_d,
-                                      full_end, tail_end, N_K, N_KP, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, True,
-                                      CAUSAL, USE_TMA, NUM_STAGES, PRE_ROUND, FOLD_V, False)
-        _fp8_finish(acc, l_i, u, O, bh64, offs_m, offs_d, N_Q, HEAD_DIM, FOLD_V)
+    q, offs_m = _fp8_load_q(Q, desc_q, bh, bh64, start_m, N_Q, BLOCK_M, HEAD_DIM, USE_TMA)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    u = tl.full([], 1.0, tl.float32)
+    acc, l_i, m_i, u = _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, offs_d, 0,
+                                  full_end, N_K, N_KP, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, False, False,
+                                  USE_TMA, NUM_STAGES, PRE_ROUND, FOLD_V, EXP_FMA)
+    acc, l_i, m_i, u = _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, offs_d,
+                                  full_end, tail_end, N_K, N_KP, c_q, KV_BLOCK, BLOCK_N, HEAD_DIM, True,
+                                  CAUSAL, USE_TMA, NUM_STAGES, PRE_ROUND, FOLD_V, False)
+    _fp8_finish(acc, l_i, u, O, bh64, offs_m, offs_d, N_Q, HEAD_DIM, FOLD_V)
 
 
 @dataclass(frozen=True)
@@ -247,23 +205,42 @@ class FP8Config:
     num_stages: int
     use_tma: bool
     fold_v: bool = True  # P·V accumulates into acc (acc kept in units of a V descale)
-    split_m: bool = False  # two half Q tiles per program, their softmaxes under each other's GEMMs
-    exp_fma: int = 0  # score exps on the FMA units: 0 none, 1 one half (split_m) or all, 2 all
-    max_regs: int | None = None  # registers per thread (128 with 8 warps: two programs per SM)
+    exp_fma: bool = False  # the mask-free tiles' exps by a cubic on the FMA units instead of MUFU
+    max_regs: int | None = None  # a register cap per thread, so that more programs share an SM
 
 
+# Per arch, the configs a large problem is timed over once per shape (the fastest is kept);
+# small problems and tests take the first that fits. sm_90: 128-row tiles with 8 warps (one
+# program per SM at ~175 registers a thread), and 64-row tiles with 4 warps, two or three of
+# which share an SM, so that one's softmax can run under another's GEMMs.
 CONFIGS = {
-    "sm90": FP8Config(128, 128, 8, 3, True),
-    "sm89": FP8Config(128, 64, 8, 2, False),
-    "interpreter": FP8Config(32, 32, 4, 1, False),
+    "sm90": [FP8Config(128, 128, 8, 3, True), FP8Config(64, 128, 4, 2, True, max_regs=168),
+             FP8Config(64, 128, 4, 3, True), FP8Config(64, 64, 4, 3, True),
+             FP8Config(128, 64, 8, 3, True, max_regs=128)],
+    "sm89": [FP8Config(128, 64, 8, 2, False), FP8Config(64, 64, 4, 2, False)],
+    "interpreter": [FP8Config(32, 32, 4, 1, False)],
 }
 
 
-def default_config() -> FP8Config:
+def _fits(cfg: FP8Config, head_dim: int) -> bool:
+    """Shared memory: the Q tile plus `stages` K and Vᵀ tiles, one byte per element."""
+    need = head_dim * (cfg.block_m + 2 * cfg.num_stages * cfg.block_n)
+    return need <= max_shared_memory()
+
+
+def configs_here(head_dim: int) -> list[FP8Config]:
+    """This arch's configs whose tiles fit its shared memory at this head dim."""
     rt = runtime.current()
-    if not rt.compiled:
-        return CONFIGS["interpreter"]
-    return CONFIGS["sm90" if rt.capability >= (9, 0) else "sm89"]
+    key = "interpreter" if not rt.compiled else "sm90" if rt.capability >= (9, 0) else "sm89"
+    out = [c for c in CONFIGS[key] if _fits(c, head_dim)]
+    if not out:
+        raise ValueError(f"fp8_triton: head dim D={head_dim} does not fit this GPU's shared memory")
+    return out
+
+
+def default_config(head_dim: int = 128) -> FP8Config:
+    """The config a small problem gets here: the first that fits."""
+    return configs_here(head_dim)[0]
 
 
 def _desc(t: torch.Tensor, block: list[int]):
@@ -277,34 +254,37 @@ def fp8_forward(q, k, v, *, causal: bool, scale: float, q_descale, k_descale, v_
     """The launch, from validated inputs (descales [B, H, tiles] fp32)."""
     B, H, N_Q, D = q.shape
     N_K = k.shape[2]
-    cfg = config or default_config()
-    # One descale per kernel tile: the tiles must not straddle two quantisation blocks.
-    bm = math.gcd(cfg.block_m, q_block)
-    bn = math.gcd(cfg.block_n, kv_block, bm)  # BLOCK_N divides BLOCK_M: the causal split needs it
-    if bn < 16:
-        raise ValueError(f"fp8_triton: q_block={q_block} and kv_block={kv_block} must be multiples of 16")
-    if cfg.split_m and bm < 32:
-        raise ValueError(f"fp8_triton: split_m needs Q tiles of at least 32 rows, got {bm}")
     q, k = tma_ready(q), tma_ready(k)
     n_kp = -(-N_K // 16) * 16
-    vt = torch.zeros(B, H, D, n_kp, device=v.device, dtype=v.dtype)
+    vt = torch.empty(B, H, D, n_kp, device=v.device, dtype=v.dtype)
     vt[..., :N_K] = v.transpose(-1, -2)  # [B, H, D, N_K]: V K-major for the second product
+    vt[..., N_K:] = 0
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=out_dtype)
-    if cfg.use_tma:
-        q_rows = bm // 2 if cfg.split_m else bm
-        dq_, dk_, dvt = (_desc(q.view(B * H, N_Q, D), [1, q_rows, D]), _desc(k.view(B * H, N_K, D), [1, bn, D]),
-                         _desc(vt.view(B * H, D, n_kp), [1, D, bn]))
-    else:
-        dq_ = dk_ = dvt = None
-    grid = (triton.cdiv(N_Q, bm), B * H)
-    _fp8_fwd_kernel[grid](q, k, vt, dq_, dk_, dvt, q_descale, k_descale, v_descale, o, N_Q, N_K, n_kp,
-                          q_descale.shape[-1], k_descale.shape[-1], scale,
-                          CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, Q_BLOCK=q_block, KV_BLOCK=kv_block,
-                          USE_TMA=cfg.use_tma, NUM_STAGES=cfg.num_stages,
-                          PRE_ROUND=not runtime.current().compiled, FOLD_V=cfg.fold_v, SPLIT_M=cfg.split_m,
-                          EXP_FMA=cfg.exp_fma, num_warps=cfg.num_warps,
-                          **({"maxnreg": cfg.max_regs} if cfg.max_regs and runtime.current().compiled else {}),
-                          num_stages=cfg.num_stages)
+    compiled = runtime.current().compiled
+
+    def run(cfg: FP8Config):
+        # One descale per kernel tile: the tiles must not straddle two quantisation blocks.
+        bm = math.gcd(cfg.block_m, q_block)
+        bn = math.gcd(cfg.block_n, kv_block)
+        if bn < 16:
+            raise ValueError(f"fp8_triton: q_block={q_block} and kv_block={kv_block} must be multiples of 16")
+        if cfg.use_tma:
+            dq_, dk_, dvt = (_desc(q.view(B * H, N_Q, D), [1, bm, D]), _desc(k.view(B * H, N_K, D), [1, bn, D]),
+                             _desc(vt.view(B * H, D, n_kp), [1, D, bn]))
+        else:
+            dq_ = dk_ = dvt = None
+        _fp8_fwd_kernel[(triton.cdiv(N_Q, bm), B * H)](
+            q, k, vt, dq_, dk_, dvt, q_descale, k_descale, v_descale, o, N_Q, N_K, n_kp,
+            q_descale.shape[-1], k_descale.shape[-1], scale,
+            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, Q_BLOCK=q_block, KV_BLOCK=kv_block,
+            USE_TMA=cfg.use_tma, NUM_STAGES=cfg.num_stages, PRE_ROUND=not compiled, FOLD_V=cfg.fold_v,
+            EXP_FMA=cfg.exp_fma, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            **({"maxnreg": cfg.max_regs} if cfg.max_regs and compiled else {}))
+
+    if config is None:
+        key = (B, H, N_Q, N_K, D, causal, q_block, kv_block, out_dtype)
+        config = choose("fp8_fwd", configs_here(D), key, run, tune=should_tune(B, H, N_Q, N_K))
+    run(config)
     return o
 
 
@@ -325,4 +305,4 @@ def flash_attention_fp8(q, k, v, *, causal: bool = False, scale: float | None = 
                        q_block=q_block, kv_block=kv_block, config=config, out_dtype=out_dtype)
 
 
-__all__ = ["CONFIGS", "FP8Config", "HEAD_DIMS", "MIN_CAPABILITY", "flash_attention_fp8", "fp8_forward"]
+__all__ = ["CONFIGS", "FP8Config", "configs_here", "default_config", "HEAD_DIMS", "MIN_CAPABILITY", "flash_attention_fp8", "fp8_forward"]

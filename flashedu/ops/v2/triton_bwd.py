@@ -229,18 +229,20 @@ def _bwd_dq(Q, K, V, DO, L, Delta, DQ,
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). dK/dV: a small Q tile streams past a large resident
 # K/V tile; dQ: the mirror image. Large problems autotune over this arch's list; small ones take
-# the first entry that fits. The last entries exist for D = 256. sm_75 compiles tl.dot to FMA
-# loops (no MMA; checked with triton 3.9's compiler), which is why the kernels ask for sm_80.
+# the first entry that fits. The last entries exist for D = 256, where (64, 64, 8, 2) for dK/dV
+# and (128, 32, 8, 3) for dQ were the fastest on an H200 (tools/tune_v2_bwd.py; v2-tuning.md),
+# though they spill a few hundred bytes a thread. sm_75 compiles tl.dot to FMA loops (no MMA;
+# checked with triton 3.9's compiler), which is why the kernels ask for sm_80.
 DKDV_CONFIGS = {
     "sm90": [(64, 128, 8, 3), (32, 128, 8, 4), (64, 128, 8, 4), (32, 128, 8, 3), (64, 64, 4, 3),
-             (16, 32, 8, 2)],
+             (64, 64, 8, 2), (32, 32, 4, 2), (16, 32, 8, 2)],
     "sm80": [(32, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (16, 32, 8, 2)],
     "sm86": [(32, 64, 4, 3), (64, 64, 4, 2), (32, 128, 8, 2), (16, 32, 8, 1)],
     "interpreter": [(32, 32, 4, 1)],
 }
 DQ_CONFIGS = {
-    "sm90": [(128, 64, 8, 3), (128, 32, 8, 4), (128, 64, 8, 4), (64, 64, 4, 3), (64, 32, 4, 4),
-             (64, 16, 8, 2)],
+    "sm90": [(128, 64, 8, 3), (128, 32, 8, 4), (128, 64, 8, 4), (64, 64, 4, 3), (128, 32, 8, 3),
+             (64, 32, 4, 4), (64, 16, 8, 2)],
     "sm80": [(128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3), (64, 16, 8, 2)],
     "sm86": [(64, 32, 4, 3), (64, 64, 4, 2), (128, 32, 8, 2), (64, 16, 8, 1)],
     "interpreter": [(32, 32, 4, 1)],
