@@ -331,5 +331,6 @@ def test_config_choice_keeps_dividing_tiles_and_times_once(monkeypatch):
     last = [None]
     run = lambda c: last.__setitem__(0, c.kwargs["BLOCK_M"])  # noqa: E731
     assert configs.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32
-    assert configs.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32 and len(calls) == 3
+    # Timed once per key: two rounds over the three configs, then never again.
+    assert configs.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32 and len(calls) == 6
     assert configs.choose("t", fake, ("other",), run, tune=False) is fake[0]

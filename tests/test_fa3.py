@@ -134,6 +134,9 @@ def test_hadamard_is_orthogonal_and_fast_transform_matches_it(d):
     assert torch.allclose(fp8.fwht(x), x @ H, atol=1e-12)
     signs = fp8.random_signs(d, dtype=torch.float64)
     assert torch.allclose(fp8.rotate(x, signs), x @ fp8.rotation(d, signs), atol=1e-12)
+    if GPU:  # the GPU path is a dense matmul: the same rotation to fp32 rounding
+        xf = x.float()
+        assert torch.allclose(fp8.rotate(xf.cuda(), signs.float()).cpu(), fp8.rotate(xf, signs.float()), atol=1e-5)
 
 
 def test_rotation_leaves_scores_unchanged():
@@ -227,6 +230,20 @@ def test_fp8_kernel_matches_its_reference(case, use_tma, variant, poison):
     # fp16 output: half an ulp of the largest entries; the GPU's exp2 may also flip a rounding of P.
     tol = (2e-2 if GPU else 2e-3) * ref.float().abs().max().item() + 1e-3
     assert diff.max().item() <= tol, f"max |kernel - reference| = {diff.max().item():.3g}"
+
+
+@pytest.mark.parametrize("N", [64, 70])
+def test_fp8_v_layouts_give_the_same_output(N):
+    """prepare_fp8 stores V K-major, which the kernel reads in place; a plain contiguous V is
+    copied into that layout first. Same values, so the same output, bit for bit."""
+    q8, k8, v8, kw = _tiled_fp8_inputs(1, 2, N, N, 32, 32, 32, seed=N)
+    assert fp8.is_k_major(v8) and not fp8.is_k_major(v8.contiguous())
+    assert torch.equal(v8.float(), v8.contiguous().float())
+    cfg = FP8Config(64, 64, 4, 2, True) if GPU else FP8Config(32, 32, 4, 1, False)
+    dev = {a: (t.to(DEVICE) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()}
+    outs = [flash_attention_fp8(q8.to(DEVICE), k8.to(DEVICE), v.to(DEVICE), config=cfg, **dev)
+            for v in (v8, v8.contiguous())]
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_fp8_kernels_refuse_other_dtypes_and_old_gpus(monkeypatch):

@@ -6,7 +6,7 @@
 * :mod:`.recipes` - FA3's Table 3: the recipes, outlier inputs, RMSE against fp64.
 """
 from .hadamard import fwht, hadamard_matrix, random_signs, rotate, rotation
-from .quant import E4M3, E4M3_MAX, Quantized, quantize, round_e4m3
+from .quant import E4M3, E4M3_MAX, Quantized, is_k_major, k_major, quantize, round_e4m3
 from .recipes import PAPER_RMSE, RECIPES, Recipe, outlier_qkv, prepare_fp8, rmse, rmse_table, simulate
 from .reference import fp8_attention_reference
 
@@ -22,5 +22,5 @@ def fp8_attention(q, k, v, *, recipe: str = "fp8_fa3", impl: str = "fp8_referenc
 
 
 __all__ = ["E4M3", "E4M3_MAX", "PAPER_RMSE", "Quantized", "RECIPES", "Recipe", "fp8_attention",
-           "fp8_attention_reference", "fwht", "hadamard_matrix", "outlier_qkv", "prepare_fp8", "quantize",
+           "fp8_attention_reference", "fwht", "hadamard_matrix", "is_k_major", "k_major", "outlier_qkv", "prepare_fp8", "quantize",
            "random_signs", "rmse", "rmse_table", "rotate", "rotation", "round_e4m3", "simulate"]

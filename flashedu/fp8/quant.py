@@ -42,19 +42,39 @@ def quantize(x: torch.Tensor, *, block: int = 128, per_tensor: bool = False) -> 
         raise ValueError(f"block must be a positive int, got {block!r}")
     B, H, N, D = x.shape
     n_blocks = -(-N // block)
-    xf = x.float()
+    # Tiles as a view [B, H, tiles, block, D] (zero rows pad the last tile when block ∤ N).
+    xf = x.float() if N == n_blocks * block else torch.nn.functional.pad(x.float(), (0, 0, 0, n_blocks * block - N))
+    tiles = xf.view(B, H, n_blocks, block, D)
     if per_tensor:
         amax = xf.abs().amax().expand(B, H, n_blocks)
     else:
-        pad = torch.nn.functional.pad(xf.abs(), (0, 0, 0, n_blocks * block - N))
-        amax = pad.view(B, H, n_blocks, block * D).amax(-1)
+        amax = tiles.abs().amax(dim=(-2, -1))
     # An all-zero tile keeps scale 1 rather than dividing by zero.
     scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax)).contiguous()
-    rows = scale.repeat_interleave(block, dim=-1)[..., :N]
-    x8 = (xf / rows[..., None]).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
-    return Quantized(x8, scale, block)
+    x8 = (tiles / scale[..., None, None]).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return Quantized(x8.view(B, H, n_blocks * block, D)[:, :, :N], scale, block)
 
 
 def round_e4m3(x: torch.Tensor) -> torch.Tensor:
     """x rounded to the nearest e4m3 value (no scale), back in x's dtype: what casting P does."""
     return x.clamp(-E4M3_MAX, E4M3_MAX).to(E4M3).to(x.dtype)
+
+
+def k_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, H, N, D] with the same values, stored transposed: a [B, H, N, D] view of a
+    contiguous [B, H, D, N_pad] tensor (N padded with zeros to a multiple of 16). This is the
+    layout the FP8 kernel reads V in (its second product's operand must be "K-major"); a V
+    quantised straight into it saves the kernel a transposing copy of V on every call."""
+    B, H, N, D = x.shape
+    n_pad = -(-N // 16) * 16
+    t = torch.zeros(B, H, D, n_pad, device=x.device, dtype=x.dtype)
+    t[..., :N] = x.transpose(-1, -2)
+    return t[..., :N].transpose(-1, -2)
+
+
+def is_k_major(x: torch.Tensor) -> bool:
+    """Whether ``x`` [B, H, N, D] is laid out as :func:`k_major` lays it out."""
+    B, H, N, D = x.shape
+    n_pad = -(-N // 16) * 16
+    return x.stride() == (H * D * n_pad, D * n_pad, 1, n_pad) and x.storage_offset() == 0
+

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .hadamard import random_signs, rotate
-from .quant import quantize
+from .quant import k_major, quantize
 from .reference import fp8_attention_reference
 
 
@@ -93,7 +93,8 @@ def _fp16_flash(q, k, v, scale, causal, block_n=128):
 def prepare_fp8(q, k, v, recipe: str = "fp8_fa3", *, block_m: int = 128, block_n: int = 128,
                 generator: torch.Generator | None = None):
     """Quantise ``q, k, v`` for the FP8 kernel as ``recipe`` says (rotation, scale granularity).
-    Returns (q8, k8, v8, kwargs) with the descales and blocks the kernel and reference take."""
+    Returns (q8, k8, v8, kwargs) with the descales and blocks the kernel and reference take;
+    v8 is stored K-major (:func:`~flashedu.fp8.quant.k_major`), as the kernel reads it."""
     r = _recipe(recipe)
     if not r.fp8:
         raise ValueError(f"recipe {recipe!r} is not an FP8 recipe")
@@ -106,7 +107,7 @@ def prepare_fp8(q, k, v, recipe: str = "fp8_fa3", *, block_m: int = 128, block_n
     kq = quantize(kf, block=block_n, per_tensor=per_tensor)
     vq = quantize(vf, block=block_n, per_tensor=per_tensor)
     kwargs = dict(q_descale=qq.scale, k_descale=kq.scale, v_descale=vq.scale, q_block=block_m, kv_block=block_n)
-    return qq.x8, kq.x8, vq.x8, kwargs
+    return qq.x8, kq.x8, k_major(vq.x8), kwargs
 
 
 def simulate(q, k, v, recipe: str = "fp8_fa3", *, causal: bool = False, block_m: int = 128, block_n: int = 128,

@@ -7,8 +7,11 @@ exponent) and cast to e4m3 for the second product; ℓ sums the same P·2⁸, so
 V's descale enters through the running rescale of acc (see ``_fp8_fold``). Two Hopper details:
 
 * FP8 tensor-core instructions read both operands "K-major" (the reduction dim contiguous). For
-  Q K8ᵀ, K [N, D] already is; for P V the reduction runs over keys, so V is passed transposed,
-  [B, H, D, N_K] (padded to a multiple of 16 keys, which TMA needs for its row stride);
+  Q K8ᵀ, K [N, D] already is; for P V the reduction runs over keys, so V must be stored
+  transposed, [B, H, D, N_K] (padded to a multiple of 16 keys, which TMA needs for its row
+  stride). :func:`flashedu.fp8.prepare_fp8` quantises V straight into that layout; any other V
+  is copied into it on each call, a transposing copy of one-byte elements that costs as much
+  at every N for a fixed B·N, so most at small N (docs/notes/fp8-tuning.md);
 * on sm_90 the tiles arrive by TMA (tensor descriptors); on sm_89 (Ada: FP8 but no TMA) by
   ordinary masked loads. The interpreter runs both.
 
@@ -24,6 +27,7 @@ import triton
 import triton.language as tl
 
 from ... import runtime
+from ...fp8.quant import is_k_major, k_major
 from ...fp8.reference import check_fp8_inputs
 from ..block_sparse.configs import choose
 from ..v2.triton_bwd import max_shared_memory, should_tune
@@ -256,9 +260,9 @@ def fp8_forward(q, k, v, *, causal: bool, scale: float, q_descale, k_descale, v_
     N_K = k.shape[2]
     q, k = tma_ready(q), tma_ready(k)
     n_kp = -(-N_K // 16) * 16
-    vt = torch.empty(B, H, D, n_kp, device=v.device, dtype=v.dtype)
-    vt[..., :N_K] = v.transpose(-1, -2)  # [B, H, D, N_K]: V K-major for the second product
-    vt[..., N_K:] = 0
+    if not is_k_major(v) or v.data_ptr() % 16:  # V K-major for the second product; copy if not
+        v = k_major(v)
+    vt = torch.as_strided(v, (B, H, D, n_kp), (H * D * n_kp, D * n_kp, n_kp, 1))  # [B, H, D, N_K padded]
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=out_dtype)
     compiled = runtime.current().compiled
 
