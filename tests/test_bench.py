@@ -243,6 +243,11 @@ def test_merge_unites_parts_of_a_split_run(toy_result):
     merged = schema.merge(fwd, bwd)
     assert len(merged["times"]) == len(toy_result["times"])
     assert rows_of(merged, "standard_torch") == rows_of(toy_result, "standard_torch")
+    # Merging into a merged file keeps every part's provenance, not just its first part's.
+    later = copy.deepcopy(bwd)
+    later["info"]["commit"] = "later"
+    again = schema.merge(merged, later)
+    assert [p["info"]["commit"] for p in again["parts"]] == [fwd["info"]["commit"], bwd["info"]["commit"], "later"]
     other = copy.deepcopy(toy_result)
     other["info"]["gpu"] = "Another GPU"
     with pytest.raises(ValueError, match="one GPU"):

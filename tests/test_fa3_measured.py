@@ -8,7 +8,8 @@ import pytest
 
 from flashedu import recorded
 from flashedu.viz.fa3_measured import (ablation_figure, ablation_summary, ablation_table, fp8_config,
-                                       fp8_speed_figure, fp8_speed_table, fp8_summary)
+                                       fp8_design_costs, fp8_speed_figure, fp8_speed_table, fp8_summary,
+                                       tuning_cost)
 
 PROV = {"gpu": "Test GPU", "torch": "2.x", "triton": "3.x", "date": "2026-01-02T00:00:00+00:00"}
 
@@ -120,3 +121,39 @@ def test_summaries_quote_the_raw_rows():
         assert facts["fp8_x_4096"] == pytest.approx(ms[("v2_triton fp16", 128, 4096)] / fp8)
         fa3 = next(r for r in run["rows"] if r.get("recipe") == "fp8_fa3")
         assert (facts["fp8_rmse_gpu"], facts["fp8_rmse_paper"]) == (fa3["rmse"], fa3["paper"])
+
+
+def _fp8_row(D, N, ms, bm=128, bn=128, warps=8, fold_v=True, max_regs=None):
+    cfg = (f"block_m={bm}, block_n={bn}, num_warps={warps}, num_stages=3, use_tma=True, fold_v={fold_v}, "
+           f"exp_fma=False, max_regs={max_regs}")
+    return dict(kind="time", impl=f"fp8_triton FP8Config({cfg})", D=D, N=N, ms=ms, tflops=1.0)
+
+
+def test_fp8_design_costs_on_synthetic_rows():
+    run = {"provenance": PROV, "rows": [
+        _fp8_row(128, 4096, 1.0), _fp8_row(128, 4096, 1.1, fold_v=False), _fp8_row(128, 4096, 0.8, bm=64, warps=4),
+        _fp8_row(128, 8192, 2.0), _fp8_row(128, 8192, 2.0, bm=64, warps=4, max_regs=168),
+        _fp8_row(64, 4096, 9.0, fold_v=False)]}
+    costs = fp8_design_costs(run)
+    assert costs["two_acc"] == pytest.approx([10.0])  # only N = 4096 has both accumulator variants
+    assert costs["rows128"] == pytest.approx([25.0, 0.0])
+
+
+def test_tuning_cost_pairs_variant_and_base_per_shape():
+    tuning = {"rows": [dict(impl="a", D=128, N=4096, causal=False, ms=2.0), dict(impl="b", D=128, N=4096, causal=False, ms=1.0),
+                       dict(impl="a", D=128, N=8192, causal=True, ms=3.0), dict(impl="b", D=128, N=8192, causal=True, ms=4.0),
+                       dict(impl="a", D=64, N=4096, causal=False, ms=9.0), dict(impl="b", D=128, N=1024, causal=False, ms=1.0),
+                       dict(impl="a", D=128, N=1024, causal=False, error="OutOfResources")]}
+    assert tuning_cost(tuning, "a", "b") == pytest.approx([100.0, -25.0])
+
+
+def test_recorded_fp8_design_costs_match_the_rows():
+    for run in _runs("fp8"):
+        costs = fp8_design_costs(run)
+        summary = fp8_summary(run)
+        for name, values in costs.items():
+            if values:
+                assert summary[f"fp8_{name}_lo"] == min(values) and summary[f"fp8_{name}_hi"] == max(values)
+        fastest = {(r["D"], r["N"]): r["fp8_ms"] for r in fp8_speed_table(run)}
+        assert all(v >= 0 for v in costs["rows128"])  # measured against the fastest configuration
+        assert len(costs["rows128"]) == len([k for k in fastest if k[0] == 128])

@@ -2,7 +2,7 @@
 chapter said about where it ran (its set-up cell's first line) and how long it took.
 
 Used on the GPU machine to show the same notebooks run compiled there:
-    python tools/run_chapters.py --out DIR
+    python tools/run_chapters.py --out DIR [--only ch05 ch06]
 """
 from __future__ import annotations
 
@@ -29,10 +29,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--only", nargs="+", default=[], metavar="PREFIX", help="e.g. ch05 ch06 (default: every chapter)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary = []
     for path in sorted((ROOT / "book").glob("*.ipynb")):
+        if args.only and not path.name.startswith(tuple(args.only)):
+            continue
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         status = "ok"

@@ -266,12 +266,17 @@ density_figure(curves, measured=bsm.figure_points(run) if run else None,
 # Forward and backward together: {glue:text}`meas_25_fb:.2f` at 25% and {glue:text}`meas_10_fb:.2f`
 # at 10%.
 #
-# The forward at 100% of the tiles, where the lists hold every tile, is the price of reading the
-# lists: at most {glue:text}`dense_d128:.2f`× dense v2 at $d$ = 128 and {glue:text}`dense_d64:.2f`×
-# at $d$ = 64 (forward and backward: {glue:text}`dense_fb_d128:.2f`× and
-# {glue:text}`dense_fb_d64:.2f`×). Each step of the loop loads its tile's index before it can
-# address $K_j$, where v2 just advances a pointer; with $d$ = 64 a tile is half the work, so the
-# extra step weighs twice as much. FlexAttention with the same mask took up to
+# The forward at 100% of the tiles is where reading lists could cost something. Each step of the
+# list loop loads its tile's index before it can address $K_j$, where v2 just advances a pointer:
+# walked that way, the dense mask took {glue:text}`walk_lo_d64:.2f`–{glue:text}`walk_hi_d64:.2f`×
+# the time of the same kernel at $d$ = 64 and {glue:text}`walk_lo_d128:.2f`–{glue:text}`walk_hi_d128:.2f`×
+# at $d$ = 128. So the kernel checks each row first: when its clean tiles are consecutive (a
+# dense row, a band, the causal part left of the diagonal) it runs v2's own loop over them,
+# pointers and all, and only other rows read the list. With that, the dense mask took at most
+# {glue:text}`dense_d128:.2f`× dense v2 at $d$ = 128 and {glue:text}`dense_d64:.2f`× at $d$ = 64
+# (forward and backward: {glue:text}`dense_fb_d128:.2f`× and {glue:text}`dense_fb_d64:.2f`×),
+# the same loop timed twice, so the spread is the run-to-run noise of picking a tile
+# configuration. FlexAttention with the same mask took up to
 # {glue:text}`flex_over_ours_25:.2f`× our time at {glue:text}`meas_big_k`k and 25% of the tiles;
 # its strength is the `mask_mod`/`score_mod` functions it compiles, which this kernel does not have.
 #

@@ -101,7 +101,9 @@ from flashedu.provenance import label
 bench = latest()
 harness = bench.get("source") != "tools/tune_v2.py"
 print(label(bench["info"]))
-print(f"commit {bench['info'].get('commit')}")
+parts = bench.get("parts") or [dict(info=bench["info"])]
+commits = sorted({str(p["info"].get("commit"))[:7] for p in parts})
+print(f"{len(parts)} parts (the sweep is split so that each part runs in minutes), at commits {', '.join(commits)}")
 print("written by", "python -m flashedu.bench" if harness else "tools/tune_v2.py (chapter 4's tuning run)")
 c = bench["ceilings"]
 print(f"{len(bench['times'])} rows; ceilings: " + (f"fp16 matmul {c['matmul_fp16_tflops']:.0f} TFLOP/s, "

@@ -129,8 +129,10 @@ def merge(*results: dict) -> dict:
                 ceilings=next((r["ceilings"] for r in results if r["ceilings"]), {}),
                 times=list(rows.values()),
                 ablations={k: v for r in results for k, v in r["ablations"].items()},
-                parts=[dict(info=r["info"], ceilings=r["ceilings"], sweep=r.get("sweep", {}))
-                       for r in results])
+                # A file merged before keeps its own parts (its info is only its first part's).
+                parts=[p for r in results for p in (r.get("parts") or
+                                                    [dict(info=r["info"], ceilings=r["ceilings"],
+                                                          sweep=r.get("sweep", {}))])])
 
 
 def latest(results: list[dict] | None = None) -> dict:

@@ -70,10 +70,27 @@ def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
     return "\n".join(lines)
 
 
+WALK = "block_sparse_triton index-walk"  # the ablation: the dense mask with every index loaded
+
+
+def index_walk_cost(run: dict) -> dict[int, list[float]]:
+    """Per head dim, the forward time of the dense mask when every tile's index is loaded from
+    the list (no pointer walk along the run) over the same kernel with the walk, one value per N."""
+    ms = {(r["impl"], r["N"], r["D"]): r["ms"] for r in run["rows"]
+          if r["pattern"] == "dense" and r["pass_"] == "fwd"}
+    out: dict[int, list[float]] = {}
+    for (impl, N, D), t in sorted(ms.items()):
+        if impl == WALK and ("block_sparse_triton", N, D) in ms:
+            out.setdefault(D, []).append(t / ms[("block_sparse_triton", N, D)])
+    return out
+
+
 def summary(run: dict) -> dict:
     """The numbers chapter 5's prose quotes from one run, by glue name: worst forward (and
     forward + backward) ratio at 50 / 25 / 10% random tiles, the speed-ups they mean, the dense
-    ratio per head dim, and FlexAttention over ours at the longest N and 25%."""
+    ratio per head dim, what walking the dense rows through the index list would cost
+    (:func:`index_walk_cost`, where the run recorded it), and FlexAttention over ours at the
+    longest N and 25%."""
     rows = ratios(run)
     out = dict(meas_gpu=run["provenance"]["gpu"], meas_date=run["provenance"]["date"][:10])
     for s, name in ((0.5, "50"), (0.25, "25"), (0.1, "10")):
@@ -84,6 +101,8 @@ def summary(run: dict) -> dict:
     for D in sorted({r.D for r in rows}):
         out[f"dense_d{D}"] = worst(rows, target=1.0, pattern="dense", D=D)
         out[f"dense_fb_d{D}"] = worst(rows, target=1.0, pattern="dense", pass_="fwd+bwd", D=D)
+    for D, walk in index_walk_cost(run).items():
+        out[f"walk_lo_d{D}"], out[f"walk_hi_d{D}"] = min(walk), max(walk)
     big = max(r.N for r in rows)
     out["meas_big_k"] = big // 1024
     flex = [r.flex / r.ours for r in rows
