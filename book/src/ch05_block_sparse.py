@@ -274,9 +274,10 @@ density_figure(curves, measured=bsm.figure_points(run) if run else None,
 # dense row, a band, the causal part left of the diagonal) it runs v2's own loop over them,
 # pointers and all, and only other rows read the list. With that, the dense mask took at most
 # {glue:text}`dense_d128:.2f`× dense v2 at $d$ = 128 and {glue:text}`dense_d64:.2f`× at $d$ = 64
-# (forward and backward: {glue:text}`dense_fb_d128:.2f`× and {glue:text}`dense_fb_d64:.2f`×),
-# the same loop timed twice, so the spread is the run-to-run noise of picking a tile
-# configuration. FlexAttention with the same mask took up to
+# (forward and backward: {glue:text}`dense_fb_d128:.2f`× and {glue:text}`dense_fb_d64:.2f`×).
+# That is v2's loop timed twice; what separates the two is the tile configuration each picked
+# by timing its candidates, a choice that moves by a few percent from one run to the next.
+# FlexAttention with the same mask took up to
 # {glue:text}`flex_over_ours_25:.2f`× our time at {glue:text}`meas_big_k`k and 25% of the tiles;
 # its strength is the `mask_mod`/`score_mod` functions it compiles, which this kernel does not have.
 #

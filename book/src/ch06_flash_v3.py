@@ -440,8 +440,9 @@ if tuning:
 #     $\alpha \cdot s_{\text{old}} / s_{\text{new}}$, then let the tensor core add $PV$ straight
 #     into it) frees those registers: the second accumulator was
 #     {glue:text}`fp8_two_acc_lo:.0f`–{glue:text}`fp8_two_acc_hi:.0f`% slower;
-#   - *several programs per SM.* With 128-row tiles and 8 warps a program needs about 175
-#     registers a thread, so an SM holds one and its softmax waits between its GEMMs. With 64-row
+#   - *several programs per SM.* With 128-row tiles and 8 warps a program needs more than 128
+#     registers a thread, the most that lets two such programs share an SM's 65,536, so an SM
+#     holds one and its softmax waits between its GEMMs. With 64-row
 #     tiles and 4 warps two or three programs share an SM, and while one computes exponentials
 #     another's GEMM runs: the warp scheduler does by itself what FA3's ping-pong does by hand.
 #     The 128-row program was {glue:text}`fp8_rows128_lo:.0f`–{glue:text}`fp8_rows128_hi:.0f`%
