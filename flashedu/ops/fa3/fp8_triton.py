@@ -49,10 +49,12 @@ def _round_to_e4m3_grid(x):
 
 @triton.jit
 def _exp2_fma(x):
-    """2^x for -inf < x ≤ 0 without the MUFU unit: only FMA-pipe arithmetic (FlashAttention-4's
-    trick for the exp bottleneck). x = j + f with j an integer and f in [-0.5, 0.5]; 2^f is a
-    cubic (relative error 7.5e-5, far below e4m3's 2⁻⁴ step) and 2^j goes straight into the
-    exponent bits. x is clamped at -125 so that the result stays a normal float (≈ 0 anyway)."""
+    """2^x for finite x ≤ 8 (the kernel's exponents, P·2⁸) without the MUFU unit: only FMA-pipe
+    arithmetic (FlashAttention-4's trick for the exp bottleneck). x = j + f with j an integer and
+    f in [-0.5, 0.5]; 2^f is a cubic (relative error 7.5e-5, far below e4m3's 2⁻⁴ step) and 2^j
+    goes straight into the exponent bits. x is clamped at -125 so that the result stays a normal
+    float (≈ 0 anyway). Measured slower than MUFU on an H200 (docs/notes/fp8-tuning.md): kept as
+    the ``exp_fma`` option so that the result can be reproduced."""
     x = tl.maximum(x, -125.0)
     t = x + 12582912.0  # 1.5·2²³: this add rounds x to the integer j, held in t's low mantissa bits
     f = x - (t - 12582912.0)
