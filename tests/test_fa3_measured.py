@@ -8,7 +8,7 @@ import pytest
 
 from flashedu import recorded
 from flashedu.viz.fa3_measured import (ablation_figure, ablation_summary, ablation_table, fp8_config,
-                                       fp8_design_costs, fp8_speed_figure, fp8_speed_table, fp8_summary,
+                                       fp8_config_table, fp8_design_costs, fp8_speed_figure, fp8_speed_table, fp8_summary,
                                        tuning_cost)
 
 PROV = {"gpu": "Test GPU", "torch": "2.x", "triton": "3.x", "date": "2026-01-02T00:00:00+00:00"}
@@ -157,3 +157,16 @@ def test_recorded_fp8_design_costs_match_the_rows():
         fastest = {(r["D"], r["N"]): r["fp8_ms"] for r in fp8_speed_table(run)}
         assert all(v >= 0 for v in costs["rows128"])  # measured against the fastest configuration
         assert len(costs["rows128"]) == len([k for k in fastest if k[0] == 128])
+
+
+def test_fp8_config_table_marks_the_fastest_per_length():
+    run = {"provenance": PROV, "rows": [
+        dict(kind="time", impl="v2_triton fp16", D=128, N=4096, ms=2.0, tflops=1.0),
+        dict(kind="time", impl="v2_triton fp16", D=128, N=8192, ms=4.0, tflops=1.0),
+        _fp8_row(128, 4096, 1.0), _fp8_row(128, 8192, 4.0), _fp8_row(128, 4096, 1.6, fold_v=False),
+        _fp8_row(128, 8192, 2.0, bm=64, warps=4, max_regs=168)]}
+    lines = fp8_config_table(run).splitlines()
+    assert lines[0].endswith("| N=4k | N=8k |") and len(lines) == 2 + 3
+    assert lines[2] == "| 128×128 | 8 | 3 | – | one | **2.00×** | 1.00× |"
+    assert lines[3] == "| 128×128 | 8 | 3 | – | two | 1.25× | – |"
+    assert lines[4] == "| 64×128 | 4 | 3 | 168 | one | – | **2.00×** |"

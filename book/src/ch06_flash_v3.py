@@ -465,7 +465,19 @@ if tuning:
 #   agrees with the CPU simulation of the same inputs to within {glue:text}`fp8_rmse_agree:.2f`%,
 #   and each is below the paper's: FA3's recipe gave {glue:text}`fp8_rmse_gpu:.1e` against the
 #   paper's {glue:text}`fp8_rmse_paper:.1e`.
+#
+# Every configuration timed at $d = 128$ (tile: query rows × keys; reg. cap: registers per
+# thread; P·V acc.: accumulators), as speed-up over fp16 `v2_triton` in the same run, the
+# fastest per $N$ in bold. On a large problem `fp8_triton` times its list (the rows with one
+# accumulator) once per shape and keeps the fastest, as the autotuner does for v2:
 
+# %% tags=["hide-input"]
+if fp8_run:
+    from IPython.display import Markdown, display
+    from flashedu.viz.fa3_measured import fp8_config_table
+    display(Markdown(fp8_config_table(fp8_run, D=128)))
+
+# %% [markdown]
 # ## Summary
 #
 # - On an H100 the exponentials take {glue:text}`exp_share_128:.0f`% as long as the GEMMs at $d = 128$: softmax must run

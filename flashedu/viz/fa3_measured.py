@@ -8,6 +8,7 @@
 * :func:`fp8_speed_table` - per D and N, fp16 ``v2_triton`` against the fastest ``fp8_triton``
   configuration, and the torch quantisation step that prepares its inputs;
 * :func:`fp8_speed_figure` - those times as bars;
+* :func:`fp8_config_table` - every timed FP8 configuration's speed-up, as a Markdown table;
 * :func:`fp8_design_costs` - what a second accumulator and one 128-row program per SM cost;
 * :func:`tuning_cost` - one variant against another in a ``tools/tune_fp8.py`` run
   (``flashedu/data/fp8_tuning``).
@@ -212,6 +213,29 @@ def fp8_design_costs(run: dict, D: int = 128) -> dict:
         if True in big:
             out["rows128"].append(100 * (big[True] / min(fp8.values()) - 1))
     return out
+
+
+def fp8_config_table(run: dict, D: int = 128) -> str:
+    """A Markdown table of every timed ``fp8_triton`` configuration at head dim ``D``: its tile
+    (rows×keys), warps, stages, register cap and P·V accumulators (one or two), and its speed-up
+    over fp16 ``v2_triton`` per N (the fastest per N in bold)."""
+    rows = [r for r in _timed(run) if r["D"] == D]
+    Ns = sorted({r["N"] for r in rows})
+    fp16 = {r["N"]: r["ms"] for r in rows if r["impl"].startswith("v2_triton")}
+    ms = {(r["impl"], r["N"]): r["ms"] for r in rows if r["impl"].startswith("fp8_triton")}
+    best = {N: min(t for (i, n), t in ms.items() if n == N) for N in Ns}
+    lines = ["| tile | warps | stages | reg. cap | P·V acc. | " + " | ".join(f"N={N // 1024}k" for N in Ns) + " |",
+             "|---|---:|---:|---:|---|" + "---:|" * len(Ns)]
+    for impl in dict.fromkeys(i for i, _ in ms):
+        c = _fp8_fields(impl)
+        cells = []
+        for N in Ns:
+            t = ms.get((impl, N))
+            text = f"{fp16[N] / t:.2f}×" if t else "–"
+            cells.append(f"**{text}**" if t == best[N] else text)
+        lines.append(f"| {c['block_m']}×{c['block_n']} | {c['num_warps']} | {c['num_stages']} | "
+                     f"{c.get('max_regs') or '–'} | {'one' if c.get('fold_v', True) else 'two'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def tuning_cost(tuning: dict, variant: str, base: str, D: int = 128) -> list[float]:
