@@ -312,3 +312,12 @@ def test_fp8_kernel_error_on_gpu_matches_the_simulation():
     assert e_gpu == pytest.approx(e_sim, rel=0.15), (e_gpu, e_sim)
     assert fp8.rmse(o.cpu(), sim) < 0.3 * e_sim
     assert math.isfinite(e_gpu)
+
+
+def test_descale_fold_checker_accepts_right_and_rejects_wrong():
+    from flashedu.exercises import check_descale_fold
+
+    assert check_descale_fold(lambda acc, u, a, pv, s: (acc * (a * (u / s))[:, None] + pv, s))
+    # the true sum, but with pv scaled (two accumulators' arithmetic), or u never updated
+    assert not check_descale_fold(lambda acc, u, a, pv, s: (acc * a[:, None] + pv * s, 1.0))
+    assert not check_descale_fold(lambda acc, u, a, pv, s: (acc * (a * (u / s))[:, None] + pv, u))

@@ -507,14 +507,20 @@ if fp8_run:
 # $\max|x| / 448$ of every tile of `block` rows. Check it with
 # `flashedu.exercises.check_block_scales(block_scales)`.
 #
-# **4.** With `simulate("warp_specialized", d=64, block_n=64, warp_specialize=False, ...)` and a
+# **4.** The FP8 kernel keeps $O$ in units of the last tile's $V$ descale, so that the tensor
+# core can add each $PV$ unscaled. Write `fold(acc, u, alpha, pv, s_v)` returning
+# `(acc_new, u_new)` for one tile: rows rescaled by `alpha`, product `pv` with descale `s_v`,
+# and the true sum always `acc * u`. Check it with
+# `flashedu.exercises.check_descale_fold(fold)`.
+#
+# **5.** With `simulate("warp_specialized", d=64, block_n=64, warp_specialize=False, ...)` and a
 # slow copy (`load_latency=4000`), find the smallest number of stages beyond which more stages
 # stop helping. Why does $d = 64$ gain less from ping-pong than $d = 128$?
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).
 import math
-from flashedu.exercises import check_block_scales, check_exp_share, check_fwht
+from flashedu.exercises import check_block_scales, check_descale_fold, check_exp_share, check_fwht
 
 def exp_share(d, matmul_flops, exp_rate):
     return (1 / exp_rate) / (4 * d / matmul_flops)
@@ -536,6 +542,11 @@ def block_scales(x, block):
 assert check_exp_share(exp_share)
 assert check_fwht(fwht)
 assert check_block_scales(block_scales)
+
+def fold(acc, u, alpha, pv, s_v):
+    return acc * (alpha * (u / s_v))[:, None] + pv, s_v
+
+assert check_descale_fold(fold)
 times = [simulate("warp_specialized", d=64, block_n=64, warp_specialize=False, load_latency=4000,
                   stages=s).makespan for s in range(1, 7)]
 best = next(s for s in range(1, 7) if times[s - 1] <= min(times) * 1.001)

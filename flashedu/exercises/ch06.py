@@ -67,3 +67,35 @@ def check_block_scales(fn, *, cases: int = 12, seed: int = 0) -> bool:
         elif not torch.allclose(got.float(), want, rtol=1e-6):
             failures.append(f"N={N}, block={block}: scales differ by up to {(got.float() - want).abs().max().item():.2e}")
     return report("block scales", failures, cases)
+
+
+def check_descale_fold(fn, *, cases: int = 12, seed: int = 0) -> bool:
+    """``fn(acc, u, alpha, pv, s_v)`` must return ``(acc_new, u_new)``: the running output kept in
+    units of one V descale (the true sum is acc·u), updated for a tile whose rows are rescaled by
+    ``alpha`` [rows] and whose product ``pv`` [rows, d] carries descale ``s_v``. The tensor core
+    adds ``pv`` as it is, so acc_new must be (a per-row rescale of acc) + pv, and over a run of
+    tiles acc·u must equal Σ_j (Π_{i>j} α_i) · s_vj · pv_j."""
+    g = torch.Generator().manual_seed(seed)
+    failures = []
+    for c in range(cases):
+        rows, d, tiles = 1 + c % 5, 4 + c % 3, 2 + c % 4
+        acc, u = torch.zeros(rows, d, dtype=torch.float64), 1.0
+        want = torch.zeros(rows, d, dtype=torch.float64)
+        for t in range(tiles):
+            alpha = torch.rand(rows, generator=g, dtype=torch.float64) + 0.05
+            pv = torch.randn(rows, d, generator=g, dtype=torch.float64)
+            s_v = float(torch.rand(1, generator=g)) * 10 + 0.01
+            want = want * alpha[:, None] + s_v * pv
+            got = attempt(failures, f"case {c}, tile {t}", lambda: fn(acc.clone(), u, alpha.clone(), pv.clone(), s_v))
+            if got is FAILED:
+                break
+            new_acc, new_u = got
+            if not torch.allclose(new_acc - pv, acc * (alpha * (u / s_v))[:, None], rtol=1e-9, atol=1e-12):
+                failures.append(f"case {c}, tile {t}: acc_new - pv is not acc rescaled by α·u/s_v per row "
+                                "(the tensor core adds pv unscaled)")
+                break
+            acc, u = new_acc, float(new_u)
+        else:
+            if not torch.allclose(acc * u, want, rtol=1e-9, atol=1e-12):
+                failures.append(f"case {c}: acc·u differs from the true sum by {(acc * u - want).abs().max().item():.2e}")
+    return report("descale fold", failures, cases)
