@@ -362,8 +362,9 @@ assert ours["fp8_fa3"] < ours["fp8_per_tensor"] and ours["fp16_flash"] < ours["f
 # `flashedu.fp8.prepare_fp8`, which rotates and quantises) and computes what the simulation
 # computes. One Hopper detail shapes it: FP8 tensor-core instructions read both operands with the
 # reduction dimension contiguous ("K-major"). For $QK^\top$ that is $K$ as stored; for $PV$ the
-# reduction runs over keys, so the kernel reads $V^\top$. On a GPU older than sm_89 it refuses,
-# and says why; under the interpreter it runs at a small size:
+# reduction runs over keys, so the kernel reads $V^\top$, and `prepare_fp8` writes the quantised
+# $V$ in that layout (`fp8.k_major`: still a $[B, H, N, d]$ tensor, stored transposed). On a GPU
+# older than sm_89 the kernel refuses, and says why; under the interpreter it runs at a small size:
 
 # %%
 q8, k8, v8, kw = fp8.prepare_fp8(qo[:, :1, :96], ko[:, :1, :96], vo[:, :1, :96], "fp8_fa3",
