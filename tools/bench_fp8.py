@@ -25,6 +25,8 @@ import triton  # noqa: E402
 from benchio import Recorder  # noqa: E402
 
 from flashedu import fp8  # noqa: E402
+from flashedu.bench.cases import make_case  # noqa: E402
+from flashedu.bench.flops import attention_flops  # noqa: E402
 from flashedu.ops.fa3.fp8_triton import FP8Config, configs_here, flash_attention_fp8  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
@@ -39,10 +41,10 @@ def bench(fn) -> float:
 def speed(rows, log, dims, Ns):
     tma_ok = torch.cuda.get_device_capability() >= (9, 0)
     for D in dims:
-        H = 2048 // D
         for N in Ns:
-            B = max(1, 16384 // N)
-            flops = 4.0 * B * H * N * N * D
+            case = make_case(dtype="fp16", D=D, causal=False, N=N)  # the papers' B·N = 16k, H·D = 2048
+            B, H = case.B, case.H
+            flops = attention_flops("fwd", B=B, H=H, N=N, D=D, causal=False)
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
             q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3")
             ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)

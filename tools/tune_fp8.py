@@ -29,6 +29,8 @@ import triton  # noqa: E402
 from benchio import Recorder  # noqa: E402
 
 from flashedu import fp8  # noqa: E402
+from flashedu.bench.cases import make_case  # noqa: E402
+from flashedu.bench.flops import attention_flops  # noqa: E402
 from flashedu.ops.fa3.fp8_triton import FP8Config, flash_attention_fp8  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
@@ -59,14 +61,13 @@ def main() -> None:
     rec = Recorder(args.out, "fp8_tuning", config=dict(variants={n: dataclasses.asdict(c) for n, c in VARIANTS.items()}))
     names = [n for n in VARIANTS if not args.only or n in args.only.split(",")]
     for D, Ns in ((128, (4096, 8192, 16384)), (64, (8192,))):
-        H = 2048 // D
         for N in Ns:
-            B = max(1, 16384 // N)
-            flops = 4.0 * B * H * N * N * D
+            case = make_case(dtype="fp16", D=D, causal=False, N=N)  # the papers' B·N = 16k, H·D = 2048
+            B, H = case.B, case.H
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
             q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3")
             for causal in (False, True):
-                f = flops / (2 if causal else 1)
+                f = attention_flops("fwd", B=B, H=H, N=N, D=D, causal=causal)
                 ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
                 base = triton.testing.do_bench(lambda: flash_attention_v2(q, k, v, causal=causal), warmup=10, rep=50)
                 rows.append(dict(impl="v2_triton fp16", D=D, N=N, causal=causal, ms=base,

@@ -28,6 +28,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from benchio import Recorder  # noqa: E402
 
 import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before kernels load)
+from flashedu.bench.cases import make_case  # noqa: E402
+from flashedu.bench.flops import attention_flops  # noqa: E402
 from flashedu.ops.v2 import triton_bwd as bwd  # noqa: E402
 from flashedu.ops.v2.triton_impl import flash_attention_v2_lse  # noqa: E402
 
@@ -93,12 +95,12 @@ def main() -> None:
                     ok[(which, t)] = False
                 log(r)
     # Timing.
-    H = 2048 // D
     for N in (2048, 4096, 16384):
-        B = max(1, 16384 // N)
+        case = make_case(dtype="fp16", D=D, causal=False, N=N)  # the papers' B·N = 16k, H·D = 2048
+        B, H = case.B, case.H
         q, k, v, do = (torch.randn(B, H, N, D, device="cuda", dtype=DT) for _ in range(4))
         for causal in (False, True):
-            flops = 2.5 * 4.0 * B * H * N * N * D / (2 if causal else 1)
+            flops = attention_flops("bwd", B=B, H=H, N=N, D=D, causal=causal)
             for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION):
                 r = dict(kind="time", kernel=f"sdpa {backend.name}", N=N, causal=causal)
                 try:
