@@ -14,9 +14,9 @@ The kernels' layout also orders each row's list: the entries that need no mask f
 at the end of the sequence). The kernel then runs two loops, a mask-free one and a masked one,
 as v2's kernel does; the order of the tiles does not change the result, because chapter 2's
 merge ⊕ is associative and commutative. The first ``run`` clean entries of a row are
-consecutive blocks ``first, first+1, ...`` (a dense row, a band, the causal part left of the
-diagonal): the forward walks those by pointer arithmetic, as dense v2 does, and reads the
-index list only for the rest. The backward's dK/dV kernel owns a K/V block and needs
+consecutive blocks ``first, first+1, ...``; when that is all of them (a dense row, a band, the
+causal part left of the diagonal) the forward walks them by pointer arithmetic, as dense v2
+does, and otherwise reads the index list. The backward's dK/dV kernel owns a K/V block and needs
 the transpose: per K/V block, the list of Q blocks (``by="col"``).
 
 Rows of every head are stacked: row r = h · rows + i, so one ``ptr`` serves all heads.
