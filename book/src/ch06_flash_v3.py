@@ -361,7 +361,7 @@ assert ours["fp8_fa3"] < ours["fp8_per_tensor"] and ours["fp16_flash"] < ours["f
 # `fp8_triton` takes e4m3 $Q$, $K$, $V$ with their per-tile descales (from
 # `flashedu.fp8.prepare_fp8`, which rotates and quantises) and computes what the simulation
 # computes. One Hopper detail shapes it: FP8 tensor-core instructions read both operands with the
-# reduction dimension contiguous ("K-major"). For $QK^\top$ that is $K$ as stored; for $PV$ the
+# reduction dimension contiguous ({term}`K-major`). For $QK^\top$ that is $K$ as stored; for $PV$ the
 # reduction runs over keys, so the kernel reads $V^\top$, and `prepare_fp8` writes the quantised
 # $V$ in that layout (`fp8.k_major`: still a $[B, H, N, d]$ tensor, stored transposed). On a GPU
 # older than sm_89 the kernel refuses, and says why; under the interpreter it runs at a small size:
@@ -441,7 +441,7 @@ if tuning:
 #     $\alpha \cdot s_{\text{old}} / s_{\text{new}}$, then let the tensor core add $PV$ straight
 #     into it) frees those registers: the second accumulator was
 #     {glue:text}`fp8_two_acc_lo:.0f`–{glue:text}`fp8_two_acc_hi:.0f`% slower;
-#   - *several programs per SM.* With 128-row tiles and 8 warps a program needs more than 128
+#   - *several programs per SM* ({term}`occupancy`). With 128-row tiles and 8 warps a program needs more than 128
 #     registers a thread, the most that lets two such programs share an SM's 65,536, so an SM
 #     holds one and its softmax waits between its GEMMs. With 64-row
 #     tiles and 4 warps two or three programs share an SM, and while one computes exponentials
