@@ -319,6 +319,7 @@ def test_config_choice_keeps_dividing_tiles_and_times_once(monkeypatch):
     import triton
 
     from flashedu.ops.block_sparse import configs
+    from flashedu.ops.v2 import triton_bwd
     from flashedu.ops.block_sparse.triton_impl import FWD_CONFIGS
 
     m = bs.local(256, block=32)
@@ -330,7 +331,7 @@ def test_config_choice_keeps_dividing_tiles_and_times_once(monkeypatch):
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), calls.append(1), speed[last[0]])[2])
     last = [None]
     run = lambda c: last.__setitem__(0, c.kwargs["BLOCK_M"])  # noqa: E731
-    assert configs.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32
+    assert triton_bwd.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32
     # Timed once per key: two rounds over the three configs, then never again.
-    assert configs.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32 and len(calls) == 6
-    assert configs.choose("t", fake, ("other",), run, tune=False) is fake[0]
+    assert triton_bwd.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32 and len(calls) == 6
+    assert triton_bwd.choose("t", fake, ("other",), run, tune=False) is fake[0]

@@ -4,15 +4,13 @@ The kernels' tiles must divide the mask's blocks, so a config table is filtered 
 before anything else; v2's :func:`~flashedu.ops.v2.triton_bwd.to_configs` then drops what does
 not fit this GPU's shared memory and registers. Triton's autotuner cannot choose among them:
 each config needs its own CSR layout (another argument), so the choice is made here, timed once
-per shape and kept for the process. The FP8 kernel's configs are chosen the same way.
+per shape and kept for the process (:func:`~flashedu.ops.v2.triton_bwd.choose`).
 """
 from __future__ import annotations
 
 import triton
 
 from ..v2.triton_bwd import to_configs
-
-_PICKED: dict = {}  # (kernel name, shape key) -> the config timed fastest
 
 
 def candidates(table: dict, mask, *, head_dim: int, elem_bytes: int, resident: int,
@@ -24,21 +22,3 @@ def candidates(table: dict, mask, *, head_dim: int, elem_bytes: int, resident: i
         raise ValueError(f"block_mask: blocks {mask.block_r}×{mask.block_c} have no kernel tile that divides "
                          f"them here (tiles are powers of two ≥ 16 up to 128; use multiples of 16)")
     return out
-
-
-def choose(name: str, configs: list, key: tuple, run, *, tune: bool):
-    """The first config, or on large GPU problems the fastest (timed once per key).
-
-    Two rounds over the list, each config's best median kept: configs within a few percent of
-    each other swapped places from one process to the next with a single round."""
-    if not tune or len(configs) == 1:
-        return configs[0]
-    if (name, key) not in _PICKED:
-        times = [float("inf")] * len(configs)
-        for _ in range(2):
-            for i, c in enumerate(configs):
-                times[i] = min(times[i], triton.testing.do_bench(lambda c=c: run(c), warmup=10, rep=50))
-        _PICKED[(name, key)] = configs[min(range(len(configs)), key=times.__getitem__)]
-    return _PICKED[(name, key)]
-
-

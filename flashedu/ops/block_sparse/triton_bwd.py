@@ -18,8 +18,8 @@ import triton.language as tl
 
 from ... import runtime
 from ...blocksparse.csr import kernel_layout
-from ..v2.triton_bwd import LOG2E, _bwd_preprocess, _load_rows_stats, should_tune
-from .configs import candidates, choose
+from ..v2.triton_bwd import LOG2E, _bwd_preprocess, _load_rows_stats, choose, should_tune
+from .configs import candidates
 from .triton_impl import tile_bits
 
 

@@ -24,10 +24,10 @@ import triton.language as tl
 from ... import runtime
 from ...blocksparse.csr import kernel_layout
 from ...validate import check_qkv
-from ..v2.triton_bwd import LOG2E, arch_key, should_tune
+from ..v2.triton_bwd import LOG2E, arch_key, choose, should_tune
 from ..v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
 from ..v2.triton_impl import _fwd_inner as v2_inner
-from .configs import candidates, choose
+from .configs import candidates
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)

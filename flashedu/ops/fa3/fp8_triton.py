@@ -29,8 +29,7 @@ import triton.language as tl
 from ... import runtime
 from ...fp8.quant import is_k_major, k_major
 from ...fp8.reference import check_fp8_inputs
-from ..block_sparse.configs import choose
-from ..v2.triton_bwd import max_shared_memory, should_tune
+from ..v2.triton_bwd import choose, max_shared_memory, should_tune
 from .triton_impl import tma_ready
 
 HEAD_DIMS = (32, 64, 128, 256)

@@ -331,6 +331,27 @@ def launch(kernel, grid, args, consts, *, table: dict, head_dim: int, elem_bytes
                  num_stages=config.num_stages)
 
 
+_PICKED: dict = {}  # (kernel name, shape key) -> the config timed fastest by choose()
+
+
+def choose(name: str, configs: list, key: tuple, run, *, tune: bool):
+    """The first config, or on large GPU problems the fastest (timed once per key), for kernels
+    that the autotuner cannot tune: block-sparse (each config needs its own layout argument) and
+    FP8 (configs carry launch options such as a register cap).
+
+    Two rounds over the list, each config's best median kept: configs within a few percent of
+    each other swapped places from one process to the next with a single round."""
+    if not tune or len(configs) == 1:
+        return configs[0]
+    if (name, key) not in _PICKED:
+        times = [float("inf")] * len(configs)
+        for _ in range(2):
+            for i, c in enumerate(configs):
+                times[i] = min(times[i], triton.testing.do_bench(lambda c=c: run(c), warmup=10, rep=50))
+        _PICKED[(name, key)] = configs[min(range(len(configs)), key=times.__getitem__)]
+    return _PICKED[(name, key)]
+
+
 def tuned_config(kernel, head_dim: int, elem_bytes: int) -> triton.Config | None:
     """The autotuner's last pick for ``kernel`` here (for the tuning notes), if it ran."""
     tuner = _TUNED.get((kernel, arch_key(), head_dim, elem_bytes))
