@@ -136,9 +136,11 @@ def main() -> int:
                     log(rows[-1])
                 if name in ("dense", "local"):  # ablation: every entry through the index list
                     triton_impl.USE_RUN = False
-                    rows.append(dict(impl="block_sparse_triton index-walk", pattern=name, target_density=target,
-                                     density=mask.density(), pass_="fwd", ms=bench(f, [q, k, v]), **shape))
-                    triton_impl.USE_RUN = True
+                    try:
+                        rows.append(dict(impl="block_sparse_triton index-walk", pattern=name, target_density=target,
+                                         density=mask.density(), pass_="fwd", ms=bench(f, [q, k, v]), **shape))
+                    finally:
+                        triton_impl.USE_RUN = True
                     log(rows[-1])
                 if flex is None or time.time() - t0 > FLEX_BUDGET_S:
                     if flex is not None and not any("budget" in n for n in notes):
