@@ -27,10 +27,11 @@ from ...validate import check_qkv
 from ..v2.triton_bwd import LOG2E, arch_key, choose, should_tune
 from ..v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
 from ..v2.triton_impl import _fwd_inner as v2_inner
-from .configs import candidates
+from .configs import candidates, density_class
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)
+LONGEST_FIRST = False  # start the rows with the most tiles first (False: in order; causal: last first)
 
 
 @triton.jit
@@ -90,19 +91,23 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd,
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
+def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Longest, Index, Tile, Tiles,
                 stride_qz, stride_qh, stride_qm, stride_qd,
                 stride_kz, stride_kh, stride_kn, stride_kd,
                 stride_vz, stride_vh, stride_vn, stride_vd,
                 H, N_Q, N_K, MASK_HEADS, qk_scale,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                USE_RUN: tl.constexpr):
+                USE_RUN: tl.constexpr, LONGEST_FIRST: tl.constexpr):
     n_m = tl.cdiv(N_Q, BLOCK_M)
-    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    row = (bh % H) % MASK_HEADS * n_m + pid_m  # this program's CSR row (MASK_HEADS = 1: shared)
+    head_rows = (bh % H) % MASK_HEADS * n_m  # this head's first CSR row (MASK_HEADS = 1: shared)
+    if LONGEST_FIRST:  # programs start in grid order: long rows first leave short ones to fill the tail
+        pid_m = tl.load(Longest + head_rows + tl.program_id(0))
+    else:
+        pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    row = head_rows + pid_m
     lo = tl.load(Ptr + row)
     hi = tl.load(Ptr + row + 1)
     mid = lo + tl.load(Clean + row)
@@ -165,16 +170,16 @@ def forward(q, k, v, mask, *, causal: bool, scale: float, config: triton.Config 
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
         lay = kernel_layout(mask.refine(bm, bn), causal=causal, device=q.device)
         _fwd_kernel[(triton.cdiv(N_Q, bm), B * H)](
-            q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.run, lay.rows.first, lay.rows.index,
-            lay.rows.tile, lay.tiles,
+            q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.run, lay.rows.first, lay.rows.longest_first,
+            lay.rows.index, lay.rows.tile, lay.tiles,
             *q.stride(), *k.stride(), *v.stride(), H, N_Q, N_K, mask.heads, scale * LOG2E,
             CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision, USE_RUN=USE_RUN,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            LONGEST_FIRST=LONGEST_FIRST, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     if config is None:
         configs = candidates(FWD_CONFIGS, mask, head_dim=D, elem_bytes=q.element_size(), resident=0,
                              resident_tiles=1)
-        key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c)
+        key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c, density_class(mask, causal))
         config = choose("fwd", configs, key, run, tune=should_tune(B, H, N_Q, N_K))
     run(config)
     return o, lse

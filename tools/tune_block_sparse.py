@@ -1,0 +1,164 @@
+"""Time block_sparse_triton's forward config by config against mask density, on a GPU (issue 7).
+
+On the GPU machine, from the repository root (about 2 minutes per head dim on an H100/H200):
+
+    python3 tools/tune_block_sparse.py --D 128 --out $OUT   # writes $OUT/block_sparse_tuning/<gpu>.json
+
+At the shapes of ``tools/bench_block_sparse.py`` (hidden 2048, B·N = 16k, fp16, 128 × 128
+mask blocks) and for a dense, a random 25 %, a random 10 % and a local 10 % mask, every
+candidate (BLOCK_M, BLOCK_N, warps, stages) of the forward is timed with the rows launched in
+order and longest first (``triton_impl.LONGEST_FIRST``), beside dense v2_triton. Each config
+is first checked against SDPA (fp32, expanded mask) at N = 1024. Also recorded: the host time
+of one call (the GPU held busy by a sleep, so only the Python side is timed), to tell a
+launch-bound measurement from a kernel-bound one. A config that does not compile is a row
+with its error, not a crash.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before kernels load)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+from benchio import Recorder  # noqa: E402
+
+from flashedu import blocksparse as bs  # noqa: E402
+from flashedu.ops.block_sparse import triton_impl as impl  # noqa: E402
+from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
+
+DT = torch.float16
+BLOCK = 128
+# The sm90 table, then tiles for short rows: 64-row tiles with 4 warps fit two or three
+# programs on an SM, so one program's prologue and epilogue overlap another's loop.
+CONFIGS = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 4), (128, 128, 8, 2),
+           (128, 128, 8, 4), (64, 64, 4, 3), (64, 32, 8, 2), (64, 64, 4, 2), (64, 64, 4, 4),
+           (64, 128, 4, 2), (64, 128, 4, 3), (64, 128, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3)]
+
+
+def cfg(t):
+    bm, bn, w, s = t
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+
+
+def masks_for(N: int):
+    T = N // BLOCK
+    return [("dense", 1.0, bs.dense_mask(N, block_r=BLOCK)),
+            ("random", 0.25, bs.random_blocks(N, block=BLOCK, density=0.25, seed=25)),
+            ("random", 0.1, bs.random_blocks(N, block=BLOCK, density=0.1, seed=10)),
+            ("local", 0.1, bs.local(N, block=BLOCK, width=max(0, round((0.1 * T - 1) / 2))))]
+
+
+def stats() -> dict:
+    try:
+        k = [k for c in impl._fwd_kernel.device_caches.values() for k in c[0].values()][-1]
+        return dict(n_regs=k.n_regs, n_spills=k.n_spills)
+    except Exception as e:  # noqa: BLE001
+        return dict(stats_error=f"{type(e).__name__}: {e}"[:120])
+
+
+def host_us(fn, calls: int = 50) -> float:
+    """Microseconds of Python per call: the GPU sleeps first, so the calls only queue work."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1_000_000_000 // 1000 * 200)  # ~0.1-0.2 s of GPU cycles
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    dt = (time.perf_counter() - t) / calls * 1e6
+    torch.cuda.synchronize()
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--D", type=int, default=128)
+    ap.add_argument("--N", type=int, nargs="+", default=[4096, 8192, 16384])
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    D, t0 = args.D, time.time()
+    rec = Recorder(args.out, "block_sparse_tuning", D=D, block=BLOCK, configs=CONFIGS,
+                   shapes="hidden 2048: H = 2048 / D, B = 16384 / N", dtype="float16",
+                   timer="triton.testing.do_bench median, warmup 10 ms, rep 40 ms")
+    rows: list[dict] = []
+
+    def log(r):
+        rows.append(r)
+        print(f"[{time.time() - t0:5.0f}s] {r}", flush=True)
+        rec.save(rows)
+
+    def fwd(q, k, v, mask, c):
+        return lambda: impl.forward(q, k, v, mask, causal=False, scale=D ** -0.5, config=cfg(c))[0]
+
+    # Correctness at N = 1024 (a random mask with empty rows), each config and order.
+    N = 1024
+    q, k, v = (torch.randn(1, 2, N, D, device="cuda", dtype=DT) for _ in range(3))
+    mask = bs.random_blocks(N, block=BLOCK, density=0.3, seed=3)
+    keep = mask.dense()[0].cuda()
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=keep)
+    rows_kept = keep.any(-1)
+    ok = {}
+    for c in CONFIGS:
+        for longest in (False, True):
+            impl.LONGEST_FIRST = longest
+            r = dict(kind="check", config=c, longest_first=longest)
+            try:
+                o = fwd(q, k, v, mask, c)().float()
+                r.update(stats())
+                err = (o[:, :, rows_kept] - ref[:, :, rows_kept]).abs().max().item()
+                zero = bool((o[:, :, ~rows_kept] == 0).all())
+                r.update(max_err=round(err, 5), empty_rows_zero=zero)
+                ok[(c, longest)] = err < 1e-2 and zero
+            except Exception as e:  # noqa: BLE001
+                r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                ok[(c, longest)] = False
+            log(r)
+    impl.LONGEST_FIRST = False
+
+    for N in args.N:
+        B, H = 16384 // N, 2048 // D
+        q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=DT) for _ in range(3))
+        shape = dict(N=N, B=B, H=H)
+        log(dict(kind="time", impl="v2_triton", pattern="dense", density=1.0,
+                 ms=triton.testing.do_bench(lambda: flash_attention_v2(q, k, v), warmup=10, rep=40), **shape))
+        for name, target, mask in masks_for(N):
+            m = dict(pattern=name, target_density=target, density=round(mask.density(), 4))
+            qg = q.clone().requires_grad_()
+            log(dict(kind="host", impl="block_sparse_triton", **m, **shape,
+                     us=round(host_us(lambda: impl.block_sparse_flash_attention(qg, k, v, block_mask=mask)), 1)))
+            for c in CONFIGS:
+                for longest in (False, True):
+                    if not ok.get((c, longest)):
+                        continue
+                    impl.LONGEST_FIRST = longest
+                    r = dict(kind="time", impl="block_sparse_triton", config=c, longest_first=longest, **m, **shape)
+                    try:
+                        r["ms"] = triton.testing.do_bench(fwd(q, k, v, mask, c), warmup=10, rep=40)
+                    except Exception as e:  # noqa: BLE001
+                        r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                    log(r)
+            impl.LONGEST_FIRST = False
+        del q, k, v
+        torch.cuda.empty_cache()
+    rec.save(rows, final=True, seconds=round(time.time() - t0))
+
+    print("\nfastest config per mask (ratio to dense v2):")
+    for N in args.N:
+        base = next(r["ms"] for r in rows if r["kind"] == "time" and r["impl"] == "v2_triton" and r["N"] == N)
+        for name, target in (("dense", 1.0), ("random", 0.25), ("random", 0.1), ("local", 0.1)):
+            cand = [r for r in rows if r["kind"] == "time" and r["impl"] == "block_sparse_triton" and r["N"] == N
+                    and r["pattern"] == name and r["target_density"] == target and "ms" in r]
+            if cand:
+                best = min(cand, key=lambda r: r["ms"])
+                first = next((r for r in cand if r["config"] == CONFIGS[0] and not r["longest_first"]), best)
+                print(f"  N={N:5d} {name:6s} {target:4.0%}  best {best['config']} longest={best['longest_first']!s:5s}"
+                      f" {best['ms'] / base:.3f}   table's first {first['ms'] / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()
