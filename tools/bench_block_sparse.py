@@ -15,9 +15,15 @@ H = 2048 / D, B = 16384 / N), one mask shared by all heads at 128 × 128 tiles:
 * correctness: block_sparse_triton on one batch element, two heads, against SDPA in fp32 with
   the expanded token mask (rows with no key: ours must be exactly 0).
 
-Median of triton.testing.do_bench. Writes OUT/block_sparse/<gpu>.json after every row (copy it to
-flashedu/data/block_sparse/ to show it in chapter 5) and prints a table and the targets
-(25% of tiles ≤ 0.35x dense v2, 10% ≤ 0.18x, 100% within 1.1x).
+Times are GPU times: the median of triton.testing.do_bench_cudagraph, which replays the calls
+from a CUDA graph. At 10 % of the tiles a forward takes about 0.1-0.2 ms on the GPU, as long as
+the Python of one eager call (checks, layout lookup, Triton's launch), so events around eager
+calls would time the CPU. That host time is recorded beside each forward (``host_us``), as is
+the config the forward timed and kept. A call that cannot be captured is timed eagerly with
+do_bench and says so (``timer``). Writes OUT/block_sparse/<gpu>.json after every row (copy it to
+flashedu/data/block_sparse/ to show it in chapter 5; ``--N`` splits the run over two GPUs and
+``--merge`` joins the parts) and prints a table and the targets (25% of tiles ≤ 0.35x dense v2,
+10% ≤ 0.18x, 100% within 1.1x).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import flashedu  # noqa: E402  (first: it decides compiled vs interpreter before
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from benchio import Recorder, host_us  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
 from flashedu.ops.block_sparse import triton_impl  # noqa: E402
@@ -57,8 +63,15 @@ def masks_for(N: int) -> list[tuple[str, float, bs.BlockSparseMask]]:
     return out
 
 
-def bench(fn, grads=None) -> float:
-    return triton.testing.do_bench(fn, warmup=10, rep=40, grad_to_none=grads)
+def bench(fn, grads=None) -> dict:
+    """{"ms": GPU milliseconds of fn, "timer": how}: replayed from a CUDA graph, or eager."""
+    try:
+        return dict(ms=triton.testing.do_bench_cudagraph(fn, rep=40, grad_to_none=grads, return_mode="median"),
+                    timer="graph")
+    except Exception as exc:  # noqa: BLE001  (not capturable: time it eagerly, and say so)
+        torch.cuda.synchronize()
+        return dict(ms=triton.testing.do_bench(fn, warmup=10, rep=40, grad_to_none=grads),
+                    timer=f"eager ({type(exc).__name__}: {str(exc)[:80]})")
 
 
 def check(N: int, D: int, name: str, mask, log) -> dict:
@@ -90,7 +103,11 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join("flashedu", "data"))
     ap.add_argument("--quick", action="store_true", help="N = 4k only")
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
+    ap.add_argument("--N", type=int, nargs="+", help="these sequence lengths only (one part of a run)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="join parts of one run into --out's file, then stop")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     rt = flashedu.runtime.current()
     if not rt.compiled:
         print(f"needs a GPU: {rt.describe()}")
@@ -101,7 +118,7 @@ def main() -> int:
     rec = Recorder(args.out, "block_sparse",
                    config=dict(block=BLOCK, dtype="float16", densities=DENSITIES,
                                shapes="hidden 2048: H = 2048 / D, B = 16384 / N",
-                               timer="triton.testing.do_bench median, warmup 10 ms, rep 40 ms"))
+                               timer="triton.testing.do_bench_cudagraph median, rep 40 ms"))
 
     def log(row):
         print(f"[{time.time() - t0:6.1f}s] " + json.dumps(row), flush=True)
@@ -110,7 +127,7 @@ def main() -> int:
     flex, flex_why = (None, "--no-flex") if args.no_flex else flex_fns()
     if flex_why:
         notes.append(f"FlexAttention not timed: {flex_why}")
-    Ns = (4096,) if args.quick else (4096, 8192, 16384)
+    Ns = (4096,) if args.quick else tuple(args.N or (4096, 8192, 16384))
     for N in Ns:
         for D in (64, 128):
             B, H = 16384 // N, 2048 // D
@@ -124,7 +141,9 @@ def main() -> int:
             for pass_, make in (("fwd", lambda f: f), ("fwd+bwd", fwd_bwd)):
                 f = (lambda: flash_attention_v2(q, k, v))
                 rows.append(dict(impl="v2_triton", pattern="dense", target_density=1.0, density=1.0,
-                                 pass_=pass_, ms=bench(make(f), [q, k, v]), **shape))
+                                 pass_=pass_, **bench(make(f), [q, k, v]), **shape))
+                if pass_ == "fwd":
+                    rows[-1]["host_us"] = round(host_us(f), 1)
                 log(rows[-1])
             for name, target, mask in masks_for(N):
                 if N == Ns[0] or name == "random":
@@ -132,13 +151,16 @@ def main() -> int:
                 f = (lambda m=mask: block_sparse_flash_attention(q, k, v, block_mask=m))
                 for pass_, make in (("fwd", lambda f: f), ("fwd+bwd", fwd_bwd)):
                     rows.append(dict(impl="block_sparse_triton", pattern=name, target_density=target,
-                                     density=mask.density(), pass_=pass_, ms=bench(make(f), [q, k, v]), **shape))
+                                     density=mask.density(), pass_=pass_, **bench(make(f), [q, k, v]), **shape))
+                    if pass_ == "fwd":
+                        rows[-1].update(host_us=round(host_us(f), 1),
+                                        config=triton_impl.picked_config(q, k, mask))
                     log(rows[-1])
                 if name in ("dense", "local"):  # ablation: every entry through the index list
                     triton_impl.USE_RUN = False
                     try:
                         rows.append(dict(impl="block_sparse_triton index-walk", pattern=name, target_density=target,
-                                         density=mask.density(), pass_="fwd", ms=bench(f, [q, k, v]), **shape))
+                                         density=mask.density(), pass_="fwd", **bench(f, [q, k, v]), **shape))
                     finally:
                         triton_impl.USE_RUN = True
                     log(rows[-1])
@@ -151,7 +173,7 @@ def main() -> int:
                     g = (lambda fm=fm: flex(q, k, v, block_mask=fm))
                     for pass_, make in (("fwd", lambda f: f), ("fwd+bwd", fwd_bwd)):
                         rows.append(dict(impl="flex_attention", pattern=name, target_density=target,
-                                         density=mask.density(), pass_=pass_, ms=bench(make(g), [q, k, v]), **shape))
+                                         density=mask.density(), pass_=pass_, **bench(make(g), [q, k, v]), **shape))
                         log(rows[-1])
                 except Exception as exc:  # noqa: BLE001  (a FlexAttention failure is a result, not a crash)
                     notes.append(f"FlexAttention N={N} D={D} {name} {target}: {type(exc).__name__}: {str(exc)[:200]}")
@@ -164,6 +186,30 @@ def main() -> int:
         result = json.load(fh)
     print(f"\nwrote {path} in {time.time() - t0:.0f} s")
     return summarize(result)
+
+
+def merge(paths: list[str], out: str) -> int:
+    """Join the parts of one run (same commit, one sequence length each, say) into
+    out/block_sparse/<gpu>.json: rows, checks and notes concatenated, each part's provenance
+    and wall time kept under "parts"."""
+    docs = [json.load(open(p)) for p in paths]
+    commits = {d["provenance"].get("commit") for d in docs}
+    if len(commits) != 1 or any(d.get("partial") for d in docs):
+        print(f"refusing to merge: commits {commits}, partial {[d.get('partial') for d in docs]}")
+        return 1
+    from flashedu.bench.schema import gpu_slug
+    first = docs[0]
+    doc = dict(provenance=first["provenance"], config=first["config"],
+               checks=[c for d in docs for c in d["checks"]], notes=[n for d in docs for n in d["notes"]],
+               parts=[dict(provenance=d["provenance"], wall_s=d.get("wall_s")) for d in docs],
+               wall_s=max(d.get("wall_s") or 0 for d in docs), rows=[r for d in docs for r in d["rows"]],
+               partial=False)
+    path = os.path.join(out, "block_sparse", f"{gpu_slug(first['provenance'])}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    print(f"wrote {path}: {len(doc['rows'])} rows from {len(docs)} parts")
+    return summarize(doc)
 
 
 def summarize(result: dict) -> int:

@@ -30,3 +30,21 @@ class Recorder:
             json.dump(doc, fh, indent=1)
         os.replace(tmp, self.path)
         return self.path
+
+
+def host_us(fn, calls: int = 50) -> float:
+    """Microseconds of host (Python and launch) time per call of ``fn``: the GPU is first given a
+    long sleep, so the calls only queue work and the clock times the CPU side alone."""
+    import time
+
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU cycles: longer than the calls take to queue
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    dt = (time.perf_counter() - t) / calls * 1e6
+    torch.cuda.synchronize()
+    return dt

@@ -6,12 +6,15 @@ On the GPU machine, from the repository root (about 2 minutes per head dim on an
 
 At the shapes of ``tools/bench_block_sparse.py`` (hidden 2048, B·N = 16k, fp16, 128 × 128
 mask blocks) and for a dense, a random 25 %, a random 10 % and a local 10 % mask, every
-candidate (BLOCK_M, BLOCK_N, warps, stages) of the forward is timed with the rows launched in
-order and longest first (``triton_impl.LONGEST_FIRST``), beside dense v2_triton. Each config
-is first checked against SDPA (fp32, expanded mask) at N = 1024. Also recorded: the host time
-of one call (the GPU held busy by a sleep, so only the Python side is timed), to tell a
-launch-bound measurement from a kernel-bound one. A config that does not compile is a row
-with its error, not a crash.
+candidate (BLOCK_M, BLOCK_N, warps, stages) of the forward is timed beside dense v2_triton.
+Each config is first checked against SDPA (fp32, expanded mask) at N = 1024. Also recorded:
+the host time of one call (the GPU held busy by a sleep, so only the Python side is timed), to
+tell a launch-bound measurement from a kernel-bound one. A config that does not compile is a
+row with its error, not a crash.
+
+The run at e805acf (docs/notes/data/block-sparse-tuning-e805acf-d*.json) also timed each
+config with the rows started longest first; that order changed times by ±1 % either way and
+was removed.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before ker
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from benchio import Recorder, host_us  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
 from flashedu.ops.block_sparse import triton_impl as impl  # noqa: E402
@@ -62,26 +65,16 @@ def stats() -> dict:
         return dict(stats_error=f"{type(e).__name__}: {e}"[:120])
 
 
-def host_us(fn, calls: int = 50) -> float:
-    """Microseconds of Python per call: the GPU sleeps first, so the calls only queue work."""
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda._sleep(1_000_000_000 // 1000 * 200)  # ~0.1-0.2 s of GPU cycles
-    t = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    dt = (time.perf_counter() - t) / calls * 1e6
-    torch.cuda.synchronize()
-    return dt
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--N", type=int, nargs="+", default=[4096, 8192, 16384])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--host", action="store_true", help="only the host-time breakdown of one call")
     args = ap.parse_args()
     D, t0 = args.D, time.time()
+    if args.host:
+        return host_breakdown(D)
     rec = Recorder(args.out, "block_sparse_tuning", D=D, block=BLOCK, configs=CONFIGS,
                    shapes="hidden 2048: H = 2048 / D, B = 16384 / N", dtype="float16",
                    timer="triton.testing.do_bench median, warmup 10 ms, rep 40 ms")
@@ -104,21 +97,18 @@ def main() -> None:
     rows_kept = keep.any(-1)
     ok = {}
     for c in CONFIGS:
-        for longest in (False, True):
-            impl.LONGEST_FIRST = longest
-            r = dict(kind="check", config=c, longest_first=longest)
-            try:
-                o = fwd(q, k, v, mask, c)().float()
-                r.update(stats())
-                err = (o[:, :, rows_kept] - ref[:, :, rows_kept]).abs().max().item()
-                zero = bool((o[:, :, ~rows_kept] == 0).all())
-                r.update(max_err=round(err, 5), empty_rows_zero=zero)
-                ok[(c, longest)] = err < 1e-2 and zero
-            except Exception as e:  # noqa: BLE001
-                r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                ok[(c, longest)] = False
-            log(r)
-    impl.LONGEST_FIRST = False
+        r = dict(kind="check", config=c)
+        try:
+            o = fwd(q, k, v, mask, c)().float()
+            r.update(stats())
+            err = (o[:, :, rows_kept] - ref[:, :, rows_kept]).abs().max().item()
+            zero = bool((o[:, :, ~rows_kept] == 0).all())
+            r.update(max_err=round(err, 5), empty_rows_zero=zero)
+            ok[c] = err < 1e-2 and zero
+        except Exception as e:  # noqa: BLE001
+            r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            ok[c] = False
+        log(r)
 
     for N in args.N:
         B, H = 16384 // N, 2048 // D
@@ -132,17 +122,14 @@ def main() -> None:
             log(dict(kind="host", impl="block_sparse_triton", **m, **shape,
                      us=round(host_us(lambda: impl.block_sparse_flash_attention(qg, k, v, block_mask=mask)), 1)))
             for c in CONFIGS:
-                for longest in (False, True):
-                    if not ok.get((c, longest)):
-                        continue
-                    impl.LONGEST_FIRST = longest
-                    r = dict(kind="time", impl="block_sparse_triton", config=c, longest_first=longest, **m, **shape)
-                    try:
-                        r["ms"] = triton.testing.do_bench(fwd(q, k, v, mask, c), warmup=10, rep=40)
-                    except Exception as e:  # noqa: BLE001
-                        r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                    log(r)
-            impl.LONGEST_FIRST = False
+                if not ok.get(c):
+                    continue
+                r = dict(kind="time", impl="block_sparse_triton", config=c, **m, **shape)
+                try:
+                    r["ms"] = triton.testing.do_bench(fwd(q, k, v, mask, c), warmup=10, rep=40)
+                except Exception as e:  # noqa: BLE001
+                    r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                log(r)
         del q, k, v
         torch.cuda.empty_cache()
     rec.save(rows, final=True, seconds=round(time.time() - t0))
@@ -155,9 +142,37 @@ def main() -> None:
                     and r["pattern"] == name and r["target_density"] == target and "ms" in r]
             if cand:
                 best = min(cand, key=lambda r: r["ms"])
-                first = next((r for r in cand if r["config"] == CONFIGS[0] and not r["longest_first"]), best)
-                print(f"  N={N:5d} {name:6s} {target:4.0%}  best {best['config']} longest={best['longest_first']!s:5s}"
-                      f" {best['ms'] / base:.3f}   table's first {first['ms'] / base:.3f}")
+                first = next((r for r in cand if r["config"] == CONFIGS[0]), best)
+                print(f"  N={N:5d} {name:6s} {target:4.0%}  best {best['config']} {best['ms'] / base:.3f}"
+                      f"   {CONFIGS[0]} {first['ms'] / base:.3f}")
+
+
+def host_breakdown(D: int) -> None:
+    """Host µs per call at N = 4k, 10 % random: where the Python of an eager forward goes."""
+    from flashedu.blocksparse.csr import kernel_layout
+    from flashedu.ops.v2.triton_impl import flash_attention_v2_lse
+
+    N = 4096
+    B, H = 16384 // N, 2048 // D
+    q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=DT) for _ in range(3))
+    qg = q.clone().requires_grad_()
+    mask = bs.random_blocks(N, block=BLOCK, density=0.1, seed=10)
+    c = cfg(CONFIGS[0])
+    lay = kernel_layout(mask.refine(64, 64), causal=False, device="cuda")
+    o, lse = impl.forward(q, k, v, mask, causal=False, scale=D ** -0.5)
+    steps = {
+        "v2_triton (autograd, q needs grad)": lambda: flash_attention_v2(qg, k, v),
+        "v2_triton lse (no autograd)": lambda: flash_attention_v2_lse(q, k, v),
+        "block_sparse_triton (autograd, q needs grad)": lambda: impl.block_sparse_flash_attention(qg, k, v, block_mask=mask),
+        "block_sparse_triton (no grad)": lambda: impl.block_sparse_flash_attention(q, k, v, block_mask=mask),
+        "forward(), config given": lambda: impl.forward(q, k, v, mask, causal=False, scale=D ** -0.5, config=c),
+        "forward(), config chosen": lambda: impl.forward(q, k, v, mask, causal=False, scale=D ** -0.5),
+        "launch() alone": lambda: impl.launch(q, k, v, o, lse, lay, mask_heads=1, causal=False, scale=D ** -0.5,
+                                              cfg=cfg((64, 64, 4, 3))),
+        "torch.empty x2": lambda: (torch.empty_like(q), torch.empty(B, H, N, device="cuda")),
+    }
+    for name, fn in steps.items():
+        print(f"{name:46s} {min(host_us(fn) for _ in range(3)):7.1f} us", flush=True)
 
 
 if __name__ == "__main__":

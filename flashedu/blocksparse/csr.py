@@ -40,7 +40,6 @@ class CSR:
     clean: torch.Tensor  # [heads · rows] leading entries of each row that need no mask
     run: torch.Tensor  # [heads · rows] leading clean entries that are consecutive blocks
     first: torch.Tensor  # [heads · rows] the block of a row's first entry (0 for an empty row)
-    longest_first: torch.Tensor  # [heads · rows] each head's rows by falling count (ties: in order)
     heads: int
     rows: int
     cols: int
@@ -60,8 +59,7 @@ class CSR:
         return self.index[int(self.ptr[r]):int(self.ptr[r + 1])].tolist()
 
     def to(self, device) -> "CSR":
-        return CSR(*(t.to(device) for t in (self.ptr, self.index, self.tile, self.clean, self.run, self.first,
-                                             self.longest_first)),
+        return CSR(*(t.to(device) for t in (self.ptr, self.index, self.tile, self.clean, self.run, self.first)),
                    self.heads, self.rows, self.cols)
 
 
@@ -91,11 +89,10 @@ def to_csr(blocks: torch.Tensor, *, clean: torch.Tensor | None = None,
     steps = (order == order[..., :1] + torch.arange(C)) & (torch.arange(C) < n_clean[..., None])
     run = steps.int().cumprod(-1).sum(-1)
     first = torch.where(counts.reshape(Hm, R) > 0, order[..., 0], 0)
-    longest = counts.reshape(Hm, R).argsort(dim=-1, descending=True, stable=True)
     return CSR(ptr=ptr, index=order[listed].to(torch.int32),
                tile=torch.gather(tile.to(torch.int32), -1, order)[listed],
                clean=n_clean.reshape(-1).to(torch.int32), run=run.reshape(-1).to(torch.int32),
-               first=first.reshape(-1).to(torch.int32), longest_first=longest.reshape(-1).to(torch.int32), heads=Hm, rows=R, cols=C)
+               first=first.reshape(-1).to(torch.int32), heads=Hm, rows=R, cols=C)
 
 
 def from_csr(csr: CSR) -> torch.Tensor:

@@ -4,13 +4,9 @@ The kernels' tiles must divide the mask's blocks, so a config table is filtered 
 before anything else; v2's :func:`~flashedu.ops.v2.triton_bwd.to_configs` then drops what does
 not fit this GPU's shared memory and registers. Triton's autotuner cannot choose among them:
 each config needs its own CSR layout (another argument), so the choice is made here, timed once
-per shape and kept for the process (:func:`~flashedu.ops.v2.triton_bwd.choose`). The shape
-includes how dense the mask is: rows of three tiles want smaller tiles and more programs per
-SM than dense rows do, so a config timed on a dense mask is not reused for a sparse one.
+per shape and kept for the process (:func:`~flashedu.ops.v2.triton_bwd.choose`).
 """
 from __future__ import annotations
-
-import math
 
 import triton
 
@@ -26,13 +22,3 @@ def candidates(table: dict, mask, *, head_dim: int, elem_bytes: int, resident: i
         raise ValueError(f"block_mask: blocks {mask.block_r}×{mask.block_c} have no kernel tile that divides "
                          f"them here (tiles are powers of two ≥ 16 up to 128; use multiples of 16)")
     return out
-
-
-def density_class(mask, causal: bool) -> int:
-    """round(2·log₂ density): masks within a factor √2 of each other's density share a tuned
-    config (at one N and block size, their rows are about as long); an empty mask is class 0."""
-    key = ("density class", bool(causal))
-    if key not in mask._cache:
-        d = mask.density(causal)
-        mask._cache[key] = round(2 * math.log2(d)) if d > 0 else 0
-    return mask._cache[key]

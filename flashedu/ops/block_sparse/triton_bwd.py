@@ -19,7 +19,7 @@ import triton.language as tl
 from ... import runtime
 from ...blocksparse.csr import kernel_layout
 from ..v2.triton_bwd import LOG2E, _bwd_preprocess, _load_rows_stats, choose, should_tune
-from .configs import candidates, density_class
+from .configs import candidates
 from .triton_impl import tile_bits
 
 
@@ -203,7 +203,7 @@ def backward(do, q, k, v, o, lse, mask, *, causal: bool, scale: float):
     dv = torch.empty(B, H, N_K, D, device=q.device, dtype=q.dtype)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, N_Q, N_K, mask.heads, scale, scale * LOG2E)
     tune = should_tune(B, H, N_Q, N_K)
-    key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c, density_class(mask, causal))
+    key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c)
 
     def run(kernel, lists, grid_len, out, cfg):
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]

@@ -24,14 +24,13 @@ import triton.language as tl
 from ... import runtime
 from ...blocksparse.csr import kernel_layout
 from ...validate import check_qkv
-from ..v2.triton_bwd import LOG2E, arch_key, choose, should_tune
+from ..v2.triton_bwd import LOG2E, arch_key, choose, picked, should_tune
 from ..v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
 from ..v2.triton_impl import _fwd_inner as v2_inner
-from .configs import candidates, density_class
+from .configs import candidates
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)
-LONGEST_FIRST = False  # start the rows with the most tiles first (False: in order; causal: last first)
 
 
 @triton.jit
@@ -91,23 +90,19 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd,
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Longest, Index, Tile, Tiles,
+def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
                 stride_qz, stride_qh, stride_qm, stride_qd,
                 stride_kz, stride_kh, stride_kn, stride_kd,
                 stride_vz, stride_vh, stride_vn, stride_vd,
                 H, N_Q, N_K, MASK_HEADS, qk_scale,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                USE_RUN: tl.constexpr, LONGEST_FIRST: tl.constexpr):
+                USE_RUN: tl.constexpr):
     n_m = tl.cdiv(N_Q, BLOCK_M)
+    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    head_rows = (bh % H) % MASK_HEADS * n_m  # this head's first CSR row (MASK_HEADS = 1: shared)
-    if LONGEST_FIRST:  # programs start in grid order: long rows first leave short ones to fill the tail
-        pid_m = tl.load(Longest + head_rows + tl.program_id(0))
-    else:
-        pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
-    row = head_rows + pid_m
+    row = (bh % H) % MASK_HEADS * n_m + pid_m  # this program's CSR row (MASK_HEADS = 1: shared)
     lo = tl.load(Ptr + row)
     hi = tl.load(Ptr + row + 1)
     mid = lo + tl.load(Clean + row)
@@ -149,14 +144,29 @@ def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Longest, Index, Tile, Til
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); only those dividing the mask's blocks are used.
 FWD_CONFIGS = {
-    # v2_triton's Hopper table (a dense mask should run as fast as v2), then smaller tiles for
-    # masks with small blocks.
-    "sm90": [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 4), (128, 128, 8, 2),
-             (128, 128, 8, 4), (64, 64, 4, 3), (64, 32, 8, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
+    # Hopper: the fastest tiles of tools/tune_block_sparse.py at every density (64 × 64 with 4
+    # warps at d = 128, two programs an SM; 128 × 64 with 8 warps at d = 64), then smaller
+    # tiles for masks with small blocks. The first is the untuned default.
+    "sm90": [(64, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 2),
+             (64, 32, 8, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
     "sm80": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (32, 32, 4, 2), (16, 16, 4, 2)],
     "sm86": [(128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 8, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
     "interpreter": [(32, 32, 4, 1), (16, 16, 4, 1)],
 }
+
+def launch(q, k, v, o, lse, lay, *, mask_heads: int, causal: bool, scale: float, cfg: triton.Config):
+    """One launch of the kernel over a layout ``lay`` built at cfg's tiles (nothing else: the
+    host cost of the kernel call alone, as tools/tune_block_sparse.py times it)."""
+    B, H, N_Q, D = q.shape
+    bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+    _fwd_kernel[(triton.cdiv(N_Q, bm), B * H)](
+        q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.run, lay.rows.first, lay.rows.index,
+        lay.rows.tile, lay.tiles,
+        *q.stride(), *k.stride(), *v.stride(), H, N_Q, k.shape[2], mask_heads, scale * LOG2E,
+        CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_RUN=USE_RUN,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
 
 def forward(q, k, v, mask, *, causal: bool, scale: float, config: triton.Config | None = None):
     """o ``[B, H, N_Q, D]`` and L ``[B, H, N_Q]`` (fp32) for validated inputs and a checked mask."""
@@ -164,25 +174,29 @@ def forward(q, k, v, mask, *, causal: bool, scale: float, config: triton.Config 
     N_K = k.shape[2]
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"
 
     def run(cfg):
-        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-        lay = kernel_layout(mask.refine(bm, bn), causal=causal, device=q.device)
-        _fwd_kernel[(triton.cdiv(N_Q, bm), B * H)](
-            q, k, v, o, lse, lay.rows.ptr, lay.rows.clean, lay.rows.run, lay.rows.first, lay.rows.longest_first,
-            lay.rows.index, lay.rows.tile, lay.tiles,
-            *q.stride(), *k.stride(), *v.stride(), H, N_Q, N_K, mask.heads, scale * LOG2E,
-            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision, USE_RUN=USE_RUN,
-            LONGEST_FIRST=LONGEST_FIRST, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        lay = kernel_layout(mask.refine(cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]), causal=causal,
+                            device=q.device)
+        launch(q, k, v, o, lse, lay, mask_heads=mask.heads, causal=causal, scale=scale, cfg=cfg)
 
     if config is None:
         configs = candidates(FWD_CONFIGS, mask, head_dim=D, elem_bytes=q.element_size(), resident=0,
                              resident_tiles=1)
-        key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c, density_class(mask, causal))
-        config = choose("fwd", configs, key, run, tune=should_tune(B, H, N_Q, N_K))
+        config = choose("fwd", configs, _tuning_key(q, k, mask, causal), run, tune=should_tune(B, H, N_Q, N_K))
     run(config)
     return o, lse
+
+
+def _tuning_key(q, k, mask, causal):
+    return (*q.shape, k.shape[2], causal, q.dtype, mask.block_r, mask.block_c)
+
+
+def picked_config(q, k, mask, *, causal: bool = False) -> tuple | None:
+    """(BLOCK_M, BLOCK_N, warps, stages) that the forward timed and kept for this problem, or
+    None when it has not run tuned (small problems, no GPU)."""
+    c = picked("fwd", _tuning_key(q, k, mask, causal))
+    return None if c is None else (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
 
 
 def _unit_stride(t: torch.Tensor) -> torch.Tensor:
@@ -216,8 +230,8 @@ def _check(q, k, v, causal, scale, block_mask):
                       name="block_sparse_triton")
     runtime.require_triton("block_sparse_triton", q, min_capability=MIN_CAPABILITY)
     B, H, N, D = q.shape
-    if block_mask is None:  # every tile, at this arch's largest forward tile
-        bm, bn = FWD_CONFIGS[arch_key()][0][:2]
+    if block_mask is None:  # every tile, at this arch's largest forward tile (any tile divides it)
+        bm, bn = max((c[:2] for c in FWD_CONFIGS[arch_key()]), key=lambda t: t[0] * t[1])
         return scale, dense_mask(N, k.shape[2], block_r=bm, block_c=bn)
     return scale, resolve_mask(block_mask, N=N, N_k=k.shape[2], heads=H, d=D, dtype=q.dtype, sram_bytes=1)
 
@@ -245,4 +259,5 @@ def block_sparse_flash_attention_lse(q, k, v, *, causal: bool = False, scale: fl
 
 
 __all__ = ["BlockSparseFlashAttention", "DTYPES", "FWD_CONFIGS", "HEAD_DIMS", "MIN_CAPABILITY",
-           "block_sparse_flash_attention", "block_sparse_flash_attention_lse", "forward"]
+           "block_sparse_flash_attention", "block_sparse_flash_attention_lse", "forward", "launch",
+           "picked_config"]

@@ -352,6 +352,11 @@ def choose(name: str, configs: list, key: tuple, run, *, tune: bool):
     return _PICKED[(name, key)]
 
 
+def picked(name: str, key: tuple) -> triton.Config | None:
+    """What :func:`choose` kept for (name, key), if it timed that key."""
+    return _PICKED.get((name, key))
+
+
 def tuned_config(kernel, head_dim: int, elem_bytes: int) -> triton.Config | None:
     """The autotuner's last pick for ``kernel`` here (for the tuning notes), if it ran."""
     tuner = _TUNED.get((kernel, arch_key(), head_dim, elem_bytes))
