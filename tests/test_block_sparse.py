@@ -122,13 +122,14 @@ def test_triton_matches_masked_oracle(case, causal, dtype, poison):
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_triton_without_the_run_path(causal, monkeypatch, poison):
-    """Walking the consecutive run by pointers (USE_RUN) is only a shortcut: with it off, every
-    entry goes through the index list, and the result is the same."""
+@pytest.mark.parametrize("flag", ["USE_RUN", "PREFETCH_INDEX"])
+def test_triton_launch_options_do_not_change_the_result(flag, causal, monkeypatch, poison):
+    """Walking the consecutive run by pointers (USE_RUN) is only a shortcut, and reading the
+    next block index early (PREFETCH_INDEX) only a schedule: flipped, each gives the same result."""
     from flashedu.ops.block_sparse import triton_impl
 
-    monkeypatch.setattr(triton_impl, "USE_RUN", False)
-    for name in ("window", "butterfly"):
+    monkeypatch.setattr(triton_impl, flag, not getattr(triton_impl, flag))
+    for name in ("window", "butterfly", "token-perhead-partial"):
         _, mask, B, H, D = next(c for c in CASES if c[0] == name)
         _check(*_run(block_sparse_flash_attention, mask, B, H, D, causal, TRITON_DTYPES[0], DEVICE),
                tol=TOL[TRITON_DTYPES[0]])

@@ -39,7 +39,7 @@ import flashedu  # noqa: E402  (first: it decides compiled vs interpreter before
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder, host_us  # noqa: E402
+from benchio import Recorder, gpu_time, host_us  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
 from flashedu.ops.block_sparse import triton_impl  # noqa: E402
@@ -64,14 +64,7 @@ def masks_for(N: int) -> list[tuple[str, float, bs.BlockSparseMask]]:
 
 
 def bench(fn, grads=None) -> dict:
-    """{"ms": GPU milliseconds of fn, "timer": how}: replayed from a CUDA graph, or eager."""
-    try:
-        return dict(ms=triton.testing.do_bench_cudagraph(fn, rep=40, grad_to_none=grads, return_mode="median"),
-                    timer="graph")
-    except Exception as exc:  # noqa: BLE001  (not capturable: time it eagerly, and say so)
-        torch.cuda.synchronize()
-        return dict(ms=triton.testing.do_bench(fn, warmup=10, rep=40, grad_to_none=grads),
-                    timer=f"eager ({type(exc).__name__}: {str(exc)[:80]})")
+    return gpu_time(fn, grads)
 
 
 def check(N: int, D: int, name: str, mask, log) -> dict:

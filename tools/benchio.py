@@ -48,3 +48,19 @@ def host_us(fn, calls: int = 50) -> float:
     dt = (time.perf_counter() - t) / calls * 1e6
     torch.cuda.synchronize()
     return dt
+
+
+def gpu_time(fn, grads=None) -> dict:
+    """{"ms": GPU milliseconds of one call of ``fn``, "timer": how}: the median of calls replayed
+    from a CUDA graph (no Python between them), or, for a call that cannot be captured, of
+    do_bench's events around eager calls, and then ``timer`` says why."""
+    import torch
+    import triton
+
+    try:
+        return dict(ms=triton.testing.do_bench_cudagraph(fn, rep=40, grad_to_none=grads, return_mode="median"),
+                    timer="graph")
+    except Exception as exc:  # noqa: BLE001  (not capturable: time it eagerly, and say so)
+        torch.cuda.synchronize()
+        return dict(ms=triton.testing.do_bench(fn, warmup=10, rep=40, grad_to_none=grads),
+                    timer=f"eager ({type(exc).__name__}: {str(exc)[:80]})")

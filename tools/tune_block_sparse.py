@@ -6,7 +6,11 @@ On the GPU machine, from the repository root (about 2 minutes per head dim on an
 
 At the shapes of ``tools/bench_block_sparse.py`` (hidden 2048, B·N = 16k, fp16, 128 × 128
 mask blocks) and for a dense, a random 25 %, a random 10 % and a local 10 % mask, every
-candidate (BLOCK_M, BLOCK_N, warps, stages) of the forward is timed beside dense v2_triton.
+candidate (BLOCK_M, BLOCK_N, warps, stages) of the forward is timed beside dense v2_triton,
+both by CUDA-graph replay (``ms``, as the benchmark times) and by do_bench's events around
+eager calls (``ms_eager``; this script calls the kernel with few checks, so its host time stays
+well under the GPU's). ``--table`` times only the head of FWD_CONFIGS; ``--flag NAME`` times
+each config again with the boolean ``triton_impl.NAME`` flipped (a kernel variant under test).
 Each config is first checked against SDPA (fp32, expanded mask) at N = 1024. Also recorded:
 the host time of one call (the GPU held busy by a sleep, so only the Python side is timed), to
 tell a launch-bound measurement from a kernel-bound one. A config that does not compile is a
@@ -14,7 +18,7 @@ row with its error, not a crash.
 
 The run at e805acf (docs/notes/data/block-sparse-tuning-e805acf-d*.json) also timed each
 config with the rows started longest first; that order changed times by ±1 % either way and
-was removed.
+was removed (its ``ms`` is do_bench's, eager).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before ker
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder, host_us  # noqa: E402
+from benchio import Recorder, gpu_time, host_us  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
 from flashedu.ops.block_sparse import triton_impl as impl  # noqa: E402
@@ -57,6 +61,11 @@ def masks_for(N: int):
             ("local", 0.1, bs.local(N, block=BLOCK, width=max(0, round((0.1 * T - 1) / 2))))]
 
 
+def set_flags(flags: dict) -> None:
+    for name, value in flags.items():
+        setattr(impl, name, value)
+
+
 def stats() -> dict:
     try:
         k = [k for c in impl._fwd_kernel.device_caches.values() for k in c[0].values()][-1]
@@ -71,13 +80,17 @@ def main() -> None:
     ap.add_argument("--N", type=int, nargs="+", default=[4096, 8192, 16384])
     ap.add_argument("--out", required=True)
     ap.add_argument("--host", action="store_true", help="only the host-time breakdown of one call")
+    ap.add_argument("--table", action="store_true", help="only the first five configs of FWD_CONFIGS")
+    ap.add_argument("--flag", help="also time every config with this triton_impl flag flipped")
     args = ap.parse_args()
     D, t0 = args.D, time.time()
     if args.host:
         return host_breakdown(D)
-    rec = Recorder(args.out, "block_sparse_tuning", D=D, block=BLOCK, configs=CONFIGS,
+    configs = [tuple(c) for c in impl.FWD_CONFIGS["sm90"][:5]] if args.table else CONFIGS
+    flags = [{}] if not args.flag else [{args.flag: v} for v in (getattr(impl, args.flag), not getattr(impl, args.flag))]
+    rec = Recorder(args.out, "block_sparse_tuning", D=D, block=BLOCK, configs=configs, flag=args.flag,
                    shapes="hidden 2048: H = 2048 / D, B = 16384 / N", dtype="float16",
-                   timer="triton.testing.do_bench median, warmup 10 ms, rep 40 ms")
+                   timer="ms: do_bench_cudagraph median (rep 40 ms); ms_eager: do_bench median (warmup 10, rep 40)")
     rows: list[dict] = []
 
     def log(r):
@@ -96,40 +109,46 @@ def main() -> None:
     ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=keep)
     rows_kept = keep.any(-1)
     ok = {}
-    for c in CONFIGS:
-        r = dict(kind="check", config=c)
+    for c, fl in ((c, fl) for c in configs for fl in flags):
+        set_flags(fl)
+        r = dict(kind="check", config=c, **fl)
         try:
             o = fwd(q, k, v, mask, c)().float()
             r.update(stats())
             err = (o[:, :, rows_kept] - ref[:, :, rows_kept]).abs().max().item()
             zero = bool((o[:, :, ~rows_kept] == 0).all())
             r.update(max_err=round(err, 5), empty_rows_zero=zero)
-            ok[c] = err < 1e-2 and zero
+            ok[c, str(fl)] = err < 1e-2 and zero
         except Exception as e:  # noqa: BLE001
             r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-            ok[c] = False
+            ok[c, str(fl)] = False
         log(r)
+    set_flags(flags[0])
 
     for N in args.N:
         B, H = 16384 // N, 2048 // D
         q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=DT) for _ in range(3))
         shape = dict(N=N, B=B, H=H)
-        log(dict(kind="time", impl="v2_triton", pattern="dense", density=1.0,
-                 ms=triton.testing.do_bench(lambda: flash_attention_v2(q, k, v), warmup=10, rep=40), **shape))
+        v2 = lambda: flash_attention_v2(q, k, v)  # noqa: E731
+        log(dict(kind="time", impl="v2_triton", pattern="dense", density=1.0, **gpu_time(v2),
+                 ms_eager=triton.testing.do_bench(v2, warmup=10, rep=40), **shape))
         for name, target, mask in masks_for(N):
             m = dict(pattern=name, target_density=target, density=round(mask.density(), 4))
             qg = q.clone().requires_grad_()
             log(dict(kind="host", impl="block_sparse_triton", **m, **shape,
                      us=round(host_us(lambda: impl.block_sparse_flash_attention(qg, k, v, block_mask=mask)), 1)))
-            for c in CONFIGS:
-                if not ok.get(c):
+            for c, fl in ((c, fl) for c in configs for fl in flags):
+                if not ok.get((c, str(fl))):
                     continue
-                r = dict(kind="time", impl="block_sparse_triton", config=c, **m, **shape)
+                set_flags(fl)
+                r = dict(kind="time", impl="block_sparse_triton", config=c, **fl, **m, **shape)
                 try:
-                    r["ms"] = triton.testing.do_bench(fwd(q, k, v, mask, c), warmup=10, rep=40)
+                    r.update(gpu_time(fwd(q, k, v, mask, c)))
+                    r["ms_eager"] = triton.testing.do_bench(fwd(q, k, v, mask, c), warmup=10, rep=40)
                 except Exception as e:  # noqa: BLE001
                     r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
                 log(r)
+            set_flags(flags[0])
         del q, k, v
         torch.cuda.empty_cache()
     rec.save(rows, final=True, seconds=round(time.time() - t0))
@@ -142,9 +161,10 @@ def main() -> None:
                     and r["pattern"] == name and r["target_density"] == target and "ms" in r]
             if cand:
                 best = min(cand, key=lambda r: r["ms"])
-                first = next((r for r in cand if r["config"] == CONFIGS[0]), best)
-                print(f"  N={N:5d} {name:6s} {target:4.0%}  best {best['config']} {best['ms'] / base:.3f}"
-                      f"   {CONFIGS[0]} {first['ms'] / base:.3f}")
+                first = next((r for r in cand if r["config"] == configs[0]), best)
+                fl = {k: best[k] for k in flags[-1]}
+                print(f"  N={N:5d} {name:6s} {target:4.0%}  best {best['config']} {fl} {best['ms'] / base:.3f}"
+                      f"   {configs[0]} {first['ms'] / base:.3f}")
 
 
 def host_breakdown(D: int) -> None:

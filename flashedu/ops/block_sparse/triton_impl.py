@@ -31,6 +31,7 @@ from .configs import candidates
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)
+PREFETCH_INDEX = False  # read each entry's block index one iteration ahead (being timed)
 
 
 @triton.jit
@@ -47,11 +48,17 @@ def tile_bits(Tiles, t, offs_r, offs_c, BLOCK_M: tl.constexpr, BLOCK_N: tl.const
 def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
                offs_m, offs_d, start_m, lo, hi, N_K, qk_scale,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-               CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+               CAUSAL: tl.constexpr, PRECISION: tl.constexpr, PREFETCH_INDEX: tl.constexpr):
     """Fold the listed K/V tiles of entries lo..hi into the running (acc, ℓ, m)."""
     offs_t = tl.arange(0, BLOCK_N)
+    nxt = tl.load(Index + lo, mask=lo < hi, other=0)
     for e in range(lo, hi):
-        start_n = tl.multiple_of(tl.load(Index + e) * BLOCK_N, BLOCK_N)  # the entry's K/V block, in keys
+        if PREFETCH_INDEX:  # the next entry's block is read one iteration early
+            blk = nxt
+            nxt = tl.load(Index + e + 1, mask=e + 1 < hi, other=0)
+        else:
+            blk = tl.load(Index + e)
+        start_n = tl.multiple_of(blk * BLOCK_N, BLOCK_N)  # the entry's K/V block, in keys
         offs_n = start_n + offs_t
         k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
         v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
@@ -97,7 +104,7 @@ def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
                 H, N_Q, N_K, MASK_HEADS, qk_scale,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                USE_RUN: tl.constexpr):
+                USE_RUN: tl.constexpr, PREFETCH_INDEX: tl.constexpr):
     n_m = tl.cdiv(N_Q, BLOCK_M)
     pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
@@ -130,10 +137,10 @@ def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
             lo = mid
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
                                stride_vd, offs_m, offs_d, start_m, lo, mid, N_K, qk_scale,
-                               BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
+                               BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION, PREFETCH_INDEX)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
                                stride_vd, offs_m, offs_d, start_m, mid, hi, N_K, qk_scale,
-                               BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION)
+                               BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION, PREFETCH_INDEX)
 
     o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log; -inf for a row with no key
@@ -165,7 +172,7 @@ def launch(q, k, v, o, lse, lay, *, mask_heads: int, causal: bool, scale: float,
         *q.stride(), *k.stride(), *v.stride(), H, N_Q, k.shape[2], mask_heads, scale * LOG2E,
         CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_RUN=USE_RUN,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        PREFETCH_INDEX=PREFETCH_INDEX, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def forward(q, k, v, mask, *, causal: bool, scale: float, config: triton.Config | None = None):
