@@ -31,7 +31,7 @@ from .configs import candidates
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)
-PREFETCH_INDEX = False  # read each entry's block index one iteration ahead (being timed)
+PREFETCH_INDEX = True  # read the next entry's block index one iteration ahead (False: ablation)
 
 
 @triton.jit
