@@ -10,8 +10,10 @@ H = 2048 / D, B = 16384 / N), one mask shared by all heads at 128 × 128 tiles:
 * dense (100%), random tiles at 50 / 25 / 10 %, local bands of about 50 / 25 / 10 %;
 * block_sparse_triton forward and forward+backward, against dense v2_triton (same harness) and
   against torch's FlexAttention (torch.compile) with the same mask, where torch has it;
-* ablation: the forward of the dense and local masks with the consecutive-run shortcut off
-  (``block_sparse_triton index-walk``: every tile's block read from the index list);
+* ablations (:data:`ABLATIONS`): the forward of the dense and local masks with the
+  consecutive-run shortcut off (``block_sparse_triton index-walk``: every tile's block read
+  from the index list), and of the random masks with each index read when it is needed
+  instead of one iteration early (``block_sparse_triton no-prefetch``);
 * correctness: block_sparse_triton on one batch element, two heads, against SDPA in fp32 with
   the expanded token mask (rows with no key: ours must be exactly 0).
 
@@ -49,6 +51,9 @@ from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 DT = torch.float16
 BLOCK = 128
 DENSITIES = (0.5, 0.25, 0.1)
+# impl name -> (triton_impl flag, value for the ablation, patterns it is timed on)
+ABLATIONS = {"block_sparse_triton index-walk": ("USE_RUN", False, ("dense", "local")),
+             "block_sparse_triton no-prefetch": ("PREFETCH_INDEX", False, ("random",))}
 FLEX_BUDGET_S = 330  # stop starting FlexAttention cases after this much wall time (compiles are slow)
 
 
@@ -149,13 +154,16 @@ def main() -> int:
                         rows[-1].update(host_us=round(host_us(f), 1),
                                         config=triton_impl.picked_config(q, k, mask))
                     log(rows[-1])
-                if name in ("dense", "local"):  # ablation: every entry through the index list
-                    triton_impl.USE_RUN = False
+                for impl, (flag, value, patterns) in ABLATIONS.items():
+                    if name not in patterns:
+                        continue
+                    kept = getattr(triton_impl, flag)
+                    setattr(triton_impl, flag, value)
                     try:
-                        rows.append(dict(impl="block_sparse_triton index-walk", pattern=name, target_density=target,
-                                         density=mask.density(), pass_="fwd", **bench(f, [q, k, v]), **shape))
+                        rows.append(dict(impl=impl, pattern=name, target_density=target, density=mask.density(),
+                                         pass_="fwd", **bench(f, [q, k, v]), **shape))
                     finally:
-                        triton_impl.USE_RUN = True
+                        setattr(triton_impl, flag, kept)
                     log(rows[-1])
                 if flex is None or time.time() - t0 > FLEX_BUDGET_S:
                     if flex is not None and not any("budget" in n for n in notes):
