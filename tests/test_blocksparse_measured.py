@@ -48,6 +48,10 @@ def test_the_recorded_run_is_complete_and_time_follows_density():
         assert by[0.1] < by[0.25] < by[0.5] < by[1.0], (N, D, pass_, by)
     walk = bsm.index_walk_cost(run)
     assert set(walk) == {64, 128} and all(len(v) == 3 for v in walk.values())
+    late = bsm.prefetch_gain(run)  # three densities at three N
+    assert set(late) == {64, 128} and all(len(v) == 9 for v in late.values())
+    assert set(bsm.picked_tiles(run)) == {64, 128}
+    assert all(r["timer"] == "graph" for r in run["rows"]), "a row was timed eagerly: see its timer"
 
 
 def test_summary_quotes_the_worst_ratio_and_flex_over_ours():
@@ -61,3 +65,13 @@ def test_summary_quotes_the_worst_ratio_and_flex_over_ours():
     assert facts["dense_d64"] == pytest.approx(1.1) and "dense_d128" not in facts
     assert facts["flex_over_ours_25"] == pytest.approx(1.5) and facts["meas_big_k"] == 4
     assert [p["density"] for p in bsm.figure_points(run)] == [0.5, 0.25, 0.1]
+    assert "prefetch_lo_d64" not in facts and "host_lo_us" not in facts  # not in this run
+    # The ablations, the picked tiles and the host time, where a run has them.
+    run["rows"] += [dict(impl=bsm.NO_PREFETCH, pattern="random", target_density=0.25, density=0.25, pass_="fwd",
+                         ms=0.75, N=4096, D=64)]
+    run["rows"][2].update(host_us=150.0, config=[128, 64, 8, 3])
+    facts = bsm.summary(run)
+    assert facts["prefetch_lo_d64"] == facts["prefetch_hi_d64"] == pytest.approx(1.25)
+    assert facts["tiles_d64"] == "128 × 64, 8 warps, 3 stages"
+    assert facts["tiles_kb_d64"] == pytest.approx(2 * 64 * (128 + 2 * 3 * 64) / 1024)
+    assert facts["host_lo_us"] == 150.0 and facts["gpu_min_us"] == pytest.approx(300)

@@ -70,27 +70,61 @@ def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
     return "\n".join(lines)
 
 
-WALK = "block_sparse_triton index-walk"  # the ablation: the dense mask with every index loaded
+WALK = "block_sparse_triton index-walk"  # ablation: dense and local masks, every index loaded
+NO_PREFETCH = "block_sparse_triton no-prefetch"  # ablation: random masks, each index read when needed
+
+
+def ablation_cost(run: dict, impl: str, pattern: str) -> dict[int, list[float]]:
+    """Per head dim, the forward time of ablation ``impl`` over the kernel as shipped, on the
+    masks of ``pattern``: one value per (N, density) that the run recorded, in N order."""
+    ms = {(r["impl"], r["N"], r["D"], r["target_density"]): r["ms"] for r in run["rows"]
+          if r["pattern"] == pattern and r["pass_"] == "fwd"}
+    out: dict[int, list[float]] = {}
+    for (name, N, D, s), t in sorted(ms.items()):
+        if name == impl and ("block_sparse_triton", N, D, s) in ms:
+            out.setdefault(D, []).append(t / ms[("block_sparse_triton", N, D, s)])
+    return out
 
 
 def index_walk_cost(run: dict) -> dict[int, list[float]]:
-    """Per head dim, the forward time of the dense mask when every tile's index is loaded from
-    the list (no pointer walk along the run) over the same kernel with the walk, one value per N."""
-    ms = {(r["impl"], r["N"], r["D"]): r["ms"] for r in run["rows"]
-          if r["pattern"] == "dense" and r["pass_"] == "fwd"}
-    out: dict[int, list[float]] = {}
-    for (impl, N, D), t in sorted(ms.items()):
-        if impl == WALK and ("block_sparse_triton", N, D) in ms:
-            out.setdefault(D, []).append(t / ms[("block_sparse_triton", N, D)])
-    return out
+    """Per head dim, the dense mask with every tile's index loaded from the list (no pointer
+    walk along the run) over the same kernel with the walk, one value per N."""
+    return ablation_cost(run, WALK, "dense")
+
+
+def prefetch_gain(run: dict) -> dict[int, list[float]]:
+    """Per head dim, random masks with each index read only when its tile is due over the kernel
+    that reads it one iteration early, one value per (N, density)."""
+    return ablation_cost(run, NO_PREFETCH, "random")
+
+
+def picked_tiles(run: dict) -> dict[int, str]:
+    """Per head dim, the forward configs the kernel timed and kept, as "BLOCK_M × BLOCK_N, w
+    warps, s stages" (joined by " or " where N changed the pick)."""
+    seen: dict[int, list[str]] = {}
+    for r in run["rows"]:
+        c = r.get("config")
+        if r["impl"] == "block_sparse_triton" and c:
+            text = f"{c[0]} × {c[1]}, {c[2]} warps, {c[3]} stages"
+            if text not in seen.setdefault(r["D"], []):
+                seen[r["D"]].append(text)
+    return {D: " or ".join(v) for D, v in sorted(seen.items())}
+
+
+def shared_kb(config, D: int, elem_bytes: int = 2) -> float:
+    """KB of shared memory a forward program holds: its Q tile and ``stages`` buffers of a K
+    and a V tile (the estimate the kernels' config filter uses)."""
+    bm, bn, _, stages = config
+    return elem_bytes * D * (bm + 2 * stages * bn) / 1024
 
 
 def summary(run: dict) -> dict:
     """The numbers chapter 5's prose quotes from one run, by glue name: worst forward (and
     forward + backward) ratio at 50 / 25 / 10% random tiles, the speed-ups they mean, the dense
     ratio per head dim, what walking the dense rows through the index list would cost
-    (:func:`index_walk_cost`, where the run recorded it), and FlexAttention over ours at the
-    longest N and 25%."""
+    (:func:`index_walk_cost`) and what reading each index late costs (:func:`prefetch_gain`),
+    where the run recorded them, the tiles picked, the host time of an eager call beside the GPU
+    time of the shortest forward, and FlexAttention over ours at the longest N and 25%."""
     rows = ratios(run)
     out = dict(meas_gpu=run["provenance"]["gpu"], meas_date=run["provenance"]["date"][:10])
     for s, name in ((0.5, "50"), (0.25, "25"), (0.1, "10")):
@@ -103,6 +137,17 @@ def summary(run: dict) -> dict:
         out[f"dense_fb_d{D}"] = worst(rows, target=1.0, pattern="dense", pass_="fwd+bwd", D=D)
     for D, walk in index_walk_cost(run).items():
         out[f"walk_lo_d{D}"], out[f"walk_hi_d{D}"] = min(walk), max(walk)
+    for D, late in prefetch_gain(run).items():
+        out[f"prefetch_lo_d{D}"], out[f"prefetch_hi_d{D}"] = min(late), max(late)
+    for D, text in picked_tiles(run).items():
+        out[f"tiles_d{D}"] = text
+        first = next(r["config"] for r in run["rows"] if r.get("config") and r["D"] == D)
+        out[f"tiles_kb_d{D}"] = shared_kb(first, D)
+    host = [r["host_us"] for r in run["rows"] if r["impl"] == "block_sparse_triton" and "host_us" in r]
+    if host:
+        out["host_lo_us"], out["host_hi_us"] = min(host), max(host)
+        fwd = [r for r in run["rows"] if r["impl"] == "block_sparse_triton" and r["pass_"] == "fwd"]
+        out["gpu_min_us"] = min(r["ms"] for r in fwd) * 1000
     big = max(r.N for r in rows)
     out["meas_big_k"] = big // 1024
     flex = [r.flex / r.ours for r in rows
