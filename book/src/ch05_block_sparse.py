@@ -252,11 +252,9 @@ if run:
     facts = bsm.summary(run)
     for name, value in facts.items():
         glue(name, value)
-    # Programs whose shared memory fits an SM side by side.
-    glue("tiles_per_sm_d128", int(hardware.gpu("H200").sram_per_sm_bytes / 1024 // facts["tiles_kb_d128"]))
-    # What the prose below says of these numbers: each ablation was slower than the kernel as
-    # shipped somewhere, and the shortest forward is about as long as one eager call's Python.
-    assert facts["prefetch_hi_d128"] > 1 and facts["prefetch_hi_d64"] > 1 and facts["walk_hi_d64"] > 1
+    # What the prose says of them: each ablation was slower somewhere, and the shortest
+    # forward is about as long on the GPU as one eager call on the CPU.
+    assert min(facts["prefetch_hi_d128"], facts["prefetch_hi_d64"], facts["walk_hi_d64"]) > 1
     assert 0.5 < facts["gpu_min_us"] / facts["host_hi_us"] < 2
 else:
     print("No GPU measurement is recorded (flashedu/data/block_sparse/ is empty): the figure shows the model only.")
@@ -297,7 +295,7 @@ density_figure(curves, measured=bsm.figure_points(run) if run else None,
 # times its candidate tiles once per shape and keeps the fastest: {glue:text}`tiles_d128` at
 # $d$ = 128, {glue:text}`tiles_d64` at $d$ = 64. The $d$ = 128 tile holds
 # {glue:text}`tiles_kb_d128:.0f` KB of shared memory, so {glue:text}`tiles_per_sm_d128` programs
-# fit on one of the H200's SMs, and one program's start-up runs under another's loop.
+# fit on one SM of the {glue:text}`meas_gpu`, and one program's start-up runs under another's loop.
 #
 # *How it was timed.* These are GPU times, from calls replayed out of a CUDA graph. The shortest
 # forward took {glue:text}`gpu_min_us:.0f` µs on the GPU, and one eager call spent

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..hardware import GPUS
+
 TARGETS = {1.0: 1.1, 0.25: 0.35, 0.1: 0.18}  # forward time over dense v2's, at most (issue 7)
 
 
@@ -99,16 +101,18 @@ def prefetch_gain(run: dict) -> dict[int, list[float]]:
 
 
 def picked_tiles(run: dict) -> dict[int, str]:
-    """Per head dim, the forward configs the kernel timed and kept, as "BLOCK_M × BLOCK_N, w
-    warps, s stages" (joined by " or " where N changed the pick)."""
-    seen: dict[int, list[str]] = {}
+    """Per head dim, the forward configs the kernel timed and kept, as "BLOCK_M × BLOCK_N,
+    w warps, s stages" (stages joined by "or" where the pick changed with N or the mask)."""
+    seen: dict[int, dict[tuple, list[int]]] = {}
     for r in run["rows"]:
         c = r.get("config")
         if r["impl"] == "block_sparse_triton" and c:
-            text = f"{c[0]} × {c[1]}, {c[2]} warps, {c[3]} stages"
-            if text not in seen.setdefault(r["D"], []):
-                seen[r["D"]].append(text)
-    return {D: " or ".join(v) for D, v in sorted(seen.items())}
+            stages = seen.setdefault(r["D"], {}).setdefault(tuple(c[:3]), [])
+            if c[3] not in stages:
+                stages.append(c[3])
+    return {D: "; ".join(f"{bm} × {bn}, {w} warps, {' or '.join(map(str, sorted(st)))} stages"
+                         for (bm, bn, w), st in tiles.items())
+            for D, tiles in sorted(seen.items())}
 
 
 def shared_kb(config, D: int, elem_bytes: int = 2) -> float:
@@ -143,6 +147,9 @@ def summary(run: dict) -> dict:
         out[f"tiles_d{D}"] = text
         first = next(r["config"] for r in run["rows"] if r.get("config") and r["D"] == D)
         out[f"tiles_kb_d{D}"] = shared_kb(first, D)
+        preset = next((g for name, g in GPUS.items() if name in run["provenance"]["gpu"]), None)
+        if preset:  # programs whose shared memory fits one SM side by side
+            out[f"tiles_per_sm_d{D}"] = int(preset.sram_per_sm_bytes / 1024 // out[f"tiles_kb_d{D}"])
     host = [r["host_us"] for r in run["rows"] if r["impl"] == "block_sparse_triton" and "host_us" in r]
     if host:
         out["host_lo_us"], out["host_hi_us"] = min(host), max(host)
