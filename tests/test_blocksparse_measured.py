@@ -73,10 +73,10 @@ def test_summary_quotes_the_worst_ratio_and_flex_over_ours():
     facts = bsm.summary(run)
     assert facts["prefetch_lo_d64"] == facts["prefetch_hi_d64"] == pytest.approx(1.25)
     assert facts["tiles_d64"] == "128 × 64, 8 warps, 3 stages"
-    run["rows"][1]["config"] = [128, 64, 8, 4]  # another mask kept more stages
-    assert bsm.picked_tiles(run)[64] == "128 × 64, 8 warps, 3 or 4 stages"
     assert facts["tiles_kb_d64"] == pytest.approx(2 * 64 * (128 + 2 * 3 * 64) / 1024)
     assert "tiles_per_sm_d64" not in facts  # GPU "G" has no preset
     run["provenance"]["gpu"] = "NVIDIA H100 80GB HBM3"
     assert bsm.summary(run)["tiles_per_sm_d64"] == 228 // 64
     assert facts["host_lo_us"] == 150.0 and facts["gpu_min_us"] == pytest.approx(300)
+    run["rows"][1]["config"] = [128, 64, 8, 4]  # another mask kept more stages
+    assert bsm.picked_tiles(run)[64] == "128 × 64, 8 warps, 3 or 4 stages"
