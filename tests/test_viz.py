@@ -102,3 +102,23 @@ def test_live_panel_redraws_when_a_control_changes():
     assert summary.value.startswith("v1 N=256") and "of 16.0 KiB" in summary.value
     panel.children[0].children[0].value = "v2"
     assert summary.value.startswith("v2 ")
+
+
+def test_block_mask_panel_draws_what_the_toggles_say():
+    from flashedu import blocksparse as bs
+    from flashedu.viz.panel import block_mask_panel
+
+    panel = block_mask_panel(512, block=64, start="local")
+    want = bs.local(512, block=64, width=1)
+    assert (panel.mask().blocks == want.blocks).all()
+    summary = panel.children[2]
+    assert summary.value.startswith(f"your mask: {want.nnz()} of 64 tiles") and "MiB vs dense" in summary.value
+    panel.tiles[7].value = not panel.tiles[7].value  # toggle tile (0, 7): one more computed
+    assert summary.value.startswith(f"your mask: {want.nnz() + 1} of 64 tiles") and panel.mask().blocks[0, 0, 7]
+    panel.children[0].children[0].value = "empty"
+    assert "every output row is 0" in summary.value and panel.mask().nnz() == 0
+    panel.children[0].children[0].value = "dense"
+    panel.children[0].children[1].value = True  # causal: the upper triangle is not computed
+    assert summary.value.startswith(f"your mask: {8 * 9 // 2} of 64 tiles (causal)")
+    with pytest.raises(ValueError, match="1 to 16 blocks"):
+        block_mask_panel(4096, block=128)

@@ -330,6 +330,14 @@ from flashedu.viz.block_sparse import pattern_explorer
 pattern_explorer({k: patterns[k] for k in ("local", "butterfly", "global + local", "random 25%")}).show()
 
 # %% [markdown]
+# With a live kernel (Jupyter, Colab) you can draw your own mask: run
+# `from flashedu.viz.panel import block_mask_panel; panel = block_mask_panel()` in a cell, start
+# from a pattern, and click tiles on and off; the schedule, the HBM bytes and the roofline time
+# are recomputed at each click, and `panel.mask()` is the mask you drew, ready for
+# `block_sparse_flash_attention(q, k, v, block_mask=panel.mask())`. (This page has no kernel
+# behind it, so it shows the precomputed patterns above.)
+
+# %% [markdown]
 # ## The Triton kernel
 #
 # `block_sparse_triton` is v2's Triton kernels (one forward, two backward) with the loop bounds
