@@ -41,8 +41,8 @@ from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
 DT = torch.float16
 BLOCK = 128
-# The sm90 table, then tiles for short rows: 64-row tiles with 4 warps fit two or three
-# programs on an SM, so one program's prologue and epilogue overlap another's loop.
+# The sm90 table before this tuning (v2's), then tiles for short rows: 64-row tiles with 4
+# warps fit two or three programs on an SM, so one's prologue and epilogue overlap another's loop.
 CONFIGS = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 4), (128, 128, 8, 2),
            (128, 128, 8, 4), (64, 64, 4, 3), (64, 32, 8, 2), (64, 64, 4, 2), (64, 64, 4, 4),
            (64, 128, 4, 2), (64, 128, 4, 3), (64, 128, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3)]

@@ -6,7 +6,8 @@ reads its row's entries from the layout of :func:`flashedu.blocksparse.kernel_la
 the first ``run[row]`` are the consecutive blocks from ``first[row]``. When all of a row's
 clean entries are that run (a dense row, a band, the causal part left of the diagonal) they go
 through v2's own mask-free loop, pointers advanced by BLOCK_N, so a dense mask costs what dense
-v2 costs; otherwise through a loop that loads each entry's K/V block index first. The masked
+v2 costs; otherwise through a loop that reads each entry's K/V block index from the list, the
+next entry's during this one's work, so the K load need not wait for it. The masked
 entries come last. Masked tiles AND three conditions into one keep-mask: key in range,
 causal, and the token-mask tile (one byte per score, loaded only for partial tiles). A row with
 no kept key has ℓ = 0: O = 0 and L = -inf, and the backward gives it zero gradients.
@@ -51,7 +52,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd,
                CAUSAL: tl.constexpr, PRECISION: tl.constexpr, PREFETCH_INDEX: tl.constexpr):
     """Fold the listed K/V tiles of entries lo..hi into the running (acc, ℓ, m)."""
     offs_t = tl.arange(0, BLOCK_N)
-    nxt = tl.load(Index + lo, mask=lo < hi, other=0)
+    nxt = tl.load(Index + lo, mask=lo < hi, other=0)  # the first entry's block (unused without prefetch)
     for e in range(lo, hi):
         if PREFETCH_INDEX:  # the next entry's block is read one iteration early
             blk = nxt
@@ -160,6 +161,7 @@ FWD_CONFIGS = {
     "sm86": [(128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 8, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
     "interpreter": [(32, 32, 4, 1), (16, 16, 4, 1)],
 }
+
 
 def launch(q, k, v, o, lse, lay, *, mask_heads: int, causal: bool, scale: float, cfg: triton.Config):
     """One launch of the kernel over a layout ``lay`` built at cfg's tiles (nothing else: the
