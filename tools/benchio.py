@@ -64,3 +64,13 @@ def gpu_time(fn, grads=None) -> dict:
         torch.cuda.synchronize()
         return dict(ms=triton.testing.do_bench(fn, warmup=10, rep=40, grad_to_none=grads),
                     timer=f"eager ({type(exc).__name__}: {str(exc)[:80]})")
+
+
+def kernel_stats(kernel) -> dict:
+    """Registers and spilled bytes of the last variant ``kernel`` (a Triton JIT function)
+    compiled, as ``n_regs``/``n_spills``; what went wrong instead, when it cannot tell."""
+    try:
+        k = [k for c in kernel.device_caches.values() for k in c[0].values()][-1]
+        return dict(n_regs=k.n_regs, n_spills=k.n_spills)
+    except Exception as e:  # noqa: BLE001
+        return dict(stats_error=f"{type(e).__name__}: {e}"[:120])

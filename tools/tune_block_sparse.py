@@ -33,7 +33,7 @@ import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before ker
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder, gpu_time, host_us  # noqa: E402
+from benchio import Recorder, gpu_time, host_us, kernel_stats  # noqa: E402
 
 from flashedu import blocksparse as bs  # noqa: E402
 from flashedu.ops.block_sparse import triton_impl as impl  # noqa: E402
@@ -64,14 +64,6 @@ def masks_for(N: int):
 def set_flags(flags: dict) -> None:
     for name, value in flags.items():
         setattr(impl, name, value)
-
-
-def stats() -> dict:
-    try:
-        k = [k for c in impl._fwd_kernel.device_caches.values() for k in c[0].values()][-1]
-        return dict(n_regs=k.n_regs, n_spills=k.n_spills)
-    except Exception as e:  # noqa: BLE001
-        return dict(stats_error=f"{type(e).__name__}: {e}"[:120])
 
 
 def main() -> None:
@@ -114,7 +106,7 @@ def main() -> None:
         r = dict(kind="check", config=c, **fl)
         try:
             o = fwd(q, k, v, mask, c)().float()
-            r.update(stats())
+            r.update(kernel_stats(impl._fwd_kernel))
             err = (o[:, :, rows_kept] - ref[:, :, rows_kept]).abs().max().item()
             zero = bool((o[:, :, ~rows_kept] == 0).all())
             r.update(max_err=round(err, 5), empty_rows_zero=zero)

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from benchio import Recorder, kernel_stats  # noqa: E402
 
 import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before kernels load)
 from flashedu.bench.cases import make_case  # noqa: E402
@@ -43,14 +43,6 @@ DQ = [(128, 32, 8, 2), (64, 64, 8, 2), (64, 32, 4, 4), (64, 32, 8, 3), (128, 32,
 def cfg(t):
     bm, bn, w, s = t
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-
-
-def stats(kernel) -> dict:
-    try:
-        k = [k for c in kernel.device_caches.values() for k in c[0].values()][-1]
-        return dict(n_regs=k.n_regs, n_spills=k.n_spills)
-    except Exception as e:  # noqa: BLE001
-        return dict(stats_error=f"{type(e).__name__}: {e}"[:120])
 
 
 def main() -> None:
@@ -86,7 +78,7 @@ def main() -> None:
                 r = dict(kind="check", kernel=which, config=t, causal=causal)
                 try:
                     dq, dk, dv = grads(q, k, v, do, causal, which, cfg(t))()
-                    r.update(stats(bwd._bwd_dkdv if which == "dkdv" else bwd._bwd_dq))
+                    r.update(kernel_stats(bwd._bwd_dkdv if which == "dkdv" else bwd._bwd_dq))
                     errs = [((a.float() - b.grad).norm() / b.grad.norm()).item() for a, b in ((dq, qf), (dk, kf), (dv, vf))]
                     r["max_rel_err"] = round(max(errs), 5)
                     ok[(which, t)] = ok.get((which, t), True) and max(errs) < 1e-2
