@@ -278,7 +278,7 @@ def test_simulated_traffic_equals_formula(causal, backward):
 
 
 def test_exercise_checkers_accept_right_and_reject_wrong():
-    from flashedu.exercises import check_block_sparse_reads, check_csr
+    from flashedu.exercises import check_block_sparse_reads, check_csr, check_programs_per_sm
 
     def reads(N, d, Br, Bc, nnz):
         return N * d + 2 * nnz * Bc * d
@@ -291,6 +291,10 @@ def test_exercise_checkers_accept_right_and_reject_wrong():
     assert not check_block_sparse_reads(lambda N, d, Br, Bc, nnz: N * d + 2 * (N // Br) * N * d)
     assert check_csr(csr)
     assert not check_csr(lambda grid: ([0] + grid.sum(-1).tolist(), torch.nonzero(grid)[:, 1].tolist()))
+    assert check_programs_per_sm(lambda bm, bn, s, d, kb: int(kb * 1024 // (2 * d * (bm + 2 * s * bn))))
+    # Forgetting the Q tile, or V's buffers, fits too many programs.
+    assert not check_programs_per_sm(lambda bm, bn, s, d, kb: int(kb * 1024 // (2 * d * 2 * s * bn)))
+    assert not check_programs_per_sm(lambda bm, bn, s, d, kb: int(kb * 1024 // (2 * d * (bm + s * bn))))
 
 
 def test_widgets_show_the_schedule_and_the_mask():

@@ -406,10 +406,16 @@ else:
 #
 # **3.** With `simulate`, find the density of random tiles at which the forward's HBM traffic is
 # half of dense v2's ($N = 4096$, $d = 64$, 128 × 128 tiles). Why is it below 50%?
+#
+# **4.** Write `programs_per_sm(block_m, block_n, stages, d, sram_kb)`: how many forward programs
+# fit side by side in an SM's shared memory, each holding its fp16 $Q_i$ tile and `stages`
+# buffers of a $K_j$ and a $V_j$ tile. Check it with
+# `flashedu.exercises.check_programs_per_sm(programs_per_sm)`. How many 128 × 128 programs with
+# 3 stages fit at $d$ = 128 in 228 KB, and how many of the 64 × 64 ones the kernel picked?
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).
-from flashedu.exercises import check_block_sparse_reads, check_csr
+from flashedu.exercises import check_block_sparse_reads, check_csr, check_programs_per_sm
 
 def block_sparse_reads(N, d, Br, Bc, nnz):
     return N * d + 2 * nnz * Bc * d
@@ -419,8 +425,14 @@ def csr(grid):
     index = torch.nonzero(grid)[:, 1].tolist()  # row-major: each row's columns in order
     return ptr, index
 
+def programs_per_sm(block_m, block_n, stages, d, sram_kb):
+    return int(sram_kb * 1024 // (2 * d * (block_m + 2 * stages * block_n)))
+
 assert check_block_sparse_reads(block_sparse_reads)
 assert check_csr(csr)
+assert check_programs_per_sm(programs_per_sm)
+print(f"d = 128, 228 KB: {programs_per_sm(128, 128, 3, 128, 228)} program of 128 × 128, "
+      f"{programs_per_sm(64, 64, 3, 128, 228)} of 64 × 64")
 dense_bytes = simulate("block_sparse", N=4096, d=64).total_bytes
 half = next(s / 100 for s in range(100, 0, -1)
             if simulate("block_sparse", N=4096, d=64, block_mask=bs.random_blocks(4096, block=128, density=s / 100)).total_bytes

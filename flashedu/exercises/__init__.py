@@ -6,12 +6,12 @@ from .ch01 import check_s_and_p_bytes
 from .ch02 import check_merge, check_softmax
 from .ch03 import check_fa1_blocks, check_v1_traffic
 from .ch04 import check_programs, check_v2_traffic
-from .ch05 import check_block_sparse_reads, check_csr
+from .ch05 import check_block_sparse_reads, check_csr, check_programs_per_sm
 from .ch06 import check_block_scales, check_descale_fold, check_exp_share, check_fwht
 from .ch07 import check_merge_splits, check_overlap_threshold, check_zigzag
 from .ch08 import check_attention_flops, check_naive_memory
 
 __all__ = ["check_attention_flops", "check_block_scales", "check_block_sparse_reads", "check_csr", "check_descale_fold",
            "check_exp_share", "check_fa1_blocks", "check_fwht", "check_merge", "check_merge_splits",
-           "check_naive_memory", "check_overlap_threshold", "check_programs", "check_s_and_p_bytes",
+           "check_naive_memory", "check_overlap_threshold", "check_programs", "check_programs_per_sm", "check_s_and_p_bytes",
            "check_softmax", "check_v1_traffic", "check_v2_traffic", "check_zigzag"]

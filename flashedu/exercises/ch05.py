@@ -54,3 +54,26 @@ def check_csr(fn, *, cases: int = 20, seed: int = 0) -> bool:
         elif index != want.index.tolist():
             failures.append(f"{Tr}×{Tc} grid: index {index}, expected {want.index.tolist()}")
     return report("CSR of a block mask", failures, cases)
+
+
+def check_programs_per_sm(fn, *, cases: int = 20, seed: int = 0) -> bool:
+    """``fn(block_m, block_n, stages, d, sram_kb)`` must return how many forward programs fit
+    side by side in ``sram_kb`` KB of an SM's shared memory, counting what each holds: its fp16
+    Q tile [block_m, d] and ``stages`` buffers of a K and a V tile [block_n, d]."""
+    from ..blocksparse.measured import shared_kb
+
+    g = torch.Generator().manual_seed(seed)
+    failures = []
+    for c in range(cases):
+        bm, bn = (64, 128)[c % 2], (32, 64, 128)[c % 3]
+        stages = int(torch.randint(1, 5, (1,), generator=g))
+        d = (64, 128)[(c // 2) % 2]
+        sram_kb = (100, 164, 228)[c % 3]
+        want = int(sram_kb // shared_kb((bm, bn, 4, stages), d))
+        got = attempt(failures, f"{bm}×{bn}, {stages} stages, d={d}, {sram_kb} KB",
+                      lambda: fn(bm, bn, stages, d, sram_kb))
+        if got is FAILED:
+            continue
+        if got != want:
+            failures.append(f"{bm}×{bn}, {stages} stages, d={d}, {sram_kb} KB: got {got}, expected {want}")
+    return report("programs per SM", failures, cases)
