@@ -79,7 +79,9 @@ def main() -> None:
     if args.host:
         return host_breakdown(D)
     configs = [tuple(c) for c in impl.FWD_CONFIGS["sm90"][:5]] if args.table else CONFIGS
-    flags = [{}] if not args.flag else [{args.flag: v} for v in (getattr(impl, args.flag), not getattr(impl, args.flag))]
+    flags = [{}]
+    if args.flag:  # as shipped, then flipped
+        flags = [{args.flag: v} for v in (getattr(impl, args.flag), not getattr(impl, args.flag))]
     rec = Recorder(args.out, "block_sparse_tuning", D=D, block=BLOCK, configs=configs, flag=args.flag,
                    shapes="hidden 2048: H = 2048 / D, B = 16384 / N", dtype="float16",
                    timer="ms: do_bench_cudagraph median (rep 40 ms); ms_eager: do_bench median (warmup 10, rep 40)")
@@ -175,7 +177,8 @@ def host_breakdown(D: int) -> None:
     steps = {
         "v2_triton (autograd, q needs grad)": lambda: flash_attention_v2(qg, k, v),
         "v2_triton lse (no autograd)": lambda: flash_attention_v2_lse(q, k, v),
-        "block_sparse_triton (autograd, q needs grad)": lambda: impl.block_sparse_flash_attention(qg, k, v, block_mask=mask),
+        "block_sparse_triton (autograd, q needs grad)":
+            lambda: impl.block_sparse_flash_attention(qg, k, v, block_mask=mask),
         "block_sparse_triton (no grad)": lambda: impl.block_sparse_flash_attention(q, k, v, block_mask=mask),
         "forward(), config given": lambda: impl.forward(q, k, v, mask, causal=False, scale=D ** -0.5, config=c),
         "forward(), config chosen": lambda: impl.forward(q, k, v, mask, causal=False, scale=D ** -0.5),

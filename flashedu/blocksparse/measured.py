@@ -118,8 +118,10 @@ def picked_tiles(run: dict) -> dict[int, str]:
 def shared_kb(config, D: int, elem_bytes: int = 2) -> float:
     """KB of shared memory a forward program holds: its Q tile and ``stages`` buffers of a K
     and a V tile (the estimate the kernels' config filter uses)."""
+    from ..ops.v2.triton_bwd import shared_bytes
+
     bm, bn, _, stages = config
-    return elem_bytes * D * (bm + 2 * stages * bn) / 1024
+    return shared_bytes(bm, bn, stages, D, elem_bytes, resident_tiles=1) / 1024
 
 
 def summary(run: dict) -> dict:
@@ -157,6 +159,11 @@ def summary(run: dict) -> dict:
         out["gpu_min_us"] = min(r["ms"] for r in fwd) * 1000
     big = max(r.N for r in rows)
     out["meas_big_k"] = big // 1024
+    block = run.get("config", {}).get("block")
+    if block:  # the shortest rows measured: 10% of the tiles of a row at the smallest N
+        small = min(r.N for r in rows)
+        out["meas_small_k"], out["row_tiles_small"] = small // 1024, small // block
+        out["row_tiles_10"] = 0.1 * small / block
     flex = [r.flex / r.ours for r in rows
             if r.N == big and r.target == 0.25 and r.pattern == "random" and r.pass_ == "fwd" and r.flex]
     if flex:

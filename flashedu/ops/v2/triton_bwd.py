@@ -276,10 +276,17 @@ def _device_shared_memory(device: int) -> int:
     return triton.runtime.driver.active.utils.get_device_properties(device)["max_shared_mem"]
 
 
+def shared_bytes(resident_rows: int, streamed_rows: int, stages: int, head_dim: int, elem_bytes: int,
+                 resident_tiles: int = 2) -> int:
+    """Shared-memory estimate of one program: the resident tiles plus `stages` copies of two
+    streamed tiles (K and V, or Q and dO)."""
+    return elem_bytes * head_dim * (resident_tiles * resident_rows + 2 * stages * streamed_rows)
+
+
 def fits(resident_rows: int, streamed_rows: int, stages: int, head_dim: int, elem_bytes: int,
          resident_tiles: int = 2) -> bool:
-    """Shared-memory estimate: the resident tiles plus `stages` copies of two streamed tiles."""
-    need = elem_bytes * head_dim * (resident_tiles * resident_rows + 2 * stages * streamed_rows)
+    """Whether :func:`shared_bytes` fits this GPU's shared memory per program."""
+    need = shared_bytes(resident_rows, streamed_rows, stages, head_dim, elem_bytes, resident_tiles)
     return need <= max_shared_memory()
 
 
