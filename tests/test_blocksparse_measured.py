@@ -66,6 +66,10 @@ def test_summary_quotes_the_worst_ratio_and_flex_over_ours():
     assert facts["flex_over_ours_25"] == pytest.approx(1.5) and facts["meas_big_k"] == 4
     assert [p["density"] for p in bsm.figure_points(run)] == [0.5, 0.25, 0.1]
     assert "prefetch_lo_d64" not in facts and "host_lo_us" not in facts  # not in this run
+    assert "row_tiles_small" not in facts  # the run names no block size
+    run["config"] = dict(block=128)
+    facts = bsm.summary(run)
+    assert (facts["meas_small_k"], facts["row_tiles_small"], facts["row_tiles_10"]) == (4, 32, pytest.approx(3.2))
     # The ablations, the picked tiles and the host time, where a run has them.
     run["rows"] += [dict(impl=bsm.NO_PREFETCH, pattern="random", target_density=0.25, density=0.25, pass_="fwd",
                          ms=0.75, N=4096, D=64)]

@@ -290,9 +290,10 @@ density_figure(curves, measured=bsm.figure_points(run) if run else None,
 # {glue:text}`dense_d64:.2f`× at $d$ = 64 (forward and backward: {glue:text}`dense_fb_d128:.2f`×
 # and {glue:text}`dense_fb_d64:.2f`×).
 #
-# *Tiles for short rows.* At 10% of 32 tiles a row has about three, so what a program pays once
-# (loading $Q_i$, filling the pipeline, writing $O_i$) weighs as much as its loop. The kernel
-# times its candidate tiles once per shape and keeps the fastest: {glue:text}`tiles_d128` at
+# *Tiles for short rows.* A row of {glue:text}`meas_small_k`k keys has
+# {glue:text}`row_tiles_small` tiles; at 10% it computes about {glue:text}`row_tiles_10:.0f`, so
+# what a program pays once (loading $Q_i$, filling the pipeline, writing $O_i$) weighs as much
+# as its loop. The kernel times its candidate tiles once per shape and keeps the fastest: {glue:text}`tiles_d128` at
 # $d$ = 128, {glue:text}`tiles_d64` at $d$ = 64. The $d$ = 128 tile holds
 # {glue:text}`tiles_kb_d128:.0f` KB of shared memory, so {glue:text}`tiles_per_sm_d128` programs
 # fit on one SM of the {glue:text}`meas_gpu`, and one program's start-up runs under another's loop.
