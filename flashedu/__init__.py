@@ -5,13 +5,13 @@
     impl = flashedu.get("standard_triton")
     o = impl.fn(q, k, v, causal=True)     # q, k, v: [B, H, N, D]
 """
-from . import runtime
+from flashedu import runtime
 
 # Decide interpreter vs compiled before any flashedu module imports triton.
 runtime.current()
 
-from ._registry import ALGORITHMS, BACKENDS, Impl, get, register, registry  # noqa: E402
-from . import ops  # noqa: E402,F401  (registers every implementation)
+from flashedu._registry import ALGORITHMS, BACKENDS, Impl, get, register, registry  # noqa: E402
+from flashedu import ops  # noqa: E402,F401  (registers every implementation)
 
 __version__ = "0.1.0"
 

@@ -44,7 +44,7 @@ class Impl:
 
     def why_not(self, *, device: str, dtype: torch.dtype, head_dim: int | None = None) -> str | None:
         """Why this implementation cannot run here, or None when it can."""
-        from . import runtime
+        from flashedu import runtime
 
         device = torch.device(device).type
         if device not in self.devices:

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from . import runtime
+from flashedu import runtime
 
 
 def on_colab() -> bool:
@@ -40,7 +40,7 @@ def random_qkv(B: int, H: int, N: int, D: int, *, dtype=torch.float32, device=No
 def run(name: str, q, k, v, *, fallback: str = "standard_reference", **kwargs):
     """Call implementation ``name``; if it cannot run on this machine (a T4 and an FP8 kernel,
     say), print why and call ``fallback`` instead. Returns ``(o, name_that_ran)``."""
-    from ._registry import get
+    from flashedu._registry import get
 
     impl = get(name)
     reason = impl.why_not(device=q.device.type, dtype=q.dtype, head_dim=q.shape[-1])
@@ -72,7 +72,7 @@ def check_against_fp64(name: str, q, k, v, *, causal: bool = False, backward: bo
 
     leaves = [t.detach().clone().requires_grad_(backward) for t in (q, k, v)]
     if fallback is None:
-        from ._registry import get
+        from flashedu._registry import get
 
         o, ran = get(name).fn(*leaves, causal=causal, **kwargs), name
     else:

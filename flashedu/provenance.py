@@ -36,7 +36,7 @@ def _nvidia_smi(query: str) -> str | None:
 
 def collect() -> dict:
     """A dict describing this machine and software, JSON-ready."""
-    from . import __version__, runtime
+    from flashedu import __version__, runtime
 
     info = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -6,10 +6,10 @@ have them too) and are never edited by hand.
     result = flashedu.bench.run("quick")          # on a CUDA GPU; python -m flashedu.bench does the same
     print(flashedu.bench.table(result))
 """
-from .ablations import ABLATIONS
-from .flops import attention_flops
-from .report import table
-from .runner import collect, refusal, run
-from .schema import latest, merge, validate
+from flashedu.bench.ablations import ABLATIONS
+from flashedu.bench.flops import attention_flops
+from flashedu.bench.report import table
+from flashedu.bench.runner import collect, refusal, run
+from flashedu.bench.schema import latest, merge, validate
 
 __all__ = ["ABLATIONS", "attention_flops", "collect", "latest", "merge", "refusal", "run", "table", "validate"]

@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from .ablations import ABLATIONS
-from .cases import dtype_name
-from .flops import PASSES
+from flashedu.bench.ablations import ABLATIONS
+from flashedu.bench.cases import dtype_name
+from flashedu.bench.flops import PASSES
 
 
 def _csv(kind):
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from . import report, runner, schema
+    from flashedu.bench import report, runner, schema
 
     if args.table:
         result = schema.normalize(json.loads(args.table.read_text()))

@@ -11,9 +11,9 @@ from functools import partial
 
 import torch
 
-from .cases import FULL_NS, make_case, sweep
-from .harness import do_bench_median, measure
-from .providers import Provider, providers
+from flashedu.bench.cases import FULL_NS, make_case, sweep
+from flashedu.bench.harness import do_bench_median, measure
+from flashedu.bench.providers import Provider, providers
 
 CONFIG_NS = (4096, 16384)
 _print = partial(print, flush=True)
@@ -69,7 +69,7 @@ def causal_skip(*, Ns=FULL_NS, Ds=(64, 128), timer=do_bench_median, ceiling_tflo
 def _config_provider(bm: int, bn: int, warps: int, stages: int) -> Provider:
     import triton
 
-    from ..ops.v2.triton_impl import attention_forward
+    from flashedu.ops.v2.triton_impl import attention_forward
 
     cfg = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..runtime import FP8_DTYPES
-from .flops import PASSES
+from flashedu.runtime import FP8_DTYPES
+from flashedu.bench.flops import PASSES
 
 TOKENS = 16384  # B · N
 HIDDEN = 2048  # H · D

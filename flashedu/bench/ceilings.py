@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .flops import matmul_flops
+from flashedu.bench.flops import matmul_flops
 
 MATMUL_SIZE = 8192
 COPY_BYTES = 1 << 30

@@ -7,7 +7,7 @@ out, and so a kernel that wastes time on them shows a lower TFLOP/s, which is th
 """
 from __future__ import annotations
 
-from .. import hardware
+from flashedu import hardware
 
 PASSES = ("fwd", "bwd", "fwdbwd")
 # How many forward passes' worth of matmul FLOPs each timed pass does.

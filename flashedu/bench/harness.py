@@ -17,10 +17,10 @@ from typing import Callable
 
 import torch
 
-from .cases import Case, torch_dtype
-from .flops import attention_flops, tflops
-from .peers import sdpa_peer
-from .providers import Provider, fits, free_bytes
+from flashedu.bench.cases import Case, torch_dtype
+from flashedu.bench.flops import attention_flops, tflops
+from flashedu.bench.peers import sdpa_peer
+from flashedu.bench.providers import Provider, fits, free_bytes
 
 Timer = Callable[[Callable[[], object]], float]  # fn -> milliseconds
 REF_HEADS = 2  # heads of batch entry 0 checked against the fp32 reference

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .. import provenance, registry
-from .peers import sdpa_peer
+from flashedu import provenance, registry
+from flashedu.bench.peers import sdpa_peer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "memory"
 

@@ -7,10 +7,10 @@ from typing import Callable
 
 import torch
 
-from .. import registry
-from .._registry import get
-from .cases import Case, torch_dtype
-from .peers import SDPA_BACKENDS, sdpa_peer
+from flashedu import registry
+from flashedu._registry import get
+from flashedu.bench.cases import Case, torch_dtype
+from flashedu.bench.peers import SDPA_BACKENDS, sdpa_peer
 
 # Peak bytes per score (B·H·N² of them) of the providers that materialise N×N tensors, for the
 # forward alone and with the saved tensors of a backward. standard_torch keeps S (2 B), its fp32

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .flops import PASSES
+from flashedu.bench.flops import PASSES
 
 SHORT = {"float16": "fp16", "bfloat16": "bf16", "fp8": "fp8", "float32": "fp32"}
 

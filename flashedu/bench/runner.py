@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .. import provenance, registry, runtime
-from . import ceilings as _ceilings
-from .cases import Case, preset as _preset, sweep
-from .flops import PASSES
-from .harness import ContextLost, Timer, do_bench_median, measure, one_line
-from .providers import Provider, providers
-from .schema import SCHEMA, gpu_slug
+from flashedu import provenance, registry, runtime
+from flashedu.bench import ceilings as _ceilings
+from flashedu.bench.cases import Case, preset as _preset, sweep
+from flashedu.bench.flops import PASSES
+from flashedu.bench.harness import ContextLost, Timer, do_bench_median, measure, one_line
+from flashedu.bench.providers import Provider, providers
+from flashedu.bench.schema import SCHEMA, gpu_slug
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bench"
 SETTING = ("hidden 2048 (H = 2048 / D), B = 16384 / N; FLOPs 4·B·H·N²·D forward (half when causal), "
@@ -48,7 +48,7 @@ def refusal() -> str | None:
 
 def info() -> dict:
     """Provenance of this process plus how Triton runs here."""
-    from ..ops.v2.triton_bwd import arch_key
+    from flashedu.ops.v2.triton_bwd import arch_key
 
     return dict(provenance.collect(), describe=runtime.describe(), arch=arch_key())
 
@@ -138,7 +138,7 @@ def run(preset: str = "quick", *, passes=None, Ds=None, Ns=None, dtypes=None, ca
     result = collect(cases, passes=passes, only=tuple(only) if only else None, ceilings=measured,
                      skip=done, progress=progress, log=log, on_case=save)
     result["sweep"].update(preset=preset, **{k: list(v) for k, v in spec.items()})
-    from .ablations import ABLATIONS
+    from flashedu.bench.ablations import ABLATIONS
 
     for name in ablations if "stopped" not in result else ():
         if name not in ABLATIONS:

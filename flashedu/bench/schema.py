@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 
-from .cases import DTYPES
-from .flops import PASSES
+from flashedu.bench.cases import DTYPES
+from flashedu.bench.flops import PASSES
 
 SCHEMA = "flashedu.bench/1"
 STATUS = re.compile(r"^(ok|skipped: .+|error: .*)$")
@@ -139,7 +139,7 @@ def latest(results: list[dict] | None = None) -> dict:
     """The newest harness file among ``results`` (default: everything in flashedu/data/bench),
     or the newest older file when no harness file is recorded yet; in the harness's shape."""
     if results is None:
-        from .. import recorded
+        from flashedu import recorded
 
         results = recorded.load("bench")
     if not results:

@@ -9,11 +9,11 @@
 Pieces: ``mask`` (the mask, from a tile grid or a token mask), ``patterns`` (local, strided,
 global + local, BigBird, butterfly, random), ``csr`` (count-and-list layout), ``flex``.
 """
-from .csr import CSR, KernelLayout, from_csr, kernel_layout, to_csr
-from .flex import flex_available, from_flex, to_flex
-from .mask import (BlockSparseMask, causal_blocks, dense_mask, expand, from_blocks,
+from flashedu.blocksparse.csr import CSR, KernelLayout, from_csr, kernel_layout, to_csr
+from flashedu.blocksparse.flex import flex_available, from_flex, to_flex
+from flashedu.blocksparse.mask import (BlockSparseMask, causal_blocks, dense_mask, expand, from_blocks,
                    from_token_mask)
-from .patterns import (PATTERNS, bigbird, butterfly, global_local, local, random_blocks,
+from flashedu.blocksparse.patterns import (PATTERNS, bigbird, butterfly, global_local, local, random_blocks,
                        sliding_window, strided, with_causal)
 
 __all__ = ["BlockSparseMask", "CSR", "KernelLayout", "PATTERNS", "bigbird", "butterfly",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .mask import BlockSparseMask
+from flashedu.blocksparse.mask import BlockSparseMask
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .mask import BlockSparseMask, expand
+from flashedu.blocksparse.mask import BlockSparseMask, expand
 
 
 def flex_available() -> str | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..iomodel.blocks import n_tiles
+from flashedu.iomodel.blocks import n_tiles
 
 
 def _positive(name: str, x) -> int:

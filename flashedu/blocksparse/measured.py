@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hardware import GPUS
+from flashedu.hardware import GPUS
 
 TARGETS = {1.0: 1.1, 0.25: 0.35, 0.1: 0.18}  # forward time over dense v2's, at most (issue 7)
 
@@ -118,7 +118,7 @@ def picked_tiles(run: dict) -> dict[int, str]:
 def shared_kb(config, D: int, elem_bytes: int = 2) -> float:
     """KB of shared memory a forward program holds: its Q tile and ``stages`` buffers of a K
     and a V tile (the estimate the kernels' config filter uses)."""
-    from ..ops.v2.triton_bwd import shared_bytes
+    from flashedu.ops.v2.triton_bwd import shared_bytes
 
     bm, bn, _, stages = config
     return shared_bytes(bm, bn, stages, D, elem_bytes, resident_tiles=1) / 1024

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ..iomodel.blocks import n_tiles
-from .mask import BlockSparseMask, causal_blocks, from_token_mask, _positive
+from flashedu.iomodel.blocks import n_tiles
+from flashedu.blocksparse.mask import BlockSparseMask, causal_blocks, from_token_mask, _positive
 
 
 def _grid(N: int, N_k: int | None, block_r: int, block_c: int | None):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from ._base import FAILED, attempt, report
+from flashedu.exercises._base import FAILED, attempt, report
 
 
 def check_s_and_p_bytes(fn, *, cases: int = 12, seed: int = 0) -> bool:
     """``fn(N, heads, itemsize)`` must return the bytes that standard attention writes to HBM for
     S and P together (one batch), checked against the memory model's recording."""
-    from ..iomodel import simulate
+    from flashedu.iomodel import simulate
 
     g = torch.Generator().manual_seed(seed)
     dtypes = {2: torch.float16, 4: torch.float32}

@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from ..softmax.state import State, empty_state, merge, state_of_block
-from ._base import FAILED, attempt, report
+from flashedu.softmax.state import State, empty_state, merge, state_of_block
+from flashedu.exercises._base import FAILED, attempt, report
 
 
 def _as_state(out) -> State:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from ._base import FAILED, attempt, report
+from flashedu.exercises._base import FAILED, attempt, report
 
 
 def check_fa1_blocks(fn, *, cases: int = 30, seed: int = 0) -> bool:
     """``fn(M, d)`` must return FlashAttention's (Br, Bc) for an SRAM of M elements
     (Algorithm 1, line 1)."""
-    from ..iomodel import fa1_block_sizes
+    from flashedu.iomodel import fa1_block_sizes
 
     g = torch.Generator().manual_seed(seed)
     failures = []
@@ -28,7 +28,7 @@ def check_fa1_blocks(fn, *, cases: int = 30, seed: int = 0) -> bool:
 def check_v1_traffic(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(N, d, Br, Bc)`` must return v1's exact HBM (reads, writes) in elements, for N a
     multiple of both blocks: seed 001's terms plus the ones it drops (the chapter's note)."""
-    from ..iomodel import formula
+    from flashedu.iomodel import formula
 
     g = torch.Generator().manual_seed(seed)
     failures = []

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from ._base import FAILED, attempt, report
+from flashedu.exercises._base import FAILED, attempt, report
 
 
 def check_v2_traffic(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(N, d, Br, Bc)`` must return v2's HBM (reads, writes) in elements for N a multiple of
     both blocks, as recorded by the memory model."""
-    from ..iomodel import formula
+    from flashedu.iomodel import formula
 
     g = torch.Generator().manual_seed(seed)
     failures = []
@@ -30,7 +30,7 @@ def check_v2_traffic(fn, *, cases: int = 20, seed: int = 0) -> bool:
 def check_programs(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(algorithm, batch, heads, N, block_r)`` must return how many programs (thread blocks)
     the kernel launches: v1 one per (batch, head), v2 one per (batch, head, Q block)."""
-    from ..iomodel.parallel import programs
+    from flashedu.iomodel.parallel import programs
 
     g = torch.Generator().manual_seed(seed)
     failures = []

@@ -5,14 +5,14 @@ import math
 
 import torch
 
-from ._base import FAILED, attempt, report
+from flashedu.exercises._base import FAILED, attempt, report
 
 
 def check_merge_splits(fn, *, cases: int = 12, seed: int = 0) -> bool:
     """``fn(m, l, o)`` gets S partial states of R rows, m and l ``[S, R]``, o ``[S, R, D]``
     (unnormalised; a split over no keys has m = -inf, l = 0, o = 0) and must return the
     attention output ``[R, D]`` over all the splits' keys."""
-    from ..softmax.state import State, finalize, merge_all
+    from flashedu.softmax.state import State, finalize, merge_all
 
     g = torch.Generator().manual_seed(seed)
     failures = []
@@ -37,7 +37,7 @@ def check_zigzag(fn, *, cases: int = 15, seed: int = 0) -> bool:
     """``fn(N, P, rank)`` must return the token positions rank ``rank`` holds in the zig-zag
     layout of N tokens over P ranks (N a multiple of 2P): chunks ``rank`` and ``2P-1-rank`` of
     2P equal chunks, in increasing order."""
-    from ..ring.layout import positions
+    from flashedu.ring.layout import positions
 
     g = torch.Generator().manual_seed(seed)
     failures = []

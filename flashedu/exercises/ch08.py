@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._base import FAILED, attempt, report
+from flashedu.exercises._base import FAILED, attempt, report
 
 PASS_NAMES = ("fwd", "bwd", "fwdbwd")
 
@@ -13,7 +13,7 @@ PASS_NAMES = ("fwd", "bwd", "fwdbwd")
 def check_attention_flops(fn, *, cases: int = 30, seed: int = 0) -> bool:
     """``fn(pass_, B, H, N, D, causal)`` must return the matmul FLOPs of one pass ("fwd",
     "bwd" or "fwdbwd") as the FlashAttention papers count them."""
-    from ..bench.flops import attention_flops
+    from flashedu.bench.flops import attention_flops
 
     g = torch.Generator().manual_seed(seed)
     failures = []
@@ -40,8 +40,8 @@ def check_naive_memory(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(B, H, N)`` must return the bytes the benchmark budgets for naive torch attention's
     forward + backward: 16 bytes per score of the B·H·N×N score matrices (S in fp16, its fp32
     copy and softmax, P in fp16)."""
-    from ..bench.cases import make_case
-    from ..bench.providers import SCORE_BYTES
+    from flashedu.bench.cases import make_case
+    from flashedu.bench.providers import SCORE_BYTES
 
     g = torch.Generator().manual_seed(seed)
     failures = []

@@ -5,9 +5,9 @@
   :data:`SCHEDULES` (no overlap, warp specialisation, ping-pong, intra-warpgroup pipelining);
 * :mod:`.engine` - the fluid event simulator underneath.
 """
-from .engine import Segment, Task, run
-from .exp_share import ExpShare, exp_share, exp_share_table
-from .schedules import KINDS, SCHEDULES, SimResult, build, compare, simulate
+from flashedu.fa3sim.engine import Segment, Task, run
+from flashedu.fa3sim.exp_share import ExpShare, exp_share, exp_share_table
+from flashedu.fa3sim.schedules import KINDS, SCHEDULES, SimResult, build, compare, simulate
 
 __all__ = ["ExpShare", "KINDS", "SCHEDULES", "Segment", "SimResult", "Task", "build", "compare",
            "exp_share", "exp_share_table", "run", "simulate"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hardware import gpu as _gpu
+from flashedu.hardware import gpu as _gpu
 
 
 @dataclass(frozen=True)

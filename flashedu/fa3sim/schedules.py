@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hardware import SMRates, gpu, sm_rates
-from .engine import Segment, Task, run
+from flashedu.hardware import SMRates, gpu, sm_rates
+from flashedu.fa3sim.engine import Segment, Task, run
 
 WARPGROUPS = 2
 THREADS_PER_WARPGROUP = 128

@@ -5,17 +5,17 @@
 * :mod:`.reference` - the FP8 kernel's arithmetic in PyTorch (registered as ``fp8_reference``);
 * :mod:`.recipes` - FA3's Table 3: the recipes, outlier inputs, RMSE against fp64.
 """
-from .hadamard import fwht, hadamard_matrix, random_signs, rotate, rotation
-from .quant import E4M3, E4M3_MAX, Quantized, is_k_major, k_major, quantize, round_e4m3
-from .recipes import PAPER_RMSE, RECIPES, Recipe, outlier_qkv, prepare_fp8, rmse, rmse_table, simulate
-from .reference import fp8_attention_reference
+from flashedu.fp8.hadamard import fwht, hadamard_matrix, random_signs, rotate, rotation
+from flashedu.fp8.quant import E4M3, E4M3_MAX, Quantized, is_k_major, k_major, quantize, round_e4m3
+from flashedu.fp8.recipes import PAPER_RMSE, RECIPES, Recipe, outlier_qkv, prepare_fp8, rmse, rmse_table, simulate
+from flashedu.fp8.reference import fp8_attention_reference
 
 
 def fp8_attention(q, k, v, *, recipe: str = "fp8_fa3", impl: str = "fp8_reference", causal: bool = False,
                   generator=None, block_m: int = 128, block_n: int = 128):
     """Quantise high-precision ``q, k, v`` [B, H, N, D] as ``recipe`` says, then run the FP8
     implementation ``impl`` ("fp8_reference" or "fp8_triton") on them. Returns o in fp16."""
-    from .._registry import get
+    from flashedu._registry import get
 
     q8, k8, v8, kw = prepare_fp8(q, k, v, recipe, block_m=block_m, block_n=block_n, generator=generator)
     return get(impl).fn(q8, k8, v8, causal=causal, **kw)

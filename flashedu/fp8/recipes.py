@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .hadamard import random_signs, rotate
-from .quant import k_major, quantize
-from .reference import fp8_attention_reference
+from flashedu.fp8.hadamard import random_signs, rotate
+from flashedu.fp8.quant import k_major, quantize
+from flashedu.fp8.reference import fp8_attention_reference
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from ..validate import check_qkv
-from .quant import E4M3, round_e4m3
+from flashedu.validate import check_qkv
+from flashedu.fp8.quant import E4M3, round_e4m3
 
 LOG2E = 1.4426950408889634
 # P is multiplied by 2⁸ before its cast to e4m3 and V's descale divided by it: exact powers of

@@ -9,14 +9,14 @@ reference algorithms run.
 Pieces: ``memory`` (HBM, SRAM), ``chip`` (what references are written against), ``trace``
 (events), ``blocks`` (block sizes, tile tests), ``report``, ``run`` (simulate), ``formulas``.
 """
-from .blocks import (DEFAULT_SRAM_BYTES, default_block_sizes, fa1_block_sizes, n_tiles,
+from flashedu.iomodel.blocks import (DEFAULT_SRAM_BYTES, default_block_sizes, fa1_block_sizes, n_tiles,
                      sram_footprint)
-from .chip import Chip
-from .formulas import Counts, IOFormula, formula
-from .memory import HBM, SRAM, SRAMOverflowError
-from .report import Report, TensorTraffic
-from .run import ALGORITHMS, simulate
-from .trace import Event, Trace
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.formulas import Counts, IOFormula, formula
+from flashedu.iomodel.memory import HBM, SRAM, SRAMOverflowError
+from flashedu.iomodel.report import Report, TensorTraffic
+from flashedu.iomodel.run import ALGORITHMS, simulate
+from flashedu.iomodel.trace import Event, Trace
 
 __all__ = ["ALGORITHMS", "Chip", "Counts", "DEFAULT_SRAM_BYTES", "Event", "HBM", "IOFormula",
            "Report", "SRAM", "SRAMOverflowError", "TensorTraffic", "Trace", "default_block_sizes",

@@ -17,9 +17,9 @@ import math
 
 import torch
 
-from .blocks import acc_itemsize, itemsize_of
-from .memory import HBM, SRAM, SRAMOverflowError
-from .trace import COMPUTE, LOAD, SKIP, STORE, Trace
+from flashedu.iomodel.blocks import acc_itemsize, itemsize_of
+from flashedu.iomodel.memory import HBM, SRAM, SRAMOverflowError
+from flashedu.iomodel.trace import COMPUTE, LOAD, SKIP, STORE, Trace
 
 
 class Chip:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blocks import check_blocks, n_tiles
+from flashedu.iomodel.blocks import check_blocks, n_tiles
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
     if block_mask is not None and algorithm != "block_sparse":
         raise ValueError(f"block_mask needs algorithm='block_sparse', got {algorithm!r}")
     if algorithm == "block_sparse":
-        from ..blocksparse.mask import dense_mask
+        from flashedu.blocksparse.mask import dense_mask
         # block_r, block_c are the tiles: a mask at larger blocks is refined to them.
         mask = dense_mask(N, N_k, block_r=block_r, block_c=block_c) if block_mask is None else block_mask
         if (mask.N, mask.N_k) != (N, N_k):

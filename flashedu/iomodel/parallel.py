@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..hardware import gpu as get_gpu
-from .blocks import n_tiles
+from flashedu.hardware import gpu as get_gpu
+from flashedu.iomodel.blocks import n_tiles
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .chip import Chip
-from .trace import Trace
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.trace import Trace
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from typing import Callable
 
 import torch
 
-from ..validate import check_qkv
-from .blocks import DEFAULT_SRAM_BYTES, check_blocks, resolve_blocks
-from .chip import Chip
-from .report import Report, build_report
+from flashedu.validate import check_qkv
+from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, check_blocks, resolve_blocks
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.report import Report, build_report
 
 ALGORITHMS = ("standard", "v1", "v2", "block_sparse")
 
@@ -22,13 +22,13 @@ ALGORITHMS = ("standard", "v1", "v2", "block_sparse")
 def _forward(algorithm: str) -> Callable:
     # Imported here: the references import this package, so a module-level import would be a cycle.
     if algorithm == "standard":
-        from ..ops.standard.reference import standard_forward
+        from flashedu.ops.standard.reference import standard_forward
         return standard_forward
     if algorithm == "v1":
-        from ..ops.v1.reference import v1_forward
+        from flashedu.ops.v1.reference import v1_forward
         return v1_forward
     if algorithm == "v2":
-        from ..ops.v2.reference import v2_forward
+        from flashedu.ops.v2.reference import v2_forward
         return v2_forward
     raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
@@ -36,10 +36,10 @@ def _forward(algorithm: str) -> Callable:
 def _backward(algorithm: str) -> tuple[Callable, tuple[str, ...], Callable]:
     """(backward reference, the forward's row statistics it reads, its default block sizes)."""
     if algorithm == "v1":
-        from ..ops.v1.backward import STATS, backward_block_sizes, v1_backward
+        from flashedu.ops.v1.backward import STATS, backward_block_sizes, v1_backward
         return v1_backward, STATS, backward_block_sizes
     if algorithm == "v2":
-        from ..ops.v2.backward import STATS, backward_block_sizes, v2_backward
+        from flashedu.ops.v2.backward import STATS, backward_block_sizes, v2_backward
         return v2_backward, STATS, backward_block_sizes
     raise NotImplementedError(f"backward=True runs 'v1' or 'v2'; {algorithm!r} has no backward reference "
                               "(standard attention's backward is autograd's)")
@@ -153,13 +153,13 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
     sram_bytes = _check_sram(sram_bytes)
     if algorithm == "block_sparse":
         # The mask's blocks are the tiles: block_r/block_c may only repeat them.
-        from ..ops.block_sparse.api import simulate_block_sparse
+        from flashedu.ops.block_sparse.api import simulate_block_sparse
         if block_mask is not None and (block_r, block_c) != (None, None) and \
                 (block_r, block_c) != (block_mask.block_r, block_mask.block_c):
             raise ValueError(f"block_r, block_c ({block_r}, {block_c}) differ from block_mask's "
                              f"({block_mask.block_r}, {block_mask.block_c}); the mask's blocks are the tiles")
         if block_mask is None and (block_r, block_c) != (None, None):
-            from ..blocksparse.mask import dense_mask
+            from flashedu.blocksparse.mask import dense_mask
             br, bc = resolve_blocks("v2", d=d, sram_bytes=sram_bytes, dtype=dtype, block_r=block_r, block_c=block_c)
             block_mask = dense_mask(N, N_k, block_r=br, block_c=bc)
         return simulate_block_sparse(N=N, N_k=N_k, d=d, block_mask=block_mask, causal=causal,

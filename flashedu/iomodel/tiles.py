@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..softmax.state import finite_or_zero, nonzero_or_one  # noqa: F401  (re-exported)
-from .blocks import causal_tile_mask, partly_masked
+from flashedu.softmax.state import finite_or_zero, nonzero_or_one  # noqa: F401  (re-exported)
+from flashedu.iomodel.blocks import causal_tile_mask, partly_masked
 
 
 def scores(Qi: torch.Tensor, Kj: torch.Tensor, scale: float, *, causal: bool,

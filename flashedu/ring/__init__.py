@@ -6,10 +6,10 @@ with the FA2 kernel), ``attention`` (the torch.distributed ring, forward and bac
 ``launch``/``tasks`` (spawning gloo or NCCL processes), ``simulate`` (the ring in one process,
 registered as ``ring_reference``), ``model`` (communication vs compute per step).
 """
-from .attention import ring_attention
-from .launch import run_processes
-from .layout import LAYOUTS, positions, shard, shard_segments, unshard, work_matrix
-from .tasks import ring_attention_processes
+from flashedu.ring.attention import ring_attention
+from flashedu.ring.launch import run_processes
+from flashedu.ring.layout import LAYOUTS, positions, shard, shard_segments, unshard, work_matrix
+from flashedu.ring.tasks import ring_attention_processes
 
 __all__ = ["LAYOUTS", "positions", "ring_attention", "ring_attention_processes", "run_processes", "shard",
            "shard_segments", "unshard", "work_matrix"]

@@ -17,10 +17,10 @@ import time
 import torch
 import torch.distributed as dist
 
-from ..softmax.state import empty_state, finalize, merge
-from ..validate import check_qkv
-from .blocks import block_grads, block_state, block_state_flash
-from .layout import check_layout, holder, positions, shard_segments
+from flashedu.softmax.state import empty_state, finalize, merge
+from flashedu.validate import check_qkv
+from flashedu.ring.blocks import block_grads, block_state, block_state_flash
+from flashedu.ring.layout import check_layout, holder, positions, shard_segments
 
 
 def _ranks(group):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ..softmax.state import State, empty_state, merge_all, state_of_block
-from .layout import Segment
+from flashedu.softmax.state import State, empty_state, merge_all, state_of_block
+from flashedu.ring.layout import Segment
 
 
 def _masked_scores(q, k, q_pos, k_pos, *, causal: bool, scale: float) -> torch.Tensor:
@@ -53,7 +53,7 @@ def _shift(qs: Segment, ks: Segment) -> int | None:
 
 
 def _lse_state(q, k, v, *, causal: bool, scale: float) -> State:
-    from ..ops.v2.triton_impl import flash_attention_v2_lse
+    from flashedu.ops.v2.triton_impl import flash_attention_v2_lse
 
     o, lse = flash_attention_v2_lse(q, k, v, causal=causal, scale=scale)
     return State(lse[..., None], torch.ones_like(lse[..., None]), o.float())

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hardware import gpu as get_gpu
-from ..hardware import link as get_link
+from flashedu.hardware import gpu as get_gpu
+from flashedu.hardware import link as get_link
 
 # FA2-class kernels run at about half of the tensor cores' peak at D = 128 (chapter 4).
 DEFAULT_EFFICIENCY = 0.5

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..softmax.state import empty_state, finalize, merge
-from ..validate import check_qkv
-from .blocks import block_state
-from .layout import check_layout, holder, positions, unshard
+from flashedu.softmax.state import empty_state, finalize, merge
+from flashedu.validate import check_qkv
+from flashedu.ring.blocks import block_state
+from flashedu.ring.layout import check_layout, holder, positions, unshard
 
 
 def ring_simulated(q, k, v, *, causal: bool = False, scale: float | None = None, world_size: int = 4,

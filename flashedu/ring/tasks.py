@@ -6,9 +6,9 @@ import time
 
 import torch
 
-from .attention import _exchange, _wait, ring_attention
-from .launch import run_processes
-from .layout import shard, unshard
+from flashedu.ring.attention import _exchange, _wait, ring_attention
+from flashedu.ring.launch import run_processes
+from flashedu.ring.layout import shard, unshard
 
 
 def pass_around_task(rank, world, delay_s=0.0):

@@ -5,9 +5,9 @@
 partial states; tiling (ch. 3-4), split-KV decoding and ring attention (ch. 7) all reuse it.
 ``triton_impl``: the online softmax as a Triton kernel.
 """
-from .reference import (naive_softmax, online_softmax, online_softmax_trace, running_mean_average,
+from flashedu.softmax.reference import (naive_softmax, online_softmax, online_softmax_trace, running_mean_average,
                         running_mean_sum, safe_softmax)
-from .state import State, empty_state, finalize, merge, merge_all, state_of_block
+from flashedu.softmax.state import State, empty_state, finalize, merge, merge_all, state_of_block
 
 __all__ = ["State", "empty_state", "finalize", "merge", "merge_all", "naive_softmax", "online_softmax",
            "online_softmax_trace", "running_mean_average", "running_mean_sum", "safe_softmax",

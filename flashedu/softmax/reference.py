@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .state import finite_or_zero, nonzero_or_one
+from flashedu.softmax.state import finite_or_zero, nonzero_or_one
 
 
 def naive_softmax(x: torch.Tensor) -> torch.Tensor:

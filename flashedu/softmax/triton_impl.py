@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import runtime
+from flashedu import runtime
 
 
 @triton.jit

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ..bench.ceilings import for_dtype
-from ..bench.schema import normalize
-from ..provenance import label
-from .palette import FONT, OKABE_ITO, SEQUENCE
+from flashedu.bench.ceilings import for_dtype
+from flashedu.bench.schema import normalize
+from flashedu.provenance import label
+from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
 
 NAMES = {"v2_triton": "flashedu v2 (Triton)", "v1_triton": "flashedu v1 (Triton)",
          "sdpa_flash": "SDPA flash (FlashAttention-2)", "sdpa_cudnn": "SDPA cuDNN",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ..bench.ceilings import for_dtype
-from ..bench.flops import attention_flops
-from ..bench.schema import normalize
-from ..hardware import GPUS, gpu as get_gpu
-from ..iomodel import formula
-from ..provenance import label
-from .bench import NAMES, SHORT, timing_rows
-from .palette import FONT, OKABE_ITO, SEQUENCE
+from flashedu.bench.ceilings import for_dtype
+from flashedu.bench.flops import attention_flops
+from flashedu.bench.schema import normalize
+from flashedu.hardware import GPUS, gpu as get_gpu
+from flashedu.iomodel import formula
+from flashedu.provenance import label
+from flashedu.viz.bench import NAMES, SHORT, timing_rows
+from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
 
 CHAIN = ("standard_triton", "v1_triton", "v2_triton", "v2_tma_triton")  # chapter 1 → 3 → 4 → 6
 # The algorithm each provider's HBM traffic follows (SDPA's fused backends tile like FA2).

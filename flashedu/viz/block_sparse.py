@@ -13,12 +13,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import hardware
-from ..iomodel import simulate
-from ..iomodel.trace import SKIP
-from .anim import player_controls
-from .palette import FONT, OKABE_ITO, READ_COLOR, TILE_COLORS, TILE_STATES, WRITE_COLOR, discrete_colorscale
-from .schedule import event_times, frame_times, schedule_states
+from flashedu import hardware
+from flashedu.iomodel import simulate
+from flashedu.iomodel.trace import SKIP
+from flashedu.viz.anim import player_controls
+from flashedu.viz.palette import FONT, OKABE_ITO, READ_COLOR, TILE_COLORS, TILE_STATES, WRITE_COLOR, discrete_colorscale
+from flashedu.viz.schedule import event_times, frame_times, schedule_states
 
 
 def _grid(z, name: str, **kw) -> go.Heatmap:

@@ -9,11 +9,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..hardware import gpu as get_gpu
-from ..ops.split_kv.plan import num_splits_heuristic, split_ranges
-from ..softmax.state import empty_state, merge_all, state_of_block
-from .anim import add_player
-from .palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
+from flashedu.hardware import gpu as get_gpu
+from flashedu.ops.split_kv.plan import num_splits_heuristic, split_ranges
+from flashedu.softmax.state import empty_state, merge_all, state_of_block
+from flashedu.viz.anim import add_player
+from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
 
 IDLE, READING, MERGING, FINISHED = 0, 1, 2, 3
 SM_COLORS = [OKABE_ITO["grey"], OKABE_ITO["blue"], OKABE_ITO["orange"], "#E8E8E8"]

@@ -20,8 +20,8 @@ import re
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..provenance import label
-from .palette import FONT, OKABE_ITO
+from flashedu.provenance import label
+from flashedu.viz.palette import FONT, OKABE_ITO
 
 STAGES = (1, 2, 3, 4)
 QUANT = "fp8 quantisation (torch)"

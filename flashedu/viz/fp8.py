@@ -10,8 +10,8 @@ import torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..fp8 import E4M3_MAX, quantize, random_signs, rotate
-from .palette import FONT, OKABE_ITO
+from flashedu.fp8 import E4M3_MAX, quantize, random_signs, rotate
+from flashedu.viz.palette import FONT, OKABE_ITO
 
 
 def _head(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ..fa3sim import KINDS, SimResult, compare
-from .anim import add_player
-from .palette import FONT, OKABE_ITO
+from flashedu.fa3sim import KINDS, SimResult, compare
+from flashedu.viz.anim import add_player
+from flashedu.viz.palette import FONT, OKABE_ITO
 
 KIND_COLORS = {"load": OKABE_ITO["sky"], "gemm0": OKABE_ITO["blue"], "softmax": OKABE_ITO["vermillion"],
                "gemm1": OKABE_ITO["green"]}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from ..iomodel import simulate
-from .palette import FONT, OKABE_ITO
+from flashedu.iomodel import simulate
+from flashedu.viz.palette import FONT, OKABE_ITO
 
 INTERMEDIATES = ("S", "P")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from ..iomodel import formula, simulate
-from ..iomodel.blocks import itemsize_of
-from .palette import ALGORITHM_COLORS, FONT, OKABE_ITO
+from flashedu.iomodel import formula, simulate
+from flashedu.iomodel.blocks import itemsize_of
+from flashedu.viz.palette import ALGORITHM_COLORS, FONT, OKABE_ITO
 
 KIB = 1024
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ..provenance import label
-from .palette import FONT, OKABE_ITO
+from flashedu.provenance import label
+from flashedu.viz.palette import FONT, OKABE_ITO
 
 
 def case_label(r: dict) -> str:

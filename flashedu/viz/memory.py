@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ..provenance import label
-from .palette import FONT, SEQUENCE
+from flashedu.provenance import label
+from flashedu.viz.palette import FONT, SEQUENCE
 
 NAMES = {"standard_torch": "standard (torch ops)", "sdpa": "torch SDPA (default backend)",
          "sdpa_flash": "SDPA flash backend (FlashAttention-2)", "v1_triton": "flashedu v1 (Triton)",

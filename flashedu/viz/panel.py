@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..iomodel import simulate
-from ..iomodel.memory import SRAMOverflowError
-from .schedule import tile_schedule
+from flashedu.iomodel import simulate
+from flashedu.iomodel.memory import SRAMOverflowError
+from flashedu.viz.schedule import tile_schedule
 
 
 def schedule_panel(algorithm: str = "v2", *, N: int = 512, d: int = 64, sram_kib: int = 64,
@@ -56,8 +56,8 @@ def block_mask_panel(N: int = 1024, *, block: int = 128, d: int = 64, heads: int
     ``block_sparse_flash_attention(q, k, v, block_mask=panel.mask())``."""
     import ipywidgets as w  # optional: only needed with a live kernel
 
-    from .. import blocksparse as bs
-    from .block_sparse import pattern_explorer
+    from flashedu import blocksparse as bs
+    from flashedu.viz.block_sparse import pattern_explorer
 
     T = N // block
     if N % block or not 1 <= T <= 16:

@@ -8,10 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..hardware import gpu as get_gpu
-from ..iomodel.parallel import occupancy
-from .anim import add_player
-from .palette import FONT, OKABE_ITO, discrete_colorscale
+from flashedu.hardware import gpu as get_gpu
+from flashedu.iomodel.parallel import occupancy
+from flashedu.viz.anim import add_player
+from flashedu.viz.palette import FONT, OKABE_ITO, discrete_colorscale
 
 IDLE, BUSY, DONE = 0, 1, 2
 
@@ -63,7 +63,7 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
 
 def warp_partition_figure(*, block_r: int = 64, block_c: int = 64, d: int = 64, warps: int = 4) -> go.Figure:
     """Which warp computes each score of one Br×Bc tile under split-K (v1) and split-Q (v2)."""
-    from ..iomodel.parallel import warp_partition
+    from flashedu.iomodel.parallel import warp_partition
 
     parts = [warp_partition(s, block_r=block_r, block_c=block_c, d=d, warps=warps) for s in ("split_k", "split_q")]
     colors = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]

@@ -8,11 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..hardware import LINKS, gpu as get_gpu
-from ..ring.layout import holder, positions, work_matrix
-from ..ring.model import overlap_threshold, ring_step
-from .anim import add_player
-from .palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
+from flashedu.hardware import LINKS, gpu as get_gpu
+from flashedu.ring.layout import holder, positions, work_matrix
+from flashedu.ring.model import overlap_threshold, ring_step
+from flashedu.viz.anim import add_player
+from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
 
 TODO, MASKED, DONE = 0, 1, 2  # then 3 + r: computed by rank r at this step
 
@@ -126,7 +126,7 @@ def measured_ring_summary(result: dict) -> dict:
     spent waiting for a transfer after its compute, over every run; ``send_GBps``, ``send_ms``:
     one K/V shard sent alone, at the largest N (the slower rank); ``step_ms``: the shortest step
     compute that a transfer overlapped, at the largest N."""
-    from ..ring.layout import step_efficiency, work_matrix
+    from flashedu.ring.layout import step_efficiency, work_matrix
 
     rows, info = result["rows"], result["provenance"]
     world = int(info["world"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ..hardware import gpu as get_gpu
-from ..hardware import predict
-from .palette import FONT, SEQUENCE
+from flashedu.hardware import gpu as get_gpu
+from flashedu.hardware import predict
+from flashedu.viz.palette import FONT, SEQUENCE
 
 
 def roofline_figure(points, device="H100", *, dtype: str = "fp16", title: str | None = None) -> go.Figure:

@@ -13,9 +13,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..iomodel.trace import COMPUTE, LOAD, SKIP, STORE
-from .anim import player_controls
-from .palette import (FONT, READ_COLOR, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
+from flashedu.iomodel.trace import COMPUTE, LOAD, SKIP, STORE
+from flashedu.viz.anim import player_controls
+from flashedu.viz.palette import (FONT, READ_COLOR, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
                       TILE_STATES, WRITE_COLOR, discrete_colorscale)
 
 MAX_TILES = 128 * 128  # beyond this the grid is unreadable and the HTML too large

@@ -7,9 +7,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..softmax import online_softmax_trace, running_mean_average, running_mean_sum
-from .anim import add_player
-from .palette import OKABE_ITO
+from flashedu.softmax import online_softmax_trace, running_mean_average, running_mean_sum
+from flashedu.viz.anim import add_player
+from flashedu.viz.palette import OKABE_ITO
 
 
 def running_mean_animation(xs) -> go.Figure:

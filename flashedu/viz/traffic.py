@@ -12,10 +12,10 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .. import hardware
-from ..iomodel.blocks import acc_itemsize, default_block_sizes, itemsize_of
-from ..iomodel.formulas import formula
-from .palette import ALGORITHM_COLORS, FONT
+from flashedu import hardware
+from flashedu.iomodel.blocks import acc_itemsize, default_block_sizes, itemsize_of
+from flashedu.iomodel.formulas import formula
+from flashedu.viz.palette import ALGORITHM_COLORS, FONT
 
 DEFAULT_NS = tuple(2 ** p for p in range(8, 17))  # 256 .. 65,536
 _DASH = {"standard": "dot", "v1": "dash", "v2": "solid"}

@@ -1,6 +1,6 @@
 """Block-sparse FlashAttention (chapter 5): v2's loops over the tiles a block mask lists."""
-from ..._registry import Impl, register
-from .api import block_sparse_attention
+from flashedu._registry import Impl, register
+from flashedu.ops.block_sparse.api import block_sparse_attention
 
 register(Impl(
     name="block_sparse_reference", algorithm="block_sparse", backend="reference", chapter=5,
@@ -10,8 +10,8 @@ register(Impl(
             "column list; traffic recorded by flashedu.iomodel.",
 ))
 
-from .triton_impl import DTYPES as _DTYPES, HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY  # noqa: E402
-from .triton_impl import block_sparse_flash_attention  # noqa: E402
+from flashedu.ops.block_sparse.triton_impl import DTYPES as _DTYPES, HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY  # noqa: E402
+from flashedu.ops.block_sparse.triton_impl import block_sparse_flash_attention  # noqa: E402
 
 register(Impl(
     name="block_sparse_triton", algorithm="block_sparse", backend="triton", chapter=5,

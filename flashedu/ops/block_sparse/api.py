@@ -13,13 +13,13 @@ from functools import partial
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...blocksparse.mask import BlockSparseMask, dense_mask
-from ...iomodel.blocks import DEFAULT_SRAM_BYTES, default_block_sizes
-from ...iomodel.chip import Chip
-from ...iomodel.report import Report, TensorTraffic, build_report
-from ...validate import check_qkv
-from ..v2.backward import backward_block_sizes
-from .reference import block_sparse_backward, block_sparse_forward
+from flashedu.blocksparse.mask import BlockSparseMask, dense_mask
+from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, default_block_sizes
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.report import Report, TensorTraffic, build_report
+from flashedu.validate import check_qkv
+from flashedu.ops.v2.backward import backward_block_sizes
+from flashedu.ops.block_sparse.reference import block_sparse_backward, block_sparse_forward
 
 
 def resolve_mask(block_mask, *, N: int, N_k: int, heads: int, d: int, dtype: torch.dtype,
@@ -36,7 +36,7 @@ def resolve_mask(block_mask, *, N: int, N_k: int, heads: int, d: int, dtype: tor
         except ImportError:
             BlockMask = ()
         if BlockMask and isinstance(block_mask, BlockMask):
-            from ...blocksparse.flex import from_flex
+            from flashedu.blocksparse.flex import from_flex
             block_mask = from_flex(block_mask)
         else:
             raise TypeError("block_mask must be a flashedu.blocksparse.BlockSparseMask (or a torch "

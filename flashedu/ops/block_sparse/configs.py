@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import triton
 
-from ..v2.triton_bwd import to_configs
+from flashedu.ops.v2.triton_bwd import to_configs
 
 
 def candidates(table: dict, mask, *, head_dim: int, elem_bytes: int, resident: int,

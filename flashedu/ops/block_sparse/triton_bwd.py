@@ -16,11 +16,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...blocksparse.csr import kernel_layout
-from ..v2.triton_bwd import LOG2E, _bwd_preprocess, _load_rows_stats, choose, should_tune
-from .configs import candidates
-from .triton_impl import tile_bits
+from flashedu import runtime
+from flashedu.blocksparse.csr import kernel_layout
+from flashedu.ops.v2.triton_bwd import LOG2E, _bwd_preprocess, _load_rows_stats, choose, should_tune
+from flashedu.ops.block_sparse.configs import candidates
+from flashedu.ops.block_sparse.triton_impl import tile_bits
 
 
 @triton.jit

@@ -22,13 +22,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...blocksparse.csr import kernel_layout
-from ...validate import check_qkv
-from ..v2.triton_bwd import LOG2E, arch_key, choose, picked, should_tune
-from ..v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
-from ..v2.triton_impl import _fwd_inner as v2_inner
-from .configs import candidates
+from flashedu import runtime
+from flashedu.blocksparse.csr import kernel_layout
+from flashedu.validate import check_qkv
+from flashedu.ops.v2.triton_bwd import LOG2E, arch_key, choose, picked, should_tune
+from flashedu.ops.v2.triton_impl import HEAD_DIMS, MIN_CAPABILITY
+from flashedu.ops.v2.triton_impl import _fwd_inner as v2_inner
+from flashedu.ops.block_sparse.configs import candidates
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 USE_RUN = True  # walk each row's consecutive run by pointers (False: by its index list; ablation)
@@ -225,15 +225,15 @@ class BlockSparseFlashAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do):
-        from .triton_bwd import backward
+        from flashedu.ops.block_sparse.triton_bwd import backward
         q, k, v, o, lse = ctx.saved_tensors
         dq, dk, dv = backward(do, q, k, v, o, lse, ctx.mask, causal=ctx.causal, scale=ctx.scale)
         return dq, dk, dv, None, None, None
 
 
 def _check(q, k, v, causal, scale, block_mask):
-    from .api import resolve_mask
-    from ...blocksparse.mask import dense_mask
+    from flashedu.ops.block_sparse.api import resolve_mask
+    from flashedu.blocksparse.mask import dense_mask
 
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                       name="block_sparse_triton")

@@ -1,11 +1,11 @@
 """FlashAttention-3's ideas in Triton (chapter 6): the TMA-fed, pipelined fp16 forward, and the
 FP8 forward beside the PyTorch version of its arithmetic."""
-from ..._registry import Impl, register
-from ...fp8.recipes import RECIPES as _RECIPES
-from ...fp8.reference import FP8_DTYPES as _FP8_DTYPES
-from ...fp8.reference import fp8_attention_reference
-from . import fp8_triton as _fp8
-from . import triton_impl as _tma
+from flashedu._registry import Impl, register
+from flashedu.fp8.recipes import RECIPES as _RECIPES
+from flashedu.fp8.reference import FP8_DTYPES as _FP8_DTYPES
+from flashedu.fp8.reference import fp8_attention_reference
+from flashedu.ops.fa3 import fp8_triton as _fp8
+from flashedu.ops.fa3 import triton_impl as _tma
 
 register(Impl(
     name="v2_tma_triton", algorithm="v2", backend="triton", chapter=6,

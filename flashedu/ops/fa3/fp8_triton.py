@@ -26,11 +26,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...fp8.quant import is_k_major, k_major
-from ...fp8.reference import check_fp8_inputs
-from ..v2.triton_bwd import choose, max_shared_memory, should_tune
-from .triton_impl import tma_ready
+from flashedu import runtime
+from flashedu.fp8.quant import is_k_major, k_major
+from flashedu.fp8.reference import check_fp8_inputs
+from flashedu.ops.v2.triton_bwd import choose, max_shared_memory, should_tune
+from flashedu.ops.fa3.triton_impl import tma_ready
 
 HEAD_DIMS = (32, 64, 128, 256)
 MIN_CAPABILITY = (8, 9)  # fp8e4nv tensor cores: Ada and Hopper

@@ -21,10 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...validate import check_qkv
-from ..v2.triton_bwd import LOG2E, arch_key, fits
-from ..v2.triton_impl import FlashAttentionV2
+from flashedu import runtime
+from flashedu.validate import check_qkv
+from flashedu.ops.v2.triton_bwd import LOG2E, arch_key, fits
+from flashedu.ops.v2.triton_impl import FlashAttentionV2
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128, 256)

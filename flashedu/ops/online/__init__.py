@@ -1,6 +1,6 @@
 """One-pass attention with a running (m, ℓ, o) state per query row (chapter 2)."""
-from ..._registry import Impl, register
-from .reference import online_attention
+from flashedu._registry import Impl, register
+from flashedu.ops.online.reference import online_attention
 
 register(Impl(
     name="online_reference", algorithm="online", backend="reference", chapter=2,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ...softmax.state import empty_state, finalize, merge, state_of_block
-from ...validate import check_qkv
+from flashedu.softmax.state import empty_state, finalize, merge, state_of_block
+from flashedu.validate import check_qkv
 
 
 def online_attention(q, k, v, *, causal: bool = False, scale: float | None = None,

@@ -1,6 +1,6 @@
 """Ring attention simulated in one process (chapter 7); the multi-process ring is flashedu.ring."""
-from ..._registry import Impl, register
-from ...ring.simulate import ring_simulated
+from flashedu._registry import Impl, register
+from flashedu.ring.simulate import ring_simulated
 
 register(Impl(
     name="ring_reference", algorithm="ring", backend="reference", chapter=7,

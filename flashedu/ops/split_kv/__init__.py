@@ -1,10 +1,10 @@
 """Split-KV (flash-decoding): the keys split across programs, partial states merged with ⊕ (chapter 7)."""
 import torch
 
-from ..._registry import Impl, register
-from .reference import simulate_split_kv, split_kv_attention
-from .triton_impl import HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY
-from .triton_impl import merge_partials, split_kv_attention_triton, split_kv_partials
+from flashedu._registry import Impl, register
+from flashedu.ops.split_kv.reference import simulate_split_kv, split_kv_attention
+from flashedu.ops.split_kv.triton_impl import HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY
+from flashedu.ops.split_kv.triton_impl import merge_partials, split_kv_attention_triton, split_kv_partials
 
 register(Impl(
     name="split_kv_reference", algorithm="split_kv", backend="reference", chapter=7,

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ...validate import check_qkv
+from flashedu.validate import check_qkv
 
 # A split never gets fewer key tiles than this over the whole cache, nor more splits than this:
 # FlashAttention-2's flash-decoding caps the split count at 128 for the same reason (the merge

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from ...iomodel.blocks import DEFAULT_SRAM_BYTES, n_tiles, resolve_blocks
-from ...iomodel.chip import Chip
-from ...iomodel.report import Report, build_report
-from ...softmax.state import State, empty_state, finalize, merge, merge_all, state_of_block
-from .plan import check_gqa, resolve_splits, split_ranges
+from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, n_tiles, resolve_blocks
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.report import Report, build_report
+from flashedu.softmax.state import State, empty_state, finalize, merge, merge_all, state_of_block
+from flashedu.ops.split_kv.plan import check_gqa, resolve_splits, split_ranges
 
 DEFAULT_SMS = 132  # an H100's, for the split heuristic when no GPU is asked about
 

@@ -20,9 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...softmax.state import State
-from .plan import check_gqa, resolve_splits, split_ranges
+from flashedu import runtime
+from flashedu.softmax.state import State
+from flashedu.ops.split_kv.plan import check_gqa, resolve_splits, split_ranges
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128, 256)

@@ -1,9 +1,9 @@
 """Standard attention: S = QKᵀ and P = softmax(S) are materialised in HBM (chapter 1)."""
-from ..._registry import Impl, register
-from .reference import standard_attention
-from .naive_torch import naive_attention
-from .sdpa import sdpa_attention
-from .triton_impl import standard_attention_triton
+from flashedu._registry import Impl, register
+from flashedu.ops.standard.reference import standard_attention
+from flashedu.ops.standard.naive_torch import naive_attention
+from flashedu.ops.standard.sdpa import sdpa_attention
+from flashedu.ops.standard.triton_impl import standard_attention_triton
 
 import torch
 

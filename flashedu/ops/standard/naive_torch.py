@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...validate import check_qkv
+from flashedu.validate import check_qkv
 
 
 def naive_attention(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:

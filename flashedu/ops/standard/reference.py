@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from ...softmax import safe_softmax
-from ...iomodel.blocks import n_tiles
-from ...iomodel.chip import Chip
-from ...iomodel.memory import SRAMOverflowError
-from ...iomodel.run import run_reference
-from ...iomodel.tiles import scores
+from flashedu.softmax import safe_softmax
+from flashedu.iomodel.blocks import n_tiles
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.memory import SRAMOverflowError
+from flashedu.iomodel.run import run_reference
+from flashedu.iomodel.tiles import scores
 
 
 def causal_mask(n_q: int, n_k: int, device) -> torch.Tensor:

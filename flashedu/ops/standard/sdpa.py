@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ...validate import check_qkv
+from flashedu.validate import check_qkv
 
 
 def sdpa_attention(q, k, v, *, causal: bool = False, scale: float | None = None):

@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...validate import check_qkv
+from flashedu import runtime
+from flashedu.validate import check_qkv
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

@@ -1,6 +1,6 @@
 """FlashAttention v1: Algorithm 1 of Dao et al. (2022), K/V outer loop, O/ℓ/m through HBM (chapter 3)."""
-from ..._registry import Impl, register
-from .reference import v1_attention
+from flashedu._registry import Impl, register
+from flashedu.ops.v1.reference import v1_attention
 
 register(Impl(
     name="v1_reference", algorithm="v1", backend="reference", chapter=3,
@@ -11,8 +11,8 @@ register(Impl(
 
 import torch  # noqa: E402
 
-from .triton_impl import HEAD_DIMS as _V1_HEAD_DIMS, MIN_CAPABILITY as _V1_MIN_CAPABILITY  # noqa: E402
-from .triton_impl import flash_attention_v1  # noqa: E402
+from flashedu.ops.v1.triton_impl import HEAD_DIMS as _V1_HEAD_DIMS, MIN_CAPABILITY as _V1_MIN_CAPABILITY  # noqa: E402
+from flashedu.ops.v1.triton_impl import flash_attention_v1  # noqa: E402
 
 register(Impl(
     name="v1_triton", algorithm="v1", backend="triton", chapter=3,

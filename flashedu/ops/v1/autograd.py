@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...iomodel.run import run_backward, run_reference
-from .reference import v1_forward
+from flashedu.iomodel.run import run_backward, run_reference
+from flashedu.ops.v1.reference import v1_forward
 
 
 class V1Attention(torch.autograd.Function):

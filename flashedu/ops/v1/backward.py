@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from ...iomodel.blocks import acc_itemsize, fa1_block_sizes, fully_masked, itemsize_of, n_tiles
-from ...iomodel.chip import Chip
-from ...iomodel.tiles import finite_or_zero, nonzero_or_one, scores
+from flashedu.iomodel.blocks import acc_itemsize, fa1_block_sizes, fully_masked, itemsize_of, n_tiles
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.tiles import finite_or_zero, nonzero_or_one, scores
 
 # Row statistics the backward reads from the forward (besides Q, K, V, O and dO).
 STATS = ("l", "m")

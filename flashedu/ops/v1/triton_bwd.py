@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
+from flashedu import runtime
 
 
 @triton.jit

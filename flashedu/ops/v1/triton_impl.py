@@ -19,9 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...validate import check_qkv
-from .triton_bwd import attention_backward
+from flashedu import runtime
+from flashedu.validate import check_qkv
+from flashedu.ops.v1.triton_bwd import attention_backward
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128)

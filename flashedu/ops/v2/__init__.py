@@ -1,6 +1,6 @@
 """FlashAttention-2: Q tiles outer, O/ℓ/m on chip, one division at the end (chapter 4)."""
-from ..._registry import Impl, register
-from .reference import v2_attention
+from flashedu._registry import Impl, register
+from flashedu.ops.v2.reference import v2_attention
 
 register(Impl(
     name="v2_reference", algorithm="v2", backend="reference", chapter=4,
@@ -11,8 +11,8 @@ register(Impl(
 
 import torch  # noqa: E402
 
-from .triton_impl import HEAD_DIMS as _V2_HEAD_DIMS, MIN_CAPABILITY as _V2_MIN_CAPABILITY  # noqa: E402
-from .triton_impl import flash_attention_v2  # noqa: E402
+from flashedu.ops.v2.triton_impl import HEAD_DIMS as _V2_HEAD_DIMS, MIN_CAPABILITY as _V2_MIN_CAPABILITY  # noqa: E402
+from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
 
 register(Impl(
     name="v2_triton", algorithm="v2", backend="triton", chapter=4,

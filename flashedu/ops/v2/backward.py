@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from ...iomodel.blocks import MAX_SQUARE_BLOCK, acc_itemsize, fully_masked, itemsize_of, n_tiles
-from ...iomodel.chip import Chip
-from ...iomodel.tiles import finite_or_zero, scores
+from flashedu.iomodel.blocks import MAX_SQUARE_BLOCK, acc_itemsize, fully_masked, itemsize_of, n_tiles
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.tiles import finite_or_zero, scores
 
 # Row statistics the backward reads from the forward (besides Q, K, V, O and dO).
 STATS = ("L",)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from ...iomodel.blocks import fully_masked, n_tiles
-from ...iomodel.chip import Chip
-from ...iomodel.run import run_reference
-from ...iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one, scores
+from flashedu.iomodel.blocks import fully_masked, n_tiles
+from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.run import run_reference
+from flashedu.iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one, scores
 
 
 def v2_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bool,
@@ -88,7 +88,7 @@ def v2_attention(q, k, v, *, causal: bool = False, scale: float | None = None,
     """
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
         # Imported here: autograd.py imports this module (for v2_forward).
-        from .autograd import V2Attention
+        from flashedu.ops.v2.autograd import V2Attention
         o, report = V2Attention.apply(q, k, v, causal, scale, block_r, block_c, sram_bytes)
     else:
         o, report, _ = run_reference("v2", v2_forward, q, k, v, causal=causal, scale=scale,

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
+from flashedu import runtime
 
 LOG2E = 1.4426950408889634
 

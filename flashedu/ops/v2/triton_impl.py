@@ -19,9 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ... import runtime
-from ...validate import check_qkv
-from .triton_bwd import LOG2E, arch_key, attention_backward, launch, should_tune
+from flashedu import runtime
+from flashedu.validate import check_qkv
+from flashedu.ops.v2.triton_bwd import LOG2E, arch_key, attention_backward, launch, should_tune
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128, 256)
