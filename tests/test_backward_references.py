@@ -10,11 +10,11 @@ import torch
 import flashedu
 from flashedu.iomodel import formula, simulate
 from flashedu.iomodel.blocks import acc_itemsize, fully_masked
-from flashedu.ops.v1 import backward as v1_backward
+from flashedu.ops.v1 import reference_bwd as v1_backward
 from flashedu.ops.v1.autograd import v1_attention_backward
-from flashedu.ops.v2 import backward as v2_backward
+from flashedu.ops.v2 import reference_bwd as v2_backward
 from flashedu.ops.v2.autograd import v2_attention_backward
-from flashedu.ops.v2.reference import v2_attention_lse
+from flashedu.ops.v2.autograd import v2_attention_lse
 
 from conftest import fresh_qkv
 

@@ -259,7 +259,7 @@ def test_the_chapter_4_file_reads_as_a_harness_file():
     new = schema.validate(schema.normalize(old))
     assert {r["dtype"] for r in new["times"]} == {"float16"}
     assert all(r["impl"] != "autotune_picks" for r in new["times"])
-    assert schema.latest([old])["source"] == "tools/tune_v2.py"
+    assert schema.latest([old])["source"] == "flashedu/bench/tune_v2.py"
     assert "v2_triton" in table(new)
 
 
@@ -298,8 +298,8 @@ def test_cli_rejects_unknown_passes():
 
 
 def test_chapter_figures_read_a_harness_file(toy_result):
-    from flashedu.viz.bench import tflops_figure
-    from flashedu.viz.benchmarks import measured_roofline_figure, speedup_figure, speedups
+    from flashedu.viz.tflops import tflops_figure
+    from flashedu.viz.speedups import measured_roofline_figure, speedup_figure, speedups
 
     new = copy.deepcopy(schema.normalize(next(r for r in recorded.load("bench") if "schema" not in r)))
     new["ceilings"] = {"matmul_bf16_tflops": 773.0, "copy_tbs": 4.27}

@@ -14,10 +14,10 @@ import torch
 
 import flashedu
 from conftest import GPU
-from flashedu import blocksparse as bs
+from flashedu.ops.block_sparse import masks as bs
 from flashedu.iomodel import formula, simulate
 from flashedu.ops.block_sparse.api import block_sparse_attention
-from flashedu.ops.block_sparse.triton_impl import block_sparse_flash_attention
+from flashedu.ops.block_sparse.kernel import block_sparse_flash_attention
 
 DEVICE = flashedu.runtime.current().device
 
@@ -126,9 +126,9 @@ def test_triton_matches_masked_oracle(case, causal, dtype, poison):
 def test_triton_launch_options_do_not_change_the_result(flag, causal, monkeypatch, poison):
     """Walking the consecutive run by pointers (USE_RUN) is only a shortcut, and reading the
     next block index early (PREFETCH_INDEX) only a schedule: flipped, each gives the same result."""
-    from flashedu.ops.block_sparse import triton_impl
+    from flashedu.ops.block_sparse import kernel
 
-    monkeypatch.setattr(triton_impl, flag, not getattr(triton_impl, flag))
+    monkeypatch.setattr(kernel, flag, not getattr(kernel, flag))
     for name in ("window", "butterfly", "token-perhead-partial"):
         _, mask, B, H, D = next(c for c in CASES if c[0] == name)
         _check(*_run(block_sparse_flash_attention, mask, B, H, D, causal, TRITON_DTYPES[0], DEVICE),
@@ -324,8 +324,8 @@ def test_config_choice_keeps_dividing_tiles_and_times_once(monkeypatch):
     import triton
 
     from flashedu.ops.block_sparse import configs
-    from flashedu.ops.v2 import triton_bwd
-    from flashedu.ops.block_sparse.triton_impl import FWD_CONFIGS
+    from flashedu.ops import _triton
+    from flashedu.ops.block_sparse.kernel import FWD_CONFIGS
 
     m = bs.local(256, block=32)
     got = configs.candidates(FWD_CONFIGS, m, head_dim=64, elem_bytes=4, resident=0, resident_tiles=1)
@@ -336,8 +336,8 @@ def test_config_choice_keeps_dividing_tiles_and_times_once(monkeypatch):
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), calls.append(1), speed[last[0]])[2])
     last = [None]
     run = lambda c: last.__setitem__(0, c.kwargs["BLOCK_M"])  # noqa: E731
-    assert triton_bwd.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32
+    assert _triton.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32
     # Timed once per key: two rounds over the three configs, then never again.
-    assert triton_bwd.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32 and len(calls) == 6
-    assert triton_bwd.choose("t", fake, ("other",), run, tune=False) is fake[0]
-    assert triton_bwd.picked("t", ("k",)) is fake[1] and triton_bwd.picked("t", ("other",)) is None
+    assert _triton.choose("t", fake, ("k",), run, tune=True).kwargs["BLOCK_M"] == 32 and len(calls) == 6
+    assert _triton.choose("t", fake, ("other",), run, tune=False) is fake[0]
+    assert _triton.picked("t", ("k",)) is fake[1] and _triton.picked("t", ("other",)) is None

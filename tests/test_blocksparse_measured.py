@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from flashedu import recorded
-from flashedu.blocksparse import measured as bsm
+from flashedu.recorded import block_sparse as bsm
 
 
 def toy_run():

@@ -1,5 +1,5 @@
 """Chapter 7's measured sections: the numbers it glues into its prose, recomputed here from the
-recorded GPU files (flashedu/data/decode/, flashedu/data/ring/) without the summary helpers, the
+recorded GPU files (flashedu/recorded/data/decode/, flashedu/recorded/data/ring/) without the summary helpers, the
 claims its sentences make about them, and the figures drawn from the real files. CPU only: the
 chapter's two measured cells are run with ``glue`` replaced by a recorder."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ from flashedu import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "book" / "src" / "ch07_beyond_one_block.py"
-DECODE = sorted((ROOT / "flashedu" / "data" / "decode").glob("*.json"))
-RING = sorted((ROOT / "flashedu" / "data" / "ring").glob("*.json"))
+DECODE = sorted((ROOT / "flashedu" / "recorded" / "data" / "decode").glob("*.json"))
+RING = sorted((ROOT / "flashedu" / "recorded" / "data" / "ring").glob("*.json"))
 
 
 def _cells(text: str) -> list[tuple[str, str]]:
@@ -60,13 +60,13 @@ def glued(request):
 
 @pytest.fixture(scope="module")
 def decode():
-    assert DECODE, "no recorded decode file in flashedu/data/decode/"
+    assert DECODE, "no recorded decode file in flashedu/recorded/data/decode/"
     return json.loads(DECODE[0].read_text())
 
 
 @pytest.fixture(scope="module")
 def ring():
-    assert RING, "no recorded ring file in flashedu/data/ring/"
+    assert RING, "no recorded ring file in flashedu/recorded/data/ring/"
     return json.loads(RING[0].read_text())
 
 

@@ -13,7 +13,7 @@ from flashedu.iomodel import simulate
 from flashedu.iomodel.steps import standard_steps
 from flashedu.softmax import State, merge
 from flashedu.viz.growth import standard_traffic_by_tensor
-from flashedu.viz.memory import memory_figure
+from flashedu.viz.peak_memory import memory_figure
 from flashedu.viz.roofline import roofline_figure
 
 
@@ -54,7 +54,7 @@ def test_growth_share_of_s_and_p():
 
 def test_recorded_memory_has_provenance_and_draws():
     mem = recorded.load("memory")
-    assert mem, "no recorded memory measurements in flashedu/data/memory"
+    assert mem, "no recorded memory measurements in flashedu/recorded/data/memory"
     for rec in mem:
         assert {"gpu", "driver", "torch", "triton", "date"} <= rec["provenance"].keys()
         fig = memory_figure(rec)
@@ -129,7 +129,7 @@ def test_v2_traffic_and_programs_checkers():
 
 
 def test_recorded_bench_has_provenance_and_every_case_draws():
-    from flashedu.viz.bench import PASSES, ratio, tflops_figure, timing_rows
+    from flashedu.viz.tflops import PASSES, ratio, tflops_figure, timing_rows
 
     for rec in recorded.load("bench"):
         assert {"gpu", "driver", "torch", "triton", "date", "commit"} <= rec["info"].keys()

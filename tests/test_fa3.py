@@ -19,9 +19,10 @@ from hypothesis import given, settings, strategies as st
 
 import flashedu
 from conftest import GPU, fresh_qkv, oracle
-from flashedu import fa3sim, fp8
-from flashedu.ops.fa3.fp8_triton import FP8Config, flash_attention_fp8
-from flashedu.ops.fa3.triton_impl import HAS_WARP_SPECIALIZE, TMAConfig, flash_attention_tma, tma_forward
+from flashedu import fa3sim
+from flashedu.ops import fp8
+from flashedu.ops.fp8.kernel import FP8Config, flash_attention_fp8
+from flashedu.ops.fa3.kernel import HAS_WARP_SPECIALIZE, TMAConfig, flash_attention_tma, tma_forward
 
 DEVICE = flashedu.runtime.current().device
 SIM_PARAMS = st.fixed_dictionaries(dict(

@@ -16,7 +16,7 @@ PROV = {"gpu": "Test GPU", "torch": "2.x", "triton": "3.x", "date": "2026-01-02T
 
 def _runs(kind):
     if not (recorded.DATA / kind).is_dir() or not any((recorded.DATA / kind).glob("*.json")):
-        pytest.skip(f"nothing recorded under flashedu/data/{kind}/")
+        pytest.skip(f"nothing recorded under flashedu/recorded/data/{kind}/")
     return recorded.load(kind)
 
 

@@ -11,8 +11,8 @@ from flashedu import iomodel
 from flashedu.iomodel import SRAM, SRAMOverflowError, fa1_block_sizes, formula, simulate
 from flashedu.iomodel.blocks import acc_itemsize, fully_masked, n_tiles, sram_footprint
 from flashedu.ops.standard.reference import standard_attention
-from flashedu.ops.v1.reference import v1_attention
-from flashedu.ops.v2.reference import v2_attention
+from flashedu.ops.v1.autograd import v1_attention
+from flashedu.ops.v2.autograd import v2_attention
 
 KIB = 1024
 ALGS = ("standard", "v1", "v2")

@@ -11,7 +11,7 @@ from flashedu.iomodel import SRAMOverflowError
 from flashedu.iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one
 from flashedu.ops.standard.reference import causal_mask
 from flashedu.softmax import safe_softmax as masked_softmax
-from flashedu.ops.v2.reference import v2_attention_lse
+from flashedu.ops.v2.autograd import v2_attention_lse
 
 from conftest import fresh_qkv, oracle, tolerance
 

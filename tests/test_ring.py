@@ -8,12 +8,12 @@ import torch
 
 import flashedu
 from conftest import GPU, fresh_qkv, oracle, tolerance
-from flashedu.ring import ring_attention_processes, run_processes, work_matrix
-from flashedu.ring.blocks import block_state, block_state_flash
-from flashedu.ring.layout import LAYOUTS, positions, shard, shard_segments, step_efficiency, unshard
-from flashedu.ring.model import overlap_threshold, ring_step
-from flashedu.ring.simulate import ring_simulated
-from flashedu.ring.tasks import pass_around_task
+from flashedu.ops.ring import ring_attention_processes, run_processes, work_matrix
+from flashedu.ops.ring.blocks import block_state, block_state_flash
+from flashedu.ops.ring.layout import LAYOUTS, positions, shard, shard_segments, step_efficiency, unshard
+from flashedu.ops.ring.model import overlap_threshold, ring_step
+from flashedu.ops.ring.reference import ring_simulated
+from flashedu.ops.ring.tasks import pass_around_task
 from flashedu.softmax.state import finalize
 
 DEVICE = flashedu.runtime.current().device
@@ -102,7 +102,7 @@ def test_pass_around_and_the_deadline():
 
 
 def test_a_wrong_shard_is_reported_by_the_rank():
-    from flashedu.ring import tasks
+    from flashedu.ops.ring import tasks
 
     q, k, v = fresh_qkv(1, 1, 9, 8, dtype=torch.float64, device="cpu")
     # causal attention of 9 queries with 10 keys: refused in every process, with the reason.

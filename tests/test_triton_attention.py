@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 import flashedu
 from conftest import GPU, fresh_qkv, oracle, tolerance
-from flashedu.ops.v1.triton_impl import flash_attention_v1
-from flashedu.ops.v2.reference import v2_attention_lse
-from flashedu.ops.v2.triton_impl import flash_attention_v2, flash_attention_v2_lse
+from flashedu.ops.v1.kernel import flash_attention_v1
+from flashedu.ops.v2.autograd import v2_attention_lse
+from flashedu.ops.v2.kernel import flash_attention_v2, flash_attention_v2_lse
 
 DEVICE = flashedu.runtime.current().device
 DTYPES = [torch.float16, torch.bfloat16] if GPU else [torch.float32]
@@ -221,7 +221,7 @@ def test_v1_strided_inputs_and_block_sizes(poison):
 def test_standard_triton_past_int32_offsets():
     """B·H·N² = 3 · 32768² > 2**31 scores: the last head's S and P lie past int32 offsets, where
     an int32 kernel wraps around (the H200 benchmark hit an illegal memory access there)."""
-    from flashedu.ops.standard.triton_impl import standard_attention_triton
+    from flashedu.ops.standard.kernel import standard_attention_triton
 
     q, k, v = (torch.randn(1, 3, 32768, 16, device="cuda", dtype=torch.float16) for _ in range(3))
     o = standard_attention_triton(q, k, v, causal=True)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 import flashedu
 from conftest import GPU, fresh_qkv, tolerance
-from flashedu.ops.v1.triton_bwd import attention_backward
-from flashedu.ops.v1.triton_impl import flash_attention_v1, flash_attention_v1_stats
+from flashedu.ops.v1.kernel_bwd import attention_backward
+from flashedu.ops.v1.kernel import flash_attention_v1, flash_attention_v1_stats
 
 DEVICE = flashedu.runtime.current().device
 DTYPES = [torch.float16, torch.bfloat16] if GPU else [torch.float32]

@@ -105,7 +105,7 @@ def test_live_panel_redraws_when_a_control_changes():
 
 
 def test_block_mask_panel_draws_what_the_toggles_say():
-    from flashedu import blocksparse as bs
+    from flashedu.ops.block_sparse import masks as bs
     from flashedu.viz.panel import block_mask_panel
 
     panel = block_mask_panel(512, block=64, start="local")

@@ -149,11 +149,11 @@ glue("sp_share_16k", 100 * last["intermediates"] / last["total"])
 
 # %%
 from flashedu import recorded
-from flashedu.viz.memory import memory_figure
+from flashedu.viz.peak_memory import memory_figure
 mem = recorded.load("memory")[0]
 live = None
 if rt.compiled:  # on a GPU, measure the reader's own at small N and draw it beside the record
-    from flashedu.bench.memory import peak_bytes, providers
+    from flashedu.bench.peak_memory import peak_bytes, providers
     live = [dict(provider=name, N=N, peak_bytes=peak_bytes(fn, 1, 16, N, 128))
             for name, fn in providers().items() if name in ("standard_torch", "sdpa_flash")
             for N in (1024, 2048, 4096)]
@@ -192,7 +192,7 @@ dtype = torch.float32 if rt.interpreted else torch.float16
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
 
 o_ref = flashedu.get("standard_reference").fn(q, k, v, causal=True)
-o_tri, S, P = flashedu.ops.standard.triton_impl.standard_attention_triton(
+o_tri, S, P = flashedu.ops.standard.kernel.standard_attention_triton(
     q, k, v, causal=True, return_intermediates=True)
 err = (o_tri.float() - o_ref.float()).abs().max().item()
 print(f"N = {N}, {dtype}, on {rt.device}: max |triton - reference| = {err:.1e}")

@@ -86,7 +86,7 @@ for causal in (False, True):
 
 # %%
 from flashedu.iomodel import simulate, fa1_block_sizes, DEFAULT_SRAM_BYTES
-from flashedu.iomodel.memory import SRAMOverflowError
+from flashedu.iomodel.hbm_sram import SRAMOverflowError
 
 M_all = DEFAULT_SRAM_BYTES // 2  # fp16 elements in 228 KiB
 br, bc = fa1_block_sizes(M_all, 64)

@@ -110,7 +110,7 @@ traffic_explorer(gpu="H100").show()
 # %% [markdown]
 # ### The model against a real GPU
 #
-# `tools/ncu_traffic.py` launched the three Triton kernels of chapters 1, 3 and 4 once each on a
+# `flashedu/bench/ncu.py` launched the three Triton kernels of chapters 1, 3 and 4 once each on a
 # GPU and read the bytes that actually crossed the DRAM interface with Nsight Compute
 # (`dram__bytes_read.sum`, `dram__bytes_write.sum`), beside the memory model run at the kernel's
 # own block sizes:
@@ -237,13 +237,13 @@ errors = check_against_fp64("v2_triton", q, k, v, causal=True, fallback="v2_refe
 # %% [markdown]
 # ## How fast, measured
 #
-# `tools/tune_v2.py` timed the kernels on a GPU beside torch's own attention backends at the
+# `flashedu/bench/tune_v2.py` timed the kernels on a GPU beside torch's own attention backends at the
 # FlashAttention papers' shapes (fp16, hidden size 2048, $B \cdot N$ = 16k), median of
 # `triton.testing.do_bench`. The buttons switch between forward, backward and both, head
 # dimension and mask. These are recorded numbers, shown with the machine they came from:
 
 # %%
-from flashedu.viz.bench import ratio, tflops_figure
+from flashedu.viz.tflops import ratio, tflops_figure
 bench = recorded.load("bench")[0]
 tflops_figure(bench).show()
 cases = [(p, D, c) for p in ("fwd", "bwd") for D in (64, 128) for c in (False, True)]
@@ -277,7 +277,7 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causa
 # linearly in $N$.
 
 # %%
-from flashedu.viz.memory import memory_figure
+from flashedu.viz.peak_memory import memory_figure
 mem = recorded.load("memory")[0]
 memory_figure(mem, providers=("standard_torch", "sdpa_flash", "v1_triton", "v2_triton")).show()
 peak = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}

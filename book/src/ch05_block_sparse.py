@@ -62,7 +62,7 @@ for key, value in SEED_002.items():
 
 # %%
 import textwrap
-from flashedu import blocksparse as bs
+from flashedu.ops.block_sparse import masks as bs
 window = bs.sliding_window(256, window=40, block=32)
 listed, partial = window.blocks[0], window.partial()[0]
 print(textwrap.fill(str(window), 78))
@@ -237,16 +237,16 @@ assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100
 # %% [markdown]
 # ## What a GPU measured
 #
-# `tools/bench_block_sparse.py` times the Triton kernel below against the dense v2 kernel of
+# `flashedu/bench/block_sparse.py` times the Triton kernel below against the dense v2 kernel of
 # chapter 4 and against FlexAttention (`torch.compile`d, same block mask) with the
 # FlashAttention papers' shapes (hidden size 2048, $B \cdot N$ = 16k tokens), random and local
 # masks at 128 × 128 tiles, and stores the medians with their provenance in
-# `flashedu/data/block_sparse/`. Every number below is a ratio to dense v2's time in the same
+# `flashedu/recorded/data/block_sparse/`. Every number below is a ratio to dense v2's time in the same
 # run.
 
 # %%
 from flashedu import recorded
-from flashedu.blocksparse import measured as bsm
+from flashedu.recorded import block_sparse as bsm
 run = recorded.first("block_sparse")
 if run:
     facts = bsm.summary(run)
@@ -257,7 +257,7 @@ if run:
     assert min(facts["prefetch_hi_d128"], facts["prefetch_hi_d64"], facts["walk_hi_d64"]) > 1
     assert 0.5 < facts["gpu_min_us"] / facts["host_hi_us"] < 2
 else:
-    print("No GPU measurement is recorded (flashedu/data/block_sparse/ is empty): the figure shows the model only.")
+    print("No GPU measurement is recorded (flashedu/recorded/data/block_sparse/ is empty): the figure shows the model only.")
 density_figure(curves, measured=bsm.figure_points(run) if run else None,
                title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
 

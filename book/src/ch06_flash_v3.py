@@ -177,7 +177,7 @@ glue("regs_256", simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_reg
 
 # %%
 from flashedu.chapter import check_against_fp64
-from flashedu.ops.fa3.triton_impl import HAS_WARP_SPECIALIZE
+from flashedu.ops.fa3.kernel import HAS_WARP_SPECIALIZE
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
@@ -209,7 +209,7 @@ glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 #
 # ### Measured on a GPU
 #
-# `tools/bench_fa3.py` timed plain pointer loads (`v2_triton`, {ref}`chapter 4 <ch-flash-v2>`'s
+# `flashedu/bench/fa3.py` timed plain pointer loads (`v2_triton`, {ref}`chapter 4 <ch-flash-v2>`'s
 # kernel as tuned there), TMA loads with 1–4 stages, and the same with `warp_specialize=True`
 # where it compiled: fp16, non-causal, hidden size 2048, $B \cdot N$ = 16k, two tile shapes
 # ($128 \times 128$ and $128 \times 64$) per cell, the faster one shown. $N = 8448$ at $d = 128$
@@ -230,7 +230,7 @@ if fa3_run:
     assert s3 - s2 > s2 - s1 > 0 and any("shared memory" in r.get("error", "") and (r["D"], r["block_n"], r["stages"])
                                          == (128, 128, 4) for r in fa3_run["rows"])
 else:
-    print("No GPU measurement is recorded yet (flashedu/data/fa3/ is empty): the model alone is shown.")
+    print("No GPU measurement is recorded yet (flashedu/recorded/data/fa3/ is empty): the model alone is shown.")
 for ws_ in (False, True):
     glue(f"model_ws_{ws_}", simulate("warp_specialized", d=128, stages=2, warp_specialize=ws_,
                                      load_latency=LOAD_LATENCY).tflops)
@@ -291,7 +291,7 @@ for s_ in (1, 2):
 # Walsh–Hadamard transform does it in $d \log_2 d$ additions per row:
 
 # %%
-from flashedu import fp8
+from flashedu.ops import fp8
 glue("fp8_speedup", h100.fp8_flops / h100.fp16_flops)
 glue("e4m3_max", fp8.E4M3_MAX)
 g = torch.Generator().manual_seed(0)
@@ -314,13 +314,13 @@ fp8_widget(qo, ko, block=128).show()
 # %% [markdown]
 # ### FA3's error table, on a CPU
 #
-# `flashedu.fp8` simulates each recipe with exactly the kernel's arithmetic: e4m3 inputs,
+# `flashedu.ops.fp8` simulates each recipe with exactly the kernel's arithmetic: e4m3 inputs,
 # products accumulated in fp32, one descale per tile, $P$ cast to e4m3 for $PV$. The error is
 # the RMSE of $O$ against attention in fp64 of the same fp16 inputs ($B = 1$, $H = 4$,
 # $N = 1024$, $d = 128$):
 
 # %%
-from flashedu.fp8 import PAPER_RMSE, RECIPES, rmse_table
+from flashedu.ops.fp8 import PAPER_RMSE, RECIPES, rmse_table
 ours = rmse_table(B=1, H=4, N=1024, D=128, seed=0)
 print(f"{'recipe':34s} {'ours':>9s} {'paper':>9s}")
 for name, err in ours.items():
@@ -359,7 +359,7 @@ assert ours["fp8_fa3"] < ours["fp8_per_tensor"] and ours["fp16_flash"] < ours["f
 # ## The FP8 kernel
 #
 # `fp8_triton` takes e4m3 $Q$, $K$, $V$ with their per-tile descales (from
-# `flashedu.fp8.prepare_fp8`, which rotates and quantises) and computes what the simulation
+# `flashedu.ops.fp8.prepare_fp8`, which rotates and quantises) and computes what the simulation
 # computes. One Hopper detail shapes it: FP8 tensor-core instructions read both operands with the
 # reduction dimension contiguous ({term}`K-major`). For $QK^\top$ that is $K$ as stored; for $PV$ the
 # reduction runs over keys, so the kernel reads $V^\top$, and `prepare_fp8` writes the quantised
@@ -373,7 +373,7 @@ sim = fp8.fp8_attention_reference(q8, k8, v8, block_n=32, **kw)
 impl = flashedu.get("fp8_triton")
 reason = impl.why_not(device=rt.device, dtype=q8.dtype, head_dim=128)
 if reason is None:
-    from flashedu.ops.fa3.fp8_triton import FP8Config
+    from flashedu.ops.fp8.kernel import FP8Config
     cfg = FP8Config(32, 32, 4, 1, False) if rt.interpreted else None
     dev = {a: (t.to(rt.device) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()}
     o8 = impl.fn(q8.to(rt.device), k8.to(rt.device), v8.to(rt.device), config=cfg, **dev)
@@ -384,7 +384,7 @@ else:
 # %% [markdown]
 # ### Measured on a GPU
 #
-# `tools/bench_fp8.py` timed the kernel against our fp16 `v2_triton` (hidden size 2048,
+# `flashedu/bench/fp8.py` timed the kernel against our fp16 `v2_triton` (hidden size 2048,
 # $B \cdot N$ = 16k, non-causal): several configurations of `fp8_triton`, the fastest shown, on
 # inputs already quantised, as FA3 times its kernel, and separately the torch step that quantises
 # them. It also ran each recipe of the error table through the kernel ($N = 2048$) beside the
@@ -413,7 +413,7 @@ if fp8_run:
     assert f8["fp8_quant_x_lo"] < 1 < f8["fp8_quant_x_hi"] and f8["fp8_two_acc_lo"] > 0 and f8["fp8_rows128_lo"] > 0
     assert all(r["rmse"] < r["paper"] for r in fp8_run["rows"] if r.get("kind") == "rmse" and "paper" in r)
 else:
-    print("No GPU measurement is recorded yet (flashedu/data/fp8/ is empty): only the CPU simulation is shown.")
+    print("No GPU measurement is recorded yet (flashedu/recorded/data/fp8/ is empty): only the CPU simulation is shown.")
 tuning = recorded.first("fp8_tuning")
 if tuning:
     from flashedu.viz.fa3_measured import tuning_cost
@@ -453,7 +453,7 @@ if tuning:
 #   - and a tried idea that lost: computing the exponentials with a cubic polynomial on the FMA
 #     units instead of MUFU (FlashAttention-4's trick) made the kernel
 #     {glue:text}`fp8_expfma_lo:.0f`–{glue:text}`fp8_expfma_hi:.0f`% *slower* in our tuning run
-#     (`flashedu/data/fp8_tuning`): the FMA units are busy too, with the scaling, the running
+#     (`flashedu/recorded/data/fp8_tuning`): the FMA units are busy too, with the scaling, the running
 #     max and sum, and the rescaling of $O$.
 # - **Quantisation is a pass of its own.** Rotating and quantising $Q$, $K$, $V$ in plain torch
 #   took {glue:text}`fp8_quant_lo:.1f`–{glue:text}`fp8_quant_hi:.1f` ms at every shape (the hatched

@@ -170,7 +170,7 @@ else:
 # %% [markdown]
 # ### Measured on a GPU
 #
-# `tools/bench_decode.py` times decoding on a GPU at fp16, $d = 128$, 64 query heads sharing 8
+# `flashedu/bench/decode.py` times decoding on a GPU at fp16, $d = 128$, 64 query heads sharing 8
 # K/V heads, batch 1–16 and 4k–128k cached keys: split-KV (with its heuristic, and with one split),
 # SDPA with `enable_gqa`, and SDPA's flash backend and {ref}`chapter 4 <ch-flash-v2>`'s v2 kernel on a K/V cache
 # expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read.
@@ -205,7 +205,7 @@ if decode:
     glue("dec_meas_small_one_us", 1e3 * dm["small_one_split_ms"])
     glue("dec_meas_err", dm["max_err"])
 else:
-    print("No GPU measurement of decoding is recorded (flashedu/data/decode/): run tools/bench_decode.py on a GPU.")
+    print("No GPU measurement of decoding is recorded (flashedu/recorded/data/decode/): run flashedu/bench/decode.py on a GPU.")
 
 # %% [markdown]
 # Measured on an {glue:text}`dec_gpu` on {glue:text}`dec_date` (every output within
@@ -251,8 +251,8 @@ else:
 # passes what it holds on.
 
 # %%
-from flashedu.ring import run_processes, ring_attention_processes
-from flashedu.ring.tasks import pass_around_task
+from flashedu.ops.ring import run_processes, ring_attention_processes
+from flashedu.ops.ring.tasks import pass_around_task
 for rank, seen in enumerate(run_processes(pass_around_task, 4)):
     print(f"rank {rank} held the shards of ranks {seen}")
 
@@ -304,7 +304,7 @@ glue("ring_grad_err", grad_err)
 # step. Every step lasts as long as its busiest rank. Press **Play**:
 
 # %%
-from flashedu.ring.layout import work_matrix, step_efficiency
+from flashedu.ops.ring.layout import work_matrix, step_efficiency
 from flashedu.viz.ring import ring_figure, overlap_figure
 ring_figure(world=4, n=32, layout="contiguous").show()
 eff = {lay: step_efficiency(work_matrix(4096, 8, lay)) for lay in ("contiguous", "zigzag", "striped")}
@@ -338,7 +338,7 @@ ring_figure(world=4, n=32, layout="zigzag").show()
 # causal). With an H100 at half of its peak and the links' datasheet bandwidths:
 
 # %%
-from flashedu.ring.model import overlap_threshold
+from flashedu.ops.ring.model import overlap_threshold
 from flashedu.hardware import LINKS
 for name in ("NVLink 4", "PCIe 5.0 x16", "InfiniBand NDR"):
     n_star = overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link=name)
@@ -354,7 +354,7 @@ overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 #
 # ### Measured on GPUs
 #
-# `tools/run_ring.py` runs the same ring with NCCL on every GPU of one machine, each step with
+# `flashedu/bench/ring.py` runs the same ring with NCCL on every GPU of one machine, each step with
 # {ref}`chapter 4 <ch-flash-v2>`'s Triton kernel, and times it beside one GPU doing the whole sequence alone.
 
 # %% tags=["hide-input"]
@@ -391,7 +391,7 @@ if ring_run:
     glue("ring_send_GBps", rm["send_GBps"])
     glue("ring_step_ms", rm["step_ms"])
 else:
-    print("No GPU measurement of the ring is recorded (flashedu/data/ring/): run tools/run_ring.py on several GPUs.")
+    print("No GPU measurement of the ring is recorded (flashedu/recorded/data/ring/): run flashedu/bench/ring.py on several GPUs.")
 
 # %% [markdown]
 # Measured on {glue:text}`ring_world` × {glue:text}`ring_gpu` on {glue:text}`ring_date` (NCCL,

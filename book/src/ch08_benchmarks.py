@@ -91,7 +91,7 @@ print("             and standard_torch (naive, three torch ops)")
 # %% [markdown]
 # ## The recorded run
 #
-# The figures below come from a run recorded on a GPU, read from `flashedu/data/bench`, with the
+# The figures below come from a run recorded on a GPU, read from `flashedu/recorded/data/bench`, with the
 # machine it ran on:
 
 # %%
@@ -99,19 +99,19 @@ from flashedu import recorded
 from flashedu.bench.schema import latest
 from flashedu.provenance import label
 bench = latest()
-harness = bench.get("source") != "tools/tune_v2.py"
+harness = bench.get("source") != "flashedu/bench/tune_v2.py"
 print(label(bench["info"]))
 parts = bench.get("parts") or [dict(info=bench["info"])]
 commits = sorted({str(p["info"].get("commit"))[:7] for p in parts})
 print(f"{len(parts)} parts (the sweep is split so that each part runs in minutes), at commits {', '.join(commits)}")
-print("written by", "python -m flashedu.bench" if harness else "tools/tune_v2.py (chapter 4's tuning run)")
+print("written by", "python -m flashedu.bench" if harness else "flashedu/bench/tune_v2.py (chapter 4's tuning run)")
 c = bench["ceilings"]
 print(f"{len(bench['times'])} rows; ceilings: " + (f"fp16 matmul {c['matmul_fp16_tflops']:.0f} TFLOP/s, "
       f"bf16 matmul {c['matmul_bf16_tflops']:.0f} TFLOP/s, copy {c['copy_tbs']:.2f} TB/s" if c else "not recorded"))
 glue("bench_gpu", bench["info"]["gpu"])
 glue("bench_date", bench["info"]["date"][:10])
 # The prose below says this chapter's harness wrote the file: keep it true.
-assert harness, "the recorded file was written by tools/tune_v2.py, not by python -m flashedu.bench"
+assert harness, "the recorded file was written by flashedu/bench/tune_v2.py, not by python -m flashedu.bench"
 
 # %% [markdown]
 # This run was recorded on the {glue:text}`bench_gpu` on {glue:text}`bench_date`, by this
@@ -140,7 +140,7 @@ else:
 # run.
 
 # %%
-from flashedu.viz.bench import ratio, tflops_figure
+from flashedu.viz.tflops import ratio, tflops_figure
 tflops_figure(bench, impls=None, live=live, live_label=live_label).show()
 v2_flash = ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_="fwd", D=128, causal=False, N=16384)
 v2_cudnn = ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_="fwd", D=128, causal=False, N=16384)
@@ -190,10 +190,10 @@ else:
 # engine. The speed-up of each over the one before, where the run recorded both:
 
 # %%
-from flashedu.viz.benchmarks import speedup_figure, speedups
+from flashedu.viz.speedups import speedup_figure, speedups
 sp = speedups(bench)
 speedup_figure(bench).show()
-from flashedu.viz.benchmarks import CHAIN
+from flashedu.viz.speedups import CHAIN
 missing = [f"{a} → {b}" for a, b in zip(CHAIN, CHAIN[1:]) if not any(k[:2] == (a, b) for k in sp)]
 print("not recorded in this file:", ", ".join(missing) or "none")
 glue("v1_v2_16k", dict(sp[("v1_triton", "v2_triton", 128, False)])[16384])
@@ -209,16 +209,16 @@ glue("v1_programs_16k", (16384 // 16384) * (2048 // 128))  # B·H at B·N = 16k,
 # %% [markdown]
 # ## Memory
 #
-# `python -m flashedu.bench.memory` measured the peak memory of one forward and backward pass
+# `python -m flashedu.bench.peak_memory` measured the peak memory of one forward and backward pass
 # above the inputs ($B = 1$, $H = 16$, $d = 128$, fp16). Naive attention keeps $S$ and $P$ for
 # the backward pass, $N^2$ numbers per head; the fused kernels keep $O$ and one number per row.
 
 # %%
-from flashedu.viz.memory import memory_figure
+from flashedu.viz.peak_memory import memory_figure
 mem = recorded.load("memory")[0]
 live_mem = None
 if rt.compiled:
-    from flashedu.bench.memory import peak_bytes, providers as mem_providers
+    from flashedu.bench.peak_memory import peak_bytes, providers as mem_providers
     live_mem = [dict(provider=name, N=n, peak_bytes=peak_bytes(fn, 1, 16, n, 128))
                 for name, fn in mem_providers().items() if name in ("standard_torch", "sdpa_flash")
                 for n in (1024, 2048, 4096)]
@@ -244,7 +244,7 @@ glue("mem_ratio_16k", peak[("standard_torch", 16384)] / peak[("sdpa_flash", 1638
 # datasheet roofline.
 
 # %%
-from flashedu.viz.benchmarks import measured_points, measured_roofline_figure, preset_for
+from flashedu.viz.speedups import measured_points, measured_roofline_figure, preset_for
 from flashedu.hardware import gpu as gpu_preset
 measured_roofline_figure(bench, N=4096, D=128).show()
 g = gpu_preset(preset_for(bench["info"]["gpu"]) or "H100")

@@ -5,8 +5,8 @@ naive attention on this GPU, in one process, and write one JSON file.
     python -m flashedu.bench                               # the full sweep (split it, below)
     python -m flashedu.bench --dtype fp16 --pass fwd --out part1.json
     python -m flashedu.bench --no-sweep --ablation causal-skip num-stages --out abl.json
-    python -m flashedu.bench --merge part*.json abl.json --out flashedu/data/bench/nvidia-h200.json
-    python -m flashedu.bench --table flashedu/data/bench/nvidia-h200.json
+    python -m flashedu.bench --merge part*.json abl.json --out flashedu/recorded/data/bench/nvidia-h200.json
+    python -m flashedu.bench --table flashedu/recorded/data/bench/nvidia-h200.json
 
 The file is rewritten after every case, so a run stopped by a time limit keeps what it finished.
 Set FLASHEDU_COMMIT where the working tree has no .git (it goes into the provenance).
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--only", type=_csv(str), help="provider names to keep, e.g. v2_triton,sdpa_flash")
     ap.add_argument("--ablation", nargs="+", default=[], choices=sorted(ABLATIONS))
     ap.add_argument("--no-sweep", action="store_true", help="ablations only")
-    ap.add_argument("--out", type=Path, help="default: flashedu/data/bench/<gpu>.json")
+    ap.add_argument("--out", type=Path, help="default: flashedu/recorded/data/bench/<gpu>.json")
     ap.add_argument("--skip-done", type=Path, metavar="FILE",
                     help="leave out the cases an earlier (partial) results file holds")
     ap.add_argument("--no-progress", action="store_true")

@@ -69,7 +69,7 @@ def causal_skip(*, Ns=FULL_NS, Ds=(64, 128), timer=do_bench_median, ceiling_tflo
 def _config_provider(bm: int, bn: int, warps: int, stages: int) -> Provider:
     import triton
 
-    from flashedu.ops.v2.triton_impl import attention_forward
+    from flashedu.ops.v2.kernel import attention_forward
 
     cfg = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 

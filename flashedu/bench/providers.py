@@ -15,7 +15,7 @@ from flashedu.bench.peers import SDPA_BACKENDS, sdpa_peer
 # Peak bytes per score (B·H·N² of them) of the providers that materialise N×N tensors, for the
 # forward alone and with the saved tensors of a backward. standard_torch keeps S (2 B), its fp32
 # copy and softmax (4 + 4 B) and P (2 B); with autograd ~16 B, which matches the 64 GiB measured
-# for N = 16k, B = 1, H = 16 (flashedu/data/memory). The math backend of SDPA is the same
+# for N = 16k, B = 1, H = 16 (flashedu/recorded/data/memory). The math backend of SDPA is the same
 # computation. standard_triton writes S and P in the input dtype and has no backward.
 SCORE_BYTES = {"standard_torch": (12, 16), "sdpa_math": (12, 16), "standard_triton": (4, 4)}
 # Leave this share of free memory alone (allocator fragmentation, the reference, the workspace).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from flashedu import provenance, registry, runtime
+from flashedu import provenance, recorded, registry, runtime
 from flashedu.bench import ceilings as _ceilings
 from flashedu.bench.cases import Case, preset as _preset, sweep
 from flashedu.bench.flops import PASSES
@@ -21,7 +21,7 @@ from flashedu.bench.harness import ContextLost, Timer, do_bench_median, measure,
 from flashedu.bench.providers import Provider, providers
 from flashedu.bench.schema import SCHEMA, gpu_slug
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "bench"
+DATA = recorded.DATA / "bench"
 SETTING = ("hidden 2048 (H = 2048 / D), B = 16384 / N; FLOPs 4·B·H·N²·D forward (half when causal), "
            "backward 2.5x, forward+backward 3.5x; median of triton.testing.do_bench after warm-up; "
            "frac: TFLOP/s over an 8192³ matmul of the same run (fp16 rows: fp16, others: bf16); err: ‖o − ref‖/‖ref‖ against "
@@ -43,12 +43,12 @@ def refusal() -> str | None:
         return None
     return ("flashedu.bench times compiled kernels on a CUDA GPU, and this machine has none "
             f"({rt.describe()}). The book shows results recorded on a GPU instead "
-            "(flashedu/data/bench); on a GPU, run `python -m flashedu.bench --quick`.")
+            "(flashedu/recorded/data/bench); on a GPU, run `python -m flashedu.bench --quick`.")
 
 
 def info() -> dict:
     """Provenance of this process plus how Triton runs here."""
-    from flashedu.ops.v2.triton_bwd import arch_key
+    from flashedu.ops._triton import arch_key
 
     return dict(provenance.collect(), describe=runtime.describe(), arch=arch_key())
 
@@ -154,5 +154,5 @@ def run(preset: str = "quick", *, passes=None, Ds=None, Ns=None, dtypes=None, ca
 
 
 def default_out(result_info: dict | None = None) -> Path:
-    """flashedu/data/bench/<gpu-slug>.json"""
+    """flashedu/recorded/data/bench/<gpu-slug>.json"""
     return DATA / f"{gpu_slug(result_info or provenance.collect())}.json"

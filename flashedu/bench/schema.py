@@ -1,5 +1,5 @@
 """The results file of ``python -m flashedu.bench``: what it holds, a check, merging split runs,
-and reading older files (``tools/tune_v2.py``'s) in the same shape.
+and reading older files (``flashedu/bench/tune_v2.py``'s) in the same shape.
 
     {"schema": "flashedu.bench/1",
      "info": provenance.collect() + describe, arch,        # where the numbers came from
@@ -8,7 +8,7 @@ and reading older files (``tools/tune_v2.py``'s) in the same shape.
      "times": [row, ...],                                 # see flashedu.bench.harness
      "ablations": {name: {"description", "rows"}}}
 
-``times`` rows are a superset of what :mod:`flashedu.viz.bench` reads (impl, D, causal, N, B, H,
+``times`` rows are a superset of what :mod:`flashedu.viz.tflops` reads (impl, D, causal, N, B, H,
 ``<pass>_ms``, ``<pass>_tflops``).
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def validate(result) -> dict:
 
 def normalize(recorded: dict) -> dict:
     """Any recorded bench file in the harness's shape. Files without ``schema`` come from
-    ``tools/tune_v2.py``: fp16 only, no statuses, ceilings or ablations; their rows are taken as
+    ``flashedu/bench/tune_v2.py``: fp16 only, no statuses, ceilings or ablations; their rows are taken as
     they are, with the dtype and statuses they imply."""
     if recorded.get("schema") == SCHEMA:
         # Statuses are one line; early files kept the CUDA error's second line ("Search for ...").
@@ -103,7 +103,7 @@ def normalize(recorded: dict) -> dict:
                 row[f"{p}_status"] = "ok"
         rows.append(row)
     return dict(schema=SCHEMA, info=recorded["info"], setting=recorded["info"].get("setting", ""),
-                sweep={}, ceilings={}, times=rows, ablations={}, source="tools/tune_v2.py")
+                sweep={}, ceilings={}, times=rows, ablations={}, source="flashedu/bench/tune_v2.py")
 
 
 def row_key(r: dict) -> tuple:
@@ -136,7 +136,7 @@ def merge(*results: dict) -> dict:
 
 
 def latest(results: list[dict] | None = None) -> dict:
-    """The newest harness file among ``results`` (default: everything in flashedu/data/bench),
+    """The newest harness file among ``results`` (default: everything in flashedu/recorded/data/bench),
     or the newest older file when no harness file is recorded yet; in the harness's shape."""
     if results is None:
         from flashedu import recorded

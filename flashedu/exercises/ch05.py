@@ -10,7 +10,7 @@ def check_block_sparse_reads(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(N, d, Br, Bc, nnz)`` must return the HBM elements block-sparse FlashAttention's
     forward reads (Q, K, V) when ``nnz`` tiles are listed, N a multiple of both blocks and no
     tile partial, as the memory model records it."""
-    from flashedu import blocksparse as bs
+    from flashedu.ops.block_sparse import masks as bs
     from flashedu.iomodel import simulate
 
     g = torch.Generator().manual_seed(seed)
@@ -33,7 +33,7 @@ def check_block_sparse_reads(fn, *, cases: int = 20, seed: int = 0) -> bool:
 def check_csr(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(grid)`` for a bool [Tr, Tc] tile grid must return ``(ptr, index)`` as lists: row i's
     K/V blocks are ``index[ptr[i]:ptr[i+1]]`` in increasing order. Grids include empty rows."""
-    from flashedu.blocksparse import to_csr
+    from flashedu.ops.block_sparse.masks import to_csr
 
     g = torch.Generator().manual_seed(seed)
     failures = []
@@ -60,7 +60,7 @@ def check_programs_per_sm(fn, *, cases: int = 20, seed: int = 0) -> bool:
     """``fn(block_m, block_n, stages, d, sram_kb)`` must return how many forward programs fit
     side by side in ``sram_kb`` KB of an SM's shared memory, counting what each holds: its fp16
     Q tile [block_m, d] and ``stages`` buffers of a K and a V tile [block_n, d]."""
-    from flashedu.blocksparse.measured import shared_kb
+    from flashedu.recorded.block_sparse import shared_kb
 
     g = torch.Generator().manual_seed(seed)
     failures = []

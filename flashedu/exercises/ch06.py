@@ -27,7 +27,7 @@ def check_exp_share(fn, *, cases: int = 20, seed: int = 0) -> bool:
 def check_fwht(fn, *, cases: int = 12, seed: int = 0) -> bool:
     """``fn(x)`` must return x @ H for the orthonormal Hadamard matrix H (the last dim of x a
     power of two), on inputs of any leading shape."""
-    from flashedu.fp8 import hadamard_matrix
+    from flashedu.ops.fp8 import hadamard_matrix
 
     g = torch.Generator().manual_seed(seed)
     failures = []
@@ -49,7 +49,7 @@ def check_fwht(fn, *, cases: int = 12, seed: int = 0) -> bool:
 def check_block_scales(fn, *, cases: int = 12, seed: int = 0) -> bool:
     """``fn(x, block)`` must return the e4m3 scales of ``x`` [B, H, N, D]: for each (b, h) and
     each tile of ``block`` rows (the last one may be short), max |x| / 448, shape [B, H, tiles]."""
-    from flashedu.fp8 import quantize
+    from flashedu.ops.fp8 import quantize
 
     g = torch.Generator().manual_seed(seed)
     failures = []

@@ -37,7 +37,7 @@ def check_zigzag(fn, *, cases: int = 15, seed: int = 0) -> bool:
     """``fn(N, P, rank)`` must return the token positions rank ``rank`` holds in the zig-zag
     layout of N tokens over P ranks (N a multiple of 2P): chunks ``rank`` and ``2P-1-rank`` of
     2P equal chunks, in increasing order."""
-    from flashedu.ring.layout import positions
+    from flashedu.ops.ring.layout import positions
 
     g = torch.Generator().manual_seed(seed)
     failures = []

@@ -18,7 +18,7 @@ import math
 import torch
 
 from flashedu.iomodel.blocks import acc_itemsize, itemsize_of
-from flashedu.iomodel.memory import HBM, SRAM, SRAMOverflowError
+from flashedu.iomodel.hbm_sram import HBM, SRAM, SRAMOverflowError
 from flashedu.iomodel.trace import COMPUTE, LOAD, SKIP, STORE, Trace
 
 

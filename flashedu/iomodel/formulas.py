@@ -185,16 +185,21 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
 
     if block_mask is not None and algorithm != "block_sparse":
         raise ValueError(f"block_mask needs algorithm='block_sparse', got {algorithm!r}")
-    if algorithm == "block_sparse":
-        from flashedu.blocksparse.mask import dense_mask
+    if algorithm == "block_sparse" and block_mask is not None:
         # block_r, block_c are the tiles: a mask at larger blocks is refined to them.
-        mask = dense_mask(N, N_k, block_r=block_r, block_c=block_c) if block_mask is None else block_mask
+        mask = block_mask
         if (mask.N, mask.N_k) != (N, N_k):
             raise ValueError(f"block_mask is for N={mask.N}, N_k={mask.N_k}, not N={N}, N_k={N_k}")
         if mask.heads > 1 and heads != mask.heads:
             raise ValueError(f"block_mask has {mask.heads} heads; heads={heads} must match it")
         per, seed = _block_sparse_per_tensor(mask, N, N_k, d, block_r, block_c, causal, backward), None
         bh = batch * (heads if mask.heads == 1 else 1)
+    elif algorithm == "block_sparse":  # no mask: every tile is listed, so v2's counts (no seed)
+        steps = int((rows * count).sum())
+        kv = int(k_rows.sum()) * d
+        per = (_backward_per_tensor("v2", N, N_k, d, steps) if backward else
+               {"Q": (Nd, 0), "K": (kv, 0), "V": (kv, 0), "O": (0, Nd), "L": (0, N)})
+        seed = None
     elif backward:
         if algorithm not in _BACKWARD_NOTES:
             raise ValueError(f"backward=True needs 'v1' or 'v2', got {algorithm!r}")

@@ -14,35 +14,17 @@ import torch
 from flashedu.validate import check_qkv
 from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, check_blocks, resolve_blocks
 from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.models import Model, get_model, names
 from flashedu.iomodel.report import Report, build_report
 
-ALGORITHMS = ("standard", "v1", "v2", "block_sparse")
 
-
-def _forward(algorithm: str) -> Callable:
-    # Imported here: the references import this package, so a module-level import would be a cycle.
-    if algorithm == "standard":
-        from flashedu.ops.standard.reference import standard_forward
-        return standard_forward
-    if algorithm == "v1":
-        from flashedu.ops.v1.reference import v1_forward
-        return v1_forward
-    if algorithm == "v2":
-        from flashedu.ops.v2.reference import v2_forward
-        return v2_forward
-    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-
-
-def _backward(algorithm: str) -> tuple[Callable, tuple[str, ...], Callable]:
-    """(backward reference, the forward's row statistics it reads, its default block sizes)."""
-    if algorithm == "v1":
-        from flashedu.ops.v1.backward import STATS, backward_block_sizes, v1_backward
-        return v1_backward, STATS, backward_block_sizes
-    if algorithm == "v2":
-        from flashedu.ops.v2.backward import STATS, backward_block_sizes, v2_backward
-        return v2_backward, STATS, backward_block_sizes
-    raise NotImplementedError(f"backward=True runs 'v1' or 'v2'; {algorithm!r} has no backward reference "
-                              "(standard attention's backward is autograd's)")
+def _backward(algorithm: str) -> Model:
+    model = get_model(algorithm)
+    if model.backward is None:
+        raise NotImplementedError(f"backward=True runs {[n for n in names() if get_model(n).backward]}; "
+                                  f"{algorithm!r} has no backward reference (standard attention's "
+                                  "backward is autograd's)")
+    return model
 
 
 def _backward_blocks(default: Callable, *, d, sram_bytes, dtype, block_r, block_c) -> tuple[int, int]:
@@ -95,19 +77,19 @@ def run_backward(algorithm: str, q, k, v, o, do, stats: dict, *, causal: bool, s
     for name, t in (("o", o), ("do", do)):
         if not isinstance(t, torch.Tensor) or t.shape != q.shape:
             raise ValueError(f"{algorithm}_backward: {name} must be a tensor shaped like q {tuple(q.shape)}")
-    backward, names, default = _backward(algorithm)
-    for name in names:
+    model = _backward(algorithm)
+    for name in model.stats:
         if stats[name].numel() != B * H * N:
             raise ValueError(f"{algorithm}_backward: {name} must have shape [B, H, N] = {(B, H, N)}, "
                              f"got {tuple(stats[name].shape)}")
     sram_bytes = _check_sram(sram_bytes)
-    br, bc = _backward_blocks(default, d=D, sram_bytes=sram_bytes, dtype=q.dtype, block_r=block_r,
+    br, bc = _backward_blocks(model.backward_block_sizes, d=D, sram_bytes=sram_bytes, dtype=q.dtype, block_r=block_r,
                               block_c=block_c)
     chip = Chip.from_qkv(q.detach(), k.detach(), v.detach(), sram_bytes=sram_bytes)
-    data = {"O": o, "dO": do, **{n: stats[n].reshape(B, H, N, 1) for n in names}}
-    _backward_inputs(chip, N=N, d=D, stats=names, data={n: t.detach().to(chip.work_dtype)
+    data = {"O": o, "dO": do, **{n: stats[n].reshape(B, H, N, 1) for n in model.stats}}
+    _backward_inputs(chip, N=N, d=D, stats=model.stats, data={n: t.detach().to(chip.work_dtype)
                                                         for n, t in data.items()})
-    backward(chip, N=N, N_k=k.shape[2], d=D, scale=scale, causal=causal, block_r=br, block_c=bc)
+    model.backward(chip, N=N, N_k=k.shape[2], d=D, scale=scale, causal=causal, block_r=br, block_c=bc)
     report = build_report(chip, algorithm=algorithm, N=N, N_k=k.shape[2], d=D, causal=causal,
                           block_r=br, block_c=bc, backward=True)
     return tuple(chip.data(n).to(q.dtype) for n in ("dQ", "dK", "dV")), report
@@ -127,23 +109,22 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
     """Run ``algorithm``'s reference shape-only and return what it moved.
 
     ``algorithm``: "standard", "v1", "v2" or "block_sparse" (with ``block_mask``, a
-    :class:`~flashedu.blocksparse.BlockSparseMask` whose blocks are the tiles; None: every tile;
+    :class:`~flashedu.ops.block_sparse.masks.BlockSparseMask` whose blocks are the tiles; None: every tile;
     its backward runs at the largest tiles dividing the mask's that fit). One (batch, head) by default; ``batch`` and
     ``heads`` multiply the traffic, not the trace. Block sizes default as documented in
     :mod:`flashedu.iomodel.blocks` (v1: the paper's Bc = ⌈M/4d⌉, Br = min(Bc, d)).
     ``backward=True`` ("v1", "v2"): the report of the backward pass alone (its trace's phases
     are "init"/"preprocess" and "backward"), from Q, K, V, O, dO and the forward's statistics in
     HBM; block sizes default to what the backward's larger set of tiles fits
-    (``flashedu.ops.v2.backward.backward_block_sizes``, and v1's).
+    (``flashedu.ops.v2.reference_bwd.backward_block_sizes``, and v1's).
     Raises :class:`~flashedu.iomodel.SRAMOverflowError` when the tiles do not fit ``sram_bytes``.
 
     >>> r = simulate("v2", N=4096, d=64)
     >>> r.read_elements == 4096 * 64 * (1 + 2 * r.Tr)
     True
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    if block_mask is not None and algorithm != "block_sparse":
+    model = get_model(algorithm)
+    if block_mask is not None and model.simulate is None:
         raise ValueError(f"block_mask needs algorithm='block_sparse' (v2's loops over the listed "
                          f"tiles), got algorithm={algorithm!r}")
     N, d, batch, heads = (_positive_int(n, x) for n, x in (("N", N), ("d", d), ("batch", batch), ("heads", heads)))
@@ -151,26 +132,17 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
     if causal and N_k != N:
         raise ValueError(f"causal=True needs N_k == N, got N={N}, N_k={N_k}")
     sram_bytes = _check_sram(sram_bytes)
-    if algorithm == "block_sparse":
-        # The mask's blocks are the tiles: block_r/block_c may only repeat them.
-        from flashedu.ops.block_sparse.api import simulate_block_sparse
-        if block_mask is not None and (block_r, block_c) != (None, None) and \
-                (block_r, block_c) != (block_mask.block_r, block_mask.block_c):
-            raise ValueError(f"block_r, block_c ({block_r}, {block_c}) differ from block_mask's "
-                             f"({block_mask.block_r}, {block_mask.block_c}); the mask's blocks are the tiles")
-        if block_mask is None and (block_r, block_c) != (None, None):
-            from flashedu.blocksparse.mask import dense_mask
-            br, bc = resolve_blocks("v2", d=d, sram_bytes=sram_bytes, dtype=dtype, block_r=block_r, block_c=block_c)
-            block_mask = dense_mask(N, N_k, block_r=br, block_c=bc)
-        return simulate_block_sparse(N=N, N_k=N_k, d=d, block_mask=block_mask, causal=causal,
-                                     backward=backward, dtype=dtype, sram_bytes=sram_bytes,
-                                     batch=batch, heads=heads)
+    if model.simulate is not None:
+        return model.simulate(N=N, N_k=N_k, d=d, block_mask=block_mask, causal=causal, backward=backward,
+                              dtype=dtype, sram_bytes=sram_bytes, batch=batch, heads=heads,
+                              block_r=block_r, block_c=block_c)
     if backward:
-        run, stats, default = _backward(algorithm)
-        br, bc = _backward_blocks(default, d=d, sram_bytes=sram_bytes, dtype=dtype,
+        model = _backward(algorithm)
+        run, stats = model.backward, model.stats
+        br, bc = _backward_blocks(model.backward_block_sizes, d=d, sram_bytes=sram_bytes, dtype=dtype,
                                   block_r=block_r, block_c=block_c)
     else:
-        run, stats = _forward(algorithm), ()
+        run, stats = model.forward, ()
         br, bc = resolve_blocks(algorithm, d=d, sram_bytes=sram_bytes, dtype=dtype,
                                 block_r=block_r, block_c=block_c)
     chip = Chip(sram_bytes=sram_bytes, dtype=dtype, numeric=False, batch=batch, heads=heads)

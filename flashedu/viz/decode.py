@@ -156,7 +156,7 @@ def _decode_row(rows, impl, B, N_k):
 
 
 def measured_decode_summary(result: dict) -> dict:
-    """The numbers chapter 7 quotes from ``tools/bench_decode.py``'s recorded file: at the
+    """The numbers chapter 7 quotes from ``flashedu/bench/decode.py``'s recorded file: at the
     longest cache, batch 1 (the smallest batch) and the largest batch: split-KV with its heuristic
     against one split, against torch SDPA (``enable_gqa``), and each as a fraction of the GPU's
     datasheet HBM bandwidth; and at the shortest cache, batch 1, the times of split-KV with and
@@ -187,7 +187,7 @@ def measured_decode_summary(result: dict) -> dict:
 
 
 def measured_decode_figure(result: dict) -> go.Figure:
-    """GB/s of K/V cache read per implementation vs cache length, from ``tools/bench_decode.py``'s
+    """GB/s of K/V cache read per implementation vs cache length, from ``flashedu/bench/decode.py``'s
     recorded file: one panel per batch size, the GPU's datasheet HBM bandwidth dashed."""
     rows = [r for r in result["rows"] if "ms" in r]
     info = result["provenance"]

@@ -1,5 +1,5 @@
-"""Chapter 6's GPU measurements, read from the recorded files (``flashedu/data/fa3``, written by
-``tools/bench_fa3.py``, and ``flashedu/data/fp8``, written by ``tools/bench_fp8.py``):
+"""Chapter 6's GPU measurements, read from the recorded files (``flashedu/recorded/data/fa3``, written by
+``flashedu/bench/fa3.py``, and ``flashedu/recorded/data/fp8``, written by ``flashedu/bench/fp8.py``):
 
 * :func:`ablation_table` - per head dim D and length N, the best TFLOP/s of pointer loads
   (``v2_triton``) and of TMA loads (``v2_tma_triton``) at each pipeline depth, with and without
@@ -10,8 +10,8 @@
 * :func:`fp8_speed_figure` - those times as bars;
 * :func:`fp8_config_table` - every timed FP8 configuration's speed-up, as a Markdown table;
 * :func:`fp8_design_costs` - what a second accumulator and one 128-row program per SM cost;
-* :func:`tuning_cost` - one variant against another in a ``tools/tune_fp8.py`` run
-  (``flashedu/data/fp8_tuning``).
+* :func:`tuning_cost` - one variant against another in a ``flashedu/bench/tune_fp8.py`` run
+  (``flashedu/recorded/data/fp8_tuning``).
 """
 from __future__ import annotations
 
@@ -239,7 +239,7 @@ def fp8_config_table(run: dict, D: int = 128) -> str:
 
 
 def tuning_cost(tuning: dict, variant: str, base: str, D: int = 128) -> list[float]:
-    """From a ``tools/tune_fp8.py`` run: how much slower (%) ``variant`` was than ``base`` at head
+    """From a ``flashedu/bench/tune_fp8.py`` run: how much slower (%) ``variant`` was than ``base`` at head
     dim ``D``, one value per (N, causal) where both were timed (negative: faster)."""
     ms = {(r["impl"], r["N"], r["causal"]): r["ms"] for r in tuning["rows"] if r["D"] == D and "ms" in r}
     return [100 * (ms[(variant, N, c)] / ms[(base, N, c)] - 1) for (impl, N, c) in sorted(ms)

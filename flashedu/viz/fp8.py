@@ -10,7 +10,7 @@ import torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from flashedu.fp8 import E4M3_MAX, quantize, random_signs, rotate
+from flashedu.ops.fp8 import E4M3_MAX, quantize, random_signs, rotate
 from flashedu.viz.palette import FONT, OKABE_ITO
 
 

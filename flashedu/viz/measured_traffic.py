@@ -1,5 +1,5 @@
 """The memory model's HBM bytes beside what Nsight Compute measured on a GPU for the same kernel
-launch (``tools/ncu_traffic.py`` → ``flashedu/data/ncu``)."""
+launch (``flashedu/bench/ncu.py`` → ``flashedu/recorded/data/ncu``)."""
 from __future__ import annotations
 
 import plotly.graph_objects as go

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from flashedu.iomodel import simulate
-from flashedu.iomodel.memory import SRAMOverflowError
+from flashedu.iomodel.hbm_sram import SRAMOverflowError
 from flashedu.viz.schedule import tile_schedule
 
 
@@ -56,7 +56,7 @@ def block_mask_panel(N: int = 1024, *, block: int = 128, d: int = 64, heads: int
     ``block_sparse_flash_attention(q, k, v, block_mask=panel.mask())``."""
     import ipywidgets as w  # optional: only needed with a live kernel
 
-    from flashedu import blocksparse as bs
+    from flashedu.ops.block_sparse import masks as bs
     from flashedu.viz.block_sparse import pattern_explorer
 
     T = N // block

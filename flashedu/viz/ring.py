@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from flashedu.hardware import LINKS, gpu as get_gpu
-from flashedu.ring.layout import holder, positions, work_matrix
-from flashedu.ring.model import overlap_threshold, ring_step
+from flashedu.ops.ring.layout import holder, positions, work_matrix
+from flashedu.ops.ring.model import overlap_threshold, ring_step
 from flashedu.viz.anim import add_player
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
 
@@ -117,7 +117,7 @@ def _ring_rows(rows, N, layout, causal):
 
 
 def measured_ring_summary(result: dict) -> dict:
-    """The numbers chapter 7 quotes from ``tools/run_ring.py``'s recorded file. ``ring_s`` and
+    """The numbers chapter 7 quotes from ``flashedu/bench/ring.py``'s recorded file. ``ring_s`` and
     ``speedup`` map (layout, causal) to {N: ...}: the slowest rank's forward seconds, and one GPU's
     seconds over it. At the largest N: each rank's compute seconds summed over its steps
     (``busy``), the step efficiency of the measured compute (useful compute over the time the
@@ -126,7 +126,7 @@ def measured_ring_summary(result: dict) -> dict:
     spent waiting for a transfer after its compute, over every run; ``send_GBps``, ``send_ms``:
     one K/V shard sent alone, at the largest N (the slower rank); ``step_ms``: the shortest step
     compute that a transfer overlapped, at the largest N."""
-    from flashedu.ring.layout import step_efficiency, work_matrix
+    from flashedu.ops.ring.layout import step_efficiency, work_matrix
 
     rows, info = result["rows"], result["provenance"]
     world = int(info["world"])
@@ -159,7 +159,7 @@ def measured_ring_summary(result: dict) -> dict:
 
 
 def measured_ring_figure(result: dict) -> go.Figure:
-    """From ``tools/run_ring.py``'s recorded file. Left: seconds of one forward pass, the ring per
+    """From ``flashedu/bench/ring.py``'s recorded file. Left: seconds of one forward pass, the ring per
     layout (slowest rank) beside one GPU alone, per sequence length. Right (where the file has
     per-step times), at the largest length: each rank's compute summed over its steps, and on top
     the time it waited for transfers that had not arrived when its compute was done."""

@@ -7,7 +7,7 @@ Two directives, each replaced by a table once every page has been read (so every
   ("No CUDA GPU: Triton kernels run under the interpreter on the CPU ..." or
   "<GPU> (sm_XX): Triton kernels compiled ...").
 - ``{flashedu-status} recorded``: the provenance of every recorded GPU result,
-  ``flashedu/data/*/*.json`` (its ``provenance`` block, or ``info`` in benchmark files).
+  ``flashedu/recorded/data/*/*.json`` (its ``provenance`` block, or ``info`` in benchmark files).
 Loaded through `sphinx.local_extensions` in _config.yml.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sphinx.util.docutils import SphinxDirective
 from myst_nb.sphinx_ import NbMetadataCollector
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "flashedu" / "data"
+DATA = ROOT / "flashedu" / "recorded" / "data"
 RAN = "flashedu_ran"  # per-document key in myst-nb's metadata: the notebook's first stdout line
 PAGE = "flashedu_status_page"  # marks the documents that hold a status table
 RECORDED = [("gpu", "GPU"), ("capability", "arch"), ("driver", "driver"), ("cuda", "CUDA"),
@@ -127,7 +127,7 @@ def recorded_table() -> list[nodes.Node]:
         rows.append([nodes.paragraph("", "", nodes.literal(text=str(path.relative_to(DATA))))]
                     + [cells[key] for key, _ in RECORDED])
     if not rows:
-        return [nodes.paragraph(text="No recorded GPU results in flashedu/data.")]
+        return [nodes.paragraph(text="No recorded GPU results in flashedu/recorded/data.")]
     return [_table(["File"] + [h for _, h in RECORDED], rows)]
 
 

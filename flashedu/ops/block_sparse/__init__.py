@@ -1,6 +1,9 @@
 """Block-sparse FlashAttention (chapter 5): v2's loops over the tiles a block mask lists."""
 from flashedu._registry import Impl, register
-from flashedu.ops.block_sparse.api import block_sparse_attention
+from flashedu.iomodel.models import Model, register_model
+from flashedu.ops.block_sparse.api import block_sparse_attention, simulate_block_sparse
+
+register_model(Model("block_sparse", simulate=simulate_block_sparse))
 
 register(Impl(
     name="block_sparse_reference", algorithm="block_sparse", backend="reference", chapter=5,
@@ -10,8 +13,8 @@ register(Impl(
             "column list; traffic recorded by flashedu.iomodel.",
 ))
 
-from flashedu.ops.block_sparse.triton_impl import DTYPES as _DTYPES, HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY  # noqa: E402
-from flashedu.ops.block_sparse.triton_impl import block_sparse_flash_attention  # noqa: E402
+from flashedu.ops.block_sparse.kernel import DTYPES as _DTYPES, HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY  # noqa: E402
+from flashedu.ops.block_sparse.kernel import block_sparse_flash_attention  # noqa: E402
 
 register(Impl(
     name="block_sparse_triton", algorithm="block_sparse", backend="triton", chapter=5,

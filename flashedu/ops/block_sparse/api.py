@@ -13,12 +13,12 @@ from functools import partial
 import torch
 from torch.autograd.function import once_differentiable
 
-from flashedu.blocksparse.mask import BlockSparseMask, dense_mask
-from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, default_block_sizes
+from flashedu.ops.block_sparse.masks.mask import BlockSparseMask, dense_mask
+from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, default_block_sizes, resolve_blocks
 from flashedu.iomodel.chip import Chip
 from flashedu.iomodel.report import Report, TensorTraffic, build_report
 from flashedu.validate import check_qkv
-from flashedu.ops.v2.backward import backward_block_sizes
+from flashedu.ops.v2.reference_bwd import backward_block_sizes
 from flashedu.ops.block_sparse.reference import block_sparse_backward, block_sparse_forward
 
 
@@ -36,10 +36,10 @@ def resolve_mask(block_mask, *, N: int, N_k: int, heads: int, d: int, dtype: tor
         except ImportError:
             BlockMask = ()
         if BlockMask and isinstance(block_mask, BlockMask):
-            from flashedu.blocksparse.flex import from_flex
+            from flashedu.ops.block_sparse.masks.flex import from_flex
             block_mask = from_flex(block_mask)
         else:
-            raise TypeError("block_mask must be a flashedu.blocksparse.BlockSparseMask (or a torch "
+            raise TypeError("block_mask must be a flashedu.ops.block_sparse.masks.BlockSparseMask (or a torch "
                             f"FlexAttention BlockMask), got {type(block_mask).__name__}")
     if (block_mask.N, block_mask.N_k) != (N, N_k):
         raise ValueError(f"block_mask is for N={block_mask.N}, N_k={block_mask.N_k}; "
@@ -156,7 +156,7 @@ def block_sparse_attention(q, k, v, *, causal: bool = False, scale: float | None
                            sram_bytes: int | None = None, return_report: bool = False):
     """Block-sparse FlashAttention on ``[B, H, N, D]`` inputs, tile by tile through the memory model.
 
-    ``block_mask``: a :class:`~flashedu.blocksparse.BlockSparseMask` (shared or one per head), a
+    ``block_mask``: a :class:`~flashedu.ops.block_sparse.masks.BlockSparseMask` (shared or one per head), a
     FlexAttention ``BlockMask``, or None for every tile (then this is v2). Its block sizes are
     the tiles. Partial tiles apply the token mask; a row with no kept key gives 0 (and zero
     gradients). Returns o, or ``(o, report)`` with ``return_report=True``. Differentiable.
@@ -173,8 +173,17 @@ def block_sparse_attention(q, k, v, *, causal: bool = False, scale: float | None
 
 
 def simulate_block_sparse(*, N: int, N_k: int, d: int, block_mask, causal: bool, backward: bool,
-                          dtype: torch.dtype, sram_bytes: int, batch: int, heads: int) -> Report:
-    """Shape-only run (what ``iomodel.simulate("block_sparse", ...)`` returns)."""
+                          dtype: torch.dtype, sram_bytes: int, batch: int, heads: int,
+                          block_r: int | None = None, block_c: int | None = None) -> Report:
+    """Shape-only run (what ``iomodel.simulate("block_sparse", ...)`` returns). The mask's blocks
+    are the tiles: block_r, block_c may only repeat them, or without a mask choose a dense one's."""
+    if block_mask is not None and (block_r, block_c) != (None, None) and \
+            (block_r, block_c) != (block_mask.block_r, block_mask.block_c):
+        raise ValueError(f"block_r, block_c ({block_r}, {block_c}) differ from block_mask's "
+                         f"({block_mask.block_r}, {block_mask.block_c}); the mask's blocks are the tiles")
+    if block_mask is None and (block_r, block_c) != (None, None):
+        br, bc = resolve_blocks("v2", d=d, sram_bytes=sram_bytes, dtype=dtype, block_r=block_r, block_c=block_c)
+        block_mask = dense_mask(N, N_k, block_r=br, block_c=bc)
     mask = resolve_mask(block_mask, N=N, N_k=N_k, heads=heads, d=d, dtype=dtype, sram_bytes=sram_bytes,
                         backward=backward)
     run = block_sparse_backward if backward else block_sparse_forward

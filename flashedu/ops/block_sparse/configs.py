@@ -1,16 +1,16 @@
 """Which kernel tiles a block-sparse launch may use, and picking the fastest on a GPU.
 
 The kernels' tiles must divide the mask's blocks, so a config table is filtered by the mask
-before anything else; v2's :func:`~flashedu.ops.v2.triton_bwd.to_configs` then drops what does
+before anything else; :func:`~flashedu.ops._triton.to_configs` then drops what does
 not fit this GPU's shared memory and registers. Triton's autotuner cannot choose among them:
 each config needs its own CSR layout (another argument), so the choice is made here, timed once
-per shape and kept for the process (:func:`~flashedu.ops.v2.triton_bwd.choose`).
+per shape and kept for the process (:func:`~flashedu.ops._triton.choose`).
 """
 from __future__ import annotations
 
 import triton
 
-from flashedu.ops.v2.triton_bwd import to_configs
+from flashedu.ops._triton import to_configs
 
 
 def candidates(table: dict, mask, *, head_dim: int, elem_bytes: int, resident: int,

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import torch
 
-from flashedu.blocksparse.csr import to_csr
-from flashedu.blocksparse.mask import BlockSparseMask
+from flashedu.ops.block_sparse.masks.csr import to_csr
+from flashedu.ops.block_sparse.masks.mask import BlockSparseMask
 from flashedu.iomodel.blocks import n_tiles
 from flashedu.iomodel.chip import Chip
 from flashedu.iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one, scores
-from flashedu.ops.v2.backward import probabilities
+from flashedu.ops.v2.reference_bwd import probabilities
 
 MASK_ITEMSIZE = 1  # a token-mask tile is stored one byte per score
 

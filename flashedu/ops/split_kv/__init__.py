@@ -3,8 +3,8 @@ import torch
 
 from flashedu._registry import Impl, register
 from flashedu.ops.split_kv.reference import simulate_split_kv, split_kv_attention
-from flashedu.ops.split_kv.triton_impl import HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY
-from flashedu.ops.split_kv.triton_impl import merge_partials, split_kv_attention_triton, split_kv_partials
+from flashedu.ops.split_kv.kernel import HEAD_DIMS as _HEAD_DIMS, MIN_CAPABILITY as _MIN_CAPABILITY
+from flashedu.ops.split_kv.kernel import merge_partials, split_kv_attention_triton, split_kv_partials
 
 register(Impl(
     name="split_kv_reference", algorithm="split_kv", backend="reference", chapter=7,

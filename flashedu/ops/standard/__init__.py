@@ -1,12 +1,14 @@
 """Standard attention: S = QKᵀ and P = softmax(S) are materialised in HBM (chapter 1)."""
 from flashedu._registry import Impl, register
-from flashedu.ops.standard.reference import standard_attention
+from flashedu.iomodel.models import Model, register_model
+from flashedu.ops.standard.reference import standard_attention, standard_forward
 from flashedu.ops.standard.naive_torch import naive_attention
 from flashedu.ops.standard.sdpa import sdpa_attention
-from flashedu.ops.standard.triton_impl import standard_attention_triton
+from flashedu.ops.standard.kernel import standard_attention_triton
 
 import torch
 
+register_model(Model("standard", forward=standard_forward))
 register(Impl(
     name="standard_reference", algorithm="standard", backend="reference", chapter=1,
     fn=standard_attention, backward=True,

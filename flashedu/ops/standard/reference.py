@@ -16,7 +16,7 @@ import torch
 from flashedu.softmax import safe_softmax
 from flashedu.iomodel.blocks import n_tiles
 from flashedu.iomodel.chip import Chip
-from flashedu.iomodel.memory import SRAMOverflowError
+from flashedu.iomodel.hbm_sram import SRAMOverflowError
 from flashedu.iomodel.run import run_reference
 from flashedu.iomodel.tiles import scores
 

@@ -1,6 +1,12 @@
 """FlashAttention v1: Algorithm 1 of Dao et al. (2022), K/V outer loop, O/ℓ/m through HBM (chapter 3)."""
 from flashedu._registry import Impl, register
-from flashedu.ops.v1.reference import v1_attention
+from flashedu.iomodel.models import Model, register_model
+from flashedu.ops.v1.autograd import v1_attention
+from flashedu.ops.v1.reference import v1_forward
+from flashedu.ops.v1.reference_bwd import STATS, backward_block_sizes, v1_backward
+
+register_model(Model("v1", forward=v1_forward, backward=v1_backward, stats=STATS,
+                     backward_block_sizes=backward_block_sizes))
 
 register(Impl(
     name="v1_reference", algorithm="v1", backend="reference", chapter=3,
@@ -11,8 +17,8 @@ register(Impl(
 
 import torch  # noqa: E402
 
-from flashedu.ops.v1.triton_impl import HEAD_DIMS as _V1_HEAD_DIMS, MIN_CAPABILITY as _V1_MIN_CAPABILITY  # noqa: E402
-from flashedu.ops.v1.triton_impl import flash_attention_v1  # noqa: E402
+from flashedu.ops.v1.kernel import HEAD_DIMS as _V1_HEAD_DIMS, MIN_CAPABILITY as _V1_MIN_CAPABILITY  # noqa: E402
+from flashedu.ops.v1.kernel import flash_attention_v1  # noqa: E402
 
 register(Impl(
     name="v1_triton", algorithm="v1", backend="triton", chapter=3,

@@ -26,7 +26,6 @@ import torch
 
 from flashedu.iomodel.blocks import fully_masked, n_tiles
 from flashedu.iomodel.chip import Chip
-from flashedu.iomodel.run import run_reference
 from flashedu.iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one, scores
 
 
@@ -93,24 +92,3 @@ def v1_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
             chip.store("l", li, r0, r1, from_="l_i", i=i, j=j)
             chip.store("m", mi, r0, r1, from_="m_i", i=i, j=j)
     chip.free("K_j", "V_j", "Q_i", "O_i", "l_i", "m_i", "S_ij")
-
-
-def v1_attention(q, k, v, *, causal: bool = False, scale: float | None = None,
-                 block_r: int | None = None, block_c: int | None = None,
-                 sram_bytes: int | None = None, return_report: bool = False):
-    """FlashAttention's Algorithm 1 on ``[B, H, N, D]`` inputs, through the memory model.
-
-    With no block sizes, ``Bc = ⌈M/4d⌉, Br = min(Bc, d)`` where M is half of ``sram_bytes``
-    (default 228 KiB) in elements (see :mod:`flashedu.iomodel.blocks` for why half).
-    Returns o ``[B, H, N, D]`` in q's dtype, or ``(o, report)`` with ``return_report=True``.
-    Differentiable: when an input requires grad, the backward is Algorithm 4
-    (:mod:`flashedu.ops.v1.backward`), recomputing P from ℓ and m.
-    """
-    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
-        # Imported here: autograd.py imports this module (for v1_forward).
-        from flashedu.ops.v1.autograd import V1Attention
-        o, report = V1Attention.apply(q, k, v, causal, scale, block_r, block_c, sram_bytes)
-    else:
-        o, report, _ = run_reference("v1", v1_forward, q, k, v, causal=causal, scale=scale,
-                                     block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
-    return (o, report) if return_report else o

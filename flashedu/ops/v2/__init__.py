@@ -1,6 +1,12 @@
 """FlashAttention-2: Q tiles outer, O/ℓ/m on chip, one division at the end (chapter 4)."""
 from flashedu._registry import Impl, register
-from flashedu.ops.v2.reference import v2_attention
+from flashedu.iomodel.models import Model, register_model
+from flashedu.ops.v2.autograd import v2_attention
+from flashedu.ops.v2.reference import v2_forward
+from flashedu.ops.v2.reference_bwd import STATS, backward_block_sizes, v2_backward
+
+register_model(Model("v2", forward=v2_forward, backward=v2_backward, stats=STATS,
+                     backward_block_sizes=backward_block_sizes))
 
 register(Impl(
     name="v2_reference", algorithm="v2", backend="reference", chapter=4,
@@ -11,8 +17,8 @@ register(Impl(
 
 import torch  # noqa: E402
 
-from flashedu.ops.v2.triton_impl import HEAD_DIMS as _V2_HEAD_DIMS, MIN_CAPABILITY as _V2_MIN_CAPABILITY  # noqa: E402
-from flashedu.ops.v2.triton_impl import flash_attention_v2  # noqa: E402
+from flashedu.ops.v2.kernel import HEAD_DIMS as _V2_HEAD_DIMS, MIN_CAPABILITY as _V2_MIN_CAPABILITY  # noqa: E402
+from flashedu.ops.v2.kernel import flash_attention_v2  # noqa: E402
 
 register(Impl(
     name="v2_triton", algorithm="v2", backend="triton", chapter=4,

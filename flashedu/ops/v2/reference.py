@@ -22,7 +22,6 @@ import torch
 
 from flashedu.iomodel.blocks import fully_masked, n_tiles
 from flashedu.iomodel.chip import Chip
-from flashedu.iomodel.run import run_reference
 from flashedu.iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one, scores
 
 
@@ -73,34 +72,3 @@ def v2_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
         chip.store("O", Oi if numeric else None, r0, r1, from_="O_i", i=i)
         chip.store("L", Li if numeric else None, r0, r1, from_="m_i", i=i)
         chip.free("Q_i", "K_j", "V_j", "O_i", "S_ij", "m_i", "l_i")
-
-
-def v2_attention(q, k, v, *, causal: bool = False, scale: float | None = None,
-                 block_r: int | None = None, block_c: int | None = None,
-                 sram_bytes: int | None = None, return_report: bool = False):
-    """FlashAttention-2's forward on ``[B, H, N, D]`` inputs, tile by tile through the memory model.
-
-    Block sizes default to the largest square power of two ≤ 128 that fits ``sram_bytes``
-    (default: an H100's 228 KiB). Returns o ``[B, H, N, D]`` in q's dtype, or ``(o, report)``
-    with ``return_report=True`` (:class:`flashedu.iomodel.Report`: traffic, SRAM peak, trace).
-    Differentiable: when an input requires grad, the backward is Algorithm 2
-    (:mod:`flashedu.ops.v2.backward`), recomputing P from L.
-    """
-    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
-        # Imported here: autograd.py imports this module (for v2_forward).
-        from flashedu.ops.v2.autograd import V2Attention
-        o, report = V2Attention.apply(q, k, v, causal, scale, block_r, block_c, sram_bytes)
-    else:
-        o, report, _ = run_reference("v2", v2_forward, q, k, v, causal=causal, scale=scale,
-                                     block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
-    return (o, report) if return_report else o
-
-
-def v2_attention_lse(q, k, v, *, causal: bool = False, scale: float | None = None,
-                     block_r: int | None = None, block_c: int | None = None,
-                     sram_bytes: int | None = None):
-    """Like :func:`v2_attention`, returning ``(o, L)`` with L = m + log ℓ ``[B, H, N]`` in fp32
-    (fp64 for fp64 inputs): what the backward pass of chapter 4 reads."""
-    o, _, chip = run_reference("v2", v2_forward, q, k, v, causal=causal, scale=scale,
-                               block_r=block_r, block_c=block_c, sram_bytes=sram_bytes)
-    return o, chip.data("L")[..., 0]

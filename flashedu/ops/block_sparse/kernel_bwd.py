@@ -1,0 +1,225 @@
+"""Block-sparse FlashAttention backward in Triton: v2's three kernels over the listed tiles.
+
+    kernel 1  Δ = rowsum(dO ∘ O)             v2's own preprocess kernel, unchanged
+    kernel 2  _bwd_dkdv  per K/V tile j       walks column j's list of Q tiles (the transposed CSR)
+    kernel 3  _bwd_dq    per Q tile i         walks row i's list of K/V tiles (the forward's CSR)
+
+Each list is ordered mask-free entries first, as in the forward. A K/V tile that no row lists
+has an empty column list and writes dK_j = dV_j = 0; a query row that saw no key has L = -inf,
+which v2's stats loader turns into P = 0, so its dQ is 0 too.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import triton
+import triton.language as tl
+
+from flashedu import runtime
+from flashedu.ops.block_sparse.masks.csr import kernel_layout
+from flashedu.ops._triton import LOG2E, choose, should_tune
+from flashedu.ops.v2.kernel_bwd import _bwd_preprocess, _load_rows_stats
+from flashedu.ops.block_sparse.configs import candidates
+from flashedu.ops.block_sparse.tile_bits import tile_bits
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, stride_qd, stride_dm, stride_dd,
+                offs_n, offs_d, start_n, lo, hi, N_Q, N_K, qk_scale,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+                CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    """dK_j, dV_j over the Q tiles of entries lo..hi, on transposed scores Sᵀ [BLOCK_N, BLOCK_M]."""
+    offs_t = tl.arange(0, BLOCK_M)
+    for e in range(lo, hi):
+        start_m = tl.multiple_of(tl.load(Index + e) * BLOCK_M, BLOCK_M)
+        offs_m = start_m + offs_t
+        q_ptrs = Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+        do_ptrs = DO + offs_m[:, None] * stride_dm + offs_d[None, :] * stride_dd
+        if MASKED:
+            q = tl.load(q_ptrs, mask=(offs_m < N_Q)[:, None], other=0.0)  # [BLOCK_M, D]
+        else:
+            q = tl.load(q_ptrs)
+        lse, delta = _load_rows_stats(L, Delta, offs_m, N_Q, MASKED)
+        sT = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
+        pT = tl.math.exp2(sT * qk_scale - lse[None, :])
+        if MASKED:
+            keep = (offs_n < N_K)[:, None] & (offs_m < N_Q)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_m[None, :] >= offs_n[:, None])
+            bits = tile_bits(Tiles, tl.load(Tile + e), offs_t[None, :], (offs_n - start_n)[:, None],
+                              BLOCK_M, BLOCK_N)  # [BLOCK_N, BLOCK_M], the tile transposed
+            pT = tl.where(keep & (bits != 0), pT, 0.0)
+            do = tl.load(do_ptrs, mask=(offs_m < N_Q)[:, None], other=0.0)  # [BLOCK_M, D]
+        else:
+            do = tl.load(do_ptrs)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=PRECISION)  # [BLOCK_N, D]
+        dpT = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=PRECISION)  # [BLOCK_N, D]
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
+              stride_qz, stride_qh, stride_qm, stride_qd,
+              stride_kz, stride_kh, stride_kn, stride_kd,
+              stride_vz, stride_vh, stride_vn, stride_vd,
+              stride_dz, stride_dh, stride_dm, stride_dd,
+              H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """One program per (K/V tile, batch·head): K_j, V_j stay on chip while listed Q tiles stream by."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    col = (bh % H) % MASK_HEADS * tl.cdiv(N_K, BLOCK_N) + pid_n  # this program's column list
+    lo = tl.load(Ptr + col)
+    hi = tl.load(Ptr + col + 1)
+    mid = lo + tl.load(Clean + col)
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    col_ok = (offs_n < N_K)[:, None]
+    k = tl.load(K + z * stride_kz + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                mask=col_ok, other=0.0)  # [BLOCK_N, D]
+    v = tl.load(V + z * stride_vz + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                mask=col_ok, other=0.0)  # [BLOCK_N, D]
+    Q += z * stride_qz + h * stride_qh
+    DO += z * stride_dz + h * stride_dh
+    L += bh.to(tl.int64) * N_Q
+    Delta += bh.to(tl.int64) * N_Q
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, stride_qd, stride_dm,
+                         stride_dd, offs_n, offs_d, start_n, lo, mid, N_Q, N_K, qk_scale,
+                         BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, stride_qd, stride_dm,
+                         stride_dd, offs_n, offs_d, start_n, mid, hi, N_Q, N_K, qk_scale,
+                         BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION)
+    out = bh.to(tl.int64) * N_K * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=col_ok)
+    tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=col_ok)
+
+
+@triton.jit
+def _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
+              offs_m, offs_d, start_m, lo, hi, N_K, qk_scale,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+              CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+    """dQ_i over the K/V tiles of entries lo..hi."""
+    offs_t = tl.arange(0, BLOCK_N)
+    for e in range(lo, hi):
+        start_n = tl.multiple_of(tl.load(Index + e) * BLOCK_N, BLOCK_N)
+        offs_n = start_n + offs_t
+        k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)  # [BLOCK_N, D]
+            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)  # [BLOCK_N, D]
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        p = tl.math.exp2(s * qk_scale - lse[:, None])
+        if MASKED:
+            keep = (offs_n < N_K)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            bits = tile_bits(Tiles, tl.load(Tile + e), (offs_m - start_m)[:, None], offs_t[None, :],
+                              BLOCK_M, BLOCK_N)  # [BLOCK_M, BLOCK_N]
+            p = tl.where(keep & (bits != 0), p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)  # [BLOCK_M, D]
+    return dq
+
+
+@triton.jit
+def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
+            stride_qz, stride_qh, stride_qm, stride_qd,
+            stride_kz, stride_kh, stride_kn, stride_kd,
+            stride_vz, stride_vh, stride_vn, stride_vd,
+            stride_dz, stride_dh, stride_dm, stride_dd,
+            H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+            CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """One program per (Q tile, batch·head): Q_i, dO_i, L_i, Δ_i stay on chip."""
+    n_m = tl.cdiv(N_Q, BLOCK_M)
+    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    bh = tl.program_id(1)
+    z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    row = (bh % H) % MASK_HEADS * n_m + pid_m
+    lo = tl.load(Ptr + row)
+    hi = tl.load(Ptr + row + 1)
+    mid = lo + tl.load(Clean + row)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = (offs_m < N_Q)[:, None]
+    q = tl.load(Q + z * stride_qz + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok, other=0.0)  # [BLOCK_M, D]
+    do = tl.load(DO + z * stride_dz + h * stride_dh + offs_m[:, None] * stride_dm + offs_d[None, :] * stride_dd,
+                 mask=row_ok, other=0.0)  # [BLOCK_M, D]
+    lse, delta = _load_rows_stats(L + bh.to(tl.int64) * N_Q, Delta + bh.to(tl.int64) * N_Q, offs_m, N_Q, True)
+    K += z * stride_kz + h * stride_kh
+    V += z * stride_vz + h * stride_vh
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    dq = _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
+                   offs_m, offs_d, start_m, lo, mid, N_K, qk_scale, BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
+    dq = _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
+                   offs_m, offs_d, start_m, mid, hi, N_K, qk_scale, BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION)
+    out = bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DQ + out, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok)
+
+
+# As v2's tables: dK/dV keeps a large K/V tile resident, dQ a large Q tile.
+DKDV_CONFIGS = {
+    "sm90": [(64, 128, 8, 3), (32, 128, 8, 4), (64, 64, 4, 3), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "sm80": [(32, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "sm86": [(32, 64, 4, 3), (64, 64, 4, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "interpreter": [(32, 32, 4, 1), (16, 16, 4, 1)],
+}
+DQ_CONFIGS = {
+    "sm90": [(128, 64, 8, 3), (128, 32, 8, 4), (64, 64, 4, 3), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "sm80": [(128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "sm86": [(64, 32, 4, 3), (64, 64, 4, 2), (32, 32, 4, 2), (16, 16, 4, 2)],
+    "interpreter": [(32, 32, 4, 1), (16, 16, 4, 1)],
+}
+
+
+def backward(do, q, k, v, o, lse, mask, *, causal: bool, scale: float):
+    """dq, dk, dv (contiguous, q's dtype) for the block-sparse forward's o and L [B, H, N_Q]."""
+    B, H, N_Q, D = q.shape
+    N_K = k.shape[2]
+    if do.stride(-1) != 1:
+        do = do.contiguous()
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    delta = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)  # [B, H, N_Q]
+    pre_block = 64 if runtime.current().compiled else 32
+    _bwd_preprocess[(triton.cdiv(N_Q, pre_block), B * H)](
+        o, do, delta, *o.stride(), *do.stride(), H, N_Q, BLOCK_M=pre_block, HEAD_DIM=D)
+    dq = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
+    dk = torch.empty(B, H, N_K, D, device=q.device, dtype=q.dtype)
+    dv = torch.empty(B, H, N_K, D, device=q.device, dtype=q.dtype)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, N_Q, N_K, mask.heads, scale, scale * LOG2E)
+    tune = should_tune(B, H, N_Q, N_K)
+    key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c)
+
+    def run(kernel, lists, grid_len, out, cfg):
+        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+        lay = kernel_layout(mask.refine(bm, bn), causal=causal, device=q.device)
+        csr = getattr(lay, lists)
+        kernel[(triton.cdiv(grid_len, bm if lists == "rows" else bn), B * H)](
+            q, k, v, do, lse, delta, *out, csr.ptr, csr.clean, csr.index, csr.tile, lay.tiles, *strides,
+            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    elem = q.element_size()
+    for name, kernel, lists, n, out, table, resident, acc in (
+            ("dkdv", _bwd_dkdv, "cols", N_K, (dk, dv), DKDV_CONFIGS, 1, 2),
+            ("dq", _bwd_dq, "rows", N_Q, (dq,), DQ_CONFIGS, 0, 1)):
+        configs = candidates(table, mask, head_dim=D, elem_bytes=elem, resident=resident, acc_tiles=acc)
+        launch = partial(run, kernel, lists, n, out)
+        launch(choose(name, configs, key, launch, tune=tune))
+    return dq, dk, dv

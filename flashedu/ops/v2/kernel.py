@@ -1,0 +1,204 @@
+"""FlashAttention-2 in Triton: the forward kernel, the autograd Function, the public function.
+
+One program per (Q tile, batch·head). Q_i stays on chip, K/V tiles stream past, and O_i, ℓ_i,
+m_i live in registers until one division at the end; the only extra output is L = m + log ℓ
+(fp32, natural log) for the backward (:mod:`.kernel_bwd`).
+
+Two choices that are about speed, not the algorithm:
+
+* base-2 exponentials with log2(e) folded into the scale: ``exp2(s·scale·log2e − m)`` is one FMA
+  and one MUFU op, where ``exp`` costs an extra multiply per score;
+* the K/V loop is split into a mask-free part and a masked part. Causal: tiles left of the
+  diagonal run without masks, the diagonal band is masked, tiles right of it are never visited.
+  Non-causal: full tiles without masks, then one masked tail tile when N_K is not a multiple of
+  BLOCK_N. Masks cost a compare and a select per score, the FA2 paper's "non-matmul FLOPs".
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from flashedu import runtime
+from flashedu.validate import check_qkv
+from flashedu.ops._triton import LOG2E, arch_key, launch, should_tune
+from flashedu.ops.v2.kernel_bwd import attention_backward
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+HEAD_DIMS = (16, 32, 64, 128, 256)
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+               offs_m, offs_d, lo, hi, N_K, qk_scale,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+               PRECISION: tl.constexpr):
+    """Fold the K/V tiles at columns lo..hi (step BLOCK_N) into the running (acc, ℓ, m)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)  # [BLOCK_N, D]
+        else:
+            k = tl.load(k_ptrs)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N], unscaled
+        if MASKED:
+            keep = (offs_n < N_K)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            s = tl.where(keep, s * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row with every score masked so far keeps m = -inf: subtract 0, so exp2 gives 0.
+            m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(s - m_sub[:, None])
+        else:
+            # scale > 0, so the max of the scaled row is the scaled max: one multiply per row.
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            m_sub = m_new
+            p = tl.math.exp2(s * qk_scale - m_sub[:, None])
+        alpha = tl.math.exp2(m_i - m_sub)  # rescales what was summed under the old max
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if MASKED:
+            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)  # [BLOCK_N, D]
+        else:
+            v = tl.load(v_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)  # [BLOCK_M, D]
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, L,
+                stride_qz, stride_qh, stride_qm, stride_qd,
+                stride_kz, stride_kh, stride_kn, stride_kd,
+                stride_vz, stride_vh, stride_vn, stride_vd,
+                H, N_Q, N_K, qk_scale,
+                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    tl.static_assert(BLOCK_M % BLOCK_N == 0)
+    n_m = tl.cdiv(N_Q, BLOCK_M)
+    # Causal: the longest rows first, so the last wave is made of short programs.
+    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    bh = tl.program_id(1)
+    z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < N_Q
+    q = tl.load(Q + z * stride_qz + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None], other=0.0)  # [BLOCK_M, D]
+    K += z * stride_kz + h * stride_kh
+    V += z * stride_vz + h * stride_vh
+
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # O_i, unnormalised
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # ℓ_i
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # m_i, in log2 units
+    if CAUSAL:
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                                   offs_m, offs_d, 0, start_m, N_K, qk_scale,
+                                   BLOCK_N, False, False, PRECISION)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                                   offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, N_K), N_K,
+                                   qk_scale, BLOCK_N, True, True, PRECISION)
+    else:
+        full_end = (N_K // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                                   offs_m, offs_d, 0, full_end, N_K, qk_scale,
+                                   BLOCK_N, False, False, PRECISION)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                                   offs_m, offs_d, full_end, N_K, N_K, qk_scale,
+                                   BLOCK_N, True, False, PRECISION)
+
+    # One division per row; a row that saw no key (ℓ = 0) gets O = 0 and L = -inf.
+    o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # back to natural log: L = m + log ℓ
+    # O and L are allocated here, contiguous: [B, H, N_Q, D] and [B, H, N_Q].
+    o_ptrs = O + bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(L + bh.to(tl.int64) * N_Q + offs_m, lse, mask=row_ok)
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per architecture; the autotuner picks among them on
+# large problems, small ones take the first that fits. Shared memory: Q plus `stages` K/V pairs.
+FWD_CONFIGS = {
+    "sm90": [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 4), (128, 128, 8, 2),
+             (128, 128, 8, 4), (64, 64, 4, 3), (64, 32, 8, 2)],
+    "sm80": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 8, 2)],
+    "sm86": [(128, 32, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 8, 2)],
+    "interpreter": [(32, 32, 4, 1)],
+}
+
+
+def attention_forward(q, k, v, *, causal: bool, scale: float, config: triton.Config | None = None):
+    """o ``[B, H, N_Q, D]`` (q's dtype) and L ``[B, H, N_Q]`` (fp32) from validated inputs with
+    unit stride in D; ``config`` forces one kernel config (tuning), else this arch's choice."""
+    B, H, N_Q, D = q.shape
+    N_K = k.shape[2]
+    o = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
+    lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
+    args = (q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), H, N_Q, N_K, scale * LOG2E)
+    consts = dict(CAUSAL=causal, HEAD_DIM=D, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+    launch(_fwd_kernel, lambda meta: (triton.cdiv(N_Q, meta["BLOCK_M"]), B * H), args, consts,
+           table=FWD_CONFIGS, head_dim=D, elem_bytes=q.element_size(), resident=0, resident_tiles=1,
+           tune=should_tune(B, H, N_Q, N_K), config=config, name="v2_triton")
+    return o, lse
+
+
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    # Other strides are passed to the kernels as they are; a strided D would break vector loads.
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+class FlashAttentionV2(torch.autograd.Function):
+    """Forward saves q, k, v, o and L only; backward recomputes P tile by tile."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale):
+        q, k, v = (_unit_stride(t) for t in (q, k, v))
+        o, lse = attention_forward(q, k, v, causal=causal, scale=scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = attention_backward(do, q, k, v, o, lse, causal=ctx.causal, scale=ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def _check(q, k, v, causal, scale) -> float:
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
+                      name="v2_triton")
+    runtime.require_triton("v2_triton", q, min_capability=MIN_CAPABILITY)
+    return scale
+
+
+def flash_attention_v2(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """FlashAttention-2, forward and backward in Triton, on ``[B, H, N, D]`` inputs.
+
+    q ``[B, H, N_Q, D]``, k and v ``[B, H, N_K, D]`` (N_K may differ from N_Q unless causal),
+    D in {16, 32, 64, 128, 256} (256 where the GPU's shared memory allows), fp16 or bf16 on a
+    GPU, fp32 or fp16 under the interpreter. ``scale`` defaults to 1/sqrt(D). Differentiable
+    with respect to q, k and v. Returns o shaped and typed like q (contiguous).
+    """
+    scale = _check(q, k, v, causal, scale)
+    return FlashAttentionV2.apply(q, k, v, causal, scale)
+
+
+def flash_attention_v2_lse(q, k, v, *, causal: bool = False, scale: float | None = None):
+    """Forward only: ``(o, L)`` with L = m + log ℓ ``[B, H, N_Q]`` in fp32, what the backward reads."""
+    scale = _check(q, k, v, causal, scale)
+    q, k, v = (_unit_stride(t) for t in (q, k, v))
+    return attention_forward(q, k, v, causal=causal, scale=scale)
+
+
+# On sm_75 (a T4) triton 3.9 compiles tl.dot to FMA loops with no MMA and kilobytes of spills
+# (checked by compiling for sm_75 on a CPU): a T4 is refused through why_not instead.
+MIN_CAPABILITY = (8, 0)
+
+__all__ = ["flash_attention_v2", "flash_attention_v2_lse", "FlashAttentionV2", "attention_forward",
+           "FWD_CONFIGS", "MIN_CAPABILITY", "arch_key"]

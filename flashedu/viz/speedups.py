@@ -1,0 +1,127 @@
+"""Figures of the benchmark chapter from a recorded run: each chapter's kernel against the previous
+chapter's, and measured kernels placed on a GPU's roofline."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from flashedu.bench.ceilings import for_dtype
+from flashedu.bench.flops import attention_flops
+from flashedu.bench.schema import normalize
+from flashedu.hardware import GPUS, gpu as get_gpu
+from flashedu.iomodel import formula
+from flashedu.provenance import label
+from flashedu.viz.tflops import NAMES, SHORT, timing_rows
+from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
+
+CHAIN = ("standard_triton", "v1_triton", "v2_triton", "v2_tma_triton")  # chapter 1 → 3 → 4 → 6
+# The algorithm each provider's HBM traffic follows (SDPA's fused backends tile like FA2).
+ALGORITHM = {"standard_triton": "standard", "standard_torch": "standard", "sdpa_math": "standard",
+             "v1_triton": "v1"}
+MODEL_BLOCKS = (128, 64)  # (Br, Bc) at which the memory model counts a tiled kernel's bytes
+
+
+def speedups(recorded: dict, *, chain=CHAIN, pass_: str = "fwd", dtype: str = "float16") -> dict:
+    """``{(slower, faster, D, causal): [(N, time_slower / time_faster), ...]}`` for each
+    consecutive pair of ``chain`` that the file recorded at the same shapes."""
+    rows = {(r["impl"], r["D"], r["causal"], r["N"]): r for r in timing_rows(recorded, dtype=dtype)
+            if r.get(f"{pass_}_status", "ok") == "ok" and f"{pass_}_ms" in r}
+    out: dict = {}
+    for a, b in zip(chain, chain[1:]):
+        for (impl, D, causal, N), r in sorted(rows.items(), key=lambda kv: kv[0][1:]):
+            other = rows.get((b, D, causal, N))
+            if impl == a and other is not None:
+                out.setdefault((a, b, D, causal), []).append((N, r[f"{pass_}_ms"] / other[f"{pass_}_ms"]))
+    return out
+
+
+def speedup_figure(recorded: dict, *, chain=CHAIN, pass_: str = "fwd", dtype: str = "float16") -> go.Figure:
+    """Speed-up of each chapter's kernel over the previous one vs N; buttons for the mask."""
+    sp = speedups(recorded, chain=chain, pass_=pass_, dtype=dtype)
+    pairs = list(dict.fromkeys((a, b) for a, b, _, _ in sp))
+    Ds = sorted({D for _, _, D, _ in sp})
+    fig = go.Figure()
+    for (a, b, D, causal), pts in sp.items():
+        color = SEQUENCE[pairs.index((a, b)) % len(SEQUENCE)]
+        name = f"{b.removesuffix('_triton')} over {a.removesuffix('_triton')}, D{D}"
+        fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[s for _, s in pts], mode="lines+markers",
+                                 name=name, meta=int(causal), visible=not causal,
+                                 line=dict(color=color, dash="solid" if D == Ds[-1] else "dash"),
+                                 hovertemplate="N=%{x}: %{y:.2f}×<extra>" + name + "</extra>"))
+    fig.add_hline(y=1, line=dict(color=OKABE_ITO["grey"], dash="dot"))
+    buttons = [dict(label=text, method="update", args=[{"visible": [t.meta == c for t in fig.data]}])
+               for c, text in ((0, "no mask"), (1, "causal"))]
+    fig.update_xaxes(type="log", title_text="sequence length N (B·N = 16k)",
+                     tickvals=sorted({n for pts in sp.values() for n, _ in pts}))
+    fig.update_yaxes(type="log", title_text="speed-up (time of the older kernel / time of the newer)", dtick=1)
+    fig.update_layout(title=dict(text=f"Each chapter's kernel over the previous one, {pass_}, "
+                                      f"{SHORT.get(dtype, dtype)}<br><sup>{label(recorded['info'])}</sup>"),
+                      updatemenus=[dict(buttons=buttons, direction="right", x=1, xanchor="right", y=1.16,
+                                        yanchor="top", showactive=True)],
+                      height=440, font=FONT, plot_bgcolor="white", legend=dict(orientation="h", y=-0.25),
+                      margin=dict(t=90, l=60, r=20, b=100))
+    return fig
+
+
+def preset_for(gpu_name: str | None) -> str | None:
+    """The hardware preset whose name appears in a GPU's name ("NVIDIA H200" -> "H200")."""
+    for key in GPUS:
+        if gpu_name and key.lower() in gpu_name.lower():
+            return key
+    return None
+
+
+def model_bytes(impl: str, *, B: int, H: int, N: int, D: int, causal: bool, itemsize: int = 2) -> int:
+    """HBM bytes of one forward as the memory model counts the provider's algorithm."""
+    alg = ALGORITHM.get(impl, "v2")
+    f = formula(alg, N=N, d=D, block_r=MODEL_BLOCKS[0], block_c=MODEL_BLOCKS[1], causal=causal,
+                batch=B, heads=H)
+    return sum(f.exact.bytes(itemsize))
+
+
+def measured_points(recorded: dict, *, N: int, D: int, causal: bool = False, dtype: str = "float16"):
+    """``(impl, intensity FLOP/B, measured TFLOP/s)`` of every forward recorded at one shape."""
+    out = []
+    for r in timing_rows(recorded, dtype=dtype):
+        if (r["N"], r["D"], r["causal"]) != (N, D, causal) or r.get("fwd_status", "ok") != "ok" \
+                or "fwd_tflops" not in r:
+            continue
+        flops = attention_flops("fwd", B=r["B"], H=r["H"], N=N, D=D, causal=causal)
+        out.append((r["impl"], flops / model_bytes(r["impl"], B=r["B"], H=r["H"], N=N, D=D, causal=causal),
+                    r["fwd_tflops"]))
+    return out
+
+
+def measured_roofline_figure(recorded: dict, *, N: int = 4096, D: int = 128, causal: bool = False,
+                             dtype: str = "float16", device: str | None = None) -> go.Figure:
+    """The preset's datasheet roofline, the ceilings measured in the same run (when recorded),
+    and each kernel at its modelled intensity and measured forward TFLOP/s."""
+    recorded = normalize(recorded)
+    g = get_gpu(device or preset_for(recorded["info"].get("gpu")) or "H100")
+    pts = measured_points(recorded, N=N, D=D, causal=causal, dtype=dtype)
+    if not pts:
+        raise ValueError(f"no forward recorded at N={N}, D={D}, causal={causal}, dtype={dtype}")
+    xs = [x for _, x, _ in pts] + [g.ridge_point()]
+    x = np.logspace(np.log10(min(xs) / 3), np.log10(max(xs) * 3), 200)
+    fig = go.Figure(go.Scatter(x=x, y=np.minimum(g.fp16_flops, x * g.hbm_bandwidth) / 1e12, mode="lines",
+                               name=f"{g.name} datasheet", line=dict(color="black", width=2),
+                               hovertemplate="%{x:.3g} FLOP/B → %{y:.0f} TFLOP/s<extra></extra>"))
+    ceil = recorded.get("ceilings", {})
+    mm = for_dtype(ceil, dtype)
+    if mm and ceil.get("copy_tbs"):
+        y = np.minimum(mm * 1e12, x * ceil["copy_tbs"] * 1e12) / 1e12
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="measured in the same run",
+                                 line=dict(color=OKABE_ITO["grey"], width=2, dash="dash"),
+                                 hovertemplate="%{x:.3g} FLOP/B → %{y:.0f} TFLOP/s<extra>measured</extra>"))
+    for (impl, ai, tf), color in zip(pts, SEQUENCE * 2):
+        fig.add_trace(go.Scatter(x=[ai], y=[tf], mode="markers", name=NAMES.get(impl, impl),
+                                 marker=dict(size=12, color=color, line=dict(color="white", width=1)),
+                                 hovertemplate=f"{impl}<br>%{{x:.3g}} FLOP/B, %{{y:.0f}} TFLOP/s<extra></extra>"))
+    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per HBM byte, memory model)", dtick=1)
+    fig.update_yaxes(type="log", title_text=f"{SHORT.get(dtype, dtype)} TFLOP/s", dtick=1)
+    mask = "causal" if causal else "no mask"
+    fig.update_layout(title=dict(text=f"Forward, N={N}, D={D}, {mask}, on the {g.name} roofline"
+                                      f"<br><sup>{label(recorded['info'])}</sup>"),
+                      height=460, font=FONT, plot_bgcolor="white", legend=dict(orientation="h", y=-0.25),
+                      margin=dict(t=80, l=60, r=20, b=100))
+    return fig
