@@ -2,6 +2,8 @@
 or `# %%` (code), optionally with tags: `# %% tags=["hide-input"]`.
 
 Authoring chapters as text keeps diffs readable; the committed .ipynb has no outputs.
+``{REPOSITORY_URL}`` in a source becomes _config.yml's ``repository.url`` (the Colab install cell
+and the launch buttons read the one URL).
 Usage: python tools/nbtool.py build book/src/ch01.py book/ch01_standard_attention.ipynb
        python tools/nbtool.py strip book/*.ipynb
 """
@@ -15,6 +17,17 @@ from pathlib import Path
 import nbformat
 
 HEADER = re.compile(r"^# %%(?P<md> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
+
+
+CONFIG = Path(__file__).resolve().parents[1] / "_config.yml"
+
+
+def repository_url() -> str:
+    """``repository.url`` of _config.yml (read by hand: the file is flat enough for a regex)."""
+    m = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", CONFIG.read_text(), re.M)
+    if not m:
+        raise SystemExit(f"nbtool: no repository.url in {CONFIG}")
+    return m.group(1)
 
 
 def build(src: Path, dst: Path) -> None:
@@ -34,7 +47,7 @@ def build(src: Path, dst: Path) -> None:
             cell.metadata["tags"] = tags
         cells.append(cell)
 
-    for line in src.read_text().splitlines():
+    for line in src.read_text().replace("{REPOSITORY_URL}", repository_url()).splitlines():
         m = HEADER.match(line)
         if m:
             flush()

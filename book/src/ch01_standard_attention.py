@@ -13,7 +13,7 @@
 # Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
-    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+    %pip install -q "flashedu @ git+{REPOSITORY_URL}"
 
 import torch
 import flashedu

@@ -18,7 +18,7 @@
 # Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
-    %pip install -q "flashedu @ git+https://github.com/flashedu/flashedu"
+    %pip install -q "flashedu @ git+{REPOSITORY_URL}"
 
 import torch
 import flashedu
@@ -205,7 +205,7 @@ if decode:
     glue("dec_meas_small_one_us", 1e3 * dm["small_one_split_ms"])
     glue("dec_meas_err", dm["max_err"])
 else:
-    print("No GPU measurement of decoding is recorded (flashedu/recorded/data/decode/): run flashedu/bench/decode.py on a GPU.")
+    print("No GPU measurement of decoding is recorded (flashedu/recorded/data/decode/): run python -m flashedu.bench.decode on a GPU.")
 
 # %% [markdown]
 # Measured on an {glue:text}`dec_gpu` on {glue:text}`dec_date` (every output within
@@ -391,7 +391,7 @@ if ring_run:
     glue("ring_send_GBps", rm["send_GBps"])
     glue("ring_step_ms", rm["step_ms"])
 else:
-    print("No GPU measurement of the ring is recorded (flashedu/recorded/data/ring/): run flashedu/bench/ring.py on several GPUs.")
+    print("No GPU measurement of the ring is recorded (flashedu/recorded/data/ring/): run python -m flashedu.bench.ring on several GPUs.")
 
 # %% [markdown]
 # Measured on {glue:text}`ring_world` × {glue:text}`ring_gpu` on {glue:text}`ring_date` (NCCL,

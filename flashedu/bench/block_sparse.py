@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root (about 4-7 minutes on an H100/H200):
 
-    python3 flashedu/bench/block_sparse.py --out $OUT [--quick] [--no-flex]
+    python -m flashedu.bench.block_sparse --out $OUT [--quick] [--no-flex]
 
 For N in {4k, 8k, 16k}, D in {64, 128}, fp16, the FlashAttention papers' shapes (hidden 2048:
 H = 2048 / D, B = 16384 / N), one mask shared by all heads at 128 × 128 tiles:
@@ -35,13 +35,11 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flashedu  # noqa: E402  (first: it decides compiled vs interpreter before triton loads)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import triton  # noqa: E402
-from benchio import Recorder, gpu_time, host_us  # noqa: E402
+from flashedu.bench.recorder import Recorder, gpu_time, host_us, require_gpu  # noqa: E402
 
 from flashedu.ops.block_sparse import masks as bs  # noqa: E402
 from flashedu.ops.block_sparse import kernel  # noqa: E402
@@ -97,7 +95,8 @@ def flex_fns():
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join("flashedu", "data"))
     ap.add_argument("--quick", action="store_true", help="N = 4k only")
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
@@ -106,6 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.merge:
         return merge(args.merge, args.out)
+    require_gpu("flashedu.bench.block_sparse")
     rt = flashedu.runtime.current()
     if not rt.compiled:
         print(f"needs a GPU: {rt.describe()}")

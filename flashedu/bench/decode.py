@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root (about 2 minutes on an H200):
 
-    python3 flashedu/bench/decode.py --out $OUT
+    python -m flashedu.bench.decode --out $OUT
 
 Shapes: fp16, D = 128, 64 query heads sharing 8 K/V heads (GQA 8:1), query length 1,
 B in {1, 4, 16}, cached keys N_k in {4k, 16k, 64k, 128k}. Implementations:
@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
 
 from flashedu.bench.peers import sdpa_peer  # noqa: E402
 from flashedu.ops.split_kv.kernel import _sm_count, split_kv_attention_triton  # noqa: E402
@@ -107,10 +104,12 @@ def table(rows, Bs, Nks):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=".")
     ap.add_argument("--quick", action="store_true", help="B=1 and N_k=4k, 64k only")
     args = ap.parse_args()
+    require_gpu("flashedu.bench.decode")
     Bs, Nks = ((1,), (4096, 65536)) if args.quick else ((1, 4, 16), (4096, 16384, 65536, 131072))
     t0 = time.time()
     rows = []

@@ -3,8 +3,8 @@ descriptors, pipeline depth 1-4, warp specialisation on and off (where it compil
 
 On the GPU machine, from the repository root (about 4-5 minutes on an H100/H200):
 
-    python3 flashedu/bench/fa3.py --out $OUT          # writes $OUT/fa3/<gpu>.json (after every row)
-    python3 flashedu/bench/fa3.py --quick --out $OUT  # D128 only, N 8448, ~1.5 minutes
+    python -m flashedu.bench.fa3 --out $OUT          # writes $OUT/fa3/<gpu>.json (after every row)
+    python -m flashedu.bench.fa3 --quick --out $OUT  # D128 only, N 8448, ~1.5 minutes
 
 then copy the file to flashedu/recorded/data/fa3/. fp16, hidden 2048 (H = 2048 / D), B = max(1, 16384 // N),
 non-causal (the paper's ablation: D = 128, N = 8448), FLOPs 4·B·H·N²·D, median of
@@ -22,11 +22,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
 
 from flashedu.ops.fa3.kernel import HAS_WARP_SPECIALIZE, TMAConfig, tma_forward  # noqa: E402
 from flashedu.ops.v2.kernel import flash_attention_v2  # noqa: E402
@@ -63,7 +62,7 @@ def probe_warp_specialize(dims, log) -> tuple[dict, list]:
     """{D: set of (bm, bn, w, s) that compiled and ran}, and a row per probe."""
     ok, rows, done = {D: set() for D in dims}, [], set()
     for _attempt in range(len(TILES) * len(STAGES) * len(dims)):
-        cmd = [sys.executable, __file__, "--probe", "--dims", ",".join(map(str, dims)),
+        cmd = [sys.executable, "-m", "flashedu.bench.fa3", "--probe", "--dims", ",".join(map(str, dims)),
                "--skip", ",".join(":".join(map(str, key)) for key in done)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         last = None
@@ -95,13 +94,15 @@ def bench(fn) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "flashedu", "data"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--skip", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    require_gpu("flashedu.bench.fa3")
     args.dims = [int(x) for x in args.dims.split(",")]
     if args.probe:
         return probe(args)

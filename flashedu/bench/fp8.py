@@ -3,7 +3,7 @@ the error of each FP8 recipe against fp64 on FA3's outlier inputs, run through t
 
 On the GPU machine, from the repository root (about 2-3 minutes on an H100/H200):
 
-    python3 flashedu/bench/fp8.py --out $OUT    # writes $OUT/fp8/<gpu>.json
+    python -m flashedu.bench.fp8 --out $OUT    # writes $OUT/fp8/<gpu>.json
 
 then copy the file to flashedu/recorded/data/fp8/. Speed: hidden 2048 (H = 2048 / D), B = max(1, 16384 // N),
 non-causal, FLOPs 4·B·H·N²·D, median of triton.testing.do_bench; the FP8 kernel is timed on
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
 
 from flashedu.ops import fp8  # noqa: E402
 from flashedu.bench.cases import make_case  # noqa: E402
@@ -91,10 +89,12 @@ def accuracy(rows, log, seed=0):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "flashedu", "data"))
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
+    require_gpu("flashedu.bench.fp8")
     t0 = time.time()
     rows = []
     rec = Recorder(args.out, "fp8")

@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root:
 
-    python3 flashedu/bench/ncu.py --out DIR
+    python -m flashedu.bench.ncu --out DIR
 
 runs each case in its own process under
 ``ncu --profile-from-start off --clock-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum``:
@@ -20,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from flashedu.bench.recorder import require_gpu
+from flashedu.bench.schema import gpu_slug
+
 
 B, H, D = 1, 16, 64
 # (kernel, model algorithm, N, causal, (block_r, block_c) the kernel runs with)
@@ -65,7 +67,7 @@ def run_case(k: int) -> None:
 def measure(k: int, log_dir: str) -> dict:
     log = os.path.join(log_dir, f"ncu_case{k}.csv")
     cmd = ["ncu", "--profile-from-start", "off", "--clock-control", "none", "--csv", "--print-units", "base",
-           "--metrics", ",".join(METRICS), "--log-file", log, sys.executable, __file__, "--case", str(k)]
+           "--metrics", ",".join(METRICS), "--log-file", log, sys.executable, "-m", "flashedu.bench.ncu", "--case", str(k)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     totals = {m: 0.0 for m in METRICS}
     kernels = []
@@ -83,10 +85,12 @@ def measure(k: int, log_dir: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", type=int)
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     args = ap.parse_args()
+    require_gpu("flashedu.bench.ncu", tool="ncu")
     if args.case is not None:
         run_case(args.case)
         return
@@ -110,7 +114,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     out = dict(provenance=provenance.collect(), setting=f"fp16, B={B}, H={H}, D={D}; one forward launch; "
                "ncu dram__bytes_read.sum / dram__bytes_write.sum, --clock-control none", rows=rows)
-    with open(os.path.join(args.out, "ncu_traffic.json"), "w") as f:
+    path = os.path.join(args.out, "ncu", f"{gpu_slug(out['provenance'])}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(out, f, indent=1)
 
 

@@ -17,6 +17,7 @@ import torch
 
 from flashedu import provenance, recorded, registry
 from flashedu.bench.peers import sdpa_peer
+from flashedu.bench.recorder import require_gpu
 
 DATA = recorded.DATA / "memory"
 
@@ -59,12 +60,11 @@ def providers() -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m flashedu.bench.peak_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--ns", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA GPU")
+    require_gpu("flashedu.bench.peak_memory")
     B, H, D = 1, 16, 128
     rows = []
     for name, fn in providers().items():

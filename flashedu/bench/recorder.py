@@ -1,16 +1,32 @@
-"""Where the GPU scripts in tools/ write their results, and how: one JSON file per GPU,
+"""Where the GPU scripts ``python -m flashedu.bench.<kind>`` write their results, and how: one JSON file per GPU,
 rewritten after every row through a temporary file, so a run stopped by a time limit keeps
 what it finished (``"partial": true`` until the script's last write)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from flashedu import provenance
+from flashedu.bench.schema import gpu_slug
 
-from flashedu import provenance  # noqa: E402
-from flashedu.bench.schema import gpu_slug  # noqa: E402
+
+def require_gpu(script: str, *, tool: str | None = None) -> None:
+    """Stop a GPU script on a machine without a CUDA GPU (or without ``tool`` on the PATH): one
+    line on stderr and exit code 2, before anything is written."""
+    import torch
+
+    if not torch.cuda.is_available():
+        _refuse(f"{script}: needs a CUDA GPU and found none (torch {torch.__version__}); "
+                "nothing was measured or written")
+    if tool is not None and shutil.which(tool) is None:
+        _refuse(f"{script}: needs {tool} on the PATH and found none; nothing was measured or written")
+
+
+def _refuse(line: str) -> None:
+    print(line, file=sys.stderr)
+    sys.exit(2)
 
 
 class Recorder:

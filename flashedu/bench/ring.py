@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root (about 3 minutes on 2 H200s):
 
-    python3 flashedu/bench/ring.py --out $OUT            # all GPUs; --world N for fewer
+    python -m flashedu.bench.ring --out $OUT            # all GPUs; --world N for fewer
 
 Sets NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1 (NVLink
 multicast stays off) unless already set, then spawns one process per GPU (the same launcher the
@@ -24,10 +24,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from flashedu.ops.ring.launch import NCCL_ENV  # noqa: E402
 
@@ -36,6 +34,9 @@ for _key, _value in NCCL_ENV.items():
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+
+from flashedu.bench.recorder import require_gpu  # noqa: E402
+from flashedu.bench.schema import gpu_slug  # noqa: E402
 
 LAYOUT_CASES = [("contiguous", True), ("zigzag", True), ("striped", True), ("contiguous", False)]
 
@@ -110,13 +111,15 @@ def task(rank, world, sizes, reps, check_n, device):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=".")
     ap.add_argument("--world", type=int, default=None, help="processes (GPUs); default: all GPUs")
     ap.add_argument("--sizes", default="16384,65536,262144")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--smoke", action="store_true", help="CPU, gloo, 2 processes, tiny sizes: checks the script")
     args = ap.parse_args()
+    require_gpu("flashedu.bench.ring")
     from flashedu import provenance
     from flashedu.ops.ring import run_processes
 
@@ -133,7 +136,8 @@ def main():
     info = provenance.collect()
     info["world"] = world
     info["nccl_env"] = {k: os.environ.get(k) for k in NCCL_ENV}
-    name = f"ring-{(info['gpu'] or 'cpu').lower().replace(' ', '-')}-x{world}.json"
+    name = os.path.join("ring", f"{gpu_slug(info)}-x{world}.json")
+    os.makedirs(os.path.join(args.out, "ring"), exist_ok=True)
     with open(os.path.join(args.out, name), "w") as f:
         json.dump(dict(provenance=info, seconds=round(time.time() - t0, 1), rows=rows), f, indent=1)
     worst = max(r["max_err"] for r in rows if r["test"] == "check")

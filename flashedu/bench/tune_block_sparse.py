@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root (about 2 minutes per head dim on an H100/H200):
 
-    python3 flashedu/bench/tune_block_sparse.py --D 128 --out $OUT   # writes $OUT/block_sparse_tuning/<gpu>.json
+    python -m flashedu.bench.tune_block_sparse --D 128 --out $OUT   # writes $OUT/block_sparse_tuning/<gpu>.json
 
 At the shapes of ``flashedu/bench/block_sparse.py`` (hidden 2048, B·N = 16k, fp16, 128 × 128
 mask blocks) and for a dense, a random 25 %, a random 10 % and a local 10 % mask, every
@@ -23,17 +23,14 @@ was removed (its ``ms`` is do_bench's, eager).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before kernels load)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder, gpu_time, host_us, kernel_stats  # noqa: E402
+from flashedu.bench.recorder import Recorder, gpu_time, host_us, kernel_stats, require_gpu  # noqa: E402
 
 from flashedu.ops.block_sparse import masks as bs  # noqa: E402
 from flashedu.ops.block_sparse import kernel as impl  # noqa: E402
@@ -67,7 +64,8 @@ def set_flags(flags: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--N", type=int, nargs="+", default=[4096, 8192, 16384])
     ap.add_argument("--out", required=True)
@@ -75,6 +73,7 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="only the first five configs of FWD_CONFIGS")
     ap.add_argument("--flag", help="also time every config with this kernel flag flipped")
     args = ap.parse_args()
+    require_gpu("flashedu.bench.tune_block_sparse")
     D, t0 = args.D, time.time()
     if args.host:
         return host_breakdown(D)

@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root (about 2 minutes on an H100/H200):
 
-    python3 flashedu/bench/tune_fp8.py --out $OUT     # writes $OUT/fp8_tuning/<gpu>.json
+    python -m flashedu.bench.tune_fp8 --out $OUT     # writes $OUT/fp8_tuning/<gpu>.json
 
 Each variant is an :class:`~flashedu.ops.fp8.kernel.FP8Config`: tiles, warps, stages, TMA,
 and the speed options (``fold_v``: P·V accumulates straight into acc; ``exp_fma``: the exps by a
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from benchio import Recorder  # noqa: E402
+from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
 
 from flashedu.ops import fp8  # noqa: E402
 from flashedu.bench.cases import make_case  # noqa: E402
@@ -52,10 +49,12 @@ VARIANTS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     args = ap.parse_args()
+    require_gpu("flashedu.bench.tune_fp8")
     t0 = time.time()
     rows: list[dict] = []
     rec = Recorder(args.out, "fp8_tuning", config=dict(variants={n: dataclasses.asdict(c) for n, c in VARIANTS.items()}))

@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root:
 
-    python3 flashedu/bench/tune_v2.py --out $OUT [--wait-for FILE] [--quick]
+    python -m flashedu.bench.tune_v2 --out $OUT [--wait-for FILE] [--quick]
 
 1. every forward / dK-dV / dQ config of this arch, at D in {64, 128}, causal and not, against
    SDPA (forward and gradients), at a shape whose integer arguments specialise like the timed
@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -38,6 +36,8 @@ from flashedu.ops.v2 import kernel_bwd as bwd  # noqa: E402
 from flashedu.ops import _triton  # noqa: E402
 from flashedu.ops.v2 import kernel as fwd  # noqa: E402
 from flashedu.ops.v2.kernel import flash_attention_v2  # noqa: E402
+from flashedu.bench.recorder import require_gpu  # noqa: E402
+from flashedu.bench.schema import gpu_slug  # noqa: E402
 
 DT = torch.float16
 
@@ -201,7 +201,8 @@ def table(rows, Ns):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--wait-for", default=None, help="file whose existence starts the timing phase")
     ap.add_argument("--quick", action="store_true", help="N in {2k, 8k} only, no config check")
@@ -210,12 +211,14 @@ def main():
     ap.add_argument("--profile", action="store_true", help="host overhead of one call, then exit")
     ap.add_argument("--N", default=None, help="comma-separated sequence lengths to time")
     args = ap.parse_args()
+    require_gpu("flashedu.bench.tune_v2")
     info = dict(provenance.collect(), arch=_triton.arch_key(), describe=flashedu.describe(),
                 setting="fp16, hidden 2048 (H = 2048 / D), B = 16384 / N; FLOPs 4·B·H·N²·D forward "
                         "(half when causal), backward 2.5x; median of triton.testing.do_bench")
     print(info, flush=True)
     results = dict(info=info)
-    path = os.path.join(args.out, "tune_v2.json")
+    path = os.path.join(args.out, "v2_tuning", f"{gpu_slug(info)}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
 
     def log(row):
         print(json.dumps(row), flush=True)

@@ -2,7 +2,7 @@
 
 On the GPU machine, from the repository root (about 2 minutes on an H100/H200):
 
-    python3 flashedu/bench/tune_v2_bwd.py --D 256 --out $OUT   # writes $OUT/v2_bwd_tuning/<gpu>.json
+    python -m flashedu.bench.tune_v2_bwd --D 256 --out $OUT   # writes $OUT/v2_bwd_tuning/<gpu>.json
 
 The backward is two kernels, dK/dV (a K/V tile resident, Q tiles streaming) and dQ (the
 mirror). Each candidate (BLOCK_M, BLOCK_N, warps, stages) of one kernel is timed with the other
@@ -15,17 +15,14 @@ compile or spills is recorded, not fatal. Tuning data: winners go into DKDV_CONF
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
-from benchio import Recorder, kernel_stats  # noqa: E402
+from flashedu.bench.recorder import Recorder, kernel_stats, require_gpu  # noqa: E402
 
 import flashedu  # noqa: E402, F401  (decides compiled vs interpreter before kernels load)
 from flashedu.bench.cases import make_case  # noqa: E402
@@ -46,10 +43,12 @@ def cfg(t):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--D", type=int, default=256)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    require_gpu("flashedu.bench.tune_v2_bwd")
     D, t0 = args.D, time.time()
     rec = Recorder(args.out, "v2_bwd_tuning", D=D, dkdv=DKDV, dq=DQ)
     rows: list[dict] = []

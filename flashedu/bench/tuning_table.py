@@ -1,11 +1,12 @@
-"""Print a flashedu/bench/tune_fp8.py run as a Markdown table: each variant's speed-up over fp16 v2_triton.
+"""Print a ``python -m flashedu.bench.tune_fp8`` run as a Markdown table: each variant's speed-up
+over fp16 v2_triton. Reads recorded files; needs no GPU.
 
-    python flashedu/bench/tuning_table.py flashedu/recorded/data/fp8_tuning/nvidia-h200.json
+    python -m flashedu.bench.tuning_table flashedu/recorded/data/fp8_tuning/nvidia-h200.json
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 
 def table(run: dict) -> str:
@@ -24,6 +25,9 @@ def table(run: dict) -> str:
 
 
 if __name__ == "__main__":
-    for path in sys.argv[1:]:
+    ap = argparse.ArgumentParser(prog="python -m flashedu.bench.tuning_table", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+", metavar="JSON", help="recorded tune_fp8 runs")
+    for path in ap.parse_args().files:
         run = json.load(open(path))
         print(f"{path} (commit {run['provenance']['commit'][:7]}, {run['provenance']['gpu']})\n\n{table(run)}\n")

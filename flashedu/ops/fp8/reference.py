@@ -36,8 +36,10 @@ def check_fp8_inputs(q, k, v, *, causal, scale, q_descale, k_descale, v_descale,
     # Shapes and scale first, with the same messages as every implementation; the dtype after.
     scale = check_qkv(q, k, v, causal=causal, scale=scale, name=name)
     if q.dtype not in FP8_DTYPES:
-        raise TypeError(f"{name}: q, k, v must be float8_e4m3fn (quantise them with "
-                        f"flashedu.ops.fp8.quantize), got {str(q.dtype).removeprefix('torch.')}")
+        raise TypeError(f"{name}: q, k, v must be float8_e4m3fn, got {str(q.dtype).removeprefix('torch.')}; "
+                        "q8, k8, v8, descales = flashedu.ops.fp8.prepare_fp8(q, k, v, 'fp8_fa3') makes "
+                        "them (call fn(q8, k8, v8, **descales)), or flashedu.ops.fp8.fp8_attention(q, k, v) "
+                        "quantises and runs in one call")
     for arg, val in (("q_block", q_block), ("kv_block", kv_block)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name}: {arg} must be a positive int, got {val!r}")
