@@ -63,8 +63,24 @@ class SRAM:
         self.free(*list(self.resident))
 
 
+class Bytes:
+    """read_bytes and write_bytes of anything that counts elements of one itemsize."""
+
+    read_elements: int
+    write_elements: int
+    itemsize: int
+
+    @property
+    def read_bytes(self) -> int:
+        return self.read_elements * self.itemsize
+
+    @property
+    def write_bytes(self) -> int:
+        return self.write_elements * self.itemsize
+
+
 @dataclass
-class HBMTensor:
+class HBMTensor(Bytes):
     """One tensor in HBM and the traffic it has seen (elements summed over batch and heads)."""
 
     name: str
@@ -74,14 +90,6 @@ class HBMTensor:
     data: torch.Tensor | None = None  # [B, H, rows, cols]; None in a shape-only run
     read_elements: int = 0
     write_elements: int = 0
-
-    @property
-    def read_bytes(self) -> int:
-        return self.read_elements * self.itemsize
-
-    @property
-    def write_bytes(self) -> int:
-        return self.write_elements * self.itemsize
 
 
 class HBM:

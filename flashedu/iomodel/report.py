@@ -6,25 +6,18 @@ from dataclasses import dataclass, field
 import torch
 
 from flashedu.iomodel.chip import Chip
+from flashedu.iomodel.hbm_sram import Bytes
 from flashedu.iomodel.trace import Trace
 
 
 @dataclass(frozen=True)
-class TensorTraffic:
+class TensorTraffic(Bytes):
     """HBM traffic of one tensor (elements and bytes, summed over batch and heads)."""
 
     name: str
     itemsize: int
     read_elements: int
     write_elements: int
-
-    @property
-    def read_bytes(self) -> int:
-        return self.read_elements * self.itemsize
-
-    @property
-    def write_bytes(self) -> int:
-        return self.write_elements * self.itemsize
 
 
 @dataclass(frozen=True)

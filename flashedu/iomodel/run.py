@@ -43,7 +43,7 @@ def _backward_inputs(chip: Chip, *, N: int, d: int, stats: tuple[str, ...], data
         chip.tensor(name, N, 1 if name in stats else d, data=(data or {}).get(name), stat=name in stats)
 
 
-def _check_sram(sram_bytes) -> int:
+def check_sram(sram_bytes) -> int:
     if sram_bytes is None:
         return DEFAULT_SRAM_BYTES
     if isinstance(sram_bytes, bool) or not isinstance(sram_bytes, int) or sram_bytes < 1:
@@ -57,7 +57,7 @@ def run_reference(algorithm: str, forward: Callable, q, k, v, *, causal: bool, s
     scale = check_qkv(q, k, v, causal=causal, scale=scale, name=f"{algorithm}_reference")
     B, H, N, D = q.shape
     N_k = k.shape[2]
-    sram_bytes = _check_sram(sram_bytes)
+    sram_bytes = check_sram(sram_bytes)
     br, bc = resolve_blocks(algorithm, d=D, sram_bytes=sram_bytes, dtype=q.dtype,
                             block_r=block_r, block_c=block_c)
     chip = Chip.from_qkv(q, k, v, sram_bytes=sram_bytes)
@@ -82,7 +82,7 @@ def run_backward(algorithm: str, q, k, v, o, do, stats: dict, *, causal: bool, s
         if stats[name].numel() != B * H * N:
             raise ValueError(f"{algorithm}_backward: {name} must have shape [B, H, N] = {(B, H, N)}, "
                              f"got {tuple(stats[name].shape)}")
-    sram_bytes = _check_sram(sram_bytes)
+    sram_bytes = check_sram(sram_bytes)
     br, bc = _backward_blocks(model.backward_block_sizes, d=D, sram_bytes=sram_bytes, dtype=q.dtype, block_r=block_r,
                               block_c=block_c)
     chip = Chip.from_qkv(q.detach(), k.detach(), v.detach(), sram_bytes=sram_bytes)
@@ -131,7 +131,7 @@ def simulate(algorithm: str, *, N: int, d: int, sram_bytes: int = DEFAULT_SRAM_B
     N_k = N if N_k is None else _positive_int("N_k", N_k)
     if causal and N_k != N:
         raise ValueError(f"causal=True needs N_k == N, got N={N}, N_k={N_k}")
-    sram_bytes = _check_sram(sram_bytes)
+    sram_bytes = check_sram(sram_bytes)
     if model.simulate is not None:
         return model.simulate(N=N, N_k=N_k, d=d, block_mask=block_mask, causal=causal, backward=backward,
                               dtype=dtype, sram_bytes=sram_bytes, batch=batch, heads=heads,

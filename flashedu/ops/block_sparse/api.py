@@ -14,9 +14,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from flashedu.ops.block_sparse.masks.mask import BlockSparseMask, dense_mask
-from flashedu.iomodel.blocks import DEFAULT_SRAM_BYTES, default_block_sizes, resolve_blocks
+from flashedu.iomodel.blocks import default_block_sizes, resolve_blocks
 from flashedu.iomodel.chip import Chip
 from flashedu.iomodel.report import Report, TensorTraffic, build_report
+from flashedu.iomodel.run import check_sram
 from flashedu.validate import check_qkv
 from flashedu.ops.v2.reference_bwd import backward_block_sizes
 from flashedu.ops.block_sparse.reference import block_sparse_backward, block_sparse_forward
@@ -92,14 +93,6 @@ def backward_mask(mask: BlockSparseMask, *, d: int, dtype: torch.dtype, sram_byt
     return mask.refine(_largest_divisor(mask.block_r, br), _largest_divisor(mask.block_c, bc))
 
 
-def _check_sram(sram_bytes) -> int:
-    if sram_bytes is None:
-        return DEFAULT_SRAM_BYTES
-    if isinstance(sram_bytes, bool) or not isinstance(sram_bytes, int) or sram_bytes < 1:
-        raise ValueError(f"sram_bytes must be a positive int, got {sram_bytes!r}")
-    return sram_bytes
-
-
 def run_forward(q, k, v, mask: BlockSparseMask, *, causal: bool, scale: float, sram_bytes: int):
     """(o, L [B, H, N, 1], report) of the forward, numerically."""
     outs, lses, reports = [], [], []
@@ -162,7 +155,7 @@ def block_sparse_attention(q, k, v, *, causal: bool = False, scale: float | None
     gradients). Returns o, or ``(o, report)`` with ``return_report=True``. Differentiable.
     """
     scale = check_qkv(q, k, v, causal=causal, scale=scale, name="block_sparse_reference")
-    sram_bytes = _check_sram(sram_bytes)
+    sram_bytes = check_sram(sram_bytes)
     B, H, N, D = q.shape
     mask = resolve_mask(block_mask, N=N, N_k=k.shape[2], heads=H, d=D, dtype=q.dtype, sram_bytes=sram_bytes)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
