@@ -255,7 +255,7 @@ def test_merge_unites_parts_of_a_split_run(toy_result):
 
 
 def test_the_chapter_4_file_reads_as_a_harness_file():
-    old = next(r for r in recorded.load("bench") if "schema" not in r)
+    old = next(r for r in [recorded.first("v2_tuning")] if "schema" not in r)
     new = schema.validate(schema.normalize(old))
     assert {r["dtype"] for r in new["times"]} == {"float16"}
     assert all(r["impl"] != "autotune_picks" for r in new["times"])
@@ -301,7 +301,7 @@ def test_chapter_figures_read_a_harness_file(toy_result):
     from flashedu.viz.tflops import tflops_figure
     from flashedu.viz.speedups import measured_roofline_figure, speedup_figure, speedups
 
-    new = copy.deepcopy(schema.normalize(next(r for r in recorded.load("bench") if "schema" not in r)))
+    new = copy.deepcopy(schema.normalize(next(r for r in [recorded.first("v2_tuning")] if "schema" not in r)))
     new["ceilings"] = {"matmul_bf16_tflops": 773.0, "copy_tbs": 4.27}
     std = [dict(r, impl="standard_triton", fwd_ms=2 * r["fwd_ms"]) for r in new["times"] if r["impl"] == "v1_triton"]
     new["times"] += std + [dict(std[-1], impl="sdpa_math", fwd_status="skipped: memory", bwd_status="error: boom")]

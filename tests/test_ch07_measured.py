@@ -15,8 +15,8 @@ from flashedu import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "book" / "src" / "ch07_beyond_one_block.py"
-DECODE = sorted((ROOT / "flashedu" / "recorded" / "data" / "decode").glob("*.json"))
-RING = sorted((ROOT / "flashedu" / "recorded" / "data" / "ring").glob("*.json"))
+DECODE = sorted((recorded.DATA / "decode").glob("*.json"))
+RING = sorted((recorded.DATA / "ring").glob("*.json"))
 
 
 def _cells(text: str) -> list[tuple[str, str]]:
@@ -38,7 +38,7 @@ CELLS = _cells(SRC.read_text())
 def _measured_cells() -> list[int]:
     """Indices of the two code cells that read the recorded files."""
     idx = [i for i, (kind, src) in enumerate(CELLS) if kind == "code"
-           and ('recorded.first("decode")' in src or 'recorded.first("ring")' in src)]
+           and ('recorded.latest("decode")' in src or 'recorded.latest("ring")' in src)]
     assert len(idx) == 2, "expected one measured cell for decoding and one for the ring"
     return idx
 

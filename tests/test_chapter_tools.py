@@ -129,9 +129,10 @@ def test_v2_traffic_and_programs_checkers():
 
 
 def test_recorded_bench_has_provenance_and_every_case_draws():
-    from flashedu.viz.tflops import PASSES, ratio, tflops_figure, timing_rows
+    from flashedu.recorded.bench import ratio, timing_rows
+    from flashedu.viz.tflops import PASSES, tflops_figure
 
-    for rec in recorded.load("bench"):
+    for rec in recorded.load("bench") + recorded.load("v2_tuning"):
         assert {"gpu", "driver", "torch", "triton", "date", "commit"} <= rec["info"].keys()
         rows = timing_rows(rec)
         assert rows and all(r["fwd_ms"] > 0 for r in rows)
@@ -216,3 +217,34 @@ def test_every_checker_reports_a_raising_answer_as_wrong(name, capsys):
 
     assert getattr(exercises, name)(boom, cases=3) is False
     assert "raised ValueError: not written yet" in capsys.readouterr().out
+
+
+def test_recorded_latest_is_the_newest_by_provenance_date(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(recorded, "DATA", tmp_path)
+    assert recorded.latest("bench") is None
+    (tmp_path / "bench").mkdir()
+    # The file names sort the other way round from the dates: latest must read the dates.
+    for name, when in (("a-new.json", "2026-11-22T04:00:00+00:00"), ("b-old.json", "2026-11-01T00:00:00+00:00")):
+        (tmp_path / "bench" / name).write_text(json.dumps({"info": {"date": when}, "name": name}))
+    assert recorded.latest("bench")["name"] == "a-new.json"
+    assert recorded.first("bench")["name"] == "a-new.json"
+    (tmp_path / "bench" / "c.json").write_text(json.dumps({"provenance": {"date": "2026-12-01"}, "name": "c"}))
+    assert recorded.latest("bench")["name"] == "c"
+    (tmp_path / "bench" / "d.json").write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="provenance date"):
+        recorded.latest("bench")
+
+
+def test_every_recorded_kind_has_a_reader_and_a_date():
+    import importlib
+
+    readers = {"bench": "bench", "v2_tuning": "bench", "block_sparse": "block_sparse", "fa3": "fa3",
+               "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
+               "ncu": "ncu"}
+    kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
+    assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
+    for kind, reader in readers.items():
+        assert recorded.date(recorded.latest(kind))
+        assert importlib.import_module(f"flashedu.recorded.{reader}").__doc__.count(f'"{kind}"')

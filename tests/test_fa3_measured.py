@@ -1,4 +1,4 @@
-"""Chapter 6's measured tables and figures (flashedu.viz.fa3_measured): the best values they show
+"""Chapter 6's measured tables and figures (flashedu.recorded.fa3, .fp8 and flashedu.viz.fa3_measured): the best values they show
 are the recorded JSON's, computed here independently from the raw rows."""
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import pytest
 
 from flashedu import recorded
-from flashedu.viz.fa3_measured import (ablation_figure, ablation_summary, ablation_table, fp8_config,
-                                       fp8_config_table, fp8_design_costs, fp8_speed_figure, fp8_speed_table, fp8_summary,
-                                       tuning_cost)
+from flashedu.recorded.fa3 import ablation_summary, ablation_table
+from flashedu.recorded.fp8 import (fp8_config, fp8_config_table, fp8_design_costs, fp8_speed_table, fp8_summary,
+                                   tuning_cost)
+from flashedu.viz.fa3_measured import ablation_figure, fp8_speed_figure
 
 PROV = {"gpu": "Test GPU", "torch": "2.x", "triton": "3.x", "date": "2026-01-02T00:00:00+00:00"}
 

@@ -104,7 +104,7 @@ def test_trace_and_running_means():
 @pytest.mark.parametrize("online", [True, False], ids=["online", "safe"])
 @pytest.mark.parametrize("n", [1, 7, 129, 1000])
 def test_triton_softmax_matches(n, online, poison):
-    from flashedu.ops.online.kernel import softmax_triton
+    from flashedu.ops.online.softmax_kernel import softmax_triton
 
     device = flashedu.runtime.current().device
     x = torch.randn(5, n, dtype=torch.float64) * 4
@@ -117,7 +117,7 @@ def test_triton_softmax_matches(n, online, poison):
 
 
 def test_triton_softmax_rejects_bad_input():
-    from flashedu.ops.online.kernel import softmax_triton
+    from flashedu.ops.online.softmax_kernel import softmax_triton
 
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         softmax_triton([1.0, 2.0])

@@ -149,8 +149,9 @@ glue("sp_share_16k", 100 * last["intermediates"] / last["total"])
 
 # %%
 from flashedu import recorded
+from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
-mem = recorded.load("memory")[0]
+mem = recorded.latest("memory")
 live = None
 if rt.compiled:  # on a GPU, measure the reader's own at small N and draw it beside the record
     from flashedu.bench.peak_memory import peak_bytes, providers
@@ -159,7 +160,7 @@ if rt.compiled:  # on a GPU, measure the reader's own at small N and draw it bes
             for N in (1024, 2048, 4096)]
 memory_figure(mem, live=live, live_label=torch.cuda.get_device_name() if live else "",
               providers=("standard_torch", "sdpa_flash")).show()
-by = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
+by = peaks(mem)
 glue("mem_std_16k", by[("standard_torch", 16384)] / 2**30)
 glue("mem_flash_16k", by[("sdpa_flash", 16384)] / 2**20)
 glue("mem_gpu", mem["provenance"]["gpu"])

@@ -108,7 +108,7 @@ for block in (1, 7, 128, 1000):
 # in chunks: the safe kernel reads each row three times, the online kernel twice.
 
 # %%
-from flashedu.ops.online.kernel import softmax_triton
+from flashedu.ops.online.softmax_kernel import softmax_triton
 n = rt.size(cpu=300, gpu=32768)
 x = torch.randn(64, n, device=rt.device) * 5
 for online in (False, True):
@@ -203,7 +203,7 @@ print(f"max |online - standard| = {(o_online - o_standard).abs().max().item():.1
 # hidden cases include logits of $\pm 10^4$ and fully masked rows.
 #
 # **3.** How many times does the safe Triton kernel above read each row from memory, and how many
-# times the online kernel? Find the loops in `flashedu/ops/online/kernel.py`.
+# times the online kernel? Find the loops in `flashedu/ops/online/softmax_kernel.py`.
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).

@@ -118,9 +118,10 @@ traffic_explorer(gpu="H100").show()
 # %%
 from flashedu import recorded
 from flashedu.viz.measured_traffic import model_vs_measured_figure
-ncu = recorded.load("ncu")[0]
+from flashedu.recorded.ncu import by_case
+ncu = recorded.latest("ncu")
 model_vs_measured_figure(ncu).show()
-by = {(r["kernel"], r["N"], r["causal"]): r for r in ncu["rows"] if "read_bytes" in r}
+by = by_case(ncu)
 std, v2 = by[("standard_triton", 4096, False)], by[("v2_triton", 4096, False)]
 glue("ncu_std_write_ratio", std["write_bytes"] / std["model_write_bytes"])
 glue("ncu_v2_read_ratio", v2["model_read_bytes"] / v2["read_bytes"])
@@ -243,8 +244,9 @@ errors = check_against_fp64("v2_triton", q, k, v, causal=True, fallback="v2_refe
 # dimension and mask. These are recorded numbers, shown with the machine they came from:
 
 # %%
-from flashedu.viz.tflops import ratio, tflops_figure
-bench = recorded.load("bench")[0]
+from flashedu.recorded.bench import ratio, v2_tuning
+from flashedu.viz.tflops import tflops_figure
+bench = v2_tuning()
 tflops_figure(bench).show()
 cases = [(p, D, c) for p in ("fwd", "bwd") for D in (64, 128) for c in (False, True)]
 vs_flash = {(p, D, c, N): ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_=p, D=D, causal=c, N=N)
@@ -277,10 +279,11 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causa
 # linearly in $N$.
 
 # %%
+from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
-mem = recorded.load("memory")[0]
+mem = recorded.latest("memory")
 memory_figure(mem, providers=("standard_torch", "sdpa_flash", "v1_triton", "v2_triton")).show()
-peak = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
+peak = peaks(mem)
 glue("mem_v2_vs_flash", peak[("v2_triton", 16384)] / peak[("sdpa_flash", 16384)])
 glue("mem_v2_growth", peak[("v2_triton", 16384)] / peak[("v2_triton", 1024)])
 

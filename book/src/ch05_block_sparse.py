@@ -247,7 +247,7 @@ assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100
 # %%
 from flashedu import recorded
 from flashedu.recorded import block_sparse as bsm
-run = recorded.first("block_sparse")
+run = recorded.latest("block_sparse")
 if run:
     facts = bsm.summary(run)
     for name, value in facts.items():

@@ -216,8 +216,9 @@ glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 # is the paper's ablation shape.
 
 # %% tags=["hide-input"]
-from flashedu.viz.fa3_measured import ablation_figure, ablation_summary
-fa3_run = recorded.first("fa3")
+from flashedu.recorded.fa3 import ablation_summary
+from flashedu.viz.fa3_measured import ablation_figure
+fa3_run = recorded.latest("fa3")
 if fa3_run:
     ablation_figure(fa3_run).show()
     fa3 = ablation_summary(fa3_run, paper_tflops=PAPER_ABLATION["fa3"][1])
@@ -391,11 +392,12 @@ else:
 # CPU simulation of the same inputs:
 
 # %% tags=["hide-input"]
-from flashedu.viz.fa3_measured import fp8_speed_figure, fp8_speed_table, fp8_summary
+from flashedu.recorded.fp8 import fp8_speed_table, fp8_summary
+from flashedu.viz.fa3_measured import fp8_speed_figure
 FP8_TARGET = 1.4  # the speed-up over fp16 we set out to reach at d = 128 (a goal, not a measurement)
 glue("fp8_target", FP8_TARGET)
 glue("fp8_exp_share", 100 * shares[128] * h100.fp8_flops / h100.fp16_flops)
-fp8_run = recorded.first("fp8")
+fp8_run = recorded.latest("fp8")
 if fp8_run:
     fp8_speed_figure(fp8_run).show()
     for r in fp8_run["rows"]:
@@ -414,9 +416,9 @@ if fp8_run:
     assert all(r["rmse"] < r["paper"] for r in fp8_run["rows"] if r.get("kind") == "rmse" and "paper" in r)
 else:
     print("No GPU measurement is recorded yet (flashedu/recorded/data/fp8/ is empty): only the CPU simulation is shown.")
-tuning = recorded.first("fp8_tuning")
+tuning = recorded.latest("fp8_tuning")
 if tuning:
-    from flashedu.viz.fa3_measured import tuning_cost
+    from flashedu.recorded.fp8 import tuning_cost
     exp_fma = tuning_cost(tuning, "fold_v exp_fma", "fold_v") + tuning_cost(
         tuning, "64x128 4w s2 regs168 exp_fma", "64x128 4w s2 regs168")
     glue("fp8_expfma_lo", min(exp_fma))
@@ -475,7 +477,7 @@ if tuning:
 # %% tags=["hide-input"]
 if fp8_run:
     from IPython.display import Markdown, display
-    from flashedu.viz.fa3_measured import fp8_config_table
+    from flashedu.recorded.fp8 import fp8_config_table
     display(Markdown(fp8_config_table(fp8_run, D=128)))
 
 # %% [markdown]

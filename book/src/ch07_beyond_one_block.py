@@ -177,11 +177,12 @@ else:
 
 # %% tags=["hide-input"]
 from flashedu import recorded
-from flashedu.viz.decode import measured_decode_figure, measured_decode_summary
-decode = recorded.first("decode")
+from flashedu.recorded import decode as decode_reader
+from flashedu.viz.decode import measured_decode_figure
+decode = recorded.latest("decode")
 if decode:
     measured_decode_figure(decode).show()
-    dm = measured_decode_summary(decode)
+    dm = decode_reader.summary(decode)
     glue("dec_gpu", dm["gpu"])
     glue("dec_date", dm["date"])
     glue("dec_meas_Nk_k", dm["N_k"] // 1024)
@@ -358,11 +359,12 @@ overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 # {ref}`chapter 4 <ch-flash-v2>`'s Triton kernel, and times it beside one GPU doing the whole sequence alone.
 
 # %% tags=["hide-input"]
-from flashedu.viz.ring import measured_ring_figure, measured_ring_summary
-ring_run = recorded.first("ring")
+from flashedu.recorded import ring as ring_reader
+from flashedu.viz.ring import measured_ring_figure
+ring_run = recorded.latest("ring")
 if ring_run:
     measured_ring_figure(ring_run).show()
-    rm = measured_ring_summary(ring_run)
+    rm = ring_reader.summary(ring_run)
     N, small = rm["N"], rm["N_small"]
     glue("ring_gpu", rm["gpu"])
     glue("ring_world", rm["world"])

@@ -96,7 +96,7 @@ print("             and standard_torch (naive, three torch ops)")
 
 # %%
 from flashedu import recorded
-from flashedu.bench.schema import latest
+from flashedu.recorded.bench import latest
 from flashedu.provenance import label
 bench = latest()
 harness = bench.get("source") != "flashedu/bench/tune_v2.py"
@@ -140,7 +140,8 @@ else:
 # run.
 
 # %%
-from flashedu.viz.tflops import ratio, tflops_figure
+from flashedu.recorded.bench import ratio
+from flashedu.viz.tflops import tflops_figure
 tflops_figure(bench, impls=None, live=live, live_label=live_label).show()
 v2_flash = ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_="fwd", D=128, causal=False, N=16384)
 v2_cudnn = ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_="fwd", D=128, causal=False, N=16384)
@@ -214,8 +215,9 @@ glue("v1_programs_16k", (16384 // 16384) * (2048 // 128))  # B·H at B·N = 16k,
 # the backward pass, $N^2$ numbers per head; the fused kernels keep $O$ and one number per row.
 
 # %%
+from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
-mem = recorded.load("memory")[0]
+mem = recorded.latest("memory")
 live_mem = None
 if rt.compiled:
     from flashedu.bench.peak_memory import peak_bytes, providers as mem_providers
@@ -223,7 +225,7 @@ if rt.compiled:
                 for name, fn in mem_providers().items() if name in ("standard_torch", "sdpa_flash")
                 for n in (1024, 2048, 4096)]
 memory_figure(mem, live=live_mem, live_label=live_label).show()
-peak = {(r["provider"], r["N"]): r["peak_bytes"] for r in mem["rows"]}
+peak = peaks(mem)
 glue("mem_naive_16k_gib", peak[("standard_torch", 16384)] / 2**30)
 glue("mem_flash_16k_mib", peak[("sdpa_flash", 16384)] / 2**20)
 glue("mem_ratio_16k", peak[("standard_torch", 16384)] / peak[("sdpa_flash", 16384)])

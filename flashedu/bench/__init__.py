@@ -10,6 +10,6 @@ from flashedu.bench.ablations import ABLATIONS
 from flashedu.bench.flops import attention_flops
 from flashedu.bench.report import table
 from flashedu.bench.runner import collect, refusal, run
-from flashedu.bench.schema import latest, merge, validate
+from flashedu.bench.schema import merge, validate
 
-__all__ = ["ABLATIONS", "attention_flops", "collect", "latest", "merge", "refusal", "run", "table", "validate"]
+__all__ = ["ABLATIONS", "attention_flops", "collect", "merge", "refusal", "run", "table", "validate"]

@@ -135,13 +135,9 @@ def merge(*results: dict) -> dict:
                                                           sweep=r.get("sweep", {}))])])
 
 
-def latest(results: list[dict] | None = None) -> dict:
-    """The newest harness file among ``results`` (default: everything in flashedu/recorded/data/bench),
-    or the newest older file when no harness file is recorded yet; in the harness's shape."""
-    if results is None:
-        from flashedu import recorded
-
-        results = recorded.load("bench")
+def latest(results: list[dict]) -> dict:
+    """The newest harness file among ``results`` (:func:`flashedu.recorded.bench.latest` reads the
+    recorded ones), or the newest older file when there is no harness file; in the harness's shape."""
     if not results:
         raise FileNotFoundError("no recorded bench results")
     harness = [r for r in results if r.get("schema") == SCHEMA]

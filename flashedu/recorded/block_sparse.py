@@ -1,5 +1,5 @@
-"""Read a run of ``flashedu/bench/block_sparse.py`` (``flashedu/recorded/data/block_sparse/<gpu>.json``) as
-time ratios to the dense v2 kernel: the density-vs-time table of chapter 5.
+"""Reader of ``flashedu.bench.block_sparse``'s runs (kind ``"block_sparse"``) as time ratios to
+the dense v2 kernel: the density-vs-time table of chapter 5.
 
 Every ratio divides a median time by dense ``v2_triton``'s median for the same N, head dim and
 pass, timed in the same process, so the GPU's clocks and the shapes cancel.

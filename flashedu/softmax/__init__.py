@@ -3,7 +3,7 @@
 ``reference``: naive, safe (three passes) and online (two passes) softmax, the running mean.
 ``state``: the running (m, ℓ, o) state of one query row and the merge operator ⊕ that combines two
 partial states; tiling (ch. 3-4), split-KV decoding and ring attention (ch. 7) all reuse it.
-The same softmax as a Triton kernel is :mod:`flashedu.ops.online.kernel`.
+The same softmax as a Triton kernel is :mod:`flashedu.ops.online.softmax_kernel`.
 """
 from flashedu.softmax.reference import (naive_softmax, online_softmax, online_softmax_trace,
                                        running_mean_average, running_mean_sum, safe_softmax)

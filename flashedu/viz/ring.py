@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from flashedu.hardware import LINKS, gpu as get_gpu
 from flashedu.ops.ring.layout import holder, positions, work_matrix
 from flashedu.ops.ring.model import overlap_threshold, ring_step
+from flashedu.recorded.ring import RING_CASES, case_label, ring_rows
 from flashedu.viz.anim import add_player
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
 
@@ -105,59 +106,6 @@ def overlap_figure(*, gpu="H100", heads: int = 32, kv_heads: int = 8, d: int = 1
     return fig
 
 
-RING_CASES = [("contiguous", True), ("zigzag", True), ("striped", True), ("contiguous", False)]
-
-
-def _case(layout, causal):
-    return f"{layout}, {'causal' if causal else 'non-causal'}"
-
-
-def _ring_rows(rows, N, layout, causal):
-    return [r for r in rows if r["test"] == "ring" and r["N"] == N and r["layout"] == layout and r["causal"] == causal]
-
-
-def measured_ring_summary(result: dict) -> dict:
-    """The numbers chapter 7 quotes from ``flashedu/bench/ring.py``'s recorded file. ``ring_s`` and
-    ``speedup`` map (layout, causal) to {N: ...}: the slowest rank's forward seconds, and one GPU's
-    seconds over it. At the largest N: each rank's compute seconds summed over its steps
-    (``busy``), the step efficiency of the measured compute (useful compute over the time the
-    ring takes if every step lasts as long as its slowest rank) beside the layout model's
-    (``eff_measured``, ``eff_model``). ``wait_share``: the largest share of a rank's ring time
-    spent waiting for a transfer after its compute, over every run; ``send_GBps``, ``send_ms``:
-    one K/V shard sent alone, at the largest N (the slower rank); ``step_ms``: the shortest step
-    compute that a transfer overlapped, at the largest N."""
-    from flashedu.ops.ring.layout import step_efficiency, work_matrix
-
-    rows, info = result["rows"], result["provenance"]
-    world = int(info["world"])
-    Ns = sorted({r["N"] for r in rows if r["test"] == "ring"})
-    N = Ns[-1]
-    single = {(r["N"], r["causal"]): r["seconds"] for r in rows if r["test"] == "single_gpu"}
-    out = dict(gpu=info.get("gpu"), date=str(info.get("date", ""))[:10], world=world, Ns=Ns, N=N, N_small=Ns[0],
-               max_err=max(r["max_err"] for r in rows if r["test"] == "check"),
-               check_N=max(r["N"] for r in rows if r["test"] == "check"),
-               single_s={k: v for k, v in single.items()}, ring_s={}, speedup={}, busy={},
-               eff_measured={}, eff_model={})
-    for layout, causal in RING_CASES:
-        key = (layout, causal)
-        out["ring_s"][key] = {n: max(r["seconds"] for r in _ring_rows(rows, n, layout, causal)) for n in Ns}
-        out["speedup"][key] = {n: single[(n, causal)] / out["ring_s"][key][n] for n in Ns}
-        big = sorted(_ring_rows(rows, N, layout, causal), key=lambda r: r["rank"])
-        comp = np.array([r["compute_s"] for r in big])  # [rank, step]
-        out["busy"][key] = comp.sum(axis=1).tolist()
-        out["eff_measured"][key] = float(comp.sum() / (world * comp.max(axis=0).sum()))
-        out["eff_model"][key] = step_efficiency(work_matrix(N, world, layout, causal=causal))
-    ring = [r for r in rows if r["test"] == "ring"]
-    out["wait_share"] = max(sum(r["wait_s"]) / r["seconds"] for r in ring)
-    out["wait_max_s"] = max(max(r["wait_s"]) for r in ring)
-    sends = [r for r in rows if r["test"] == "send_kv" and r["N"] == N]
-    slow = min(sends, key=lambda r: r["GBps"]) if sends else None
-    out["send_GBps"] = slow["GBps"] if slow else None
-    out["send_ms"] = slow["seconds"] * 1e3 if slow else None
-    out["step_ms"] = min(r["compute_s"][0] for r in ring if r["N"] == N) * 1e3  # step 0 overlaps a transfer
-    return out
-
-
 def measured_ring_figure(result: dict) -> go.Figure:
     """From ``flashedu/bench/ring.py``'s recorded file. Left: seconds of one forward pass, the ring per
     layout (slowest rank) beside one GPU alone, per sequence length. Right (where the file has
@@ -172,9 +120,9 @@ def measured_ring_figure(result: dict) -> go.Figure:
                                         f"each rank at N = {Ns[-1] // 1024}k: compute, then wait"] if steps else None)
     labels = [f"{N // 1024}k" for N in Ns]
     for i, (layout, causal) in enumerate(RING_CASES):
-        ys = [max(r["seconds"] for r in _ring_rows(rows, N, layout, causal)) * 1e3 for N in Ns]
-        fig.add_trace(go.Bar(x=labels, y=ys, name=f"ring, {_case(layout, causal)}",
-                             legendgroup=_case(layout, causal), marker_color=SEQUENCE[i]), row=1, col=1)
+        ys = [max(r["seconds"] for r in ring_rows(rows, N, layout, causal)) * 1e3 for N in Ns]
+        fig.add_trace(go.Bar(x=labels, y=ys, name=f"ring, {case_label(layout, causal)}",
+                             legendgroup=case_label(layout, causal), marker_color=SEQUENCE[i]), row=1, col=1)
     for causal, color in ((True, OKABE_ITO["black"]), (False, OKABE_ITO["grey"])):
         ys = [next(r["seconds"] for r in rows if r["test"] == "single_gpu" and r["N"] == N and r["causal"] == causal) * 1e3
               for N in Ns]
@@ -185,14 +133,14 @@ def measured_ring_figure(result: dict) -> go.Figure:
     if steps:
         world = int(info.get("world", 0)) or 1 + max(r["rank"] for r in rows if r["test"] == "ring")
         for i, (layout, causal) in enumerate(RING_CASES):
-            big = sorted(_ring_rows(rows, Ns[-1], layout, causal), key=lambda r: r["rank"])
+            big = sorted(ring_rows(rows, Ns[-1], layout, causal), key=lambda r: r["rank"])
             # Two short lines per group: four groups side by side share about 300 pixels.
             short = f"{layout[:6] + '.' if len(layout) > 7 else layout}<br>{'causal' if causal else 'full'}"
             x = [[short] * len(big), [f"r{r['rank']}" for r in big]]
             comp = [sum(r["compute_s"]) * 1e3 for r in big]
             wait = [sum(r["wait_s"]) * 1e3 for r in big]
             fig.add_trace(go.Bar(x=x, y=comp, marker_color=SEQUENCE[i], offsetgroup="ranks",
-                                 legendgroup=_case(layout, causal), showlegend=False,
+                                 legendgroup=case_label(layout, causal), showlegend=False,
                                  hovertemplate="compute %{y:.1f} ms<extra></extra>"), row=1, col=2)
             fig.add_trace(go.Bar(x=x, y=wait, base=comp, marker_color=OKABE_ITO["black"], offsetgroup="ranks",
                                  name="waiting for a transfer (ms, written on top)", showlegend=i == 0,

@@ -11,7 +11,8 @@ from flashedu.bench.schema import normalize
 from flashedu.hardware import GPUS, gpu as get_gpu
 from flashedu.iomodel import formula
 from flashedu.provenance import label
-from flashedu.viz.tflops import NAMES, SHORT, timing_rows
+from flashedu.recorded.bench import timing_rows
+from flashedu.viz.tflops import NAMES, SHORT
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
 
 CHAIN = ("standard_triton", "v1_triton", "v2_triton", "v2_tma_triton")  # chapter 1 → 3 → 4 → 6

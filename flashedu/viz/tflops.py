@@ -2,7 +2,7 @@
 with buttons for the pass, head dim and mask: all cases precomputed for the static page.
 
 Reads both the harness's files (``python -m flashedu.bench``) and the older chapter-4 tuning file,
-through :func:`flashedu.bench.schema.normalize`."""
+through :mod:`flashedu.recorded.bench`."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from flashedu.bench.ceilings import for_dtype
 from flashedu.bench.schema import normalize
 from flashedu.provenance import label
+from flashedu.recorded.bench import timing_rows
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
 
 NAMES = {"v2_triton": "flashedu v2 (Triton)", "v1_triton": "flashedu v1 (Triton)",
@@ -21,21 +22,6 @@ NAMES = {"v2_triton": "flashedu v2 (Triton)", "v1_triton": "flashedu v1 (Triton)
 CHAPTER4 = ("v2_triton", "v1_triton", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient")
 PASSES = {"fwd": "forward", "bwd": "backward", "fwdbwd": "forward + backward"}
 SHORT = {"float16": "fp16", "bfloat16": "bf16", "fp8": "fp8", "float32": "fp32"}
-
-
-def timing_rows(recorded: dict, *, dtype: str = "float16") -> list[dict]:
-    """The timing rows (one per kernel, D, mask, N) of one dtype whose forward pass was timed;
-    bookkeeping rows and rows that failed or were skipped are left out (the report lists them)."""
-    return [r for r in normalize(recorded)["times"] if r.get("dtype", "float16") == dtype
-            and r.get("fwd_status", "ok") == "ok" and r.get("fwd_ms", 0) > 0]
-
-
-def ratio(recorded: dict, *, impl: str, peer: str, pass_: str, D: int, causal: bool, N: int,
-          dtype: str = "float16") -> float:
-    """Speed of ``impl`` over ``peer`` (time ratio) in one recorded case."""
-    rows = {(r["impl"], r["D"], r["causal"], r["N"]): r for r in timing_rows(recorded, dtype=dtype)}
-    a, b = rows[(impl, D, causal, N)], rows[(peer, D, causal, N)]
-    return b[f"{pass_}_ms"] / a[f"{pass_}_ms"]
 
 
 def _points(rows, name, p, D, causal):

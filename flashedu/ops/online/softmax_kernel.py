@@ -1,0 +1,59 @@
+"""Row softmax in Triton, streamed over column chunks: the safe version makes three passes over
+the row in HBM, the online version two. One program per row."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from flashedu import runtime
+
+
+@triton.jit
+def _softmax_rows_kernel(x_ptr, y_ptr, n_cols, stride_x, stride_y,
+                         ONLINE: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    x_row = x_ptr + row * stride_x
+    cols = tl.arange(0, BLOCK)
+    m = tl.full((), float("-inf"), tl.float32)
+    d = tl.zeros((), tl.float32)
+    if ONLINE:
+        # Pass 1: running max and running sum together; the sum is rescaled when the max grows.
+        for start in range(0, n_cols, BLOCK):
+            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, tl.max(x, axis=0))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            d = d * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), axis=0)
+            m = m_new
+    else:
+        # Pass 1: the max. Pass 2: the sum of exp(x - max).
+        for start in range(0, n_cols, BLOCK):
+            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")).to(tl.float32)
+            m = tl.maximum(m, tl.max(x, axis=0))
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        for start in range(0, n_cols, BLOCK):
+            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")).to(tl.float32)
+            d += tl.sum(tl.exp(x - m_safe), axis=0)
+    # Last pass: normalise and write. A fully masked row (d = 0) gives zeros.
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    inv = tl.where(d > 0.0, 1.0 / tl.where(d > 0.0, d, 1.0), 0.0)
+    for start in range(0, n_cols, BLOCK):
+        ok = start + cols < n_cols
+        x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
+        tl.store(y_ptr + row * stride_y + start + cols, (tl.exp(x - m_safe) * inv).to(y_ptr.dtype.element_ty), mask=ok)
+
+
+def softmax_triton(x: torch.Tensor, *, online: bool = True, block: int | None = None) -> torch.Tensor:
+    """Softmax over the last dim of ``x``; ``online=False`` uses the three-pass safe softmax."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must have a non-empty last dim, got shape {tuple(x.shape)}")
+    runtime.require_triton("softmax_triton", x)
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    y = torch.empty_like(rows)
+    if block is None:
+        block = min(1024 if runtime.current().compiled else 64, triton.next_power_of_2(rows.shape[1]))
+    _softmax_rows_kernel[(rows.shape[0],)](rows, y, rows.shape[1], rows.stride(0), y.stride(0),
+                                           ONLINE=online, BLOCK=block)
+    return y.view(x.shape)

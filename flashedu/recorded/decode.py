@@ -1,0 +1,51 @@
+"""Reader of ``flashedu.bench.decode``'s runs (kind ``"decode"``): decoding one token against a
+long K/V cache, split-KV beside one split and torch SDPA, as the numbers chapter 7 quotes.
+The figure is :func:`flashedu.viz.decode.measured_decode_figure`."""
+from __future__ import annotations
+
+from flashedu.hardware import gpu as get_gpu
+
+
+def hbm_GBps(gpu_name) -> float | None:
+    """The datasheet HBM bandwidth (GB/s) of the preset whose name ends the recorded GPU's name
+    ("NVIDIA H200" -> H200), or None."""
+    try:
+        return get_gpu(str(gpu_name).split()[-1]).hbm_bandwidth / 1e9
+    except (ValueError, IndexError):
+        return None
+
+
+def _decode_row(rows, impl, B, N_k):
+    return next(r for r in rows if r["impl"] == impl and r["B"] == B and r["N_k"] == N_k and "ms" in r)
+
+
+def summary(result: dict) -> dict:
+    """The numbers chapter 7 quotes from ``flashedu/bench/decode.py``'s recorded file: at the
+    longest cache, batch 1 (the smallest batch) and the largest batch: split-KV with its heuristic
+    against one split, against torch SDPA (``enable_gqa``), and each as a fraction of the GPU's
+    datasheet HBM bandwidth; and at the shortest cache, batch 1, the times of split-KV with and
+    without splits."""
+    rows = [r for r in result["rows"] if "ms" in r]
+    info = result["provenance"]
+    Bs, Nks = sorted({r["B"] for r in rows}), sorted({r["N_k"] for r in rows})
+    b, B, n, n0 = Bs[0], Bs[-1], Nks[-1], Nks[0]
+    hbm = hbm_GBps(info.get("gpu"))
+    out = dict(gpu=info.get("gpu"), date=str(info.get("date", ""))[:10], hbm_GBps=hbm, N_k=n, B_small=b, B_big=B,
+               small_N_k=n0)
+    for tag, batch in (("", b), ("big_", B)):
+        split, one, sdpa = (_decode_row(rows, i, batch, n) for i in ("split_kv_triton", "split_kv_triton_1split",
+                                                                      "sdpa_gqa"))
+        out.update({f"{tag}splits": split["num_splits"], f"{tag}split_GBps": split["cache_GBps"],
+                    f"{tag}one_split_GBps": one["cache_GBps"], f"{tag}sdpa_GBps": sdpa["cache_GBps"],
+                    f"{tag}split_speedup": one["ms"] / split["ms"],
+                    f"{tag}sdpa_over_split": split["ms"] / sdpa["ms"]})
+        if hbm:
+            out[f"{tag}split_hbm"] = split["cache_GBps"] / hbm
+            out[f"{tag}sdpa_hbm"] = sdpa["cache_GBps"] / hbm
+    v2 = [r for r in rows if r["impl"] == "v2_triton" and r["B"] == b and r["N_k"] == n]
+    out["v2_GBps"] = v2[0]["cache_GBps"] if v2 else None
+    out["small_split_ms"] = _decode_row(rows, "split_kv_triton", b, n0)["ms"]
+    out["small_one_split_ms"] = _decode_row(rows, "split_kv_triton_1split", b, n0)["ms"]
+    out["max_err"] = max(r["max_err"] for r in rows if "max_err" in r)
+    return out
+
