@@ -79,14 +79,6 @@ def gpu(name: str | GPU) -> GPU:
     raise ValueError(f"gpu must be one of {', '.join(GPUS)}, got {name!r}")
 
 
-def attention_flops(N: int, d: int, *, causal: bool = False, batch: int = 1, heads: int = 1,
-                    N_k: int | None = None) -> float:
-    """Forward FLOPs as the papers count them: 4·B·H·N·N_k·d (two matmuls), halved when causal."""
-    N_k = N if N_k is None else N_k
-    f = 4.0 * batch * heads * N * N_k * d
-    return f / 2 if causal else f
-
-
 def arithmetic_intensity(flops: float, nbytes: float) -> float:
     """FLOPs per byte of HBM traffic."""
     if nbytes <= 0:

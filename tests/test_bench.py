@@ -334,3 +334,10 @@ def test_headline_table_puts_each_pass_in_its_column(toy_result):
     assert naive.split(" | ")[1] == f"{r['fwd_tflops']:.0f}"
     assert wrong.split(" | ")[2] == "–"  # no backward
     assert "absent" not in text
+
+
+def test_attention_flops_counts_cross_lengths():
+    assert attention_flops("fwd", B=1, H=1, N=3, D=2, causal=False, N_k=5) == 4.0 * 3 * 5 * 2
+    assert attention_flops("fwd", B=1, H=1, N=3, D=2, causal=False) == 4.0 * 3 * 3 * 2
+    with pytest.raises(ValueError, match="N_k"):
+        attention_flops("fwd", B=1, H=1, N=3, D=2, causal=False, N_k=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from flashedu import hardware
+from flashedu.bench.flops import attention_flops
 from flashedu.iomodel import simulate
 
 
@@ -49,8 +50,8 @@ def test_roofline_takes_the_larger_time():
 def test_roofline_of_a_simulation():
     r = simulate("v2", N=1024, d=64)
     rl = hardware.roofline(r, "A100")
-    assert rl.flops == r.flops == hardware.attention_flops(1024, 64)
+    assert rl.flops == r.flops == attention_flops("fwd", B=1, H=1, N=1024, D=64, causal=False)
     assert rl.bytes == r.read_bytes + r.write_bytes
-    assert hardware.attention_flops(1024, 64, causal=True, heads=2) == hardware.attention_flops(1024, 64)
+    assert attention_flops("fwd", B=1, H=2, N=1024, D=64, causal=True) == r.flops
     # Standard attention moves more bytes for the same FLOPs: lower intensity.
     assert hardware.roofline(simulate("standard", N=1024, d=64)).intensity < hardware.roofline(r).intensity

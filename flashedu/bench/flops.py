@@ -7,8 +7,6 @@ out, and so a kernel that wastes time on them shows a lower TFLOP/s, which is th
 """
 from __future__ import annotations
 
-from flashedu import hardware
-
 PASSES = ("fwd", "bwd", "fwdbwd")
 # How many forward passes' worth of matmul FLOPs each timed pass does.
 PASS_MULTIPLIER = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
@@ -20,8 +18,10 @@ def _positive_int(name: str, x) -> int:
     return x
 
 
-def attention_flops(pass_: str, *, B: int, H: int, N: int, D: int, causal: bool) -> float:
-    """Matmul FLOPs of one ``pass_`` ("fwd", "bwd" or "fwdbwd") at ``[B, H, N, D]``.
+def attention_flops(pass_: str, *, B: int, H: int, N: int, D: int, causal: bool,
+                    N_k: int | None = None) -> float:
+    """Matmul FLOPs of one ``pass_`` ("fwd", "bwd" or "fwdbwd") at ``[B, H, N, D]`` with
+    ``N_k`` keys (default ``N``): the forward is 4·B·H·N·N_k·D, halved when causal.
 
     >>> attention_flops("fwd", B=1, H=1, N=2, D=1, causal=False)
     16.0
@@ -32,9 +32,11 @@ def attention_flops(pass_: str, *, B: int, H: int, N: int, D: int, causal: bool)
         raise ValueError(f"pass_ must be one of {PASSES}, got {pass_!r}")
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    for name, x in (("B", B), ("H", H), ("N", N), ("D", D)):
+    N_k = N if N_k is None else N_k
+    for name, x in (("B", B), ("H", H), ("N", N), ("D", D), ("N_k", N_k)):
         _positive_int(name, x)
-    return PASS_MULTIPLIER[pass_] * hardware.attention_flops(N, D, causal=causal, batch=B, heads=H)
+    fwd = 4.0 * B * H * N * N_k * D
+    return PASS_MULTIPLIER[pass_] * (fwd / 2 if causal else fwd)
 
 
 def tflops(flops: float, ms: float) -> float:

@@ -13,6 +13,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from flashedu import hardware
+from flashedu.bench.flops import attention_flops
 from flashedu.iomodel.blocks import acc_itemsize, default_block_sizes, itemsize_of
 from flashedu.iomodel.formulas import formula
 from flashedu.viz.palette import ALGORITHM_COLORS, FONT
@@ -42,7 +43,7 @@ def traffic_curves(algorithm: str, *, Ns, d: int, sram_bytes: int, dtype=torch.f
         f = formula(algorithm, N=N, d=d, block_r=br, block_c=bc, causal=causal, heads=heads)
         b = sum(f.exact.bytes(itemsize=e, stat_itemsize=acc_itemsize(dtype)))
         nbytes.append(b)
-        flops = hardware.attention_flops(N, d, causal=causal, heads=heads)
+        flops = attention_flops("fwd", B=1, H=heads, N=N, D=d, causal=causal)
         secs.append(hardware.predicted_time(flops, b, g))
     return np.array(nbytes, dtype=float), np.array(secs, dtype=float)
 
