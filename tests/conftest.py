@@ -1,4 +1,5 @@
-"""Shared test helpers: fp64 oracle, poisoned allocations, what this machine can run."""
+"""Shared test helpers: the fp64 oracle (outputs and gradients), poisoned allocations, fresh inputs,
+what this machine can run."""
 from __future__ import annotations
 
 import math
@@ -9,12 +10,20 @@ import torch
 import flashedu
 
 GPU = flashedu.runtime.current().compiled
+DEVICE = flashedu.runtime.current().device
 
 
 def oracle(q, k, v, *, causal=False, scale=None):
     """Attention in fp64 on the CPU: the truth every implementation is compared with."""
     q, k, v = (t.detach().to("cpu", torch.float64) for t in (q, k, v))
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+
+
+def oracle_grads(q, k, v, do, *, causal, scale=None):
+    """dq, dk, dv of fp64 SDPA on the CPU."""
+    q, k, v = (t.detach().to("cpu", torch.float64).requires_grad_() for t in (q, k, v))
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    return torch.autograd.grad(o, (q, k, v), do.to("cpu", torch.float64))
 
 
 def tolerance(dtype: torch.dtype) -> float:
@@ -44,3 +53,10 @@ def fresh_qkv(B, H, N, D, *, dtype, device, n_k=None, seed=None):
     shapes = [(B, H, N, D), (B, H, n_k, D), (B, H, n_k, D)]
     return tuple(torch.randn(*s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
                  for s in shapes)
+
+
+def qkv_of_shape(shape, dtype, grad=False):
+    """fresh_qkv for a (B, H, N_Q, N_K, D) shape on this machine's device, requiring grad or not."""
+    B, H, N, NK, D = shape
+    q, k, v = fresh_qkv(B, H, N, D, n_k=NK, dtype=dtype, device=DEVICE)
+    return tuple(t.requires_grad_(grad) for t in (q, k, v))

@@ -1,5 +1,7 @@
-"""The helpers chapters 1-2 call: roofline steps, figures from recorded data, exercise checkers
-(which must reject wrong answers, not only accept right ones), provenance."""
+"""The helpers the chapters call (flashedu.chapter, .exercises, .provenance, iomodel.steps and the
+figures chapters 1-2 compute): roofline steps, exercise checkers (which must reject wrong answers,
+not only accept right ones), fp64 checks with a fallback, provenance. Figures drawn from recorded
+data are tested in test_recorded.py."""
 from __future__ import annotations
 
 import json
@@ -8,12 +10,11 @@ import math
 import pytest
 import torch
 
-from flashedu import exercises, hardware, provenance, recorded
+from flashedu import exercises, hardware, provenance
 from flashedu.iomodel import simulate
 from flashedu.iomodel.steps import standard_steps
 from flashedu.softmax import State, merge
 from flashedu.viz.growth import standard_traffic_by_tensor
-from flashedu.viz.peak_memory import memory_figure
 from flashedu.viz.roofline import roofline_figure
 
 
@@ -50,18 +51,6 @@ def test_growth_share_of_s_and_p():
         assert r["intermediates"] + r["others"] == r["total"]
         # S and P: N² elements each, written once and read once, 2 bytes each.
         assert r["intermediates"] == 2 * 2 * r["N"] ** 2 * 2
-
-
-def test_recorded_memory_has_provenance_and_draws():
-    mem = recorded.load("memory")
-    assert mem, "no recorded memory measurements in flashedu/recorded/data/memory"
-    for rec in mem:
-        assert {"gpu", "driver", "torch", "triton", "date"} <= rec["provenance"].keys()
-        fig = memory_figure(rec)
-        assert len(fig.data) >= 2
-        assert rec["provenance"]["gpu"] in fig.layout.title.text
-    with pytest.raises(FileNotFoundError):
-        recorded.load("no_such_kind")
 
 
 def test_provenance_collects_versions():
@@ -128,53 +117,6 @@ def test_v2_traffic_and_programs_checkers():
     assert not exercises.check_programs(lambda a, B, H, N, br: B * H * (N // br if a == "v2" else 1))
 
 
-def test_recorded_bench_has_provenance_and_every_case_draws():
-    from flashedu.recorded.bench import ratio, timing_rows
-    from flashedu.viz.tflops import PASSES, tflops_figure
-
-    for rec in recorded.load("bench") + recorded.load("v2_tuning"):
-        assert {"gpu", "driver", "torch", "triton", "date", "commit"} <= rec["info"].keys()
-        rows = timing_rows(rec)
-        assert rows and all(r["fwd_ms"] > 0 for r in rows)
-        fig = tflops_figure(rec)
-        n_cases = len(fig.layout.updatemenus[0].buttons)
-        assert n_cases == len(PASSES) * len({r["D"] for r in rows}) * 2
-        # Each button shows exactly its own case's traces.
-        for k, b in enumerate(fig.layout.updatemenus[0].buttons):
-            vis = b.args[0]["visible"]
-            assert any(vis) and all(v == (t.meta == k) for v, t in zip(vis, fig.data))
-        # It opens on the forward pass at d = 128, unmasked, where the file has it.
-        start = fig.layout.updatemenus[0].active
-        assert fig.layout.updatemenus[0].buttons[start].label == (
-            "forward, d = 128" if any(r["D"] == 128 for r in rows) else "forward, d = " + str(min(r["D"] for r in rows)))
-        assert all(t.visible == (t.meta == start) for t in fig.data)
-        r = rows[0]
-        assert ratio(rec, impl=r["impl"], peer=r["impl"], pass_="fwd", D=r["D"], causal=r["causal"], N=r["N"]) == 1
-
-
-def test_recorded_ncu_traffic_draws_model_and_measured():
-    from flashedu.viz.measured_traffic import model_vs_measured_figure
-
-    for rec in recorded.load("ncu"):
-        assert {"gpu", "driver", "commit"} <= rec["provenance"].keys()
-        rows = [r for r in rec["rows"] if "read_bytes" in r]
-        assert rows, "every ncu case failed"
-        for r in rows:  # the model's count comes from a simulation at the kernel's blocks
-            m = simulate(r["algorithm"], N=r["N"], d=r["D"], heads=r["H"], batch=r["B"], causal=r["causal"],
-                         block_r=r["block_r"], block_c=r["block_c"], sram_bytes=1 << 30)
-            assert (m.read_bytes, m.write_bytes) == (r["model_read_bytes"], r["model_write_bytes"])
-        fig = model_vs_measured_figure(rec)
-        assert len(fig.data) == 4 and len(fig.data[0].x) == len(rows)
-
-
-def test_memory_figure_filters_providers_and_names_missing_ones():
-    rec = recorded.load("memory")[0]
-    fig = memory_figure(rec, providers=("standard_torch", "sdpa_flash"))
-    assert len(fig.data) == 2
-    with pytest.raises(ValueError, match="not in the recording"):
-        memory_figure(rec, providers=("no_such_kernel",))
-
-
 def test_check_against_fp64_reports_errors_and_falls_back(capsys, monkeypatch):
     from flashedu import chapter, runtime
 
@@ -202,14 +144,6 @@ def test_check_against_fp64_with_a_token_mask_catches_an_ignored_mask():
     assert errs["o"] > 1e-3
 
 
-def test_recorded_first_is_none_where_nothing_is_recorded(tmp_path, monkeypatch):
-    assert recorded.first("memory") == recorded.load("memory")[0]
-    monkeypatch.setattr(recorded, "DATA", tmp_path)
-    assert recorded.first("memory") is None
-    (tmp_path / "memory").mkdir()
-    assert recorded.first("memory") is None  # a folder with no file is nothing recorded either
-
-
 @pytest.mark.parametrize("name", sorted(n for n in dir(exercises) if n.startswith("check_")))
 def test_every_checker_reports_a_raising_answer_as_wrong(name, capsys):
     def boom(*args, **kwargs):
@@ -217,34 +151,3 @@ def test_every_checker_reports_a_raising_answer_as_wrong(name, capsys):
 
     assert getattr(exercises, name)(boom, cases=3) is False
     assert "raised ValueError: not written yet" in capsys.readouterr().out
-
-
-def test_recorded_latest_is_the_newest_by_provenance_date(tmp_path, monkeypatch):
-    import json
-
-    monkeypatch.setattr(recorded, "DATA", tmp_path)
-    assert recorded.latest("bench") is None
-    (tmp_path / "bench").mkdir()
-    # The file names sort the other way round from the dates: latest must read the dates.
-    for name, when in (("a-new.json", "2026-11-22T04:00:00+00:00"), ("b-old.json", "2026-11-01T00:00:00+00:00")):
-        (tmp_path / "bench" / name).write_text(json.dumps({"info": {"date": when}, "name": name}))
-    assert recorded.latest("bench")["name"] == "a-new.json"
-    assert recorded.first("bench")["name"] == "a-new.json"
-    (tmp_path / "bench" / "c.json").write_text(json.dumps({"provenance": {"date": "2026-12-01"}, "name": "c"}))
-    assert recorded.latest("bench")["name"] == "c"
-    (tmp_path / "bench" / "d.json").write_text(json.dumps({"rows": []}))
-    with pytest.raises(ValueError, match="provenance date"):
-        recorded.latest("bench")
-
-
-def test_every_recorded_kind_has_a_reader_and_a_date():
-    import importlib
-
-    readers = {"bench": "bench", "v2_tuning": "bench", "block_sparse": "block_sparse", "fa3": "fa3",
-               "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
-               "ncu": "ncu"}
-    kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
-    assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
-    for kind, reader in readers.items():
-        assert recorded.date(recorded.latest(kind))
-        assert importlib.import_module(f"flashedu.recorded.{reader}").__doc__.count(f'"{kind}"')

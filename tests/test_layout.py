@@ -4,6 +4,7 @@ cleanly on a machine without a GPU."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,11 @@ def test_the_gpu_scripts_are_found():
 
 
 def _run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    # The repo root on the path: flashedu need not be installed (a GPU machine runs the tests
+    # from a copy of the tree).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

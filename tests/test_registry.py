@@ -91,7 +91,10 @@ def test_large_logits_do_not_overflow(impl):
     o = impl.fn(q, k, v)
     assert torch.isfinite(o).all()
     err = (o.double().cpu() - oracle(q, k, v)).abs().max().item()
-    assert err < 1e-3
+    # Overflow shows as inf/NaN above; a wrong rescale as an O(1) error. A right fp32 kernel still
+    # rounds each logit (|s| ~ 1e4, fp32 spacing ~1e-3 there), and o inherits that: seen up to
+    # 3.6e-3 on an H200 for a kernel whose products are not fused multiply-adds.
+    assert err < 1e-2
 
 
 def _bad_inputs(device):

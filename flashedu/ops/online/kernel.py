@@ -78,8 +78,10 @@ def online_attention_triton(q, k, v, *, causal: bool = False, scale: float | Non
     N_K = k.shape[2]
     BLOCK_D = triton.next_power_of_2(D)
     compiled = runtime.current().compiled
-    block_m = block_m or (max(1, min(16, 4096 // (BLOCK_D * 32))) if compiled else 32)
-    block_n = block_n or (32 if compiled else 128)
+    if block_m is None:
+        block_m = max(1, min(16, 4096 // (BLOCK_D * 32))) if compiled else 32
+    if block_n is None:
+        block_n = 32 if compiled else 128
     for name, b in (("block_m", block_m), ("block_n", block_n)):
         if not isinstance(b, int) or isinstance(b, bool) or b < 1 or b & (b - 1):
             raise ValueError(f"online_triton: {name} must be a power of 2, got {b!r}")

@@ -1,8 +1,11 @@
-"""v1_triton's backward (Algorithm 4 in v1's schedule) against fp64 autograd and the v1 reference.
+"""FlashAttention v1 (flashedu/ops/v1): v1_triton's forward against the fp64 oracle, and its backward
+(Algorithm 4 in v1's schedule) against fp64 autograd and the v1 reference.
 
-Under the interpreter (no GPU): fp32 (plus one small fp16 case) at N ≤ 129, D ≤ 64. With a GPU:
-fp16 and bf16, N up to 2048, D up to 128. Gradients are compared norm-wise, relative to the
-reference's norm plus a small absolute floor per element, because their size grows with N.
+Under the interpreter (no GPU): fp32 (plus one small fp16 case) at N ≤ 129, D ≤ 64 for gradients
+(D ≤ 128 forward). With a GPU: fp16 and bf16, N up to 2048, D up to 128. Gradients are compared
+norm-wise, relative to the reference's norm plus a small absolute floor per element, because their
+size grows with N. The v1 reference is tested beside v2's, in test_v2.py, as are the refusals that
+v1_triton and v2_triton share.
 """
 from __future__ import annotations
 
@@ -10,20 +13,64 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import flashedu
-from conftest import GPU, fresh_qkv, tolerance
+from conftest import DEVICE, GPU, fresh_qkv, oracle, qkv_of_shape, tolerance
+from conftest import oracle_grads as _oracle_grads
 from flashedu.ops.v1.kernel_bwd import attention_backward
 from flashedu.ops.v1.kernel import flash_attention_v1, flash_attention_v1_stats
 
-DEVICE = flashedu.runtime.current().device
 DTYPES = [torch.float16, torch.bfloat16] if GPU else [torch.float32]
+
+
+# ---- the forward ----------------------------------------------------------------------------
+
+V1_SHAPES = [(1, 1, 1, 1, 16), (2, 3, 7, 7, 16), (1, 2, 129, 129, 32), (1, 1, 70, 45, 64),
+             (1, 1, 33, 33, 128)]
+if GPU:
+    V1_SHAPES += [(2, 3, 1000, 1000, 64), (1, 2, 1000, 1000, 128), (1, 4, 2048, 2048, 128)]
+
+
+def ids(shape):
+    return "x".join(map(str, shape))
+
+
+def _max_err(o, ref):
+    return (o.double().cpu() - ref).abs().max().item()
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", V1_SHAPES, ids=ids)
+def test_v1_forward_matches_oracle(shape, dtype, causal, poison):
+    if causal and shape[2] != shape[3]:
+        pytest.skip("causal needs N_Q == N_K")
+    q, k, v = qkv_of_shape(shape, dtype)
+    o = flash_attention_v1(q, k, v, causal=causal)
+    assert not torch.isnan(o).any(), "output has NaN: an element was not written"
+    # O is re-rounded to the input dtype after every K/V tile (FA1 keeps it in HBM): Tc roundings
+    # of a running average, each at most half an ulp of |O| <= 1, so twice the usual tolerance.
+    assert _max_err(o, oracle(q, k, v, causal=causal)) < 2 * tolerance(dtype)
+
+
+def test_v1_strided_inputs_and_block_sizes(poison):
+    dtype = DTYPES[0]
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 50, 2, 32, generator=g, dtype=torch.float64).to(DEVICE, dtype).transpose(1, 2)
+               for _ in range(3))
+    o = flash_attention_v1(q, k, v, causal=True, block_m=16, block_n=16)
+    assert _max_err(o, oracle(q, k, v, causal=True)) < 2 * tolerance(dtype)
+    with pytest.raises(ValueError, match="block_m"):
+        flash_attention_v1(q, k, v, block_m=24)
+
+
+# ---- the backward ---------------------------------------------------------------------------
+
 # Relative gradient error allowed (norm-wise). fp32: the interpreter computes in fp32 and shows
 # ~1e-7; 1e-5 leaves room for sums over N. fp16/bf16: P and dS are rounded to the input dtype
 # before their matmuls (a few ulps: fp16 ulp ~1e-3, bf16 ~8e-3), and D_i = rowsum(dO ∘ O) reads
 # an O that v1's forward re-rounded after every K/V tile (twice the forward's error, see
-# test_triton_attention.py), so twice v2_triton's bounds. A wrong index, a missing tile or a
+# test_v1_forward_matches_oracle), so twice v2_triton's bounds. A wrong index, a missing tile or a
 # dropped scale gives errors of O(1), far above these.
 GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 8e-2}
 # Plus an absolute floor per element, the forward's tolerance for O(1) values: with one key, dq
@@ -42,13 +89,6 @@ def _qkv(B, H, N, D, dtype, n_k=None):
 
 def _do(o):
     return torch.randn(o.shape, dtype=torch.float64).to(device=o.device, dtype=o.dtype)
-
-
-def _oracle_grads(q, k, v, do, *, causal, scale=None):
-    """dq, dk, dv of fp64 SDPA on the CPU."""
-    q, k, v = (t.detach().to("cpu", torch.float64).requires_grad_() for t in (q, k, v))
-    o = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
-    return torch.autograd.grad(o, (q, k, v), do.to("cpu", torch.float64))
 
 
 def _grad_err(x, ref, dtype):

@@ -1,6 +1,8 @@
-"""Chapter 2's claims as properties: online softmax equals safe softmax for any length and any
-block split; the merge operator is associative and commutative with an identity; fully masked
-rows give 0; the Triton kernels match."""
+"""Online softmax (flashedu/softmax and flashedu/ops/online): chapter 2's claims as properties.
+
+Online softmax equals safe softmax for any length and any block split; the merge operator is
+associative and commutative with an identity; fully masked rows give 0; the Triton kernels match.
+"""
 from __future__ import annotations
 
 import math
@@ -123,3 +125,25 @@ def test_triton_softmax_rejects_bad_input():
         softmax_triton([1.0, 2.0])
     with pytest.raises(ValueError, match="non-empty last dim"):
         softmax_triton(torch.zeros(3, 0))
+
+
+@pytest.mark.parametrize("block_m, block_n", [(1, 16), (2, 4), (8, 32)])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_online_attention_kernel_any_blocks(block_m, block_n, causal, poison):
+    """One-pass attention in Triton for blocks that do not divide N (37) or D (24 pads to 32)."""
+    from conftest import fresh_qkv, oracle
+    from flashedu.ops.online.kernel import online_attention_triton
+
+    device = flashedu.runtime.current().device
+    q, k, v = fresh_qkv(1, 2, 37, 24, dtype=torch.float32, device=device)
+    o = online_attention_triton(q, k, v, causal=causal, block_m=block_m, block_n=block_n)
+    assert (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item() < 2e-5
+
+
+@pytest.mark.parametrize("bad", [0, 3, 2.0, True])
+def test_online_attention_kernel_rejects_bad_blocks(bad):
+    from flashedu.ops.online.kernel import online_attention_triton
+
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="block_n must be a power of 2"):
+        online_attention_triton(q, q, q, block_n=bad)

@@ -1,0 +1,189 @@
+"""FP8 attention (flashedu/ops/fp8): the rotation, the quantisation, the recipes, and the kernel
+against its reference.
+
+The rotation is orthogonal and leaves QKᵀ alone; FA3's recipe beats the per-tensor baseline on
+fresh outlier inputs. The kernel runs under the interpreter at small sizes (compiled at larger ones
+when a GPU is here) and refuses clearly where it cannot run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import flashedu
+from conftest import DEVICE, GPU, oracle
+from flashedu.ops import fp8
+from flashedu.ops.fp8.kernel import FP8Config, flash_attention_fp8
+
+
+# ---- FP8: rotation, quantisation, recipes ---------------------------------------------------
+
+@pytest.mark.parametrize("d", [1, 2, 16, 128, 256])
+def test_hadamard_is_orthogonal_and_fast_transform_matches_it(d):
+    H = fp8.hadamard_matrix(d)
+    assert torch.allclose(H @ H.T, torch.eye(d, dtype=H.dtype), atol=1e-12)
+    x = torch.randn(5, 3, d, dtype=torch.float64)
+    assert torch.allclose(fp8.fwht(x), x @ H, atol=1e-12)
+    signs = fp8.random_signs(d, dtype=torch.float64)
+    assert torch.allclose(fp8.rotate(x, signs), x @ fp8.rotation(d, signs), atol=1e-12)
+    if GPU:  # the GPU path is a dense matmul: the same rotation to fp32 rounding
+        xf = x.float()
+        assert torch.allclose(fp8.rotate(xf.cuda(), signs.float()).cpu(), fp8.rotate(xf, signs.float()), atol=1e-5)
+
+
+def test_rotation_leaves_scores_unchanged():
+    q, k = torch.randn(2, 3, 50, 64, dtype=torch.float64), torch.randn(2, 3, 70, 64, dtype=torch.float64)
+    signs = fp8.random_signs(64, dtype=torch.float64)
+    s = fp8.rotate(q, signs) @ fp8.rotate(k, signs).transpose(-1, -2)
+    assert torch.allclose(s, q @ k.transpose(-1, -2), atol=1e-10)
+
+
+def test_fwht_rejects_bad_input():
+    with pytest.raises(ValueError, match="power of two"):
+        fp8.fwht(torch.randn(4, 48))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        fp8.fwht([1.0, 2.0])
+
+
+@pytest.mark.parametrize("per_tensor", [False, True], ids=["per-tile", "per-tensor"])
+def test_quantize_maps_each_tile_max_to_448(per_tensor):
+    x = torch.randn(2, 2, 300, 64) * torch.logspace(-2, 2, 300)[:, None]  # tiles of very different size
+    qx = fp8.quantize(x, block=64, per_tensor=per_tensor)
+    assert qx.x8.dtype == fp8.E4M3 and qx.scale.shape == (2, 2, 5)
+    tile_max = torch.nn.functional.pad(qx.x8.float().abs(), (0, 0, 0, 20)).view(2, 2, 5, -1).amax(-1)
+    if per_tensor:
+        assert torch.unique(qx.scale).numel() == 1 and tile_max.max() == fp8.E4M3_MAX
+    else:
+        assert (tile_max == fp8.E4M3_MAX).all()
+    big = x.abs() > 1e-3 * x.abs().amax()  # the normal range of e4m3 relative to the scale
+    rel = ((qx.dequantize() - x).abs() / x.abs())[big]
+    assert rel.max() <= 2 ** -4 + 1e-6  # 3 mantissa bits: half an ulp is 2^-4 relative
+
+
+def test_fa3_recipe_beats_per_tensor_baseline_on_fresh_outlier_inputs():
+    seed = torch.seed()
+    r = fp8.rmse_table(B=1, H=4, N=512, D=128, seed=seed,
+                       recipes=("fp16_flash", "fp8_per_tensor", "fp8_incoherent", "fp8_fa3"))
+    assert r["fp8_fa3"] < r["fp8_per_tensor"], f"seed {seed}: {r}"
+    assert r["fp8_incoherent"] < r["fp8_per_tensor"], f"seed {seed}: {r}"
+    assert r["fp16_flash"] < r["fp8_fa3"] / 10, f"seed {seed}: {r}"
+
+
+def test_fp8_widget_builds():
+    from flashedu.viz.fp8 import block_errors, fp8_widget
+
+    q, k, _ = fp8.outlier_qkv(1, 1, 256, 64, generator=torch.Generator().manual_seed(1))
+    errs = block_errors(q, k, block=64)
+    assert set(errs) == {"per-tensor scale", "per-tile scales", "rotation + per-tile"}
+    assert all(len(e) == 4 for e in errs.values())
+    fig = fp8_widget(q, k, block=64, n_rows=3)
+    assert len(fig.layout.updatemenus[0].buttons) == 3 and fig.layout.width is None
+
+
+# ---- the kernel -----------------------------------------------------------------------------
+
+def _tiled_fp8_inputs(B, H, N, NK, D, q_block, kv_block, seed):
+    """Outlier inputs with every tile scaled by its own power of ten, so a kernel that reads the
+    wrong descale is off by orders of magnitude."""
+    g = torch.Generator().manual_seed(seed)
+    q, _, _ = fp8.outlier_qkv(B, H, N, D, generator=g)
+    _, k, v = fp8.outlier_qkv(B, H, NK, D, generator=g)
+    q = q * torch.logspace(-1, 1, -(-N // q_block)).repeat_interleave(q_block)[:N, None].half()
+    v = v * torch.logspace(1, -1, -(-NK // kv_block)).repeat_interleave(kv_block)[:NK, None].half()
+    return fp8.prepare_fp8(q, k, v, "fp8_fa3", block_m=q_block, block_n=kv_block, generator=g)
+
+
+FP8_CASES = [(1, 1, 1, 1, 32, False), (1, 2, 70, 70, 64, True), (2, 1, 100, 37, 32, False),
+             (1, 1, 129, 129, 128, True)]
+
+
+# The kernel's speed variants must not change what it computes (fold_v off: a second
+# accumulator; exp_fma: exps from the cubic instead of MUFU; half-height Q tiles: BLOCK_N >
+# BLOCK_M, where the causal diagonal tile is only partly left of the diagonal).
+FP8_VARIANTS = {"plain": {}, "two-accumulators": dict(fold_v=False), "exp-fma": dict(exp_fma=True), "kv-wider-than-q": dict(block_m=16 if not GPU else 32)}
+
+
+@pytest.mark.parametrize("variant", FP8_VARIANTS)
+@pytest.mark.parametrize("use_tma", [False, True], ids=["pointers", "tma"])
+@pytest.mark.parametrize("case", FP8_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_fp8_kernel_matches_its_reference(case, use_tma, variant, poison):
+    B, H, N, NK, D, causal = case
+    if GPU and use_tma and flashedu.runtime.current().capability < (9, 0):
+        pytest.skip("TMA needs sm_90")
+    q_block, kv_block = 64, 64
+    q8, k8, v8, kw = _tiled_fp8_inputs(B, H, N, NK, D, q_block, kv_block, seed=N + D)
+    cfg = FP8Config(64, 64, 4, 2, use_tma) if GPU else FP8Config(32, 32, 4, 1, use_tma)
+    cfg = dataclasses.replace(cfg, **FP8_VARIANTS[variant])
+    ref = fp8.fp8_attention_reference(q8, k8, v8, causal=causal, block_n=cfg.block_n, **kw)
+    o = flash_attention_fp8(*(t.to(DEVICE) for t in (q8, k8, v8)), causal=causal, config=cfg,
+                            **{a: (t.to(DEVICE) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()})
+    assert o.dtype == torch.float16 and not torch.isnan(o).any()
+    diff = (o.float().cpu() - ref.float()).abs()
+    # fp16 output: half an ulp of the largest entries; the GPU's exp2 may also flip a rounding of P.
+    tol = (2e-2 if GPU else 2e-3) * ref.float().abs().max().item() + 1e-3
+    assert diff.max().item() <= tol, f"max |kernel - reference| = {diff.max().item():.3g}"
+
+
+@pytest.mark.parametrize("N", [64, 70])
+def test_fp8_v_layouts_give_the_same_output(N):
+    """prepare_fp8 stores V K-major, which the kernel reads in place; a plain contiguous V is
+    copied into that layout first. Same values, so the same output, bit for bit."""
+    q8, k8, v8, kw = _tiled_fp8_inputs(1, 2, N, N, 32, 32, 32, seed=N)
+    assert fp8.is_k_major(v8) and not fp8.is_k_major(v8.contiguous())
+    assert torch.equal(v8.float(), v8.contiguous().float())
+    cfg = FP8Config(64, 64, 4, 2, True) if GPU else FP8Config(32, 32, 4, 1, False)
+    dev = {a: (t.to(DEVICE) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()}
+    outs = [flash_attention_fp8(q8.to(DEVICE), k8.to(DEVICE), v.to(DEVICE), config=cfg, **dev)
+            for v in (v8, v8.contiguous())]
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_fp8_kernels_refuse_other_dtypes_and_old_gpus(monkeypatch):
+    q = torch.randn(1, 1, 8, 32)
+    for name in ("fp8_triton", "fp8_reference"):
+        with pytest.raises(TypeError, match="float8_e4m3fn"):
+            flashedu.get(name).fn(q, q, q)
+    with pytest.raises(ValueError, match="k_descale must have shape"):
+        q8 = q.to(fp8.E4M3)
+        flashedu.get("fp8_reference").fn(q8, q8, q8, k_descale=torch.ones(1, 1, 3))
+    from flashedu import runtime
+
+    for cap, name, need in (((8, 6), "fp8_triton", "sm_89"), ((8, 9), "v2_tma_triton", "sm_90")):
+        fake = runtime.decide(cuda=True, capability=cap, gpu_name="Some GPU")
+        monkeypatch.setattr(runtime, "_CURRENT", fake)
+        impl = flashedu.get(name)
+        dtype = fp8.E4M3 if name.startswith("fp8") else torch.float16
+        assert need in impl.why_not(device="cuda", dtype=dtype)
+    fake = runtime.decide(cuda=True, capability=(9, 0), gpu_name="H100")
+    monkeypatch.setattr(runtime, "_CURRENT", fake)
+    assert flashedu.get("fp8_triton").why_not(device="cuda", dtype=fp8.E4M3) is None
+
+
+@pytest.mark.skipif(not GPU, reason="needs a GPU")
+def test_fp8_kernel_error_on_gpu_matches_the_simulation():
+    """At a Table 3 size on the GPU: the kernel's RMSE against fp64 is the simulation's."""
+    if flashedu.get("fp8_triton").why_not(device="cuda", dtype=fp8.E4M3):
+        pytest.skip("this GPU has no FP8 tensor cores")
+    g = torch.Generator().manual_seed(torch.seed())
+    q, k, v = fp8.outlier_qkv(1, 4, 2048, 128, generator=g)
+    q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3", generator=g)
+    exact = oracle(q, k, v)
+    sim = fp8.fp8_attention_reference(q8, k8, v8, **kw)
+    o = flash_attention_fp8(q8.cuda(), k8.cuda(), v8.cuda(),
+                            **{a: (t.cuda() if isinstance(t, torch.Tensor) else t) for a, t in kw.items()})
+    e_sim, e_gpu = fp8.rmse(sim, exact), fp8.rmse(o.cpu(), exact)
+    assert e_gpu == pytest.approx(e_sim, rel=0.15), (e_gpu, e_sim)
+    assert fp8.rmse(o.cpu(), sim) < 0.3 * e_sim
+    assert math.isfinite(e_gpu)
+
+
+def test_descale_fold_checker_accepts_right_and_rejects_wrong():
+    from flashedu.exercises import check_descale_fold
+
+    assert check_descale_fold(lambda acc, u, a, pv, s: (acc * (a * (u / s))[:, None] + pv, s))
+    # the true sum, but with pv scaled (two accumulators' arithmetic), or u never updated
+    assert not check_descale_fold(lambda acc, u, a, pv, s: (acc * a[:, None] + pv * s, 1.0))
+    assert not check_descale_fold(lambda acc, u, a, pv, s: (acc * (a * (u / s))[:, None] + pv, u))
