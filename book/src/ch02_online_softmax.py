@@ -104,11 +104,53 @@ for block in (1, 7, 128, 1000):
     assert err < 1e-12
 
 # %% [markdown]
-# The same two algorithms as Triton kernels, one program per row, streaming the row from memory
-# in chunks: the safe kernel reads each row three times, the online kernel twice.
+# ## Your first Triton kernel
+#
+# On a GPU these loops run as a **kernel**: one function that many **programs** run at the same
+# time, each on its own piece of the data. [Triton](https://triton-lang.org) lets us write what one
+# program does, in Python syntax, on whole blocks of numbers at once, and compiles it for the GPU.
+# Every kernel in this book is Triton. Here is online softmax as a kernel, launched with one
+# program per row of `x`; the second tab is the Python function that launches it.
+
+# %%
+from flashedu.listing import region, show
+from flashedu.ops.online import softmax_kernel
+show(region(softmax_kernel, "softmax-kernel", title="kernel: one program per row"),
+     region(softmax_kernel.softmax_triton, title="launch (host side)"))
+
+# %% [markdown]
+# Read it top to bottom; each line is one idea that every later kernel uses.
+#
+# - **`tl.program_id(0)`** is which program this is. The launch
+#   `_softmax_rows_kernel[(rows,)](...)` starts one program per row, so program `row` owns row
+#   `row`. Chapters 3 and 4 are, in large part, about choosing what one program owns.
+# - **Pointers.** `x_ptr` is the address of `x`'s first element; `x_ptr + row * stride_x` is where
+#   this program's row starts (the stride is how far apart two rows are in memory).
+# - **`tl.arange(0, BLOCK)`** is a block of offsets $0, 1, \dots, \text{BLOCK}-1$. Adding it to a
+#   pointer gives a block of addresses, and every operation after that acts on the whole block:
+#   there is no loop over the elements of a block, only over blocks. `BLOCK` must be a power of 2.
+# - **A masked `tl.load`.** The last block of a row usually runs past its end. `mask=ok` loads
+#   only the lanes inside the row; the others get `other=-inf`, which `exp` turns into 0, so they
+#   drop out of the max and the sum by themselves. Every attention kernel masks the same way,
+#   for the end of the sequence and for causal masking.
+# - **Reductions.** `tl.max(x, axis=0)` and `tl.sum(..., axis=0)` fold a block into one number:
+#   the running $m$ and $\ell$ of the previous section, updated a block at a time.
+# - **A masked `tl.store`** writes only the lanes inside the row.
+# - **`tl.constexpr`.** `ONLINE` and `BLOCK` are fixed when the kernel is compiled: each value
+#   gives its own compiled kernel, and the `if ONLINE:` is decided then, not per element.
+#
+# What is missing here is `tl.dot`, a product of two blocks that runs on the GPU's tensor cores;
+# attention needs it for $QK^\top$ and $PV$, and it arrives in chapter 3.
+#
+# **Where it runs.** Without a GPU, Triton's interpreter (`TRITON_INTERPRET=1`, which flashedu
+# sets for you) runs each program with NumPy on the CPU, one program after another: the same
+# answers, but slowly, so the sizes here stay small. On a GPU the kernel is compiled once per
+# value of the `constexpr` arguments and the programs run in parallel across the SMs. This page
+# ran as: {glue:text}`ch02_runtime`. Run both kernels against torch's softmax:
 
 # %%
 from flashedu.ops.online.softmax_kernel import softmax_triton
+glue("ch02_runtime", "compiled on a GPU" if rt.compiled else "the interpreter on a CPU")
 n = rt.size(cpu=300, gpu=32768)
 x = torch.randn(64, n, device=rt.device) * 5
 for online in (False, True):
@@ -116,6 +158,18 @@ for online in (False, True):
     err = (y.double() - torch.softmax(x.double(), -1)).abs().max().item()
     print(f"{'online' if online else 'safe  '} Triton softmax, {x.shape[0]} rows of {n}: max error {err:.1e}")
     assert err < 1e-5
+
+# %% [markdown]
+# **Change it.** `softmax_triton(x, block=...)` picks `BLOCK`. Predict first: does the answer
+# change with the block size? How many blocks does each program walk for a row of 300 columns at
+# `block=16`? Then run the cell, and try a row length that is not a multiple of the block.
+
+# %%
+x_small = torch.randn(3, 300, device=rt.device) * 5
+for block in (16, 64, 512):
+    y = softmax_triton(x_small, block=block)
+    err = (y.double() - torch.softmax(x_small.double(), -1)).abs().max().item()
+    print(f"block = {block:3d}: {-(-300 // block):2d} blocks per row, max error {err:.1e}")
 
 # %% [markdown]
 # ## Softmax times V in one pass, and the merge operator
@@ -182,6 +236,39 @@ o_standard = flashedu.get("standard_reference").fn(q, k, v, causal=True)
 print(f"max |online - standard| = {(o_online - o_standard).abs().max().item():.1e}")
 
 # %% [markdown]
+# ## The same as a Triton kernel
+#
+# `online_triton` is that loop as a kernel. Each program takes a few query rows and keeps their
+# $(m, \ell, o)$ in registers while the keys and values stream past a block at a time; the merge
+# $\oplus$ of the running state with a block's state is written out as its four lines. Compare the
+# two tabs line by line:
+#
+# | reference (PyTorch) | kernel (Triton) |
+# |---|---|
+# | `for start in range(0, N_K, block)` | `for start in range(0, hi, BLOCK_N)` |
+# | `s = (Q @ K_blockᵀ) * scale` | `s = tl.sum(q[:, None, :] * k[None, :, :], axis=2) * scale` |
+# | `s.masked_fill(cols > rows, -inf)` | `tl.where(keep, s, -inf)` |
+# | `merge(state, state_of_block(s, V_block))` | the `m_new`, `alpha`, `p`, `l`, `o` lines |
+# | `finalize(state)` | `o = o / l[:, None]` |
+
+# %%
+from flashedu.ops.online import kernel as online_kernel, reference as online_ref
+show(region(online_ref, "online-reference", title="reference (PyTorch)"),
+     region(online_kernel, "online-kernel", title="kernel (Triton)"))
+
+# %% [markdown]
+# The two products are spelled out as a broadcast multiply and a sum, so each line is arithmetic
+# you can check by hand: `q[:, None, :] * k[None, :, :]` is a `[rows, keys, d]` block of
+# products and summing over `d` gives every score $q_i \cdot k_j$. That is a matrix product, and
+# `tl.dot(q, tl.trans(k))` computes it on the tensor cores, far faster; chapter 3 makes that
+# change and makes the tiles big enough for it to pay. Both implementations give the same output:
+
+# %%
+o_kernel = flashedu.get("online_triton").fn(*(t.to(rt.device) for t in (q, k, v)), causal=True).cpu()
+print(f"max |online_triton - online_reference| = {(o_kernel - o_online).abs().max().item():.1e}")
+assert (o_kernel - o_online).abs().max().item() < 1e-5
+
+# %% [markdown]
 # ## Summary
 #
 # - Keeping an average renormalises every step (v1); keeping a sum divides once (v2).
@@ -203,7 +290,7 @@ print(f"max |online - standard| = {(o_online - o_standard).abs().max().item():.1
 # hidden cases include logits of $\pm 10^4$ and fully masked rows.
 #
 # **3.** How many times does the safe Triton kernel above read each row from memory, and how many
-# times the online kernel? Find the loops in `flashedu/ops/online/softmax_kernel.py`.
+# times the online kernel? Count the `tl.load` loops in the first listing of this chapter.
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).

@@ -52,14 +52,14 @@ def _online_attention_kernel(Q, K, V, O, N, N_K, D, scale,
         if CAUSAL:
             keep = keep & (keys[None, :] <= rows[:, None])
         s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))         # key 0 is in the first block: finite
-        alpha = tl.exp(m - m_new)                        # rescales the old sums if the max grew
-        p = tl.exp(s - m_new[:, None])                   # [BLOCK_M, BLOCK_N]; masked: 0
+        m_new = tl.maximum(m, tl.max(s, axis=1))  # finite: key 0 is in the first block
+        alpha = tl.exp(m - m_new)                 # shrinks the old sums if the max grew
+        p = tl.exp(s - m_new[:, None])            # [BLOCK_M, BLOCK_N]; masked: 0
         l = l * alpha + tl.sum(p, axis=1)
-        # o_i += sum_j p[i, j] v_j: multiply [BLOCK_M, BLOCK_N, 1] by [1, BLOCK_N, D], sum over j.
+        # o_i += sum_j p[i, j] v_j: [BLOCK_M, BLOCK_N, 1] times [1, BLOCK_N, D], sum over j.
         o = o * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
         m = m_new
-    o = o / l[:, None]                                   # one division, after the last block
+    o = o / l[:, None]                            # one division, after the last block
     tl.store(O + z * stride_oz + rows[:, None] * stride_on + cols[None, :],
              o.to(O.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
     # [online-kernel-end]

@@ -17,6 +17,7 @@ def online_attention(q, k, v, *, causal: bool = False, scale: float | None = Non
     scale = check_qkv(q, k, v, causal=causal, scale=scale, name="online_reference")
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"online_reference: block must be a positive int, got {block!r}")
+    # [online-reference-start]
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     Q, K, V = (t.to(work) for t in (q, k, v))
     N, N_K = Q.shape[2], K.shape[2]
@@ -29,3 +30,4 @@ def online_attention(q, k, v, *, causal: bool = False, scale: float | None = Non
             s = s.masked_fill(cols > rows, float("-inf"))
         state = merge(state, state_of_block(s, V[:, :, start:start + block]))
     return finalize(state).to(q.dtype)
+    # [online-reference-end]

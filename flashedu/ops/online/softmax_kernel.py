@@ -1,5 +1,5 @@
 """Row softmax in Triton, streamed over column chunks: the safe version makes three passes over
-the row in HBM, the online version two. One program per row."""
+the row in HBM, the online version two. One program per row: chapter 2's first Triton kernel."""
 from __future__ import annotations
 
 import torch
@@ -12,27 +12,31 @@ from flashedu import runtime
 @triton.jit
 def _softmax_rows_kernel(x_ptr, y_ptr, n_cols, stride_x, stride_y,
                          ONLINE: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    x_row = x_ptr + row * stride_x
-    cols = tl.arange(0, BLOCK)
-    m = tl.full((), float("-inf"), tl.float32)
-    d = tl.zeros((), tl.float32)
+    # [softmax-kernel-start]
+    row = tl.program_id(0)                 # this program's row: one program per row
+    x_row = x_ptr + row * stride_x         # where the row starts in memory
+    cols = tl.arange(0, BLOCK)             # [BLOCK] offsets 0, 1, ..., BLOCK - 1
+    m = tl.full((), float("-inf"), tl.float32)  # running max (a scalar)
+    d = tl.zeros((), tl.float32)           # running sum of exp(x - m)
     if ONLINE:
-        # Pass 1: running max and running sum together; the sum is rescaled when the max grows.
+        # Pass 1: max and sum together; the sum is rescaled whenever the max grows.
         for start in range(0, n_cols, BLOCK):
-            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")).to(tl.float32)
+            ok = start + cols < n_cols     # the last block may run past the row's end
+            x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
             m_new = tl.maximum(m, tl.max(x, axis=0))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all masked: no NaN
             d = d * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), axis=0)
             m = m_new
     else:
         # Pass 1: the max. Pass 2: the sum of exp(x - max).
         for start in range(0, n_cols, BLOCK):
-            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")).to(tl.float32)
+            ok = start + cols < n_cols
+            x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
             m = tl.maximum(m, tl.max(x, axis=0))
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         for start in range(0, n_cols, BLOCK):
-            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")).to(tl.float32)
+            ok = start + cols < n_cols
+            x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
             d += tl.sum(tl.exp(x - m_safe), axis=0)
     # Last pass: normalise and write. A fully masked row (d = 0) gives zeros.
     m_safe = tl.where(m == float("-inf"), 0.0, m)
@@ -40,7 +44,10 @@ def _softmax_rows_kernel(x_ptr, y_ptr, n_cols, stride_x, stride_y,
     for start in range(0, n_cols, BLOCK):
         ok = start + cols < n_cols
         x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
-        tl.store(y_ptr + row * stride_y + start + cols, (tl.exp(x - m_safe) * inv).to(y_ptr.dtype.element_ty), mask=ok)
+        y = tl.exp(x - m_safe) * inv
+        y_ptrs = y_ptr + row * stride_y + start + cols
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=ok)
+    # [softmax-kernel-end]
 
 
 def softmax_triton(x: torch.Tensor, *, online: bool = True, block: int | None = None) -> torch.Tensor:

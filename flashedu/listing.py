@@ -1,0 +1,154 @@
+"""Code on the page: regions of flashedu's own source files, cut out at markers and shown
+highlighted, so what a chapter shows is the code that runs and cannot drift from it.
+
+A region is marked in the source by two comment lines::
+
+    # [<name>-start]
+    ...the lines a chapter shows...
+    # [<name>-end]
+
+:func:`region` cuts one out (``region(module, "online-kernel")``; with no name, a whole function
+or module). :func:`show` lays several side by side as tabs, e.g. the paper-literal reference
+beside the kernel. In Jupyter, Colab and the built book it renders as highlighted HTML whose line
+numbers are the file's own; as plain text (a terminal, a test) it is the code with a title line.
+Lines wrap instead of scrolling sideways.
+"""
+from __future__ import annotations
+
+import html
+import importlib
+import inspect
+import itertools
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+_ids = itertools.count()
+
+
+def _start(name: str) -> str:
+    return f"# [{name}-start]"
+
+
+def _end(name: str) -> str:
+    return f"# [{name}-end]"
+
+
+@dataclass(frozen=True)
+class Region:
+    """Some lines of a source file: ``text`` is lines ``first``..``first + n - 1`` of ``path``
+    (relative to the repository), dedented, with the marker lines left out."""
+
+    title: str
+    path: str
+    first: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"# {self.title}  ({self.path}, from line {self.first})\n{self.text}"
+
+
+def _module(obj):
+    if isinstance(obj, str):
+        return importlib.import_module(obj)
+    return obj
+
+
+def region(obj, name: str | None = None, *, title: str | None = None) -> Region:
+    """The lines between ``# [name-start]`` and ``# [name-end]`` in the source of ``obj`` (a
+    module, a module's dotted name, or a function); without ``name``, the whole of ``obj``."""
+    obj = _module(obj)
+    try:
+        path = Path(inspect.getsourcefile(obj)).resolve()
+    except TypeError:
+        raise TypeError(f"obj must be a module, a module name or a function, got {type(obj).__name__}") from None
+    rel = str(path.relative_to(PACKAGE_ROOT.parent)) if path.is_relative_to(PACKAGE_ROOT.parent) else path.name
+    if name is None:
+        lines, first = inspect.getsourcelines(obj)
+        if inspect.ismodule(obj):
+            first = 1
+    else:
+        all_lines = path.read_text().splitlines(keepends=True)
+        starts = [i for i, line in enumerate(all_lines) if line.strip() == _start(name)]
+        ends = [i for i, line in enumerate(all_lines) if line.strip() == _end(name)]
+        if len(starts) != 1 or len(ends) != 1 or ends[0] <= starts[0]:
+            raise ValueError(f"{rel} must hold one '{_start(name)}' line and one '{_end(name)}' line "
+                             f"after it; found {len(starts)} and {len(ends)}")
+        lines, first = all_lines[starts[0] + 1:ends[0]], starts[0] + 2
+    default = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", rel)
+    return Region(title or name or default, rel, first, textwrap.dedent("".join(lines)).rstrip("\n"))
+
+
+def _highlight(r: Region) -> str:
+    try:
+        from pygments import highlight
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import PythonLexer
+    except ImportError:  # plain, still readable
+        return f"<pre>{html.escape(r.text)}</pre>"
+    fmt = HtmlFormatter(linenos="inline", linenostart=r.first, cssclass="fe-code", wrapcode=True)
+    return highlight(r.text, PythonLexer(), fmt)
+
+
+def _style() -> str:
+    try:
+        from pygments.formatters import HtmlFormatter
+        colours = HtmlFormatter(style="default").get_style_defs(".fe-listing .fe-code")
+    except ImportError:
+        colours = ""
+    # Tabs from radio buttons and CSS alone: they work in the static book (no kernel, no JS).
+    return """<style>
+.fe-listing { margin: 0.5em 0 1em 0; }
+.fe-listing > input { display: none; }
+.fe-listing > label { display: inline-block; padding: 0.25em 0.9em; margin-right: 0.2em; cursor: pointer;
+  border: 1px solid #ccc; border-bottom: none; border-radius: 4px 4px 0 0; background: #f3f3f3;
+  font: 0.85em sans-serif; color: #333; }
+.fe-listing > .fe-panel { display: none; border: 1px solid #ccc; padding: 0.3em 0.6em; }
+.fe-listing .fe-where { font: 0.8em sans-serif; color: #666; margin: 0.1em 0 0.3em 0; }
+.fe-listing pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; font-size: 0.82em;
+  line-height: 1.35; background: none; border: none; padding: 0; }
+.fe-listing .linenos { color: #999; user-select: none; }
+""" + colours + "\n</style>"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Regions shown as tabs (the first one open); plain text is every region, one after another."""
+
+    regions: tuple[Region, ...]
+
+    def __str__(self) -> str:
+        return "\n\n".join(map(str, self.regions))
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        group = f"fe-listing-{next(_ids)}"
+        parts, css = [], [_style(), "<style>"]
+        for k, r in enumerate(self.regions):
+            tab = f"{group}-{k}"
+            parts.append(f'<input type="radio" name="{group}" id="{tab}"{" checked" if k == 0 else ""}>'
+                         f'<label for="{tab}">{html.escape(r.title)}</label>')
+            css.append(f"#{tab}:checked ~ .{tab} {{ display: block; }}")
+            css.append(f"#{tab}:checked + label {{ background: #fff; font-weight: 600; }}")
+        for k, r in enumerate(self.regions):
+            where = f"{r.path}, from line {r.first}"
+            parts.append(f'<div class="fe-panel {group}-{k}"><div class="fe-where">{html.escape(where)}</div>'
+                         f"{_highlight(r)}</div>")
+        css.append("</style>")
+        return "".join(css) + f'<div class="fe-listing">{"".join(parts)}</div>'
+
+
+def show(*regions: Region) -> Listing:
+    """Regions as tabs: ``show(region(ref, "v1-ref", title="reference"), region(kernel, ...))``."""
+    if not regions:
+        raise ValueError("show needs at least one region")
+    for r in regions:
+        if not isinstance(r, Region):
+            raise TypeError(f"show takes Regions (from flashedu.listing.region), got {type(r).__name__}")
+    return Listing(tuple(regions))
