@@ -37,16 +37,46 @@ def _end(name: str) -> str:
 
 @dataclass(frozen=True)
 class Region:
-    """Some lines of a source file: ``text`` is lines ``first``..``first + n - 1`` of ``path``
-    (relative to the repository), dedented, with the marker lines left out."""
+    """Some lines of a source file (``path`` relative to the repository), dedented, marker lines
+    left out; ``numbers`` are their line numbers in the file (with gaps where lines are hidden)."""
 
     title: str
     path: str
-    first: int
+    numbers: tuple[int, ...]
     text: str
+
+    @property
+    def first(self) -> int:
+        return self.numbers[0]
 
     def __str__(self) -> str:
         return f"# {self.title}  ({self.path}, from line {self.first})\n{self.text}"
+
+
+def _reading_view(lines: list[str], first: int, hide: tuple[str, ...], unwrap: tuple[str, ...]):
+    """Drop the lines that start (after indentation) with one of ``hide``, with their
+    continuation lines; drop each line that starts with one of ``unwrap`` and dedent its block."""
+    out, numbers, cut, skip_below = [], [], [], None  # cut: indents of unwrapped blocks we are in
+    for n, line in enumerate(lines, start=first):
+        body = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if skip_below is not None:
+            if body and indent <= skip_below:
+                skip_below = None
+            else:
+                continue
+        while cut and body and indent <= cut[-1]:
+            cut.pop()
+        if body.startswith(hide):
+            # A hidden statement may continue on deeper-indented lines; hide those too.
+            skip_below = indent
+            continue
+        if body.startswith(unwrap) and body.endswith(":"):
+            cut.append(indent)
+            continue
+        out.append(line[4 * len(cut):] if body else line)
+        numbers.append(n)
+    return out, numbers
 
 
 def _module(obj):
@@ -55,9 +85,14 @@ def _module(obj):
     return obj
 
 
-def region(obj, name: str | None = None, *, title: str | None = None) -> Region:
+def region(obj, name: str | None = None, *, title: str | None = None, hide: tuple[str, ...] = (),
+           unwrap: tuple[str, ...] = ()) -> Region:
     """The lines between ``# [name-start]`` and ``# [name-end]`` in the source of ``obj`` (a
-    module, a module's dotted name, or a function); without ``name``, the whole of ``obj``."""
+    module, a module's dotted name, or a function); without ``name``, the whole of ``obj``.
+
+    A reading view for code that also does bookkeeping: statements starting with one of
+    ``hide`` (``"chip.compute("``) are left out, and so is each ``if``-line starting with one of
+    ``unwrap`` (``"if numeric"``), its block shown one level less indented."""
     obj = _module(obj)
     try:
         path = Path(inspect.getsourcefile(obj)).resolve()
@@ -76,19 +111,30 @@ def region(obj, name: str | None = None, *, title: str | None = None) -> Region:
             raise ValueError(f"{rel} must hold one '{_start(name)}' line and one '{_end(name)}' line "
                              f"after it; found {len(starts)} and {len(ends)}")
         lines, first = all_lines[starts[0] + 1:ends[0]], starts[0] + 2
+    lines = [line.rstrip("\n") for line in lines]
+    lines, numbers = _reading_view(lines, first, tuple(hide), tuple(unwrap))
+    while lines and not lines[-1].strip():
+        lines, numbers = lines[:-1], numbers[:-1]
+    if not lines:
+        raise ValueError(f"region {name or rel!r} of {rel} is empty")
     default = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", rel)
-    return Region(title or name or default, rel, first, textwrap.dedent("".join(lines)).rstrip("\n"))
+    return Region(title or name or default, rel, tuple(numbers), textwrap.dedent("\n".join(lines)))
 
 
 def _highlight(r: Region) -> str:
+    """The region as HTML lines, each led by its line number in the file."""
     try:
         from pygments import highlight
         from pygments.formatters import HtmlFormatter
         from pygments.lexers import PythonLexer
+        body = highlight(r.text, PythonLexer(), HtmlFormatter(nowrap=True))
     except ImportError:  # plain, still readable
-        return f"<pre>{html.escape(r.text)}</pre>"
-    fmt = HtmlFormatter(linenos="inline", linenostart=r.first, cssclass="fe-code", wrapcode=True)
-    return highlight(r.text, PythonLexer(), fmt)
+        body = html.escape(r.text)
+    width = len(str(r.numbers[-1]))
+    lines = body.rstrip("\n").split("\n")
+    # A multi-line token (a docstring) keeps its spans across lines; pygments closes them itself.
+    numbered = [f'<span class="linenos">{n:>{width}}</span>  {line}' for n, line in zip(r.numbers, lines)]
+    return '<div class="fe-code"><pre><code>' + "\n".join(numbered) + "</code></pre></div>"
 
 
 def _style() -> str:
