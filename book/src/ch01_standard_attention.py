@@ -184,8 +184,23 @@ for impl in flashedu.registry():
 # (Each line is cut short here; `flashedu.get(name).summary` has the whole description.)
 # The standard reference is the three steps above, tile by tile, written against the memory model
 # (that is how the counts were recorded). Its GPU counterpart is three Triton kernels: a matrix
-# product writing $S$, a row softmax writing $P$, a matrix product writing $O$. On a GPU they are
-# compiled; without one they run under Triton's interpreter on the CPU, so the sizes are small.
+# product writing $S$, a row softmax writing $P$, a matrix product writing $O$. Here are the
+# three launches beside the reference (its reading view: the lines that only tell the memory
+# model what to count are left out). Each launch reads its inputs from HBM and writes its whole
+# output back, $N \times N$ numbers for $S$ and for $P$; {ref}`chapter 2 <ch-online-softmax>`
+# opens up a Triton kernel line by line.
+
+# %%
+from flashedu.listing import region, show
+from flashedu.ops.standard import kernel as std_kernel, reference as std_ref
+show(region(std_kernel, "standard-launches", title="three kernels (host side)"),
+     region(std_ref, "standard-reference", title="reference (PyTorch, simulated chip)",
+            hide=("chip.program(", "chip.buffer(", "chip.compute(", "chip.free(", "S = None"),
+            unwrap=("if numeric",)))
+
+# %% [markdown]
+# On a GPU the kernels are compiled; without one they run under Triton's interpreter on the CPU,
+# so the sizes are small.
 
 # %%
 N = rt.size(cpu=128, gpu=4096)
@@ -209,8 +224,8 @@ import plotly.graph_objects as go
 
 print(f"q, k, v together: {sum(t.nbytes for t in (q, k, v)) / 2**20:.2f} MiB;  "
       f"S and P together: {(S.nbytes + P.nbytes) / 2**20:.2f} MiB")
-show = P[0, 0, :128, :128].float().cpu()
-fig = go.Figure(go.Heatmap(z=show, colorscale="Viridis", colorbar=dict(title="P[i, j]")))
+P_top = P[0, 0, :128, :128].float().cpu()
+fig = go.Figure(go.Heatmap(z=P_top, colorscale="Viridis", colorbar=dict(title="P[i, j]")))
 fig.update_layout(title="The attention matrix P that standard attention writes to HBM (first 128 rows)",
                   xaxis_title="key j", yaxis_title="query i", height=460, width=600,
                   xaxis=dict(constrain="domain"), yaxis=dict(autorange="reversed", scaleanchor="x"))

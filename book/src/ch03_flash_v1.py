@@ -58,12 +58,17 @@ rt = setup()
 # maximum, and normalises again. That is the running mean that renormalises at every step.
 #
 # Because $K$/$V$ blocks are the **outer** loop, every $O_i$, $\ell_i$, $m_i$ makes a round trip
-# to HBM once per $K$/$V$ block. The reference does exactly this, against the memory model:
+# to HBM once per $K$/$V$ block. The reference does exactly this, line for line, on the memory
+# model's simulated chip: every `chip.load` and `chip.store` is an HBM transfer that the model
+# counts. (Shown here is its reading view: the lines that only tell the model what to count are
+# left out, which is why the line numbers jump.)
 
 # %%
-import inspect
-from flashedu.ops.v1 import reference as v1_ref
-print(inspect.getsource(v1_ref.v1_forward))
+from flashedu.listing import region, show
+from flashedu.ops.v1 import kernel as v1_kernel, reference as v1_ref
+BOOKKEEPING = dict(hide=("chip.compute(", "chip.skip(", "if causal and fully_masked"), unwrap=("if numeric",))
+v1_reference_view = region(v1_ref, "v1-reference", title="reference (PyTorch, simulated chip)", **BOOKKEEPING)
+show(v1_reference_view)
 
 # %% [markdown]
 # It computes the same attention as the standard algorithm, for any $N$ (the last tiles are
@@ -198,7 +203,31 @@ print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and
 # blocks inner, $O$, $\ell$, $m$ re-read and re-written in HBM in every inner step; its backward
 # pass is Algorithm 4 in the same order, with $dQ$ read, updated and written back in HBM. It is
 # faithful, not fast: one program per head leaves most of a GPU's SMs idle when batch × heads is
-# small, and the $O$ round trips cost bandwidth. {ref}`Chapter 4 <ch-flash-v2>` measures what swapping the loops buys.
+# small, and the $O$ round trips cost bandwidth. {ref}`Chapter 4 <ch-flash-v2>` measures what
+# swapping the loops buys. The kernel's forward loops, beside the reference's:
+
+# %%
+show(region(v1_kernel, "v1-kernel", title="kernel (Triton)"), v1_reference_view)
+
+# %% [markdown]
+# The two read alike, and the differences are what a GPU needs:
+#
+# - **`tl.dot`** computes $Q_i K_j^\top$ and $\tilde P_{ij} V_j$, the two products
+#   {ref}`chapter 2 <ch-online-softmax>` spelled out as a broadcast multiply and a sum. It runs on
+#   the tensor cores, takes blocks of at least 16 × 16, and accumulates in fp32; `tl.trans(k)`
+#   reads $K_j$ transposed without copying it.
+# - **Pointers instead of `chip.load`.** Each tile is a masked `tl.load` of a block of addresses,
+#   as in chapter 2's softmax; the masks (`row_ok`, `col_ok`) handle the last, partial tiles.
+# - **$O$, $\ell$, $m$ round-trip through HBM**, as Algorithm 1 says: loaded at the top of the inner
+#   loop (line 8), stored at its end (line 13). `tl.debug_barrier()` makes every thread's stores
+#   land before the next outer step loads the same $O_i$: Triton orders the threads of a program
+#   for shared memory by itself, not for global memory.
+# - **Guards for $-\infty$.** A row that sees none of a causal tile has $\tilde m_{ij} = -\infty$;
+#   the `tl.where` lines keep $e^{-\infty - (-\infty)}$ from becoming NaN, as the reference's
+#   `exp_diff` and `finite_or_zero` do.
+# - **Causal tiles are skipped by the loop bound** (`first_m`), not tested tile by tile.
+#
+# Run it forward and backward against fp64:
 
 # %%
 N = rt.size(cpu=100, gpu=4096)

@@ -31,9 +31,12 @@ rt = setup()
 # reference keeps its shape and adds those, written against the memory model:
 
 # %%
-import inspect
-from flashedu.ops.v2 import reference as v2_ref
-print(inspect.getsource(v2_ref.v2_forward))
+from flashedu.listing import region, show
+from flashedu.ops.v2 import kernel as v2_kernel, reference as v2_ref
+v2_reference_view = region(v2_ref, "v2-reference", title="reference (PyTorch, simulated chip)",
+                           hide=("chip.program(", "chip.buffer(", "chip.compute(", "chip.skip("),
+                           unwrap=("if numeric",))
+show(v2_reference_view)
 
 # %% [markdown]
 # Three things changed from Algorithm 1 ({ref}`chapter 3 <ch-flash-v1>`):
@@ -222,12 +225,74 @@ bwd = simulate("v2", N=4096, d=64, backward=True)
 print(textwrap.fill(bwd.summary(), 78))
 
 # %% [markdown]
-# ## The Triton kernel
+# ## The Triton kernel, line by line
 #
 # `v2_triton` is FlashAttention-2 as one forward and two backward Triton kernels behind a
-# `torch.autograd.Function`: one program per ($Q$ block, head, batch), $K$/$V$ streamed through
-# SRAM, causal tiles skipped, any $N$, head dims up to 128 (256 where shared memory allows),
-# fp16 and bf16 on a GPU. On this machine:
+# `torch.autograd.Function`: any $N$, head dims 16 to 256, fp16 and bf16 on a GPU (fp32 too). Its
+# forward is the reference above with the chip calls turned into loads and stores, plus four
+# choices that change no result, only the speed. Here is the whole forward: the program
+# (`_fwd_kernel`) and its inner loop over $K$/$V$ tiles (`_fwd_inner`), beside the reference.
+
+# %%
+show(region(v2_kernel, "v2-kernel", title="kernel: one program per Q tile"),
+     region(v2_kernel, "v2-inner", title="kernel: the K/V loop (_fwd_inner)"),
+     v2_reference_view)
+
+# %% [markdown]
+# **The program.** The launch grid is $(T_r, B \cdot H)$: `tl.program_id(0)` picks the $Q$ tile,
+# `tl.program_id(1)` the head. $Q_i$ is loaded once; `acc`, `l_i`, `m_i` (the reference's `Oi`,
+# `li`, `mi`) are registers that live until the end, so nothing but the final $O_i$ and $L_i$ is
+# ever written. The inner loop is the reference's `for j` loop with `tl.dot` for both products.
+#
+# **1. Base 2, with $\log_2 e$ folded into the scale.** The host passes
+# `qk_scale = scale · log2(e)` and the kernel computes `exp2(s · qk_scale − m)`. Since
+# $e^x = 2^{x \log_2 e}$ this is the same number, but a GPU's special-function unit computes
+# $2^x$ natively: `exp` costs an extra multiply per score, and there are $N^2$ scores. $m_i$ is
+# therefore kept in log-2 units, and the last line converts back: $L_i = (m_i + \log_2 \ell_i)
+# \ln 2$. The unmasked loop goes one step further and scales the row max instead of every score
+# (`tl.max(s, 1) * qk_scale`), legal because the scale is positive.
+#
+# **2. Mask-free and masked loops.** `MASKED` is a `tl.constexpr`, so `_fwd_inner` is compiled
+# twice: once with the bounds checks and the `tl.where`, once without. A full tile, far from the
+# end of the sequence and from the diagonal, needs no mask, and FA2's paper counts such
+# elementwise work as the "non-matmul FLOPs" that tensor cores cannot do. Without a causal mask:
+# every full tile unmasked, then at most one partial tile masked.
+#
+# **3. The causal split.** With a causal mask, the tiles left of the diagonal are all visible
+# (mask-free loop from 0 to `start_m`), the diagonal block is masked (`start_m` to
+# `start_m + BLOCK_M`), and the tiles right of it are never visited: the loop bounds do the
+# skipping, as the reference's `fully_masked` test does. The measured effect is below.
+#
+# **4. Longest rows first.** Under a causal mask, program $i$ visits $i + 1$ tiles, so programs
+# differ in length by up to $T_r$ times. The GPU starts programs roughly in launch order;
+# `pid_m = n_m − 1 − program_id(0)` launches the longest ones first, so the short ones fill in at
+# the end instead of one long program running alone after the others are done. (Not measured on
+# its own here.)
+#
+# Two recorded ablations from the same run of the benchmark harness
+# ({glue:text}`abl_gpu`) put numbers on the loop structure. **Pipelining** (`num_stages`, the
+# $K$/$V$ tiles in flight while the current one is used): at $d = 128$, $N = 16\text{k}$ the
+# forward ran at {glue:text}`abl_stage1:.0f` TFLOP/s with one stage and
+# {glue:text}`abl_stage3:.0f` with three. **Skipping causal tiles:** the causal forward took
+# {glue:text}`abl_skip_lo:.2f`–{glue:text}`abl_skip_hi:.2f` times less time than the unmasked
+# one from $N = 512$ to $16\text{k}$ ($d = 128$), approaching the 2 of perfect skipping as the
+# diagonal's share of the tiles shrinks.
+
+# %% tags=["hide-input"]
+from flashedu.recorded.bench import latest as latest_bench
+harness = latest_bench()
+stages = {r["num_stages"]: r["fwd_tflops"] for r in harness["ablations"]["num-stages"]["rows"]
+          if (r["D"], r["N"], r["causal"]) == (128, 16384, False) and r["fwd_status"] == "ok"}
+skip = [r["full_over_causal"] for r in harness["ablations"]["causal-skip"]["rows"]
+        if r["impl"] == "v2_triton" and r["D"] == 128]
+glue("abl_gpu", harness["info"]["gpu"])
+glue("abl_stage1", stages[1])
+glue("abl_stage3", stages[3])
+glue("abl_skip_lo", min(skip))
+glue("abl_skip_hi", max(skip))
+
+# %% [markdown]
+# Run it forward and backward against fp64 on this machine:
 
 # %%
 N = rt.size(cpu=100, gpu=4096)

@@ -103,15 +103,18 @@ def standard_attention_triton(q, k, v, *, causal: bool = False, scale: float | N
     Q = q.contiguous().view(B * H, N, D)
     K = k.contiguous().view(B * H, N_K, D)
     V = v.contiguous().view(B * H, N_K, D)
+    # [standard-launches-start]
     S = torch.empty(B * H, N, N_K, device=q.device, dtype=q.dtype)
     P = torch.empty_like(S)
     O = torch.empty(B * H, N, D, device=q.device, dtype=q.dtype)
     blocks = (64, 64, 32) if runtime.current().compiled else (32, 32, 32)
 
     _matmul(Q, K.transpose(1, 2), S, scale, blocks)  # kernel 1: S = scale · Q Kᵀ
+    # kernel 2: P = softmax(S), one program per row of S
     _softmax_kernel[(N, B * H)](S, P, N_K, S.stride(0), S.stride(1), P.stride(0), P.stride(1),
-                                CAUSAL=causal, BLOCK_N=triton.next_power_of_2(N_K))  # kernel 2
+                                CAUSAL=causal, BLOCK_N=triton.next_power_of_2(N_K))
     _matmul(P, V, O, 1.0, blocks)  # kernel 3: O = P V
+    # [standard-launches-end]
 
     o = O.view(B, H, N, D)
     if return_intermediates:

@@ -59,6 +59,7 @@ def _v1_fwd_kernel(Q, K, V, O, Lsum, Mmax,
         tl.store(Mmax + offs_m, tl.full([BLOCK_M], float("-inf"), dtype=tl.float32), mask=ok)
     tl.debug_barrier()
 
+    # [v1-kernel-start]
     for start_n in range(0, N_K, BLOCK_N):  # outer loop: K_j, V_j (line 5)
         offs_n = start_n + cols
         col_ok = offs_n < N_K
@@ -66,19 +67,20 @@ def _v1_fwd_kernel(Q, K, V, O, Lsum, Mmax,
                     mask=col_ok[:, None], other=0.0)  # [BLOCK_N, D]
         v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                     mask=col_ok[:, None], other=0.0)  # [BLOCK_N, D]
-        # Causal: Q tiles whose last row is before this K tile's first column see none of it.
+        # Causal: Q tiles that end before this K tile's first column see none of it.
         first_m = (start_n // BLOCK_M) * BLOCK_M if CAUSAL else 0
-        for start_m in range(first_m, N_Q, BLOCK_M):  # inner loop: Q_i, O_i, ℓ_i, m_i (line 7)
+        for start_m in range(first_m, N_Q, BLOCK_M):  # inner: Q_i, O_i, ℓ_i, m_i (line 7)
             offs_m = start_m + rows
             row_ok = offs_m < N_Q
             q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                         mask=row_ok[:, None], other=0.0)  # [BLOCK_M, D]
             o_ptrs = O + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-            o = tl.load(o_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)  # [BLOCK_M, D]
+            o = tl.load(o_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)  # [M, D]
             l_i = tl.load(Lsum + offs_m, mask=row_ok, other=0.0)  # [BLOCK_M]
             m_i = tl.load(Mmax + offs_m, mask=row_ok, other=float("-inf"))  # [BLOCK_M]
 
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # S_ij [BLOCK_M, BLOCK_N]
+            # Line 9: S_ij = scale · Q_i K_jᵀ, [BLOCK_M, BLOCK_N], on the tensor cores.
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
             keep = col_ok[None, :]
             if CAUSAL:
                 keep = keep & (offs_m[:, None] >= offs_n[None, :])
@@ -93,12 +95,14 @@ def _v1_fwd_kernel(Q, K, V, O, Lsum, Mmax,
             l_new = a * l_i + b * l_t
             # Line 12: un-normalise the old average (× ℓ_i), add the new tile, re-normalise.
             pv = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # [BLOCK_M, D]
-            o = ((l_i * a)[:, None] * o + b[:, None] * pv) / tl.where(l_new == 0.0, 1.0, l_new)[:, None]
+            l_div = tl.where(l_new == 0.0, 1.0, l_new)  # a row that saw no key: 0 / 1
+            o = ((l_i * a)[:, None] * o + b[:, None] * pv) / l_div[:, None]
             # Line 13: write O_i, ℓ_i, m_i back to HBM.
             tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
             tl.store(Lsum + offs_m, l_new, mask=row_ok)
             tl.store(Mmax + offs_m, m_new, mask=row_ok)
             tl.debug_barrier()
+    # [v1-kernel-end]
 
 
 def attention_forward(q, k, v, *, causal: bool, scale: float, block_m: int, block_n: int):

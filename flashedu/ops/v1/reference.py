@@ -59,6 +59,7 @@ def v1_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
         chip.store("m", zeros - float("inf") if numeric else None, r0, r1, from_="m_i", i=i)
 
     chip.phase("forward")
+    # [v1-reference-start]
     for j in range(Tc):
         c0, c1 = j * bc, min(N_k, (j + 1) * bc)
         if causal and fully_masked(0, N, c0):  # no query at all sees this K/V tile
@@ -78,17 +79,19 @@ def v1_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
             mi = chip.load("m", r0, r1, into="m_i", i=i, j=j)  # [B, H, Br, 1]
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=2, softmax=True)
             if numeric:
-                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)  # [B, H, Br, Bc]
+                # S_ij [B, H, Br, Bc], -inf where the causal mask hides a score
+                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)
                 m_t = S.amax(dim=-1, keepdim=True)  # m̃_ij
                 P = torch.exp(S - finite_or_zero(m_t))  # P̃_ij
                 l_t = P.sum(dim=-1, keepdim=True)  # ℓ̃_ij
                 m_new = torch.maximum(mi, m_t)
                 a, b = exp_diff(mi, m_new), exp_diff(m_t, m_new)
                 l_new = a * li + b * l_t
-                # Un-normalise the old average (× ℓ_i), add the new tile, re-normalise (÷ ℓ_new).
+                # Un-normalise the old average (× ℓ_i), add the tile, re-normalise (÷ ℓ_new).
                 Oi = (li * a * Oi + b * (P @ Vj)) / nonzero_or_one(l_new)
                 li, mi = l_new, m_new
             chip.store("O", Oi, r0, r1, from_="O_i", i=i, j=j)
             chip.store("l", li, r0, r1, from_="l_i", i=i, j=j)
             chip.store("m", mi, r0, r1, from_="m_i", i=i, j=j)
+    # [v1-reference-end]
     chip.free("K_j", "V_j", "Q_i", "O_i", "l_i", "m_i", "S_ij")

@@ -34,8 +34,9 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_v
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                PRECISION: tl.constexpr):
     """Fold the K/V tiles at columns lo..hi (step BLOCK_N) into the running (acc, ℓ, m)."""
+    # [v2-inner-start]
     for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
+        start_n = tl.multiple_of(start_n, BLOCK_N)  # lets the compiler vectorise the loads
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
         v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
@@ -50,11 +51,11 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_v
                 keep = keep & (offs_m[:, None] >= offs_n[None, :])
             s = tl.where(keep, s * qk_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            # A row with every score masked so far keeps m = -inf: subtract 0, so exp2 gives 0.
+            # A row with every score masked so far keeps m = -inf: subtract 0 (exp2 gives 0).
             m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
             p = tl.math.exp2(s - m_sub[:, None])
         else:
-            # scale > 0, so the max of the scaled row is the scaled max: one multiply per row.
+            # scale > 0, so the max of the scaled row is the scaled max: one multiply a row.
             m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
             m_sub = m_new
             p = tl.math.exp2(s * qk_scale - m_sub[:, None])
@@ -67,6 +68,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_v
             v = tl.load(v_ptrs)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)  # [BLOCK_M, D]
         m_i = m_new
+    # [v2-inner-end]
     return acc, l_i, m_i
 
 
@@ -79,46 +81,54 @@ def _fwd_kernel(Q, K, V, O, L,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
+    # [v2-kernel-start]
     n_m = tl.cdiv(N_Q, BLOCK_M)
     # Causal: the longest rows first, so the last wave is made of short programs.
     pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1)  # which (batch, head)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < N_Q
-    q = tl.load(Q + z * stride_qz + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=row_ok[:, None], other=0.0)  # [BLOCK_M, D]
+    Q += z * stride_qz + h * stride_qh
     K += z * stride_kz + h * stride_kh
     V += z * stride_vz + h * stride_vh
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)  # this program's query rows
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < N_Q
+    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None], other=0.0)  # Q_i [BLOCK_M, D]: loaded once, kept
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # O_i, unnormalised
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # ℓ_i
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # m_i, in log2 units
     if CAUSAL:
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   offs_m, offs_d, 0, start_m, N_K, qk_scale,
-                                   BLOCK_N, False, False, PRECISION)
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, N_K), N_K,
-                                   qk_scale, BLOCK_N, True, True, PRECISION)
+        # Left of the diagonal block: every score is kept, no mask.
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                   stride_vn, stride_vd, offs_m, offs_d, 0, start_m,
+                                   N_K, qk_scale, BLOCK_N, False, False, PRECISION)
+        # The diagonal block, masked; blocks right of it are never visited.
+        diag_end = tl.minimum(start_m + BLOCK_M, N_K)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                   stride_vn, stride_vd, offs_m, offs_d, start_m, diag_end,
+                                   N_K, qk_scale, BLOCK_N, True, True, PRECISION)
     else:
+        # Every full K/V tile without a mask, then the partial last one with it.
         full_end = (N_K // BLOCK_N) * BLOCK_N
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   offs_m, offs_d, 0, full_end, N_K, qk_scale,
-                                   BLOCK_N, False, False, PRECISION)
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   offs_m, offs_d, full_end, N_K, N_K, qk_scale,
-                                   BLOCK_N, True, False, PRECISION)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                   stride_vn, stride_vd, offs_m, offs_d, 0, full_end,
+                                   N_K, qk_scale, BLOCK_N, False, False, PRECISION)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                   stride_vn, stride_vd, offs_m, offs_d, full_end, N_K,
+                                   N_K, qk_scale, BLOCK_N, True, False, PRECISION)
 
     # One division per row; a row that saw no key (ℓ = 0) gets O = 0 and L = -inf.
     o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # back to natural log: L = m + log ℓ
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # to natural log: L = m + log ℓ
     # O and L are allocated here, contiguous: [B, H, N_Q, D] and [B, H, N_Q].
-    o_ptrs = O + bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    O += bh.to(tl.int64) * N_Q * HEAD_DIM
+    tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
+             mask=row_ok[:, None])
     tl.store(L + bh.to(tl.int64) * N_Q + offs_m, lse, mask=row_ok)
+    # [v2-kernel-end]
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per architecture; the autotuner picks among them on

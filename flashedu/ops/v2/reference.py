@@ -33,6 +33,8 @@ def v2_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
     chip.phase("forward")
     br, bc = block_r, block_c
     numeric = chip.numeric
+    Oi = Li = None  # a shape-only run (numeric False) moves tiles but computes no values
+    # [v2-reference-start]
     for i in range(n_tiles(N, br)):
         chip.program(i)
         r0, r1 = i * br, min(N, (i + 1) * br)
@@ -47,7 +49,7 @@ def v2_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
         if numeric:
             B, H = Qi.shape[:2]
             Oi = torch.zeros(B, H, r1 - r0, d, dtype=Qi.dtype, device=Qi.device)
-            mi = torch.full((B, H, r1 - r0, 1), float("-inf"), dtype=Qi.dtype, device=Qi.device)
+            mi = torch.full((B, H, r1 - r0, 1), -torch.inf, dtype=Qi.dtype, device=Qi.device)
             li = torch.zeros_like(mi)
         for j in range(n_tiles(N_k, bc)):
             c0, c1 = j * bc, min(N_k, (j + 1) * bc)
@@ -58,7 +60,8 @@ def v2_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
             Vj = chip.load("V", c0, c1, into="V_j", i=i, j=j)  # [B, H, Bc, d]
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=2, softmax=True)
             if numeric:
-                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)  # [B, H, Br, Bc]
+                # S_ij [B, H, Br, Bc], -inf where the causal mask hides a score
+                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)
                 m_new = torch.maximum(mi, S.amax(dim=-1, keepdim=True))
                 P = torch.exp(S - finite_or_zero(m_new))
                 alpha = exp_diff(mi, m_new)  # rescales what was summed under the old max
@@ -69,6 +72,7 @@ def v2_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
             Oi = Oi / nonzero_or_one(li)
             # log 0 = -inf: a fully masked row gets L = -inf, as in FA2's kernels.
             Li = mi + torch.log(li)
-        chip.store("O", Oi if numeric else None, r0, r1, from_="O_i", i=i)
-        chip.store("L", Li if numeric else None, r0, r1, from_="m_i", i=i)
+        chip.store("O", Oi, r0, r1, from_="O_i", i=i)
+        chip.store("L", Li, r0, r1, from_="m_i", i=i)
+        # [v2-reference-end]
         chip.free("Q_i", "K_j", "V_j", "O_i", "S_ij", "m_i", "l_i")
