@@ -122,9 +122,12 @@ glue("bf_T", patterns["butterfly"].Tr)
 # gradients. The reference, written against the memory model like every other:
 
 # %%
-import inspect
-from flashedu.ops.block_sparse import reference as bs_ref
-print(inspect.getsource(bs_ref.block_sparse_forward))
+from flashedu.listing import region, show
+from flashedu.ops.block_sparse import kernel as bs_kernel, reference as bs_ref
+bs_reference_view = region(bs_ref, "block-sparse-reference", title="reference (PyTorch, simulated chip)",
+                           hide=("chip.program(", "for name, r, c", "if has_m", "chip.compute("),
+                           unwrap=("if numeric",))
+show(bs_reference_view)
 
 # %% [markdown]
 # It agrees with dense attention under the expanded token mask (the mask every tile stands for),
@@ -345,7 +348,30 @@ pattern_explorer({k: patterns[k] for k in ("local", "butterfly", "global + local
 # read from the CSR layout: per program, a mask-free loop over the clean entries and a masked
 # loop over the rest, where the keep-mask is the key range, the causal test and the tile of the
 # token mask. The backward's $dK$/$dV$ kernel walks the column lists, the $dQ$ kernel the row
-# lists. On this machine:
+# lists. The forward program, and the head of its loop over a row's list (the body is v2's), beside
+# the reference:
+
+# %%
+show(region(bs_kernel, "block-sparse-kernel", title="kernel: one program per Q tile"),
+     region(bs_kernel, "block-sparse-inner", title="kernel: walking the list"),
+     bs_reference_view)
+
+# %% [markdown]
+# Three things are new against v2's kernel ({ref}`chapter 4 <ch-flash-v2>`):
+#
+# - **The loop bounds come from memory.** `Ptr[row]` and `Ptr[row + 1]` say where this row's
+#   entries start and end in `Index`, the CSR layout of the section above; `Clean[row]` how many
+#   of them need no mask. The loop `for e in range(lo, hi)` has bounds only known at run time,
+#   which Triton compiles like any other loop.
+# - **Reading the next index early.** The block a loop step works on is itself a load
+#   (`tl.load(Index + e)`), and the $K$ load cannot start until it arrives. With
+#   `PREFETCH_INDEX` the next entry's index is read one step ahead, so it is there when needed;
+#   the ablation above measured what that buys.
+# - **Runs by pointer.** When a row's clean entries are consecutive blocks (a dense row, a band,
+#   the causal part left of the diagonal), the program calls v2's own loop on that range:
+#   no index loads at all.
+#
+# Run it on this machine:
 
 # %%
 from flashedu.chapter import check_against_fp64

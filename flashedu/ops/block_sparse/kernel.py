@@ -44,7 +44,8 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd,
                CAUSAL: tl.constexpr, PRECISION: tl.constexpr, PREFETCH_INDEX: tl.constexpr):
     """Fold the listed K/V tiles of entries lo..hi into the running (acc, ℓ, m)."""
     offs_t = tl.arange(0, BLOCK_N)
-    nxt = tl.load(Index + lo, mask=lo < hi, other=0)  # the first entry's block (unused without prefetch)
+    # [block-sparse-inner-start]
+    nxt = tl.load(Index + lo, mask=lo < hi, other=0)  # first entry's block (if prefetching)
     for e in range(lo, hi):
         if PREFETCH_INDEX:  # the next entry's block is read one iteration early
             blk = nxt
@@ -52,6 +53,9 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd,
         else:
             blk = tl.load(Index + e)
         start_n = tl.multiple_of(blk * BLOCK_N, BLOCK_N)  # the entry's K/V block, in keys
+        # From here on v2's loop body (load K_j, S = Q_i K_jᵀ, the online update, P V_j),
+        # with the token-mask tile added to the masked loop's keep-mask.
+        # [block-sparse-inner-end]
         offs_n = start_n + offs_t
         k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
         v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
@@ -102,38 +106,46 @@ def _fwd_kernel(Q, K, V, O, L, Ptr, Clean, Run, First, Index, Tile, Tiles,
     pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    row = (bh % H) % MASK_HEADS * n_m + pid_m  # this program's CSR row (MASK_HEADS = 1: shared)
-    lo = tl.load(Ptr + row)
+    # [block-sparse-kernel-start]
+    # This program's row of the CSR layout (one mask per head, or one shared: MASK_HEADS = 1).
+    row = (bh % H) % MASK_HEADS * n_m + pid_m
+    lo = tl.load(Ptr + row)  # its entries are Index[lo:hi], clean ones (no mask) first
     hi = tl.load(Ptr + row + 1)
     mid = lo + tl.load(Clean + row)
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_Q
-    q = tl.load(Q + z * stride_qz + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=row_ok[:, None], other=0.0)  # [BLOCK_M, D]
+    Q += z * stride_qz + h * stride_qh
     K += z * stride_kz + h * stride_kh
     V += z * stride_vz + h * stride_vh
+    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None], other=0.0)  # [BLOCK_M, D]
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    # Clean entries that are one consecutive run (dense rows, bands, the causal part left of the
-    # diagonal) go by pointers; others through the index list. One branch per row, not two
-    # loops: a second pipelined loop costs its prologue even for a row of two tiles.
+    # Clean entries that are one consecutive run (dense rows, bands, the causal part left of
+    # the diagonal) go by pointers; others through the index list. One branch per row, not
+    # two loops: a second pipelined loop costs its prologue even for a row of two tiles.
     if USE_RUN:
-        if tl.load(Run + row) == mid - lo:
+        if tl.load(Run + row) == mid - lo:  # clean entries are blocks first, first + 1, ...
             first = tl.load(First + row) * BLOCK_N
-            acc, l_i, m_i = v2_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                                     offs_m, offs_d, first, first + (mid - lo) * BLOCK_N, N_K, qk_scale,
-                                     BLOCK_N, False, False, PRECISION)
+            run_end = first + (mid - lo) * BLOCK_N
+            acc, l_i, m_i = v2_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                     stride_vn, stride_vd, offs_m, offs_d, first, run_end,
+                                     N_K, qk_scale, BLOCK_N, False, False, PRECISION)
             lo = mid
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
-                               stride_vd, offs_m, offs_d, start_m, lo, mid, N_K, qk_scale,
-                               BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION, PREFETCH_INDEX)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn,
-                               stride_vd, offs_m, offs_d, start_m, mid, hi, N_K, qk_scale,
-                               BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION, PREFETCH_INDEX)
+    # Clean entries by their index list, without masks; then the rest, masked.
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles,
+                               stride_kn, stride_kd, stride_vn, stride_vd, offs_m, offs_d,
+                               start_m, lo, mid, N_K, qk_scale, BLOCK_M, BLOCK_N,
+                               False, CAUSAL, PRECISION, PREFETCH_INDEX)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, Index, Tile, Tiles,
+                               stride_kn, stride_kd, stride_vn, stride_vd, offs_m, offs_d,
+                               start_m, mid, hi, N_K, qk_scale, BLOCK_M, BLOCK_N,
+                               True, CAUSAL, PRECISION, PREFETCH_INDEX)
+    # [block-sparse-kernel-end]
 
     o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log; -inf for a row with no key

@@ -67,29 +67,34 @@ def block_sparse_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, 
     partial = mask.partial()[0] & listed
     rows = to_csr(listed)  # the count-and-list form a kernel iterates
     numeric = chip.numeric
+    Oi = Li = None  # a shape-only run (numeric False) moves tiles but computes no values
+    # [block-sparse-reference-start]
     for i in range(n_tiles(N, br)):
         chip.program(i)
         r0, r1 = i * br, min(N, (i + 1) * br)
-        for name, r, c, acc in (("Q_i", br, d, False), ("K_j", bc, d, False), ("V_j", bc, d, False),
-                                ("O_i", br, d, True), ("S_ij", br, bc, True), ("m_i", br, 1, True),
-                                ("l_i", br, 1, True)):
-            chip.buffer(name, r, c, acc=acc)
+        for name, r, c in (("Q_i", br, d), ("K_j", bc, d), ("V_j", bc, d)):
+            chip.buffer(name, r, c)
+        for name, r, c in (("O_i", br, d), ("S_ij", br, bc), ("m_i", br, 1), ("l_i", br, 1)):
+            chip.buffer(name, r, c, acc=True)
         if has_m:
             chip.sram.alloc("M_ij", br, bc, MASK_ITEMSIZE)
         Qi = chip.load("Q", r0, r1, into="Q_i", i=i)  # [B, H, Br, d]
         if numeric:
             B, H = Qi.shape[:2]
             Oi = torch.zeros(B, H, r1 - r0, d, dtype=Qi.dtype, device=Qi.device)
-            mi = torch.full((B, H, r1 - r0, 1), float("-inf"), dtype=Qi.dtype, device=Qi.device)
+            mi = torch.full((B, H, r1 - r0, 1), -torch.inf, dtype=Qi.dtype, device=Qi.device)
             li = torch.zeros_like(mi)
-        for j in rows.row(0, i):
+        for j in rows.row(0, i):  # only the K/V blocks row i lists
             c0, c1 = j * bc, min(N_k, (j + 1) * bc)
             Kj = chip.load("K", c0, c1, into="K_j", i=i, j=j)  # [B, H, Bc, d]
             Vj = chip.load("V", c0, c1, into="V_j", i=i, j=j)  # [B, H, Bc, d]
-            Mij = chip.load("M", r0, r1, c0, c1, into="M_ij", i=i, j=j) if partial[i, j] else None
+            Mij = None  # the token-mask tile, loaded for a partial tile only
+            if partial[i, j]:
+                Mij = chip.load("M", r0, r1, c0, c1, into="M_ij", i=i, j=j)
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=2, softmax=True)
             if numeric:
-                S = _masked(scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1), Mij)
+                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)
+                S = _masked(S, Mij)  # -inf where the token mask hides a score
                 m_new = torch.maximum(mi, S.amax(dim=-1, keepdim=True))
                 P = torch.exp(S - finite_or_zero(m_new))
                 alpha = exp_diff(mi, m_new)
@@ -99,8 +104,9 @@ def block_sparse_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, 
         if numeric:
             Oi = Oi / nonzero_or_one(li)  # ℓ = 0: the row saw no key, O_i = 0
             Li = mi + torch.log(li)  # and L_i = -inf
-        chip.store("O", Oi if numeric else None, r0, r1, from_="O_i", i=i)
-        chip.store("L", Li if numeric else None, r0, r1, from_="m_i", i=i)
+        chip.store("O", Oi, r0, r1, from_="O_i", i=i)
+        chip.store("L", Li, r0, r1, from_="m_i", i=i)
+        # [block-sparse-reference-end]
         chip.free("Q_i", "K_j", "V_j", "O_i", "S_ij", "m_i", "l_i", *(("M_ij",) if has_m else ()))
         _note_skipped(chip, listed[i], lambda j: (i, j))
 
@@ -157,10 +163,13 @@ def block_sparse_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float,
             dOi = chip.load("dO", r0, r1, into="dO_i", i=i, j=j)  # [B, H, Br, d]
             Li = chip.load("L", r0, r1, into="L_i", i=i, j=j)  # [B, H, Br, 1]
             Di = chip.load("D", r0, r1, into="D_i", i=i, j=j)  # [B, H, Br, 1]
-            Mij = chip.load("M", r0, r1, c0, c1, into="M_ij", i=i, j=j) if partial[i, j] else None
+            Mij = None  # the token-mask tile, loaded for a partial tile only
+            if partial[i, j]:
+                Mij = chip.load("M", r0, r1, c0, c1, into="M_ij", i=i, j=j)
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=5, softmax=True)
             if numeric:
-                S = _masked(scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1), Mij)
+                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)
+                S = _masked(S, Mij)  # -inf where the token mask hides a score
                 P = probabilities(S, Li)  # masked scores and rows with L = -inf give P = 0
                 dVj = dVj + P.transpose(-1, -2) @ dOi
                 dS = P * (dOi @ Vj.transpose(-1, -2) - Di)
