@@ -173,7 +173,25 @@ glue("regs_256", simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_reg
 # zeros (no masks on loads). **`tl.range(..., num_stages=s)`** keeps $s$ copies in flight: the
 # software pipeline of schedule (b), with the copies issued by the consumers themselves. Where the
 # installed Triton has it, `warp_specialize=True` hands the copies to a producer warpgroup.
-# `v2_tma_triton` is {ref}`chapter 4 <ch-flash-v2>`'s kernel with these loads. On this machine:
+# `v2_tma_triton` is {ref}`chapter 4 <ch-flash-v2>`'s kernel with these loads. Its $K$/$V$ loop
+# beside chapter 4's, and the host code that makes a descriptor:
+
+# %%
+from flashedu.listing import region, show
+from flashedu.ops.fa3 import kernel as fa3_kernel
+from flashedu.ops.v2 import kernel as v2_kernel
+show(region(fa3_kernel, "tma-inner", title="K/V loop with TMA (v2_tma_triton)"),
+     region(v2_kernel, "v2-inner", title="K/V loop with pointers (v2_triton, ch. 4)"),
+     region(fa3_kernel._descriptor, title="a descriptor (host side)"))
+
+# %% [markdown]
+# Against chapter 4's loop: the two pointer blocks (`k_ptrs`, `v_ptrs`) and their masked and
+# unmasked loads become `desc_k.load([bh, start_n, 0])`, one request for a whole tile; the
+# `MASKED` loop still masks the *scores*, because the zeros that arrive past $N$ are real
+# numbers to the softmax. `range` becomes `tl.range` with `num_stages` (chapter 4's kernel gets
+# its pipelining from the launch's `num_stages` instead) and, where the installed Triton has it,
+# `warp_specialize`. The rest, the online update and both `tl.dot`s, is unchanged. On this
+# machine:
 
 # %%
 from flashedu.chapter import check_against_fp64

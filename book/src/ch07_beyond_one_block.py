@@ -144,7 +144,24 @@ split_weights_figure(N_k=4096, num_splits=8).show()
 #
 # `split_kv_triton` is two kernels: pass 1, one program per (packed $Q$ block, split, batch
 # × K/V head), stores fp32 states $[n_s, B, H, N, \cdot]$; pass 2, one program per query row,
-# merges them. On this machine (the interpreter runs it on the CPU at a small size):
+# merges them. Pass 2 is {ref}`chapter 2 <ch-online-softmax>`'s $\oplus$ over all the splits at
+# once (the first tab), beside $\oplus$ of two states in PyTorch; pass 1 is v2's loop over one
+# split's keys, ending with a store of the unnormalised state instead of a division.
+
+# %%
+from flashedu.listing import region, show
+from flashedu.ops.split_kv import kernel as skv_kernel
+from flashedu.softmax import state as softmax_state
+show(region(skv_kernel, "split-kv-merge", title="pass 2: merge the splits (Triton)"),
+     region(softmax_state.merge, title="⊕ of two states (PyTorch, ch. 2)"),
+     region(skv_kernel, "split-kv-split", title="pass 1: one split (Triton)"))
+
+# %% [markdown]
+# Because $\oplus$ is associative, the merge does not fold the splits one at a time: with
+# $m = \max_s m_s$ and weights $w_s = e^{m_s - m}$, the merged state is
+# $\ell = \sum_s w_s \ell_s$ and $o = \sum_s w_s o_s$, one `tl.max` and two `tl.sum`s over the
+# block of splits. An empty split ($m_s = -\infty$, for a causal query) gets weight 0. On this
+# machine (the interpreter runs it on the CPU at a small size):
 
 # %%
 from flashedu.ops.split_kv import split_kv_partials, merge_partials

@@ -37,9 +37,13 @@ def _tma_inner(acc, l_i, m_i, q, desc_k, desc_v, bh, offs_m, lo, hi, N_K, qk_sca
                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr, WARP_SPEC: tl.constexpr):
     """Fold K/V tiles lo..hi into (acc, ℓ, m), the copies pipelined NUM_STAGES deep."""
-    for start_n in tl.range(lo, hi, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPEC):
+    # [tma-inner-start]
+    # NUM_STAGES copies in flight; WARP_SPEC: a producer warp group issues them.
+    for start_n in tl.range(lo, hi, BLOCK_N, num_stages=NUM_STAGES,
+                            warp_specialize=WARP_SPEC):
         start_n = tl.multiple_of(start_n, BLOCK_N)
-        k = desc_k.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)  # rows ≥ N_K arrive as 0
+        # One TMA copy of the [1, BLOCK_N, D] box at (bh, start_n, 0); rows ≥ N_K arrive as 0.
+        k = desc_k.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         if MASKED:
             offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -60,6 +64,7 @@ def _tma_inner(acc, l_i, m_i, q, desc_k, desc_v, bh, offs_m, lo, hi, N_K, qk_sca
         v = desc_v.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)  # [BLOCK_M, D]
         m_i = m_new
+    # [tma-inner-end]
     return acc, l_i, m_i
 
 
@@ -137,7 +142,9 @@ def _descriptor(t: torch.Tensor, rows: int):
 
     B, H, N, D = t.shape
     flat = t.view(B * H, N, D)  # t is contiguous: [B·H, N, D]
-    return TensorDescriptor(flat, shape=[B * H, N, D], strides=list(flat.stride()), block_shape=[1, rows, D])
+    # The whole tensor's shape and strides, and the box one load copies: [1, rows, D].
+    return TensorDescriptor(flat, shape=[B * H, N, D], strides=list(flat.stride()),
+                            block_shape=[1, rows, D])
 
 
 def tma_forward(q, k, v, *, causal: bool, scale: float, config: TMAConfig | None = None):

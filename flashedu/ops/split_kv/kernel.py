@@ -52,7 +52,8 @@ def _split_kernel(Q, K, V, OP, MP, LP,
     K += z * stride_kz + h_kv * stride_kh
     V += z * stride_vz + h_kv * stride_vh
 
-    lo = split * split_len
+    # [split-kv-split-start]
+    lo = split * split_len  # this program's keys: lo..hi, one split of the cache
     hi = tl.minimum(N_K, lo + split_len)
     offset = N_K - N_Q  # the last query sees the last key
     if CAUSAL:
@@ -73,7 +74,7 @@ def _split_kernel(Q, K, V, OP, MP, LP,
             keep = keep & (offs_n[None, :] <= qi[:, None] + offset)
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row with every key masked so far keeps m = -inf: subtract 0 so exp2 gives 0, not NaN.
+        # A row with every key masked so far keeps m = -inf: subtract 0 (exp2 gives 0).
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.math.exp2(s - m_sub[:, None])
         alpha = tl.math.exp2(m_i - m_sub)
@@ -89,24 +90,28 @@ def _split_kernel(Q, K, V, OP, MP, LP,
     tl.store(MP + idx, m_i * 0.6931471805599453, mask=row_ok)
     tl.store(LP + idx, l_i, mask=row_ok)
     tl.store(OP + idx[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=row_ok[:, None])
+    # [split-kv-split-end]
 
 
 @triton.jit
 def _merge_kernel(OP, MP, LP, O, S, ROWS, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr):
     """o = finalize(⊕_s state_s) for one row: m = max m_s, w_s = e^(m_s - m), ℓ = Σ w_s ℓ_s."""
-    row = tl.program_id(0).to(tl.int64)
-    offs_s = tl.arange(0, BLOCK_S)
+    # [split-kv-merge-start]
+    row = tl.program_id(0).to(tl.int64)  # one program per query row
+    offs_s = tl.arange(0, BLOCK_S)  # the splits, padded to a power of 2
     offs_d = tl.arange(0, HEAD_DIM)
     ok = offs_s < S
     idx = offs_s.to(tl.int64) * ROWS + row  # [BLOCK_S]
     m_s = tl.load(MP + idx, mask=ok, other=float("-inf"))
     l_s = tl.load(LP + idx, mask=ok, other=0.0)
-    o_s = tl.load(OP + idx[:, None] * HEAD_DIM + offs_d[None, :], mask=ok[:, None], other=0.0)  # [BLOCK_S, D]
+    o_s = tl.load(OP + idx[:, None] * HEAD_DIM + offs_d[None, :],
+                  mask=ok[:, None], other=0.0)  # [BLOCK_S, D]
     m = tl.max(m_s, 0)
     w = tl.exp(m_s - tl.where(m == float("-inf"), 0.0, m))  # 0 for empty splits
     l = tl.sum(w * l_s, 0)
     o = tl.sum(w[:, None] * o_s, 0) / tl.where(l == 0.0, 1.0, l)  # [D]
     tl.store(O + row * HEAD_DIM + offs_d, o.to(O.dtype.element_ty))
+    # [split-kv-merge-end]
 
 
 @functools.lru_cache(maxsize=None)
