@@ -70,6 +70,7 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, stride_qm, stride_qd, stride_dm, 
 
     Works on transposed scores Sᵀ [BLOCK_N, BLOCK_M] so that dV += Pᵀ dO and dK += dSᵀ Q are plain
     dots with K/V rows on the M side of the MMA."""
+    # [v2-bwd-dkdv-start]
     for start_m in range(lo, hi, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -80,8 +81,8 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, stride_qm, stride_qd, stride_dm, 
         else:
             q = tl.load(q_ptrs)
         lse, delta = _load_rows_stats(L, Delta, offs_m, N_Q, MASK_ROWS)
-        sT = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
-        pT = tl.math.exp2(sT * qk_scale - lse[None, :])
+        sT = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # Sᵀ [BLOCK_N, BLOCK_M]
+        pT = tl.math.exp2(sT * qk_scale - lse[None, :])  # Pᵀ recomputed from L
         if MASK_CAUSAL:
             pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)
         if MASK_ROWS:
@@ -92,6 +93,7 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, stride_qm, stride_qd, stride_dm, 
         dpT = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
         dsT = pT * (dpT - delta[None, :])
         dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=PRECISION)  # [BLOCK_N, D]
+    # [v2-bwd-dkdv-end]
     return dk, dv
 
 
@@ -155,6 +157,7 @@ def _dq_inner(dq, q, do, lse, delta, K, V, stride_kn, stride_kd, stride_vn, stri
 
     Columns past N_K load K = V = 0, so their (non-zero) P multiplies a zero row of K: no mask on
     the scores is needed there, only on the loads."""
+    # [v2-bwd-dq-start]
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -173,6 +176,7 @@ def _dq_inner(dq, q, do, lse, delta, K, V, stride_kn, stride_kd, stride_vn, stri
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)  # [BLOCK_M, D]
+    # [v2-bwd-dq-end]
     return dq
 
 

@@ -87,43 +87,46 @@ def v2_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: b
         chip.free("O_i", "dO_i", "D_i", "dQ_i")
 
     chip.phase("backward")
+    # [v2-backward-reference-start]
     for j in range(Tc):
         chip.program(j)
         c0, c1 = j * bc, min(N_k, (j + 1) * bc)
-        for name, rows, cols, acc in (("K_j", bc, d, False), ("V_j", bc, d, False), ("dK_j", bc, d, True),
-                                      ("dV_j", bc, d, True), ("Q_i", br, d, False), ("dO_i", br, d, False),
-                                      ("dQ_i", br, d, True), ("L_i", br, 1, True), ("D_i", br, 1, True),
-                                      ("S_ij", br, bc, True), ("dP_ij", br, bc, True)):
-            chip.buffer(name, rows, cols, acc=acc)
+        for name, r, c in (("K_j", bc, d), ("V_j", bc, d), ("Q_i", br, d), ("dO_i", br, d)):
+            chip.buffer(name, r, c)
+        for name, r, c in (("dK_j", bc, d), ("dV_j", bc, d), ("dQ_i", br, d), ("L_i", br, 1),
+                           ("D_i", br, 1), ("S_ij", br, bc), ("dP_ij", br, bc)):
+            chip.buffer(name, r, c, acc=True)
         Kj = chip.load("K", c0, c1, into="K_j", j=j)  # [B, H, Bc, d]
         Vj = chip.load("V", c0, c1, into="V_j", j=j)  # [B, H, Bc, d]
         if numeric:
             dKj, dVj = torch.zeros_like(Kj), torch.zeros_like(Vj)  # line 7
         for i in range(Tr):
             r0, r1 = i * br, min(N, (i + 1) * br)
-            if causal and fully_masked(r0, r1, c0):  # P_ij = 0: the tile adds nothing to any gradient
+            if causal and fully_masked(r0, r1, c0):  # P_ij = 0: adds nothing to any gradient
                 chip.skip(i, j)
                 continue
-            # Line 9 also lists O_i, but after line 4 nothing uses it (v1 reloads it every step).
+            # Line 9 also lists O_i, but after line 4 nothing uses it (v1 reloads it).
             Qi = chip.load("Q", r0, r1, into="Q_i", i=i, j=j)  # [B, H, Br, d]
             dOi = chip.load("dO", r0, r1, into="dO_i", i=i, j=j)  # [B, H, Br, d]
             Li = chip.load("L", r0, r1, into="L_i", i=i, j=j)  # [B, H, Br, 1]
             Di = chip.load("D", r0, r1, into="D_i", i=i, j=j)  # [B, H, Br, 1]
-            # Five products per score: S, dV, dP, dQ, dK (the forward has two: 2.5x the FLOPs).
+            # Five products per score: S, dV, dP, dQ, dK (the forward has two: 2.5x the FLOPs)
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=5, softmax=True)
             if numeric:
-                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)  # [B, H, Br, Bc]
-                P = probabilities(S, Li)  # line 11
+                # line 10: S_ij [B, H, Br, Bc], recomputed (-inf where causal hides a score)
+                S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)
+                P = probabilities(S, Li)  # line 11: exp(S - L), recomputed
                 dVj = dVj + P.transpose(-1, -2) @ dOi  # line 12  [B, H, Bc, d]
                 dP = dOi @ Vj.transpose(-1, -2)  # line 13  [B, H, Br, Bc]
                 dS = P * (dP - Di)  # line 14
-            # Line 15: a read-modify-write, because programs j run in parallel and all add to dQ_i.
-            # Real kernels use atomic adds to an fp32 dQ, or a second pass with Q tiles outer.
+            # Line 15: a read-modify-write, because programs j run in parallel and all add
+            # to dQ_i. Kernels use atomic adds to an fp32 dQ, or a second pass, Q tiles outer.
             dQi = chip.load("dQ", r0, r1, into="dQ_i", i=i, j=j)  # [B, H, Br, d]
             if numeric:
                 dQi = dQi + scale * (dS @ Kj)
-                dKj = dKj + scale * (dS.transpose(-1, -2) @ Qi)  # line 16  [B, H, Bc, d]
+                dKj = dKj + scale * (dS.transpose(-1, -2) @ Qi)  # line 16 [B, H, Bc, d]
             chip.store("dQ", dQi, r0, r1, from_="dQ_i", i=i, j=j)
         chip.store("dK", dKj if numeric else None, c0, c1, from_="dK_j", j=j)  # line 18
         chip.store("dV", dVj if numeric else None, c0, c1, from_="dV_j", j=j)
+        # [v2-backward-reference-end]
         chip.free("K_j", "V_j", "dK_j", "dV_j", "Q_i", "dO_i", "dQ_i", "L_i", "D_i", "S_ij", "dP_ij")
