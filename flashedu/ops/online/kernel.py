@@ -73,7 +73,6 @@ def online_attention_triton(q, k, v, *, causal: bool = False, scale: float | Non
     small: registers on a GPU, and few programs for the interpreter on a CPU (its cost is per
     program and per loop step, not per element)."""
     scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, name="online_triton")
-    runtime.require_triton("online_triton", q)
     B, H, N, D = q.shape
     N_K = k.shape[2]
     BLOCK_D = triton.next_power_of_2(D)
@@ -85,6 +84,7 @@ def online_attention_triton(q, k, v, *, causal: bool = False, scale: float | Non
     for name, b in (("block_m", block_m), ("block_n", block_n)):
         if not isinstance(b, int) or isinstance(b, bool) or b < 1 or b & (b - 1):
             raise ValueError(f"online_triton: {name} must be a power of 2, got {b!r}")
+    runtime.require_triton("online_triton", q)  # after the argument checks: they hold anywhere
     # [B·H, N, D] views with a unit last stride, so the kernel needs one stride per dim fewer.
     Q, K, V = (t.reshape(B * H, t.shape[2], D).contiguous() for t in (q, k, v))
     O = torch.empty_like(Q)
