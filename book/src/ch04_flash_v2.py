@@ -197,32 +197,108 @@ from flashedu.viz import tile_schedule
 tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).show()
 
 # %% [markdown]
-# ## The backward pass
+# ## The backward pass, derived
 #
-# With $dO$ given and $L$ stored, the FlashAttention-2 backward pass first computes
-# $D_i = \operatorname{rowsum}(dO_i \circ O_i)$, then loops over $K$/$V$ blocks outside and $Q$
-# blocks inside. For each tile it recomputes $S_{ij}$ and $P_{ij} = e^{S_{ij} - L_i}$, and
+# Training needs $dQ$, $dK$, $dV$ from $dO$, the gradient of the loss with respect to the output.
+# Take one query row: scores $s_j = \text{scale}\cdot q \cdot k_j$, weights $p = \operatorname{softmax}(s)$,
+# output $o = \sum_j p_j v_j$.
+#
+# - **Through the product $o = \sum_j p_j v_j$:** $dv_j \mathrel{+}= p_j\, do$ and
+#   $dp_j = do \cdot v_j$. For all rows at once: $dV = P^\top dO$ and $dP = dO\, V^\top$.
+# - **Through the softmax.** Its Jacobian is $\partial p_j / \partial s_k = p_j(\delta_{jk} - p_k)$,
+#   so
 #
 # $$
-# \begin{aligned}
-# dV_j &\mathrel{+}= P_{ij}^\top dO_i, & dP_{ij} &= dO_i V_j^\top, &
-# dS_{ij} &= P_{ij} \circ (dP_{ij} - D_i), \\
-# dK_j &\mathrel{+}= dS_{ij}^\top Q_i, & dQ_i &\mathrel{+}= dS_{ij} K_j
-# \end{aligned}
+# ds_k = \sum_j dp_j\, p_j (\delta_{jk} - p_k) = p_k \Bigl(dp_k - \sum_j p_j\, dp_j\Bigr).
 # $$
 #
-# (with the softmax scale on $dS$). $dK_j$ and $dV_j$ stay on chip for their whole column;
-# $dQ_i$ collects contributions from every column, so it is accumulated in HBM (in a kernel:
-# atomics, or a second pass over the other loop order). The reference follows the paper and
-# matches torch:
+#   The sum looks as if it needs the whole row of $P$, but
+#   $\sum_j p_j\, dp_j = \sum_j p_j\,(do \cdot v_j) = do \cdot \sum_j p_j v_j = do \cdot o$.
+#   So with $D_i = \operatorname{rowsum}(dO_i \circ O_i)$, one number per row computed from $O$
+#   and $dO$ alone,
+#
+# $$
+# dS = P \circ (dP - D).
+# $$
+#
+# - **Through $S = \text{scale}\cdot QK^\top$:** $dQ = \text{scale}\cdot dS\,K$ and
+#   $dK = \text{scale}\cdot dS^\top Q$.
+#
+# Every term is now local to a tile $(i, j)$: $P_{ij}$ from $S_{ij}$ and $L_i$, $dP_{ij}$ from
+# $dO_i$ and $V_j$, and $D_i$ from a pass over $O$ and $dO$ before the loop. That is what lets
+# the backward run tile by tile like the forward.
+#
+# **Recompute or store?** Count the matrix products per tile. With $P$ stored by the forward, the
+# backward needs four: $dV$, $dP$, $dQ$, $dK$. Without it, one more, $S_{ij} = Q_i K_j^\top$, to
+# rebuild $P_{ij} = e^{S_{ij} - L_i}$ from the stored logsumexp: five, 25% more backward FLOPs
+# (the forward has two, which is why a backward is counted as 2.5 forwards). What it saves is the
+# $N \times N$ tensor: $P$ is never written, so the memory kept for the backward is $O$ and $L$,
+# linear in $N$ instead of quadratic. FA2's Algorithm 2, as the reference runs it on the chip:
+
+# %%
+from flashedu.ops.v2 import reference_bwd as v2_ref_bwd
+v2_backward_view = region(v2_ref_bwd, "v2-backward-reference",
+                          title="reference backward (Algorithm 2)",
+                          hide=("chip.program(", "for name, r, c", "chip.compute(", "chip.skip("),
+                          unwrap=("if numeric",))
+show(v2_backward_view)
+
+# %% [markdown]
+# The outer loop is over $K$/$V$ tiles, so $dK_j$ and $dV_j$ stay on chip for their whole column.
+# $dQ_i$ gets a contribution from every column, from programs that run in parallel, so the
+# paper's line 15 reads, adds to and writes back $dQ_i$ in HBM (kept in fp32: an fp16 sum of many
+# tiles would round at every add). It matches torch's gradients:
 
 # %%
 from flashedu.chapter import check_against_fp64
 q, k, v = random_qkv(B=1, H=2, N=129, D=32, device="cpu", dtype=torch.float64)
-import textwrap
 check_against_fp64("v2_reference", q, k, v, causal=True)
-bwd = simulate("v2", N=4096, d=64, backward=True)
-print(textwrap.fill(bwd.summary(), 78))
+
+# %% [markdown]
+# **What it costs in HBM.** The memory model counts the reference's bytes. Like v1's forward
+# ({ref}`chapter 3 <ch-flash-v1>`), the backward re-reads $Q_i$, $dO_i$ (and moves $dQ_i$) once
+# per $K$/$V$ tile: $\Theta(T_c N d) = \Theta(N^2 d^2 / M)$ bytes, so doubling the SRAM budget
+# (and with it the tiles) halves the traffic until the tiles reach their largest size:
+
+# %%
+N, d = 4096, 64
+for kib in (32, 64, 128, 228):
+    r = simulate("v2", N=N, d=d, backward=True, sram_bytes=kib * 1024)
+    print(f"SRAM {kib:3d} KiB: tiles {r.block_r:3d} × {r.block_c:<3d}  backward moves "
+          f"{(r.read_bytes + r.write_bytes) / 2**20:6.1f} MiB")
+
+# %% [markdown]
+# Against what? An unfused backward (each step a separate kernel, as in
+# {ref}`chapter 1 <ch-standard-attention>`) reads the stored $P$ for $dV$, writes $dP$, reads $P$
+# and $dP$ for the softmax's backward and writes $dS$, then reads $dS$ for $dQ$ and again for
+# $dK$: seven $N \times N$ transfers per head. Both grow as $N^2$:
+
+# %%
+rows = []
+for N in (1024, 4096, 16384):
+    for d in (64, 128):
+        tiled = simulate("v2", N=N, d=d, backward=True)
+        unfused = 7 * N * N * 2  # seven N×N fp16 transfers, P, dP and dS
+        rows.append((N, d, (tiled.read_bytes + tiled.write_bytes) / 2**20, unfused / 2**20))
+        print(f"N = {N:5d}, d = {d:3d}: tiled backward {rows[-1][2]:7.0f} MiB, "
+              f"unfused N² terms {rows[-1][3]:6.0f} MiB")
+glue("bwd_ratio_64", rows[2][2] / rows[2][3])
+glue("bwd_ratio_128", rows[3][2] / rows[3][3])
+glue("p_store_gib", 32 * 16384**2 * 2 / 2**30)  # P of 32 heads at N = 16k, fp16
+
+# %% [markdown]
+# So in bytes the tiled backward is no bargain: at $N = 4096$ it moves
+# {glue:text}`bwd_ratio_64:.2f` times the unfused backward's $N^2$ traffic at $d = 64$ and
+# {glue:text}`bwd_ratio_128:.2f` times at $d = 128$, because $Q_i$, $dO_i$ and the fp32 $dQ_i$
+# pass through HBM once per $K$/$V$ tile. Recomputation wins on the other two counts. **Memory:**
+# storing $P$ for 32 heads at $N = 16\text{k}$ in fp16 takes {glue:text}`p_store_gib:.0f` GiB per
+# sequence, which is why
+# long-context training needs a backward that never stores it. **Where the bytes come from:** the
+# re-read tiles are small and shared by the programs running at the same moment, so on a real
+# GPU they mostly come from the L2 cache, while $N \times N$ tensors are far larger than L2 and
+# really go to HBM; this chapter's Nsight Compute measurement above showed the same for the
+# forward (DRAM saw far fewer bytes than the model counts for v2's re-reads). And in a kernel the
+# fp32 read-modify-write of $dQ$ disappears altogether, as the next section shows.
 
 # %% [markdown]
 # ## The Triton kernel, line by line
@@ -292,6 +368,32 @@ glue("abl_skip_lo", min(skip))
 glue("abl_skip_hi", max(skip))
 
 # %% [markdown]
+# ### The backward kernels
+#
+# The reference's line 15 makes every $K$/$V$ program add into the same $dQ_i$ in HBM. A kernel
+# has three ways out. FA2's own kernels use **atomic adds** into an fp32 $dQ$: correct, but each
+# of the $T_r T_c$ tiles adds a $B_r \times d$ block that many programs contend for, the result
+# depends on the order the adds land in (not bit-for-bit reproducible), and a cast pass turns the
+# fp32 buffer into the output. `v2_triton` takes the second way: **two kernels**. One program
+# per $K$/$V$ tile computes $dK_j$ and $dV_j$ (the reference's loop, without line 15); one program
+# per $Q$ tile walks the $K$/$V$ tiles and computes $dQ_i$ alone. Each program owns its output,
+# so there are no atomics and no zero-filled buffers, at the price of recomputing $S_{ij}$ and
+# $dP_{ij}$ in the second kernel: seven products per tile instead of five. (The third way,
+# storing $dS$ for a later $dQ = dS\,K$, brings back an $N \times N$ tensor.)
+
+# %%
+from flashedu.ops.v2 import kernel_bwd as v2_kernel_bwd
+show(region(v2_kernel_bwd, "v2-bwd-dkdv", title="kernel 2: dK, dV (one program per K/V tile)"),
+     region(v2_kernel_bwd, "v2-bwd-dq", title="kernel 3: dQ (one program per Q tile)"),
+     v2_backward_view)
+
+# %% [markdown]
+# The $dK$/$dV$ kernel works on transposed tiles ($S^\top$, $P^\top$, $dS^\top$, with the
+# $K$/$V$ rows first), so that $dV_j \mathrel{+}= P^\top dO$ and $dK_j \mathrel{+}= dS^\top Q$
+# are plain `tl.dot`s accumulating into the same registers. Both kernels rebuild $P$ as
+# `exp2(s · qk_scale − L · log2 e)`, the forward's base-2 trick, from the $L$ it stored; kernel 1
+# (not shown) computes $D$.
+#
 # Run it forward and backward against fp64 on this machine:
 
 # %%
