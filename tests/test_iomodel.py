@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -265,8 +266,22 @@ def test_warp_partition_split_q_exchanges_nothing():
         warp_partition("split_z", block_r=8, block_c=8, d=8)
 
 
-def test_figures_have_one_frame_per_wave():
+def test_sm_figure_runs_on_one_clock_so_the_faster_finishes_first():
+    """Frames are moments on one time axis: v2 (short programs, many waves) is finished while v1
+    (16 programs, each as long as all of a head's Q tiles) is still busy, never the reverse."""
+    v1 = occupancy("v1", batch=1, heads=16, N=8192, gpu="H100")
+    v2 = occupancy("v2", batch=1, heads=16, N=8192, gpu="H100")
+    assert v1.program_time == 8192 // 128 and v2.program_time == 1
+    assert v2.finish_time < v1.finish_time == 64
+    assert [v1.busy_at(t) for t in (0, 63.9, 64)] == [16, 16, 0]
+    assert v2.busy_at(0) == v2.slots and v2.busy_at(v2.finish_time) == 0
     fig = sm_waves_figure(batch=1, heads=16, N=8192, gpu="H100")
-    assert len(fig.frames) == occupancy("v2", batch=1, heads=16, N=8192, gpu="H100").waves
-    assert fig.frames[0].data[0].z.tolist() != fig.frames[-1].data[0].z.tolist()
+    times = [float(f.name) for f in fig.frames]
+    assert times == sorted(times) and times[0] == 0 and times[-1] == v1.finish_time
+    done = 2  # the "finished" colour
+    for f, t in zip(fig.frames, times):
+        v1_z, v2_z = (np.array(d.z, dtype=float) for d in f.data)
+        v1_done, v2_done = bool(np.all(v1_z[~np.isnan(v1_z)] == done)), bool(np.all(v2_z[~np.isnan(v2_z)] == done))
+        assert v1_done == (t >= v1.finish_time) and v2_done == (t >= v2.finish_time)
+        assert not (v1_done and not v2_done)
     assert len(warp_partition_figure().data) >= 2

@@ -104,11 +104,20 @@ side_by_side(a, b, concurrent=False).show()
 # %% [markdown]
 # The explorer below sweeps $N$ for standard attention, v1 and v2 (16 heads); the sliders pick
 # the head dimension and the SRAM size, and the lower panel turns bytes into a predicted time on an
-# H100 with the roofline of {ref}`chapter 1 <ch-standard>`. The model has no L2 cache: on a GPU, programs that run at
-# the same time share $K_j$, $V_j$ through L2, so measured HBM traffic is lower than this count.
+# H100 with the roofline of {ref}`chapter 1 <ch-standard>`. v1 and v2 use the same tiles, as in
+# the count above, so the gap is the loop order alone. (FA1's own rule, $B_c = \lceil M/4d
+# \rceil$, gives v1 wider $K$/$V$ tiles and fewer outer steps; with those, at 228 KiB and
+# $d = 64$, v1's count is {glue:text}`v1_own_tiles_16k:.2f` of v2's at $N = 16\text{k}$:
+# `traffic_explorer(same_tiles=False)` shows it. Bytes alone then no longer separate them; v1
+# still writes $O$ inside its loop and runs one program per head.) The model has no L2 cache: on
+# a GPU, programs that run at the same time share $K_j$, $V_j$ through L2, so measured HBM
+# traffic is lower than this count.
 
 # %%
 traffic_explorer(gpu="H100").show()
+from flashedu.viz.traffic import traffic_curves
+own = [traffic_curves(a, Ns=[16384], d=64, sram_bytes=228 * 1024, heads=16)[0][0] for a in ("v1", "v2")]
+glue("v1_own_tiles_16k", own[0] / own[1])
 
 # %% [markdown]
 # ### The model against a real GPU
@@ -149,11 +158,13 @@ glue("ncu_gpu", ncu["provenance"]["gpu"])
 # %% [markdown]
 # ## Parallelism
 #
-# Seed 000: FlashAttention v1 runs one thread block per attention head, $B \times H$ blocks in
-# all. On an A100 with 108 SMs that works when $B \times H \ge 80$ or so; with long sequences the
-# batch is small and most SMs sit idle. v2 also splits the sequence: one program per $Q$ block, so
-# $B \times H \times T_r$ programs. Press **Play** to watch the waves of programs with one batch of
-# 16 heads at $N = 8192$:
+# FlashAttention v1 runs one thread block per attention head, $B \times H$ blocks in all
+# {cite:p}`dao2023flashattention2`. On an A100 with 108 SMs that works when $B \times H \ge 80$
+# or so; with long sequences the batch is small and most SMs sit idle. v2 also splits the
+# sequence: one program per $Q$ block, so $B \times H \times T_r$ programs, each doing $1/T_r$ of
+# a head's work. Before you press **Play**, predict: with one sequence of 16 heads at
+# $N = 8192$, which finishes first? Time runs on one clock for both, in units of one v2 program
+# (a v1 program, doing all $T_r = 64$ of its head's $Q$ tiles, lasts 64 units):
 
 # %%
 from flashedu.viz.parallelism import sm_waves_figure, warp_partition_figure
@@ -161,8 +172,10 @@ from flashedu.iomodel.parallel import occupancy
 sm_waves_figure(batch=1, heads=16, N=8192, gpu="A100").show()
 
 # %% [markdown]
-# With a large batch of short sequences ($16 \times 16$ heads, $N = 1024$) v1 has enough
-# programs too, and the two come closer:
+# v1's 16 programs keep 16 SMs busy from start to end while the other 92 idle; v2's 1024 short
+# programs fill every SM, wave after wave, and are done long before. With a large batch of short
+# sequences ($16 \times 16$ heads, $N = 1024$) v1 has enough programs too, and the two finish
+# close together:
 
 # %%
 sm_waves_figure(batch=16, heads=16, N=1024, gpu="A100").show()
@@ -170,7 +183,7 @@ for B, H, N in ((1, 16, 8192), (16, 16, 1024)):
     for alg in ("v1", "v2"):
         o = occupancy(alg, batch=B, heads=H, N=N, gpu="A100")
         print(f"B={B:2d} H={H} N={N:5d} {alg}: {o.programs:5d} programs, {o.waves:2d} waves, "
-              f"SMs busy {100 * o.utilization:3.0f}% of the time")
+              f"done at t = {o.finish_time:3d}, SMs busy {100 * o.utilization:3.0f}% of the time")
 
 # %% [markdown]
 # Inside a program the work is split across warps (groups of 32 threads). v1 splits $K_j$, $V_j$
@@ -269,7 +282,7 @@ for kib in (32, 64, 128, 228):
 
 # %% [markdown]
 # Against what? An unfused backward (each step a separate kernel, as in
-# {ref}`chapter 1 <ch-standard-attention>`) reads the stored $P$ for $dV$, writes $dP$, reads $P$
+# {ref}`chapter 1 <ch-standard>`) reads the stored $P$ for $dV$, writes $dP$, reads $P$
 # and $dP$ for the softmax's backward and writes $dS$, then reads $dS$ for $dQ$ and again for
 # $dK$: seven $N \times N$ transfers per head. Both grow as $N^2$:
 

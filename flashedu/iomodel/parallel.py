@@ -1,9 +1,11 @@
 """How a kernel's programs (thread blocks) fill a GPU's SMs: seed 000's point that v1
 parallelises over batch × heads only, while v2 also splits the sequence into Q blocks.
 
-Model: every program takes the same time and an SM runs ``per_sm`` programs at once (FlashAttention
-kernels use so much shared memory that one or two fit); programs start in waves of
-``SMs × per_sm``. The last wave may be partly empty, and so may the only one.
+Model: an SM runs ``per_sm`` programs at once (FlashAttention kernels use so much shared memory
+that one or two fit); programs start in waves of ``SMs × per_sm``. The last wave may be partly
+empty, and so may the only one. Time is counted in units of one v2 program (one Q tile against
+every K/V tile): a v1 program does the same work for all T_r Q tiles of its head, so it takes
+T_r units. Both launch the same total work; what differs is how well it fills the SMs.
 """
 from __future__ import annotations
 
@@ -20,6 +22,17 @@ class Occupancy:
     programs: int
     slots: int  # programs that can run at once: SMs × per_sm
     waves: int
+    program_time: int = 1  # one program's time, in units of one v2 program
+
+    @property
+    def finish_time(self) -> int:
+        """When the last wave ends, in units of one v2 program."""
+        return self.waves * self.program_time
+
+    def busy_at(self, t: float) -> int:
+        """Programs running at time ``t`` (0 <= t; 0 once every wave has finished)."""
+        wave = int(t // self.program_time)
+        return 0 if wave >= self.waves else min(self.slots, self.programs - wave * self.slots)
 
     @property
     def utilization(self) -> float:
@@ -43,7 +56,8 @@ def occupancy(algorithm: str, *, batch: int, heads: int, N: int, gpu="A100", blo
         raise ValueError(f"per_sm must be >= 1, got {per_sm}")
     n = programs(algorithm, batch=batch, heads=heads, N=N, block_r=block_r)
     slots = get_gpu(gpu).sms * per_sm
-    return Occupancy(algorithm, n, slots, math.ceil(n / slots))
+    length = n_tiles(N, block_r) if algorithm == "v1" else 1
+    return Occupancy(algorithm, n, slots, math.ceil(n / slots), length)
 
 
 def warp_partition(scheme: str, *, block_r: int, block_c: int, d: int, warps: int = 4,

@@ -1,5 +1,5 @@
-"""Chapter 4: programs filling a GPU's SMs, wave by wave, for v1 (one program per head) and v2
-(one per head and Q block), side by side."""
+"""Chapter 4: programs filling a GPU's SMs over time, for v1 (one program per head) and v2 (one
+per head and Q block), side by side on one clock."""
 from __future__ import annotations
 
 import math
@@ -21,44 +21,48 @@ def _sm_grid(sms: int) -> tuple[int, int]:
     return math.ceil(sms / cols), cols
 
 
-def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int = 128) -> go.Figure:
-    """Each frame is one wave of programs; an SM is busy, idle, or (after the last wave) done."""
+def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int = 128,
+                    frames: int = 32) -> go.Figure:
+    """v1's and v2's programs on the SMs over time, on one clock: each frame is a moment, in
+    units of one v2 program's time (a v1 program does all T_r Q tiles of its head, so it lasts
+    T_r units); an SM is busy, idle, or finished with its share."""
     g = get_gpu(gpu)
     occ = {a: occupancy(a, batch=batch, heads=heads, N=N, gpu=g, block_r=block_r) for a in ("v1", "v2")}
     rows, cols = _sm_grid(g.sms)
-    n_frames = max(o.waves for o in occ.values())
+    end = max(o.finish_time for o in occ.values())
+    times = sorted({round(end * f / (frames - 1), 2) for f in range(frames)})
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=[
-        f"{a}: {o.programs} programs, {o.waves} wave{'s' if o.waves > 1 else ''}<br>"
-        f"{100 * o.utilization:.0f}% of SM time busy" for a, o in occ.items()])
+        f"{a}: {o.programs} programs × {o.program_time} unit{'s' * (o.program_time > 1)}, "
+        f"done at t = {o.finish_time}<br>{100 * o.utilization:.0f}% of SM time busy"
+        for a, o in occ.items()])
 
-    def grid(o, wave):
+    def grid(o, t):
         z = np.full(rows * cols, np.nan)
-        if wave < o.waves:
-            busy = min(o.slots, o.programs - wave * o.slots)
-            z[:g.sms] = IDLE
-            z[:busy] = BUSY
-        else:
-            z[:g.sms] = DONE
+        busy = o.busy_at(t)
+        z[:g.sms] = DONE if t >= o.finish_time else IDLE
+        z[:busy] = BUSY
         return z.reshape(rows, cols)
 
     scale = discrete_colorscale([OKABE_ITO["grey"], OKABE_ITO["blue"], "#DDDDDD"])
 
-    def traces(wave):
-        return [go.Heatmap(z=grid(o, wave), zmin=-0.5, zmax=2.5, colorscale=scale, showscale=False,
+    def traces(t):
+        return [go.Heatmap(z=grid(o, t), zmin=-0.5, zmax=2.5, colorscale=scale, showscale=False,
                            xgap=2, ygap=2, hoverinfo="skip") for o in occ.values()]
 
     for c, tr in enumerate(traces(0), start=1):
         fig.add_trace(tr, row=1, col=c)
-    fig.frames = [go.Frame(data=traces(w), traces=[0, 1], name=str(w)) for w in range(n_frames)]
+    fig.frames = [go.Frame(data=traces(t), traces=[0, 1], name=f"{t:g}") for t in times]
     for name, color in (("busy", OKABE_ITO["blue"]), ("idle", OKABE_ITO["grey"]), ("finished", "#DDDDDD")):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(symbol="square", size=12, color=color)), row=1, col=1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    fig.update_layout(title=f"{g.name}: {g.sms} SMs, batch {batch} × {heads} heads, N = {N}, Br = {block_r}",
-                      height=420, font=FONT, plot_bgcolor="white", margin=dict(t=110, b=120, l=10, r=10),
+    fig.update_layout(title=f"{g.name}: {g.sms} SMs, batch {batch} × {heads} heads, N = {N}, "
+                            f"Br = {block_r}<br><sup>time t in units of one v2 program "
+                            f"(one Q tile against every K/V tile)</sup>",
+                      height=440, font=FONT, plot_bgcolor="white", margin=dict(t=120, b=120, l=10, r=10),
                       legend=dict(orientation="h", x=0, y=-0.42))
-    return add_player(fig, [str(w + 1) for w in range(n_frames)], duration=400, prefix="wave ", y=-0.08)
+    return add_player(fig, [f"{t:g}" for t in times], duration=300, prefix="t = ", y=-0.08)
 
 
 def warp_partition_figure(*, block_r: int = 64, block_c: int = 64, d: int = 64, warps: int = 4) -> go.Figure:

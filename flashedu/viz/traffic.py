@@ -23,8 +23,10 @@ _DASH = {"standard": "dot", "v1": "dash", "v2": "solid"}
 
 
 def traffic_curves(algorithm: str, *, Ns, d: int, sram_bytes: int, dtype=torch.float16,
-                   causal: bool = False, heads: int = 1, gpu="H100") -> tuple[np.ndarray, np.ndarray]:
-    """(HBM bytes, roofline seconds) per N for ``algorithm`` with its default block sizes.
+                   causal: bool = False, heads: int = 1, gpu="H100",
+                   blocks_of: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(HBM bytes, roofline seconds) per N for ``algorithm`` with the default block sizes of
+    ``blocks_of`` (default: its own).
 
     NaN where the algorithm cannot run: no block fits the SRAM, or (standard) one row of S does not.
     """
@@ -32,7 +34,7 @@ def traffic_curves(algorithm: str, *, Ns, d: int, sram_bytes: int, dtype=torch.f
     g = hardware.gpu(gpu)
     nbytes, secs = [], []
     try:
-        br, bc = default_block_sizes(algorithm, d=d, sram_bytes=sram_bytes, dtype=dtype)
+        br, bc = default_block_sizes(blocks_of or algorithm, d=d, sram_bytes=sram_bytes, dtype=dtype)
     except ValueError:
         return np.full(len(Ns), np.nan), np.full(len(Ns), np.nan)
     for N in Ns:
@@ -50,9 +52,13 @@ def traffic_curves(algorithm: str, *, Ns, d: int, sram_bytes: int, dtype=torch.f
 
 def traffic_explorer(*, Ns=DEFAULT_NS, ds=(64, 128, 256), sram_kib=(64, 100, 192, 228),
                      gpu: str = "H100", dtype: torch.dtype = torch.float16, causal: bool = False,
-                     heads: int = 16, algorithms=("standard", "v1", "v2")) -> go.Figure:
+                     heads: int = 16, algorithms=("standard", "v1", "v2"),
+                     same_tiles: bool = True) -> go.Figure:
     """HBM bytes (top) and predicted forward time on ``gpu`` (bottom) against N, for ``heads``
-    (batch × heads) attention heads, with sliders for the head dim d and the SRAM per SM."""
+    (batch × heads) attention heads, with sliders for the head dim d and the SRAM per SM.
+
+    ``same_tiles``: v1 uses v2's tiles (the largest square that fits), so the curves compare the
+    loop orders alone; False gives v1 FA1's own rule (B_c = M / 4d, wider K/V tiles)."""
     Ns = [int(n) for n in Ns]
     if not Ns or not ds or not sram_kib:
         raise ValueError("Ns, ds and sram_kib must each hold at least one value")
@@ -64,7 +70,8 @@ def traffic_explorer(*, Ns=DEFAULT_NS, ds=(64, 128, 256), sram_kib=(64, 100, 192
         for d in ds:
             for alg in algorithms:
                 b, t = traffic_curves(alg, Ns=Ns, d=d, sram_bytes=int(kib * 1024), dtype=dtype,
-                                      causal=causal, heads=heads, gpu=g)
+                                      causal=causal, heads=heads, gpu=g,
+                                      blocks_of="v2" if same_tiles and alg == "v1" else None)
                 per[(d, alg)] = (b / 1e9, t * 1e3)
         data.append(per)
     s0 = min(range(len(sram_kib)), key=lambda s: abs(sram_kib[s] * 1024 - g.sram_per_sm_bytes))
@@ -96,9 +103,12 @@ def traffic_explorer(*, Ns=DEFAULT_NS, ds=(64, 128, 256), sram_kib=(64, 100, 192
     dt = str(dtype).removeprefix("torch.")
     fig.update_layout(
         title=dict(text=f"Forward pass, {heads} heads, {dt}{', causal' if causal else ''}: "
-                        f"traffic and roofline time on {g.name}", font=dict(size=13)),
+                        f"traffic and roofline time on {g.name}"
+                        + ("<br><sup>v1 and v2 at the same tiles (v2's: the largest square that "
+                           "fits)</sup>" if same_tiles else "<br><sup>each at its own default tiles</sup>"),
+                   font=dict(size=13)),
         height=620, font=FONT, sliders=sliders, plot_bgcolor="white",
-        margin=dict(l=70, r=20, t=60, b=130), legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
+        margin=dict(l=70, r=20, t=75, b=130), legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     fig.update_xaxes(type="log", title_text="sequence length N (tokens)", row=2, col=1,
                      gridcolor="#E5E5E5", tickvals=Ns, ticktext=[f"{n // 1024}k" if n >= 1024 else str(n) for n in Ns])
     fig.update_xaxes(type="log", gridcolor="#E5E5E5", row=1, col=1)
