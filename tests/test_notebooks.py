@@ -80,3 +80,12 @@ def test_first_code_cell_sets_up_colab(path):
     assert 'find_spec("flashedu") is None' in first
     assert not re.search(r"pip install[^\n]*\btorch\b", first)
     assert "setup(" in first
+
+
+@pytest.mark.parametrize("src", sorted((ROOT / "book" / "src").glob("*.py")), ids=lambda p: p.stem)
+def test_chapters_cite_papers_not_seed_documents(src):
+    """The seed write-ups are where the book started, not what it cites: a claim gets the paper's
+    citation ({cite:p}`...`), and no prose, label or legend says "seed 00x"."""
+    hits = [f"line {i}: {line.strip()}" for i, line in enumerate(src.read_text().splitlines(), start=1)
+            if re.search(r"\bseed[ _-]?00\d", line, re.I)]
+    assert not hits, f"{src.name} names a seed document instead of citing a paper:\n" + "\n".join(hits)

@@ -33,8 +33,7 @@ rt = setup()
 # $$
 #
 # where the softmax normalises each row of $S$. The *standard* implementation
-# ({ref}`seed 002 <seed-documents>`, one of the short write-ups the book started from, lists it
-# as the baseline FlashAttention replaces) runs these as three separate steps, each reading its
+# (the baseline FlashAttention replaces {cite:p}`dao2022flashattention`) runs these as three separate steps, each reading its
 # inputs from the GPU's large, slow memory (HBM) and writing its result back:
 #
 # 1. load $Q$, $K$ by blocks from HBM, compute $S = QK^\top$, **write $S$ to HBM**;

@@ -31,8 +31,9 @@ rt = setup()
 # answer, at the price of a rescaling every step. **Keep the sum**: add $x_{n+1}$ to a running
 # total and divide by the count once, at the very end.
 #
-# Seed 000 uses exactly this picture: FlashAttention v1 keeps a running *average* (its output is
-# renormalised after every block of keys), FlashAttention v2 keeps a running *sum* and divides once.
+# The two are FlashAttention in miniature: v1 {cite:p}`dao2022flashattention` keeps a running
+# *average* (its output is renormalised after every block of keys), v2
+# {cite:p}`dao2023flashattention2` keeps a running *sum* and divides once.
 # Press **Play**.
 
 # %%

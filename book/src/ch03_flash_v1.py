@@ -25,7 +25,7 @@ rt = setup()
 # %% [markdown]
 # ## Fusion and tiling
 #
-# Seed 000 puts the idea in three steps: load a *part* of $Q$, $K$, $V$ from HBM into SRAM;
+# The idea {cite:p}`dao2022flashattention`, in three steps: load a *part* of $Q$, $K$, $V$ from HBM into SRAM;
 # compute that part of attention; update the output in HBM, **without storing $S$ and $P$**.
 # Split $K$ and $V$ into blocks $K_1, K_2, \dots$ and $V_1, V_2, \dots$: a query row's softmax
 # over all keys is not known until every block has been seen, but {ref}`chapter 2 <ch-online-softmax>`'s state
@@ -133,7 +133,7 @@ tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024), concurrent=Fals
 #
 # Count the HBM traffic of Algorithm 1. $K$ and $V$ are read once ($2Nd$). For each of the
 # $T_c$ outer steps, all of $Q$ and $O$ are read ($2Nd$) and $O$ is written ($Nd$), with the
-# statistics $\ell$, $m$ ($2N$ written). Seed 001 gives exactly this:
+# statistics $\ell$, $m$ ($2N$ written), as FA1's IO analysis counts {cite:p}`dao2022flashattention`:
 #
 # $$
 # \text{reads} = 2Nd + 2 T_c N d, \qquad \text{writes} = T_c N d + 2 T_c N .
@@ -142,25 +142,25 @@ tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024), concurrent=Fals
 # With $T_c = N / B_c$ and $B_c = \Theta(M/d)$ the traffic is $\Theta(N^2 d^2 / M)$, against
 # standard attention's $\Theta(Nd + N^2)$. For $d$ = 64–128 and $M$ around 100 KB, $d^2/M$ is
 # well below 1: many times fewer bytes. The memory model records the same count, plus two
-# terms the seed drops:
+# terms this count drops:
 
 # %%
 from flashedu.iomodel import formula
 f = formula("v1", N=4096, d=64, block_r=r.block_r, block_c=r.block_c)
 rec = simulate("v1", N=4096, d=64, block_r=r.block_r, block_c=r.block_c)
-print(f"seed 001:  reads {f.seed.reads:,}  writes {f.seed.writes:,}")
+print(f"the count: reads {f.seed.reads:,}  writes {f.seed.writes:,}")
 print(f"exact:     reads {f.exact.reads:,}  writes {f.exact.writes:,}")
 print(f"recorded:  reads {rec.read_elements:,}  writes {rec.write_elements:,}")
 assert (rec.read_elements, rec.write_elements) == (f.exact.reads, f.exact.writes)
 
 # %% [markdown]
-# The seed drops two lower-order terms that Algorithm 1 also moves: the paper's line 8 reads
+# The count drops two lower-order terms that Algorithm 1 also moves: the paper's line 8 reads
 # $\ell_i$ and $m_i$ with $Q_i$ and $O_i$ in every inner step ($+2T_cN$ reads), and its line 2
 # initialises $O$, $\ell$, $m$ in HBM ($+Nd + 2N$ writes). Both are smaller than the $T_cNd$
 # terms by a factor $d$ (or $T_c$), so the order, $\Theta(T_cNd) = \Theta(N^2 d^2/M)$, is
 # unchanged.
 #
-# Now sweep the SRAM size. The recorded traffic falls as $1/M$, the seed's formula (crosses)
+# Now sweep the SRAM size. The recorded traffic falls as $1/M$, the count (crosses)
 # sits just under it, and standard attention barely moves, because no SRAM holds $S$. With a
 # small SRAM, v1 is no better than standard attention; with an H100's, it moves several times
 # fewer elements:
@@ -242,7 +242,7 @@ errors = check_against_fp64("v1_triton", q, k, v, causal=True, fallback="v1_refe
 # - FlashAttention fuses the three steps into one kernel and tiles $Q$, $K$, $V$; each query row's
 #   softmax state travels from block to block, so $S$ and $P$ never reach HBM.
 # - Algorithm 1 loops over $K$/$V$ blocks outside and $Q$ blocks inside, keeping $O$ as a running
-#   average in HBM; its traffic is $2Nd + 2T_cNd$ reads and $T_cNd + 2T_cN$ writes (seed 001),
+#   average in HBM; its traffic is $2Nd + 2T_cNd$ reads and $T_cNd + 2T_cN$ writes (FA1's count),
 #   plus two lower-order terms, $\Theta(N^2 d^2/M)$ in all.
 # - The backward pass stores $\ell$ and $m$ instead of $P$ and recomputes $P$ block by block.
 #
@@ -252,7 +252,7 @@ errors = check_against_fp64("v1_triton", q, k, v, causal=True, fallback="v1_refe
 # `flashedu.exercises.check_fa1_blocks(fa1_blocks)`.
 #
 # **2.** Write `v1_traffic(N, d, Br, Bc)` returning the exact (reads, writes) in elements of
-# Algorithm 1, for $N$ a multiple of both blocks: seed 001's formula plus the two terms it drops.
+# Algorithm 1, for $N$ a multiple of both blocks: the count above plus the two terms it drops.
 # Check it with `flashedu.exercises.check_v1_traffic(v1_traffic)`.
 #
 # **3.** In the SRAM sweep, below which SRAM size does v1 move *more* than standard attention at

@@ -5,7 +5,7 @@
 # **You will learn**
 # - the loop swap: $Q$ blocks outside, $K$/$V$ blocks inside, so $O$, $\ell$ and $m$ never leave
 #   the chip; delayed normalisation, and storing only the logsumexp $L$;
-# - v1 against v2 in HBM traffic, recorded by the memory model beside seed 001's formulas;
+# - v1 against v2 in HBM traffic, recorded by the memory model beside the closed-form counts;
 # - parallelism: why v2 fills a GPU with small batches, and why its warps need not talk;
 # - causal masking that skips work instead of masking it; the backward pass;
 # - a Triton kernel for all of it, and how fast it is beside torch's own kernels.
@@ -25,10 +25,10 @@ rt = setup()
 # %% [markdown]
 # ## The loop swap
 #
-# FlashAttention-2 {cite:p}`dao2023flashattention2` reorders the loops. Seed 001 starts from a few lines of PyTorch: for each block of queries $Q_i$, stream the
-# blocks $K_j$, $V_j$ and keep a running $(m_i, \ell_i, O_i)$ on chip; divide once at the end.
-# Its sketch fixes the block size at 1024 and has no causal mask and no backward pass; flashedu's
-# reference keeps its shape and adds those, written against the memory model:
+# FlashAttention-2 {cite:p}`dao2023flashattention2` reorders the loops: for each block of
+# queries $Q_i$, stream the blocks $K_j$, $V_j$ and keep a running $(m_i, \ell_i, O_i)$ on
+# chip; divide once at the end. flashedu's reference, written against the memory model, with
+# any block size and the causal mask:
 
 # %%
 from flashedu.listing import region, show
@@ -62,7 +62,7 @@ for causal in (False, True):
 # %% [markdown]
 # ## v1 against v2 in HBM traffic
 #
-# Seed 001 counts both (elements, $T_r = \lceil N/B_r \rceil$, $T_c = \lceil N/B_c \rceil$):
+# Counted the same way as v1's in {ref}`chapter 3 <ch-flash-v1>` (elements, $T_r = \lceil N/B_r \rceil$, $T_c = \lceil N/B_c \rceil$):
 #
 # | | reads | writes |
 # |---|---|---|
@@ -78,7 +78,7 @@ N, d = 4096, 64
 r2 = simulate("v2", N=N, d=d)
 r1 = simulate("v1", N=N, d=d, block_r=r2.block_r, block_c=r2.block_c)
 print(f"blocks Br = {r2.block_r}, Bc = {r2.block_c}, N = {N}, d = {d}")
-print(f"{'':4s} {'seed reads':>12s} {'seed writes':>12s} {'recorded reads':>15s} {'recorded writes':>16s}")
+print(f"{'':4s} {'count reads':>12s} {'count writes':>12s} {'recorded reads':>15s} {'recorded writes':>16s}")
 for r in (r1, r2):
     f = formula(r.algorithm, N=N, d=d, block_r=r.block_r, block_c=r.block_c)
     print(f"{r.algorithm:4s} {f.seed.reads:12,d} {f.seed.writes:12,d} {r.read_elements:15,d} {r.write_elements:16,d}")
@@ -86,7 +86,7 @@ glue("v2_traffic_gain", r1.total_elements / r2.total_elements)
 assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)  # f is v2's formula
 
 # %% [markdown]
-# v2's recorded count equals the seed's formula exactly: $Q$ is read once, $K$ and $V$ once per
+# v2's recorded count equals the closed form exactly: $Q$ is read once, $K$ and $V$ once per
 # $Q$ tile ($T_r$ times), $O$ and $L = m + \log \ell$ are written once; $\ell$ and $m$ never leave
 # the chip. At equal blocks v1 moves
 # {glue:text}`v2_traffic_gain:.2f` times as many elements; the larger win is that none of
@@ -117,7 +117,7 @@ side_by_side(a, b, concurrent=False).show()
 traffic_explorer(gpu="H100").show()
 from flashedu.viz.traffic import traffic_curves
 own = [traffic_curves(a, Ns=[16384], d=64, sram_bytes=228 * 1024, heads=16)[0][0] for a in ("v1", "v2")]
-glue("v1_own_tiles_16k", own[0] / own[1])
+glue("v1_own_tiles_16k", float(own[0] / own[1]))
 
 # %% [markdown]
 # ### The model against a real GPU
@@ -477,7 +477,7 @@ glue("mem_v2_growth", peak[("v2_triton", 16384)] / peak[("v2_triton", 1024)])
 #
 # - v2 swaps v1's loops: $Q$ blocks outside, $K$/$V$ inside; $O$, $\ell$, $m$ stay on chip and
 #   are written once; normalisation is delayed to the end; only $L = m + \log\ell$ is stored.
-# - Its traffic is $Nd + 2T_rNd$ reads and $Nd + N$ writes, exactly seed 001's formula.
+# - Its traffic is $Nd + 2T_rNd$ reads and $Nd + N$ writes, exactly the closed form.
 # - One program per $Q$ block fills the GPU at small batch; split-Q keeps warps independent.
 # - Causal attention skips the tiles above the diagonal; the backward pass recomputes $P$ from
 #   $L$, keeps $dK_j$, $dV_j$ on chip and accumulates $dQ$.

@@ -41,7 +41,7 @@ def traffic_vs_sram_figure(**kwargs) -> go.Figure:
                    customdata=[(r["block_r"], r["block_c"]) for r in rows],
                    hovertemplate="%{x} KiB: %{y:.4g} M elements, Br=%{customdata[0]}, "
                                  "Bc=%{customdata[1]}<extra></extra>"),
-        go.Scatter(x=x, y=[r["v1_seed"] / 1e6 for r in rows], name="v1, seed 001's formula",
+        go.Scatter(x=x, y=[r["v1_seed"] / 1e6 for r in rows], name="v1, the closed-form count",
                    mode="markers", marker=dict(symbol="x", size=9, color=OKABE_ITO["black"])),
         go.Scatter(x=x, y=[anchor / r["M"] / 1e6 for r in rows], name="∝ 1/M", mode="lines",
                    line=dict(color=OKABE_ITO["grey"], dash="dot")),
