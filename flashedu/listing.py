@@ -152,8 +152,8 @@ def _style() -> str:
   font: 0.85em sans-serif; color: #333; }
 .fe-listing > .fe-panel { display: none; border: 1px solid #ccc; padding: 0.3em 0.6em; }
 .fe-listing .fe-where { font: 0.8em sans-serif; color: #666; margin: 0.1em 0 0.3em 0; }
-.fe-listing pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; font-size: 0.82em;
-  line-height: 1.35; background: none; border: none; padding: 0; }
+.fe-listing pre, .fe-listing pre code { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0;
+  font-size: 12px !important; line-height: 1.4; background: none; border: none; padding: 0; }
 .fe-listing .linenos { color: #999; user-select: none; }
 """ + colours + "\n</style>"
 

@@ -55,8 +55,15 @@ def test_side_by_side_shares_one_timeline():
     b = simulate("v2", N=256, d=32, block_r=32, block_c=64)
     fig = viz.side_by_side(a, b, max_frames=30)
     assert 2 <= len(fig.frames) <= 30
-    assert not np.array_equal(_z(fig.frames[0], 0), _z(fig.frames[-1], 0))
-    assert not np.array_equal(_z(fig.frames[0], 1), _z(fig.frames[-1], 1))
+    assert not np.array_equal(_z(fig.frames[0], 0), _z(fig.frames[-1], 0))  # v1's grid
+    assert not np.array_equal(_z(fig.frames[0], 2), _z(fig.frames[-1], 2))  # v2's grid
+    # The O strips count the stores: v1 writes every O_i once at line 2 (zeros) and once per K/V
+    # tile, v2 once, at the end.
+    last = fig.frames[-1]
+    assert np.asarray(last.data[1].text).ravel().tolist() == [a.Tc + 1] * a.Tr
+    assert np.asarray(last.data[3].text).ravel().tolist() == [1] * b.Tr
+    assert np.asarray(fig.frames[0].data[3].text).ravel().tolist() == [0] * b.Tr
+    assert "|" not in last.layout.title.text  # one phase, said once
 
 
 def test_too_large_a_grid_is_refused():

@@ -36,6 +36,7 @@ class FrameState:
     kv: np.ndarray  # [2, Tc]: K then V
     read_bytes: int
     write_bytes: int
+    o_writes: np.ndarray | None = None  # [Tr] how many times each O_i has been stored so far
 
 
 def _check(report) -> None:
@@ -84,6 +85,7 @@ def schedule_states(report, times: np.ndarray, *, concurrent: bool = True) -> li
     grid_phase = None
     latest: dict[tuple[int, str], int] = {}  # (program, tensor) -> tile index last loaded
     read = write = 0
+    o_writes = np.zeros(Tr, dtype=np.int64)
     p, n = 0, len(order)
     states = []
     for ft in times:
@@ -112,6 +114,8 @@ def schedule_states(report, times: np.ndarray, *, concurrent: bool = True) -> li
             elif kind == STORE:
                 write += int(cols["bytes"][e])
                 stored.append((cols["tensor"][e], i))
+                if cols["tensor"][e] == "O" and i >= 0:
+                    o_writes[i] += 1
         g = grid.copy()
         for cells in working:
             g[cells] = 3
@@ -125,7 +129,7 @@ def schedule_states(report, times: np.ndarray, *, concurrent: bool = True) -> li
         for name, idx in stored:
             if name == "O" and idx >= 0:
                 o[idx] = 2
-        states.append(FrameState(int(ft), str(phase), g, q, o, kv, read, write))
+        states.append(FrameState(int(ft), str(phase), g, q, o, kv, read, write, o_writes.copy()))
     return states
 
 
@@ -215,7 +219,9 @@ def tile_schedule(report, *, max_frames: int = 60, concurrent: bool = True,
 
 def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool = True,
                  frame_ms: int = 250) -> go.Figure:
-    """Two tile schedules on one timeline (e.g. v1 and v2 at the same N), with their HBM bytes."""
+    """Two tile schedules on one timeline (e.g. v1 and v2 at the same N): each tile grid with its
+    O strip beside it (green while O_i is being written to HBM; the number is how many times it
+    has been written so far), and the HBM bytes of both."""
     _check(report_a)
     _check(report_b)
     ends = [int(event_times(r, concurrent=concurrent).max()) + 1 for r in (report_a, report_b)]
@@ -226,14 +232,25 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
                             report_b.write_bytes, 1))
     labels = [f"{r.algorithm}{' causal' if r.causal else ''} (Br={r.block_r}, Bc={r.block_c})"
               for r in (report_a, report_b)]
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.36, 0.36, 0.28], horizontal_spacing=0.06,
-                        subplot_titles=labels + [f"HBM traffic so far ({unit})"])
+    fig = make_subplots(rows=1, cols=5, column_widths=[0.31, 0.04, 0.31, 0.04, 0.30],
+                        horizontal_spacing=0.025,
+                        subplot_titles=[labels[0], "O", labels[1], "O", f"HBM traffic so far ({unit})"])
+
+    def o_strip(st: FrameState, name: str) -> go.Heatmap:
+        written = st.o_writes if st.o_writes is not None else np.zeros(len(st.o), dtype=np.int64)
+        return go.Heatmap(z=np.where(st.o == 2, 2, 0)[:, None], x=["O"], zmin=-0.5,
+                          zmax=len(STRIP_COLORS) - 0.5, colorscale=discrete_colorscale(STRIP_COLORS),
+                          showscale=False, xgap=1, ygap=1, name=name, text=written[:, None],
+                          texttemplate="%{text}", textfont=dict(size=10),
+                          hovertemplate=f"{name}: O tile %{{y}} written %{{text}} times<extra></extra>")
 
     def frame_data(a: FrameState, b: FrameState) -> list:
         ys = [a.read_bytes / scale, a.write_bytes / scale, b.read_bytes / scale, b.write_bytes / scale]
         return [
             _grid_trace(a.grid, name=report_a.algorithm),
+            o_strip(a, report_a.algorithm),
             _grid_trace(b.grid, name=report_b.algorithm),
+            o_strip(b, report_b.algorithm),
             go.Bar(x=[f"{report_a.algorithm} read", f"{report_a.algorithm} written",
                       f"{report_b.algorithm} read", f"{report_b.algorithm} written"], y=ys,
                    marker_color=[READ_COLOR, WRITE_COLOR] * 2, showlegend=False,
@@ -241,26 +258,36 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
                    hovertemplate="%{x}: %{y:.4g} " + unit + "<extra></extra>"),
         ]
 
-    for trace, c in zip(frame_data(sa[0], sb[0]), (1, 2, 3)):
+    for trace, c in zip(frame_data(sa[0], sb[0]), (1, 2, 3, 4, 5)):
         fig.add_trace(trace, row=1, col=c)
-    for label, color in zip(TILE_STATES, TILE_COLORS):
+    for label, color in list(zip(TILE_STATES, TILE_COLORS)) + [(STRIP_STATES[2], STRIP_COLORS[2])]:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label,
                                  marker=dict(symbol="square", size=12, color=color,
                                              line=dict(color="#555555", width=1))), row=1, col=1)
+
+    def caption(t, a: FrameState, b: FrameState) -> str:
+        phase = a.phase if a.phase == b.phase else f"{a.phase} | {b.phase}"
+        return f"step {int(t) + 1}/{max(ends)} · {phase}"
+
     names = [str(k) for k in range(len(times))]
-    fig.frames = [go.Frame(name=nm, data=frame_data(a, b), traces=[0, 1, 2],
-                           layout=dict(title_text=f"step {int(t) + 1}/{max(ends)} · {a.phase} | {b.phase}"))
+    fig.frames = [go.Frame(name=nm, data=frame_data(a, b), traces=[0, 1, 2, 3, 4],
+                           layout=dict(title_text=caption(t, a, b)))
                   for nm, t, a, b in zip(names, times, sa, sb)]
     menus, sliders = player_controls(names, [str(int(t) + 1) for t in times], duration=frame_ms,
-                                     prefix="time step ", y=-0.15, slider_x=0.32)
+                                     prefix="time step ", y=-0.24, slider_x=0.32)
     top = max(report_a.read_bytes, report_a.write_bytes, report_b.read_bytes, report_b.write_bytes) / scale * 1.2
-    fig.update_layout(title=dict(text=f"step 1/{max(ends)}", font=dict(size=13)),
-                      height=500, font=FONT, margin=dict(l=50, r=10, t=70, b=190), plot_bgcolor="white",
+    fig.update_layout(title=dict(text=caption(times[0], sa[0], sb[0]), font=dict(size=13)),
+                      height=540, font=FONT, margin=dict(l=50, r=10, t=70, b=210), plot_bgcolor="white",
                       updatemenus=menus, sliders=sliders,
                       legend=dict(orientation="h", x=0, y=-0.62, yanchor="top", font=dict(size=11)))
-    for c, r in ((1, report_a), (2, report_b)):
-        fig.update_yaxes(autorange="reversed", dtick=1, title_text="Q tile i", row=1, col=c)
-        fig.update_xaxes(dtick=1, title_text="K/V tile j", row=1, col=c)
-    fig.update_yaxes(range=[0, top or 1], row=1, col=3)
-    fig.update_xaxes(tickangle=-30, row=1, col=3)
+    for c in (1, 3):
+        fig.update_yaxes(autorange="reversed", nticks=8, title_text="Q tile i" if c == 1 else None,
+                         row=1, col=c)
+        fig.update_xaxes(nticks=8, title_text="K/V tile j", row=1, col=c)
+    for c in (2, 4):  # the O strips share their grid's rows
+        fig.update_yaxes(autorange="reversed", showticklabels=False, matches="y" if c == 2 else "y3",
+                         row=1, col=c)
+        fig.update_xaxes(showticklabels=False, row=1, col=c)
+    fig.update_yaxes(range=[0, top or 1], row=1, col=5)
+    fig.update_xaxes(tickangle=-30, row=1, col=5)
     return fig
