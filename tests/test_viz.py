@@ -131,3 +131,20 @@ def test_block_mask_panel_draws_what_the_toggles_say():
     assert summary.value.startswith(f"your mask: {8 * 9 // 2} of 64 tiles (causal)")
     with pytest.raises(ValueError, match="1 to 16 blocks"):
         block_mask_panel(4096, block=128)
+
+
+def test_standard_schedule_shows_s_and_p_going_to_hbm_and_back():
+    """Standard attention writes S and P tiles to HBM and reads them back (kernel 2 reads S,
+    kernel 3 reads P); the grid shows both transfers. v2 moves no score tile, so never shows them."""
+    from flashedu.viz.palette import READ_NOW, WRITTEN_NOW
+
+    def codes(report):
+        fig = viz.tile_schedule(report, max_frames=60)
+        return set().union(*(np.unique(_z(f, 0)[~np.isnan(_z(f, 0))]).tolist() for f in fig.frames)), fig
+
+    std, fig = codes(simulate("standard", N=256, d=32, block_r=32, block_c=32))
+    assert {WRITTEN_NOW, READ_NOW} <= std
+    assert "S/P tile read from HBM now" in [t.name for t in fig.data]
+    v2, fig = codes(simulate("v2", N=256, d=32, block_r=32, block_c=32))
+    assert not {WRITTEN_NOW, READ_NOW} & v2
+    assert "S/P tile read from HBM now" not in [t.name for t in fig.data]

@@ -118,9 +118,11 @@ glue("ridge_h100", hardware.gpu("H100").ridge_point())
 # ## Watching the traffic
 #
 # Press **Play**. The grid is the $N \times N$ score matrix in tiles of the model's block size;
-# each frame is one step of the recording: kernel 1 writing $S$ tile by tile, the softmax reading
-# rows of $S$ back and writing $P$, then $O = PV$. The strips show which tiles of $Q$, $K$, $V$
-# and $O$ sit in SRAM, and the bars the HBM bytes so far ($N = 512$, $d = 64$, fp16).
+# each frame is one step of the recording: kernel 1 computing $S$ tile by tile and writing each
+# tile to HBM (green), the softmax reading rows of $S$ back (purple) and writing $P$ (green),
+# then $O = PV$ reading every tile of $P$ back (purple). The strips show which tiles of $Q$, $K$,
+# $V$ and $O$ sit in SRAM, and the bars the HBM bytes so far ($N = 512$, $d = 64$, fp16). Watch
+# the "written" bar: it is almost all $S$ and $P$.
 
 # %%
 from flashedu.viz import tile_schedule

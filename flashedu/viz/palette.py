@@ -11,8 +11,11 @@ ALGORITHM_COLORS = {"standard": OKABE_ITO["vermillion"], "v1": OKABE_ITO["orange
 READ_COLOR, WRITE_COLOR = OKABE_ITO["sky"], OKABE_ITO["vermillion"]
 
 # Tile states of the score-matrix grid, in code order (0, 1, 2, 3).
-TILE_STATES = ("to do", "done", "skipped (masked)", "working now")
-TILE_COLORS = ("#EEEEEE", OKABE_ITO["sky"], "#8C8C8C", OKABE_ITO["vermillion"])
+TILE_STATES = ("to do", "done", "skipped (masked)", "working now",
+               "S/P tile written to HBM now", "S/P tile read from HBM now")
+TILE_COLORS = ("#EEEEEE", OKABE_ITO["sky"], "#8C8C8C", OKABE_ITO["vermillion"],
+               OKABE_ITO["green"], OKABE_ITO["purple"])
+WRITTEN_NOW, READ_NOW = 4, 5  # the last two states: only schedules with N×N tensors in HBM
 # Q / O / K / V tile strips: where each tile is.
 STRIP_STATES = ("in HBM", "in SRAM", "written to HBM now")
 STRIP_COLORS = ("#EEEEEE", OKABE_ITO["orange"], OKABE_ITO["green"])

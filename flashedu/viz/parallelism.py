@@ -30,7 +30,7 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
     occ = {a: occupancy(a, batch=batch, heads=heads, N=N, gpu=g, block_r=block_r) for a in ("v1", "v2")}
     rows, cols = _sm_grid(g.sms)
     end = max(o.finish_time for o in occ.values())
-    times = sorted({round(end * f / (frames - 1), 2) for f in range(frames)})
+    times = sorted({round(end * f / (frames - 1)) for f in range(frames)})  # whole units
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=[
         f"{a}: {o.programs} programs × {o.program_time} unit{'s' * (o.program_time > 1)}, "
         f"done at t = {o.finish_time}<br>{100 * o.utilization:.0f}% of SM time busy"
@@ -51,7 +51,7 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
 
     for c, tr in enumerate(traces(0), start=1):
         fig.add_trace(tr, row=1, col=c)
-    fig.frames = [go.Frame(data=traces(t), traces=[0, 1], name=f"{t:g}") for t in times]
+    fig.frames = [go.Frame(data=traces(t), traces=[0, 1], name=str(t)) for t in times]
     for name, color in (("busy", OKABE_ITO["blue"]), ("idle", OKABE_ITO["grey"]), ("finished", "#DDDDDD")):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(symbol="square", size=12, color=color)), row=1, col=1)
@@ -62,7 +62,7 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
                             f"(one Q tile against every K/V tile)</sup>",
                       height=440, font=FONT, plot_bgcolor="white", margin=dict(t=120, b=120, l=10, r=10),
                       legend=dict(orientation="h", x=0, y=-0.42))
-    return add_player(fig, [f"{t:g}" for t in times], duration=300, prefix="t = ", y=-0.08)
+    return add_player(fig, [str(t) for t in times], duration=300, prefix="t = ", y=-0.08)
 
 
 def warp_partition_figure(*, block_r: int = 64, block_c: int = 64, d: int = 64, warps: int = 4) -> go.Figure:

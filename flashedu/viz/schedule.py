@@ -1,6 +1,7 @@
 """Tile-schedule animations, driven only by a :class:`flashedu.iomodel.Report`'s event trace.
 
-Each frame shows the N×N score matrix as Tr × Tc tiles (to do / done / skipped / working now),
+Each frame shows the N×N score matrix as Tr × Tc tiles (to do / done / skipped / working now,
+and, for standard attention, an S or P tile being written to or read back from HBM),
 strips for the Q, O, K and V tiles (in HBM, resident in SRAM, being written back) and the HBM
 bytes read and written so far. Figures are plain plotly frames with Play/Pause and a slider, so
 they work in static HTML without a kernel.
@@ -15,12 +16,13 @@ from plotly.subplots import make_subplots
 
 from flashedu.iomodel.trace import COMPUTE, LOAD, SKIP, STORE
 from flashedu.viz.anim import player_controls
-from flashedu.viz.palette import (FONT, READ_COLOR, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
-                      TILE_STATES, WRITE_COLOR, discrete_colorscale)
+from flashedu.viz.palette import (FONT, READ_COLOR, READ_NOW, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
+                                  TILE_STATES, WRITE_COLOR, WRITTEN_NOW, discrete_colorscale)
 
 MAX_TILES = 128 * 128  # beyond this the grid is unreadable and the HTML too large
 MAX_EVENTS = 400_000
 _ROW_TENSORS = ("Q", "O")  # strips indexed by the Q-tile index i
+_SCORE_TENSORS = ("S", "P")  # N×N tensors in HBM: their tiles flash on the grid when moved
 _COL_TENSORS = ("K", "V")  # strips indexed by the K/V-tile index j
 
 
@@ -89,7 +91,7 @@ def schedule_states(report, times: np.ndarray, *, concurrent: bool = True) -> li
     p, n = 0, len(order)
     states = []
     for ft in times:
-        working, stored, active = [], [], set()
+        working, stored, active, moved = [], [], set(), []
         phase = cols["phase"][order[max(p - 1, 0)]] if n else ""
         while p < n and t[order[p]] <= ft:
             e = order[p]
@@ -111,14 +113,20 @@ def schedule_states(report, times: np.ndarray, *, concurrent: bool = True) -> li
                 read += int(cols["bytes"][e])
                 name = cols["tensor"][e]
                 latest[(prog, name)] = j if name in _COL_TENSORS else i
+                if name in _SCORE_TENSORS:
+                    moved.append(((i, slice(None)) if j < 0 else (i, j), READ_NOW))
             elif kind == STORE:
                 write += int(cols["bytes"][e])
                 stored.append((cols["tensor"][e], i))
+                if cols["tensor"][e] in _SCORE_TENSORS:
+                    moved.append(((i, slice(None)) if j < 0 else (i, j), WRITTEN_NOW))
                 if cols["tensor"][e] == "O" and i >= 0:
                     o_writes[i] += 1
         g = grid.copy()
         for cells in working:
             g[cells] = 3
+        for cells, code in moved:  # a transfer of an S/P tile since the last frame shows on top
+            g[cells] = code
         q = np.zeros(Tr, dtype=np.int8)
         o = np.zeros(Tr, dtype=np.int8)
         kv = np.zeros((2, Tc), dtype=np.int8)
@@ -152,9 +160,16 @@ def _strip_trace(z, *, name: str, x=None, y=None) -> go.Heatmap:
                       name=name, hovertemplate=f"{name} tile %{{y}}%{{x}}<extra></extra>")
 
 
-def _legend_traces(row: int, col: int, fig: go.Figure) -> None:
+def _tile_legend(report) -> list[tuple[str, str]]:
+    """The grid's states this report can show: the S/P transfers only where S or P is in HBM."""
+    pairs = list(zip(TILE_STATES, TILE_COLORS))
+    moved = set(report.trace.columns()["tensor"])
+    return pairs if moved & set(_SCORE_TENSORS) else pairs[:WRITTEN_NOW]
+
+
+def _legend_traces(row: int, col: int, fig: go.Figure, report) -> None:
     """Legend entries for the heatmaps' discrete states (heatmaps have no legend of their own)."""
-    for label, color in list(zip(TILE_STATES, TILE_COLORS)) + list(zip(STRIP_STATES[1:], STRIP_COLORS[1:])):
+    for label, color in _tile_legend(report) + list(zip(STRIP_STATES[1:], STRIP_COLORS[1:])):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, showlegend=True,
                                  marker=dict(symbol="square", size=12, color=color,
                                              line=dict(color="#555555", width=1))), row=row, col=col)
@@ -196,7 +211,7 @@ def tile_schedule(report, *, max_frames: int = 60, concurrent: bool = True,
 
     for trace, (r, c) in zip(frame_data(states[0]), [(2, 2), (2, 1), (2, 3), (1, 2), (1, 4)]):
         fig.add_trace(trace, row=r, col=c)
-    _legend_traces(2, 2, fig)
+    _legend_traces(2, 2, fig, report)
     names = [str(k) for k in range(len(states))]
     fig.frames = [go.Frame(name=nm, data=frame_data(s), traces=[0, 1, 2, 3, 4],
                            layout=dict(title_text=_title(report, s, total, scale, unit)))
@@ -260,7 +275,8 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
 
     for trace, c in zip(frame_data(sa[0], sb[0]), (1, 2, 3, 4, 5)):
         fig.add_trace(trace, row=1, col=c)
-    for label, color in list(zip(TILE_STATES, TILE_COLORS)) + [(STRIP_STATES[2], STRIP_COLORS[2])]:
+    legend = dict(_tile_legend(report_a) + _tile_legend(report_b))
+    for label, color in list(legend.items()) + [(STRIP_STATES[2], STRIP_COLORS[2])]:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label,
                                  marker=dict(symbol="square", size=12, color=color,
                                              line=dict(color="#555555", width=1))), row=1, col=1)
