@@ -148,3 +148,20 @@ def test_standard_schedule_shows_s_and_p_going_to_hbm_and_back():
     v2, fig = codes(simulate("v2", N=256, d=32, block_r=32, block_c=32))
     assert not {WRITTEN_NOW, READ_NOW} & v2
     assert "S/P tile read from HBM now" not in [t.name for t in fig.data]
+
+
+def test_measured_roofline_gives_every_kernel_its_own_marker():
+    from flashedu.recorded.bench import latest
+    from flashedu.viz.speedups import measured_roofline_figure
+
+    fig = measured_roofline_figure(latest(), N=4096, D=128)
+    marks = [(t.marker.color, t.marker.symbol) for t in fig.data if t.mode == "markers"]
+    assert len(marks) > 8 and len(set(marks)) == len(marks)  # more kernels than colours
+
+
+def test_tflops_menu_does_not_cover_the_subtitle():
+    from flashedu.recorded.bench import latest
+    from flashedu.viz.tflops import tflops_figure
+
+    menu = tflops_figure(latest()).layout.updatemenus[0]
+    assert menu.yanchor == "bottom" and 1 <= menu.y < 1.1  # just above the plot, below the titles

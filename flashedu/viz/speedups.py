@@ -19,6 +19,7 @@ CHAIN = ("standard_triton", "v1_triton", "v2_triton", "v2_tma_triton")  # chapte
 # The algorithm each provider's HBM traffic follows (SDPA's fused backends tile like FA2).
 ALGORITHM = {"standard_triton": "standard", "standard_torch": "standard", "sdpa_math": "standard",
              "v1_triton": "v1"}
+SYMBOLS = ("circle", "diamond", "square", "triangle-up")
 MODEL_BLOCKS = (128, 64)  # (Br, Bc) at which the memory model counts a tiled kernel's bytes
 
 
@@ -114,9 +115,12 @@ def measured_roofline_figure(recorded: dict, *, N: int = 4096, D: int = 128, cau
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="measured in the same run",
                                  line=dict(color=OKABE_ITO["grey"], width=2, dash="dash"),
                                  hovertemplate="%{x:.3g} FLOP/B → %{y:.0f} TFLOP/s<extra>measured</extra>"))
-    for (impl, ai, tf), color in zip(pts, SEQUENCE * 2):
+    for k, (impl, ai, tf) in enumerate(pts):
+        # Past the palette's length the colours come round again, with another marker shape.
+        color, symbol = SEQUENCE[k % len(SEQUENCE)], SYMBOLS[k // len(SEQUENCE) % len(SYMBOLS)]
         fig.add_trace(go.Scatter(x=[ai], y=[tf], mode="markers", name=NAMES.get(impl, impl),
-                                 marker=dict(size=12, color=color, line=dict(color="white", width=1)),
+                                 marker=dict(size=12, color=color, symbol=symbol,
+                                             line=dict(color="white", width=1)),
                                  hovertemplate=f"{impl}<br>%{{x:.3g}} FLOP/B, %{{y:.0f}} TFLOP/s<extra></extra>"))
     fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOPs per HBM byte, memory model)", dtick=1)
     fig.update_yaxes(type="log", title_text=f"{SHORT.get(dtype, dtype)} TFLOP/s", dtick=1)

@@ -72,8 +72,9 @@ def tflops_figure(recorded: dict, *, impls=CHAPTER4, dtype: str = "float16", liv
                      ticktext=[str(n) for n in Ns])
     fig.update_yaxes(title_text=f"TFLOP/s ({SHORT.get(dtype, dtype)})", rangemode="tozero")
     fig.update_layout(title=dict(text=f"Measured speed<br><sup>{label(recorded['info'])}</sup>"),
-                      updatemenus=[dict(buttons=buttons, direction="down", x=1, xanchor="right", y=1.18,
-                                        yanchor="top", showactive=True, active=first)],
-                      height=470, font=FONT, plot_bgcolor="white", legend=dict(orientation="h", y=-0.25),
-                      margin=dict(t=90, l=60, r=20, b=110))
+                      # The menu sits between the subtitle and the plot, covering neither.
+                      updatemenus=[dict(buttons=buttons, direction="down", x=0, xanchor="left", y=1.02,
+                                        yanchor="bottom", showactive=True, active=first)],
+                      height=500, font=FONT, plot_bgcolor="white", legend=dict(orientation="h", y=-0.25),
+                      margin=dict(t=125, l=60, r=20, b=110))
     return fig
