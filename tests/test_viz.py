@@ -165,3 +165,19 @@ def test_tflops_menu_does_not_cover_the_subtitle():
 
     menu = tflops_figure(latest()).layout.updatemenus[0]
     assert menu.yanchor == "bottom" and 1 <= menu.y < 1.1  # just above the plot, below the titles
+
+
+def test_ablations_figure_draws_each_recorded_ablation():
+    from flashedu.recorded.bench import latest
+    from flashedu.viz.speedups import ablations_figure
+
+    run = latest()
+    fig = ablations_figure(run)
+    axes = {t.xaxis for t in fig.data}
+    assert axes == {"x", "x2", "x3", "x4"}  # one panel per ablation, none empty
+    bars = next(t for t in fig.data if t.type == "bar")
+    want = sorted(r["fwd_tflops"] for r in run["ablations"]["block-sizes"]["rows"]
+                  if (r["D"], r["N"], r["causal"]) == (128, 16384, False) and r.get("fwd_status") == "ok")
+    assert sorted(bars.y) == want
+    with pytest.raises(ValueError, match="no ablations"):
+        ablations_figure(dict(run, ablations={}))

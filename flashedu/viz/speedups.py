@@ -1,9 +1,10 @@
 """Figures of the benchmark chapter from a recorded run: each chapter's kernel against the previous
-chapter's, and measured kernels placed on a GPU's roofline."""
+chapter's, measured kernels placed on a GPU's roofline, and the recorded ablations."""
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from flashedu.bench.ceilings import for_dtype
 from flashedu.bench.flops import attention_flops
@@ -12,7 +13,7 @@ from flashedu.hardware import GPUS, gpu as get_gpu
 from flashedu.iomodel import formula
 from flashedu.provenance import label
 from flashedu.recorded.bench import timing_rows
-from flashedu.viz.tflops import NAMES, SHORT
+from flashedu.viz.tflops import NAMES, PASSES as PASS_NAMES, SHORT
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
 
 CHAIN = ("standard_triton", "v1_triton", "v2_triton", "v2_tma_triton")  # chapter 1 → 3 → 4 → 6
@@ -129,4 +130,67 @@ def measured_roofline_figure(recorded: dict, *, N: int = 4096, D: int = 128, cau
                                       f"<br><sup>{label(recorded['info'])}</sup>"),
                       height=460, font=FONT, plot_bgcolor="white", legend=dict(orientation="h", y=-0.25),
                       margin=dict(t=80, l=60, r=20, b=100))
+    return fig
+
+
+def ablations_figure(recorded: dict, *, D: int = 128) -> go.Figure:
+    """The harness's four recorded ablations at head dim ``D``, one panel each, each answering
+    one question: how much faster v2 is than v1 (per N, forward and backward); how close each
+    kernel comes to halving its time under a causal mask (2 = every masked tile skipped); what
+    pipelining buys (forward TFLOP/s against num_stages, N = 16k); which tile shape wins
+    (forward TFLOP/s per BLOCK_M × BLOCK_N × warps, N = 16k, no mask)."""
+    ab = normalize(recorded).get("ablations", {})
+    if not ab:
+        raise ValueError("this recorded run has no ablations")
+    titles = ("v2 over v1 (time ratio)", "causal skipping: full time / causal time",
+              "pipelining: forward TFLOP/s, N = 16k", "tile shape: forward TFLOP/s, N = 16k")
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, vertical_spacing=0.2,
+                        horizontal_spacing=0.1)
+    ok = lambda r, p: r.get(f"{p}_status", "ok") == "ok" and f"{p}_ms" in r  # noqa: E731
+
+    rows = [r for r in ab.get("v1-vs-v2", {}).get("rows", []) if r["D"] == D and not r["causal"]]
+    for k, p in enumerate(("fwd", "bwd")):
+        t = {(r["impl"], r["N"]): r[f"{p}_ms"] for r in rows if ok(r, p)}
+        Ns = sorted(N for impl, N in t if impl == "v2_triton" and ("v1_triton", N) in t)
+        fig.add_trace(go.Scatter(x=Ns, y=[t[("v1_triton", N)] / t[("v2_triton", N)] for N in Ns],
+                                 mode="lines+markers", name=f"v2 over v1, {PASS_NAMES[p]}",
+                                 line=dict(color=SEQUENCE[k])), row=1, col=1)
+
+    rows = [r for r in ab.get("causal-skip", {}).get("rows", []) if r["D"] == D and "full_over_causal" in r]
+    for k, impl in enumerate(dict.fromkeys(r["impl"] for r in rows)):
+        pts = sorted((r["N"], r["full_over_causal"]) for r in rows if r["impl"] == impl)
+        fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[v for _, v in pts], mode="lines+markers",
+                                 name=f"{NAMES.get(impl, impl)}, causal", line=dict(color=SEQUENCE[2 + k])),
+                      row=1, col=2)
+    fig.add_hline(y=2, line=dict(color=OKABE_ITO["grey"], dash="dot"), row=1, col=2,
+                  annotation_text="every masked tile skipped", annotation_position="top left")
+
+    rows = [r for r in ab.get("num-stages", {}).get("rows", []) if r["D"] == D and r["N"] == 16384]
+    for k, causal in enumerate((False, True)):
+        pts = sorted((r["num_stages"], r["fwd_tflops"]) for r in rows if r["causal"] == causal and ok(r, "fwd"))
+        fig.add_trace(go.Scatter(x=[s for s, _ in pts], y=[v for _, v in pts], mode="lines+markers",
+                                 name="num_stages, " + ("causal" if causal else "no mask"),
+                                 line=dict(color=(OKABE_ITO["sky"], OKABE_ITO["black"])[k],
+                                           dash=(None, "dash")[k])), row=2, col=1)
+
+    rows = [r for r in ab.get("block-sizes", {}).get("rows", [])
+            if r["D"] == D and r["N"] == 16384 and not r["causal"] and ok(r, "fwd")]
+    rows.sort(key=lambda r: (r["block_m"], r["block_n"], r["num_warps"]))
+    fig.add_trace(go.Bar(x=[f"{r['block_m']}×{r['block_n']}, {r['num_warps']}w" for r in rows],
+                         y=[r["fwd_tflops"] for r in rows], marker_color=OKABE_ITO["blue"],
+                         name="tile shape", showlegend=False), row=2, col=2)
+
+    Ns = sorted({x for t in fig.data if t.xaxis in ("x", "x2") for x in t.x})
+    ticks = dict(type="log", title_text="N", tickvals=Ns,
+                 ticktext=[f"{n // 1024}k" if n >= 1024 else str(n) for n in Ns])
+    fig.update_xaxes(**ticks, row=1, col=1)
+    fig.update_xaxes(**ticks, row=1, col=2)
+    fig.update_yaxes(type="log", title_text="times faster", tickvals=[1, 2, 5, 10, 20, 50, 100],
+                     row=1, col=1)
+    fig.update_xaxes(title_text="num_stages (K/V tiles in flight)", dtick=1, row=2, col=1)
+    fig.update_xaxes(tickangle=-40, row=2, col=2)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_layout(title=dict(text=f"Recorded ablations, d = {D}, fp16<br><sup>{label(recorded['info'])}</sup>"),
+                      height=720, font=FONT, plot_bgcolor="white", legend=dict(orientation="h", y=-0.18),
+                      margin=dict(t=110, l=60, r=20, b=120))
     return fig
