@@ -208,6 +208,22 @@ def check_play(page, index: int, shot: Path) -> None:
     fig.screenshot(path=shot)
 
 
+# A code block scrolls when its content is wider than its box; a table, when it is wider than the
+# box that holds it (the theme wraps tables in a scrolling div).
+WIDE = """() => [
+  ...[...document.querySelectorAll('article .cell_input pre, article .fe-listing pre')]
+     .filter(el => el.scrollWidth > el.clientWidth + 2).map(el => 'code: ' + el.innerText),
+  ...[...document.querySelectorAll('article table')]
+     .filter(t => t.getBoundingClientRect().width > t.parentElement.clientWidth + 2)
+     .map(t => 'table: ' + t.innerText)].map(s => s.split('\\n')[0].slice(0, 70))"""
+
+
+def check_nothing_scrolls_sideways(page) -> None:
+    """At 1280 px, no code cell, listing or table needs a horizontal scroll bar."""
+    wide = page.evaluate(WIDE)
+    assert not wide, "wider than the page (scrolls sideways):\n" + "\n".join(wide)
+
+
 def check_colab_button(page, doc: str) -> None:
     """Chapters made from notebooks get a Colab button that opens this very notebook."""
     if not (ROOT / f"{doc}.ipynb").is_file():
@@ -235,6 +251,8 @@ def check_page(browser, url: str, doc: str, local_scheme: str, tag: str) -> None
         check_math(page)
         animated = check_figures(page)
         check_colab_button(page, doc)
+        if local_scheme == "http":  # the layout is the same from file://: check it once
+            check_nothing_scrolls_sideways(page)
         for i in animated:
             check_play(page, i, SHOTS / f"{stem}.figure{i}.after-play.png")
         if local_scheme == "http":  # let late requests show up (over file:// it never settles)

@@ -119,16 +119,20 @@ def recorded_table() -> list[nodes.Node]:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            rows.append([str(path.relative_to(DATA)), f"unreadable: {exc}"] + [""] * (len(RECORDED) - 1))
+            rows.append([str(path.relative_to(DATA)), f"unreadable: {exc}", ""])
             continue
         prov = record.get("provenance") or record.get("info") or {}
         cells = {key: str(prov.get(key, "–")) for key, _ in RECORDED}
         cells["date"] = cells["date"].replace("T", " ")[:16]  # ISO 8601 to the minute, UTC
-        rows.append([nodes.paragraph("", "", nodes.literal(text=str(path.relative_to(DATA))))]
-                    + [cells[key] for key, _ in RECORDED])
+        # Three columns, so the table fits the page: what, on which machine, with what software.
+        machine = f"{cells['gpu']} ({cells['capability']}), driver {cells['driver']}, CUDA {cells['cuda']}"
+        software = (f"torch {cells['torch']}, triton {cells['triton']}; "
+                    f"commit {cells['commit'][:10]}, {cells['date']} UTC")
+        rows.append([nodes.paragraph("", "", nodes.literal(text=str(path.relative_to(DATA)))),
+                     machine, software])
     if not rows:
         return [nodes.paragraph(text="No recorded GPU results in flashedu/recorded/data.")]
-    return [_table(["File"] + [h for _, h in RECORDED], rows)]
+    return [_table(["Record", "Measured on", "Software, commit, date"], rows)]
 
 
 class StatusTables(SphinxPostTransform):
