@@ -75,6 +75,7 @@ def _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED: tl.co
     descale): acc·u is the true sum. Rescaling acc by alpha·u/vs before the product lets the
     tensor core accumulate P·V straight into acc, as in the fp16 kernel, instead of a second
     [BLOCK_M, D] accumulator."""
+    # [fp8-fold-start]
     if MASKED:
         keep = (offs_n < N_K)[None, :]
         if CAUSAL:
@@ -101,6 +102,7 @@ def _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED: tl.co
         u = vs
     else:
         acc = acc * alpha[:, None] + tl.dot(p8, tl.trans(vt)) * vs
+    # [fp8-fold-end]
     return acc, l_i, m_new, u
 
 
@@ -128,16 +130,19 @@ def _fp8_inner(acc, l_i, m_i, u, q, K, VT, desc_k, desc_vt, KS, VS, bh, offs_m, 
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, NUM_STAGES: tl.constexpr,
                PRE_ROUND: tl.constexpr, FOLD_V: tl.constexpr, EXP_FMA: tl.constexpr):
     """The K/V tiles at columns lo..hi (step BLOCK_N) folded into one Q tile's state."""
+    # [fp8-inner-start]
     for start_n in tl.range(lo, hi, BLOCK_N, num_stages=NUM_STAGES):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _fp8_load_k(K, desc_k, bh, start_n, offs_d, N_K, BLOCK_N, HEAD_DIM, USE_TMA)
-        vt = _fp8_load_vt(VT, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N, HEAD_DIM, USE_TMA)
+        vt = _fp8_load_vt(VT, desc_vt, bh, start_n, offs_d, N_K, N_KP, BLOCK_N, HEAD_DIM,
+                          USE_TMA)  # Vᵀ [D, BLOCK_N]: V is stored K-major for the FP8 MMA
         c = c_q * tl.load(KS + start_n // KV_BLOCK)  # scale·log2e·dq·dk for this tile
-        vs = tl.load(VS + start_n // KV_BLOCK)
-        s = tl.dot(q, tl.trans(k))  # [BLOCK_M, BLOCK_N], fp32, unscaled
-        acc, l_i, m_i, u = _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED, CAUSAL,
-                                     PRE_ROUND, FOLD_V, EXP_FMA)
+        vs = tl.load(VS + start_n // KV_BLOCK)  # this tile's V descale
+        s = tl.dot(q, tl.trans(k))  # [BLOCK_M, BLOCK_N], fp32, unscaled: e4m3 × e4m3
+        acc, l_i, m_i, u = _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K,
+                                     MASKED, CAUSAL, PRE_ROUND, FOLD_V, EXP_FMA)
+    # [fp8-inner-end]
     return acc, l_i, m_i, u
 
 
