@@ -89,3 +89,17 @@ def test_chapters_cite_papers_not_seed_documents(src):
     hits = [f"line {i}: {line.strip()}" for i, line in enumerate(src.read_text().splitlines(), start=1)
             if re.search(r"\bseed[ _-]?00\d", line, re.I)]
     assert not hits, f"{src.name} names a seed document instead of citing a paper:\n" + "\n".join(hits)
+
+
+@pytest.mark.parametrize("src", sorted((ROOT / "book" / "src").glob("*.py")), ids=lambda p: p.stem)
+def test_code_cell_lines_fit_the_page(src):
+    """The rendered book shows about 84 characters of a code line at 1280 px; a wider line scrolls
+    sideways. Only a line holding {REPOSITORY_URL} (the Colab install, whose URL is substituted at
+    build time) may be longer."""
+    in_code, long = False, []
+    for i, line in enumerate(src.read_text().splitlines(), start=1):
+        if re.match(r"# %%", line):
+            in_code = "[markdown]" not in line
+        elif in_code and len(line) > 84 and "{REPOSITORY_URL}" not in line:
+            long.append(f"{src.relative_to(ROOT)}:{i}: {len(line)}")
+    assert not long, "code lines longer than 84 characters:\n" + "\n".join(long)

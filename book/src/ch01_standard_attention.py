@@ -10,7 +10,8 @@
 # - what the unfused GPU version really does: three kernels, and the traffic between them.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -57,7 +58,8 @@ glue("ratio_n_d", 4096 // 64)
 from flashedu import hardware
 print(f"{'level':10s} {'bandwidth':>12s} {'capacity':>10s}   where")
 for lvl in hardware.MEMORY_HIERARCHY:
-    print(f"{lvl.name:10s} {lvl.bandwidth / 1e12:9.4g} TB/s {lvl.capacity / 1e9:7.4g} GB   {lvl.where}")
+    print(f"{lvl.name:10s} {lvl.bandwidth / 1e12:9.4g} TB/s "
+          f"{lvl.capacity / 1e9:7.4g} GB   {lvl.where}")
 print(f"(source: {hardware.MEMORY_HIERARCHY_SOURCE})")
 
 # %% [markdown]
@@ -84,7 +86,8 @@ from flashedu.iomodel.steps import standard_steps
 import textwrap
 report = simulate("standard", N=4096, d=64, dtype=torch.float16)
 print(textwrap.fill(report.summary(), 78))
-inter = sum(report.per_tensor[n].read_bytes + report.per_tensor[n].write_bytes for n in ("S", "P"))
+inter = sum(report.per_tensor[n].read_bytes + report.per_tensor[n].write_bytes
+            for n in ("S", "P"))
 glue("std_total_mib", report.total_bytes / 2**20)
 glue("std_sp_share", 100 * inter / report.total_bytes)
 
@@ -100,7 +103,8 @@ from flashedu.viz.roofline import roofline_figure
 steps = standard_steps(report)
 for s in steps:
     r = hardware.predict(s.flops, s.bytes, "H100")
-    print(f"{s.name:15s} {s.intensity:7.2f} FLOP/B  {r.bound}-bound  predicted {r.time_s * 1e6:6.1f} µs")
+    print(f"{s.name:15s} {s.intensity:7.2f} FLOP/B  {r.bound}-bound  "
+          f"predicted {r.time_s * 1e6:6.1f} µs")
 roofline_figure([(s.name, s.flops, s.bytes) for s in steps], "H100").show()
 times = [hardware.predict(s.flops, s.bytes, "H100") for s in steps]
 glue("softmax_share", 100 * times[1].time_s / sum(t.time_s for t in times))
@@ -154,12 +158,15 @@ from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
 live = None
-if rt.compiled:  # on a GPU, measure the reader's own at small N and draw it beside the record
+# On a GPU, measure the reader's own at small N and draw it beside the record.
+if rt.compiled:
     from flashedu.bench.peak_memory import peak_bytes, providers
     live = [dict(provider=name, N=N, peak_bytes=peak_bytes(fn, 1, 16, N, 128))
-            for name, fn in providers().items() if name in ("standard_torch", "sdpa_flash")
+            for name, fn in providers().items()
+            if name in ("standard_torch", "sdpa_flash")
             for N in (1024, 2048, 4096)]
-memory_figure(mem, live=live, live_label=torch.cuda.get_device_name() if live else "",
+memory_figure(mem, live=live,
+              live_label=torch.cuda.get_device_name() if live else "",
               providers=("standard_torch", "sdpa_flash")).show()
 by = peaks(mem)
 glue("mem_std_16k", by[("standard_torch", 16384)] / 2**30)
@@ -179,7 +186,8 @@ glue("mem_gpu", mem["provenance"]["gpu"])
 
 # %%
 for impl in flashedu.registry():
-    print(f"{impl.name:22s} ch.{impl.chapter}  {impl.backend:9s}  {textwrap.shorten(impl.summary, 40)}")
+    print(f"{impl.name:22s} ch.{impl.chapter}  {impl.backend:9s}  "
+          f"{textwrap.shorten(impl.summary, 40)}")
 
 # %% [markdown]
 # (Each line is cut short here; `flashedu.get(name).summary` has the whole description.)
@@ -195,8 +203,10 @@ for impl in flashedu.registry():
 from flashedu.listing import region, show
 from flashedu.ops.standard import kernel as std_kernel, reference as std_ref
 show(region(std_kernel, "standard-launches", title="three kernels (host side)"),
-     region(std_ref, "standard-reference", title="reference (PyTorch, simulated chip)",
-            hide=("chip.program(", "chip.buffer(", "chip.compute(", "chip.free(", "S = None"),
+     region(std_ref, "standard-reference",
+            title="reference (PyTorch, simulated chip)",
+            hide=("chip.program(", "chip.buffer(", "chip.compute(", "chip.free(",
+                  "S = None"),
             unwrap=("if numeric",)))
 
 # %% [markdown]
@@ -213,7 +223,8 @@ o_tri, S, P = flashedu.ops.standard.kernel.standard_attention_triton(
     q, k, v, causal=True, return_intermediates=True)
 err = (o_tri.float() - o_ref.float()).abs().max().item()
 print(f"N = {N}, {dtype}, on {rt.device}: max |triton - reference| = {err:.1e}")
-# fp32 rounding of two different summation orders; one build saw 4.9e-5 (not reproduced since).
+# fp32 rounding of two different summation orders; one build saw 4.9e-5
+# (not reproduced since).
 assert err < (1e-4 if dtype == torch.float32 else 2e-2)
 
 # %% [markdown]
@@ -226,10 +237,13 @@ import plotly.graph_objects as go
 print(f"q, k, v together: {sum(t.nbytes for t in (q, k, v)) / 2**20:.2f} MiB;  "
       f"S and P together: {(S.nbytes + P.nbytes) / 2**20:.2f} MiB")
 P_top = P[0, 0, :128, :128].float().cpu()
-fig = go.Figure(go.Heatmap(z=P_top, colorscale="Viridis", colorbar=dict(title="P[i, j]")))
-fig.update_layout(title="The attention matrix P that standard attention writes to HBM (first 128 rows)",
+fig = go.Figure(go.Heatmap(z=P_top, colorscale="Viridis",
+                           colorbar=dict(title="P[i, j]")))
+fig.update_layout(title="The attention matrix P that standard attention writes "
+                        "to HBM (first 128 rows)",
                   xaxis_title="key j", yaxis_title="query i", height=460, width=600,
-                  xaxis=dict(constrain="domain"), yaxis=dict(autorange="reversed", scaleanchor="x"))
+                  xaxis=dict(constrain="domain"),
+                  yaxis=dict(autorange="reversed", scaleanchor="x"))
 fig.show()
 
 # %% [markdown]
@@ -263,9 +277,10 @@ def s_and_p_bytes(N, heads, itemsize):
 
 assert check_s_and_p_bytes(s_and_p_bytes)
 
-# 2: the masked entries of P become 0, but standard attention still computes and writes all of S
-#    and P: the recorded traffic is the same.
-assert simulate("standard", N=512, d=64, causal=True).total_bytes == simulate("standard", N=512, d=64).total_bytes
+# 2: the masked entries of P become 0, but standard attention still computes and
+#    writes all of S and P: the recorded traffic is the same.
+assert (simulate("standard", N=512, d=64, causal=True).total_bytes
+        == simulate("standard", N=512, d=64).total_bytes)
 
 # 3: the intensity of S = QKᵀ grows with d; search for the first compute-bound d.
 for d in range(16, 1025, 16):

@@ -10,7 +10,8 @@
 #   tiling, split-KV decoding and ring attention possible.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -151,13 +152,15 @@ show(region(softmax_kernel, "softmax-kernel", title="kernel: one program per row
 
 # %%
 from flashedu.ops.online.softmax_kernel import softmax_triton
-glue("ch02_runtime", "compiled on a GPU" if rt.compiled else "the interpreter on a CPU")
+glue("ch02_runtime",
+     "compiled on a GPU" if rt.compiled else "the interpreter on a CPU")
 n = rt.size(cpu=300, gpu=32768)
 x = torch.randn(64, n, device=rt.device) * 5
 for online in (False, True):
     y = softmax_triton(x, online=online)
     err = (y.double() - torch.softmax(x.double(), -1)).abs().max().item()
-    print(f"{'online' if online else 'safe  '} Triton softmax, {x.shape[0]} rows of {n}: max error {err:.1e}")
+    print(f"{'online' if online else 'safe  '} Triton softmax, "
+          f"{x.shape[0]} rows of {n}: max error {err:.1e}")
     assert err < 1e-5
 
 # %% [markdown]
@@ -170,7 +173,8 @@ x_small = torch.randn(3, 300, device=rt.device) * 5
 for block in (16, 64, 512):
     y = softmax_triton(x_small, block=block)
     err = (y.double() - torch.softmax(x_small.double(), -1)).abs().max().item()
-    print(f"block = {block:3d}: {-(-300 // block):2d} blocks per row, max error {err:.1e}")
+    print(f"block = {block:3d}: {-(-300 // block):2d} blocks per row, "
+          f"max error {err:.1e}")
 
 # %% [markdown]
 # ## Softmax times V in one pass, and the merge operator
@@ -215,7 +219,7 @@ print(inspect.getsource(state.merge))
 # %%
 from flashedu.softmax import state_of_block, merge_all, finalize
 g = torch.Generator().manual_seed(1)
-s = torch.randn(3, 50, generator=g, dtype=torch.float64) * 3  # 3 query rows, 50 keys
+s = torch.randn(3, 50, generator=g, dtype=torch.float64) * 3  # 3 queries, 50 keys
 v = torch.randn(50, 8, generator=g, dtype=torch.float64)
 cuts = [0, *sorted(torch.randperm(49, generator=g)[:5].add(1).tolist()), 50]
 parts = [state_of_block(s[:, a:b], v[a:b]) for a, b in zip(cuts, cuts[1:])]
@@ -265,8 +269,10 @@ show(region(online_ref, "online-reference", title="reference (PyTorch)"),
 # change and makes the tiles big enough for it to pay. Both implementations give the same output:
 
 # %%
-o_kernel = flashedu.get("online_triton").fn(*(t.to(rt.device) for t in (q, k, v)), causal=True).cpu()
-print(f"max |online_triton - online_reference| = {(o_kernel - o_online).abs().max().item():.1e}")
+o_kernel = flashedu.get("online_triton").fn(
+    *(t.to(rt.device) for t in (q, k, v)), causal=True).cpu()
+print(f"max |online_triton - online_reference| = "
+      f"{(o_kernel - o_online).abs().max().item():.1e}")
 assert (o_kernel - o_online).abs().max().item() < 1e-5
 
 # %% [markdown]
@@ -299,7 +305,8 @@ from flashedu.exercises import check_merge, check_softmax
 
 def my_merge(a, b):
     m = torch.maximum(a.m, b.m)
-    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # both empty: m = -inf
+    # both empty: m = -inf
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     alpha, beta = torch.exp(a.m - m_safe), torch.exp(b.m - m_safe)
     return m, a.l * alpha + b.l * beta, a.o * alpha + b.o * beta
 
@@ -317,4 +324,5 @@ def my_softmax(x):
 
 assert check_merge(my_merge)
 assert check_softmax(my_softmax)
-# 3: safe: three loops over the row (max, sum, write); online: two (max and sum together, write).
+# 3: safe: three loops over the row (max, sum, write);
+#    online: two (max and sum together, write).

@@ -11,7 +11,8 @@
 # - recomputation: why the backward pass stores $(\ell, m)$ instead of $P$ and recomputes $P$.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -66,8 +67,12 @@ rt = setup()
 # %%
 from flashedu.listing import region, show
 from flashedu.ops.v1 import kernel as v1_kernel, reference as v1_ref
-BOOKKEEPING = dict(hide=("chip.compute(", "chip.skip(", "if causal and fully_masked"), unwrap=("if numeric",))
-v1_reference_view = region(v1_ref, "v1-reference", title="reference (PyTorch, simulated chip)", **BOOKKEEPING)
+BOOKKEEPING = dict(hide=("chip.compute(", "chip.skip(",
+                         "if causal and fully_masked"),
+                   unwrap=("if numeric",))
+v1_reference_view = region(v1_ref, "v1-reference",
+                           title="reference (PyTorch, simulated chip)",
+                           **BOOKKEEPING)
 show(v1_reference_view)
 
 # %% [markdown]
@@ -79,7 +84,8 @@ q, k, v = random_qkv(B=2, H=2, N=200, D=64, device="cpu", dtype=torch.float64)
 for causal in (False, True):
     o1 = flashedu.get("v1_reference").fn(q, k, v, causal=causal)
     o0 = flashedu.get("standard_reference").fn(q, k, v, causal=causal)
-    print(f"causal={causal}: max |v1 - standard| = {(o1 - o0).abs().max().item():.1e}")
+    print(f"causal={causal}: max |v1 - standard| = "
+          f"{(o1 - o0).abs().max().item():.1e}")
 
 # %% [markdown]
 # ## Block sizes from the SRAM
@@ -120,7 +126,8 @@ print(textwrap.fill(r.summary(), 78))
 
 # %%
 from flashedu.viz import tile_schedule
-tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024), concurrent=False).show()
+tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024),
+              concurrent=False).show()
 
 # %% [markdown]
 # With a live kernel (Jupyter, Colab) you can change the algorithm, $N$, $d$, the SRAM size and
@@ -194,7 +201,8 @@ errors = check_against_fp64("v1_reference", q, k, v, causal=True)
 N, d = 4096, 64
 bwd = simulate("v1", N=N, d=d, backward=True)
 print(textwrap.fill(bwd.summary(), 78))
-print(f"kept for the backward pass: standard P = {N * N:,} elements;  v1 ℓ and m = {2 * N:,} elements")
+print(f"kept for the backward pass: standard P = {N * N:,} elements;  "
+      f"v1 ℓ and m = {2 * N:,} elements")
 
 # %% [markdown]
 # ## A Triton kernel with v1's schedule
@@ -233,8 +241,10 @@ show(region(v1_kernel, "v1-kernel", title="kernel (Triton)"), v1_reference_view)
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
-# Forward, then the kernel's backward (Algorithm 4 in v1's loop order), against fp64:
-errors = check_against_fp64("v1_triton", q, k, v, causal=True, fallback="v1_reference")
+# Forward, then the kernel's backward (Algorithm 4 in v1's loop order),
+# against fp64:
+errors = check_against_fp64("v1_triton", q, k, v, causal=True,
+                            fallback="v1_reference")
 
 # %% [markdown]
 # ## Summary
@@ -269,14 +279,19 @@ def fa1_blocks(M, d):
 
 def v1_traffic(N, d, Br, Bc):
     Tc = N // Bc
-    reads = 2 * N * d + 2 * Tc * N * d + 2 * Tc * N   # + ℓ_i, m_i read with Q_i, O_i every step
-    writes = Tc * N * d + 2 * Tc * N + N * d + 2 * N  # + O, ℓ, m initialised in HBM (line 2)
+    # the last term: ℓ_i, m_i read with Q_i, O_i every step
+    reads = 2 * N * d + 2 * Tc * N * d + 2 * Tc * N
+    # the last two terms: O, ℓ, m initialised in HBM (line 2)
+    writes = Tc * N * d + 2 * Tc * N + N * d + 2 * N
     return reads, writes
 
 assert check_fa1_blocks(fa1_blocks)
 assert check_v1_traffic(v1_traffic)
 
-# 3: with tiny tiles, Tc = N / Bc is large and O makes Tc round trips (about 3·Tc·N·d
-#    elements), which grows past standard attention's 4N² for S and P once Bc is small enough.
-worse = [r["sram_kib"] for r in traffic_vs_sram(N=4096, d=64, sram_kib=(16, 24, 32, 48)) if r["v1"] > r["standard"]]
+# 3: with tiny tiles, Tc = N / Bc is large and O makes Tc round trips (about
+#    3·Tc·N·d elements), which grows past standard attention's 4N² for S and P
+#    once Bc is small enough.
+worse = [r["sram_kib"]
+         for r in traffic_vs_sram(N=4096, d=64, sram_kib=(16, 24, 32, 48))
+         if r["v1"] > r["standard"]]
 print("v1 moves more than standard at SRAM sizes (KiB):", worse)

@@ -11,7 +11,8 @@
 # - a Triton kernel for all of it, and how fast it is beside torch's own kernels.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -33,8 +34,10 @@ rt = setup()
 # %%
 from flashedu.listing import region, show
 from flashedu.ops.v2 import kernel as v2_kernel, reference as v2_ref
-v2_reference_view = region(v2_ref, "v2-reference", title="reference (PyTorch, simulated chip)",
-                           hide=("chip.program(", "chip.buffer(", "chip.compute(", "chip.skip("),
+v2_reference_view = region(v2_ref, "v2-reference",
+                           title="reference (PyTorch, simulated chip)",
+                           hide=("chip.program(", "chip.buffer(", "chip.compute(",
+                                 "chip.skip("),
                            unwrap=("if numeric",))
 show(v2_reference_view)
 
@@ -78,12 +81,15 @@ N, d = 4096, 64
 r2 = simulate("v2", N=N, d=d)
 r1 = simulate("v1", N=N, d=d, block_r=r2.block_r, block_c=r2.block_c)
 print(f"blocks Br = {r2.block_r}, Bc = {r2.block_c}, N = {N}, d = {d}")
-print(f"{'':4s} {'count reads':>12s} {'count writes':>12s} {'recorded reads':>15s} {'recorded writes':>16s}")
+print(f"{'':4s} {'count reads':>12s} {'count writes':>12s} "
+      f"{'recorded reads':>15s} {'recorded writes':>16s}")
 for r in (r1, r2):
     f = formula(r.algorithm, N=N, d=d, block_r=r.block_r, block_c=r.block_c)
-    print(f"{r.algorithm:4s} {f.seed.reads:12,d} {f.seed.writes:12,d} {r.read_elements:15,d} {r.write_elements:16,d}")
+    print(f"{r.algorithm:4s} {f.seed.reads:12,d} {f.seed.writes:12,d} "
+          f"{r.read_elements:15,d} {r.write_elements:16,d}")
 glue("v2_traffic_gain", r1.total_elements / r2.total_elements)
-assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)  # f is v2's formula
+# f is v2's formula
+assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)
 
 # %% [markdown]
 # v2's recorded count equals the closed form exactly: $Q$ is read once, $K$ and $V$ once per
@@ -98,7 +104,8 @@ assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)  #
 # %%
 from flashedu.viz import side_by_side, traffic_explorer
 a = simulate("v1", N=512, d=64, sram_bytes=32 * 1024)
-b = simulate("v2", N=512, d=64, sram_bytes=32 * 1024, block_r=a.block_r, block_c=a.block_c)
+b = simulate("v2", N=512, d=64, sram_bytes=32 * 1024,
+             block_r=a.block_r, block_c=a.block_c)
 side_by_side(a, b, concurrent=False).show()
 
 # %% [markdown]
@@ -116,7 +123,8 @@ side_by_side(a, b, concurrent=False).show()
 # %%
 traffic_explorer(gpu="H100").show()
 from flashedu.viz.traffic import traffic_curves
-own = [traffic_curves(a, Ns=[16384], d=64, sram_bytes=228 * 1024, heads=16)[0][0] for a in ("v1", "v2")]
+own = [traffic_curves(a, Ns=[16384], d=64, sram_bytes=228 * 1024, heads=16)[0][0]
+       for a in ("v1", "v2")]
 glue("v1_own_tiles_16k", float(own[0] / own[1]))
 
 # %% [markdown]
@@ -182,8 +190,9 @@ sm_waves_figure(batch=16, heads=16, N=1024, gpu="A100").show()
 for B, H, N in ((1, 16, 8192), (16, 16, 1024)):
     for alg in ("v1", "v2"):
         o = occupancy(alg, batch=B, heads=H, N=N, gpu="A100")
-        print(f"B={B:2d} H={H} N={N:5d} {alg}: {o.programs:5d} programs, {o.waves:2d} waves, "
-              f"done at t = {o.finish_time:3d}, SMs busy {100 * o.utilization:3.0f}% of the time")
+        print(f"B={B:2d} H={H} N={N:5d} {alg}: {o.programs:5d} programs, "
+              f"{o.waves:2d} waves, done at t = {o.finish_time:3d}, "
+              f"SMs busy {100 * o.utilization:3.0f}% of the time")
 
 # %% [markdown]
 # Inside a program the work is split across warps (groups of 32 threads). v1 splits $K_j$, $V_j$
@@ -205,7 +214,9 @@ warp_partition_figure(block_r=64, block_c=64, d=64, warps=4).show()
 full = simulate("v2", N=1024, d=64)
 causal = simulate("v2", N=1024, d=64, causal=True)
 print(f"tiles computed: full {full.tiles_computed}, causal {causal.tiles_computed} "
-      f"({causal.tiles_skipped} skipped); HBM reads {full.read_bytes / 2**20:.1f} → {causal.read_bytes / 2**20:.1f} MiB")
+      f"({causal.tiles_skipped} skipped); "
+      f"HBM reads {full.read_bytes / 2**20:.1f} → "
+      f"{causal.read_bytes / 2**20:.1f} MiB")
 from flashedu.viz import tile_schedule
 tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).show()
 
@@ -252,7 +263,8 @@ tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).sh
 from flashedu.ops.v2 import reference_bwd as v2_ref_bwd
 v2_backward_view = region(v2_ref_bwd, "v2-backward-reference",
                           title="reference backward (Algorithm 2)",
-                          hide=("chip.program(", "for name, r, c", "chip.compute(", "chip.skip("),
+                          hide=("chip.program(", "for name, r, c", "chip.compute(",
+                                "chip.skip("),
                           unwrap=("if numeric",))
 show(v2_backward_view)
 
@@ -277,8 +289,8 @@ check_against_fp64("v2_reference", q, k, v, causal=True)
 N, d = 4096, 64
 for kib in (32, 64, 128, 228):
     r = simulate("v2", N=N, d=d, backward=True, sram_bytes=kib * 1024)
-    print(f"SRAM {kib:3d} KiB: tiles {r.block_r:3d} × {r.block_c:<3d}  backward moves "
-          f"{(r.read_bytes + r.write_bytes) / 2**20:6.1f} MiB")
+    print(f"SRAM {kib:3d} KiB: tiles {r.block_r:3d} × {r.block_c:<3d}  "
+          f"backward moves {(r.read_bytes + r.write_bytes) / 2**20:6.1f} MiB")
 
 # %% [markdown]
 # Against what? An unfused backward (each step a separate kernel, as in
@@ -292,7 +304,8 @@ for N in (1024, 4096, 16384):
     for d in (64, 128):
         tiled = simulate("v2", N=N, d=d, backward=True)
         unfused = 7 * N * N * 2  # seven N×N fp16 transfers, P, dP and dS
-        rows.append((N, d, (tiled.read_bytes + tiled.write_bytes) / 2**20, unfused / 2**20))
+        rows.append((N, d, (tiled.read_bytes + tiled.write_bytes) / 2**20,
+                     unfused / 2**20))
         print(f"N = {N:5d}, d = {d:3d}: tiled backward {rows[-1][2]:7.0f} MiB, "
               f"unfused N² terms {rows[-1][3]:6.0f} MiB")
 glue("bwd_ratio_64", rows[2][2] / rows[2][3])
@@ -370,8 +383,10 @@ show(region(v2_kernel, "v2-kernel", title="kernel: one program per Q tile"),
 # %% tags=["hide-input"]
 from flashedu.recorded.bench import latest as latest_bench
 harness = latest_bench()
-stages = {r["num_stages"]: r["fwd_tflops"] for r in harness["ablations"]["num-stages"]["rows"]
-          if (r["D"], r["N"], r["causal"]) == (128, 16384, False) and r["fwd_status"] == "ok"}
+stages = {r["num_stages"]: r["fwd_tflops"]
+          for r in harness["ablations"]["num-stages"]["rows"]
+          if (r["D"], r["N"], r["causal"]) == (128, 16384, False)
+          and r["fwd_status"] == "ok"}
 skip = [r["full_over_causal"] for r in harness["ablations"]["causal-skip"]["rows"]
         if r["impl"] == "v2_triton" and r["D"] == 128]
 glue("abl_gpu", harness["info"]["gpu"])
@@ -396,8 +411,10 @@ glue("abl_skip_hi", max(skip))
 
 # %%
 from flashedu.ops.v2 import kernel_bwd as v2_kernel_bwd
-show(region(v2_kernel_bwd, "v2-bwd-dkdv", title="kernel 2: dK, dV (one program per K/V tile)"),
-     region(v2_kernel_bwd, "v2-bwd-dq", title="kernel 3: dQ (one program per Q tile)"),
+show(region(v2_kernel_bwd, "v2-bwd-dkdv",
+            title="kernel 2: dK, dV (one program per K/V tile)"),
+     region(v2_kernel_bwd, "v2-bwd-dq",
+            title="kernel 3: dQ (one program per Q tile)"),
      v2_backward_view)
 
 # %% [markdown]
@@ -413,7 +430,8 @@ show(region(v2_kernel_bwd, "v2-bwd-dkdv", title="kernel 2: dK, dV (one program p
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
-errors = check_against_fp64("v2_triton", q, k, v, causal=True, fallback="v2_reference")
+errors = check_against_fp64("v2_triton", q, k, v, causal=True,
+                            fallback="v2_reference")
 
 # %% [markdown]
 # ## How fast, measured
@@ -428,21 +446,26 @@ from flashedu.recorded.bench import ratio, v2_tuning
 from flashedu.viz.tflops import tflops_figure
 bench = v2_tuning()
 tflops_figure(bench).show()
-cases = [(p, D, c) for p in ("fwd", "bwd") for D in (64, 128) for c in (False, True)]
-vs_flash = {(p, D, c, N): ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_=p, D=D, causal=c, N=N)
+cases = [(p, D, c) for p in ("fwd", "bwd") for D in (64, 128)
+         for c in (False, True)]
+vs_flash = {(p, D, c, N): ratio(bench, impl="v2_triton", peer="sdpa_flash",
+                                pass_=p, D=D, causal=c, N=N)
             for p, D, c in cases for N in (2048, 4096, 8192, 16384)}
-v1_vs_v2 = [ratio(bench, impl="v2_triton", peer="v1_triton", pass_="fwd", D=D, causal=False, N=16384)
+v1_vs_v2 = [ratio(bench, impl="v2_triton", peer="v1_triton",
+                  pass_="fwd", D=D, causal=False, N=16384)
             for D in (64, 128)]
 print("v2_triton speed over SDPA's flash backend, N = 2k…16k:")
 for p, D, c in cases:
-    vals = "  ".join(f"{vs_flash[(p, D, c, N)]:.2f}x" for N in (2048, 4096, 8192, 16384))
+    vals = "  ".join(f"{vs_flash[(p, D, c, N)]:.2f}x"
+                     for N in (2048, 4096, 8192, 16384))
     print(f"  {p:3s} D{D:<3d} {'causal' if c else 'full  '}  {vals}")
 glue("bench_gpu", bench["info"]["gpu"])
 glue("v2_fwd_min", min(v for (p, *_), v in vs_flash.items() if p == "fwd"))
 glue("v2_bwd_min", min(v for (p, *_), v in vs_flash.items() if p == "bwd"))
 glue("v1_v2_16k", min(v1_vs_v2))
 # The prose below says cuDNN is faster in every case: keep that true to the data.
-assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causal=c, N=N) < 1
+assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn",
+                 pass_=p, D=D, causal=c, N=N) < 1
            for p, D, c in cases for N in (2048, 4096, 8192, 16384))
 
 # %% [markdown]
@@ -462,7 +485,8 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_=p, D=D, causa
 from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
-memory_figure(mem, providers=("standard_torch", "sdpa_flash", "v1_triton", "v2_triton")).show()
+memory_figure(mem, providers=("standard_torch", "sdpa_flash",
+                              "v1_triton", "v2_triton")).show()
 peak = peaks(mem)
 glue("mem_v2_vs_flash", peak[("v2_triton", 16384)] / peak[("sdpa_flash", 16384)])
 glue("mem_v2_growth", peak[("v2_triton", 16384)] / peak[("v2_triton", 1024)])
@@ -507,5 +531,8 @@ def n_programs(algorithm, batch, heads, N, block_r):
 
 assert check_v2_traffic(v2_traffic)
 assert check_programs(n_programs)
-batch = next(b for b in range(1, 200) if occupancy("v1", batch=b, heads=16, N=4096, gpu="H100").utilization >= 0.9)
-print(f"v1 needs batch {batch} (×16 heads = {batch * 16} programs) to keep 90% of 132 SMs busy")
+batch = next(
+    b for b in range(1, 200)
+    if occupancy("v1", batch=b, heads=16, N=4096, gpu="H100").utilization >= 0.9)
+print(f"v1 needs batch {batch} (×16 heads = {batch * 16} programs) "
+      "to keep 90% of 132 SMs busy")

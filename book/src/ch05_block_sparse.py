@@ -13,7 +13,8 @@
 #   `BlockMask`, the same idea in torch.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -32,7 +33,8 @@ rt = setup()
 # chapter checks where a laptop can:
 
 # %%
-FA1_PAPER = {"speedup_lo": 2, "speedup_hi": 4, "max_len_k": 64, "lra_speedup": 2.8, "path256_acc": 63.1}
+FA1_PAPER = {"speedup_lo": 2, "speedup_hi": 4, "max_len_k": 64, "lra_speedup": 2.8,
+             "path256_acc": 63.1}
 for key, value in FA1_PAPER.items():
     glue(f"paper_{key}", value)
 
@@ -124,8 +126,10 @@ glue("bf_T", patterns["butterfly"].Tr)
 # %%
 from flashedu.listing import region, show
 from flashedu.ops.block_sparse import kernel as bs_kernel, reference as bs_ref
-bs_reference_view = region(bs_ref, "block-sparse-reference", title="reference (PyTorch, simulated chip)",
-                           hide=("chip.program(", "for name, r, c", "if has_m", "chip.compute("),
+bs_reference_view = region(bs_ref, "block-sparse-reference",
+                           title="reference (PyTorch, simulated chip)",
+                           hide=("chip.program(", "for name, r, c", "if has_m",
+                                 "chip.compute("),
                            unwrap=("if numeric",))
 show(bs_reference_view)
 
@@ -135,20 +139,24 @@ show(bs_reference_view)
 
 # %%
 def masked_attention(q, k, v, keep):
-    """Dense attention with token mask keep [H, N, N_k]; a row with no key gives 0."""
-    s = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~keep, float("-inf"))
+    """Dense attention with token mask keep [H, N, N_k]; a row with no key
+    gives 0."""
+    s = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(
+        ~keep, float("-inf"))
     p = torch.softmax(s, dim=-1).nan_to_num(0.0)
     return p @ v
 
 q, k, v = random_qkv(B=1, H=2, N=200, D=32, device="cpu", dtype=torch.float64)
 pos = torch.arange(200)
-token = (torch.rand(2, 200, 200) < 0.3) & ((pos[:, None] - pos[None, :]).abs() < 50)  # sparse, near the diagonal
+# sparse, near the diagonal
+token = (torch.rand(2, 200, 200) < 0.3) & ((pos[:, None] - pos[None, :]).abs() < 50)
 token[1, 7] = False  # query 7 of head 1 sees no key
 m = bs.from_token_mask(token, block_r=32)
 o = flashedu.get("block_sparse_reference").fn(q, k, v, block_mask=m)
 err = (o - masked_attention(q, k, v, m.dense())).abs().max().item()
 print(textwrap.fill(str(m), 78))
-print(f"max |block-sparse - dense masked| = {err:.1e}; row 7 of head 1 is {o[0, 1, 7].abs().max().item()}")
+print(f"max |block-sparse - dense masked| = {err:.1e}; "
+      f"row 7 of head 1 is {o[0, 1, 7].abs().max().item()}")
 assert err < 1e-12
 
 # %% [markdown]
@@ -161,12 +169,16 @@ assert err < 1e-12
 # subtraction and the loop has no branch:
 
 # %%
-small = bs.from_blocks(torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 1], [0, 1, 0, 1]], dtype=torch.bool),
+small = bs.from_blocks(torch.tensor([[1, 1, 0, 0],
+                                     [0, 0, 0, 0],
+                                     [1, 0, 1, 1],
+                                     [0, 1, 0, 1]], dtype=torch.bool),
                        block_r=16)
 csr = bs.to_csr(small.blocks)
 print("ptr   =", csr.ptr.tolist())
 print("index =", csr.index.tolist())
-print("count per row =", csr.counts[0].tolist(), "(row 1 is empty: its output is 0)")
+print("count per row =", csr.counts[0].tolist(),
+      "(row 1 is empty: its output is 0)")
 assert (bs.from_csr(csr) == small.blocks).all()
 
 # %% [markdown]
@@ -198,12 +210,14 @@ for s in (1.0, 0.5, 0.25, 0.1):
     mask = bs.random_blocks(N, block=Br, density=s)
     r = simulate("block_sparse", N=N, d=d, block_mask=mask)
     exact = N * d + 2 * d * Br * mask.nnz()
-    assert r.read_elements == exact == formula("block_sparse", N=N, d=d, block_r=Br, block_c=Br,
+    assert r.read_elements == exact == formula("block_sparse", N=N, d=d,
+                                                block_r=Br, block_c=Br,
                                                 block_mask=mask).exact.reads
     rows.append((s, mask.nnz(), r.read_elements, r.write_elements))
 dense_reads = rows[0][2]
 for s, nnz, reads, writes in rows:
-    print(f"density {s:4.0%}: {nnz:5d} tiles, reads {reads:>10,d} ({reads / dense_reads:.3f} of dense), writes {writes:,d}")
+    print(f"density {s:4.0%}: {nnz:5d} tiles, reads {reads:>10,d} "
+          f"({reads / dense_reads:.3f} of dense), writes {writes:,d}")
 glue("io_25", rows[2][2] / dense_reads)
 glue("io_10", rows[3][2] / dense_reads)
 
@@ -226,16 +240,21 @@ def model_ratios(N, d, heads=16, gpu="H100"):
     dense = simulate("block_sparse", N=N, d=d, heads=heads)
     io, t = [], []
     for s in dens:
-        r = simulate("block_sparse", N=N, d=d, heads=heads, block_mask=bs.random_blocks(N, block=dense.block_r, density=s))
+        r = simulate(
+            "block_sparse", N=N, d=d, heads=heads,
+            block_mask=bs.random_blocks(N, block=dense.block_r, density=s))
         io.append(r.total_bytes / dense.total_bytes)
-        t.append(hardware.roofline(r, gpu).time_s / hardware.roofline(dense, gpu).time_s)
+        t.append(hardware.roofline(r, gpu).time_s
+                 / hardware.roofline(dense, gpu).time_s)
     return io, t
 
 io4, t4 = model_ratios(4096, 64)
-curves = {"HBM traffic, model (N=4k, d=64)": (dens, io4), "roofline time, H100 (N=4k, d=64)": (dens, t4)}
+curves = {"HBM traffic, model (N=4k, d=64)": (dens, io4),
+          "roofline time, H100 (N=4k, d=64)": (dens, t4)}
 glue("t_25", t4[dens.index(0.25)])
 # The prose above calls dense v2 memory-bound in the model: keep it true.
-assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16), "H100").bound == "memory"
+assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16),
+                         "H100").bound == "memory"
 
 # %% [markdown]
 # ## What a GPU measured
@@ -255,14 +274,17 @@ if run:
     facts = bsm.summary(run)
     for name, value in facts.items():
         glue(name, value)
-    # What the prose says of them: each ablation was slower somewhere, and the shortest
-    # forward is about as long on the GPU as one eager call on the CPU.
-    assert min(facts["prefetch_hi_d128"], facts["prefetch_hi_d64"], facts["walk_hi_d64"]) > 1
+    # What the prose says of them: each ablation was slower somewhere, and the
+    # shortest forward is about as long on the GPU as one eager call on the CPU.
+    assert min(facts["prefetch_hi_d128"], facts["prefetch_hi_d64"],
+               facts["walk_hi_d64"]) > 1
     assert 0.5 < facts["gpu_min_us"] / facts["host_hi_us"] < 2
 else:
-    print("No GPU measurement is recorded (flashedu/recorded/data/block_sparse/ is empty): the figure shows the model only.")
+    print("No GPU measurement is recorded (flashedu/recorded/data/block_sparse/ "
+          "is empty): the figure shows the model only.")
 density_figure(curves, measured=bsm.figure_points(run) if run else None,
-               title="Block-sparse forward against density<br><sup>relative to dense v2; random tiles</sup>").show()
+               title="Block-sparse forward against density<br>"
+                     "<sup>relative to dense v2; random tiles</sup>").show()
 
 # %% [markdown]
 # On the {glue:text}`meas_gpu` ({glue:text}`meas_date`), the forward with random tiles took at
@@ -318,7 +340,8 @@ from IPython.display import Markdown, display
 if run:
     table = bsm.ratios(run)
     for N_ in sorted({r.N for r in table}):
-        display(Markdown(f"**N = {N_ // 1024}k, forward**\n\n" + bsm.markdown_table(table, N=N_)))
+        display(Markdown(f"**N = {N_ // 1024}k, forward**\n\n"
+                         + bsm.markdown_table(table, N=N_)))
     display(Markdown(f"**N = {N_ // 1024}k, forward + backward**\n\n"
                      + bsm.markdown_table(table, N=N_, pass_="fwd+bwd")))
 
@@ -331,7 +354,8 @@ if run:
 
 # %%
 from flashedu.viz.block_sparse import pattern_explorer
-pattern_explorer({k: patterns[k] for k in ("local", "butterfly", "global + local", "random 25%")}).show()
+pattern_explorer({k: patterns[k] for k in ("local", "butterfly", "global + local",
+                                           "random 25%")}).show()
 
 # %% [markdown]
 # With a live kernel (Jupyter, Colab) you can draw your own mask: run
@@ -352,7 +376,8 @@ pattern_explorer({k: patterns[k] for k in ("local", "butterfly", "global + local
 # the reference:
 
 # %%
-show(region(bs_kernel, "block-sparse-kernel", title="kernel: one program per Q tile"),
+show(region(bs_kernel, "block-sparse-kernel",
+            title="kernel: one program per Q tile"),
      region(bs_kernel, "block-sparse-inner", title="kernel: walking the list"),
      bs_reference_view)
 
@@ -380,8 +405,9 @@ dtype = torch.float32 if rt.interpreted else torch.float16
 mask = bs.sliding_window(N, window=N // 8, block=32 if rt.interpreted else 128)
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
 print(f"{mask.density(causal=True):.0%} of the tiles are computed")
-errors = check_against_fp64("block_sparse_triton", q, k, v, causal=True, block_mask=mask,
-                   token_mask=mask.dense(causal=True), fallback="block_sparse_reference")
+errors = check_against_fp64("block_sparse_triton", q, k, v, causal=True,
+                            block_mask=mask, token_mask=mask.dense(causal=True),
+                            fallback="block_sparse_reference")
 
 # %% [markdown]
 # ## FlexAttention: the same idea in torch
@@ -399,9 +425,10 @@ if avail is None:
     fm = bs.to_flex(window, causal=True)
     print(fm)
     back = bs.from_flex(fm)
-    print("round trip keeps every score:", bool((back.dense() == window.dense(causal=True)).all()))
-    made = create_block_mask(lambda b, h, qi, ki: (qi - ki).abs() <= 40, None, None, 256, 256, device="cpu",
-                             BLOCK_SIZE=32)
+    print("round trip keeps every score:",
+          bool((back.dense() == window.dense(causal=True)).all()))
+    made = create_block_mask(lambda b, h, qi, ki: (qi - ki).abs() <= 40,
+                             None, None, 256, 256, device="cpu", BLOCK_SIZE=32)
     print("torch's own sliding window =")
     print(textwrap.fill(str(bs.from_flex(made)), 78))
 else:
@@ -442,14 +469,16 @@ else:
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).
-from flashedu.exercises import check_block_sparse_reads, check_csr, check_programs_per_sm
+from flashedu.exercises import (check_block_sparse_reads, check_csr,
+                                check_programs_per_sm)
 
 def block_sparse_reads(N, d, Br, Bc, nnz):
     return N * d + 2 * nnz * Bc * d
 
 def csr(grid):
     ptr = [0] + grid.sum(-1).cumsum(0).tolist()
-    index = torch.nonzero(grid)[:, 1].tolist()  # row-major: each row's columns in order
+    # row-major: each row's columns in order
+    index = torch.nonzero(grid)[:, 1].tolist()
     return ptr, index
 
 def programs_per_sm(block_m, block_n, stages, d, sram_kb):
@@ -458,10 +487,13 @@ def programs_per_sm(block_m, block_n, stages, d, sram_kb):
 assert check_block_sparse_reads(block_sparse_reads)
 assert check_csr(csr)
 assert check_programs_per_sm(programs_per_sm)
-print(f"d = 128, 228 KB: {programs_per_sm(128, 128, 3, 128, 228)} program of 128 × 128, "
-      f"{programs_per_sm(64, 64, 3, 128, 228)} of 64 × 64")
+print(f"d = 128, 228 KB: {programs_per_sm(128, 128, 3, 128, 228)} "
+      f"program of 128 × 128, {programs_per_sm(64, 64, 3, 128, 228)} of 64 × 64")
 dense_bytes = simulate("block_sparse", N=4096, d=64).total_bytes
 half = next(s / 100 for s in range(100, 0, -1)
-            if simulate("block_sparse", N=4096, d=64, block_mask=bs.random_blocks(4096, block=128, density=s / 100)).total_bytes
+            if simulate("block_sparse", N=4096, d=64,
+                        block_mask=bs.random_blocks(4096, block=128,
+                                                    density=s / 100)).total_bytes
             <= dense_bytes / 2)
-print(f"half the traffic at {half:.0%} of the tiles: Q is read and O, L written in full whatever the density")
+print(f"half the traffic at {half:.0%} of the tiles: "
+      "Q is read and O, L written in full whatever the density")

@@ -12,7 +12,8 @@
 #   FA3's error table reproduced on a CPU; an FP8 Triton kernel that computes exactly that.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -35,10 +36,12 @@ rt = setup()
 from flashedu.hardware import gpu
 from flashedu.fa3sim import exp_share_table
 h100 = gpu("H100")
-print(f"H100: {h100.fp16_flops / 1e12:.0f} TFLOP/s fp16 matmul, {h100.sfu_ops / 1e12:.2f} T exp/s "
+print(f"H100: {h100.fp16_flops / 1e12:.0f} TFLOP/s fp16 matmul, "
+      f"{h100.sfu_ops / 1e12:.2f} T exp/s "
       f"({h100.fp16_flops / h100.sfu_ops:.0f}x fewer)")
 for e in exp_share_table((64, 128, 256)):
-    print(f"  D = {e.d:3d}: exponentials take {100 * e.ratio:3.0f}% of the GEMMs' time")
+    print(f"  D = {e.d:3d}: exponentials take {100 * e.ratio:3.0f}% "
+          "of the GEMMs' time")
 shares = {e.d: e.ratio for e in exp_share_table((64, 128, 256))}
 glue("mufu_tflops", h100.sfu_ops / 1e12)
 glue("tc_tflops", h100.fp16_flops / 1e12)
@@ -81,13 +84,15 @@ glue("exp_share_128", 100 * shares[128])
 from flashedu.hardware import SM_LOAD_NOTE, sm_rates
 from flashedu.fa3sim import SCHEDULES, compare
 sm = sm_rates("H100")
-print(f"one H100 SM per clock: {sm.tensor_flops_per_clk:.0f} tensor FLOPs, {sm.sfu_per_clk:.0f} exps, "
-      f"{sm.fp32_per_clk} FP32 ops, {sm.load_bytes_per_clk:.0f} bytes of K/V")
+print(f"one H100 SM per clock: {sm.tensor_flops_per_clk:.0f} tensor FLOPs, "
+      f"{sm.sfu_per_clk:.0f} exps, {sm.fp32_per_clk} FP32 ops, "
+      f"{sm.load_bytes_per_clk:.0f} bytes of K/V")
 import textwrap
 print(textwrap.fill("loads: " + SM_LOAD_NOTE, 78, subsequent_indent="  "))
 sims = compare(d=128, n_blocks=16)
 for name, r in sims.items():
-    print(f"{r.label:34s} tensor cores busy {100 * r.tensor_utilization:3.0f}%  → {r.tflops:4.0f} TFLOP/s")
+    print(f"{r.label:34s} tensor cores busy {100 * r.tensor_utilization:3.0f}%  "
+          f"→ {r.tflops:4.0f} TFLOP/s")
 for name, r in sims.items():
     glue(f"sim_{name}", r.tflops)
 glue("sim_fa3_util", 100 * sims["fa3"].tensor_utilization)
@@ -158,9 +163,11 @@ glue("max_regs", CONSUMER_REGS_PER_THREAD)
 for d, bn in ((128, 128), (256, 128), (256, 64)):
     for name in ("pingpong", "fa3"):
         r = simulate(name, d=d, block_n=bn, n_blocks=4)
-        print(f"d={d:3d}, Bc={bn:3d}, {r.label:24s}: {r.accumulator_regs_per_thread:3.0f} registers "
+        print(f"d={d:3d}, Bc={bn:3d}, {r.label:24s}: "
+              f"{r.accumulator_regs_per_thread:3.0f} registers "
               f"→ {'fits' if r.fits_registers else 'does NOT fit'}")
-glue("regs_256", simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_regs_per_thread)
+glue("regs_256",
+     simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_regs_per_thread)
 
 # %% [markdown]
 # At $d = 256$ with 128-key tiles the pipelined schedule needs {glue:text}`regs_256:.0f`
@@ -181,7 +188,8 @@ from flashedu.listing import region, show
 from flashedu.ops.fa3 import kernel as fa3_kernel
 from flashedu.ops.v2 import kernel as v2_kernel
 show(region(fa3_kernel, "tma-inner", title="K/V loop with TMA (v2_tma_triton)"),
-     region(v2_kernel, "v2-inner", title="K/V loop with pointers (v2_triton, ch. 4)"),
+     region(v2_kernel, "v2-inner",
+            title="K/V loop with pointers (v2_triton, ch. 4)"),
      region(fa3_kernel._descriptor, title="a descriptor (host side)"))
 
 # %% [markdown]
@@ -199,7 +207,8 @@ from flashedu.ops.fa3.kernel import HAS_WARP_SPECIALIZE
 N = rt.size(cpu=100, gpu=4096)
 dtype = torch.float32 if rt.interpreted else torch.float16
 q, k, v = random_qkv(B=1, H=2, N=N, D=64, dtype=dtype)
-check_against_fp64("v2_tma_triton", q, k, v, causal=True, backward=False, fallback="v2_reference")
+check_against_fp64("v2_tma_triton", q, k, v, causal=True, backward=False,
+                   fallback="v2_reference")
 print("warp_specialize keyword in this Triton:", HAS_WARP_SPECIALIZE)
 
 # %% [markdown]
@@ -214,9 +223,11 @@ LOAD_LATENCY = round(0.8e-6 * sm.clock_hz)
 glue("hbm_trip", LOAD_LATENCY)
 for lat_ in (0, LOAD_LATENCY):
     # schedule (b), the consumers issuing the copies themselves
-    tf = [simulate("warp_specialized", d=128, stages=s, warp_specialize=False, load_latency=lat_).tflops
+    tf = [simulate("warp_specialized", d=128, stages=s, warp_specialize=False,
+                   load_latency=lat_).tflops
           for s in (1, 2, 3, 4)]
-    print(f"load latency {lat_:4d} cycles, stages 1-4: " + "  ".join(f"{t:.0f}" for t in tf) + " TFLOP/s")
+    print(f"load latency {lat_:4d} cycles, stages 1-4: "
+          + "  ".join(f"{t:.0f}" for t in tf) + " TFLOP/s")
 glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 
 # %% [markdown]
@@ -243,18 +254,25 @@ if fa3_run:
     for name, value in fa3.items():
         glue(name, value)
     # The prose below describes these outcomes: keep it true to the data.
-    assert fa3["fa3_tma_4096"] > fa3["fa3_ptr_4096"] and fa3["fa3_tma_16384"] > fa3["fa3_ptr_16384"]
-    assert abs(fa3["fa3_tma_8448"] / fa3["fa3_ptr_8448"] - 1) < 0.02 and fa3["fa3_tma_64"] < 1 and fa3["fa3_ws_hi"] < 2
+    assert (fa3["fa3_tma_4096"] > fa3["fa3_ptr_4096"]
+            and fa3["fa3_tma_16384"] > fa3["fa3_ptr_16384"])
+    assert (abs(fa3["fa3_tma_8448"] / fa3["fa3_ptr_8448"] - 1) < 0.02
+            and fa3["fa3_tma_64"] < 1 and fa3["fa3_ws_hi"] < 2)
     s1, s2, s3 = (fa3[f"fa3_stages_{s_}"] for s_ in (1, 2, 3))
-    assert s3 - s2 > s2 - s1 > 0 and any("shared memory" in r.get("error", "") and (r["D"], r["block_n"], r["stages"])
-                                         == (128, 128, 4) for r in fa3_run["rows"])
+    assert s3 - s2 > s2 - s1 > 0 and any(
+        "shared memory" in r.get("error", "")
+        and (r["D"], r["block_n"], r["stages"]) == (128, 128, 4)
+        for r in fa3_run["rows"])
 else:
-    print("No GPU measurement is recorded yet (flashedu/recorded/data/fa3/ is empty): the model alone is shown.")
+    print("No GPU measurement is recorded yet (flashedu/recorded/data/fa3/ "
+          "is empty): the model alone is shown.")
 for ws_ in (False, True):
-    glue(f"model_ws_{ws_}", simulate("warp_specialized", d=128, stages=2, warp_specialize=ws_,
+    glue(f"model_ws_{ws_}", simulate("warp_specialized", d=128, stages=2,
+                                     warp_specialize=ws_,
                                      load_latency=LOAD_LATENCY).tflops)
 for s_ in (1, 2):
-    glue(f"model_stages_{s_}", simulate("warp_specialized", d=128, stages=s_, warp_specialize=False,
+    glue(f"model_stages_{s_}", simulate("warp_specialized", d=128, stages=s_,
+                                        warp_specialize=False,
                                         load_latency=LOAD_LATENCY).tflops)
 
 # %% [markdown]
@@ -317,8 +335,11 @@ g = torch.Generator().manual_seed(0)
 qo, ko, vo = fp8.outlier_qkv(B=1, H=4, N=1024, D=128, generator=g)
 signs = fp8.random_signs(128, generator=g, dtype=torch.float64)
 qr, kr = fp8.rotate(qo.double(), signs), fp8.rotate(ko.double(), signs)
-print("max |(QM)(KM)ᵀ - QKᵀ| =", f"{(qr @ kr.transpose(-1, -2) - qo.double() @ ko.double().transpose(-1, -2)).abs().max().item():.1e}")
-print(f"largest |q|: {qo.abs().max().item():.1f} before, {qr.abs().max().item():.1f} after the rotation")
+rot_err = (qr @ kr.transpose(-1, -2)
+           - qo.double() @ ko.double().transpose(-1, -2)).abs().max().item()
+print("max |(QM)(KM)ᵀ - QKᵀ| =", f"{rot_err:.1e}")
+print(f"largest |q|: {qo.abs().max().item():.1f} before, "
+      f"{qr.abs().max().item():.1f} after the rotation")
 
 # %% [markdown]
 # **Block quantisation** gives every $B_r \times d$ tile of $Q$ and $B_c \times d$ tile of $K$,
@@ -354,7 +375,8 @@ glue("paper_gain", PAPER_RMSE["fp8_per_tensor"] / PAPER_RMSE["fp8_fa3"])
 glue("rmse_fp16_flash", ours["fp16_flash"])
 glue("paper_fp16_flash", PAPER_RMSE["fp16_flash"])
 glue("outliers_per_tile", 128 * 128 * 0.001)
-assert ours["fp8_fa3"] < ours["fp8_per_tensor"] and ours["fp16_flash"] < ours["fp16_standard"]
+assert (ours["fp8_fa3"] < ours["fp8_per_tensor"]
+        and ours["fp16_flash"] < ours["fp16_standard"])
 
 # %% [markdown]
 # FA3's recipe lands at {glue:text}`rmse_fa3:.1e`, the paper's {glue:text}`paper_fa3_rmse:.1e`;
@@ -386,17 +408,20 @@ assert ours["fp8_fa3"] < ours["fp8_per_tensor"] and ours["fp16_flash"] < ours["f
 # older than sm_89 the kernel refuses, and says why; under the interpreter it runs at a small size:
 
 # %%
-q8, k8, v8, kw = fp8.prepare_fp8(qo[:, :1, :96], ko[:, :1, :96], vo[:, :1, :96], "fp8_fa3",
-                                 block_m=64, block_n=64, generator=g)
+q8, k8, v8, kw = fp8.prepare_fp8(qo[:, :1, :96], ko[:, :1, :96], vo[:, :1, :96],
+                                 "fp8_fa3", block_m=64, block_n=64, generator=g)
 sim = fp8.fp8_attention_reference(q8, k8, v8, block_n=32, **kw)
 impl = flashedu.get("fp8_triton")
 reason = impl.why_not(device=rt.device, dtype=q8.dtype, head_dim=128)
 if reason is None:
     from flashedu.ops.fp8.kernel import FP8Config
     cfg = FP8Config(32, 32, 4, 1, False) if rt.interpreted else None
-    dev = {a: (t.to(rt.device) if isinstance(t, torch.Tensor) else t) for a, t in kw.items()}
-    o8 = impl.fn(q8.to(rt.device), k8.to(rt.device), v8.to(rt.device), config=cfg, **dev)
-    print(f"fp8_triton on {rt.device}: max |kernel - simulation| = {(o8.float().cpu() - sim.float()).abs().max().item():.1e}")
+    dev = {a: (t.to(rt.device) if isinstance(t, torch.Tensor) else t)
+           for a, t in kw.items()}
+    o8 = impl.fn(q8.to(rt.device), k8.to(rt.device), v8.to(rt.device),
+                 config=cfg, **dev)
+    print(f"fp8_triton on {rt.device}: max |kernel - simulation| = "
+          f"{(o8.float().cpu() - sim.float()).abs().max().item():.1e}")
 else:
     print(f"fp8_triton cannot run here: {reason}; the simulation stands in for it.")
 
@@ -412,7 +437,8 @@ else:
 # %% tags=["hide-input"]
 from flashedu.recorded.fp8 import fp8_speed_table, fp8_summary
 from flashedu.viz.fa3_measured import fp8_speed_figure
-FP8_TARGET = 1.4  # the speed-up over fp16 we set out to reach at d = 128 (a goal, not a measurement)
+# the speed-up over fp16 we set out to reach at d = 128 (a goal, not a measurement)
+FP8_TARGET = 1.4
 glue("fp8_target", FP8_TARGET)
 glue("fp8_exp_share", 100 * shares[128] * h100.fp8_flops / h100.fp16_flops)
 fp8_run = recorded.latest("fp8")
@@ -421,7 +447,8 @@ if fp8_run:
     for r in fp8_run["rows"]:
         if r.get("kind") == "rmse":
             paper = f", paper {r['paper']:.1e}" if "paper" in r else ""
-            print(f"{r['recipe']:16s} RMSE on the GPU {r['rmse']:.3e}, simulated {r['simulated']:.3e}{paper}")
+            print(f"{r['recipe']:16s} RMSE on the GPU {r['rmse']:.3e}, "
+                  f"simulated {r['simulated']:.3e}{paper}")
     f8 = fp8_summary(fp8_run)
     for name, value in f8.items():
         glue(name, value)
@@ -430,10 +457,13 @@ if fp8_run:
     glue("fp8_x_lo", min(x128))
     glue("fp8_x_hi", max(x128))
     assert min(x128) >= FP8_TARGET and 1 < f8["fp8_x_64_hi"] < min(x128)
-    assert f8["fp8_quant_x_lo"] < 1 < f8["fp8_quant_x_hi"] and f8["fp8_two_acc_lo"] > 0 and f8["fp8_rows128_lo"] > 0
-    assert all(r["rmse"] < r["paper"] for r in fp8_run["rows"] if r.get("kind") == "rmse" and "paper" in r)
+    assert (f8["fp8_quant_x_lo"] < 1 < f8["fp8_quant_x_hi"]
+            and f8["fp8_two_acc_lo"] > 0 and f8["fp8_rows128_lo"] > 0)
+    assert all(r["rmse"] < r["paper"] for r in fp8_run["rows"]
+               if r.get("kind") == "rmse" and "paper" in r)
 else:
-    print("No GPU measurement is recorded yet (flashedu/recorded/data/fp8/ is empty): only the CPU simulation is shown.")
+    print("No GPU measurement is recorded yet (flashedu/recorded/data/fp8/ "
+          "is empty): only the CPU simulation is shown.")
 tuning = recorded.latest("fp8_tuning")
 if tuning:
     from flashedu.recorded.fp8 import tuning_cost
@@ -441,7 +471,8 @@ if tuning:
         tuning, "64x128 4w s2 regs168 exp_fma", "64x128 4w s2 regs168")
     glue("fp8_expfma_lo", min(exp_fma))
     glue("fp8_expfma_hi", max(exp_fma))
-    assert min(exp_fma) > 0  # the prose says the FMA exponentials were slower everywhere
+    # the prose says the FMA exponentials were slower everywhere
+    assert min(exp_fma) > 0
 
 # %% [markdown]
 # On the {glue:text}`fp8_gpu` ({glue:text}`fp8_date`):
@@ -541,7 +572,8 @@ if fp8_run:
 # %% tags=["hide-cell"]
 # Solutions (click to show).
 import math
-from flashedu.exercises import check_block_scales, check_descale_fold, check_exp_share, check_fwht
+from flashedu.exercises import (check_block_scales, check_descale_fold,
+                                check_exp_share, check_fwht)
 
 def exp_share(d, matmul_flops, exp_rate):
     return (1 / exp_rate) / (4 * d / matmul_flops)
@@ -550,7 +582,8 @@ def fwht(x):
     d, y, h = x.shape[-1], x.clone(), 1
     while h < d:
         y = y.view(*x.shape[:-1], d // (2 * h), 2, h)
-        y = torch.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), dim=-2).reshape(x.shape)
+        y = torch.stack((y[..., 0, :] + y[..., 1, :],
+                         y[..., 0, :] - y[..., 1, :]), dim=-2).reshape(x.shape)
         h *= 2
     return y / math.sqrt(d)
 
@@ -568,9 +601,11 @@ def fold(acc, u, alpha, pv, s_v):
     return acc * (alpha * (u / s_v))[:, None] + pv, s_v
 
 assert check_descale_fold(fold)
-times = [simulate("warp_specialized", d=64, block_n=64, warp_specialize=False, load_latency=4000,
-                  stages=s).makespan for s in range(1, 7)]
+times = [simulate("warp_specialized", d=64, block_n=64, warp_specialize=False,
+                  load_latency=4000, stages=s).makespan for s in range(1, 7)]
 best = next(s for s in range(1, 7) if times[s - 1] <= min(times) * 1.001)
-print("cycles for stages 1-6:", [round(t) for t in times], f"→ {best} stages are enough")
-print("d=64: exponentials take as long as the GEMMs, so one warpgroup's softmax cannot hide "
-      "entirely under the other's GEMMs: ping-pong is bounded by the softmax units.")
+print("cycles for stages 1-6:", [round(t) for t in times],
+      f"→ {best} stages are enough")
+print("d=64: exponentials take as long as the GEMMs, so one warpgroup's softmax "
+      "cannot hide entirely under the other's GEMMs: "
+      "ping-pong is bounded by the softmax units.")

@@ -15,7 +15,8 @@
 # partial states were computed, in one program, in two programs, or on two GPUs.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -42,7 +43,8 @@ h100 = gpu("H100")
 occ = occupancy("v2", batch=1, heads=32, N=1, gpu="H100")
 print(f"v2 decoding, batch 1, 32 heads: {occ.programs} programs on {h100.sms} SMs, "
       f"{100 * occ.utilization:.0f}% of the SMs busy")
-# Decoding does 4·N_k·d FLOPs per head and reads K and V once: 2·N_k·d·2 bytes per K/V head.
+# Decoding does 4·N_k·d FLOPs per head and reads K and V once:
+# 2·N_k·d·2 bytes per K/V head.
 heads, kv_heads = 32, 8
 intensity = (4 * heads) / (2 * 2 * kv_heads)
 glue("dec_busy", 100 * occ.utilization)
@@ -75,7 +77,8 @@ glue("dec_ridge", h100.ridge_point())
 # %%
 from flashedu.ops.split_kv.plan import num_splits_heuristic, split_ranges
 S = num_splits_heuristic(programs=1 * kv_heads, n_blocks=32768 // 128, sms=h100.sms)
-print(f"batch 1, {kv_heads} K/V heads, 32k keys in tiles of 128: {S} splits, {S * kv_heads} programs")
+print(f"batch 1, {kv_heads} K/V heads, 32k keys in tiles of 128: "
+      f"{S} splits, {S * kv_heads} programs")
 print("first splits:", split_ranges(32768, S, 128)[:3], "...")
 glue("dec_splits", S)
 glue("dec_split_programs", S * kv_heads)
@@ -90,8 +93,9 @@ glue("dec_split_programs", S * kv_heads)
 
 # %%
 from flashedu.ops.split_kv import split_kv_attention, simulate_split_kv
-q = torch.randn(2, 8, 1, 64, dtype=torch.float64)           # [B, H, 1, d]: one new token
-k, v = (torch.randn(2, 2, 1000, 64, dtype=torch.float64) for _ in range(2))  # [B, H_kv, N_k, d]
+# q: [B, H, 1, d], one new token; k, v: [B, H_kv, N_k, d]
+q = torch.randn(2, 8, 1, 64, dtype=torch.float64)
+k, v = (torch.randn(2, 2, 1000, 64, dtype=torch.float64) for _ in range(2))
 o, report = split_kv_attention(q, k, v, num_splits=6, return_report=True)
 exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 import textwrap
@@ -108,13 +112,15 @@ glue("dec_ref_err", (o - exact).abs().max().item())
 # %%
 shape = dict(N_k=32768, d=128, heads=32, batch=1)
 packed = simulate_split_kv(kv_heads=8, **shape)
-unpacked = simulate_split_kv(kv_heads=32, **shape)   # the same cache, one K/V head per query head
+# the same cache, one K/V head per query head
+unpacked = simulate_split_kv(kv_heads=32, **shape)
 kv_bytes = sum(packed.per_tensor[n].read_bytes for n in ("K", "V"))
 split_bytes = sum(packed.per_tensor[n].write_bytes + packed.per_tensor[n].read_bytes
                   for n in ("O_split", "m_split", "l_split"))
-print(f"K/V read {kv_bytes / 2**20:.1f} MiB; partial states written and read back {split_bytes / 2**20:.2f} MiB")
-print(f"total traffic, packed groups {packed.total_bytes / 2**20:.1f} MiB vs one K/V head per query head "
-      f"{unpacked.total_bytes / 2**20:.1f} MiB")
+print(f"K/V read {kv_bytes / 2**20:.1f} MiB; "
+      f"partial states written and read back {split_bytes / 2**20:.2f} MiB")
+print(f"total traffic, packed groups {packed.total_bytes / 2**20:.1f} MiB "
+      f"vs one K/V head per query head {unpacked.total_bytes / 2**20:.1f} MiB")
 glue("dec_split_overhead", 100 * split_bytes / kv_bytes)
 glue("dec_gqa_saving", unpacked.total_bytes / packed.total_bytes)
 
@@ -152,7 +158,8 @@ split_weights_figure(N_k=4096, num_splits=8).show()
 from flashedu.listing import region, show
 from flashedu.ops.split_kv import kernel as skv_kernel
 from flashedu.softmax import state as softmax_state
-show(region(skv_kernel, "split-kv-merge", title="pass 2: merge the splits (Triton)"),
+show(region(skv_kernel, "split-kv-merge",
+            title="pass 2: merge the splits (Triton)"),
      region(softmax_state.merge, title="⊕ of two states (PyTorch, ch. 2)"),
      region(skv_kernel, "split-kv-split", title="pass 1: one split (Triton)"))
 
@@ -170,19 +177,25 @@ dtype = torch.float32 if rt.interpreted else torch.float16
 n_k = rt.size(cpu=300, gpu=65536)
 q = torch.randn(2, 8, 1, 64).to(rt.device, dtype)
 k, v = (torch.randn(2, 2, n_k, 64).to(rt.device, dtype) for _ in range(2))
-reason = flashedu.get("split_kv_triton").why_not(device=rt.device, dtype=dtype, head_dim=64)
-if reason:  # a GPU older than the kernel (a T4): the reference above did the same arithmetic
+reason = flashedu.get("split_kv_triton").why_not(device=rt.device, dtype=dtype,
+                                                 head_dim=64)
+# a GPU older than the kernel (a T4): the reference above did the same arithmetic
+if reason:
     print(f"split_kv_triton cannot run here: {reason}")
 else:
     state, ranges = split_kv_partials(q, k, v)
     o = merge_partials(state, dtype=dtype)
-    exact = torch.nn.functional.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(),
-                                                             v.double().cpu(), enable_gqa=True)
-    # ⊕ is commutative and associative: merge the kernel's partial states in reverse, in Python.
-    parts = [State(state.m[s], state.l[s], state.o[s]) for s in reversed(range(len(ranges)))]
+    exact = torch.nn.functional.scaled_dot_product_attention(
+        q.double().cpu(), k.double().cpu(), v.double().cpu(), enable_gqa=True)
+    # ⊕ is commutative and associative: merge the kernel's partial states in
+    # reverse, in Python.
+    parts = [State(state.m[s], state.l[s], state.o[s])
+             for s in reversed(range(len(ranges)))]
     again = finalize(merge_all(parts)).to(dtype)
-    print(f"{len(ranges)} splits over {n_k} keys; max error {(o.double().cpu() - exact).abs().max().item():.1e}")
-    print(f"reversed Python merge vs kernel merge: {(again - o).abs().max().item():.1e}")
+    print(f"{len(ranges)} splits over {n_k} keys; "
+          f"max error {(o.double().cpu() - exact).abs().max().item():.1e}")
+    print("reversed Python merge vs kernel merge: "
+          f"{(again - o).abs().max().item():.1e}")
 
 # %% [markdown]
 # ### Measured on a GPU
@@ -223,7 +236,9 @@ if decode:
     glue("dec_meas_small_one_us", 1e3 * dm["small_one_split_ms"])
     glue("dec_meas_err", dm["max_err"])
 else:
-    print("No GPU measurement of decoding is recorded (flashedu/recorded/data/decode/): run python -m flashedu.bench.decode on a GPU.")
+    print("No GPU measurement of decoding is recorded "
+          "(flashedu/recorded/data/decode/): "
+          "run python -m flashedu.bench.decode on a GPU.")
 
 # %% [markdown]
 # Measured on an {glue:text}`dec_gpu` on {glue:text}`dec_date` (every output within
@@ -290,7 +305,8 @@ err = (ring["o"] - exact).abs().max().item()
 steps = ring["ranks"][1]["stats"]
 print(f"4 processes, {seconds:.1f} s in all; max |ring - one process| = {err:.1e}")
 for t, s in enumerate(steps):
-    print(f"rank 1, step {t}: holds rank {s['holder']}'s shard, sends {s['sent_bytes']:,} B")
+    print(f"rank 1, step {t}: holds rank {s['holder']}'s shard, "
+          f"sends {s['sent_bytes']:,} B")
 glue("ring_err", err)
 glue("ring_seconds", seconds)
 
@@ -303,10 +319,13 @@ glue("ring_seconds", seconds)
 
 # %%
 do = torch.randn_like(q)
-ring = ring_attention_processes(q, k, v, world_size=3, causal=True, layout="striped", do=do)
+ring = ring_attention_processes(q, k, v, world_size=3, causal=True,
+                                layout="striped", do=do)
 leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True).backward(do)
-grad_err = max((ring[f"d{n}"] - t.grad).abs().max().item() for n, t in zip("qkv", leaves))
+torch.nn.functional.scaled_dot_product_attention(
+    *leaves, is_causal=True).backward(do)
+grad_err = max((ring[f"d{n}"] - t.grad).abs().max().item()
+               for n, t in zip("qkv", leaves))
 print(f"3 processes: max gradient error {grad_err:.1e}")
 glue("ring_grad_err", grad_err)
 
@@ -325,9 +344,11 @@ glue("ring_grad_err", grad_err)
 from flashedu.ops.ring.layout import work_matrix, step_efficiency
 from flashedu.viz.ring import ring_figure, overlap_figure
 ring_figure(world=4, n=32, layout="contiguous").show()
-eff = {lay: step_efficiency(work_matrix(4096, 8, lay)) for lay in ("contiguous", "zigzag", "striped")}
+eff = {lay: step_efficiency(work_matrix(4096, 8, lay))
+       for lay in ("contiguous", "zigzag", "striped")}
 for lay, e in eff.items():
-    print(f"{lay:10s}: 8 ranks, 4096 tokens, causal: busiest-rank efficiency {100 * e:.1f}%")
+    print(f"{lay:10s}: 8 ranks, 4096 tokens, causal: "
+          f"busiest-rank efficiency {100 * e:.1f}%")
 glue("eff_contiguous", 100 * eff["contiguous"])
 glue("eff_zigzag", 100 * eff["zigzag"])
 glue("eff_striped", 100 * eff["striped"])
@@ -359,10 +380,14 @@ ring_figure(world=4, n=32, layout="zigzag").show()
 from flashedu.ops.ring.model import overlap_threshold
 from flashedu.hardware import LINKS
 for name in ("NVLink 4", "PCIe 5.0 x16", "InfiniBand NDR"):
-    n_star = overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link=name)
-    print(f"{name:15s} {LINKS[name].bandwidth / 1e9:4.0f} GB/s: transfers hide above {n_star:6.0f} tokens per GPU")
-glue("nstar_nvlink", overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link="NVLink 4"))
-glue("nstar_pcie", overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100", link="PCIe 5.0 x16"))
+    n_star = overlap_threshold(heads=32, kv_heads=8, causal=True, gpu="H100",
+                               link=name)
+    print(f"{name:15s} {LINKS[name].bandwidth / 1e9:4.0f} GB/s: "
+          f"transfers hide above {n_star:6.0f} tokens per GPU")
+glue("nstar_nvlink", overlap_threshold(heads=32, kv_heads=8, causal=True,
+                                       gpu="H100", link="NVLink 4"))
+glue("nstar_pcie", overlap_threshold(heads=32, kv_heads=8, causal=True,
+                                     gpu="H100", link="PCIe 5.0 x16"))
 overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 
 # %% [markdown]
@@ -403,14 +428,17 @@ if ring_run:
     glue("ring_eff_meas_striped", 100 * rm["eff_measured"][("striped", True)])
     glue("ring_small_k", small // 1024)
     causal_layouts = ("contiguous", "zigzag", "striped")
-    glue("ring_small_best_causal", max(rm["speedup"][(lay, True)][small] for lay in causal_layouts))
+    glue("ring_small_best_causal",
+         max(rm["speedup"][(lay, True)][small] for lay in causal_layouts))
     glue("ring_wait_max_ms", 1e3 * rm["wait_max_s"])
     glue("ring_wait_share", 100 * rm["wait_share"])
     glue("ring_send_ms", rm["send_ms"])
     glue("ring_send_GBps", rm["send_GBps"])
     glue("ring_step_ms", rm["step_ms"])
 else:
-    print("No GPU measurement of the ring is recorded (flashedu/recorded/data/ring/): run python -m flashedu.bench.ring on several GPUs.")
+    print("No GPU measurement of the ring is recorded "
+          "(flashedu/recorded/data/ring/): "
+          "run python -m flashedu.bench.ring on several GPUs.")
 
 # %% [markdown]
 # Measured on {glue:text}`ring_world` × {glue:text}`ring_gpu` on {glue:text}`ring_date` (NCCL,
@@ -471,20 +499,24 @@ else:
 # %% tags=["hide-cell"]
 # Solutions (click to show).
 import math
-from flashedu.exercises import check_merge_splits, check_overlap_threshold, check_zigzag
+from flashedu.exercises import (check_merge_splits, check_overlap_threshold,
+                                check_zigzag)
 
 def merge_splits(m, l, o):
-    top = m.max(dim=0).values                                   # [R]
-    w = torch.exp(m - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))  # [n_s, R]; 0 if empty
+    top = m.max(dim=0).values  # [R]
+    # w: [n_s, R]; 0 if empty
+    w = torch.exp(m - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
     return (w[..., None] * o).sum(0) / (w * l).sum(0)[:, None]
 
 def zigzag(N, P, rank):
     c = N // (2 * P)
     late = 2 * P - 1 - rank
-    return list(range(rank * c, (rank + 1) * c)) + list(range(late * c, (late + 1) * c))
+    return (list(range(rank * c, (rank + 1) * c))
+            + list(range(late * c, (late + 1) * c)))
 
 def threshold(heads, kv_heads, bytes_per_element, flops, bandwidth, causal):
-    return kv_heads * bytes_per_element * flops / (2 * (0.5 if causal else 1.0) * heads * bandwidth)
+    return (kv_heads * bytes_per_element * flops
+            / (2 * (0.5 if causal else 1.0) * heads * bandwidth))
 
 assert check_merge_splits(merge_splits)
 assert check_zigzag(zigzag)

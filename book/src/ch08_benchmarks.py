@@ -12,7 +12,8 @@
 # - where measured kernels sit on a GPU's roofline, and how to run the same harness on yours.
 
 # %%
-# Set-up. On Colab this installs flashedu (torch and triton are already there); elsewhere it does nothing.
+# Set-up. On Colab this installs flashedu (torch and triton are already there);
+# elsewhere it does nothing.
 import importlib.util
 if importlib.util.find_spec("flashedu") is None:
     %pip install -q "flashedu @ git+{REPOSITORY_URL}"
@@ -39,9 +40,11 @@ B, H, N, D = 4, 16, 4096, 128
 for pass_ in ("fwd", "bwd", "fwdbwd"):
     for causal in (False, True):
         f = attention_flops(pass_, B=B, H=H, N=N, D=D, causal=causal)
-        print(f"{pass_:6s} {'causal' if causal else 'full  '}: {f / 1e12:6.3f} TFLOP")
+        print(f"{pass_:6s} {'causal' if causal else 'full  '}: "
+              f"{f / 1e12:6.3f} TFLOP")
 glue("fwd_tflop", attention_flops("fwd", B=B, H=H, N=N, D=D, causal=False) / 1e12)
-glue("bwd_causal_tflop", attention_flops("bwd", B=B, H=H, N=N, D=D, causal=True) / 1e12)
+glue("bwd_causal_tflop",
+     attention_flops("bwd", B=B, H=H, N=N, D=D, causal=True) / 1e12)
 
 # %% [markdown]
 # At $B = 4$, $H = 16$, $N = 4096$, $d = 128$ one forward pass is {glue:text}`fwd_tflop:.2f`
@@ -53,7 +56,8 @@ glue("bwd_causal_tflop", attention_flops("bwd", B=B, H=H, N=N, D=D, causal=True)
 
 # %%
 from flashedu.bench.cases import preset, sweep
-full = preset("full", fp8=bool(flashedu.registry(backend="triton", algorithm="fp8")))
+full = preset("full",
+              fp8=bool(flashedu.registry(backend="triton", algorithm="fp8")))
 cases = sweep(**{k: v for k, v in full.items() if k != "passes"})
 for c in cases[:6]:
     print(c)
@@ -70,11 +74,13 @@ glue("n_cases", len(cases))
 # %%
 from flashedu.bench.peers import SDPA_BACKENDS
 for impl in flashedu.registry(backend="triton"):
-    if impl.block_sparse:  # it needs a block mask: its benchmark is time against density
+    # it needs a block mask: its benchmark is time against density
+    if impl.block_sparse:
         print(f"{impl.name:20s} not in the dense sweep (block-sparse)")
         continue
     dims = ",".join(map(str, impl.head_dims)) if impl.head_dims else "any"
-    print(f"{impl.name:16s} ch. {impl.chapter}  {impl.algorithm:9s} backward {'yes' if impl.backward else 'no ':3s}  "
+    print(f"{impl.name:16s} ch. {impl.chapter}  {impl.algorithm:9s} "
+          f"backward {'yes' if impl.backward else 'no ':3s}  "
           f"d in {dims}{'  (FP8 cases)' if impl.algorithm == 'fp8' else ''}")
 print("beside them:", ", ".join(SDPA_BACKENDS) + ",")
 print("             and standard_torch (naive, three torch ops)")
@@ -103,15 +109,22 @@ harness = bench.get("source") != "flashedu/bench/tune_v2.py"
 print(label(bench["info"]))
 parts = bench.get("parts") or [dict(info=bench["info"])]
 commits = sorted({str(p["info"].get("commit"))[:7] for p in parts})
-print(f"{len(parts)} parts (the sweep is split so that each part runs in minutes), at commits {', '.join(commits)}")
-print("written by", "python -m flashedu.bench" if harness else "flashedu/bench/tune_v2.py (chapter 4's tuning run)")
+print(f"{len(parts)} parts (the sweep is split so that each part runs in minutes), "
+      f"at commits {', '.join(commits)}")
+print("written by",
+      "python -m flashedu.bench" if harness
+      else "flashedu/bench/tune_v2.py (chapter 4's tuning run)")
 c = bench["ceilings"]
-print(f"{len(bench['times'])} rows; ceilings: " + (f"fp16 matmul {c['matmul_fp16_tflops']:.0f} TFLOP/s, "
-      f"bf16 matmul {c['matmul_bf16_tflops']:.0f} TFLOP/s, copy {c['copy_tbs']:.2f} TB/s" if c else "not recorded"))
+print(f"{len(bench['times'])} rows; ceilings: "
+      + (f"fp16 matmul {c['matmul_fp16_tflops']:.0f} TFLOP/s, "
+         f"bf16 matmul {c['matmul_bf16_tflops']:.0f} TFLOP/s, "
+         f"copy {c['copy_tbs']:.2f} TB/s"
+         if c else "not recorded"))
 glue("bench_gpu", bench["info"]["gpu"])
 glue("bench_date", bench["info"]["date"][:10])
 # The prose below says this chapter's harness wrote the file: keep it true.
-assert harness, "the recorded file was written by flashedu/bench/tune_v2.py, not by python -m flashedu.bench"
+assert harness, ("the recorded file was written by flashedu/bench/tune_v2.py, "
+                 "not by python -m flashedu.bench")
 
 # %% [markdown]
 # This run was recorded on the {glue:text}`bench_gpu` on {glue:text}`bench_date`, by this
@@ -143,8 +156,10 @@ else:
 from flashedu.recorded.bench import ratio
 from flashedu.viz.tflops import tflops_figure
 tflops_figure(bench, impls=None, live=live, live_label=live_label).show()
-v2_flash = ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_="fwd", D=128, causal=False, N=16384)
-v2_cudnn = ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_="fwd", D=128, causal=False, N=16384)
+v2_flash = ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_="fwd", D=128,
+                 causal=False, N=16384)
+v2_cudnn = ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_="fwd", D=128,
+                 causal=False, N=16384)
 glue("v2_flash_16k", v2_flash)
 glue("v2_cudnn_16k", v2_cudnn)
 
@@ -163,7 +178,8 @@ from flashedu.bench.report import headline
 from flashedu.bench.report import HEADLINE_CASES
 for case in HEADLINE_CASES:  # one table per shape, so that each fits the page
     D_, N_ = case
-    display(Markdown(f"**d = {D_}, N = {N_ // 1024}k**\n\n" + headline(bench, cases=[case])))
+    display(Markdown(f"**d = {D_}, N = {N_ // 1024}k**\n\n"
+                     + headline(bench, cases=[case])))
 
 # %% [markdown]
 # A speed is only worth reporting if the answer is right. Where the file has it, the error
@@ -179,9 +195,11 @@ for r in bench["times"]:
             worst[(r["impl"], key)] = r[key] if not r[key] <= w else w
 if worst:
     for (impl, key), e in sorted(worst.items()):
-        print(f"{impl:16s} largest {'output' if key == 'err' else 'gradient'} error {e:.1e}")
+        print(f"{impl:16s} largest "
+              f"{'output' if key == 'err' else 'gradient'} error {e:.1e}")
 else:
-    print("This file has no correctness column; files written by python -m flashedu.bench do.")
+    print("This file has no correctness column; "
+          "files written by python -m flashedu.bench do.")
 
 # %% [markdown]
 # ## What each chapter bought
@@ -195,11 +213,13 @@ from flashedu.viz.speedups import speedup_figure, speedups
 sp = speedups(bench)
 speedup_figure(bench).show()
 from flashedu.viz.speedups import CHAIN
-missing = [f"{a} → {b}" for a, b in zip(CHAIN, CHAIN[1:]) if not any(k[:2] == (a, b) for k in sp)]
+missing = [f"{a} → {b}" for a, b in zip(CHAIN, CHAIN[1:])
+           if not any(k[:2] == (a, b) for k in sp)]
 print("not recorded in this file:", ", ".join(missing) or "none")
 glue("v1_v2_16k", dict(sp[("v1_triton", "v2_triton", 128, False)])[16384])
 glue("v1_v2_512", dict(sp[("v1_triton", "v2_triton", 128, False)])[512])
-glue("v1_programs_16k", (16384 // 16384) * (2048 // 128))  # B·H at B·N = 16k, hidden size 2048, d = 128
+# B·H at B·N = 16k, hidden size 2048, d = 128
+glue("v1_programs_16k", (16384 // 16384) * (2048 // 128))
 
 # %% [markdown]
 # The loop swap is worth {glue:text}`v1_v2_512:.1f`× at $N = 512$ and {glue:text}`v1_v2_16k:.0f`×
@@ -222,7 +242,8 @@ live_mem = None
 if rt.compiled:
     from flashedu.bench.peak_memory import peak_bytes, providers as mem_providers
     live_mem = [dict(provider=name, N=n, peak_bytes=peak_bytes(fn, 1, 16, n, 128))
-                for name, fn in mem_providers().items() if name in ("standard_torch", "sdpa_flash")
+                for name, fn in mem_providers().items()
+                if name in ("standard_torch", "sdpa_flash")
                 for n in (1024, 2048, 4096)]
 memory_figure(mem, live=live_mem, live_label=live_label).show()
 peak = peaks(mem)
@@ -246,7 +267,8 @@ glue("mem_ratio_16k", peak[("standard_torch", 16384)] / peak[("sdpa_flash", 1638
 # datasheet roofline.
 
 # %%
-from flashedu.viz.speedups import measured_points, measured_roofline_figure, preset_for
+from flashedu.viz.speedups import (measured_points, measured_roofline_figure,
+                                   preset_for)
 from flashedu.hardware import gpu as gpu_preset
 measured_roofline_figure(bench, N=4096, D=128).show()
 g = gpu_preset(preset_for(bench["info"]["gpu"]) or "H100")
@@ -256,7 +278,8 @@ roof = min(g.fp16_flops, ai * g.hbm_bandwidth) / 1e12
 glue("roof_gpu", g.name)
 glue("v2_ai", ai)
 glue("ridge", g.ridge_point())
-assert ai < g.ridge_point()  # the prose below places the fused kernels left of the ridge
+# the prose below places the fused kernels left of the ridge
+assert ai < g.ridge_point()
 glue("roof_at_v2", roof)
 glue("best_of_roof", 100 * max(t for a, t in pts.values() if a == ai) / roof)
 
@@ -283,11 +306,14 @@ import textwrap
 if bench["ablations"]:
     for name, ab in bench["ablations"].items():
         head, *rows = ablation_table(name, ab).splitlines()
-        shown = [r for r in rows if "D128" in r and "N=16384" in r]  # one shape; the file has them all
+        # one shape; the file has them all
+        shown = [r for r in rows if "D128" in r and "N=16384" in r]
         print(textwrap.fill(head, 78, subsequent_indent="  "))
-        print("\n".join(shown), f"\n  ({len(rows) - len(shown)} more rows at other shapes in the file)\n")
+        print("\n".join(shown), f"\n  ({len(rows) - len(shown)} more rows "
+              "at other shapes in the file)\n")
 else:
-    print("No ablations in this file; python -m flashedu.bench --no-sweep --ablation causal-skip records one.")
+    print("No ablations in this file; "
+          "python -m flashedu.bench --no-sweep --ablation causal-skip records one.")
 
 # %% [markdown]
 # ## Running it yourself
@@ -342,9 +368,11 @@ def naive_bytes(B, H, N):
 
 assert check_attention_flops(attention_flops)
 assert check_naive_memory(naive_bytes)
-fits = [n for n in (512, 1024, 2048, 4096, 8192, 16384) if naive_bytes(16384 // n, 16, n) <= 40e9]
+fits = [n for n in (512, 1024, 2048, 4096, 8192, 16384)
+        if naive_bytes(16384 // n, 16, n) <= 40e9]
 print(f"largest N that fits in 40 GB: {max(fits)}")
 v2 = {r["N"]: r["fwd_tflops"] for r in bench["times"]
-      if r["impl"] == "v2_triton" and r["D"] == 128 and not r["causal"] and r.get("dtype") == "float16"
-      and "fwd_tflops" in r}
-print(f"v2 reaches 90% of its N=16384 speed from N = {min(n for n, t in v2.items() if t >= 0.9 * v2[16384])}")
+      if r["impl"] == "v2_triton" and r["D"] == 128 and not r["causal"]
+      and r.get("dtype") == "float16" and "fwd_tflops" in r}
+print("v2 reaches 90% of its N=16384 speed from N = "
+      f"{min(n for n, t in v2.items() if t >= 0.9 * v2[16384])}")
