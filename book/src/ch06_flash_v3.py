@@ -404,8 +404,25 @@ assert (ours["fp8_fa3"] < ours["fp8_per_tensor"]
 # computes. One Hopper detail shapes it: FP8 tensor-core instructions read both operands with the
 # reduction dimension contiguous ({term}`K-major`). For $QK^\top$ that is $K$ as stored; for $PV$ the
 # reduction runs over keys, so the kernel reads $V^\top$, and `prepare_fp8` writes the quantised
-# $V$ in that layout (`fp8.k_major`: still a $[B, H, N, d]$ tensor, stored transposed). On a GPU
-# older than sm_89 the kernel refuses, and says why; under the interpreter it runs at a small size:
+# $V$ in that layout (`fp8.k_major`: still a $[B, H, N, d]$ tensor, stored transposed). Its
+# $K$/$V$ loop and the fold of one tile into the running state:
+
+# %%
+from flashedu.ops.fp8 import kernel as fp8_kernel
+show(region(fp8_kernel, "fp8-inner", title="K/V loop (fp8_triton)"),
+     region(fp8_kernel, "fp8-fold", title="one tile into (acc, ℓ, m)"),
+     region(v2_kernel, "v2-inner", title="the fp16 loop (v2_triton, ch. 4)"))
+
+# %% [markdown]
+# Against the fp16 loop: $S = Q_8 K_8^\top$ is a `tl.dot` of two e4m3 tiles into fp32, and the
+# descales of $Q$ and of this $K$ tile fold into the one constant `c`, so dequantising costs a
+# multiply per score that the fp16 kernel spends on its scale anyway. $P$ is cast to e4m3 before
+# the second `tl.dot`, scaled by $2^8$ inside the exponent (`m_sub - 8.0`) so that small
+# probabilities stay normal e4m3 numbers; $\ell$ sums the same scaled values, so the factor
+# cancels in the final $O = \text{acc} / \ell$. With `FOLD_V`, the $V$ tile's descale is folded
+# into the rescaling of `acc`, so the product accumulates straight into `acc` as in the fp16
+# kernel. On a GPU older than sm_89 the kernel refuses, and says why; under the interpreter it
+# runs at a small size:
 
 # %%
 q8, k8, v8, kw = fp8.prepare_fp8(qo[:, :1, :96], ko[:, :1, :96], vo[:, :1, :96],

@@ -226,6 +226,21 @@ glue("v1_programs_16k", (16384 // 16384) * (2048 // 128))
 # at $N = 16384$ ($d = 128$). The gap grows with $N$ because the batch shrinks: v1 runs one
 # program per head, $B \cdot H$ of them, which at $N = 16384$ is {glue:text}`v1_programs_16k`
 # programs for a GPU with more than a hundred SMs ({ref}`chapter 4 <ch-flash-v2>` drew those waves).
+#
+# **The first step goes backwards.** v1 moves far fewer bytes than chapter 1's unfused kernels,
+# yet at $N = 16384$ ($d = 128$) it runs at {glue:text}`v1_std_16k:.2f` of their speed, and at
+# $N = 512$ at {glue:text}`v1_std_512:.2f`. Fusion removed the $N^2$ traffic, but v1 also took
+# away the parallelism: the unfused kernels launch a program per tile of $S$, thousands of
+# tensor-core matrix products spread over all {glue:text}`sms_h200` SMs, while v1 has one
+# sequential program per head. The gap widens with $N$ for the same reason as v1's gap to v2: the
+# batch shrinks. Fewer bytes pay only when the fused kernel still fills the GPU, which is what v2's
+# one program per $Q$ tile gives back.
+
+# %% tags=["hide-input"]
+from flashedu.hardware import gpu as gpu_preset
+glue("v1_std_16k", dict(sp[("standard_triton", "v1_triton", 128, False)])[16384])
+glue("v1_std_512", dict(sp[("standard_triton", "v1_triton", 128, False)])[512])
+glue("sms_h200", gpu_preset("H200").sms)
 
 # %% [markdown]
 # ## Memory
@@ -295,25 +310,30 @@ glue("best_of_roof", 100 * max(t for a, t in pts.values() if a == ai) / roof)
 # %% [markdown]
 # ## Ablations
 #
-# Named sweeps isolate one idea each: `v1-vs-v2`, `causal-skip` (v2 cannot turn its tile skipping
-# off, so the causal run is compared with the unmasked one, which visits every tile),
-# `block-sizes` and `num-stages` (the v2 forward at fixed kernel configurations). Where this file
-# has them, here at $d = 128$ and $N = 16384$:
+# Each named sweep changes one thing and keeps the rest, so its effect can be read off alone:
+#
+# - **v1 against v2** (`v1-vs-v2`): the loop swap, forward and backward, per $N$.
+# - **Causal skipping** (`causal-skip`): the forward's time without a mask over its time with
+#   one. A kernel that skips every masked tile does half the work, so 2 is the ideal; v2 cannot
+#   turn its skipping off, so the unmasked run stands in for "masking without skipping". The naive
+#   torch attention masks but computes every score, and is *slower* with the mask.
+# - **Pipelining** (`num-stages`): v2's forward with 1 to 5 $K$/$V$ tiles in flight.
+# - **Tile shape** (`block-sizes`): v2's forward at fixed $B_r \times B_c$ and warp counts.
+#
+# All four, at $d = 128$, from the same recorded run:
 
 # %%
-from flashedu.bench.report import ablation_table
-import textwrap
+from flashedu.viz.speedups import ablations_figure
 if bench["ablations"]:
-    for name, ab in bench["ablations"].items():
-        head, *rows = ablation_table(name, ab).splitlines()
-        # one shape; the file has them all
-        shown = [r for r in rows if "D128" in r and "N=16384" in r]
-        print(textwrap.fill(head, 78, subsequent_indent="  "))
-        print("\n".join(shown), f"\n  ({len(rows) - len(shown)} more rows "
-              "at other shapes in the file)\n")
+    ablations_figure(bench, D=128).show()
 else:
-    print("No ablations in this file; "
-          "python -m flashedu.bench --no-sweep --ablation causal-skip records one.")
+    print("No ablations in this file; python -m flashedu.bench --no-sweep "
+          "--ablation causal-skip records one.")
+
+# %% [markdown]
+# The file holds every shape the sweeps ran (both head dims, $N$ = 4k and 16k, with and without
+# the mask); `flashedu.bench.report.ablation_table(name, bench["ablations"][name])` prints them
+# as text.
 
 # %% [markdown]
 # ## Running it yourself
