@@ -8,7 +8,8 @@ A region is marked in the source by two comment lines::
     # [<name>-end]
 
 :func:`region` cuts one out (``region(module, "online-kernel")``; with no name, a whole function
-or module). :func:`show` lays several side by side as tabs, e.g. the paper-literal reference
+or module); :func:`reference` is the same for a reference written against the memory model's
+chip, without the calls that only feed the model. :func:`show` lays several side by side as tabs, e.g. the paper-literal reference
 beside the kernel. In Jupyter, Colab and the built book it renders as highlighted HTML whose line
 numbers are the file's own; as plain text (a terminal, a test) it is the code with a title line.
 Lines wrap instead of scrolling sideways.
@@ -119,6 +120,20 @@ def region(obj, name: str | None = None, *, title: str | None = None, hide: tupl
         raise ValueError(f"region {name or rel!r} of {rel} is empty")
     default = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", rel)
     return Region(title or name or default, rel, tuple(numbers), textwrap.dedent("\n".join(lines)))
+
+
+# Statements a reference makes only so the memory model can count its transfers and work (which
+# program runs, what sits in SRAM, what was computed or skipped); its reading view leaves them out.
+BOOKKEEPING = ("chip.program(", "chip.buffer(", "chip.compute(", "chip.skip(", "chip.free(",
+               "for name, r, c in", "if has_m:")
+
+
+def reference(obj, name: str, *, title: str = "reference (PyTorch, simulated chip)",
+              hide: tuple[str, ...] = ()) -> Region:
+    """The reading view of a reference written against the simulated chip: ``region`` without
+    the :data:`BOOKKEEPING` statements (and ``hide``), with its ``if numeric:`` blocks shown as
+    plain code (a shape-only run skips them; the algorithm does not)."""
+    return region(obj, name, title=title, hide=BOOKKEEPING + tuple(hide), unwrap=("if numeric",))
 
 
 def _highlight(r: Region) -> str:

@@ -81,3 +81,20 @@ def test_listing_renders_tabs_in_html_and_code_in_text():
     with pytest.raises(ValueError):
         show()
     assert listing.PACKAGE_ROOT.name == "flashedu"
+
+
+@pytest.mark.parametrize("module, name", [("flashedu.ops.standard.reference", "standard-reference"),
+                                          ("flashedu.ops.v1.reference", "v1-reference"),
+                                          ("flashedu.ops.v2.reference", "v2-reference"),
+                                          ("flashedu.ops.v2.reference_bwd", "v2-backward-reference"),
+                                          ("flashedu.ops.block_sparse.reference", "block-sparse-reference")])
+def test_reading_view_keeps_the_transfers_and_the_math_only(module, name):
+    from flashedu.listing import BOOKKEEPING, reference
+
+    full, view = region(module, name).text, reference(module, name).text
+    assert all(b not in view for b in BOOKKEEPING) and "if numeric" not in view
+    assert "chip.load(" in view and "chip.store(" in view  # the HBM transfers stay on the page
+    assert "if numeric" in full and any(b in full for b in BOOKKEEPING)  # there was something to hide
+    # Every line shown is a line of the file, dedented by at most the unwrapped blocks' indent.
+    full_lines = {line.strip() for line in full.splitlines()}
+    assert all(line.strip() in full_lines for line in view.splitlines())

@@ -200,14 +200,10 @@ for impl in flashedu.registry():
 # opens up a Triton kernel line by line.
 
 # %%
-from flashedu.listing import region, show
+from flashedu.listing import reference, region, show
 from flashedu.ops.standard import kernel as std_kernel, reference as std_ref
 show(region(std_kernel, "standard-launches", title="three kernels (host side)"),
-     region(std_ref, "standard-reference",
-            title="reference (PyTorch, simulated chip)",
-            hide=("chip.program(", "chip.buffer(", "chip.compute(", "chip.free(",
-                  "S = None"),
-            unwrap=("if numeric",)))
+     reference(std_ref, "standard-reference"))
 
 # %% [markdown]
 # On a GPU the kernels are compiled; without one they run under Triton's interpreter on the CPU,

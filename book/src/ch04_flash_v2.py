@@ -32,13 +32,9 @@ rt = setup()
 # any block size and the causal mask:
 
 # %%
-from flashedu.listing import region, show
+from flashedu.listing import reference, region, show
 from flashedu.ops.v2 import kernel as v2_kernel, reference as v2_ref
-v2_reference_view = region(v2_ref, "v2-reference",
-                           title="reference (PyTorch, simulated chip)",
-                           hide=("chip.program(", "chip.buffer(", "chip.compute(",
-                                 "chip.skip("),
-                           unwrap=("if numeric",))
+v2_reference_view = reference(v2_ref, "v2-reference")
 show(v2_reference_view)
 
 # %% [markdown]
@@ -261,11 +257,8 @@ tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).sh
 
 # %%
 from flashedu.ops.v2 import reference_bwd as v2_ref_bwd
-v2_backward_view = region(v2_ref_bwd, "v2-backward-reference",
-                          title="reference backward (Algorithm 2)",
-                          hide=("chip.program(", "for name, r, c", "chip.compute(",
-                                "chip.skip("),
-                          unwrap=("if numeric",))
+v2_backward_view = reference(v2_ref_bwd, "v2-backward-reference",
+                             title="reference backward (Algorithm 2)")
 show(v2_backward_view)
 
 # %% [markdown]

@@ -124,13 +124,9 @@ glue("bf_T", patterns["butterfly"].Tr)
 # gradients. The reference, written against the memory model like every other:
 
 # %%
-from flashedu.listing import region, show
+from flashedu.listing import reference, region, show
 from flashedu.ops.block_sparse import kernel as bs_kernel, reference as bs_ref
-bs_reference_view = region(bs_ref, "block-sparse-reference",
-                           title="reference (PyTorch, simulated chip)",
-                           hide=("chip.program(", "for name, r, c", "if has_m",
-                                 "chip.compute("),
-                           unwrap=("if numeric",))
+bs_reference_view = reference(bs_ref, "block-sparse-reference")
 show(bs_reference_view)
 
 # %% [markdown]

@@ -102,6 +102,7 @@ def add_static(app: Sphinx, config) -> None:
 
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", add_static)
+    app.add_css_file("flashedu.css")  # tools/sphinx_ext/static: code sized to fit the column
     # Late priority: run after sphinx.ext.mathjax and myst-nb have added this page's scripts.
     app.connect("html-page-context", rewrite_page, priority=900)
     app.connect("build-finished", copy_plotlyjs)

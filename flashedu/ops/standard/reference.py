@@ -48,6 +48,8 @@ def standard_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, caus
     Tr, Tc = n_tiles(N, br), n_tiles(N_k, bc)
     numeric = chip.numeric
     rows = _softmax_rows(chip, N_k, br)  # checked first: fail before moving anything
+    # A shape-only run (numeric False) moves the tiles but computes no values: these stay None.
+    S = P_rows = None
 
     # [standard-reference-start]
     chip.phase("S = QKᵀ")
@@ -62,7 +64,6 @@ def standard_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, caus
             c0, c1 = j * bc, min(N_k, (j + 1) * bc)
             Kj = chip.load("K", c0, c1, into="K_j", i=i, j=j)  # [B, H, Bc, d]
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=1, softmax=False)
-            S = None  # a shape-only run (numeric False) computes no values
             if numeric:
                 S = scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1)
             chip.store("S", S, r0, r1, c0, c1, from_="S_ij", i=i, j=j)
@@ -75,7 +76,8 @@ def standard_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, caus
         r1 = min(N, r0 + rows)
         S_rows = chip.load("S", r0, r1, into="S_rows", i=r0 // br)  # [B, H, rows, N_k]
         chip.compute(r0 // br, -1, (r1 - r0) * N_k, matmuls=0, softmax=True)
-        P_rows = safe_softmax(S_rows) if numeric else None
+        if numeric:
+            P_rows = safe_softmax(S_rows)
         chip.store("P", P_rows, r0, r1, from_="S_rows", i=r0 // br)
     chip.free("S_rows")
 
@@ -94,7 +96,7 @@ def standard_forward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, caus
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=1, softmax=False)
             if numeric:
                 Oi = Oi + Pij @ Vj  # [B, H, Br, d]
-        chip.store("O", Oi if numeric else None, r0, r1, from_="O_i", i=i)
+        chip.store("O", Oi, r0, r1, from_="O_i", i=i)  # stores a value only when numeric
         chip.free("P_ij", "V_j", "O_i")
     # [standard-reference-end]
 

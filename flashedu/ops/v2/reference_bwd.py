@@ -87,6 +87,7 @@ def v2_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: b
         chip.free("O_i", "dO_i", "D_i", "dQ_i")
 
     chip.phase("backward")
+    dKj = dVj = None  # a shape-only run (numeric False) moves tiles but computes no values
     # [v2-backward-reference-start]
     for j in range(Tc):
         chip.program(j)
@@ -126,7 +127,7 @@ def v2_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: b
                 dQi = dQi + scale * (dS @ Kj)
                 dKj = dKj + scale * (dS.transpose(-1, -2) @ Qi)  # line 16 [B, H, Bc, d]
             chip.store("dQ", dQi, r0, r1, from_="dQ_i", i=i, j=j)
-        chip.store("dK", dKj if numeric else None, c0, c1, from_="dK_j", j=j)  # line 18
-        chip.store("dV", dVj if numeric else None, c0, c1, from_="dV_j", j=j)
+        chip.store("dK", dKj, c0, c1, from_="dK_j", j=j)  # line 18
+        chip.store("dV", dVj, c0, c1, from_="dV_j", j=j)
         # [v2-backward-reference-end]
         chip.free("K_j", "V_j", "dK_j", "dV_j", "Q_i", "dO_i", "dQ_i", "L_i", "D_i", "S_ij", "dP_ij")
