@@ -68,7 +68,8 @@ rt = setup()
 from flashedu.listing import reference, region, show
 from flashedu.ops.v1 import kernel as v1_kernel, reference as v1_ref
 # The causal tile skip is left out here: the kernel's loop bound does it (below).
-v1_reference_view = reference(v1_ref, "v1-reference", hide=("if causal and fully_masked",))
+v1_reference_view = reference(v1_ref, "v1-reference",
+                              hide=("if causal and fully_masked",))
 show(v1_reference_view)
 
 # %% [markdown]
