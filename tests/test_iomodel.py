@@ -278,9 +278,12 @@ def test_sm_figure_runs_on_one_clock_so_the_faster_finishes_first():
     fig = sm_waves_figure(batch=1, heads=16, N=8192, gpu="H100")
     times = [float(f.name) for f in fig.frames]
     assert times == sorted(times) and times[0] == 0 and times[-1] == v1.finish_time
+    assert [v1.done_at(t) for t in (0, 32, 64)] == [0, 0.5, 1] and v2.done_at(v2.finish_time) == 1
+    bars = [list(f.data[2].x) for f in fig.frames]  # % of the work done, v1 then v2
+    assert bars[0] == [0, 0] and bars[-1] == [100, 100] and bars[1][1] > bars[1][0]
     done = 2  # the "finished" colour
     for f, t in zip(fig.frames, times):
-        v1_z, v2_z = (np.array(d.z, dtype=float) for d in f.data)
+        v1_z, v2_z = (np.array(d.z, dtype=float) for d in f.data[:2])
         v1_done, v2_done = bool(np.all(v1_z[~np.isnan(v1_z)] == done)), bool(np.all(v2_z[~np.isnan(v2_z)] == done))
         assert v1_done == (t >= v1.finish_time) and v2_done == (t >= v2.finish_time)
         assert not (v1_done and not v2_done)

@@ -29,6 +29,15 @@ class Occupancy:
         """When the last wave ends, in units of one v2 program."""
         return self.waves * self.program_time
 
+    def done_at(self, t: float) -> float:
+        """The share of all the work finished by time ``t`` (0 to 1): each wave's programs run
+        from ``wave · program_time`` for ``program_time``."""
+        done = 0.0
+        for wave in range(self.waves):
+            n = min(self.slots, self.programs - wave * self.slots)
+            done += n * min(1.0, max(0.0, (t - wave * self.program_time) / self.program_time))
+        return done / self.programs
+
     def busy_at(self, t: float) -> int:
         """Programs running at time ``t`` (0 <= t; 0 once every wave has finished)."""
         wave = int(t // self.program_time)

@@ -31,7 +31,9 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
     rows, cols = _sm_grid(g.sms)
     end = max(o.finish_time for o in occ.values())
     times = sorted({round(end * f / (frames - 1)) for f in range(frames)})  # whole units
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=[
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.06, vertical_spacing=0.1,
+                        row_heights=[0.82, 0.18], specs=[[{}, {}], [{"colspan": 2}, None]],
+                        subplot_titles=[
         f"{a}: {o.programs} programs × {o.program_time} unit{'s' * (o.program_time > 1)}, "
         f"done at t = {o.finish_time}<br>{100 * o.utilization:.0f}% of SM time busy"
         for a, o in occ.items()])
@@ -46,21 +48,27 @@ def sm_waves_figure(*, batch: int, heads: int, N: int, gpu="A100", block_r: int 
     scale = discrete_colorscale([OKABE_ITO["grey"], OKABE_ITO["blue"], "#DDDDDD"])
 
     def traces(t):
+        done = [100 * o.done_at(t) for o in occ.values()]
         return [go.Heatmap(z=grid(o, t), zmin=-0.5, zmax=2.5, colorscale=scale, showscale=False,
-                           xgap=2, ygap=2, hoverinfo="skip") for o in occ.values()]
+                           xgap=2, ygap=2, hoverinfo="skip") for o in occ.values()] + [
+            go.Bar(x=done, y=list(occ), orientation="h", marker_color=OKABE_ITO["blue"],
+                   text=[f"{d:.0f}% of the work done" for d in done], textposition="auto",
+                   showlegend=False, hoverinfo="skip")]
 
-    for c, tr in enumerate(traces(0), start=1):
-        fig.add_trace(tr, row=1, col=c)
-    fig.frames = [go.Frame(data=traces(t), traces=[0, 1], name=str(t)) for t in times]
+    for tr, (r, c) in zip(traces(0), [(1, 1), (1, 2), (2, 1)]):
+        fig.add_trace(tr, row=r, col=c)
+    fig.frames = [go.Frame(data=traces(t), traces=[0, 1, 2], name=str(t)) for t in times]
     for name, color in (("busy", OKABE_ITO["blue"]), ("idle", OKABE_ITO["grey"]), ("finished", "#DDDDDD")):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(symbol="square", size=12, color=color)), row=1, col=1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_xaxes(visible=False, row=1)
+    fig.update_yaxes(visible=False, autorange="reversed", row=1)
+    fig.update_xaxes(range=[0, 100], ticksuffix="%", row=2, col=1)
+    fig.update_yaxes(autorange="reversed", row=2, col=1)
     fig.update_layout(title=f"{g.name}: {g.sms} SMs, batch {batch} × {heads} heads, N = {N}, "
                             f"Br = {block_r}<br><sup>time t in units of one v2 program "
                             f"(one Q tile against every K/V tile)</sup>",
-                      height=440, font=FONT, plot_bgcolor="white", margin=dict(t=120, b=120, l=10, r=10),
+                      height=520, font=FONT, plot_bgcolor="white", margin=dict(t=120, b=120, l=30, r=10),
                       legend=dict(orientation="h", x=0, y=-0.42))
     return add_player(fig, [str(t) for t in times], duration=300, prefix="t = ", y=-0.08)
 
