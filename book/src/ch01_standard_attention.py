@@ -157,14 +157,11 @@ from flashedu import recorded
 from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
-live = None
 # On a GPU, measure the reader's own at small N and draw it beside the record.
+live = None
 if rt.compiled:
-    from flashedu.bench.peak_memory import peak_bytes, providers
-    live = [dict(provider=name, N=N, peak_bytes=peak_bytes(fn, 1, 16, N, 128))
-            for name, fn in providers().items()
-            if name in ("standard_torch", "sdpa_flash")
-            for N in (1024, 2048, 4096)]
+    from flashedu.bench.peak_memory import measure
+    live = measure(("standard_torch", "sdpa_flash"), Ns=(1024, 2048, 4096))
 memory_figure(mem, live=live,
               live_label=torch.cuda.get_device_name() if live else "",
               providers=("standard_torch", "sdpa_flash")).show()

@@ -254,12 +254,9 @@ from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
 live_mem = None
-if rt.compiled:
-    from flashedu.bench.peak_memory import peak_bytes, providers as mem_providers
-    live_mem = [dict(provider=name, N=n, peak_bytes=peak_bytes(fn, 1, 16, n, 128))
-                for name, fn in mem_providers().items()
-                if name in ("standard_torch", "sdpa_flash")
-                for n in (1024, 2048, 4096)]
+if rt.compiled:  # the reader's GPU beside the record, at small N
+    from flashedu.bench.peak_memory import measure
+    live_mem = measure(("standard_torch", "sdpa_flash"), Ns=(1024, 2048, 4096))
 memory_figure(mem, live=live_mem, live_label=live_label).show()
 peak = peaks(mem)
 glue("mem_naive_16k_gib", peak[("standard_torch", 16384)] / 2**30)

@@ -59,20 +59,30 @@ def providers() -> dict:
     return out
 
 
+def measure(names=None, Ns=(1024, 2048, 4096, 8192, 16384), *, B: int = 1, H: int = 16, D: int = 128,
+            quiet: bool = True) -> list[dict]:
+    """Peak bytes of one forward + backward for each provider named (default: all) and N, as
+    rows of the recorded file's shape. Needs a CUDA GPU (a chapter calls it only where one is)."""
+    rows = []
+    for name, fn in providers().items():
+        if names is not None and name not in names:
+            continue
+        for N in Ns:
+            peak = peak_bytes(fn, B, H, N, D)
+            rows.append(dict(provider=name, B=B, H=H, N=N, D=D, dtype="float16", peak_bytes=peak))
+            if not quiet:
+                print(f"{name:14s} N={N:6d} peak above inputs: "
+                      + (peak if isinstance(peak, str) else f"{peak / 2**20:10.1f} MiB"), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m flashedu.bench.peak_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--ns", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     args = ap.parse_args()
     require_gpu("flashedu.bench.peak_memory")
-    B, H, D = 1, 16, 128
-    rows = []
-    for name, fn in providers().items():
-        for N in args.ns:
-            peak = peak_bytes(fn, B, H, N, D)
-            rows.append(dict(provider=name, B=B, H=H, N=N, D=D, dtype="float16", peak_bytes=peak))
-            print(f"{name:14s} N={N:6d} peak above inputs: "
-                  + (peak if isinstance(peak, str) else f"{peak / 2**20:10.1f} MiB"), flush=True)
+    rows = measure(Ns=args.ns, quiet=False)
     info = provenance.collect()
     slug = re.sub(r"[^a-z0-9]+", "-", (info.get("gpu") or "cpu").lower()).strip("-")
     out = args.out or DATA / f"{slug}.json"

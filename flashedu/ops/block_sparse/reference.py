@@ -24,7 +24,7 @@ from flashedu.ops.block_sparse.masks.mask import BlockSparseMask
 from flashedu.iomodel.blocks import n_tiles
 from flashedu.iomodel.chip import Chip
 from flashedu.iomodel.tiles import exp_diff, finite_or_zero, nonzero_or_one, scores
-from flashedu.ops.v2.reference_bwd import probabilities
+from flashedu.ops.v2.reference_bwd import preprocess, probabilities
 
 MASK_ITEMSIZE = 1  # a token-mask tile is stored one byte per score
 
@@ -127,19 +127,7 @@ def block_sparse_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float,
     cols = to_csr(listed.T)  # per K/V tile, the list of Q tiles
     numeric = chip.numeric
 
-    chip.phase("preprocess")  # D = rowsum(dO ∘ O) and dQ = 0, as in v2
-    for i in range(Tr):
-        chip.program(i)
-        r0, r1 = i * br, min(N, (i + 1) * br)
-        chip.buffer("O_i", br, d)
-        chip.buffer("dO_i", br, d)
-        chip.buffer("D_i", br, 1, acc=True)
-        chip.buffer("dQ_i", br, d, acc=True)
-        Oi = chip.load("O", r0, r1, into="O_i", i=i)  # [B, H, Br, d]
-        dOi = chip.load("dO", r0, r1, into="dO_i", i=i)  # [B, H, Br, d]
-        chip.store("D", (dOi * Oi).sum(-1, keepdim=True) if numeric else None, r0, r1, from_="D_i", i=i)
-        chip.store("dQ", torch.zeros_like(Oi) if numeric else None, r0, r1, from_="dQ_i", i=i)
-        chip.free("O_i", "dO_i", "D_i", "dQ_i")
+    preprocess(chip, N=N, d=d, block_r=br)  # D = rowsum(dO ∘ O) and dQ = 0, as in v2
 
     chip.phase("backward")
     for j in range(Tc):

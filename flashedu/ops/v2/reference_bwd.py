@@ -57,6 +57,26 @@ def probabilities(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return torch.exp(S - finite_or_zero(L)).masked_fill(L == float("-inf"), 0.0)
 
 
+def preprocess(chip: Chip, *, N: int, d: int, block_r: int) -> None:
+    """Lines 3-4: D = rowsum(dO ∘ O) and dQ = 0 in HBM. Line 4 needs whole rows of O and dO,
+    which no K/V program owns: a pass of its own, one program per Q tile."""
+    br, numeric = block_r, chip.numeric
+    chip.phase("preprocess")
+    for i in range(n_tiles(N, br)):
+        chip.program(i)
+        r0, r1 = i * br, min(N, (i + 1) * br)
+        chip.buffer("O_i", br, d)
+        chip.buffer("dO_i", br, d)
+        chip.buffer("D_i", br, 1, acc=True)
+        chip.buffer("dQ_i", br, d, acc=True)
+        Oi = chip.load("O", r0, r1, into="O_i", i=i)  # [B, H, Br, d]
+        dOi = chip.load("dO", r0, r1, into="dO_i", i=i)  # [B, H, Br, d]
+        Di = (dOi * Oi).sum(dim=-1, keepdim=True) if numeric else None  # [B, H, Br, 1]
+        chip.store("D", Di, r0, r1, from_="D_i", i=i)
+        chip.store("dQ", torch.zeros_like(Oi) if numeric else None, r0, r1, from_="dQ_i", i=i)
+        chip.free("O_i", "dO_i", "D_i", "dQ_i")
+
+
 def v2_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bool,
                 block_r: int, block_c: int) -> None:
     """Run FA2's Algorithm 2 on ``chip``: reads Q, K, V, O, dO [N, d] and L [N] from its HBM,
@@ -70,21 +90,7 @@ def v2_backward(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: b
     Tr, Tc = n_tiles(N, br), n_tiles(N_k, bc)
     numeric = chip.numeric
 
-    # Line 4 needs whole rows of O and dO, which no K/V program owns: a pass of its own.
-    chip.phase("preprocess")
-    for i in range(Tr):
-        chip.program(i)
-        r0, r1 = i * br, min(N, (i + 1) * br)
-        chip.buffer("O_i", br, d)
-        chip.buffer("dO_i", br, d)
-        chip.buffer("D_i", br, 1, acc=True)
-        chip.buffer("dQ_i", br, d, acc=True)
-        Oi = chip.load("O", r0, r1, into="O_i", i=i)  # [B, H, Br, d]
-        dOi = chip.load("dO", r0, r1, into="dO_i", i=i)  # [B, H, Br, d]
-        Di = (dOi * Oi).sum(dim=-1, keepdim=True) if numeric else None  # [B, H, Br, 1]
-        chip.store("D", Di, r0, r1, from_="D_i", i=i)
-        chip.store("dQ", torch.zeros_like(Oi) if numeric else None, r0, r1, from_="dQ_i", i=i)
-        chip.free("O_i", "dO_i", "D_i", "dQ_i")
+    preprocess(chip, N=N, d=d, block_r=br)
 
     chip.phase("backward")
     dKj = dVj = None  # a shape-only run (numeric False) moves tiles but computes no values
