@@ -181,3 +181,16 @@ def test_ablations_figure_draws_each_recorded_ablation():
     assert sorted(bars.y) == want
     with pytest.raises(ValueError, match="no ablations"):
         ablations_figure(dict(run, ablations={}))
+
+
+def test_tile_schedule_keeps_each_o_tile_marked_once_written():
+    """v2 writes each O_i once: after its row ends the strip keeps it marked "written" with a 1,
+    instead of falling back to the colour of a tile never written."""
+    from flashedu.viz.palette import WRITTEN_EARLIER
+
+    r = simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)
+    fig = viz.tile_schedule(r)
+    first, last = fig.frames[0].data[2], fig.frames[-1].data[2]  # the O strip
+    assert np.asarray(first.text).ravel().tolist() == [0] * r.Tr
+    assert np.asarray(last.text).ravel().tolist() == [1] * r.Tr
+    assert set(np.asarray(last.z).ravel().tolist()) <= {2, WRITTEN_EARLIER}

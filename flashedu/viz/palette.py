@@ -17,8 +17,9 @@ TILE_COLORS = ("#EEEEEE", OKABE_ITO["sky"], "#8C8C8C", OKABE_ITO["vermillion"],
                OKABE_ITO["green"], OKABE_ITO["purple"])
 WRITTEN_NOW, READ_NOW = 4, 5  # the last two states: only schedules with N×N tensors in HBM
 # Q / O / K / V tile strips: where each tile is.
-STRIP_STATES = ("in HBM", "in SRAM", "written to HBM now")
-STRIP_COLORS = ("#EEEEEE", OKABE_ITO["orange"], OKABE_ITO["green"])
+STRIP_STATES = ("in HBM", "in SRAM", "written to HBM now", "O tile written to HBM earlier")
+STRIP_COLORS = ("#EEEEEE", OKABE_ITO["orange"], OKABE_ITO["green"], "#A8D8C0")
+WRITTEN_EARLIER = 3  # an O tile that has reached HBM (the number on it: how many times)
 
 # Figures set no width: plotly then fills the book column, whatever the reader's screen.
 FONT = dict(family="Helvetica, Arial, sans-serif", size=12)

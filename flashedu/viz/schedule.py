@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 from flashedu.iomodel.trace import COMPUTE, LOAD, SKIP, STORE
 from flashedu.viz.anim import player_controls
 from flashedu.viz.palette import (FONT, READ_COLOR, READ_NOW, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
-                                  TILE_STATES, WRITE_COLOR, WRITTEN_NOW, discrete_colorscale)
+                                  TILE_STATES, WRITE_COLOR, WRITTEN_EARLIER, WRITTEN_NOW,
+                                  discrete_colorscale)
 
 MAX_TILES = 128 * 128  # beyond this the grid is unreadable and the HTML too large
 MAX_EVENTS = 400_000
@@ -167,6 +168,17 @@ def _tile_legend(report) -> list[tuple[str, str]]:
     return pairs if moved & set(_SCORE_TENSORS) else pairs[:WRITTEN_NOW]
 
 
+def _o_strip(st: FrameState, name: str) -> go.Heatmap:
+    """O's tiles: being written now, written before (with how many times so far), in SRAM, or not
+    yet in HBM. v1 writes each O_i once per K/V tile; v2 once, at the end of its row."""
+    written = st.o_writes if st.o_writes is not None else np.zeros(len(st.o), dtype=np.int64)
+    z = np.where(st.o == 2, 2, np.where(written > 0, WRITTEN_EARLIER, st.o))
+    return go.Heatmap(z=z[:, None], x=["O"], zmin=-0.5, zmax=len(STRIP_COLORS) - 0.5,
+                      colorscale=discrete_colorscale(STRIP_COLORS), showscale=False, xgap=1, ygap=1,
+                      name=name, text=written[:, None], texttemplate="%{text}", textfont=dict(size=10),
+                      hovertemplate=f"{name}: O tile %{{y}} written %{{text}} times<extra></extra>")
+
+
 def _legend_traces(row: int, col: int, fig: go.Figure, report) -> None:
     """Legend entries for the heatmaps' discrete states (heatmaps have no legend of their own)."""
     for label, color in _tile_legend(report) + list(zip(STRIP_STATES[1:], STRIP_COLORS[1:])):
@@ -201,7 +213,7 @@ def tile_schedule(report, *, max_frames: int = 60, concurrent: bool = True,
         return [
             _grid_trace(s.grid, name="S tiles"),
             _strip_trace(s.q[:, None], name="Q", x=["Q"]),
-            _strip_trace(s.o[:, None], name="O", x=["O"]),
+            _o_strip(s, "O"),
             _strip_trace(s.kv, name="K/V", y=["K", "V"]),
             go.Bar(x=["read", "written"], y=[s.read_bytes / scale, s.write_bytes / scale],
                    marker_color=[READ_COLOR, WRITE_COLOR], showlegend=False,
@@ -251,21 +263,13 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
                         horizontal_spacing=0.025,
                         subplot_titles=[labels[0], "O", labels[1], "O", f"HBM traffic so far ({unit})"])
 
-    def o_strip(st: FrameState, name: str) -> go.Heatmap:
-        written = st.o_writes if st.o_writes is not None else np.zeros(len(st.o), dtype=np.int64)
-        return go.Heatmap(z=np.where(st.o == 2, 2, 0)[:, None], x=["O"], zmin=-0.5,
-                          zmax=len(STRIP_COLORS) - 0.5, colorscale=discrete_colorscale(STRIP_COLORS),
-                          showscale=False, xgap=1, ygap=1, name=name, text=written[:, None],
-                          texttemplate="%{text}", textfont=dict(size=10),
-                          hovertemplate=f"{name}: O tile %{{y}} written %{{text}} times<extra></extra>")
-
     def frame_data(a: FrameState, b: FrameState) -> list:
         ys = [a.read_bytes / scale, a.write_bytes / scale, b.read_bytes / scale, b.write_bytes / scale]
         return [
             _grid_trace(a.grid, name=report_a.algorithm),
-            o_strip(a, report_a.algorithm),
+            _o_strip(a, report_a.algorithm),
             _grid_trace(b.grid, name=report_b.algorithm),
-            o_strip(b, report_b.algorithm),
+            _o_strip(b, report_b.algorithm),
             go.Bar(x=[f"{report_a.algorithm} read", f"{report_a.algorithm} written",
                       f"{report_b.algorithm} read", f"{report_b.algorithm} written"], y=ys,
                    marker_color=[READ_COLOR, WRITE_COLOR] * 2, showlegend=False,
@@ -276,7 +280,7 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
     for trace, c in zip(frame_data(sa[0], sb[0]), (1, 2, 3, 4, 5)):
         fig.add_trace(trace, row=1, col=c)
     legend = dict(_tile_legend(report_a) + _tile_legend(report_b))
-    for label, color in list(legend.items()) + [(STRIP_STATES[2], STRIP_COLORS[2])]:
+    for label, color in list(legend.items()) + list(zip(STRIP_STATES[2:], STRIP_COLORS[2:])):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label,
                                  marker=dict(symbol="square", size=12, color=color,
                                              line=dict(color="#555555", width=1))), row=1, col=1)
