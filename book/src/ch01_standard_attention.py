@@ -44,7 +44,7 @@ rt = setup()
 # $S$ and $P$ have $N^2$ entries each, while $Q$, $K$, $V$, $O$ have $Nd$: at $N = 4096$ and
 # $d = 64$ each intermediate is $N/d$ = {glue:text}`ratio_n_d` times larger than an input.
 
-# %%
+# %% tags=["hide-input"]
 glue("ratio_n_d", 4096 // 64)
 
 # %% [markdown]
@@ -86,6 +86,9 @@ from flashedu.iomodel.steps import standard_steps
 import textwrap
 report = simulate("standard", N=4096, d=64, dtype=torch.float16)
 print(textwrap.fill(report.summary(), 78))
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 inter = sum(report.per_tensor[n].read_bytes + report.per_tensor[n].write_bytes
             for n in ("S", "P"))
 glue("std_total_mib", report.total_bytes / 2**20)
@@ -106,6 +109,9 @@ for s in steps:
     print(f"{s.name:15s} {s.intensity:7.2f} FLOP/B  {r.bound}-bound  "
           f"predicted {r.time_s * 1e6:6.1f} µs")
 roofline_figure([(s.name, s.flops, s.bytes) for s in steps], "H100").show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 times = [hardware.predict(s.flops, s.bytes, "H100") for s in steps]
 glue("softmax_share", 100 * times[1].time_s / sum(t.time_s for t in times))
 glue("softmax_flop_share", 100 * steps[1].flops / sum(s.flops for s in steps))
@@ -143,6 +149,9 @@ tile_schedule(simulate("standard", N=512, d=64)).show()
 # %%
 from flashedu.viz.growth import standard_growth_figure, standard_traffic_by_tensor
 standard_growth_figure(d=64).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 last = standard_traffic_by_tensor([16384], d=64)[0]
 glue("sp_share_16k", 100 * last["intermediates"] / last["total"])
 
@@ -154,7 +163,6 @@ glue("sp_share_16k", 100 * last["intermediates"] / last["total"])
 
 # %%
 from flashedu import recorded
-from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
 # On a GPU, measure the reader's own at small N and draw it beside the record.
@@ -165,6 +173,10 @@ if rt.compiled:
 memory_figure(mem, live=live,
               live_label=torch.cuda.get_device_name() if live else "",
               providers=("standard_torch", "sdpa_flash")).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.recorded.memory import peaks
 by = peaks(mem)
 glue("mem_std_16k", by[("standard_torch", 16384)] / 2**30)
 glue("mem_flash_16k", by[("sdpa_flash", 16384)] / 2**20)
@@ -216,6 +228,9 @@ o_tri, S, P = flashedu.ops.standard.kernel.standard_attention_triton(
     q, k, v, causal=True, return_intermediates=True)
 err = (o_tri.float() - o_ref.float()).abs().max().item()
 print(f"N = {N}, {dtype}, on {rt.device}: max |triton - reference| = {err:.1e}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 # fp32 rounding of two different summation orders; one build saw 4.9e-5
 # (not reproduced since).
 assert err < (1e-4 if dtype == torch.float32 else 2e-2)

@@ -55,12 +55,15 @@ running_mean_animation([4, 8, 15, 16, 23, 42]).show()
 # %%
 from flashedu.softmax import naive_softmax, safe_softmax, online_softmax
 
-glue("fp16_exp_limit", math.log(torch.finfo(torch.float16).max))
 x = torch.tensor([10.0, 12.0, 3.0], dtype=torch.float16)
 print("logits (fp16):      ", x.tolist())
 print("exp(x) in fp16:     ", torch.exp(x).tolist())
 print("naive softmax:      ", naive_softmax(x).tolist())
 print("safe softmax:       ", safe_softmax(x).tolist())
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+glue("fp16_exp_limit", math.log(torch.finfo(torch.float16).max))
 
 # %% [markdown]
 # Two more cases every kernel in this book must get right: logits of $\pm 10^4$ (a naive softmax
@@ -152,8 +155,6 @@ show(region(softmax_kernel, "softmax-kernel", title="kernel: one program per row
 
 # %%
 from flashedu.ops.online.softmax_kernel import softmax_triton
-glue("ch02_runtime",
-     "compiled on a GPU" if rt.compiled else "the interpreter on a CPU")
 n = rt.size(cpu=300, gpu=32768)
 x = torch.randn(64, n, device=rt.device) * 5
 for online in (False, True):
@@ -162,6 +163,11 @@ for online in (False, True):
     print(f"{'online' if online else 'safe  '} Triton softmax, "
           f"{x.shape[0]} rows of {n}: max error {err:.1e}")
     assert err < 1e-5
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+glue("ch02_runtime",
+     "compiled on a GPU" if rt.compiled else "the interpreter on a CPU")
 
 # %% [markdown]
 # **Change it.** `softmax_triton(x, block=...)` picks `BLOCK`. Predict first: does the answer
@@ -273,6 +279,9 @@ o_kernel = flashedu.get("online_triton").fn(
     *(t.to(rt.device) for t in (q, k, v)), causal=True).cpu()
 print(f"max |online_triton - online_reference| = "
       f"{(o_kernel - o_online).abs().max().item():.1e}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 assert (o_kernel - o_online).abs().max().item() < 1e-5
 
 # %% [markdown]

@@ -155,6 +155,9 @@ rec = simulate("v1", N=4096, d=64, block_r=r.block_r, block_c=r.block_c)
 print(f"the count: reads {f.seed.reads:,}  writes {f.seed.writes:,}")
 print(f"exact:     reads {f.exact.reads:,}  writes {f.exact.writes:,}")
 print(f"recorded:  reads {rec.read_elements:,}  writes {rec.write_elements:,}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 assert (rec.read_elements, rec.write_elements) == (f.exact.reads, f.exact.writes)
 
 # %% [markdown]
@@ -172,6 +175,9 @@ assert (rec.read_elements, rec.write_elements) == (f.exact.reads, f.exact.writes
 # %%
 from flashedu.viz.io_complexity import traffic_vs_sram, traffic_vs_sram_figure
 traffic_vs_sram_figure(N=4096, d=64).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 rows = {r["sram_kib"]: r for r in traffic_vs_sram(N=4096, d=64, sram_kib=(228,))}
 glue("v1_gain_228", rows[228]["standard"] / rows[228]["v1"])
 

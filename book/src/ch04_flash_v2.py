@@ -83,6 +83,9 @@ for r in (r1, r2):
     f = formula(r.algorithm, N=N, d=d, block_r=r.block_r, block_c=r.block_c)
     print(f"{r.algorithm:4s} {f.seed.reads:12,d} {f.seed.writes:12,d} "
           f"{r.read_elements:15,d} {r.write_elements:16,d}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("v2_traffic_gain", r1.total_elements / r2.total_elements)
 # f is v2's formula
 assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)
@@ -118,6 +121,9 @@ side_by_side(a, b, concurrent=False).show()
 
 # %%
 traffic_explorer(gpu="H100").show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 from flashedu.viz.traffic import traffic_curves
 own = [traffic_curves(a, Ns=[16384], d=64, sram_bytes=228 * 1024, heads=16)[0][0]
        for a in ("v1", "v2")]
@@ -134,9 +140,12 @@ glue("v1_own_tiles_16k", float(own[0] / own[1]))
 # %%
 from flashedu import recorded
 from flashedu.viz.measured_traffic import model_vs_measured_figure
-from flashedu.recorded.ncu import by_case
 ncu = recorded.latest("ncu")
 model_vs_measured_figure(ncu).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.recorded.ncu import by_case
 by = by_case(ncu)
 std, v2 = by[("standard_triton", 4096, False)], by[("v2_triton", 4096, False)]
 glue("ncu_std_write_ratio", std["write_bytes"] / std["model_write_bytes"])
@@ -301,6 +310,9 @@ for N in (1024, 4096, 16384):
                      unfused / 2**20))
         print(f"N = {N:5d}, d = {d:3d}: tiled backward {rows[-1][2]:7.0f} MiB, "
               f"unfused N² terms {rows[-1][3]:6.0f} MiB")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("bwd_ratio_64", rows[2][2] / rows[2][3])
 glue("bwd_ratio_128", rows[3][2] / rows[3][3])
 glue("p_store_gib", 32 * 16384**2 * 2 / 2**30)  # P of 32 heads at N = 16k, fp16
@@ -444,14 +456,17 @@ cases = [(p, D, c) for p in ("fwd", "bwd") for D in (64, 128)
 vs_flash = {(p, D, c, N): ratio(bench, impl="v2_triton", peer="sdpa_flash",
                                 pass_=p, D=D, causal=c, N=N)
             for p, D, c in cases for N in (2048, 4096, 8192, 16384)}
-v1_vs_v2 = [ratio(bench, impl="v2_triton", peer="v1_triton",
-                  pass_="fwd", D=D, causal=False, N=16384)
-            for D in (64, 128)]
 print("v2_triton speed over SDPA's flash backend, N = 2k…16k:")
 for p, D, c in cases:
     vals = "  ".join(f"{vs_flash[(p, D, c, N)]:.2f}x"
                      for N in (2048, 4096, 8192, 16384))
     print(f"  {p:3s} D{D:<3d} {'causal' if c else 'full  '}  {vals}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+v1_vs_v2 = [ratio(bench, impl="v2_triton", peer="v1_triton",
+                  pass_="fwd", D=D, causal=False, N=16384)
+            for D in (64, 128)]
 glue("bench_gpu", bench["info"]["gpu"])
 glue("v2_fwd_min", min(v for (p, *_), v in vs_flash.items() if p == "fwd"))
 glue("v2_bwd_min", min(v for (p, *_), v in vs_flash.items() if p == "bwd"))
@@ -475,11 +490,14 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn",
 # linearly in $N$.
 
 # %%
-from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
 memory_figure(mem, providers=("standard_torch", "sdpa_flash",
                               "v1_triton", "v2_triton")).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.recorded.memory import peaks
 peak = peaks(mem)
 glue("mem_v2_vs_flash", peak[("v2_triton", 16384)] / peak[("sdpa_flash", 16384)])
 glue("mem_v2_growth", peak[("v2_triton", 16384)] / peak[("v2_triton", 1024)])

@@ -32,7 +32,7 @@ rt = setup()
 # blocks of the score matrix, skip the zero blocks entirely. It makes these claims, which this
 # chapter checks where a laptop can:
 
-# %%
+# %% tags=["hide-input"]
 FA1_PAPER = {"speedup_lo": 2, "speedup_hi": 4, "max_len_k": 64, "lra_speedup": 2.8,
              "path256_acc": 63.1}
 for key, value in FA1_PAPER.items():
@@ -70,6 +70,9 @@ listed, partial = window.blocks[0], window.partial()[0]
 print(textwrap.fill(str(window), 78))
 print("tiles: 1 = full, 2 = partial, 0 = skipped")
 print((listed.int() + partial.int()).numpy())
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("win_tiles", window.Tr * window.Tc)
 glue("win_full", int((listed & ~partial).sum()))
 glue("win_partial", int(partial.sum()))
@@ -107,6 +110,9 @@ patterns = {
     "random 25%": bs.random_blocks(N_demo, block=blk, density=0.25),
 }
 pattern_gallery(patterns).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("bf_per_row", int(patterns["butterfly"].blocks[0].sum(-1)[0]))
 glue("bf_T", patterns["butterfly"].Tr)
 
@@ -153,6 +159,9 @@ err = (o - masked_attention(q, k, v, m.dense())).abs().max().item()
 print(textwrap.fill(str(m), 78))
 print(f"max |block-sparse - dense masked| = {err:.1e}; "
       f"row 7 of head 1 is {o[0, 1, 7].abs().max().item()}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 assert err < 1e-12
 
 # %% [markdown]
@@ -175,6 +184,9 @@ print("ptr   =", csr.ptr.tolist())
 print("index =", csr.index.tolist())
 print("count per row =", csr.counts[0].tolist(),
       "(row 1 is empty: its output is 0)")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 assert (bs.from_csr(csr) == small.blocks).all()
 
 # %% [markdown]
@@ -214,6 +226,9 @@ dense_reads = rows[0][2]
 for s, nnz, reads, writes in rows:
     print(f"density {s:4.0%}: {nnz:5d} tiles, reads {reads:>10,d} "
           f"({reads / dense_reads:.3f} of dense), writes {writes:,d}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("io_25", rows[2][2] / dense_reads)
 glue("io_10", rows[3][2] / dense_reads)
 
@@ -247,6 +262,9 @@ def model_ratios(N, d, heads=16, gpu="H100"):
 io4, t4 = model_ratios(4096, 64)
 curves = {"HBM traffic, model (N=4k, d=64)": (dens, io4),
           "roofline time, H100 (N=4k, d=64)": (dens, t4)}
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("t_25", t4[dens.index(0.25)])
 # The prose above calls dense v2 memory-bound in the model: keep it true.
 assert hardware.roofline(simulate("block_sparse", N=4096, d=64, heads=16),

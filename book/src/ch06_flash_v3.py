@@ -42,6 +42,9 @@ print(f"H100: {h100.fp16_flops / 1e12:.0f} TFLOP/s fp16 matmul, "
 for e in exp_share_table((64, 128, 256)):
     print(f"  D = {e.d:3d}: exponentials take {100 * e.ratio:3.0f}% "
           "of the GEMMs' time")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 shares = {e.d: e.ratio for e in exp_share_table((64, 128, 256))}
 glue("mufu_tflops", h100.sfu_ops / 1e12)
 glue("tc_tflops", h100.fp16_flops / 1e12)
@@ -93,6 +96,9 @@ sims = compare(d=128, n_blocks=16)
 for name, r in sims.items():
     print(f"{r.label:34s} tensor cores busy {100 * r.tensor_utilization:3.0f}%  "
           f"→ {r.tflops:4.0f} TFLOP/s")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 for name, r in sims.items():
     glue(f"sim_{name}", r.tflops)
 glue("sim_fa3_util", 100 * sims["fa3"].tensor_utilization)
@@ -117,6 +123,9 @@ gantt_figure(d=128, n_blocks=6).show()
 
 # %%
 schedule_bars(sims).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("paper_fa3", PAPER_ABLATION["fa3"][1])
 glue("paper_no_intra", PAPER_ABLATION["pingpong"][1])
 glue("paper_pp_before", 570)  # FA3 paper, section 3.1 (cited, not computed)
@@ -158,14 +167,17 @@ for name in ("pingpong", "fa3"):
 # %%
 # Registers per thread that the accumulators need (O and the live S tiles, in fp32):
 from flashedu.fa3sim import simulate
-from flashedu.fa3sim.schedules import CONSUMER_REGS_PER_THREAD
-glue("max_regs", CONSUMER_REGS_PER_THREAD)
 for d, bn in ((128, 128), (256, 128), (256, 64)):
     for name in ("pingpong", "fa3"):
         r = simulate(name, d=d, block_n=bn, n_blocks=4)
         print(f"d={d:3d}, Bc={bn:3d}, {r.label:24s}: "
               f"{r.accumulator_regs_per_thread:3.0f} registers "
               f"→ {'fits' if r.fits_registers else 'does NOT fit'}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.fa3sim.schedules import CONSUMER_REGS_PER_THREAD
+glue("max_regs", CONSUMER_REGS_PER_THREAD)
 glue("regs_256",
      simulate("fa3", d=256, block_n=128, n_blocks=4).accumulator_regs_per_thread)
 
@@ -220,7 +232,6 @@ print("warp_specialize keyword in this Triton:", HAS_WARP_SPECIALIZE)
 # %%
 from flashedu import recorded
 LOAD_LATENCY = round(0.8e-6 * sm.clock_hz)
-glue("hbm_trip", LOAD_LATENCY)
 for lat_ in (0, LOAD_LATENCY):
     # schedule (b), the consumers issuing the copies themselves
     tf = [simulate("warp_specialized", d=128, stages=s, warp_specialize=False,
@@ -228,6 +239,10 @@ for lat_ in (0, LOAD_LATENCY):
           for s in (1, 2, 3, 4)]
     print(f"load latency {lat_:4d} cycles, stages 1-4: "
           + "  ".join(f"{t:.0f}" for t in tf) + " TFLOP/s")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+glue("hbm_trip", LOAD_LATENCY)
 glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 
 # %% [markdown]
@@ -329,8 +344,6 @@ for s_ in (1, 2):
 
 # %%
 from flashedu.ops import fp8
-glue("fp8_speedup", h100.fp8_flops / h100.fp16_flops)
-glue("e4m3_max", fp8.E4M3_MAX)
 g = torch.Generator().manual_seed(0)
 qo, ko, vo = fp8.outlier_qkv(B=1, H=4, N=1024, D=128, generator=g)
 signs = fp8.random_signs(128, generator=g, dtype=torch.float64)
@@ -340,6 +353,11 @@ rot_err = (qr @ kr.transpose(-1, -2)
 print("max |(QM)(KM)ᵀ - QKᵀ| =", f"{rot_err:.1e}")
 print(f"largest |q|: {qo.abs().max().item():.1f} before, "
       f"{qr.abs().max().item():.1f} after the rotation")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+glue("fp8_speedup", h100.fp8_flops / h100.fp16_flops)
+glue("e4m3_max", fp8.E4M3_MAX)
 
 # %% [markdown]
 # **Block quantisation** gives every $B_r \times d$ tile of $Q$ and $B_c \times d$ tile of $K$,
@@ -365,6 +383,9 @@ ours = rmse_table(B=1, H=4, N=1024, D=128, seed=0)
 print(f"{'recipe':34s} {'ours':>9s} {'paper':>9s}")
 for name, err in ours.items():
     print(f"{RECIPES[name].label:34s} {err:9.1e} {PAPER_RMSE[name]:9.1e}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("rmse_fa3", ours["fp8_fa3"])
 glue("rmse_base", ours["fp8_per_tensor"])
 glue("rmse_block", ours["fp8_block"])

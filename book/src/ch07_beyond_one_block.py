@@ -43,9 +43,12 @@ h100 = gpu("H100")
 occ = occupancy("v2", batch=1, heads=32, N=1, gpu="H100")
 print(f"v2 decoding, batch 1, 32 heads: {occ.programs} programs on {h100.sms} SMs, "
       f"{100 * occ.utilization:.0f}% of the SMs busy")
+heads, kv_heads = 32, 8
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 # Decoding does 4·N_k·d FLOPs per head and reads K and V once:
 # 2·N_k·d·2 bytes per K/V head.
-heads, kv_heads = 32, 8
 intensity = (4 * heads) / (2 * 2 * kv_heads)
 glue("dec_busy", 100 * occ.utilization)
 glue("dec_programs", occ.programs)
@@ -80,6 +83,9 @@ S = num_splits_heuristic(programs=1 * kv_heads, n_blocks=32768 // 128, sms=h100.
 print(f"batch 1, {kv_heads} K/V heads, 32k keys in tiles of 128: "
       f"{S} splits, {S * kv_heads} programs")
 print("first splits:", split_ranges(32768, S, 128)[:3], "...")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("dec_splits", S)
 glue("dec_split_programs", S * kv_heads)
 
@@ -101,6 +107,9 @@ exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=Tru
 import textwrap
 print(f"max |split-KV - SDPA| = {(o - exact).abs().max().item():.1e}")
 print(textwrap.fill(report.summary(), 78))
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("dec_ref_err", (o - exact).abs().max().item())
 
 # %% [markdown]
@@ -121,6 +130,9 @@ print(f"K/V read {kv_bytes / 2**20:.1f} MiB; "
       f"partial states written and read back {split_bytes / 2**20:.2f} MiB")
 print(f"total traffic, packed groups {packed.total_bytes / 2**20:.1f} MiB "
       f"vs one K/V head per query head {unpacked.total_bytes / 2**20:.1f} MiB")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("dec_split_overhead", 100 * split_bytes / kv_bytes)
 glue("dec_gqa_saving", unpacked.total_bytes / packed.total_bytes)
 
@@ -307,6 +319,9 @@ print(f"4 processes, {seconds:.1f} s in all; max |ring - one process| = {err:.1e
 for t, s in enumerate(steps):
     print(f"rank 1, step {t}: holds rank {s['holder']}'s shard, "
           f"sends {s['sent_bytes']:,} B")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("ring_err", err)
 glue("ring_seconds", seconds)
 
@@ -327,6 +342,9 @@ torch.nn.functional.scaled_dot_product_attention(
 grad_err = max((ring[f"d{n}"] - t.grad).abs().max().item()
                for n, t in zip("qkv", leaves))
 print(f"3 processes: max gradient error {grad_err:.1e}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("ring_grad_err", grad_err)
 
 # %% [markdown]
@@ -349,6 +367,9 @@ eff = {lay: step_efficiency(work_matrix(4096, 8, lay))
 for lay, e in eff.items():
     print(f"{lay:10s}: 8 ranks, 4096 tokens, causal: "
           f"busiest-rank efficiency {100 * e:.1f}%")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("eff_contiguous", 100 * eff["contiguous"])
 glue("eff_zigzag", 100 * eff["zigzag"])
 glue("eff_striped", 100 * eff["striped"])
@@ -384,11 +405,14 @@ for name in ("NVLink 4", "PCIe 5.0 x16", "InfiniBand NDR"):
                                link=name)
     print(f"{name:15s} {LINKS[name].bandwidth / 1e9:4.0f} GB/s: "
           f"transfers hide above {n_star:6.0f} tokens per GPU")
+overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("nstar_nvlink", overlap_threshold(heads=32, kv_heads=8, causal=True,
                                        gpu="H100", link="NVLink 4"))
 glue("nstar_pcie", overlap_threshold(heads=32, kv_heads=8, causal=True,
                                      gpu="H100", link="PCIe 5.0 x16"))
-overlap_figure(gpu="H100", heads=32, kv_heads=8, causal=True).show()
 
 # %% [markdown]
 # Over NVLink a few hundred tokens per GPU already hide the ring

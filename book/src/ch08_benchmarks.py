@@ -42,6 +42,9 @@ for pass_ in ("fwd", "bwd", "fwdbwd"):
         f = attention_flops(pass_, B=B, H=H, N=N, D=D, causal=causal)
         print(f"{pass_:6s} {'causal' if causal else 'full  '}: "
               f"{f / 1e12:6.3f} TFLOP")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("fwd_tflop", attention_flops("fwd", B=B, H=H, N=N, D=D, causal=False) / 1e12)
 glue("bwd_causal_tflop",
      attention_flops("bwd", B=B, H=H, N=N, D=D, causal=True) / 1e12)
@@ -62,6 +65,9 @@ cases = sweep(**{k: v for k, v in full.items() if k != "passes"})
 for c in cases[:6]:
     print(c)
 print(f"... {len(cases)} cases in all, each timed {', '.join(full['passes'])}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("n_cases", len(cases))
 
 # %% [markdown]
@@ -120,6 +126,9 @@ print(f"{len(bench['times'])} rows; ceilings: "
          f"bf16 matmul {c['matmul_bf16_tflops']:.0f} TFLOP/s, "
          f"copy {c['copy_tbs']:.2f} TB/s"
          if c else "not recorded"))
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("bench_gpu", bench["info"]["gpu"])
 glue("bench_date", bench["info"]["date"][:10])
 # The prose below says this chapter's harness wrote the file: keep it true.
@@ -153,9 +162,12 @@ else:
 # run.
 
 # %%
-from flashedu.recorded.bench import ratio
 from flashedu.viz.tflops import tflops_figure
 tflops_figure(bench, impls=None, live=live, live_label=live_label).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.recorded.bench import ratio
 v2_flash = ratio(bench, impl="v2_triton", peer="sdpa_flash", pass_="fwd", D=128,
                  causal=False, N=16384)
 v2_cudnn = ratio(bench, impl="v2_triton", peer="sdpa_cudnn", pass_="fwd", D=128,
@@ -216,6 +228,9 @@ from flashedu.viz.speedups import CHAIN
 missing = [f"{a} → {b}" for a, b in zip(CHAIN, CHAIN[1:])
            if not any(k[:2] == (a, b) for k in sp)]
 print("not recorded in this file:", ", ".join(missing) or "none")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
 glue("v1_v2_16k", dict(sp[("v1_triton", "v2_triton", 128, False)])[16384])
 glue("v1_v2_512", dict(sp[("v1_triton", "v2_triton", 128, False)])[512])
 # B·H at B·N = 16k, hidden size 2048, d = 128
@@ -250,7 +265,6 @@ glue("sms_h200", gpu_preset("H200").sms)
 # the backward pass, $N^2$ numbers per head; the fused kernels keep $O$ and one number per row.
 
 # %%
-from flashedu.recorded.memory import peaks
 from flashedu.viz.peak_memory import memory_figure
 mem = recorded.latest("memory")
 live_mem = None
@@ -258,6 +272,10 @@ if rt.compiled:  # the reader's GPU beside the record, at small N
     from flashedu.bench.peak_memory import measure
     live_mem = measure(("standard_torch", "sdpa_flash"), Ns=(1024, 2048, 4096))
 memory_figure(mem, live=live_mem, live_label=live_label).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.recorded.memory import peaks
 peak = peaks(mem)
 glue("mem_naive_16k_gib", peak[("standard_torch", 16384)] / 2**30)
 glue("mem_flash_16k_mib", peak[("sdpa_flash", 16384)] / 2**20)
@@ -281,8 +299,11 @@ glue("mem_ratio_16k", peak[("standard_torch", 16384)] / peak[("sdpa_flash", 1638
 # %%
 from flashedu.viz.speedups import (measured_points, measured_roofline_figure,
                                    preset_for)
-from flashedu.hardware import gpu as gpu_preset
 measured_roofline_figure(bench, N=4096, D=128).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.hardware import gpu as gpu_preset
 g = gpu_preset(preset_for(bench["info"]["gpu"]) or "H100")
 pts = {impl: (ai, tf) for impl, ai, tf in measured_points(bench, N=4096, D=128)}
 ai, tf = pts["v2_triton"]
