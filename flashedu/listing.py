@@ -9,10 +9,10 @@ A region is marked in the source by two comment lines::
 
 :func:`region` cuts one out (``region(module, "online-kernel")``; with no name, a whole function
 or module); :func:`reference` is the same for a reference written against the memory model's
-chip, without the calls that only feed the model. :func:`show` lays several side by side as tabs, e.g. the paper-literal reference
-beside the kernel. In Jupyter, Colab and the built book it renders as highlighted HTML whose line
-numbers are the file's own; as plain text (a terminal, a test) it is the code with a title line.
-Lines wrap instead of scrolling sideways.
+chip, without the calls that only feed the model. :func:`show` lays several side by side as
+tabs, e.g. the paper-literal reference beside the kernel. In Jupyter, Colab and the built book
+it renders as highlighted HTML whose line numbers are the file's own; as plain text (a terminal,
+a test) it is the code with a title line. Lines wrap instead of scrolling sideways.
 """
 from __future__ import annotations
 
