@@ -211,7 +211,8 @@ def check_play(page, index: int, shot: Path) -> None:
 # A code block scrolls when its content is wider than its box; a table, when it is wider than the
 # box that holds it (the theme wraps tables in a scrolling div).
 WIDE = """() => [
-  ...[...document.querySelectorAll('article .cell_input pre, article .fe-listing pre')]
+  ...[...document.querySelectorAll(
+       'article .cell_input pre, article .cell_output pre, article .fe-listing pre')]
      .filter(el => el.scrollWidth > el.clientWidth + 2).map(el => 'code: ' + el.innerText),
   ...[...document.querySelectorAll('article table')]
      .filter(t => t.getBoundingClientRect().width > t.parentElement.clientWidth + 2)
@@ -219,7 +220,7 @@ WIDE = """() => [
 
 
 def check_nothing_scrolls_sideways(page) -> None:
-    """At 1280 px, no code cell, listing or table needs a horizontal scroll bar."""
+    """At 1280 px, no code cell, printed output, listing or table needs a horizontal scroll bar."""
     wide = page.evaluate(WIDE)
     assert not wide, "wider than the page (scrolls sideways):\n" + "\n".join(wide)
 

@@ -232,7 +232,8 @@ parts = [state_of_block(s[:, a:b], v[a:b]) for a, b in zip(cuts, cuts[1:])]
 order = torch.randperm(len(parts), generator=g).tolist()
 merged = finalize(merge_all([parts[i] for i in order]))
 exact = torch.softmax(s, -1) @ v
-print(f"pieces {list(zip(cuts, cuts[1:]))}, merged in order {order}")
+print(f"pieces {list(zip(cuts, cuts[1:]))}")
+print(f"merged in order {order}")
 print(f"max |merged - exact| = {(merged - exact).abs().max().item():.1e}")
 
 # %% [markdown]

@@ -93,6 +93,7 @@ for causal in (False, True):
 # literal block sizes do not fit, and the model says so:
 
 # %%
+import textwrap
 from flashedu.iomodel import simulate, fa1_block_sizes, DEFAULT_SRAM_BYTES
 from flashedu.iomodel.hbm_sram import SRAMOverflowError
 
@@ -102,7 +103,7 @@ print(f"M = {M_all} elements, d = 64: Br = {br}, Bc = {bc}")
 try:
     simulate("v1", N=2048, d=64, block_r=br, block_c=bc)
 except SRAMOverflowError as err:
-    print("SRAMOverflowError:", err)
+    print(textwrap.fill(f"SRAMOverflowError: {err}", 78))
 
 # %% [markdown]
 # flashedu therefore takes $M$ as **half** the SRAM by default, which leaves room for $S_{ij}$
@@ -204,8 +205,8 @@ errors = check_against_fp64("v1_reference", q, k, v, causal=True)
 N, d = 4096, 64
 bwd = simulate("v1", N=N, d=d, backward=True)
 print(textwrap.fill(bwd.summary(), 78))
-print(f"kept for the backward pass: standard P = {N * N:,} elements;  "
-      f"v1 ℓ and m = {2 * N:,} elements")
+print(f"kept for the backward pass: standard P = {N * N:,} elements;")
+print(f"                            v1 ℓ and m = {2 * N:,} elements")
 
 # %% [markdown]
 # ## A Triton kernel with v1's schedule

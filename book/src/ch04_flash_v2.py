@@ -197,7 +197,7 @@ for B, H, N in ((1, 16, 8192), (16, 16, 1024)):
         o = occupancy(alg, batch=B, heads=H, N=N, gpu="A100")
         print(f"B={B:2d} H={H} N={N:5d} {alg}: {o.programs:5d} programs, "
               f"{o.waves:2d} waves, done at t = {o.finish_time:3d}, "
-              f"SMs busy {100 * o.utilization:3.0f}% of the time")
+              f"SMs busy {100 * o.utilization:3.0f}%")
 
 # %% [markdown]
 # Inside a program the work is split across warps (groups of 32 threads). v1 splits $K_j$, $V_j$

@@ -509,5 +509,5 @@ half = next(s / 100 for s in range(100, 0, -1)
                         block_mask=bs.random_blocks(4096, block=128,
                                                     density=s / 100)).total_bytes
             <= dense_bytes / 2)
-print(f"half the traffic at {half:.0%} of the tiles: "
-      "Q is read and O, L written in full whatever the density")
+print(f"half the traffic at {half:.0%} of the tiles:")
+print("  Q is read and O, L written in full whatever the density")

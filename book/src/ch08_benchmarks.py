@@ -115,8 +115,8 @@ harness = bench.get("source") != "flashedu/bench/tune_v2.py"
 print(label(bench["info"]))
 parts = bench.get("parts") or [dict(info=bench["info"])]
 commits = sorted({str(p["info"].get("commit"))[:7] for p in parts})
-print(f"{len(parts)} parts (the sweep is split so that each part runs in minutes), "
-      f"at commits {', '.join(commits)}")
+print(f"{len(parts)} parts (the sweep is split so that each part runs in minutes),")
+print(f"  at commits {', '.join(commits)}")
 print("written by",
       "python -m flashedu.bench" if harness
       else "flashedu/bench/tune_v2.py (chapter 4's tuning run)")
