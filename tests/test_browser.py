@@ -213,10 +213,11 @@ def check_play(page, index: int, shot: Path) -> None:
 WIDE = """() => [
   ...[...document.querySelectorAll(
        'article .cell_input pre, article .cell_output pre, article .fe-listing pre')]
-     .filter(el => el.scrollWidth > el.clientWidth + 2).map(el => 'code: ' + el.innerText),
+     .filter(el => el.scrollWidth > el.clientWidth + 2).map(el => 'code: ' + el.textContent),
   ...[...document.querySelectorAll('article table')]
      .filter(t => t.getBoundingClientRect().width > t.parentElement.clientWidth + 2)
-     .map(t => 'table: ' + t.innerText)].map(s => s.split('\\n')[0].slice(0, 70))"""
+     .map(t => 'table: ' + t.innerText)]
+  .map(s => s.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '').slice(0, 90))"""
 
 
 def check_nothing_scrolls_sideways(page) -> None:

@@ -642,8 +642,8 @@ assert check_descale_fold(fold)
 times = [simulate("warp_specialized", d=64, block_n=64, warp_specialize=False,
                   load_latency=4000, stages=s).makespan for s in range(1, 7)]
 best = next(s for s in range(1, 7) if times[s - 1] <= min(times) * 1.001)
-print("cycles for stages 1-6:", [round(t) for t in times],
-      f"→ {best} stages are enough")
+print("cycles for stages 1-6:", [round(t) for t in times])
+print(f"  → {best} stages are enough")
 print("d=64: exponentials take as long as the GEMMs, so one warpgroup's softmax\n"
       "cannot hide entirely under the other's GEMMs:\n"
       "ping-pong is bounded by the softmax units.")
