@@ -116,7 +116,8 @@ gantt_figure(d=128, n_blocks=6).show()
 # %% [markdown]
 # ### The model against the paper
 #
-# FA3's ablation (paper, Table 2: H100, fp16, $d = 128$, $N = 8448$) measured
+# FA3's ablation {cite:p}`shah2024flashattention3` (Table 2: H100, fp16, $d = 128$,
+# $N = 8448$) measured
 # {glue:text}`paper_fa3` TFLOP/s with everything on and {glue:text}`paper_no_intra` TFLOP/s without
 # the intra-warpgroup pipeline; in its section 3.1, ping-pong alone took a kernel from
 # {glue:text}`paper_pp_before` to {glue:text}`paper_pp_after` TFLOP/s.
@@ -375,7 +376,8 @@ fp8_widget(qo, ko, block=128).show()
 # `flashedu.ops.fp8` simulates each recipe with exactly the kernel's arithmetic: e4m3 inputs,
 # products accumulated in fp32, one descale per tile, $P$ cast to e4m3 for $PV$. The error is
 # the RMSE of $O$ against attention in fp64 of the same fp16 inputs ($B = 1$, $H = 4$,
-# $N = 1024$, $d = 128$):
+# $N = 1024$, $d = 128$), beside the paper's column, FA3's Table 3
+# {cite:p}`shah2024flashattention3`:
 
 # %%
 from flashedu.ops.fp8 import PAPER_RMSE, RECIPES, rmse_table
