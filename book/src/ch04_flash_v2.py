@@ -177,16 +177,28 @@ glue("ncu_gpu", ncu["provenance"]["gpu"])
 # sequence: one program per $Q$ block, so $B \times H \times T_r$ programs, each doing $1/T_r$ of
 # a head's work. Before you press **Play**, predict: with one sequence of 16 heads at
 # $N = 8192$, which finishes first? Time runs on one clock for both, in units of one v2 program
-# (a v1 program, doing all $T_r = 64$ of its head's $Q$ tiles, lasts 64 units):
+# (a v1 program, doing all $T_r =$ {glue:text}`sm_tr` of its head's $Q$ tiles, lasts
+# {glue:text}`sm_tr` units):
 
 # %%
 from flashedu.viz.parallelism import sm_waves_figure, warp_partition_figure
 from flashedu.iomodel.parallel import occupancy
 sm_waves_figure(batch=1, heads=16, N=8192, gpu="A100").show()
 
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes.
+from flashedu.hardware import gpu as gpu_preset
+sm_v1 = occupancy("v1", batch=1, heads=16, N=8192, gpu="A100")
+sm_v2 = occupancy("v2", batch=1, heads=16, N=8192, gpu="A100")
+glue("sm_tr", sm_v1.program_time)
+glue("sm_v1_programs", sm_v1.programs)
+glue("sm_idle", gpu_preset("A100").sms - sm_v1.programs)
+glue("sm_v2_programs", sm_v2.programs)
+
 # %% [markdown]
-# v1's 16 programs keep 16 SMs busy from start to end while the other 92 idle; v2's 1024 short
-# programs fill every SM, wave after wave, and are done long before. With a large batch of short
+# v1's {glue:text}`sm_v1_programs` programs keep as many SMs busy from start to end while the
+# other {glue:text}`sm_idle` idle; v2's {glue:text}`sm_v2_programs` short programs fill every
+# SM, wave after wave, and are done long before. With a large batch of short
 # sequences ($16 \times 16$ heads, $N = 1024$) v1 has enough programs too, and the two finish
 # close together:
 
