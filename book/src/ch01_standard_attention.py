@@ -131,12 +131,28 @@ glue("ridge_h100", hardware.gpu("H100").ridge_point())
 # each frame is one step of the recording: kernel 1 computing $S$ tile by tile and writing each
 # tile to HBM (green), the softmax reading rows of $S$ back (purple) and writing $P$ (green),
 # then $O = PV$ reading every tile of $P$ back (purple). The strips show which tiles of $Q$, $K$,
-# $V$ and $O$ sit in SRAM, and the bars the HBM bytes so far ($N = 512$, $d = 64$, fp16). Watch
-# the "written" bar: it is almost all $S$ and $P$.
+# $V$ and $O$ sit in SRAM, and the bars the HBM bytes so far ($N = 512$, $d = 64$, fp16).
+#
+# **Predict first.** When the pass is over, what share of the bytes written to HBM are $S$ and
+# $P$? ($O$ is $N \times d$; $S$ and $P$ are $N \times N$ each.)
+#
+# :::{dropdown} Answer
+# {glue:text}`ch1_sp_write_share:.1f`%. $S$ and $P$ are $2N^2$ elements, $O$ is $Nd$: at
+# $N = 512$ and $d = 64$ that is $2N/d$ = {glue:text}`ch1_sp_over_o:.0f` elements of $S$ and $P$
+# for every element of the output. Watch the "written" bar grow while $O$ is still empty.
+# :::
 
 # %%
 from flashedu.viz import tile_schedule
-tile_schedule(simulate("standard", N=512, d=64)).show()
+std_512 = simulate("standard", N=512, d=64)
+tile_schedule(std_512).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: the answer above, from the recording.
+written = {n: t.write_elements for n, t in std_512.per_tensor.items()}
+glue("ch1_sp_write_share",
+     100 * (written["S"] + written["P"]) / sum(written.values()))
+glue("ch1_sp_over_o", (written["S"] + written["P"]) / written["O"])
 
 # %% [markdown]
 # ## The memory wall grows as $N^2$

@@ -121,11 +121,29 @@ print(textwrap.fill(r.summary(), 78))
 # Press **Play**. Kernel and K/V tile $j$ go column by column (the outer loop); in each column
 # every $Q$ tile is visited in turn, and its $O_i$ goes back to HBM each time: the written bytes
 # grow with every column ($N = 512$, $d = 64$, a 32 KiB SRAM so the tiles are small enough to see).
+#
+# **Predict first.** By the end, how many times has each $O_i$ been written to HBM?
+#
+# :::{dropdown} Answer
+# {glue:text}`ch3_o_writes` times: once per column, $T_c =$ {glue:text}`ch3_tc` columns of
+# {glue:text}`ch3_bc` keys, plus once at the start, when Algorithm 1 (line 2) fills $O$ with
+# zeros in HBM. Every column visits every $Q$ tile and sends its $O_i$ back, because the
+# running average has to survive in HBM until the next column's visit.
+# :::
 
 # %%
 from flashedu.viz import tile_schedule
-tile_schedule(simulate("v1", N=512, d=64, sram_bytes=32 * 1024),
-              concurrent=False).show()
+v1_512 = simulate("v1", N=512, d=64, sram_bytes=32 * 1024)
+tile_schedule(v1_512, concurrent=False).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: the answer above, from the recording.
+from flashedu.iomodel import n_tiles
+o_writes = v1_512.per_tensor["O"].write_elements / (512 * 64)
+assert o_writes == n_tiles(512, v1_512.block_c) + 1
+glue("ch3_o_writes", int(o_writes))
+glue("ch3_tc", n_tiles(512, v1_512.block_c))
+glue("ch3_bc", v1_512.block_c)
 
 # %% [markdown]
 # With a live kernel (Jupyter, Colab) you can change the algorithm, $N$, $d$, the SRAM size and

@@ -97,8 +97,19 @@ assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)
 # {glue:text}`v2_traffic_gain:.2f` times as many elements; the larger win is that none of
 # v2's writes happen inside the loop.
 #
+# **Predict first.** Both run at $N = 512$, $d = 64$ with the same {glue:text}`ch4_br` ×
+# {glue:text}`ch4_bc` tiles. How many elements of $O$ has v1 written after its first $j$ columns,
+# and v2 after its first $i$ rows?
+#
+# :::{dropdown} Answer
+# v1: $(j + 1) \cdot Nd$, all of $O$ once per column plus the zeros it starts from; by the end
+# {glue:text}`ch4_v1_o_writes:,d` elements. v2: $i \cdot B_r d$, only the rows it has finished;
+# by the end $Nd$ = {glue:text}`ch4_v2_o_writes:,d`, each element once.
+# :::
+#
 # Press **Play** to watch both at once: v1 sweeps the grid column by column and writes $O$ every
-# step; v2 sweeps it row by row and writes each $O_i$ once ($N = 512$, $d = 64$, 32 KiB SRAM).
+# step; v2 sweeps it row by row and writes each $O_i$ once (32 KiB SRAM, so that the tiles are
+# small enough to see).
 
 # %%
 from flashedu.viz import side_by_side, traffic_explorer
@@ -106,6 +117,16 @@ a = simulate("v1", N=512, d=64, sram_bytes=32 * 1024)
 b = simulate("v2", N=512, d=64, sram_bytes=32 * 1024,
              block_r=a.block_r, block_c=a.block_c)
 side_by_side(a, b, concurrent=False).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: the answer above, from the recordings.
+from flashedu.iomodel import n_tiles
+glue("ch4_br", a.block_r)
+glue("ch4_bc", a.block_c)
+glue("ch4_v1_o_writes", a.per_tensor["O"].write_elements)
+glue("ch4_v2_o_writes", b.per_tensor["O"].write_elements)
+assert a.per_tensor["O"].write_elements == (n_tiles(512, a.block_c) + 1) * 512 * 64
+assert b.per_tensor["O"].write_elements == 512 * 64
 
 # %% [markdown]
 # The explorer below sweeps $N$ for standard attention, v1 and v2 (16 heads); the sliders pick
@@ -175,10 +196,16 @@ glue("ncu_gpu", ncu["provenance"]["gpu"])
 # {cite:p}`dao2023flashattention2`. On an A100 with 108 SMs that works when $B \times H \ge 80$
 # or so; with long sequences the batch is small and most SMs sit idle. v2 also splits the
 # sequence: one program per $Q$ block, so $B \times H \times T_r$ programs, each doing $1/T_r$ of
-# a head's work. Before you press **Play**, predict: with one sequence of 16 heads at
-# $N = 8192$, which finishes first? Time runs on one clock for both, in units of one v2 program
-# (a v1 program, doing all $T_r =$ {glue:text}`sm_tr` of its head's $Q$ tiles, lasts
-# {glue:text}`sm_tr` units):
+# a head's work.
+#
+# **Predict first.** One sequence of 16 heads at $N = 8192$ on an A100: which finishes first?
+# Time runs on one clock for both, in units of one v2 program (a v1 program, doing all
+# $T_r =$ {glue:text}`sm_tr` of its head's $Q$ tiles, lasts {glue:text}`sm_tr` units).
+#
+# :::{dropdown} Answer
+# v2, at $t =$ {glue:text}`sm_v2_finish` against v1's {glue:text}`sm_v1_finish`. Both do the
+# same work; v1 puts it on {glue:text}`sm_v1_programs` SMs, v2 spreads it over all of them.
+# :::
 
 # %%
 from flashedu.viz.parallelism import sm_waves_figure, warp_partition_figure
@@ -194,6 +221,9 @@ glue("sm_tr", sm_v1.program_time)
 glue("sm_v1_programs", sm_v1.programs)
 glue("sm_idle", gpu_preset("A100").sms - sm_v1.programs)
 glue("sm_v2_programs", sm_v2.programs)
+glue("sm_v1_finish", sm_v1.finish_time)
+glue("sm_v2_finish", sm_v2.finish_time)
+assert sm_v2.finish_time < sm_v1.finish_time
 
 # %% [markdown]
 # v1's {glue:text}`sm_v1_programs` programs keep as many SMs busy from start to end while the
@@ -234,8 +264,31 @@ print(f"tiles computed: full {full.tiles_computed}, causal {causal.tiles_compute
       f"({causal.tiles_skipped} skipped); "
       f"HBM reads {full.read_bytes / 2**20:.1f} → "
       f"{causal.read_bytes / 2**20:.1f} MiB")
+
+# %% [markdown]
+# **Predict first.** In the animation below ($N = 512$, 32 KiB SRAM), which $Q$ tile's program
+# finishes first, and does any program load a $K_j$ tile that lies above the diagonal?
+#
+# :::{dropdown} Answer
+# The first row's: it stops at the diagonal, after one tile, while the last row computes
+# {glue:text}`ch4_last_row`. No: a skipped tile is never loaded, so causal v2
+# reads {glue:text}`ch4_causal_reads:.2f` of the unmasked pass's bytes. This is why
+# {ref}`the kernel <ch4-kernel-walk>` starts the longest rows first.
+# :::
+
+# %%
 from flashedu.viz import tile_schedule
-tile_schedule(simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)).show()
+causal_512 = simulate("v2", N=512, d=64, sram_bytes=32 * 1024, causal=True)
+tile_schedule(causal_512).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: the answer above, from the recording.
+full_512 = simulate("v2", N=512, d=64, sram_bytes=32 * 1024)
+tr_ = n_tiles(512, causal_512.block_r)
+assert causal_512.block_r == causal_512.block_c
+glue("ch4_last_row", tr_)
+glue("ch4_causal_reads", causal_512.read_bytes / full_512.read_bytes)
+assert causal_512.tiles_computed == tr_ * (tr_ + 1) // 2
 
 # %% [markdown]
 # ## The backward pass, derived
@@ -344,6 +397,7 @@ glue("p_store_gib", 32 * 16384**2 * 2 / 2**30)  # P of 32 heads at N = 16k, fp16
 # fp32 read-modify-write of $dQ$ disappears altogether, as the next section shows.
 
 # %% [markdown]
+# (ch4-kernel-walk)=
 # ## The Triton kernel, line by line
 #
 # `v2_triton` is FlashAttention-2 as one forward and two backward Triton kernels behind a

@@ -140,14 +140,32 @@ glue("dec_gqa_saving", unpacked.total_bytes / packed.total_bytes)
 # The partial states add {glue:text}`dec_split_overhead:.1f`% to the K/V traffic; a cache with
 # a K/V head per query head moves {glue:text}`dec_gqa_saving:.1f` times as much.
 #
+# **Predict first.** One token, 32 query heads, 32k cached keys, an H100. FA2 runs one program
+# per (batch, query head), each reading its head's whole cache. How many SMs have work?
+#
+# :::{dropdown} Answer
+# {glue:text}`ch7_fa2_programs` of {glue:text}`ch7_sms`: one per head. The other
+# {glue:text}`ch7_idle` wait while each busy SM reads {glue:text}`ch7_tiles` tiles one after
+# another. Split-KV cuts each head's cache into slices so that every SM reads one.
+# :::
+#
 # Press **Play**: the SMs of an H100 while one token is decoded against 32k cached keys. FA2's
-# 32 programs read their whole cache one tile after another while the other SMs wait; split-KV's
+# programs read their whole cache one tile after another while the other SMs wait; split-KV's
 # programs each read a slice, then merge (time in tiles read per program; the merge is drawn as
 # one tile's time).
 
 # %%
 from flashedu.viz.decode import decode_figure, split_weights_figure
 decode_figure(batch=1, heads=32, kv_heads=8, N_k=32768, gpu="H100").show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: the answer above (the figure's own counts: 128-key tiles).
+from flashedu.hardware import gpu as gpu_preset
+sms_h100 = gpu_preset("H100").sms
+glue("ch7_fa2_programs", 1 * 32)
+glue("ch7_sms", sms_h100)
+glue("ch7_idle", sms_h100 - 32)
+glue("ch7_tiles", 32768 // 128)
 
 # %% [markdown]
 # How the merge weighs the splits: for one query row, each split's running max $m_s$ and its
@@ -356,7 +374,18 @@ glue("ring_grad_err", grad_err)
 #
 # Give rank $r$ the $r$-th contiguous slice of the sequence. With a causal mask, rank 0's queries
 # only see rank 0's keys: after step 0 it has nothing to do, while the last rank works at every
-# step. Every step lasts as long as its busiest rank. Press **Play**:
+# step. Every step lasts as long as its busiest rank.
+#
+# **Predict first.** Four ranks, contiguous slices, causal: at how many of the four steps does
+# rank 0 have work, and the last rank?
+#
+# :::{dropdown} Answer
+# Rank 0 at {glue:text}`ch7_rank0_steps` step, the last rank at {glue:text}`ch7_last_steps`.
+# Each step waits for its busiest rank, so the ring does useful work
+# {glue:text}`ch7_eff4:.0f`% of the time it takes.
+# :::
+#
+# Press **Play**:
 
 # %%
 from flashedu.ops.ring.layout import work_matrix, step_efficiency
@@ -371,6 +400,10 @@ for lay, e in eff.items():
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
 glue("eff_contiguous", 100 * eff["contiguous"])
+work4 = work_matrix(32, 4, "contiguous")  # [rank, step], as in the figure
+glue("ch7_rank0_steps", int((work4[0] > 0).sum()))
+glue("ch7_last_steps", int((work4[-1] > 0).sum()))
+glue("ch7_eff4", 100 * step_efficiency(work4))
 glue("eff_zigzag", 100 * eff["zigzag"])
 glue("eff_striped", 100 * eff["striped"])
 

@@ -5,7 +5,8 @@
   (computed, skipped, working now), HBM bytes so far grow beside it, and the subtitle gives the
   pattern's total traffic and roofline time on a GPU preset against dense v2;
 * :func:`density_figure` - traffic and time relative to dense v2 against the fraction of tiles
-  computed: the memory model, the roofline, and GPU measurements when some are recorded.
+  computed: the memory model, the roofline, and GPU measurements when some are recorded;
+* :func:`ratio_heatmap` - every recorded ratio to dense v2, pattern by shape (the appendix).
 """
 from __future__ import annotations
 
@@ -165,4 +166,37 @@ def density_figure(curves: dict, *, measured: list[dict] | None = None, title: s
                       height=440, font=FONT, plot_bgcolor="white",
                       legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.8)"),
                       margin=dict(t=70, l=60, r=20, b=60))
+    return fig
+
+
+def ratio_heatmap(rows: list, *, pass_: str = "fwd", title: str | None = None) -> go.Figure:
+    """Time over dense v2's for every recorded (pattern, density) × (N, d): the appendix's view of
+    chapter 5's measurements. ``rows``: :class:`flashedu.recorded.block_sparse.Ratio` objects.
+    One panel for flashedu's kernel and, where recorded, one for FlexAttention, on one colour
+    scale (1 = dense v2's time), each cell labelled with its ratio."""
+    sel = [r for r in rows if r.pass_ == pass_]
+    if not sel:
+        raise ValueError(f"no rows with pass_={pass_!r}")
+    cols = sorted({(r.D, r.N) for r in sel})
+    keys = list(dict.fromkeys((r.pattern, r.target) for r in sel))
+    by = {(r.pattern, r.target, r.D, r.N): r for r in sel}
+    panels = [("flashedu", lambda r: r.ours)]
+    if any(r.flex is not None for r in sel):
+        panels.append(("FlexAttention", lambda r: r.flex))
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[p for p, _ in panels])
+    x = [f"d{D} N{N // 1024}k" for D, N in cols]
+    y = [f"{p} {s:.0%}" for p, s in keys]
+    for c, (_, value) in enumerate(panels, start=1):
+        z = [[(value(by[(p, s, D, N)]) if (p, s, D, N) in by else None) for D, N in cols] for p, s in keys]
+        text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
+        fig.add_trace(go.Heatmap(z=z, x=x, y=y, text=text, texttemplate="%{text}", zmin=0, zmax=1.6,
+                                 colorscale="Blues_r", showscale=c == len(panels), xgap=2, ygap=2,
+                                 colorbar=dict(title=dict(text="× dense v2"), len=0.9),
+                                 hovertemplate="%{y}, %{x}: %{z:.2f}× dense v2<extra></extra>"),
+                      row=1, col=c)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=dict(text=title or f"Time over dense v2's ({pass_})", font=dict(size=13)),
+                      height=120 + 34 * len(keys), font=FONT, plot_bgcolor="white",
+                      margin=dict(t=70, l=110, r=20, b=50))
     return fig
