@@ -648,3 +648,26 @@ def test_measured_prose_types_no_number_by_hand():
         bare = re.sub(r"\b[A-Za-z]+\d+\b", "", bare)         # fp16, fp32, v2
         numbers = re.findall(r"\d+(?:\.\d+)?", bare)
         assert set(numbers) <= {"2", "4"}, f"cell {i + 1} types numbers by hand: {numbers}"
+
+
+# The papers' headline numbers beside ours (chapter 8).
+
+def _runs():
+    from flashedu.recorded.bench import latest
+    return {"bench": latest(), "fa3": recorded.latest("fa3"), "fp8": recorded.latest("fp8")}
+
+
+def test_headline_table_reads_every_row_from_the_records():
+    from flashedu.recorded import papers
+    rows = papers.headline_table(_runs())
+    assert len(rows) == len(papers.HEADLINES) and all(r["ours_value"] is not None for r in rows)
+    fa3 = next(r for r in rows if "Table 2" in r["claim"])
+    assert fa3["ours_value"] == ablation_summary(_runs()["fa3"], paper_tflops=661)["fa3_best_8448"]
+    table = papers.markdown_table(_runs()).splitlines()
+    assert len(table) == 2 + len(rows) and all(line.count("|") == 6 for line in table)
+
+
+def test_headline_table_without_records_says_so():
+    from flashedu.recorded import papers
+    rows = papers.headline_table({})
+    assert {r["ours"] for r in rows} == {"not recorded"} and all(r["ours_value"] is None for r in rows)

@@ -277,7 +277,7 @@ def test_backward_rejects_what_it_cannot_run():
     with pytest.raises(NotImplementedError, match="standard"):
         simulate("standard", N=64, d=16, backward=True)
     with pytest.raises(ValueError, match="backward=True"):
-        formula("standard", N=64, d=16, block_r=16, block_c=16, backward=True)
+        formula("v2_split_bwd", N=64, d=16, block_r=16, block_c=16)  # a backward only
     q, k, v = fresh_qkv(1, 1, 16, 8, dtype=torch.float32, device="cpu")
     o, L = v2_attention_lse(q, k, v)
     with pytest.raises(ValueError, match="do must"):
@@ -443,3 +443,56 @@ def test_bf16_is_refused_under_the_interpreter(fn):
     q = torch.randn(1, 1, 4, 16, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="bfloat16"):
         fn(q, q, q)
+
+
+# v2_triton's backward, three passes (flashedu/ops/v2/reference_bwd_split.py), against the model.
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("N,d,br,bc", [(256, 32, 32, 64), (1000, 64, 64, 128), (7, 16, 16, 32),
+                                       (333, 16, 32, 16)])
+def test_split_backward_simulation_equals_exact_formula(causal, N, d, br, bc):
+    kw = dict(N=N, d=d, block_r=br, block_c=bc, causal=causal, backward=True, batch=2, heads=3)
+    r, f = simulate("v2_split_bwd", **kw), formula("v2_split_bwd", **kw)
+    assert {n: (t.read_elements, t.write_elements) for n, t in r.per_tensor.items()} == f.exact.per_tensor
+    assert (r.read_bytes, r.write_bytes) == f.exact.bytes(itemsize=2, stat_itemsize=4)
+    # S and dP are computed in both loops: seven products per score, against the forward's two.
+    fwd = simulate("v2", N=N, d=d, block_r=br, block_c=bc, causal=causal, batch=2, heads=3)
+    assert 2 * r.flops == 7 * fwd.flops
+
+
+@pytest.mark.parametrize("N,d,br,bc", [(1024, 64, 64, 128), (2048, 128, 128, 64)])
+def test_split_backward_closed_form_and_what_it_trades(N, d, br, bc):
+    Nd, Tr, Tc = N * d, N // br, N // bc
+    split = formula("v2_split_bwd", N=N, d=d, block_r=br, block_c=bc, backward=True).exact
+    alg2 = formula("v2", N=N, d=d, block_r=br, block_c=bc, backward=True).exact
+    assert (split.reads, split.writes) == (6 * Nd + 2 * N + Tc * (2 * Nd + 2 * N) + 2 * Tr * Nd,
+                                           N + 3 * Nd)
+    # Algorithm 2 moves dQ_i through HBM (fp32) once per K/V tile; the split streams K, V twice.
+    assert alg2.per_tensor["dQ"] == (Tc * Nd, Nd + Tc * Nd) and split.per_tensor["dQ"] == (0, Nd)
+    assert split.per_tensor["K"] == (Nd + Tr * Nd, 0)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("N", [1, 7, 129])
+def test_split_backward_gradients_match_autograd(causal, N):
+    from flashedu.iomodel.run import run_backward
+    q, k, v = fresh_qkv(2, 3, N, 16, dtype=torch.float64, device="cpu")
+    do = torch.randn_like(q)
+    o, L = v2_attention_lse(q, k, v, causal=causal)
+    got, report = run_backward("v2_split_bwd", q, k, v, o, do, {"L": L}, causal=causal, scale=None,
+                               block_r=16, block_c=32, sram_bytes=64 * 1024)
+    assert _max_grad_err(got, _sdpa_grads(q, k, v, do, causal=causal)) < 1e-10
+    shape = simulate("v2_split_bwd", N=N, d=16, causal=causal, block_r=16, block_c=32,
+                     sram_bytes=64 * 1024, dtype=torch.float64, batch=2, heads=3, backward=True)
+    assert report.counts() == shape.counts()
+
+
+def test_unfused_backward_moves_seven_n_by_n_tensors():
+    N, N_k, d = 300, 200, 64
+    f = formula("standard", N=N, N_k=N_k, d=d, block_r=64, block_c=64, backward=True).exact
+    square = ("P", "dP", "dS")
+    assert sum(f.per_tensor[n][0] for n in square) == 5 * N * N_k  # P twice, dP once, dS twice
+    assert sum(f.per_tensor[n][1] for n in square) == 2 * N * N_k  # dP, dS
+    assert f.reads - 5 * N * N_k == 3 * N * d + 2 * N_k * d
+    assert f.writes - 2 * N * N_k == N * d + 2 * N_k * d
+    assert f.bytes(itemsize=2)[1] == 2 * f.writes  # nothing fp32 in an unfused fp16 backward

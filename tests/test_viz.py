@@ -194,3 +194,18 @@ def test_tile_schedule_keeps_each_o_tile_marked_once_written():
     assert np.asarray(first.text).ravel().tolist() == [0] * r.Tr
     assert np.asarray(last.text).ravel().tolist() == [1] * r.Tr
     assert set(np.asarray(last.z).ravel().tolist()) <= {2, WRITTEN_EARLIER}
+
+
+def test_ratio_heatmap_draws_every_recorded_ratio():
+    from flashedu import recorded
+    from flashedu.recorded import block_sparse as bsm
+    from flashedu.viz.block_sparse import ratio_heatmap
+    rows = bsm.ratios(recorded.latest("block_sparse"))
+    fig = ratio_heatmap(rows, pass_="fwd")
+    ours, flex = fig.data
+    fwd = [r for r in rows if r.pass_ == "fwd"]
+    got = sorted(v for row in ours.z for v in row if v is not None)
+    assert got == sorted(r.ours for r in fwd)
+    assert sorted(v for row in flex.z for v in row if v is not None) == sorted(r.flex for r in fwd if r.flex)
+    with pytest.raises(ValueError, match="pass_"):
+        ratio_heatmap(rows, pass_="bwd")

@@ -25,6 +25,8 @@ class Counts:
     reads: int
     writes: int
     per_tensor: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (reads, writes)
+    # Tensors stored at the accumulator's size (fp32) in HBM.
+    acc: tuple[str, ...] = ("l", "m", "L", "D", "dQ")
 
     @property
     def total(self) -> int:
@@ -35,7 +37,7 @@ class Counts:
         ``itemsize``. Needs the per-tensor split (``exact`` has it, ``seed`` does not)."""
         if not self.per_tensor:
             raise ValueError("these counts have no per-tensor split; use .exact for bytes")
-        size = {n: _ONE_BYTE.get(n) or (stat_itemsize if n in _ACC else itemsize) for n in self.per_tensor}
+        size = {n: _ONE_BYTE.get(n) or (stat_itemsize if n in self.acc else itemsize) for n in self.per_tensor}
         return (sum(r * size[n] for n, (r, _) in self.per_tensor.items()),
                 sum(w * size[n] for n, (_, w) in self.per_tensor.items()))
 
@@ -58,8 +60,8 @@ class IOFormula:
     order: str  # the asymptotic HBM traffic, M = SRAM size in elements
 
 
-# Stored at the accumulator's size (fp32): row statistics, and the backward's dQ accumulator.
-_ACC = ("l", "m", "L", "D", "dQ")
+# Backward passes whose dQ is written once, in the inputs' dtype: only the row statistics are fp32.
+_STATS_ONLY_ACC = ("L", "D")
 # Block-sparse attention's token mask: one byte per score, read only for partial tiles.
 _ONE_BYTE = {"M": 1}
 
@@ -99,8 +101,22 @@ _BACKWARD_NOTES = {
           "dK, dV are initialised in HBM (+2Nd writes); v2 instead reads O once and stores D. "
           "dQ is an fp32 accumulator in HBM.",
 }
+_BACKWARD_NOTES["standard"] = (
+    "Unfused, as autograd runs standard attention's backward: five kernels, each reading its "
+    "inputs from HBM and writing its output there. dV = Pᵀ dO (reads the stored P, dO), "
+    "dP = dO Vᵀ (writes dP), dS = P ∘ (dP − rowsum(P ∘ dP)) (reads P and dP, writes dS), "
+    "dQ = dS K and dK = dSᵀ Q (each reads dS): seven N × N transfers per head, 5N·N_k reads "
+    "and 2N·N_k writes, beside 3Nd + 2N_k·d reads and 2N_k·d + Nd writes. The scale is folded "
+    "into a product; no kernel re-reads a tile. Causal: the same (nothing is skipped).")
+_BACKWARD_NOTES["v2_split_bwd"] = (
+    "v2_triton's backward: Algorithm 2's arithmetic in three passes. D = rowsum(dO ∘ O) (reads "
+    "O, dO; writes D); per K/V tile, dK_j, dV_j on chip while Q_i, dO_i, L_i, D_i stream past "
+    "(written once); per Q tile, dQ_i on chip while K_j, V_j stream past (written once, in the "
+    "inputs' dtype). With N_k = N: reads 2Nd + 2Nd + Tc·(2Nd + 2N) + 2Nd + 2N + Tr·2Nd, "
+    "writes N + 3Nd. Against Algorithm 2: no fp32 dQ round trip per tile (−Tc·Nd reads and "
+    "writes of fp32), but K and V stream past every Q tile a second time (+2·Tr·Nd).")
 _ORDER = {"v2": "Θ(N²d²/M)", "v1": "Θ(N²d²/M)", "standard": "Θ(Nd + N²)",
-          "block_sparse": _ORDER_BLOCK_SPARSE}
+          "block_sparse": _ORDER_BLOCK_SPARSE, "v2_split_bwd": "Θ(N²d²/M)"}
 _BACKWARD_NOTES["block_sparse"] = (
     "The seeds give no backward count, so seed is None. v2's backward (Algorithm 2) over the "
     "listed tiles: K_j, V_j read and dK_j, dV_j written once per K/V tile (listed or not), and "
@@ -169,8 +185,9 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
     >>> f.exact.reads - f.seed.reads == 2 * f.Tc * 1024
     True
     """
-    if algorithm not in _NOTES:
-        raise ValueError(f"algorithm must be one of {tuple(_NOTES)}, got {algorithm!r}")
+    if algorithm not in _NOTES and not (backward and algorithm in _BACKWARD_NOTES):
+        raise ValueError(f"algorithm must be one of {tuple(_NOTES)} (or, backward=True, "
+                         f"{tuple(_BACKWARD_NOTES)}), got {algorithm!r}")
     for name, x in (("N", N), ("d", d), ("batch", batch), ("heads", heads)):
         if isinstance(x, bool) or not isinstance(x, int) or x < 1:
             raise ValueError(f"{name} must be a positive int, got {x!r}")
@@ -200,9 +217,21 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
         per = (_backward_per_tensor("v2", N, N_k, d, steps) if backward else
                {"Q": (Nd, 0), "K": (kv, 0), "V": (kv, 0), "O": (0, Nd), "L": (0, N)})
         seed = None
+    elif backward and algorithm == "standard":
+        NN = N * N_k
+        per = {"Q": (Nd, 0), "K": (Nkd, 0), "V": (Nkd, 0), "dO": (2 * Nd, 0), "P": (2 * NN, 0),
+               "dP": (NN, NN), "dS": (2 * NN, NN), "dQ": (0, Nd), "dK": (0, Nkd), "dV": (0, Nkd)}
+        seed = None
+    elif backward and algorithm == "v2_split_bwd":
+        steps = int((rows * count).sum())  # Σ over computed (i, j) of the rows of Q_i
+        kv = int(k_rows.sum()) * d  # Σ over Q tiles of the K (and V) rows each one streams
+        per = {"O": (Nd, 0), "dO": (Nd + steps * d + Nd, 0), "Q": (steps * d + Nd, 0),
+               "L": (steps + N, 0), "D": (steps + N, N), "K": (Nkd + kv, 0), "V": (Nkd + kv, 0),
+               "dK": (0, Nkd), "dV": (0, Nkd), "dQ": (0, Nd)}
+        seed = None
     elif backward:
         if algorithm not in _BACKWARD_NOTES:
-            raise ValueError(f"backward=True needs 'v1' or 'v2', got {algorithm!r}")
+            raise ValueError(f"backward=True needs one of {tuple(_BACKWARD_NOTES)}, got {algorithm!r}")
         per, seed = _backward_per_tensor(algorithm, N, N_k, d, int((rows * count).sum())), None
     elif algorithm == "v2":
         kv = int(k_rows.sum()) * d  # each Q tile streams the K (and V) rows it needs
@@ -220,7 +249,8 @@ def formula(algorithm: str, *, N: int, d: int, block_r: int, block_c: int, causa
         seed = (Nd + 2 * Nkd + 2 * NN, 2 * NN + Nd)
 
     per = {n: (r * bh, w * bh) for n, (r, w) in per.items()}
-    exact = Counts(sum(r for r, _ in per.values()), sum(w for _, w in per.values()), per)
+    acc = _STATS_ONLY_ACC if backward and algorithm in ("standard", "v2_split_bwd") else Counts.acc
+    exact = Counts(sum(r for r, _ in per.values()), sum(w for _, w in per.values()), per, acc)
     seed_counts = None if causal or seed is None else Counts(seed[0] * bh, seed[1] * bh)
     note = (_BACKWARD_NOTES if backward else _NOTES)[algorithm]
     if algorithm == "block_sparse":

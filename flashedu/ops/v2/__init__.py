@@ -4,8 +4,13 @@ from flashedu.iomodel.models import Model, register_model
 from flashedu.ops.v2.autograd import v2_attention
 from flashedu.ops.v2.reference import v2_forward
 from flashedu.ops.v2.reference_bwd import STATS, backward_block_sizes, v2_backward
+from flashedu.ops.v2.reference_bwd_split import v2_backward_split
 
 register_model(Model("v2", forward=v2_forward, backward=v2_backward, stats=STATS,
+                     backward_block_sizes=backward_block_sizes))
+# The backward as v2_triton splits it (dQ in a pass of its own), for its byte count beside
+# Algorithm 2's; same tiles, so the two differ only in where dQ is summed.
+register_model(Model("v2_split_bwd", backward=v2_backward_split, stats=STATS,
                      backward_block_sizes=backward_block_sizes))
 
 register(Impl(

@@ -57,9 +57,10 @@ def probabilities(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return torch.exp(S - finite_or_zero(L)).masked_fill(L == float("-inf"), 0.0)
 
 
-def preprocess(chip: Chip, *, N: int, d: int, block_r: int) -> None:
+def preprocess(chip: Chip, *, N: int, d: int, block_r: int, zero_dq: bool = True) -> None:
     """Lines 3-4: D = rowsum(dO ∘ O) and dQ = 0 in HBM. Line 4 needs whole rows of O and dO,
-    which no K/V program owns: a pass of its own, one program per Q tile."""
+    which no K/V program owns: a pass of its own, one program per Q tile. ``zero_dq=False``: D
+    only (a backward whose dQ pass writes each dQ_i once needs no zeroed accumulator)."""
     br, numeric = block_r, chip.numeric
     chip.phase("preprocess")
     for i in range(n_tiles(N, br)):
@@ -73,7 +74,8 @@ def preprocess(chip: Chip, *, N: int, d: int, block_r: int) -> None:
         dOi = chip.load("dO", r0, r1, into="dO_i", i=i)  # [B, H, Br, d]
         Di = (dOi * Oi).sum(dim=-1, keepdim=True) if numeric else None  # [B, H, Br, 1]
         chip.store("D", Di, r0, r1, from_="D_i", i=i)
-        chip.store("dQ", torch.zeros_like(Oi) if numeric else None, r0, r1, from_="dQ_i", i=i)
+        if zero_dq:
+            chip.store("dQ", torch.zeros_like(Oi) if numeric else None, r0, r1, from_="dQ_i", i=i)
         chip.free("O_i", "dO_i", "D_i", "dQ_i")
 
 
