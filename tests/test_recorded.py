@@ -652,19 +652,25 @@ def test_measured_prose_types_no_number_by_hand():
 
 # The papers' headline numbers beside ours (chapter 8).
 
-def _runs():
+def _headline_runs():
     from flashedu.recorded.bench import latest
     return {"bench": latest(), "fa3": recorded.latest("fa3"), "fp8": recorded.latest("fp8")}
 
 
 def test_headline_table_reads_every_row_from_the_records():
     from flashedu.recorded import papers
-    rows = papers.headline_table(_runs())
+    rows = papers.headline_table(_headline_runs())
     assert len(rows) == len(papers.HEADLINES) and all(r["ours_value"] is not None for r in rows)
     fa3 = next(r for r in rows if "Table 2" in r["claim"])
-    assert fa3["ours_value"] == ablation_summary(_runs()["fa3"], paper_tflops=661)["fa3_best_8448"]
-    table = papers.markdown_table(_runs()).splitlines()
+    assert fa3["ours_value"] == ablation_summary(_headline_runs()["fa3"], paper_tflops=661)["fa3_best_8448"]
+    table = papers.markdown_table(_headline_runs()).splitlines()
     assert len(table) == 2 + len(rows) and all(line.count("|") == 6 for line in table)
+
+
+def test_paper_numbers_agree_across_modules():
+    from flashedu.recorded import papers
+    from flashedu.viz.gantt import PAPER_ABLATION
+    assert papers.FA3_ABLATION_TFLOPS == PAPER_ABLATION["fa3"][1]
 
 
 def test_headline_table_without_records_says_so():

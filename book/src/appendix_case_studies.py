@@ -30,7 +30,8 @@ rt = setup()
 # `python -m flashedu.bench` records four ablations beside its sweep, each changing one thing
 # of {ref}`chapter 4 <ch-flash-v2>`'s kernels:
 #
-# - **v1 against v2** (`v1-vs-v2`): the loop swap, forward and backward, per $N$ (with this
+# - **v1 against v2** (`v1-vs-v2`): the loop swap and the parallelism over $Q$ tiles it
+#   brings, forward and backward, per $N$ (with this
 #   book's literal v1: one program per head, see {ref}`chapter 8 <ch-benchmarks>`).
 # - **Causal skipping** (`causal-skip`): the forward's time without a mask over its time with
 #   one. A kernel that skips every masked tile does half the work, so 2 is the ideal; v2 cannot
@@ -137,8 +138,9 @@ if bs_run:
 # `python -m flashedu.bench.fa3` timed {ref}`chapter 6 <ch-flash-v3>`'s ablation: plain pointer
 # loads (`v2_triton`), TMA loads with 1–4 stages, and the same with `warp_specialize=True`
 # where it compiled: fp16, non-causal, hidden size 2048, $B \cdot N$ = 16k, two tile shapes
-# ($128 \times 128$ and $128 \times 64$) per cell, the faster one kept. $N = 8448$ at $d = 128$
-# is the paper's ablation shape.
+# ($128 \times 128$ and $128 \times 64$) per cell, the faster one kept. $N = 8448$, $d = 128$
+# (16 heads) are the paper's ablation's; its batch is 4, ours {glue:text}`fa3_b_8448` at that
+# $N$, to keep $B \cdot N$ near 16k.
 
 # %%
 from flashedu.hardware import sm_rates
@@ -171,6 +173,11 @@ if fa3_run:
         "shared memory" in r.get("error", "")
         and (r["D"], r["block_n"], r["stages"]) == (128, 128, 4)
         for r in fa3_run["rows"])
+    # Batch and heads at N = 8448, d = 128, set beside the paper's in the prose.
+    bh = {(r["B"], r["H"]) for r in fa3_run["rows"]
+          if r.get("kind") == "time" and (r["N"], r["D"]) == (8448, 128)}
+    assert bh == {(1, 16)}
+    glue("fa3_b_8448", next(iter(bh))[0])
 for ws_ in (False, True):
     glue(f"model_ws_{ws_}", simulate("warp_specialized", d=128, stages=2,
                                      warp_specialize=ws_,
@@ -185,7 +192,7 @@ for s_ in (1, 2):
 # |---|---|---|
 # | TMA loads instead of pointers, $d$ = 128 | {glue:text}`fa3_ptr_16384:.0f` → {glue:text}`fa3_tma_16384:.0f` TFLOP/s at $N$ = 16k; a tie at 8448 | yes (`v2_tma_triton`) |
 # | TMA loads, $d$ = 64 | at best {glue:text}`fa3_tma_64:.2f`× pointer loads | no |
-# | 1 → 2 → 3 stages, paper's shape | {glue:text}`fa3_stages_1:.0f` → {glue:text}`fa3_stages_2:.0f` → {glue:text}`fa3_stages_3:.0f` TFLOP/s | 3 |
+# | 1 → 2 → 3 stages, $N$ = 8448 | {glue:text}`fa3_stages_1:.0f` → {glue:text}`fa3_stages_2:.0f` → {glue:text}`fa3_stages_3:.0f` TFLOP/s | 3 |
 # | `warp_specialize=True` | {glue:text}`fa3_ws_lo:+.1f`% to {glue:text}`fa3_ws_hi:+.1f`% | no |
 #
 # Measured on an {glue:text}`fa3_gpu` on {glue:text}`fa3_date` (an H200 has the H100's tensor
@@ -193,7 +200,7 @@ for s_ in (1, 2):
 #
 # - **TMA against pointers.** At $d = 128$ the best TMA kernel beat pointer loads at $N = 4096$
 #   ({glue:text}`fa3_tma_4096:.0f` against {glue:text}`fa3_ptr_4096:.0f` TFLOP/s) and at
-#   $N = 16384$, and tied at the paper's $N = 8448$ ({glue:text}`fa3_tma_8448:.0f` against
+#   $N = 16384$, and tied at $N = 8448$ ({glue:text}`fa3_tma_8448:.0f` against
 #   {glue:text}`fa3_ptr_8448:.0f`). At $d = 64$ it never caught up. The copy engine saves the
 #   consumers address arithmetic and masks; in these kernels that paid off only with the larger
 #   tiles of $d = 128$.
@@ -209,7 +216,9 @@ for s_ in (1, 2):
 #   alone: with two or more stages, a producer warpgroup ({glue:text}`model_ws_True:.0f` TFLOP/s
 #   in the model) gains nothing over consumers issuing their own copies
 #   ({glue:text}`model_ws_False:.0f`). The copies were already off the critical path; what
-#   remains on it is softmax between the GEMMs, which only schedules (c) and (d) move.
+#   remains on it is softmax between the GEMMs, which only schedules (c) and (d) move. (Triton's
+#   `warp_specialize` is not FA3's hand-written producer/consumer split, so this says nothing
+#   about the paper's Table 2; see {ref}`chapter 6 <ch-flash-v3>`.)
 #
 # ## 4. FP8: what made it faster than fp16
 #
@@ -260,10 +269,13 @@ if tuning:
 #   65,536, so an SM holds one and its softmax waits between its GEMMs. With 64-row tiles and 4
 #   warps two or three programs share an SM, and while one computes exponentials another's GEMM
 #   runs: the warp scheduler does by itself what FA3's ping-pong does by hand.
-# - *$V$ quantised in the layout the kernel reads* ($V^\top$, {ref}`chapter 6 <ch-flash-v3>`),
-#   which saves a transposing copy on every call, a fixed cost that weighed most at small $N$.
+# - *$V$ quantised in the layout the kernel reads* ($V^\top$), which saves a transposing copy on
+#   every call, a fixed cost that weighed most at small $N$. FA3 rejects a pre-transposed $V$
+#   for inference and transposes each tile inside the kernel instead
+#   ({ref}`chapter 6 <ch-flash-v3>`); we fold the transpose into the quantisation pass, which
+#   writes $V$ anyway.
 # - *A tried idea that lost:* computing the exponentials with a cubic polynomial on the FMA
-#   units instead of MUFU (FlashAttention-4's trick). The FMA units are busy too, with the
+#   units instead of MUFU (as later Blackwell kernels do). The FMA units are busy too, with the
 #   scaling, the running max and sum, and the rescaling of $O$.
 #
 # Every configuration timed at $d = 128$ (tile: query rows × keys; reg. cap: registers per

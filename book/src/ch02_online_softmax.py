@@ -93,18 +93,22 @@ print("safe: ", safe_softmax(rows).tolist())
 # %% [markdown]
 # ## Online softmax: the max and the sum in one pass
 #
-# The first two passes can be fused {cite:p}`milakov2018online`. Keep a running max $m_i$ and a
-# running sum $\ell_i = \sum_{k \le i} e^{x_k - m_i}$ *relative to the current max*. When $x_{i+1}$
-# arrives,
+# The first two passes can be fused {cite:p}`milakov2018online`. Keep a running max $m^{(i)}$ and
+# a running sum $\ell^{(i)} = \sum_{k \le i} e^{x_k - m^{(i)}}$ *relative to the current max*
+# (the superscript counts elements; from chapter 3 on, subscripts number blocks of rows). When
+# $x_{i+1}$ arrives,
 #
 # $$
-# m_{i+1} = \max(m_i, x_{i+1}), \qquad \ell_{i+1} = \ell_i\, e^{m_i - m_{i+1}} + e^{x_{i+1} - m_{i+1}} .
+# m^{(i+1)} = \max(m^{(i)}, x_{i+1}), \qquad
+# \ell^{(i+1)} = \ell^{(i)}\, e^{m^{(i)} - m^{(i+1)}} + e^{x_{i+1} - m^{(i+1)}} .
 # $$
 #
-# The factor $e^{m_i - m_{i+1}}$ re-expresses the old sum relative to the new max: the running
-# mean's rescaling again. After the last element $\ell_N = \sum_k e^{x_k - m_N}$, exactly the safe
-# softmax's denominator, so a second pass writes $p_j = e^{x_j - m_N}/\ell_N$: **two passes** instead
-# of three. In the animation, a new maximum shrinks every earlier weight (red).
+# The factor $e^{m^{(i)} - m^{(i+1)}}$ re-expresses the old sum relative to the new max. Every
+# online softmax needs this rescaling, v2 included. It is not the running mean's division by
+# $n$: in attention that is the division by $\ell$, which v1 repeats every step and v2 does once.
+# After the last element $\ell^{(N)} = \sum_k e^{x_k - m^{(N)}}$, exactly the safe softmax's
+# denominator, so a second pass writes $p_j = e^{x_j - m^{(N)}}/\ell^{(N)}$: **two passes**
+# instead of three. In the animation, a new maximum shrinks every earlier weight (red).
 
 # %%
 from flashedu.viz.softmax import online_softmax_animation
@@ -307,7 +311,9 @@ assert (o_kernel - o_online).abs().max().item() < 1e-5
 # %% [markdown]
 # ## Summary
 #
-# - Keeping an average renormalises every step (v1); keeping a sum divides once (v2).
+# - Keeping an average renormalises every step; keeping a sum divides once. In attention, v1
+#   rescales for the max *and* divides by $\ell$ every step; v2 only rescales for the max, and
+#   divides once.
 # - Safe softmax subtracts the max (three passes); online softmax keeps a running max and a
 #   rescaled running sum (two passes).
 # - A query row's softmax state $(m, \ell, o)$ over a set of keys merges with $\oplus$, which is

@@ -41,7 +41,8 @@ rt = setup()
 # 2. initialise $O = 0$, $\ell = 0$, $m = -\infty$ **in HBM**;
 # 3. for each block $j$ of $K$, $V$ ($T_c = \lceil N/B_c \rceil$ of them): load $K_j$, $V_j$;
 # 4. for each block $i$ of $Q$ ($T_r = \lceil N/B_r \rceil$): load $Q_i$, $O_i$, $\ell_i$, $m_i$;
-#    compute $S_{ij} = Q_i K_j^\top$, $\tilde m_{ij} = \operatorname{rowmax}(S_{ij})$,
+#    compute $S_{ij} = Q_i K_j^\top$ (Algorithm 1 omits the scale $1/\sqrt d$; the paper's
+#    Algorithm 2, and flashedu, include it), $\tilde m_{ij} = \operatorname{rowmax}(S_{ij})$,
 #    $\tilde P_{ij} = e^{S_{ij} - \tilde m_{ij}}$, $\tilde\ell_{ij} = \operatorname{rowsum}(\tilde P_{ij})$;
 #    then $m_i^{new} = \max(m_i, \tilde m_{ij})$,
 #    $\ell_i^{new} = e^{m_i - m_i^{new}}\ell_i + e^{\tilde m_{ij} - m_i^{new}}\tilde\ell_{ij}$, and
@@ -154,18 +155,21 @@ glue("ch3_bc", v1_512.block_c)
 # %% [markdown]
 # ## IO complexity
 #
-# Count the HBM traffic of Algorithm 1. $K$ and $V$ are read once ($2Nd$). For each of the
-# $T_c$ outer steps, all of $Q$ and $O$ are read ($2Nd$) and $O$ is written ($Nd$), with the
-# statistics $\ell$, $m$ ($2N$ written), as FA1's IO analysis counts {cite:p}`dao2022flashattention`:
+# Count the HBM traffic of Algorithm 1. FA1 proves only its order, $\Theta(Nd + N d T_c)$
+# (Theorem 2) {cite:p}`dao2022flashattention`. Counting element by element, as a common
+# write-up does: $K$ and $V$ are read once ($2Nd$). For each of the $T_c$ outer steps, all of
+# $Q$ and $O$ are read ($2Nd$) and $O$ is written ($Nd$), with the statistics $\ell$, $m$ ($2N$
+# written):
 #
 # $$
 # \text{reads} = 2Nd + 2 T_c N d, \qquad \text{writes} = T_c N d + 2 T_c N .
 # $$
 #
 # With $T_c = N / B_c$ and $B_c = \Theta(M/d)$ the traffic is $\Theta(N^2 d^2 / M)$, against
-# standard attention's $\Theta(Nd + N^2)$. For $d$ = 64–128 and $M$ around 100 KB, $d^2/M$ is
-# well below 1: many times fewer bytes. The memory model records the same count, plus two
-# terms this count drops:
+# standard attention's $\Theta(Nd + N^2)$. For $d$ = 64–128 and $M$ of some 50k–100k elements
+# (100–200 KB of fp16), $d^2/M$ is about 0.04–0.3: several times fewer accesses, before
+# constants. The count is lopsided: it counts the writes of $\ell$ and $m$ but not their reads.
+# The memory model records the same count, plus two terms this count drops:
 
 # %%
 from flashedu.iomodel import formula
@@ -249,7 +253,7 @@ show(region(v1_kernel, "v1-kernel", title="kernel (Triton)"), v1_reference_view)
 # - **Pointers instead of `chip.load`.** Each tile is a masked `tl.load` of a block of addresses,
 #   as in chapter 2's softmax; the masks (`row_ok`, `col_ok`) handle the last, partial tiles.
 # - **$O$, $\ell$, $m$ round-trip through HBM**, as Algorithm 1 says: loaded at the top of the inner
-#   loop (line 8), stored at its end (line 13). `tl.debug_barrier()` makes every thread's stores
+#   loop (line 8), stored at its end (lines 12–13). `tl.debug_barrier()` makes every thread's stores
 #   land before the next outer step loads the same $O_i$: Triton orders the threads of a program
 #   for shared memory by itself, not for global memory.
 # - **Guards for $-\infty$.** A row that sees none of a causal tile has $\tilde m_{ij} = -\infty$;
@@ -274,8 +278,9 @@ errors = check_against_fp64("v1_triton", q, k, v, causal=True,
 # - FlashAttention fuses the three steps into one kernel and tiles $Q$, $K$, $V$; each query row's
 #   softmax state travels from block to block, so $S$ and $P$ never reach HBM.
 # - Algorithm 1 loops over $K$/$V$ blocks outside and $Q$ blocks inside, keeping $O$ as a running
-#   average in HBM; its traffic is $2Nd + 2T_cNd$ reads and $T_cNd + 2T_cN$ writes (FA1's count),
-#   plus two lower-order terms, $\Theta(N^2 d^2/M)$ in all.
+#   average in HBM; its traffic is $2Nd + 2T_cNd$ reads and $T_cNd + 2T_cN$ writes (a common
+#   write-up's count of Algorithm 1; FA1 proves only the order), plus two lower-order terms,
+#   $\Theta(N^2 d^2/M)$ in all.
 # - The backward pass stores $\ell$ and $m$ instead of $P$ and recomputes $P$ block by block.
 #
 # ## Exercises

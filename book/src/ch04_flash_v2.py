@@ -6,7 +6,8 @@
 # - the loop swap: $Q$ blocks outside, $K$/$V$ blocks inside, so $O$, $\ell$ and $m$ never leave
 #   the chip; delayed normalisation, and storing only the logsumexp $L$;
 # - v1 against v2 in HBM traffic, recorded by the memory model beside the closed-form counts;
-# - parallelism: why v2 fills a GPU with small batches, and why its warps need not talk;
+# - parallelism: why v2 fills a GPU with small batches, and why its warps exchange no partial
+#   results;
 # - causal masking that skips work instead of masking it; the backward pass;
 # - a Triton kernel for all of it, and how fast it is beside torch's own kernels.
 
@@ -28,7 +29,8 @@ rt = setup()
 #
 # FlashAttention-2 {cite:p}`dao2023flashattention2` reorders the loops: for each block of
 # queries $Q_i$, stream the blocks $K_j$, $V_j$ and keep a running $(m_i, \ell_i, O_i)$ on
-# chip; divide once at the end. flashedu's reference, written against the memory model, with
+# chip; divide once at the end. (FA2 credits this swap, and parallelising over the sequence,
+# to Phil Tillet's Triton kernel.) flashedu's reference, written against the memory model, with
 # any block size and the causal mask:
 
 # %%
@@ -45,7 +47,10 @@ show(v2_reference_view)
 # 2. **Normalisation is delayed.** $O_i$ is kept as a running *sum*
 #    $\sum_j e^{S_{ij} - m_i} V_j$, rescaled by $e^{m_i^{old} - m_i^{new}}$ when the max grows,
 #    and divided by $\ell_i$ once at the end: {ref}`chapter 2 <ch-online-softmax>`'s running sum instead of v1's running
-#    average, one rescaling per step instead of two.
+#    average, one rescaling per step instead of two. FA2 makes this and similar tweaks to cut
+#    non-matmul FLOPs: on an A100 each one costs as much as 16 matmul FLOPs (312 against
+#    19.5 TFLOP/s) {cite:p}`dao2023flashattention2`. {ref}`Chapter 6 <ch-flash-v3>` counts the
+#    same cost for the exponentials on an H100.
 # 3. **Only the logsumexp is stored**, $L_i = m_i + \log \ell_i$: one number per row is enough
 #    for the backward pass to recompute $P_{ij} = e^{S_{ij} - L_i}$.
 #
@@ -61,7 +66,9 @@ for causal in (False, True):
 # %% [markdown]
 # ## v1 against v2 in HBM traffic
 #
-# Counted the same way as v1's in {ref}`chapter 3 <ch-flash-v1>` (elements, $T_r = \lceil N/B_r \rceil$, $T_c = \lceil N/B_c \rceil$):
+# Counted the same way as v1's in {ref}`chapter 3 <ch-flash-v1>`, element by element as a
+# common write-up counts them (FA1 gives only the order; $T_r = \lceil N/B_r \rceil$,
+# $T_c = \lceil N/B_c \rceil$):
 #
 # | | reads | writes |
 # |---|---|---|
@@ -94,8 +101,8 @@ assert (r2.read_elements, r2.write_elements) == (f.seed.reads, f.seed.writes)
 # v2's recorded count equals the closed form exactly: $Q$ is read once, $K$ and $V$ once per
 # $Q$ tile ($T_r$ times), $O$ and $L = m + \log \ell$ are written once; $\ell$ and $m$ never leave
 # the chip. At equal blocks v1 moves
-# {glue:text}`v2_traffic_gain:.2f` times as many elements; the larger win is that none of
-# v2's writes happen inside the loop.
+# {glue:text}`v2_traffic_gain:.2f` times as many elements; in addition, none of v2's writes
+# happen inside the loop.
 #
 # **Predict first.** Both run at $N = 512$, $d = 64$ with the same {glue:text}`ch4_br` ×
 # {glue:text}`ch4_bc` tiles. How many elements of $O$ has v1 written after its first $j$ columns,
@@ -245,7 +252,8 @@ for B, H, N in ((1, 16, 8192), (16, 16, 1024)):
 # Inside a program the work is split across warps (groups of 32 threads). v1 splits $K_j$, $V_j$
 # across warps ("split-K"): every warp holds part of every row's output, and the partial $O_i$
 # must be summed through shared memory. v2 splits $Q_i$ ("split-Q"): each warp owns whole rows of
-# $S$, $P$ and $O$ and never waits for another.
+# $S$, $P$ and $O$ and needs no exchange of partial results with other warps (they still share
+# each $K_j$, $V_j$ tile).
 
 # %%
 warp_partition_figure(block_r=64, block_c=64, d=64, warps=4).show()
@@ -400,7 +408,8 @@ glue("p_store_gib", 32 * 16384**2 * 2 / 2**30)  # P of 32 heads at N = 16k, fp16
 # (ch4-kernel-walk)=
 # ## The Triton kernel, line by line
 #
-# `v2_triton` is FlashAttention-2 as one forward and two backward Triton kernels behind a
+# `v2_triton` is FlashAttention-2 as one forward and three backward Triton kernels ($D$, then
+# $dK$/$dV$, then $dQ$) behind a
 # `torch.autograd.Function`: any $N$, head dims 16 to 256, fp16 and bf16 on a GPU (fp32 too). Its
 # forward is the reference above with the chip calls turned into loads and stores, plus four
 # choices that change no result, only the speed. Here is the whole forward: the program
@@ -422,8 +431,9 @@ show(region(v2_kernel, "v2-kernel", title="kernel: one program per Q tile"),
 # $e^x = 2^{x \log_2 e}$ this is the same number, but a GPU's special-function unit computes
 # $2^x$ natively: `exp` costs an extra multiply per score, and there are $N^2$ scores. $m_i$ is
 # therefore kept in log-2 units, and the last line converts back: $L_i = (m_i + \log_2 \ell_i)
-# \ln 2$. The unmasked loop goes one step further and scales the row max instead of every score
-# (`tl.max(s, 1) * qk_scale`), legal because the scale is positive.
+# \ln 2$. The unmasked loop takes the row max of the unscaled tile and scales only that
+# (`tl.max(s, 1) * qk_scale`, legal because the scale is positive), so it makes no scaled copy
+# of the tile; each score's scale and max-subtraction then fuse into one FMA feeding `exp2`.
 #
 # **2. Mask-free and masked loops.** `MASKED` is a `tl.constexpr`, so `_fwd_inner` is compiled
 # twice: once with the bounds checks and the `tl.where`, once without. A full tile, far from the
@@ -473,11 +483,12 @@ glue("abl_skip_hi", max(skip))
 # has three ways out. FA2's own kernels use **atomic adds** into an fp32 $dQ$: correct, but each
 # of the $T_r T_c$ tiles adds a $B_r \times d$ block that many programs contend for, the result
 # depends on the order the adds land in (not bit-for-bit reproducible), and a cast pass turns the
-# fp32 buffer into the output. `v2_triton` takes the second way: **two kernels**. One program
+# fp32 buffer into the output. `v2_triton` takes the second way: **separate $dK$/$dV$ and $dQ$
+# kernels** (after a first, small kernel that computes $D$). One program
 # per $K$/$V$ tile computes $dK_j$ and $dV_j$ (the reference's loop, without line 15); one program
 # per $Q$ tile walks the $K$/$V$ tiles and computes $dQ_i$ alone. Each program owns its output,
 # so there are no atomics and no zero-filled buffers, at the price of recomputing $S_{ij}$ and
-# $dP_{ij}$ in the second kernel: seven products per tile instead of five. (The third way,
+# $dP_{ij}$ in the $dQ$ kernel: seven products per tile instead of five. (The third way,
 # storing $dS$ for a later $dQ = dS\,K$, brings back an $N \times N$ tensor.)
 
 # %%
@@ -546,9 +557,19 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn",
 # On the {glue:text}`bench_gpu`, at $N \ge 2048$ the v2 kernel's forward pass is at least
 # {glue:text}`v2_fwd_min:.2f` times as fast as torch's FlashAttention-2 backend and its backward
 # pass at least {glue:text}`v2_bwd_min:.2f` times; cuDNN's attention, written for Hopper with the
-# ideas of {ref}`chapter 6 <ch-flash-v3>`, is faster still. The v1 kernel, one program per head, is
-# {glue:text}`v1_v2_16k:.0f` or more times slower than v2 at $N = 16384$, where the batch is 1 and
-# 16 programs leave most of the SMs idle: the parallelism section above, measured.
+# ideas of {ref}`chapter 6 <ch-flash-v3>`, is faster still.
+#
+# The lead over torch's backend is not an algorithmic win. Torch's flash backend is FA2's
+# Ampere kernel, which issues Ampere's synchronous `mma.sync` even on Hopper; Triton compiles
+# the same algorithm to Hopper's asynchronous `wgmma` ({ref}`chapter 6 <ch-flash-v3>`). On an
+# A100, where both use `mma.sync`, there would be no such lead to expect.
+#
+# The v1 kernel, one program per head, is {glue:text}`v1_v2_16k:.0f` or more times slower than
+# v2 at $N = 16384$, where the batch is 1 and 16 programs leave most of the SMs idle. Most of
+# that is the parallelism section above, measured; the loop swap's own share is the $O$ round
+# trips, and this v1 is a literal, serial Algorithm 1, not FA1's tuned kernel. FA2's paper
+# measures FA2 about 2× (1.7–3.0×) faster than FA1's own kernel
+# {cite:p}`dao2023flashattention2`.
 
 # %% [markdown]
 # Memory, measured the same way as in {ref}`chapter 1 <ch-standard>` (one forward and backward pass, 16 heads of
@@ -579,7 +600,8 @@ glue("mem_v2_growth", peak[("v2_triton", 16384)] / peak[("v2_triton", 1024)])
 # - v2 swaps v1's loops: $Q$ blocks outside, $K$/$V$ inside; $O$, $\ell$, $m$ stay on chip and
 #   are written once; normalisation is delayed to the end; only $L = m + \log\ell$ is stored.
 # - Its traffic is $Nd + 2T_rNd$ reads and $Nd + N$ writes, exactly the closed form.
-# - One program per $Q$ block fills the GPU at small batch; split-Q keeps warps independent.
+# - One program per $Q$ block fills the GPU at small batch; with split-Q the warps exchange no
+#   partial results.
 # - Causal attention skips the tiles above the diagonal; the backward pass recomputes $P$ from
 #   $L$, keeps $dK_j$, $dV_j$ on chip and accumulates $dQ$.
 #

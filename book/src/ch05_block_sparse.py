@@ -123,7 +123,10 @@ glue("bf_T", patterns["butterfly"].Tr)
 #
 # ## The algorithm: v2 over a list
 #
-# Block-sparse FlashAttention is v2 ({ref}`chapter 4 <ch-flash-v2>`) with one change: the inner loop runs
+# FA1's block-sparse algorithm (its Algorithm 5) {cite:p}`dao2022flashattention` is
+# Algorithm 1 with the zero blocks skipped: $K$/$V$ stay the outer loop, and a skipped
+# $(i, j)$ saves the round trip of $Q_i$, $O_i$, $\ell_i$, $m_i$. flashedu builds on v2
+# ({ref}`chapter 4 <ch-flash-v2>`) instead, with one change: the inner loop runs
 # over the $K$/$V$ blocks that row $i$'s list holds, not over all of them. A skipped tile costs
 # nothing: no load, no matmul, no exponential. A row that sees no key at all ends with
 # $\ell_i = 0$: its output is 0 (not NaN) and $L_i = -\infty$, so the backward pass gives it zero
@@ -208,7 +211,8 @@ assert (bs.from_csr(csr) == small.blocks).all()
 #
 # where nnz is the number of listed tiles; with $s = \text{nnz}/(T_rT_c)$ this is v2's
 # $Nd + 2T_rNd$ with the second term multiplied by $s$: the paper's factor proportional to the
-# sparsity.
+# sparsity. (In the paper's $K$/$V$-outer version it is the $Q$/$O$ traffic that shrinks; both
+# are proportional to $s$.)
 
 # %%
 from flashedu.iomodel import simulate, formula
@@ -365,7 +369,7 @@ assert m0.nnz() == min(m.nnz() for m in shown.values())
 # %% [markdown]
 # ## The Triton kernel
 #
-# `block_sparse_triton` is v2's Triton kernels (one forward, two backward) with the loop bounds
+# `block_sparse_triton` is v2's Triton kernels (one forward, three backward) with the loop bounds
 # read from the CSR layout: per program, a mask-free loop over the clean entries and a masked
 # loop over the rest, where the keep-mask is the key range, the causal test and the tile of the
 # token mask. The backward's $dK$/$dV$ kernel walks the column lists, the $dQ$ kernel the row
@@ -462,7 +466,7 @@ else:
 # fit side by side in an SM's shared memory, each holding its fp16 $Q_i$ tile and `stages`
 # buffers of a $K_j$ and a $V_j$ tile. Check it with
 # `flashedu.exercises.check_programs_per_sm(programs_per_sm)`. How many 128 × 128 programs with
-# 3 stages fit at $d$ = 128 in 228 KB, and how many of the 64 × 64 ones the kernel picked?
+# 3 stages fit at $d$ = 128 in 228 KiB, and how many of the 64 × 64 ones the kernel picked?
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).
@@ -484,7 +488,7 @@ def programs_per_sm(block_m, block_n, stages, d, sram_kb):
 assert check_block_sparse_reads(block_sparse_reads)
 assert check_csr(csr)
 assert check_programs_per_sm(programs_per_sm)
-print(f"d = 128, 228 KB: {programs_per_sm(128, 128, 3, 128, 228)} "
+print(f"d = 128, 228 KiB: {programs_per_sm(128, 128, 3, 128, 228)} "
       f"program of 128 × 128, {programs_per_sm(64, 64, 3, 128, 228)} of 64 × 64")
 dense_bytes = simulate("block_sparse", N=4096, d=64).total_bytes
 half = next(s / 100 for s in range(100, 0, -1)

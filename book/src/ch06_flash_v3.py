@@ -3,8 +3,10 @@
 # # FlashAttention-3: asynchrony and low precision
 #
 # **You will learn**
-# - why FlashAttention-2 leaves a Hopper GPU (H100) two thirds idle: the exponentials, counted
-#   from the hardware presets;
+# - why FlashAttention-2 reaches only about 35% of a Hopper GPU's (H100's) peak
+#   {cite:p}`shah2024flashattention3`: it issues Ampere's synchronous `mma.sync` and loads
+#   instead of Hopper's asynchronous {term}`wgmma` and TMA, and never overlaps softmax with the
+#   GEMMs; and why that overlap matters: the exponentials, counted from the hardware presets;
 # - a model of one Hopper SM, and what each of FA3's overlaps buys in it: warp specialisation,
 #   ping-pong between warpgroups, and pipelining inside a warpgroup, drawn as a Gantt chart;
 # - a Triton kernel fed by Hopper's copy engine (TMA) with a software pipeline;
@@ -27,9 +29,9 @@ rt = setup()
 # %% [markdown]
 # ## The exponentials
 #
-# Per score $S_{ij}$ the two GEMMs do $4d$ FLOPs on the tensor cores ($2d$ for $QK^\top$, $2d$ for
-# $PV$), and the softmax does one exponential on the special-function units (MUFU). The presets
-# of {ref}`chapter 1 <ch-standard>` hold both rates; the exponentials take
+# Per score $S_{ij}$ the two {term}`GEMMs <GEMM>` do $4d$ FLOPs on the tensor cores ($2d$ for
+# $QK^\top$, $2d$ for $PV$), and the softmax does one exponential on the special-function units
+# (MUFU). The presets of {ref}`chapter 1 <ch-standard>` hold both rates; the exponentials take
 # $\dfrac{\text{matmul rate}}{4d \cdot \text{exp rate}}$ of the GEMMs' time:
 
 # %%
@@ -62,6 +64,11 @@ glue("exp_share_128", 100 * shares[128])
 #
 # ## A model of one Hopper SM
 #
+# On Hopper a GEMM is one asynchronous instruction, {term}`wgmma`, issued by a
+# {term}`warpgroup` of 128 threads {cite:p}`shah2024flashattention3`. The warpgroup may run
+# other instructions (its softmax) until it explicitly waits for the result. Ampere's
+# `mma.sync`, which FA2 uses, blocks instead. Schedules (c) and (d) below rest on that.
+#
 # `flashedu.fa3sim` schedules one program's main loop on one SM. Resources: the **copy engine**
 # (TMA) that brings $K_j$, $V_j$ into a circular buffer in shared memory, the **tensor cores**,
 # and the **softmax units** (MUFU for the exponentials, FP32 lanes for max, sum and rescaling).
@@ -74,8 +81,10 @@ glue("exp_share_128", 100 * shares[128])
 #   consumers (FA3's producer/consumer split);
 # - **(c) ping-pong**: the consumers take turns on the tensor cores, so one's softmax runs under
 #   the other's GEMMs;
-# - **(d) intra-warpgroup pipelining**: each consumer issues GEMM0 of tile $j{+}1$ before the
-#   softmax of tile $j$, so its own softmax runs under its own GEMMs;
+# - **(d) intra-warpgroup pipelining**: after the softmax of tile $j$, each consumer issues
+#   GEMM0 of tile $j{+}1$ and GEMM1 of tile $j$ together, without waiting, so the softmax of
+#   tile $j{+}1$ runs while its own GEMM1 of tile $j$ is on the tensor cores (FA3's
+#   Algorithm 2);
 # - **FA3**: (c) and (d) together.
 #
 # The model's assumptions, stated once: only the main loop (no $Q$ load, no epilogue); rates
@@ -130,11 +139,14 @@ gantt_figure(d=128, n_blocks=6).show()
 # %% [markdown]
 # ### The model against the paper
 #
-# FA3's ablation {cite:p}`shah2024flashattention3` (Table 2: H100, fp16, $d = 128$,
-# $N = 8448$) measured
-# {glue:text}`paper_fa3` TFLOP/s with everything on and {glue:text}`paper_no_intra` TFLOP/s without
-# the intra-warpgroup pipeline; in its section 3.1, ping-pong alone took a kernel from
-# {glue:text}`paper_pp_before` to {glue:text}`paper_pp_after` TFLOP/s.
+# FA3's ablation {cite:p}`shah2024flashattention3` (Table 2: H100, fp16, batch 4, 16 heads,
+# $d = 128$, $N = 8448$) has three rows: {glue:text}`paper_fa3` TFLOP/s with everything on,
+# {glue:text}`paper_no_intra` without the intra-warpgroup pipeline (warp specialisation kept),
+# and {glue:text}`paper_no_ws` without warp specialisation (pipeline kept). Separately, its
+# section 3.1 reports ping-pong taking a kernel from {glue:text}`paper_pp_before` to
+# {glue:text}`paper_pp_after` TFLOP/s. The figure draws the first two beside schedules FA3 and
+# (c), which is our reading of them; the third matches no schedule of the model, which has no
+# pipelining without warp specialisation.
 
 # %%
 schedule_bars(sims).show()
@@ -143,6 +155,10 @@ schedule_bars(sims).show()
 # Bookkeeping: values the text quotes, and checks that keep it true.
 glue("paper_fa3", PAPER_ABLATION["fa3"][1])
 glue("paper_no_intra", PAPER_ABLATION["pingpong"][1])
+glue("paper_no_ws", PAPER_ABLATION["no_ws"][1])
+# The prose: removing warp specialisation costs the paper more than the pipeline.
+assert (PAPER_ABLATION["no_ws"][1] < PAPER_ABLATION["pingpong"][1]
+        < PAPER_ABLATION["fa3"][1])
 glue("paper_pp_before", 570)  # FA3 paper, section 3.1 (cited, not computed)
 glue("paper_pp_after", "620–640")
 LATENCY = 400
@@ -152,10 +168,12 @@ for name in ("pingpong", "fa3"):
     glue(f"lat_{name}", lat[name].tflops)
 
 # %% [markdown]
-# Where the model and the paper agree: the **order**. No overlap is slowest
-# ({glue:text}`sim_no_overlap:.0f` TFLOP/s in the model), warp specialisation helps
-# ({glue:text}`sim_warp_specialized:.0f`), and overlapping softmax with GEMMs helps most.
-# Where they differ:
+# In the model no overlap is slowest ({glue:text}`sim_no_overlap:.0f` TFLOP/s), warp
+# specialisation helps ({glue:text}`sim_warp_specialized:.0f`), and overlapping softmax with
+# GEMMs helps most. The paper cannot confirm that order: it has no point without overlap, and in
+# Table 2 removing warp specialisation costs more ({glue:text}`paper_fa3` to
+# {glue:text}`paper_no_ws`) than removing the pipeline ({glue:text}`paper_fa3` to
+# {glue:text}`paper_no_intra`). Where the model and the paper differ:
 #
 # - **The model is too fast.** It predicts {glue:text}`sim_fa3:.0f` TFLOP/s for FA3 (tensor
 #   cores busy {glue:text}`sim_fa3_util:.0f`% of the time) where the paper measured
@@ -163,15 +181,15 @@ for name in ("pingpong", "fa3"):
 #   register pressure, and the clock stays at boost; real H100s run slower under full tensor load.
 # - **Ping-pong alone saturates the model.** In the model (c) already reaches
 #   {glue:text}`sim_pingpong:.0f`, so adding (d) buys nothing, while the paper gained from
-#   {glue:text}`paper_no_intra` to {glue:text}`paper_fa3`. The difference is latency: a GEMM's
-#   result is not usable the moment the tensor cores finish. With {glue:text}`latency` cycles of
-#   latency per GEMM (`gemm_latency`, an illustration, not a measured figure) ping-pong drops to
+#   {glue:text}`paper_no_intra` to {glue:text}`paper_fa3` (if that row is (c), as we read it).
+#   The difference is latency: a GEMM's result is not usable the moment the tensor cores
+#   finish. With {glue:text}`latency` cycles of latency per GEMM (`gemm_latency`, an
+#   illustration, not a measured figure) ping-pong drops to
 #   {glue:text}`lat_pingpong:.0f` and FA3's combination keeps {glue:text}`lat_fa3:.0f`: the
 #   pipeline inside the warpgroup is there to hide latency, which an even-sharing model without
 #   latency cannot see.
-# - **The gains are larger in the model**: without latency, (a) to (c) is a factor the paper
-#   never shows, because its baseline already overlapped a good deal (Triton-style software
-#   pipelining, several warps in flight), where our (a) overlaps nothing.
+# - **The model's gains from (a) cannot be checked.** Our (a) overlaps nothing, and the paper
+#   has no such row, so the model's factor from (a) to (c) has nothing to compare with.
 #
 # ### Registers decide what fits
 #
@@ -271,8 +289,9 @@ glue("tile_cycles", sims["warp_specialized"].makespan / 16)
 # `flashedu/bench/fa3.py` timed plain pointer loads (`v2_triton`, {ref}`chapter 4 <ch-flash-v2>`'s
 # kernel as tuned there), TMA loads with 1–4 stages, and the same with `warp_specialize=True`
 # where it compiled: fp16, non-causal, hidden size 2048, $B \cdot N$ = 16k, two tile shapes
-# ($128 \times 128$ and $128 \times 64$) per cell, the faster one shown. $N = 8448$ at $d = 128$
-# is the paper's ablation shape.
+# ($128 \times 128$ and $128 \times 64$) per cell, the faster one shown. $N = 8448$, $d = 128$
+# (16 heads) are the paper's ablation's; its batch is 4, ours {glue:text}`fa3_b_8448` at that
+# $N$, to keep $B \cdot N$ near 16k.
 
 # %%
 from flashedu.viz.fa3_measured import ablation_figure
@@ -295,25 +314,34 @@ if fa3_run:
             and abs(fa3["fa3_tma_8448"] / fa3["fa3_ptr_8448"] - 1) < 0.02)
     s1, s2, s3 = (fa3[f"fa3_stages_{s_}"] for s_ in (1, 2, 3))
     assert s3 > s2 > s1 and fa3["fa3_ws_hi"] < 2
+    # Batch and heads at N = 8448, d = 128, set beside the paper's in the prose.
+    bh = {(r["B"], r["H"]) for r in fa3_run["rows"]
+          if r.get("kind") == "time" and (r["N"], r["D"]) == (8448, 128)}
+    assert bh == {(1, 16)}
+    glue("fa3_b_8448", next(iter(bh))[0])
 
 # %% [markdown]
 # Measured on an {glue:text}`fa3_gpu` on {glue:text}`fa3_date` (the figure's subtitle has the
 # driver and versions; an H200 has the H100's tensor cores and a faster memory): at $d = 128$
 # TMA beat pointer loads at $N = 16384$ ({glue:text}`fa3_tma_16384:.0f` against
-# {glue:text}`fa3_ptr_16384:.0f` TFLOP/s) and tied at the paper's $N = 8448$; at $d = 64$ it never
+# {glue:text}`fa3_ptr_16384:.0f` TFLOP/s) and tied at $N = 8448$; at $d = 64$ it never
 # caught up. Three stages beat two, which beat one, and warp specialisation changed the best time
 # by {glue:text}`fa3_ws_lo:+.1f`% to {glue:text}`fa3_ws_hi:+.1f`%: as the model predicts for
 # schedule (b) alone, since the copies were already off the critical path and what remains on it
 # is softmax between the GEMMs. Each of these, against the model, is the third of the
 # {ref}`case studies <appendix-case-studies>`.
 #
-# Our best at the paper's shape, {glue:text}`fa3_best_8448:.0f` TFLOP/s, is
-# {glue:text}`fa3_of_paper:.0f`% of FA3's {glue:text}`paper_fa3`. The paper's ablation moves by
-# ping-pong and intra-warpgroup pipelining, schedules (c) and (d), which overlap softmax with the
-# GEMMs; Triton's `warp_specialize` gives schedule (b), and none of our kernels does (c) or (d)
-# by hand. That is the gap the model's bars above point at. (The FP8 kernel below gets part of
-# (c) another way: small programs, several per SM, whose softmaxes and GEMMs the warp scheduler
-# interleaves.)
+# Our best at $N = 8448$, $d = 128$, {glue:text}`fa3_best_8448:.0f` TFLOP/s, is
+# {glue:text}`fa3_of_paper:.0f`% of FA3's {glue:text}`paper_fa3`, on a quarter of the paper's
+# batch. FA3's kernel adds ping-pong and intra-warpgroup pipelining, schedules (c) and (d),
+# which overlap softmax with the GEMMs; Triton's `warp_specialize` gives schedule (b), and none
+# of our kernels does (c) or (d) by hand. Nor is Triton's `warp_specialize` the warp
+# specialisation that Table 2 removes: FA3's is written by hand, with its own register budget
+# per warpgroup (`setmaxnreg`) and the barriers of ping-pong. So "it did not help here" says
+# nothing about Table 2's drop from {glue:text}`paper_fa3` to {glue:text}`paper_no_ws` without
+# it. The missing (c) and (d) are the gap the model's bars above point at. (The FP8 kernel
+# below gets part of (c) another way: small programs, several per SM, whose softmaxes and
+# GEMMs the warp scheduler interleaves.)
 #
 # ## FP8: twice the FLOPs, eight bits
 #
@@ -401,10 +429,15 @@ assert (ours["fp8_fa3"] < ours["fp8_per_tensor"]
 #   (to {glue:text}`rmse_block:.1e`): with one outlier per thousand entries, every
 #   $128 \times 128$ tile holds about {glue:text}`outliers_per_tile:.0f` of them, so a tile's
 #   largest entry is nearly the tensor's and its scale nearly the same.
-# - **Our baseline is less bad.** The paper does not give its tensor sizes; a per-tensor scale
-#   is set by the largest outlier anywhere, which grows with the tensor, and how $P$ is
-#   quantised (we multiply it by $2^8$ first, an exact power of two that keeps small
-#   probabilities out of e4m3's subnormal range) also moves these numbers.
+# - **Our baseline is not the paper's.** The paper's FP8 baseline keeps the softmax's
+#   intermediate results in FP16 {cite:p}`shah2024flashattention3`; ours keeps the softmax in
+#   fp32, like the FA kernel. That alone can make ours less bad, and our gain
+#   (×{glue:text}`rmse_gain:.1f`) is not like-for-like with the paper's
+#   ×{glue:text}`paper_gain:.1f`.
+# - **Our baseline is less bad for other reasons too.** The paper does not give its tensor
+#   sizes; a per-tensor scale is set by the largest outlier anywhere, which grows with the
+#   tensor, and how $P$ is quantised (we multiply it by $2^8$ first, an exact power of two that
+#   keeps small probabilities out of e4m3's subnormal range) also moves these numbers.
 # - **Our fp16 errors are smaller** ({glue:text}`rmse_fp16_flash:.1e` against
 #   {glue:text}`paper_fp16_flash:.1e` for FlashAttention in fp16): we measure against fp64
 #   attention of the fp16 inputs; measured against the inputs before rounding to fp16, the
@@ -416,9 +449,15 @@ assert (ours["fp8_fa3"] < ours["fp8_per_tensor"]
 # `flashedu.ops.fp8.prepare_fp8`, which rotates and quantises) and computes what the simulation
 # computes. One Hopper detail shapes it: FP8 tensor-core instructions read both operands with the
 # reduction dimension contiguous ({term}`K-major`). For $QK^\top$ that is $K$ as stored; for $PV$ the
-# reduction runs over keys, so the kernel reads $V^\top$, and `prepare_fp8` writes the quantised
-# $V$ in that layout (`fp8.k_major`: still a $[B, H, N, d]$ tensor, stored transposed). Its
-# $K$/$V$ loop and the fold of one tile into the running state:
+# reduction runs over keys, so the kernel reads $V^\top$. FA3 transposes each $V$ tile inside
+# the kernel (LDSM/STSM instructions, in the producer warpgroup, hidden under the GEMMs) and,
+# since the fp32 accumulator's register layout is not the one an FP8 operand needs, permutes
+# $P$'s bytes in registers, with $V$'s rows permuted to match. Pre-transposing $V$ in HBM is the
+# alternative it rejects for inference, as a whole extra pass over $V$
+# {cite:p}`shah2024flashattention3`. Our kernel takes that alternative, folded into the
+# quantisation pass: `prepare_fp8` writes the quantised $V$ in that layout (`fp8.k_major`:
+# still a $[B, H, N, d]$ tensor, stored transposed). Its $K$/$V$ loop and the fold of one tile
+# into the running state:
 
 # %%
 from flashedu.ops.fp8 import kernel as fp8_kernel
@@ -518,8 +557,9 @@ if fp8_run:
 #   bars): {glue:text}`fp8_quant_x_lo:.1f`–{glue:text}`fp8_quant_x_hi:.1f` times the FP8 kernel's
 #   time at $d = 128$. It is a teaching implementation: several passes over the tensors in HBM,
 #   one per torch operation. In a model this step belongs in the operation that produces $Q$,
-#   $K$, $V$: FA3 fuses the rotation with the rotary embedding, memory-bound anyway, where it
-#   costs almost nothing. The kernel timings above, like the paper's, leave it out.
+#   $K$, $V$: FA3 notes that the rotation can be fused with the rotary embedding, memory-bound
+#   anyway, where it would cost almost nothing. The kernel timings above, like the paper's,
+#   leave it out.
 # - **Accuracy: the kernel computes what the simulation computes.** Every recipe's RMSE on the GPU
 #   agrees with the CPU simulation of the same inputs to within {glue:text}`fp8_rmse_agree:.2f`%,
 #   and each is below the paper's: FA3's recipe gave {glue:text}`fp8_rmse_gpu:.1e` against the
@@ -532,11 +572,12 @@ if fp8_run:
 #   *under* the GEMMs, not between them.
 # - Warp specialisation moves the copies to a producer; ping-pong runs one warpgroup's softmax
 #   under the other's GEMMs; pipelining inside a warpgroup hides its own latency at the cost of
-#   registers. A simple model of one SM reproduces the order of the paper's ablation, not its
-#   absolute numbers.
+#   registers. A simple model of one SM shows what each overlap can buy, not the paper's
+#   absolute numbers; in the paper's ablation, removing warp specialisation costs the most.
 # - Triton reaches the copy engine through tensor descriptors and pipelines loads with
 #   `num_stages`; warp specialisation depends on the Triton version. Measured on an H200, three
-#   stages mattered, TMA paid off only at $d = 128$, and warp specialisation did not help.
+#   stages mattered, TMA paid off only at $d = 128$, and Triton's warp specialisation (not
+#   FA3's) did not help.
 # - FP8 errors come from outliers meeting in dot products; a random Hadamard rotation spreads
 #   them (and leaves $QK^\top$ unchanged), per-tile scales help a little more. Our FP8 kernel
 #   reproduces the simulation's errors on a GPU and runs {glue:text}`fp8_x_lo:.2f`–{glue:text}`fp8_x_hi:.2f`

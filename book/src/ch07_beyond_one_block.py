@@ -75,7 +75,8 @@ glue("dec_ridge", h100.ridge_point())
 # $$
 #
 # The reference runs both passes through the memory model. Its splits fall on whole tiles, and
-# their number follows FlashAttention-2's own rule: split until the programs nearly fill the GPU.
+# their number follows the flash-attn library's flash-decoding heuristic
+# {cite:p}`dao2023flashdecoding`: split until the programs nearly fill the GPU.
 
 # %%
 from flashedu.ops.split_kv.plan import num_splits_heuristic, split_ranges

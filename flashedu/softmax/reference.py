@@ -26,32 +26,32 @@ def safe_softmax(x: torch.Tensor) -> torch.Tensor:
     (all -inf) gives zeros rather than NaN.
     """
     m = finite_or_zero(x.amax(dim=-1, keepdim=True))  # pass 1
-    d = torch.exp(x - m).sum(dim=-1, keepdim=True)  # pass 2
-    return torch.exp(x - m) / nonzero_or_one(d)  # pass 3
+    l = torch.exp(x - m).sum(dim=-1, keepdim=True)  # pass 2
+    return torch.exp(x - m) / nonzero_or_one(l)  # pass 3
 
 
 def _online_pass(x: torch.Tensor, block: int):
-    """The first pass of online softmax: a running max m and a running sum d of exp(x - m),
+    """The first pass of online softmax: a running max m and a running sum l (ℓ) of exp(x - m),
     rescaled by exp(m_old - m_new) whenever the max grows (Milakov & Gimelshein, 2018)."""
     shape = x.shape[:-1] + (1,)
     m = torch.full(shape, -math.inf, dtype=x.dtype, device=x.device)
-    d = torch.zeros(shape, dtype=x.dtype, device=x.device)
+    l = torch.zeros(shape, dtype=x.dtype, device=x.device)
     for start in range(0, x.shape[-1], block):
         xb = x[..., start:start + block]
         m_new = torch.maximum(m, xb.amax(dim=-1, keepdim=True))
         m_safe = finite_or_zero(m_new)
-        d = d * torch.exp(m - m_safe) + torch.exp(xb - m_safe).sum(dim=-1, keepdim=True)
+        l = l * torch.exp(m - m_safe) + torch.exp(xb - m_safe).sum(dim=-1, keepdim=True)
         m = m_new
-        yield start, m, d
+        yield start, m, l
 
 
 def online_softmax(x: torch.Tensor, block: int = 1) -> torch.Tensor:
-    """Two passes: (m, d) in one streaming pass over ``block`` columns at a time, then normalise."""
+    """Two passes: (m, l) in one streaming pass over ``block`` columns at a time, then normalise."""
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
-    for _, m, d in _online_pass(x, block):
+    for _, m, l in _online_pass(x, block):
         pass
-    return torch.exp(x - finite_or_zero(m)) / nonzero_or_one(d)
+    return torch.exp(x - finite_or_zero(m)) / nonzero_or_one(l)
 
 
 def online_softmax_trace(x: torch.Tensor) -> list[tuple[int, float, float]]:
@@ -59,7 +59,7 @@ def online_softmax_trace(x: torch.Tensor) -> list[tuple[int, float, float]]:
     animation draws."""
     if x.dim() != 1:
         raise ValueError(f"x must be a 1-d row, got shape {tuple(x.shape)}")
-    return [(start, m.item(), d.item()) for start, m, d in _online_pass(x.double(), 1)]
+    return [(start, m.item(), l.item()) for start, m, l in _online_pass(x.double(), 1)]
 
 
 def running_mean_average(xs) -> list[float]:

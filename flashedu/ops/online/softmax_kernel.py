@@ -17,7 +17,7 @@ def _softmax_rows_kernel(x_ptr, y_ptr, n_cols, stride_x, stride_y,
     x_row = x_ptr + row * stride_x         # where the row starts in memory
     cols = tl.arange(0, BLOCK)             # [BLOCK] offsets 0, 1, ..., BLOCK - 1
     m = tl.full((), float("-inf"), tl.float32)  # running max (a scalar)
-    d = tl.zeros((), tl.float32)           # running sum of exp(x - m)
+    l = tl.zeros((), tl.float32)           # running sum of exp(x - m): ℓ
     if ONLINE:
         # Pass 1: max and sum together; the sum is rescaled whenever the max grows.
         for start in range(0, n_cols, BLOCK):
@@ -25,7 +25,7 @@ def _softmax_rows_kernel(x_ptr, y_ptr, n_cols, stride_x, stride_y,
             x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
             m_new = tl.maximum(m, tl.max(x, axis=0))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all masked: no NaN
-            d = d * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), axis=0)
+            l = l * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), axis=0)
             m = m_new
     else:
         # Pass 1: the max. Pass 2: the sum of exp(x - max).
@@ -37,10 +37,10 @@ def _softmax_rows_kernel(x_ptr, y_ptr, n_cols, stride_x, stride_y,
         for start in range(0, n_cols, BLOCK):
             ok = start + cols < n_cols
             x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)
-            d += tl.sum(tl.exp(x - m_safe), axis=0)
-    # Last pass: normalise and write. A fully masked row (d = 0) gives zeros.
+            l += tl.sum(tl.exp(x - m_safe), axis=0)
+    # Last pass: normalise and write. A fully masked row (l = 0) gives zeros.
     m_safe = tl.where(m == float("-inf"), 0.0, m)
-    inv = tl.where(d > 0.0, 1.0 / tl.where(d > 0.0, d, 1.0), 0.0)
+    inv = tl.where(l > 0.0, 1.0 / tl.where(l > 0.0, l, 1.0), 0.0)
     for start in range(0, n_cols, BLOCK):
         ok = start + cols < n_cols
         x = tl.load(x_row + start + cols, mask=ok, other=float("-inf")).to(tl.float32)

@@ -11,8 +11,8 @@ import torch
 from flashedu.validate import check_qkv
 
 # A split never gets fewer key tiles than this over the whole cache, nor more splits than this:
-# FlashAttention-2's flash-decoding caps the split count at 128 for the same reason (the merge
-# reads every split's state back).
+# the flash-attn library's flash-decoding path caps the split count at 128 for the same reason
+# (the merge reads every split's state back).
 MAX_SPLITS = 128
 
 
@@ -40,7 +40,7 @@ def check_gqa(q, k, v, *, causal: bool, scale, dtypes=None, head_dims=None, name
 
 
 def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int = MAX_SPLITS) -> int:
-    """How many splits of the keys to launch, as FlashAttention-2's flash-decoding chooses.
+    """How many splits of the keys to launch, as the flash-attn library's flash-decoding chooses.
 
     ``programs`` is the number of programs without splitting (batch × K/V heads × row blocks),
     ``n_blocks`` the number of key tiles. If those programs nearly fill the ``sms`` already, do
