@@ -368,41 +368,66 @@ for kib in (32, 64, 128, 228):
           f"backward moves {(r.read_bytes + r.write_bytes) / 2**20:6.1f} MiB")
 
 # %% [markdown]
-# Against what? An unfused backward (each step a separate kernel, as in
-# {ref}`chapter 1 <ch-standard>`) reads the stored $P$ for $dV$, writes $dP$, reads $P$
-# and $dP$ for the softmax's backward and writes $dS$, then reads $dS$ for $dQ$ and again for
-# $dK$: seven $N \times N$ transfers per head. Both grow as $N^2$:
+# Against what? An unfused backward (each step a separate kernel, as autograd runs
+# {ref}`chapter 1 <ch-standard>`'s attention) reads the stored $P$ for $dV$, writes $dP$, reads
+# $P$ and $dP$ for the softmax's backward and writes $dS$, then reads $dS$ for $dQ$ and again
+# for $dK$: seven $N \times N$ transfers per head
+# (`formula("standard", backward=True)` counts them with the rest). Beside it, Algorithm 2 as
+# above, and the three passes `v2_triton` runs, which the next section shows: $dQ$ gets a pass
+# of its own, so it is written once instead of travelling through HBM in fp32 with every tile
+# (`simulate("v2_split_bwd", backward=True)`). All three at the same tiles:
 
 # %%
+from flashedu.iomodel import formula
 rows = []
 for N in (1024, 4096, 16384):
     for d in (64, 128):
-        tiled = simulate("v2", N=N, d=d, backward=True)
-        unfused = 7 * N * N * 2  # seven N×N fp16 transfers, P, dP and dS
-        rows.append((N, d, (tiled.read_bytes + tiled.write_bytes) / 2**20,
-                     unfused / 2**20))
-        print(f"N = {N:5d}, d = {d:3d}: tiled backward {rows[-1][2]:7.0f} MiB, "
-              f"unfused N² terms {rows[-1][3]:6.0f} MiB")
+        alg2 = simulate("v2", N=N, d=d, backward=True)
+        split = simulate("v2_split_bwd", N=N, d=d, backward=True)
+        unfused = formula("standard", N=N, d=d, block_r=alg2.block_r,
+                          block_c=alg2.block_c, backward=True).exact
+        mib = [(r.read_bytes + r.write_bytes) / 2**20 for r in (alg2, split)]
+        rows.append((N, d, alg2.block_r, *mib, sum(unfused.bytes()) / 2**20))
+        print(f"N = {N:5d}, d = {d:3d}: Algorithm 2 {mib[0]:6.0f} MiB, "
+              f"three passes {mib[1]:6.0f}, unfused {rows[-1][-1]:6.0f}")
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
-glue("bwd_ratio_64", rows[2][2] / rows[2][3])
-glue("bwd_ratio_128", rows[3][2] / rows[3][3])
+at_4k = {r[1]: r for r in rows if r[0] == 4096}  # by d
+glue("bwd_tile", at_4k[64][2])
+glue("bwd_alg2_64", at_4k[64][3] / at_4k[64][5])
+glue("bwd_alg2_128", at_4k[128][3] / at_4k[128][5])
+glue("bwd_split_64", at_4k[64][4] / at_4k[64][5])
+glue("bwd_split_128", at_4k[128][4] / at_4k[128][5])
 glue("p_store_gib", 32 * 16384**2 * 2 / 2**30)  # P of 32 heads at N = 16k, fp16
+# The prose: at these tiles the ratios hardly move with N (both counts grow as
+# N squared), the three passes move fewer bytes than Algorithm 2, and Algorithm 2
+# moves more than the unfused backward at d = 128.
+ratios = {(r[0], r[1]): r[3] / r[5] for r in rows}
+assert all(abs(ratios[(N_, d_)] / ratios[(4096, d_)] - 1) < 0.1
+           for N_, d_ in ratios)
+assert all(r[4] < r[3] for r in rows) and at_4k[128][3] > at_4k[128][5]
+assert {r[2] for r in rows} == {at_4k[64][2]}  # one tile size throughout
 
 # %% [markdown]
-# So in bytes the tiled backward is no bargain: at $N = 4096$ it moves
-# {glue:text}`bwd_ratio_64:.2f` times the unfused backward's $N^2$ traffic at $d = 64$ and
-# {glue:text}`bwd_ratio_128:.2f` times at $d = 128$, because $Q_i$, $dO_i$ and the fp32 $dQ_i$
-# pass through HBM once per $K$/$V$ tile. Recomputation wins on the other two counts. **Memory:**
-# storing $P$ for 32 heads at $N = 16\text{k}$ in fp16 takes {glue:text}`p_store_gib:.0f` GiB per
-# sequence, which is why
-# long-context training needs a backward that never stores it. **Where the bytes come from:** the
-# re-read tiles are small and shared by the programs running at the same moment, so on a real
-# GPU they mostly come from the L2 cache, while $N \times N$ tensors are far larger than L2 and
-# really go to HBM; this chapter's Nsight Compute measurement above showed the same for the
-# forward (DRAM saw far fewer bytes than the model counts for v2's re-reads). And in a kernel the
-# fp32 read-modify-write of $dQ$ disappears altogether, as the next section shows.
+# At $N = 4096$, Algorithm 2 moves {glue:text}`bwd_alg2_64:.2f` times the unfused backward's
+# bytes at $d = 64$ and {glue:text}`bwd_alg2_128:.2f` times at $d = 128$; the three passes
+# {glue:text}`bwd_split_64:.2f` and {glue:text}`bwd_split_128:.2f` times. The ratios hardly move
+# with $N$: at fixed tiles both counts grow as $N^2$, the tiled one as $N^2 d / B$. So what
+# decides the bytes is the tile size $B$, and this model's tiles are small,
+# {glue:text}`bwd_tile` × {glue:text}`bwd_tile`, because it keeps every buffer of the backward
+# on chip ($dK_j$, $dV_j$, $dQ_i$, $S_{ij}$ and $dP_{ij}$ in fp32). Real kernels keep the
+# accumulators in registers and use larger $K$/$V$ tiles, and the re-read tiles are small and
+# shared by the programs running at the same moment, so on a GPU they mostly come from the L2
+# cache, while $N \times N$ tensors are far larger than L2 and really go to HBM (this chapter's
+# Nsight Compute measurement above showed the same for the forward). Measured on a GPU, the
+# fused pass wins clearly: FlashAttention's forward and backward moved 4.4 GB against standard
+# attention's 40.3 GB (GPT-2 medium, $N = 1024$, $d = 64$, A100)
+# {cite:p}`dao2022flashattention`.
+#
+# Recomputation also wins on **memory**: storing $P$ for 32 heads at $N = 16\text{k}$ in fp16
+# takes {glue:text}`p_store_gib:.0f` GiB per sequence, which is why long-context training needs
+# a backward that never stores it.
 
 # %% [markdown]
 # (ch4-kernel-walk)=
@@ -488,8 +513,10 @@ glue("abl_skip_hi", max(skip))
 # per $K$/$V$ tile computes $dK_j$ and $dV_j$ (the reference's loop, without line 15); one program
 # per $Q$ tile walks the $K$/$V$ tiles and computes $dQ_i$ alone. Each program owns its output,
 # so there are no atomics and no zero-filled buffers, at the price of recomputing $S_{ij}$ and
-# $dP_{ij}$ in the $dQ$ kernel: seven products per tile instead of five. (The third way,
-# storing $dS$ for a later $dQ = dS\,K$, brings back an $N \times N$ tensor.)
+# $dP_{ij}$ in the $dQ$ kernel: seven products per tile instead of five. In bytes it trades
+# the fp32 round trips of $dQ_i$ for a second stream of $K$ and $V$ past every $Q$ tile: the
+# "three passes" of the count above, fewer bytes than Algorithm 2 at every shape there. (The
+# third way, storing $dS$ for a later $dQ = dS\,K$, brings back an $N \times N$ tensor.)
 
 # %%
 from flashedu.ops.v2 import kernel_bwd as v2_kernel_bwd
