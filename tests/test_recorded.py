@@ -677,3 +677,16 @@ def test_headline_table_without_records_says_so():
     from flashedu.recorded import papers
     rows = papers.headline_table({})
     assert {r["ours"] for r in rows} == {"not recorded"} and all(r["ours_value"] is None for r in rows)
+
+
+def test_stage_ladder_and_causal_skip_read_the_ablation_rows():
+    from flashedu.recorded.bench import causal_skip, latest, stage_ladder
+    bench = latest()
+    rows = bench["ablations"]["num-stages"]["rows"]
+    ladder = stage_ladder(bench, D=128, N=16384, causal=False)
+    want = {r["num_stages"] for r in rows if (r["D"], r["N"], r["causal"]) == (128, 16384, False)
+            and r["fwd_status"] == "ok"}
+    assert set(ladder) == want and len(want) >= 3
+    skip = causal_skip(bench, D=128)
+    assert "v2_triton" in skip and all(0.5 < x < 2.5 for x in skip["v2_triton"].values())
+    assert stage_ladder(bench, D=999, N=1, causal=False) == {} and causal_skip(bench, D=999) == {}

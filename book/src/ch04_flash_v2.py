@@ -487,14 +487,11 @@ show(region(v2_kernel, "v2-kernel", title="kernel: one program per Q tile"),
 # diagonal's share of the tiles shrinks.
 
 # %% tags=["hide-input"]
+from flashedu.recorded.bench import causal_skip, stage_ladder
 from flashedu.recorded.bench import latest as latest_bench
 harness = latest_bench()
-stages = {r["num_stages"]: r["fwd_tflops"]
-          for r in harness["ablations"]["num-stages"]["rows"]
-          if (r["D"], r["N"], r["causal"]) == (128, 16384, False)
-          and r["fwd_status"] == "ok"}
-skip = [r["full_over_causal"] for r in harness["ablations"]["causal-skip"]["rows"]
-        if r["impl"] == "v2_triton" and r["D"] == 128]
+stages = stage_ladder(harness, D=128, N=16384, causal=False)
+skip = list(causal_skip(harness, D=128)["v2_triton"].values())
 glue("abl_gpu", harness["info"]["gpu"])
 glue("abl_stage1", stages[1])
 glue("abl_stage3", stages[3])

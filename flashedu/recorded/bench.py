@@ -38,3 +38,24 @@ def ratio(recorded: dict, *, impl: str, peer: str, pass_: str, D: int, causal: b
     a, b = rows[(impl, D, causal, N)], rows[(peer, D, causal, N)]
     return b[f"{pass_}_ms"] / a[f"{pass_}_ms"]
 
+
+
+def _ablation_rows(recorded: dict, name: str) -> list[dict]:
+    return normalize(recorded).get("ablations", {}).get(name, {}).get("rows", [])
+
+
+def stage_ladder(recorded: dict, *, D: int, N: int, causal: bool) -> dict[int, float]:
+    """The ``num-stages`` ablation: forward TFLOP/s per num_stages at one shape (timed rows only)."""
+    return {r["num_stages"]: r["fwd_tflops"] for r in _ablation_rows(recorded, "num-stages")
+            if (r["D"], r["N"], r["causal"]) == (D, N, causal)
+            and r.get("fwd_status", "ok") == "ok" and "fwd_tflops" in r}
+
+
+def causal_skip(recorded: dict, *, D: int) -> dict[str, dict[int, float]]:
+    """The ``causal-skip`` ablation: per kernel, N -> unmasked time over causal time (2 = every
+    masked tile skipped)."""
+    out: dict[str, dict[int, float]] = {}
+    for r in _ablation_rows(recorded, "causal-skip"):
+        if r["D"] == D and "full_over_causal" in r:
+            out.setdefault(r["impl"], {})[r["N"]] = r["full_over_causal"]
+    return out

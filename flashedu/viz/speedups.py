@@ -12,7 +12,7 @@ from flashedu.bench.schema import normalize
 from flashedu.hardware import GPUS, gpu as get_gpu
 from flashedu.iomodel import formula
 from flashedu.provenance import label
-from flashedu.recorded.bench import timing_rows
+from flashedu.recorded.bench import causal_skip, stage_ladder, timing_rows
 from flashedu.viz.tflops import NAMES, PASSES as PASS_NAMES, SHORT
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE
 
@@ -156,18 +156,16 @@ def ablations_figure(recorded: dict, *, D: int = 128) -> go.Figure:
                                  mode="lines+markers", name=f"v2 over v1, {PASS_NAMES[p]}",
                                  line=dict(color=SEQUENCE[k])), row=1, col=1)
 
-    rows = [r for r in ab.get("causal-skip", {}).get("rows", []) if r["D"] == D and "full_over_causal" in r]
-    for k, impl in enumerate(dict.fromkeys(r["impl"] for r in rows)):
-        pts = sorted((r["N"], r["full_over_causal"]) for r in rows if r["impl"] == impl)
+    for k, (impl, by_n) in enumerate(causal_skip(recorded, D=D).items()):
+        pts = sorted(by_n.items())
         fig.add_trace(go.Scatter(x=[n for n, _ in pts], y=[v for _, v in pts], mode="lines+markers",
                                  name=f"{NAMES.get(impl, impl)}, causal", line=dict(color=SEQUENCE[2 + k])),
                       row=1, col=2)
     fig.add_hline(y=2, line=dict(color=OKABE_ITO["grey"], dash="dot"), row=1, col=2,
                   annotation_text="every masked tile skipped", annotation_position="top left")
 
-    rows = [r for r in ab.get("num-stages", {}).get("rows", []) if r["D"] == D and r["N"] == 16384]
     for k, causal in enumerate((False, True)):
-        pts = sorted((r["num_stages"], r["fwd_tflops"]) for r in rows if r["causal"] == causal and ok(r, "fwd"))
+        pts = sorted(stage_ladder(recorded, D=D, N=16384, causal=causal).items())
         fig.add_trace(go.Scatter(x=[s for s, _ in pts], y=[v for _, v in pts], mode="lines+markers",
                                  name="num_stages, " + ("causal" if causal else "no mask"),
                                  line=dict(color=(OKABE_ITO["sky"], OKABE_ITO["black"])[k],
