@@ -377,13 +377,13 @@ glue("ring_grad_err", grad_err)
 # only see rank 0's keys: after step 0 it has nothing to do, while the last rank works at every
 # step. Every step lasts as long as its busiest rank.
 #
-# **Predict first.** Four ranks, contiguous slices, causal: at how many of the four steps does
-# rank 0 have work, and the last rank?
+# **Predict first.** Four ranks, contiguous slices, causal. What share of the ranks' time is
+# useful work? (Count the steps at which each rank has something to do.)
 #
 # :::{dropdown} Answer
-# Rank 0 at {glue:text}`ch7_rank0_steps` step, the last rank at {glue:text}`ch7_last_steps`.
-# Each step waits for its busiest rank, so the ring does useful work
-# {glue:text}`ch7_eff4:.0f`% of the time it takes.
+# About {glue:text}`ch7_eff4:.0f`%. Rank 0 has work at {glue:text}`ch7_rank0_steps` step, the
+# last rank at all {glue:text}`ch7_last_steps`; every step lasts as long as the last rank's
+# work, so the others spend more and more of each step waiting.
 # :::
 #
 # Press **Play**:
