@@ -73,13 +73,43 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_v
 
 
 @triton.jit
+def _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                         offs_d, lo, hi, qk_scale, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """The mask-free loop with S of the next tile issued before P·V of this one (FA3's
+    intra-warpgroup pipelining, Algorithm 2, written in Triton): the softmax of tile j+1 then
+    needs only the first product, so it can run while P·V of tile j is on the tensor cores.
+    Needs hi - lo a positive multiple of BLOCK_N; the last step recomputes S of the last tile
+    instead of reading past hi."""
+    offs_n = lo + tl.arange(0, BLOCK_N)
+    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # S of tile lo
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        nxt = tl.multiple_of(tl.minimum(start_n + BLOCK_N, hi - BLOCK_N), BLOCK_N)
+        offs_n = nxt + tl.arange(0, BLOCK_N)
+        k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # S of the next tile
+        acc = acc * alpha[:, None]
+        offs_v = start_n + tl.arange(0, BLOCK_N)
+        v = tl.load(V + offs_v[:, None] * stride_vn + offs_d[None, :] * stride_vd)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _fwd_kernel(Q, K, V, O, L,
                 stride_qz, stride_qh, stride_qm, stride_qd,
                 stride_kz, stride_kh, stride_kn, stride_kd,
                 stride_vz, stride_vh, stride_vn, stride_vd,
                 H, N_Q, N_K, qk_scale,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                PIPELINE: tl.constexpr = False):
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
     # [v2-kernel-start]
     n_m = tl.cdiv(N_Q, BLOCK_M)
@@ -102,9 +132,15 @@ def _fwd_kernel(Q, K, V, O, L,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # m_i, in log2 units
     if CAUSAL:
         # Left of the diagonal block: every score is kept, no mask.
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
-                                   stride_vn, stride_vd, offs_m, offs_d, 0, start_m,
-                                   N_K, qk_scale, BLOCK_N, False, False, PRECISION)
+        if PIPELINE:
+            if start_m > 0:
+                acc, l_i, m_i = _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                                     stride_vn, stride_vd, offs_d, 0, start_m,
+                                                     qk_scale, BLOCK_N, PRECISION)
+        else:
+            acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                       stride_vn, stride_vd, offs_m, offs_d, 0, start_m,
+                                       N_K, qk_scale, BLOCK_N, False, False, PRECISION)
         # The diagonal block, masked; blocks right of it are never visited.
         diag_end = tl.minimum(start_m + BLOCK_M, N_K)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
@@ -113,9 +149,15 @@ def _fwd_kernel(Q, K, V, O, L,
     else:
         # Every full K/V tile without a mask, then the partial last one with it.
         full_end = (N_K // BLOCK_N) * BLOCK_N
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
-                                   stride_vn, stride_vd, offs_m, offs_d, 0, full_end,
-                                   N_K, qk_scale, BLOCK_N, False, False, PRECISION)
+        if PIPELINE:
+            if full_end > 0:
+                acc, l_i, m_i = _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                                     stride_vn, stride_vd, offs_d, 0, full_end,
+                                                     qk_scale, BLOCK_N, PRECISION)
+        else:
+            acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                       stride_vn, stride_vd, offs_m, offs_d, 0, full_end,
+                                       N_K, qk_scale, BLOCK_N, False, False, PRECISION)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
                                    stride_vn, stride_vd, offs_m, offs_d, full_end, N_K,
                                    N_K, qk_scale, BLOCK_N, True, False, PRECISION)
