@@ -112,15 +112,33 @@ def online(s: torch.Tensor, v: torch.Tensor | None, *, block: int, rescale: bool
     return o if divide == "none" else o / nonzero_or_one(l)
 
 
+# NaNs with a payload of their own (the low mantissa bits), so an output element that still
+# holds the grader's poison (never written) can be told from a NaN the reader's code computed
+# (exp(−inf − (−inf)), 0 · inf, or a load past the end), which carries another payload.
+_UNWRITTEN = {torch.float64: (torch.int64, 0x7FF8_0000_0000_DEAD), torch.float32: (torch.int32, 0x7FC0_DEAD),
+              torch.float16: (torch.int16, 0x7E5A)}
+
+
+def poison(shape, *, dtype, device="cpu") -> torch.Tensor:
+    """A tensor of NaN carrying the "never written" payload."""
+    itype, bits = _UNWRITTEN[dtype]
+    return torch.full(shape, bits, dtype=itype, device=device).view(dtype)
+
+
+def unwritten(t: torch.Tensor) -> torch.Tensor:
+    """bool, like ``t``: elements that still hold :func:`poison`'s NaN (never stored to)."""
+    itype, bits = _UNWRITTEN[t.dtype]
+    return t.contiguous().view(itype) == bits
+
+
 def guarded(shape, *, dtype, device, data: torch.Tensor | None = None, guard: int = 1 << 14):
-    """A contiguous tensor of ``shape`` (NaN, or a copy of ``data``) inside a larger buffer whose
-    ``guard`` elements past the end are NaN: a kernel that loads past the last row reads NaN, and
-    one that stores past it overwrites the guard. Returns (tensor, buffer)."""
+    """A contiguous tensor of ``shape`` (the poison NaN, or a copy of ``data``) inside a larger
+    buffer whose ``guard`` elements past the end are NaN: a kernel that loads past the last row
+    reads NaN, and one that stores past it overwrites the guard. Returns (tensor, buffer)."""
     n = math.prod(shape)
     buf = torch.full((n + guard,), math.nan, dtype=dtype, device=device)
     t = buf[:n].view(shape)
-    if data is not None:
-        t.copy_(data)
+    t.copy_(poison(shape, dtype=dtype, device=device) if data is None else data)
     return t, buf
 
 

@@ -20,7 +20,7 @@ from flashedu.iomodel import DEFAULT_SRAM_BYTES, Chip, formula
 from flashedu.iomodel.blocks import fully_masked, n_tiles
 from flashedu.labs.attention_evidence import Attempt, diagnose
 from flashedu.labs.cases import raised
-from flashedu.labs.evidence import attention, keep_causal, max_error
+from flashedu.labs.evidence import attention, keep_causal, max_error, poison, unwritten
 from flashedu.labs.report import CaseResult
 
 NAME = "v1_reference"
@@ -134,10 +134,13 @@ def run(fn, case: Case) -> CaseResult:
     chip.tensor("O", N, d)  # NaN until written
     chip.tensor("l", N, 1, stat=True)
     chip.tensor("m", N, 1, stat=True)
+    for name in ("O", "l", "m"):  # NaN with the "never written" payload
+        chip.data(name).copy_(poison(chip.data(name).shape, dtype=chip.data(name).dtype))
     try:
         fn(chip, N=N, d=d, scale=scale, causal=case.causal, block_r=case.block_r, block_c=case.block_c)
     except Exception as exc:  # noqa: BLE001  (the reader's error is this case's verdict)
         return raised(exc, **meta)
+    never = unwritten(chip.data("O"))
     got = chip.data("O").to(torch.float64)
     keep = keep_causal(N, N) if case.causal else None
     want = attention(case.q, case.k, case.v, scale=scale, keep=keep)
@@ -148,7 +151,7 @@ def run(fn, case: Case) -> CaseResult:
     if err > TOL:
         attempt = Attempt(case.q, case.k, case.v, scale, case.causal, keep, (case.block_r,),
                           (case.block_c,), TOL, huge=case.huge, messages=MESSAGES)
-        why = diagnose(got, want, attempt)
+        why = diagnose(got, want, attempt, never)
         if traffic_why and "NaN" in why and "line 2" in traffic_why:
             why = (traffic_why + "; so the first inner step reads the NaN the grader filled HBM with")
         elif traffic_why:
