@@ -71,7 +71,7 @@ def _nan_diagnosis(got: torch.Tensor, a: Attempt, never: torch.Tensor | None) ->
         for br in a.blocks_r:
             if (why := _tiles_of(rows, N, br)):
                 return why
-        return (f"rows {spans(rows)} of O were never written (they still hold the NaN the grader "
+        return (f"rows {spans(rows)} of O are never stored (they still hold the NaN the grader "
                 "filled O with)")
     nan_rows = set(torch.nonzero(nan.any(0).any(0)).flatten().tolist())
     if a.keep is not None:

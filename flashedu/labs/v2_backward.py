@@ -80,7 +80,7 @@ def _diagnose(got_dk, got_dv, want_dk, want_dv, case, L, Dl, scale, tol, never) 
                 if N % b and N > b and rows == tail:
                     return (f"rows {spans(tail)} of dK and dV, the last, short K/V tile (N = {N} is not a "
                             f"multiple of {b}), still hold the grader's NaN: that tile is never stored")
-            return f"rows {spans(rows)} of dK or dV were never written (they still hold the grader's NaN)"
+            return f"rows {spans(rows)} of dK or dV are never stored (they still hold the grader's NaN)"
         if any(N % b for b in BLOCKS):
             return (f"NaN with N = {N}, which is not a multiple of the block: a load of Q, dO, L or D "
                     "reads past row N (the grader's buffers hold NaN there); mask it with offs_m < N "
