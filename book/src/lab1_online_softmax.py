@@ -54,8 +54,8 @@ def online_softmax(x, block):
     l = torch.zeros((R, 1), dtype=x.dtype)  # running sum of e^(x - m)
     for c0 in range(0, N, block):
         xb = x[:, c0:c0 + block]  # [R, ≤ block]
-        raise NotImplementedError("fill in: m_new, then l rescaled and the block added")
-    raise NotImplementedError("fill in: the second pass, e^(x - m) / l (0 for a masked row)")
+        raise NotImplementedError("fill in: m_new, then l rescaled, plus the block")
+    raise NotImplementedError("fill in: pass 2, e^(x - m) / l (0 if masked)")
 
 # %% [markdown]
 # Grade it. The report lists every case, the first failing one first, with a diagnosis.

@@ -64,7 +64,7 @@ def v2_forward_kernel(Q, K, V, O, L, N, qk_scale, CAUSAL: tl.constexpr,
     offs_d = tl.arange(0, D)
     row_ok = offs_m < N
     q = tl.load(___, mask=row_ok[:, None], other=0.0)  # Q_i [BLOCK_M, D]
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # log2 units
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # log2
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     hi = tl.minimum(N, (i + 1) * BLOCK_M) if CAUSAL else N

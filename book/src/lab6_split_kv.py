@@ -44,8 +44,8 @@ rt = setup()
 # %%
 def merge_splits(o, m, l):
     m_all = m.amax(dim=0)  # [R]
-    raise NotImplementedError("fill in: the weights e^(m_s - m), 0 for an empty split")
-    raise NotImplementedError("fill in: the weighted sums of o and l, then one divide")
+    raise NotImplementedError("fill in: weights e^(m_s - m), 0 if split empty")
+    raise NotImplementedError("fill in: weighted sums of o and l, one divide")
 
 # %%
 grade("split_kv", merge_splits)
