@@ -56,7 +56,8 @@ import triton.language as tl
 # %%
 @triton.jit
 def v2_forward_kernel(Q, K, V, O, L, N, qk_scale, CAUSAL: tl.constexpr,
-                      D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                      D: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr):
     i = tl.program_id(0)  # which Q tile
     bh = tl.program_id(1)  # which (batch, head)
     base = bh.to(tl.int64) * N * D
