@@ -15,7 +15,8 @@ import torch
 
 from flashedu.labs.attention_evidence import Attempt, diagnose
 from flashedu.labs.cases import raised, wrong_shape
-from flashedu.labs.evidence import attention, close, keep_causal, max_error, spans
+from flashedu.labs.evidence import (attention, close, keep_causal, max_error, poisoned_empty, spans,
+                                    unwritten)
 from flashedu.labs.report import CaseResult
 from flashedu.ops.block_sparse.masks.csr import CSR, to_csr
 from flashedu.ops.block_sparse.masks.mask import causal_blocks, expand
@@ -73,7 +74,7 @@ def cases(g: torch.Generator) -> list[Case]:
     ]
 
 
-def _diagnose(got: torch.Tensor, want: torch.Tensor, case: Case, scale: float) -> str:
+def _diagnose(got: torch.Tensor, want: torch.Tensor, case: Case, scale: float, never) -> str:
     N = case.q.shape[0]
     q, k, v = (t[None, None] for t in (case.q, case.k, case.v))
     if not torch.isnan(got).any():
@@ -92,7 +93,8 @@ def _diagnose(got: torch.Tensor, want: torch.Tensor, case: Case, scale: float) -
                     "and including ptr[i+1] − 1 (range(ptr[i], ptr[i+1]))")
     a = Attempt(q, k, v, scale, case.causal, case.keep(), (case.block_r,), (case.block_c,), TOL,
                 huge=case.huge, block_keep=case.keep(causal=False))
-    why = diagnose(got[None, None], want[None, None], a)
+    got = got.to(torch.float64)
+    why = diagnose(got[None, None], want[None, None], a, None if never is None else never[None, None])
     empty = [i for i in range(case.blocks.shape[0]) if not case.blocks[i].any()]
     if "see no key" in why and empty:
         why = f"Q tiles {spans(empty)} have an empty list (ptr[i] = ptr[i+1]); their " + why
@@ -105,16 +107,18 @@ def run(fn, case: Case) -> CaseResult:
                 f"{int(case.blocks.sum())}/{case.blocks.numel()} tiles", causal=case.causal, dtype="float64")
     scale = 1 / math.sqrt(D)
     try:
-        got = fn(case.q.clone(), case.k.clone(), case.v.clone(), case.csr, block_r=case.block_r,
-                 block_c=case.block_c, causal=case.causal, scale=scale)
+        with poisoned_empty():  # an output row the reader's code never writes stays NaN
+            got = fn(case.q.clone(), case.k.clone(), case.v.clone(), case.csr, block_r=case.block_r,
+                     block_c=case.block_c, causal=case.causal, scale=scale)
     except Exception as exc:  # noqa: BLE001  (the reader's error is this case's verdict)
         return raised(exc, **meta)
     bad = wrong_shape(got, case.q.shape, **meta)
     if bad:
         return bad
-    got = got.detach().to("cpu", torch.float64)
+    got = got.detach().to("cpu")
     want = attention(case.q, case.k, case.v, scale=scale, keep=case.keep())
     err = max_error(got, want)
     if err <= TOL:
         return CaseResult(**meta, max_error=err, passed=True)
-    return CaseResult(**meta, max_error=err, passed=False, diagnosis=_diagnose(got, want, case, scale))
+    never = unwritten(got) if got.dtype == torch.float64 else None
+    return CaseResult(**meta, max_error=err, passed=False, diagnosis=_diagnose(got, want, case, scale, never))

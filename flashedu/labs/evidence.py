@@ -3,6 +3,7 @@ and *why*: the fp64 truth, NaN-guarded buffers, row ranges in words, the rows wh
 grows after the first block, and outputs of well-known mistakes to compare against."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -129,6 +130,24 @@ def unwritten(t: torch.Tensor) -> torch.Tensor:
     """bool, like ``t``: elements that still hold :func:`poison`'s NaN (never stored to)."""
     itype, bits = _UNWRITTEN[t.dtype]
     return t.contiguous().view(itype) == bits
+
+
+@contextlib.contextmanager
+def poisoned_empty():
+    """While active, ``torch.empty`` and ``torch.empty_like`` of a float dtype return the poison
+    NaN: a function that allocates its own output and forgets rows of it shows them as "never
+    written" (the hook the tests' ``poison`` fixture uses, for the reader's code)."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def fill(t):
+        return t.copy_(poison(t.shape, dtype=t.dtype, device=t.device)) if t.dtype in _UNWRITTEN else t
+
+    torch.empty = lambda *a, **k: fill(empty(*a, **k))
+    torch.empty_like = lambda *a, **k: fill(empty_like(*a, **k))
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like = empty, empty_like
 
 
 def guarded(shape, *, dtype, device, data: torch.Tensor | None = None, guard: int = 1 << 14):
