@@ -28,7 +28,7 @@ import triton.language as tl
 # %% [markdown]
 # ## The algorithm
 #
-# One program per $(Q_i$, batch·head$)$. $Q_i$ is loaded once; the $K_j$, $V_j$ tiles stream
+# One program per ($Q_i$, batch·head). $Q_i$ is loaded once; the $K_j$, $V_j$ tiles stream
 # past; $(m_i, \ell_i, \text{acc})$ stay in registers:
 #
 # $$
