@@ -128,7 +128,7 @@ def test_the_report_puts_the_first_failing_case_first_in_text_and_html():
 
 def test_the_v1_report_has_a_traffic_column():
     report = grade("v1_reference", solution("v1_reference"))
-    assert "traffic (× formula)" in str(report) and "reads 1.00×" in str(report)
+    assert "traffic (× formula)" in str(report) and "reads 1.00×, writes 1.00×" in str(report)
 
 
 def test_report_is_a_report():

@@ -9,8 +9,10 @@ def raised(exc: Exception, *, name: str, shape: str, causal, dtype: str) -> Case
     """The row of a case whose call raised ``exc`` (re-raised if it is NotImplementedError)."""
     if isinstance(exc, NotImplementedError):
         raise exc
-    return CaseResult(name, shape, causal, dtype, None, False,
-                      f"raised {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    # A Triton compile error holds the kernel's source with the error last: keep both ends.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    what = lines[0] if len(lines) < 2 else f"{lines[0]} … {lines[-1]}"
+    return CaseResult(name, shape, causal, dtype, None, False, f"raised {type(exc).__name__}: {what[:400]}")
 
 
 def wrong_shape(got, want_shape, *, name: str, shape: str, causal, dtype: str, what: str = "the output"):

@@ -81,9 +81,11 @@ def _traffic(chip: Chip, case: Case) -> tuple[str, str]:
     got = {n: (t.read_elements, t.write_elements) for n, t in chip.hbm.tensors.items()}
     ratios = {n: (got[n][0] / want[n][0] if want[n][0] else 1.0) for n in want}
     worst = max(ratios, key=lambda n: abs(math.log(max(ratios[n], 1e-9))))
-    total = sum(r for r, _ in got.values()) / f.exact.reads
-    cell = f"reads {total:.2f}×" if abs(ratios[worst] - 1) < 1e-12 else \
-        f"reads {total:.2f}×, {worst} {ratios[worst]:.2f}×"
+    reads = sum(r for r, _ in got.values()) / f.exact.reads
+    writes = sum(w for _, w in got.values()) / f.exact.writes
+    cell = f"reads {reads:.2f}×, writes {writes:.2f}×"
+    if abs(ratios[worst] - 1) > 1e-12:
+        cell += f" ({worst} reads {ratios[worst]:.2f}×)"
     for n in got:
         if n not in want:
             return cell, f"tensor {n} is not in Algorithm 1's traffic: it moves {got[n]} elements (reads, writes)"
