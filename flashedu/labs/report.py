@@ -122,7 +122,9 @@ class Report:
                 style = "" if c.passed else ' style="background:#fdecea"'
                 cells = "".join(f"<td>{html.escape(x)}</td>" for x in self._cells(c, traffic))
                 body.append(f"<tr{style} title='{html.escape(c.diagnosis)}'>{cells}</tr>")
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+            # Cells wrap at spaces, so the table fits the page's column instead of scrolling.
+            parts.append(f'<table style="font-size:0.85em;max-width:100%"><thead><tr>{head}</tr></thead>'
+                         f"<tbody>{''.join(body)}</tbody></table>")
         if self.status == "failed":
             parts.append(f"<p style='font-size:0.85em;color:#666'>Replay this run: "
                          f"<code>grade({html.escape(repr(self.lab))}, fn, seed={self.seed})</code></p>")
