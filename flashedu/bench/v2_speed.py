@@ -63,6 +63,7 @@ def main(argv=None) -> None:
     p.add_argument("--peer")
     p.add_argument("--peer-configs")
     p.add_argument("--deadline", type=float, default=540.0, help="stop starting rows after this many seconds")
+    p.add_argument("--only", nargs="+", help="time only these candidates (names as in the rows)")
     a = p.parse_args(argv)
 
     from flashedu.bench.recorder import Recorder, gpu_time, require_gpu
@@ -113,6 +114,8 @@ def main(argv=None) -> None:
                     cands[name] = (lambda cfg=cfg: v2k.attention_forward(q, k, v, causal=causal, scale=scale,
                                                                           config=cfg)[0])
                 for name, fn in cands.items():
+                    if a.only and name not in a.only:
+                        continue
                     r = dict(impl=name, D=D, causal=causal, N=N, B=B, H=H)
                     t0 = time.time()
                     try:
