@@ -56,7 +56,8 @@ def load_peer(path: str, configs: str | None):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--D", type=int, nargs="+", default=[128])
     p.add_argument("--N", type=int, nargs="+", default=[1024, 4096, 16384])
