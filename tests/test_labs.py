@@ -272,3 +272,14 @@ def test_a_planted_mistake_fails_with_its_diagnosis(lab, mistake, edits, says, t
     report = grade(lab, wrong, seed=12345)
     assert not report.passed, f"{mistake}: passed\n{report}"
     assert says in report.diagnosis, f"{mistake}: expected {says!r} in the diagnosis\n{report}"
+
+
+@pytest.mark.parametrize("lab", ["v2_forward", "v2_backward"])
+def test_the_triton_labs_say_where_their_speed_is_measured(lab):
+    from flashedu import runtime
+    report = grade(lab, solution(lab), seed=3)
+    assert report.passed and len(report.notes) == 1
+    if runtime.current().compiled:  # timed beside the book's own kernel
+        assert "× its time" in report.notes[0]
+    else:
+        assert "GPU only" in report.notes[0]

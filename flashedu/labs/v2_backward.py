@@ -163,3 +163,34 @@ def run(fn, case: Case) -> CaseResult:
     why = _diagnose(got_dk, got_dv, want_dk, want_dv, case, L.to("cpu", torch.float64),
                     Dl.to("cpu", torch.float64), scale, tol, never)
     return CaseResult(**meta, max_error=err, passed=False, diagnosis=why)
+
+
+def notes(fn) -> list[str]:
+    """On a GPU: the reader's dK/dV kernel timed against the book's own dK/dV kernel (kernel 2 of
+    ``v2_triton``'s backward; B=4, H=16, N=4096, D=128, fp16, causal), as a ratio."""
+    if not runtime.current().compiled:
+        return ["Timing against v2_triton's dK/dV kernel runs on a GPU only (the interpreter's "
+                "times say nothing about a kernel's speed)."]
+    from flashedu.bench.recorder import gpu_time
+    from flashedu.ops.v2.kernel import flash_attention_v2_lse
+    from flashedu.ops.v2.kernel_bwd import attention_dkdv
+
+    B, H, N, D = 4, 16, 4096, 128
+    q, k, v, do = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(4))
+    scale = 1 / math.sqrt(D)
+    o, L = flash_attention_v2_lse(q, k, v, causal=True, scale=scale)
+    Dl = (do.float() * o.float()).sum(-1)  # [B, H, N]
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+
+    def mine_call():
+        fn(q, k, v, do, L, Dl, dk, dv, causal=True, scale=scale)
+
+    def book_call():
+        attention_dkdv(do, q, k, v, L, Dl, causal=True, scale=scale)
+
+    for call in (mine_call, book_call):  # compile (and autotune) before anything is timed
+        call()
+    torch.cuda.synchronize()
+    mine, book = gpu_time(mine_call)["ms"], gpu_time(book_call)["ms"]
+    return [f"On this GPU (B={B}, H={H}, N={N}, D={D}, fp16, causal): your dK/dV kernel "
+            f"{mine:.3f} ms, the book's {book:.3f} ms: {mine / book:.2f}× its time."]
