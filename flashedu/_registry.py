@@ -37,6 +37,10 @@ class Impl:
     head_dims: tuple[int, ...] | None = None  # None: any head dim
     # Smallest CUDA compute capability the compiled kernel needs, per dtype where it differs.
     min_capability: tuple[int, int] = (0, 0)
+    # Max abs error against an fp64 oracle on O(1) inputs, for an implementation whose error is
+    # set by something coarser than its dtype (FP8: inputs rounded to 3 mantissa bits inside);
+    # None: the input dtype's rounding sets it (the tests' tolerance per dtype).
+    tolerance: float | None = None
     extra: dict = field(default_factory=dict)
 
     def supports(self, *, device: str, dtype: torch.dtype, head_dim: int | None = None) -> bool:

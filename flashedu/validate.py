@@ -34,14 +34,14 @@ def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_di
         raise ValueError(f"{name}: k and v must have the same length, got {k.shape[2]} and {v.shape[2]}")
     if v.shape[3] != D:
         raise ValueError(f"{name}: head dim of v ({v.shape[3]}) must equal head dim of q ({D})")
-    if head_dims is not None and D not in head_dims:
-        raise ValueError(f"{name}: head dim D={D} is not supported; supported: {tuple(head_dims)}")
     if min(B, H, D) < 1 or k.shape[2] < 1 or N < 1:
         raise ValueError(f"{name}: every dim must be at least 1, got q {tuple(q.shape)}, k {tuple(k.shape)}")
     if causal and k.shape[2] != N:
         raise ValueError(f"{name}: causal=True needs q and k of one length, got {N} and {k.shape[2]}")
-    if scale is None:
-        return 1.0 / math.sqrt(D)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale) or scale <= 0):
         raise ValueError(f"{name}: scale must be a positive finite number, got {scale!r}")
-    return float(scale)
+    # Last: a kernel's own limit, after every check that says the call itself is wrong.
+    if head_dims is not None and D not in head_dims:
+        raise ValueError(f"{name}: head dim D={D} is not supported; supported: {tuple(head_dims)}")
+    return 1.0 / math.sqrt(D) if scale is None else float(scale)

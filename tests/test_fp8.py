@@ -187,3 +187,58 @@ def test_descale_fold_checker_accepts_right_and_rejects_wrong():
     # the true sum, but with pv scaled (two accumulators' arithmetic), or u never updated
     assert not check_descale_fold(lambda acc, u, a, pv, s: (acc * a[:, None] + pv * s, 1.0))
     assert not check_descale_fold(lambda acc, u, a, pv, s: (acc * (a * (u / s))[:, None] + pv, u))
+
+
+# FP8 end to end: the fused quantiser (quant_kernel) and the registered drop-in (dropin).
+
+@pytest.mark.parametrize("N,D,bm,bn", [(1, 32, 64, 32), (129, 64, 64, 32), (100, 128, 32, 64)])
+def test_fused_quantiser_matches_the_torch_recipe(N, D, bm, bn):
+    from flashedu.ops.fp8.quant_kernel import prepare_fp8_triton
+    dtype = torch.float16 if GPU else torch.float32
+    q, k, v = (torch.randn(2, 3, N, D, dtype=dtype) * 3 for _ in range(3))
+    q[0, 0, 0, 0] = 40.0  # an outlier: its tile's scale, and the rotation, must deal with it
+    signs = fp8.random_signs(D, generator=torch.Generator().manual_seed(5))
+    want = fp8.prepare_fp8(q, k, v, "fp8_fa3", block_m=bm, block_n=bn,
+                           generator=torch.Generator().manual_seed(5))
+    got = prepare_fp8_triton(*(t.to(DEVICE) for t in (q, k, v)), signs=signs, block_m=bm, block_n=bn)
+    for key in ("q_descale", "k_descale", "v_descale"):
+        torch.testing.assert_close(got[3][key].cpu(), want[3][key], rtol=1e-5, atol=0)
+    assert fp8.is_k_major(got[2]) and got[0].dtype == fp8.E4M3
+    for name, a, b, block in (("q8", got[0], want[0], bm), ("k8", got[1], want[1], bn),
+                              ("v8", got[2], want[2], bn)):
+        a, b = a.float().cpu(), b.float().cpu()
+        assert a.shape == b.shape
+        # The rotation's sums run in another order than the torch transform's: a value on a
+        # rounding boundary may land one e4m3 step away (at most 32 on the ±448 scale).
+        off = (a - b).abs()
+        assert (off > 0).float().mean() < 2e-3 and off.max() <= 32, f"{name}: {off.max()}"
+        if name == "v8":  # not rotated: the same arithmetic, so the same bits
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_fp8_dropin_computes_what_the_simulation_computes(causal, poison):
+    """The drop-in (fused quantiser + kernel) against the CPU simulation of FA3's recipe with the
+    same signs and the kernel's key tiles: only the two implementations' roundings may differ."""
+    from flashedu.ops.fp8.dropin import SIGNS_SEED, fp8_attention_triton
+    from flashedu.ops.fp8.kernel import default_config
+    dtype = torch.float16 if GPU else torch.float32
+    q, k, v = (torch.randn(1, 2, 150, 64, dtype=dtype) for _ in range(3))
+    o = fp8_attention_triton(*(t.to(DEVICE) for t in (q, k, v)), causal=causal, block_m=64, block_n=64)
+    assert o.dtype == dtype and not torch.isnan(o).any()
+    q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3", block_m=64, block_n=64,
+                                     generator=torch.Generator().manual_seed(SIGNS_SEED))
+    sim = fp8.fp8_attention_reference(q8, k8, v8, causal=causal, block_n=default_config(64).block_n, **kw)
+    diff = (o.float().cpu() - sim.float()).abs().max().item()
+    # as test_fp8_kernel_matches_its_reference allows, plus a rare one-step difference in the
+    # quantised inputs (the rotation's sums in another order)
+    assert diff <= (2e-2 if GPU else 5e-3) * sim.float().abs().max().item() + 1e-3, diff
+
+
+def test_fp8_dropin_rejects_what_the_rotation_cannot_take():
+    from flashedu.ops.fp8.dropin import fp8_attention_triton
+    q = torch.randn(1, 1, 8, 48, device=DEVICE)
+    with pytest.raises(ValueError, match="head dim D=48"):
+        fp8_attention_triton(q, q, q)
+    with pytest.raises(TypeError, match="dtype of q, k, v"):
+        fp8_attention_triton(*(torch.zeros(1, 1, 8, 32, dtype=torch.float64, device=DEVICE),) * 3)

@@ -66,7 +66,7 @@ def test_matches_fp64_oracle(impl, shape, causal, poison):
     assert o.shape == q.shape and o.dtype == q.dtype and o.device == q.device
     assert not torch.isnan(o).any(), "output has NaN: an element was not written"
     err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
-    assert err < tolerance(dtype), f"{impl.name}: max error {err:.2e}"
+    assert err < (impl.tolerance or tolerance(dtype)), f"{impl.name}: max error {err:.2e}"
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
@@ -77,7 +77,7 @@ def test_explicit_scale_and_cross_lengths(impl, poison):
     q, k, v = fresh_qkv(1, 2, 9, 32, n_k=40, dtype=dtype, device=DEVICE)
     o = impl.fn(q, k, v, scale=0.3)
     err = (o.double().cpu() - oracle(q, k, v, scale=0.3)).abs().max().item()
-    assert err < tolerance(dtype)
+    assert err < (impl.tolerance or tolerance(dtype))
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
@@ -90,6 +90,11 @@ def test_large_logits_do_not_overflow(impl):
     k = k * 100
     o = impl.fn(q, k, v)
     assert torch.isfinite(o).all()
+    if impl.tolerance is not None:
+        # FP8: a logit of 1e4 from 3-mantissa-bit inputs is off by hundreds, so the softmax
+        # itself changes; what must hold is no overflow, and o a weighted mean of V's rows.
+        assert o.abs().max() <= v.abs().amax(dim=-2, keepdim=True).max() * (1 + 1 / 16)
+        return
     err = (o.double().cpu() - oracle(q, k, v)).abs().max().item()
     # Overflow shows as inf/NaN above; a wrong rescale as an O(1) error. A right fp32 kernel still
     # rounds each logit (|s| ~ 1e4, fp32 spacing ~1e-3 there), and o inherits that: seen up to

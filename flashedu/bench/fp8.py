@@ -25,7 +25,9 @@ from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
 from flashedu.ops import fp8  # noqa: E402
 from flashedu.bench.cases import make_case  # noqa: E402
 from flashedu.bench.flops import attention_flops  # noqa: E402
+from flashedu.ops.fp8.dropin import fp8_attention_triton, rotation_signs  # noqa: E402
 from flashedu.ops.fp8.kernel import FP8Config, configs_here, flash_attention_fp8  # noqa: E402
+from flashedu.ops.fp8.quant_kernel import prepare_fp8_triton  # noqa: E402
 from flashedu.ops.v2.kernel import flash_attention_v2  # noqa: E402
 
 # Reference: the session-2 kernel (a second accumulator for P·V); the rest is the arch's list.
@@ -46,8 +48,12 @@ def speed(rows, log, dims, Ns):
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
             q8, k8, v8, kw = fp8.prepare_fp8(q, k, v, "fp8_fa3")
             ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            signs = rotation_signs(D)
             cases = [("v2_triton fp16", lambda: flash_attention_v2(q, k, v)),
-                     ("fp8 quantisation (torch)", lambda: fp8.prepare_fp8(q, k, v, "fp8_fa3"))]
+                     ("fp8 quantisation (torch)", lambda: fp8.prepare_fp8(q, k, v, "fp8_fa3")),
+                     # issue 21: the fused quantiser alone, and quantiser + kernel end to end
+                     ("fp8 quantisation (triton)", lambda: prepare_fp8_triton(q, k, v, signs=signs)),
+                     ("fp8_e2e_triton", lambda: fp8_attention_triton(q, k, v))]
             configs = configs_here(D) + ([TWO_ACCUMULATORS] if tma_ok else [])
             cases += [(f"fp8_triton {c}", (lambda c=c: flash_attention_fp8(q8, k8, v8, config=c, **kw)))
                       for c in configs]
@@ -55,7 +61,7 @@ def speed(rows, log, dims, Ns):
                 r = dict(kind="time", impl=name, D=D, N=N, B=B, H=H)
                 try:
                     with torch.no_grad():
-                        if name.startswith("fp8_triton"):
+                        if name.startswith("fp8_triton") or name == "fp8_e2e_triton":
                             r["rel_err_vs_fp16_sdpa"] = ((fn().float() - ref.float()).norm() / ref.float().norm()).item()
                         r["ms"] = bench(fn)
                     if "quantisation" not in name:

@@ -4,14 +4,21 @@
 * :mod:`.quant` - e4m3 quantisation with per-tensor or per-tile scales;
 * :mod:`.reference` - the FP8 kernel's arithmetic in PyTorch (registered as ``fp8_reference``);
 * :mod:`.recipes` - FA3's Table 3: the recipes, outlier inputs, RMSE against fp64;
-* :mod:`.kernel` - the FP8 forward in Triton (registered as ``fp8_triton``).
+* :mod:`.kernel` - the FP8 forward in Triton (registered as ``fp8_triton``);
+* :mod:`.quant_kernel` - the recipe's quantisation as one fused Triton pass per tensor;
+* :mod:`.dropin` - both together, called like every entry (registered as ``fp8_e2e_triton``).
 """
 from flashedu._registry import Impl, get, register
-from flashedu.ops.fp8 import kernel as _kernel
+from flashedu.ops.fp8 import dropin as _dropin, kernel as _kernel
 from flashedu.ops.fp8.hadamard import fwht, hadamard_matrix, random_signs, rotate, rotation
 from flashedu.ops.fp8.quant import E4M3, E4M3_MAX, Quantized, is_k_major, k_major, quantize, round_e4m3
 from flashedu.ops.fp8.recipes import PAPER_RMSE, RECIPES, Recipe, outlier_qkv, prepare_fp8, rmse, rmse_table, simulate
 from flashedu.ops.fp8.reference import FP8_DTYPES, fp8_attention_reference
+
+# Max abs error of FP8 attention against fp64 on O(1) inputs. A value of V lands on its tile's
+# e4m3 grid, off by up to half the top step, 16/448 of the tile's largest |v| (about 4 for
+# normal inputs: 0.15); where a row sees one key (the first causal row) o is that value.
+FP8_TOLERANCE = 0.25
 
 register(Impl(
     name="fp8_triton", algorithm="fp8", backend="triton", chapter=6,
@@ -21,6 +28,15 @@ register(Impl(
             "for the second product; takes e4m3 q, k, v from flashedu.ops.fp8.prepare_fp8 (Hadamard "
             "rotation of Q and K, block scales).",
     extra={"takes": "float8_e4m3fn q, k, v and q_descale, k_descale, v_descale"},
+))
+
+register(Impl(
+    name="fp8_e2e_triton", algorithm="fp8", backend="triton", chapter=6,
+    fn=_dropin.fp8_attention_triton, dtypes=_dropin.DTYPES, head_dims=_kernel.HEAD_DIMS,
+    min_capability=_kernel.MIN_CAPABILITY, tolerance=FP8_TOLERANCE,
+    summary="FP8 end to end, called like every entry: fp16/bf16 q, k, v are rotated, block-scaled "
+            "and cast to e4m3 by one fused Triton pass per tensor, then attended by fp8_triton; o "
+            "in q's dtype.",
 ))
 
 register(Impl(

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from flashedu import runtime
+from flashedu.ops.fp8.e4m3_grid import round_to_e4m3_grid
 from flashedu.ops.fp8.quant import is_k_major, k_major
 from flashedu.ops.fp8.reference import check_fp8_inputs
 from flashedu.ops._triton import choose, max_shared_memory, should_tune
@@ -34,16 +35,6 @@ from flashedu.ops.fa3.kernel import tma_ready
 
 HEAD_DIMS = (32, 64, 128, 256)
 MIN_CAPABILITY = (8, 9)  # fp8e4nv tensor cores: Ada and Hopper
-
-
-@triton.jit
-def _round_to_e4m3_grid(x):
-    """Round x ≥ 0 to 3 mantissa bits (nearest, ties to even) in fp32, so that the cast to e4m3
-    after it is exact. Only under the interpreter: its fp32 → e4m3 cast loses the carry when a
-    value rounds up to a power of two (31.9 → 16 instead of 32); the GPU's cast is correct."""
-    bits = x.to(tl.uint32, bitcast=True)
-    bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & 0xFFF00000
-    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -94,7 +85,7 @@ def _fp8_fold(acc, l_i, m_i, u, s, vt, c, vs, offs_m, offs_n, N_K, MASKED: tl.co
     alpha = tl.math.exp2(m_i - m_sub)
     l_i = l_i * alpha + tl.sum(p8, 1)
     if PRE_ROUND:
-        p8 = _round_to_e4m3_grid(p8)
+        p8 = round_to_e4m3_grid(p8)
     p8 = p8.to(tl.float8e4nv)
     if FOLD_V:
         acc = acc * (alpha * (u / vs))[:, None]
