@@ -29,11 +29,44 @@ HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 @triton.jit
+def _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                         offs_d, lo, hi, qk_scale, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """The mask-free loop with S of the next tile issued before P·V of this one (FA3's
+    intra-warpgroup pipelining, Algorithm 2, written in Triton): the softmax of tile j+1 then
+    needs only the first product, so it can run while P·V of tile j is on the tensor cores.
+    Needs hi - lo a multiple of BLOCK_N; the last step recomputes S of the last tile instead of
+    reading past hi."""
+    if hi > lo:
+        offs_n = lo + tl.arange(0, BLOCK_N)
+        k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # S of tile lo
+        for start_n in range(lo, hi, BLOCK_N):
+            start_n = tl.multiple_of(start_n, BLOCK_N)
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            p = tl.math.exp2(s * qk_scale - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            nxt = tl.multiple_of(tl.minimum(start_n + BLOCK_N, hi - BLOCK_N), BLOCK_N)
+            offs_n = nxt + tl.arange(0, BLOCK_N)
+            k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # S of the next tile
+            acc = acc * alpha[:, None]
+            offs_v = start_n + tl.arange(0, BLOCK_N)
+            v = tl.load(V + offs_v[:, None] * stride_vn + offs_d[None, :] * stride_vd)
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+            m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
                offs_m, offs_d, lo, hi, N_K, qk_scale,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-               PRECISION: tl.constexpr):
+               PRECISION: tl.constexpr, PIPELINE: tl.constexpr = False):
     """Fold the K/V tiles at columns lo..hi (step BLOCK_N) into the running (acc, ℓ, m)."""
+    if PIPELINE and not MASKED:  # an ablation, off in every shipped config (v2-tuning.md)
+        return _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn,
+                                    stride_vd, offs_d, lo, hi, qk_scale, BLOCK_N, PRECISION)
     # [v2-inner-start]
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)  # lets the compiler vectorise the loads
@@ -73,35 +106,6 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_v
 
 
 @triton.jit
-def _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
-                         offs_d, lo, hi, qk_scale, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    """The mask-free loop with S of the next tile issued before P·V of this one (FA3's
-    intra-warpgroup pipelining, Algorithm 2, written in Triton): the softmax of tile j+1 then
-    needs only the first product, so it can run while P·V of tile j is on the tensor cores.
-    Needs hi - lo a positive multiple of BLOCK_N; the last step recomputes S of the last tile
-    instead of reading past hi."""
-    offs_n = lo + tl.arange(0, BLOCK_N)
-    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # S of tile lo
-    for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-        p = tl.math.exp2(s * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        nxt = tl.multiple_of(tl.minimum(start_n + BLOCK_N, hi - BLOCK_N), BLOCK_N)
-        offs_n = nxt + tl.arange(0, BLOCK_N)
-        k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # S of the next tile
-        acc = acc * alpha[:, None]
-        offs_v = start_n + tl.arange(0, BLOCK_N)
-        v = tl.load(V + offs_v[:, None] * stride_vn + offs_d[None, :] * stride_vd)
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
-        m_i = m_new
-    return acc, l_i, m_i
-
-
-@triton.jit
 def _fwd_kernel(Q, K, V, O, L,
                 stride_qz, stride_qh, stride_qm, stride_qd,
                 stride_kz, stride_kh, stride_kn, stride_kd,
@@ -132,15 +136,9 @@ def _fwd_kernel(Q, K, V, O, L,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # m_i, in log2 units
     if CAUSAL:
         # Left of the diagonal block: every score is kept, no mask.
-        if PIPELINE:
-            if start_m > 0:
-                acc, l_i, m_i = _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
-                                                     stride_vn, stride_vd, offs_d, 0, start_m,
-                                                     qk_scale, BLOCK_N, PRECISION)
-        else:
-            acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
-                                       stride_vn, stride_vd, offs_m, offs_d, 0, start_m,
-                                       N_K, qk_scale, BLOCK_N, False, False, PRECISION)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                   stride_vn, stride_vd, offs_m, offs_d, 0, start_m,
+                                   N_K, qk_scale, BLOCK_N, False, False, PRECISION, PIPELINE)
         # The diagonal block, masked; blocks right of it are never visited.
         diag_end = tl.minimum(start_m + BLOCK_M, N_K)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
@@ -149,15 +147,9 @@ def _fwd_kernel(Q, K, V, O, L,
     else:
         # Every full K/V tile without a mask, then the partial last one with it.
         full_end = (N_K // BLOCK_N) * BLOCK_N
-        if PIPELINE:
-            if full_end > 0:
-                acc, l_i, m_i = _fwd_inner_pipelined(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
-                                                     stride_vn, stride_vd, offs_d, 0, full_end,
-                                                     qk_scale, BLOCK_N, PRECISION)
-        else:
-            acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
-                                       stride_vn, stride_vd, offs_m, offs_d, 0, full_end,
-                                       N_K, qk_scale, BLOCK_N, False, False, PRECISION)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
+                                   stride_vn, stride_vd, offs_m, offs_d, 0, full_end,
+                                   N_K, qk_scale, BLOCK_N, False, False, PRECISION, PIPELINE)
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd,
                                    stride_vn, stride_vd, offs_m, offs_d, full_end, N_K,
                                    N_K, qk_scale, BLOCK_N, True, False, PRECISION)
