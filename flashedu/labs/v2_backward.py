@@ -171,7 +171,7 @@ def notes(fn) -> list[str]:
     if not runtime.current().compiled:
         return ["Timing against v2_triton's dK/dV kernel runs on a GPU only (the interpreter's "
                 "times say nothing about a kernel's speed)."]
-    from flashedu.bench.recorder import gpu_time
+    from flashedu.labs.timing import time_beside
     from flashedu.ops.v2.kernel import flash_attention_v2_lse
     from flashedu.ops.v2.kernel_bwd import attention_dkdv
 
@@ -188,9 +188,6 @@ def notes(fn) -> list[str]:
     def book_call():
         attention_dkdv(do, q, k, v, L, Dl, causal=True, scale=scale)
 
-    for call in (mine_call, book_call):  # compile (and autotune) before anything is timed
-        call()
-    torch.cuda.synchronize()
-    mine, book = gpu_time(mine_call)["ms"], gpu_time(book_call)["ms"]
+    mine, book = time_beside(mine_call, book_call)
     return [f"On this GPU (B={B}, H={H}, N={N}, D={D}, fp16, causal): your dK/dV kernel "
             f"{mine:.3f} ms, the book's {book:.3f} ms: {mine / book:.2f}× its time."]

@@ -123,7 +123,7 @@ def notes(fn) -> list[str]:
         return ["Timing against v2_triton runs on a GPU only (the interpreter's times say nothing "
                 "about a kernel's speed)."]
     from flashedu._registry import get
-    from flashedu.bench.recorder import gpu_time
+    from flashedu.labs.timing import time_beside
 
     B, H, N, D = 4, 16, 4096, 128
     q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
@@ -137,11 +137,6 @@ def notes(fn) -> list[str]:
     def book_call():
         get("v2_triton").fn(q, k, v, causal=True, scale=scale)
 
-    for call in (mine_call, book_call):  # compile (and autotune) before anything is timed
-        call()
-    torch.cuda.synchronize()
-    # Both replayed from a CUDA graph, as the book's benchmarks time kernels: no host time and
-    # no autotuning inside the measurement.
-    mine, book = gpu_time(mine_call)["ms"], gpu_time(book_call)["ms"]
+    mine, book = time_beside(mine_call, book_call)
     return [f"On this GPU (B={B}, H={H}, N={N}, D={D}, fp16, causal): your kernel {mine:.3f} ms, "
             f"the book's v2_triton {book:.3f} ms: {mine / book:.2f}× its time."]

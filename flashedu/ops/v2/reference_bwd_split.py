@@ -34,6 +34,11 @@ from flashedu.iomodel.tiles import scores
 from flashedu.ops.v2.reference_bwd import preprocess, probabilities
 
 
+def _load_rows(chip: Chip, r0: int, r1: int, **where):
+    """Q_i, dO_i [B, H, Br, d] and L_i, D_i [B, H, Br, 1]: what both passes read of a Q tile."""
+    return tuple(chip.load(name, r0, r1, into=f"{name}_i", **where) for name in ("Q", "dO", "L", "D"))
+
+
 def _dkdv_pass(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bool,
                block_r: int, block_c: int) -> None:
     """Pass 2: one program per K/V tile; dK_j and dV_j stay on chip, written once."""
@@ -57,10 +62,7 @@ def _dkdv_pass(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bo
             if causal and fully_masked(r0, r1, c0):
                 chip.skip(i, j)
                 continue
-            Qi = chip.load("Q", r0, r1, into="Q_i", i=i, j=j)  # [B, H, Br, d]
-            dOi = chip.load("dO", r0, r1, into="dO_i", i=i, j=j)  # [B, H, Br, d]
-            Li = chip.load("L", r0, r1, into="L_i", i=i, j=j)  # [B, H, Br, 1]
-            Di = chip.load("D", r0, r1, into="D_i", i=i, j=j)  # [B, H, Br, 1]
+            Qi, dOi, Li, Di = _load_rows(chip, r0, r1, i=i, j=j)
             chip.compute(i, j, (r1 - r0) * (c1 - c0), matmuls=4, softmax=True)  # S, dV, dP, dK
             if numeric:
                 P = probabilities(scores(Qi, Kj, scale, causal=causal, r0=r0, r1=r1, c0=c0, c1=c1), Li)
@@ -86,10 +88,7 @@ def _dq_pass(chip: Chip, *, N: int, N_k: int, d: int, scale: float, causal: bool
         for name, r, c in (("dQ_i", br, d), ("L_i", br, 1), ("D_i", br, 1), ("S_ij", br, bc),
                            ("dP_ij", br, bc)):
             chip.buffer(name, r, c, acc=True)
-        Qi = chip.load("Q", r0, r1, into="Q_i", i=i)  # [B, H, Br, d]
-        dOi = chip.load("dO", r0, r1, into="dO_i", i=i)  # [B, H, Br, d]
-        Li = chip.load("L", r0, r1, into="L_i", i=i)  # [B, H, Br, 1]
-        Di = chip.load("D", r0, r1, into="D_i", i=i)  # [B, H, Br, 1]
+        Qi, dOi, Li, Di = _load_rows(chip, r0, r1, i=i)
         if numeric:
             dQi = torch.zeros_like(Qi)
         for j in range(n_tiles(N_k, bc)):
