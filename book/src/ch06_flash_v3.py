@@ -495,6 +495,44 @@ else:
     print(f"fp8_triton cannot run here: {reason}; the simulation stands in for it.")
 
 # %% [markdown]
+# ### From fp16 to FP8 in one pass
+#
+# `prepare_fp8` is the recipe in PyTorch: a rotation, then a quantisation of each tensor, each
+# a pass over HBM. A kernel does it in one: `fp8_e2e_triton` takes fp16 (or bf16) $Q$, $K$,
+# $V$ like every entry of the registry, and a Triton program per tile of rows loads the tile
+# once, rotates it with one `tl.dot` by the $\pm 1$ Hadamard matrix whose rows carry the random
+# signs (times $1/\sqrt{d}$ on the fp32 product), takes the tile's largest $|x|$, and writes the
+# e4m3 values and the descale; $V$, not rotated, is written K-major. Beside the PyTorch recipe:
+
+# %%
+from flashedu.ops.fp8 import quant_kernel, recipes
+show(region(quant_kernel, "quantize-kernel", title="one tile, one pass (Triton)"),
+     region(recipes.prepare_fp8, title="the recipe in PyTorch"))
+
+# %% [markdown]
+# It computes what the recipe computes, so its error is the recipe's (the kernel's own rounding
+# aside). On this machine, against fp64 attention:
+
+# %%
+e2e = flashedu.get("fp8_e2e_triton")
+reason = e2e.why_not(device=rt.device, dtype=torch.float32 if rt.interpreted
+                     else torch.float16, head_dim=128)
+if reason is None:
+    dt = torch.float32 if rt.interpreted else torch.float16
+    qs, ks, vs = (t[:, :1, :96].to(rt.device, dt) for t in (qo, ko, vo))
+    o_e2e = e2e.fn(qs, ks, vs).double().cpu()
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        *(t.double().cpu() for t in (qs, ks, vs)))
+    from flashedu.ops.fp8.dropin import SIGNS_SEED
+    sim_e2e = fp8.simulate(*(t.cpu() for t in (qs, ks, vs)), "fp8_fa3",
+                           generator=torch.Generator().manual_seed(SIGNS_SEED))
+    print(f"FA3's outlier inputs, RMSE against fp64: fp8_e2e_triton on "
+          f"{rt.device} {fp8.rmse(o_e2e, ref):.1e}, "
+          f"the recipe simulated {fp8.rmse(sim_e2e, ref):.1e}")
+else:
+    print(f"fp8_e2e_triton cannot run here: {reason}")
+
+# %% [markdown]
 # ### Measured on a GPU
 #
 # `flashedu/bench/fp8.py` timed the kernel against our fp16 `v2_triton` (hidden size 2048,
