@@ -39,8 +39,9 @@ def _quantize_kernel(X, X8, S, M, N, N_PAD, n_tiles, stride_xb, stride_xh, strid
                 + offs_r[:, None] * stride_xn + offs_d[None, :],
                 mask=ok[:, None], other=0.0)  # [BLOCK, D]; rows past N are 0
     if ROTATE:
-        m = tl.load(M + offs_d[:, None] * D + offs_d[None, :])  # [D, D] ±1, signs folded in
-        y = tl.dot(x.to(m.dtype), m, input_precision="ieee") * inv_sqrt_d  # x·diag(s)·H/√d
+        # diag(signs)·H as ±1 [D, D]; the product is x·diag(s)·H, scaled by 1/√d after
+        m = tl.load(M + offs_d[:, None] * D + offs_d[None, :])
+        y = tl.dot(x.to(m.dtype), m, input_precision="ieee") * inv_sqrt_d
     else:
         y = x.to(tl.float32)
     amax = tl.max(tl.max(tl.abs(y), axis=1), axis=0)
@@ -50,11 +51,12 @@ def _quantize_kernel(X, X8, S, M, N, N_PAD, n_tiles, stride_xb, stride_xh, strid
         y = round_to_e4m3_grid(y)
     y8 = y.to(tl.float8e4nv)
     base = bh.to(tl.int64) * ROWS_OUT * D
-    if K_MAJOR:  # [D, N_PAD] per head: the keys run along a row; the padding gets zeros
+    if K_MAJOR:  # [D, N_PAD] per head: keys along a row; the padding gets zeros
         tl.store(X8 + base + offs_d[None, :] * N_PAD + offs_r[:, None], y8,
                  mask=(offs_r < N_PAD)[:, None])
     else:
-        tl.store(X8 + base + offs_r[:, None] * D + offs_d[None, :], y8, mask=ok[:, None])
+        tl.store(X8 + base + offs_r[:, None] * D + offs_d[None, :], y8,
+                 mask=ok[:, None])
     tl.store(S + bh.to(tl.int64) * n_tiles + t, scale)
     # [quantize-kernel-end]
 
