@@ -526,9 +526,9 @@ if reason is None:
     from flashedu.ops.fp8.dropin import SIGNS_SEED
     sim_e2e = fp8.simulate(*(t.cpu() for t in (qs, ks, vs)), "fp8_fa3",
                            generator=torch.Generator().manual_seed(SIGNS_SEED))
-    print(f"FA3's outlier inputs, RMSE against fp64: fp8_e2e_triton on "
-          f"{rt.device} {fp8.rmse(o_e2e, ref):.1e}, "
-          f"the recipe simulated {fp8.rmse(sim_e2e, ref):.1e}")
+    print("FA3's outlier inputs, RMSE against fp64:")
+    print(f"  fp8_e2e_triton on {rt.device}  {fp8.rmse(o_e2e, ref):.1e}")
+    print(f"  the recipe, simulated     {fp8.rmse(sim_e2e, ref):.1e}")
 else:
     print(f"fp8_e2e_triton cannot run here: {reason}")
 
