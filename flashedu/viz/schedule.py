@@ -161,6 +161,12 @@ def _strip_trace(z, *, name: str, x=None, y=None) -> go.Heatmap:
                       name=name, hovertemplate=f"{name} tile %{{y}}%{{x}}<extra></extra>")
 
 
+# Legend under a figure in three fixed columns: a horizontal legend left to itself runs its
+# last column past the right edge of the book's column and plotly clips it.
+LEGEND_BELOW = dict(orientation="h", x=0, y=-0.4, yanchor="top", font=dict(size=11),
+                    entrywidth=0.33, entrywidthmode="fraction")
+
+
 def _tile_legend(report) -> list[tuple[str, str]]:
     """The grid's states this report can show: the S/P transfers only where S or P is in HBM."""
     pairs = list(zip(TILE_STATES, TILE_COLORS))
@@ -229,12 +235,11 @@ def tile_schedule(report, *, max_frames: int = 60, concurrent: bool = True,
                            layout=dict(title_text=_title(report, s, total, scale, unit)))
                   for nm, s in zip(names, states)]
     menus, sliders = player_controls(names, [str(s.time + 1) for s in states], duration=frame_ms,
-                                     prefix="time step ", y=-0.15, slider_x=0.32)
+                                     prefix="time step ", y=-0.2, slider_x=0.32)
     top = max(report.read_bytes, report.write_bytes) / scale * 1.2 or 1
     fig.update_layout(title=dict(text=_title(report, states[0], total, scale, unit), font=dict(size=13)),
-                      height=560, font=FONT, margin=dict(l=50, r=10, t=60, b=150),
-                      plot_bgcolor="white", updatemenus=menus, sliders=sliders,
-                      legend=dict(orientation="h", x=0, y=-0.32, yanchor="top", font=dict(size=11)))
+                      height=600, font=FONT, margin=dict(l=50, r=40, t=60, b=190),
+                      plot_bgcolor="white", updatemenus=menus, sliders=sliders, legend=LEGEND_BELOW)
     fig.update_yaxes(autorange="reversed", dtick=1, row=2, col=1, title_text=f"Q tile i ({report.block_r} rows each)")
     fig.update_yaxes(autorange="reversed", matches="y3", row=2, col=2, showticklabels=False)
     fig.update_yaxes(autorange="reversed", matches="y3", row=2, col=3, showticklabels=False)
@@ -294,12 +299,11 @@ def side_by_side(report_a, report_b, *, max_frames: int = 60, concurrent: bool =
                            layout=dict(title_text=caption(t, a, b)))
                   for nm, t, a, b in zip(names, times, sa, sb)]
     menus, sliders = player_controls(names, [str(int(t) + 1) for t in times], duration=frame_ms,
-                                     prefix="time step ", y=-0.24, slider_x=0.32)
+                                     prefix="time step ", y=-0.3, slider_x=0.32)
     top = max(report_a.read_bytes, report_a.write_bytes, report_b.read_bytes, report_b.write_bytes) / scale * 1.2
     fig.update_layout(title=dict(text=caption(times[0], sa[0], sb[0]), font=dict(size=13)),
-                      height=540, font=FONT, margin=dict(l=50, r=10, t=70, b=210), plot_bgcolor="white",
-                      updatemenus=menus, sliders=sliders,
-                      legend=dict(orientation="h", x=0, y=-0.62, yanchor="top", font=dict(size=11)))
+                      height=580, font=FONT, margin=dict(l=50, r=40, t=70, b=250), plot_bgcolor="white",
+                      updatemenus=menus, sliders=sliders, legend={**LEGEND_BELOW, "y": -0.7})
     for c in (1, 3):
         fig.update_yaxes(autorange="reversed", nticks=8, title_text="Q tile i" if c == 1 else None,
                          row=1, col=c)
