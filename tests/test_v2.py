@@ -496,3 +496,13 @@ def test_unfused_backward_moves_seven_n_by_n_tensors():
     assert f.reads - 5 * N * N_k == 3 * N * d + 2 * N_k * d
     assert f.writes - 2 * N * N_k == N * d + 2 * N_k * d
     assert f.bytes(itemsize=2)[1] == 2 * f.writes  # nothing fp32 in an unfused fp16 backward
+
+
+def test_backward_traffic_compares_the_three_at_one_tile():
+    from flashedu.ops.v2.reference_bwd_split import backward_traffic
+    r = backward_traffic(1024, 64)
+    alg2 = simulate("v2", N=1024, d=64, backward=True)
+    assert r.tile == alg2.block_r and r.algorithm2 == alg2.read_bytes + alg2.write_bytes
+    # the unfused backward: seven N×N fp16 transfers, plus its N×d reads and writes
+    assert r.unfused == 2 * (7 * 1024 * 1024 + 5 * 1024 * 64 + 3 * 1024 * 64)
+    assert r.three_passes < r.algorithm2

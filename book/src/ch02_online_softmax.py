@@ -51,8 +51,11 @@ rt = setup()
 # %%
 from flashedu.viz.softmax import running_mean_animation
 arrivals = [4, 8, 15, 16, 23, 42]
-glue("ch2_n", len(arrivals))
 running_mean_animation(arrivals).show()
+
+# %% tags=["hide-input"]
+# Bookkeeping: the answer above.
+glue("ch2_n", len(arrivals))
 
 # %% [markdown]
 # ## Softmax, and why it subtracts the max

@@ -378,36 +378,29 @@ for kib in (32, 64, 128, 228):
 # (`simulate("v2_split_bwd", backward=True)`). All three at the same tiles:
 
 # %%
-from flashedu.iomodel import formula
-rows = []
-for N in (1024, 4096, 16384):
-    for d in (64, 128):
-        alg2 = simulate("v2", N=N, d=d, backward=True)
-        split = simulate("v2_split_bwd", N=N, d=d, backward=True)
-        unfused = formula("standard", N=N, d=d, block_r=alg2.block_r,
-                          block_c=alg2.block_c, backward=True).exact
-        mib = [(r.read_bytes + r.write_bytes) / 2**20 for r in (alg2, split)]
-        rows.append((N, d, alg2.block_r, *mib, sum(unfused.bytes()) / 2**20))
-        print(f"N = {N:5d}, d = {d:3d}: Algorithm 2 {mib[0]:6.0f} MiB, "
-              f"three passes {mib[1]:6.0f}, unfused {rows[-1][-1]:6.0f}")
+from flashedu.ops.v2.reference_bwd_split import backward_traffic
+rows = [backward_traffic(N, d) for N in (1024, 4096, 16384) for d in (64, 128)]
+print("    N    d   Algorithm 2   three passes   unfused   (MiB)")
+for r in rows:
+    print(f"{r.N:5d}  {r.d:3d}  {r.algorithm2 / 2**20:12.0f}  "
+          f"{r.three_passes / 2**20:13.0f}  {r.unfused / 2**20:8.0f}")
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
-at_4k = {r[1]: r for r in rows if r[0] == 4096}  # by d
-glue("bwd_tile", at_4k[64][2])
-glue("bwd_alg2_64", at_4k[64][3] / at_4k[64][5])
-glue("bwd_alg2_128", at_4k[128][3] / at_4k[128][5])
-glue("bwd_split_64", at_4k[64][4] / at_4k[64][5])
-glue("bwd_split_128", at_4k[128][4] / at_4k[128][5])
+at_4k = {r.d: r for r in rows if r.N == 4096}  # by d
+glue("bwd_tile", at_4k[64].tile)
+for d_, r in at_4k.items():
+    glue(f"bwd_alg2_{d_}", r.algorithm2 / r.unfused)
+    glue(f"bwd_split_{d_}", r.three_passes / r.unfused)
 glue("p_store_gib", 32 * 16384**2 * 2 / 2**30)  # P of 32 heads at N = 16k, fp16
 # The prose: at these tiles the ratios hardly move with N (both counts grow as
 # N squared), the three passes move fewer bytes than Algorithm 2, and Algorithm 2
 # moves more than the unfused backward at d = 128.
-ratios = {(r[0], r[1]): r[3] / r[5] for r in rows}
-assert all(abs(ratios[(N_, d_)] / ratios[(4096, d_)] - 1) < 0.1
-           for N_, d_ in ratios)
-assert all(r[4] < r[3] for r in rows) and at_4k[128][3] > at_4k[128][5]
-assert {r[2] for r in rows} == {at_4k[64][2]}  # one tile size throughout
+assert all(abs(r.algorithm2 / r.unfused * at_4k[r.d].unfused / at_4k[r.d].algorithm2
+               - 1) < 0.1 for r in rows)
+assert all(r.three_passes < r.algorithm2 for r in rows)
+assert at_4k[128].algorithm2 > at_4k[128].unfused
+assert {r.tile for r in rows} == {at_4k[64].tile}  # one tile size throughout
 
 # %% [markdown]
 # At $N = 4096$, Algorithm 2 moves {glue:text}`bwd_alg2_64:.2f` times the unfused backward's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from flashedu.fa3sim.paper import PAPER_ABLATION
 from flashedu.fa3sim import KINDS, SimResult, compare
 from flashedu.viz.anim import add_player
 from flashedu.viz.palette import FONT, OKABE_ITO
@@ -18,16 +19,6 @@ KIND_COLORS = {"load": OKABE_ITO["sky"], "gemm0": OKABE_ITO["blue"], "softmax": 
 KIND_NAMES = {"load": "load Kⱼ, Vⱼ (TMA)", "gemm0": "GEMM0: S = Q Kⱼᵀ", "softmax": "softmax (exp)",
               "gemm1": "GEMM1: O += P Vⱼ"}
 LANES = ["loads", "WG1 GEMM0", "WG1 softmax", "WG1 GEMM1", "WG2 GEMM0", "WG2 softmax", "WG2 GEMM1"]
-# FA3 paper, Table 2 (H100, fp16, batch 4, 16 heads, D = 128, N = 8448), all three rows, in the
-# paper's words. Keys name the schedule of ours that we read each row as; the paper does not map
-# its rows to schedules, so that reading is ours. "no_ws" (pipelining kept, warp specialisation
-# off) matches no schedule of the model, which has no pipelining without warp specialisation,
-# so :func:`schedule_bars` does not draw it.
-PAPER_ABLATION = {
-    "fa3": ("FlashAttention-3", 661),
-    "pingpong": ("no GEMM-softmax pipelining, warp specialisation (read as schedule (c))", 582),
-    "no_ws": ("GEMM-softmax pipelining, no warp specialisation", 570),
-}
 
 
 def _lane(task) -> str:

@@ -26,6 +26,8 @@ dQ round trips and no atomics. HBM traffic (non-causal, N_k = N, elements): read
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from flashedu.iomodel.blocks import fully_masked, n_tiles
@@ -120,3 +122,28 @@ def v2_backward_split(chip: Chip, *, N: int, N_k: int, d: int, scale: float, cau
     kw = dict(N=N, N_k=N_k, d=d, scale=scale, causal=causal, block_r=block_r, block_c=block_c)
     _dkdv_pass(chip, **kw)
     _dq_pass(chip, **kw)
+
+
+@dataclass(frozen=True)
+class BackwardTraffic:
+    """HBM bytes of one backward pass (one head), three ways, at the same tiles (the model's
+    default for the v2 backward): Algorithm 2, these three passes, and the unfused backward."""
+
+    N: int
+    d: int
+    tile: int
+    algorithm2: int
+    three_passes: int
+    unfused: int
+
+
+def backward_traffic(N: int, d: int) -> BackwardTraffic:
+    """Chapter 4's comparison: what each way of computing the backward moves through HBM."""
+    from flashedu.iomodel import formula, simulate
+
+    alg2 = simulate("v2", N=N, d=d, backward=True)
+    split = simulate("v2_split_bwd", N=N, d=d, backward=True)
+    unfused = formula("standard", N=N, d=d, block_r=alg2.block_r, block_c=alg2.block_c,
+                      backward=True).exact
+    return BackwardTraffic(N, d, alg2.block_r, alg2.read_bytes + alg2.write_bytes,
+                           split.read_bytes + split.write_bytes, sum(unfused.bytes()))
