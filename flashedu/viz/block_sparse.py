@@ -18,7 +18,8 @@ from flashedu import hardware
 from flashedu.iomodel import simulate
 from flashedu.iomodel.trace import SKIP
 from flashedu.viz.anim import player_controls
-from flashedu.viz.palette import FONT, OKABE_ITO, READ_COLOR, TILE_COLORS, TILE_STATES, WRITE_COLOR, discrete_colorscale
+from flashedu.viz.palette import (FONT, LEGEND_BELOW, OKABE_ITO, READ_COLOR, TILE_COLORS, TILE_STATES,
+                                  WRITE_COLOR, WRITTEN_NOW, discrete_colorscale)
 from flashedu.viz.schedule import event_times, frame_times, schedule_states
 
 
@@ -116,24 +117,25 @@ def pattern_explorer(masks: dict, *, d: int = 64, heads: int = 16, causal: bool 
     for p, trace in enumerate(data(0)):
         trace.visible = p % len(names) == 0
         fig.add_trace(trace, row=1, col=1 if p < len(names) else 2)
-    for label, color in zip(TILE_STATES, TILE_COLORS):
+    # S and P never reach HBM here: the grid shows the first four states only.
+    shown_states = list(zip(TILE_STATES, TILE_COLORS))[:WRITTEN_NOW]
+    for label, color in shown_states:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label,
                                  marker=dict(symbol="square", size=12, color=color, line=dict(color="#555555", width=1))),
                       row=1, col=1)
     P = len(names)
     fig.frames = [go.Frame(name=str(k), data=data(k), traces=list(range(2 * P))) for k in range(len(times))]
     menus, sliders = player_controls([str(k) for k in range(len(times))], [str(int(t) + 1) for t in times],
-                                     duration=frame_ms, prefix="time step ", y=-0.16, slider_x=0.32)
-    legend_vis = [True] * len(TILE_STATES)
+                                     duration=frame_ms, prefix="time step ", y=-0.2, slider_x=0.32)
+    legend_vis = [True] * len(shown_states)
     buttons = [dict(label=n, method="update",
                     args=[{"visible": [q == p for q in range(P)] * 2 + legend_vis},
                           {"title.text": _summary(n, reps[n], dense, g, causal)}]) for p, n in enumerate(names)]
     menus.append(dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.2, xanchor="left",
                       yanchor="top", showactive=True, pad=dict(r=5)))
     fig.update_layout(title=dict(text=_summary(names[0], reps[names[0]], dense, g, causal), font=dict(size=13), y=0.97),
-                      height=560, font=FONT, plot_bgcolor="white", updatemenus=menus, sliders=sliders,
-                      margin=dict(t=130, l=60, r=20, b=150),
-                      legend=dict(orientation="h", x=0, y=-0.36, yanchor="top", font=dict(size=11)))
+                      height=600, font=FONT, plot_bgcolor="white", updatemenus=menus, sliders=sliders,
+                      margin=dict(t=130, l=60, r=40, b=190), legend={**LEGEND_BELOW, "y": -0.44})
     fig.update_yaxes(autorange="reversed", dtick=max(1, m0.Tr // 8), title_text=f"Q tile i ({m0.block_r} rows)", row=1, col=1)
     fig.update_xaxes(dtick=max(1, m0.Tc // 8), title_text=f"K/V tile j ({m0.block_c} keys)", row=1, col=1)
     fig.update_yaxes(range=[0, top], title_text=f"HBM traffic so far (MiB, {heads} heads)", row=1, col=2)

@@ -23,6 +23,10 @@ WRITTEN_EARLIER = 3  # an O tile that has reached HBM (the number on it: how man
 
 # Figures set no width: plotly then fills the book column, whatever the reader's screen.
 FONT = dict(family="Helvetica, Arial, sans-serif", size=12)
+# A legend under a figure in three fixed columns: a horizontal legend left to itself runs its
+# last column past the right edge of the book's column, where plotly clips it.
+LEGEND_BELOW = dict(orientation="h", x=0, y=-0.4, yanchor="top", font=dict(size=11),
+                    entrywidth=0.33, entrywidthmode="fraction")
 
 
 def discrete_colorscale(colors) -> list:

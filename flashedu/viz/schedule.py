@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from flashedu.iomodel.trace import COMPUTE, LOAD, SKIP, STORE
 from flashedu.viz.anim import player_controls
-from flashedu.viz.palette import (FONT, READ_COLOR, READ_NOW, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
+from flashedu.viz.palette import (FONT, LEGEND_BELOW, READ_COLOR, READ_NOW, STRIP_COLORS, STRIP_STATES, TILE_COLORS,
                                   TILE_STATES, WRITE_COLOR, WRITTEN_EARLIER, WRITTEN_NOW,
                                   discrete_colorscale)
 
@@ -159,12 +159,6 @@ def _strip_trace(z, *, name: str, x=None, y=None) -> go.Heatmap:
     return go.Heatmap(z=z, x=x, y=y, zmin=-0.5, zmax=len(STRIP_COLORS) - 0.5,
                       colorscale=discrete_colorscale(STRIP_COLORS), showscale=False, xgap=1, ygap=1,
                       name=name, hovertemplate=f"{name} tile %{{y}}%{{x}}<extra></extra>")
-
-
-# Legend under a figure in three fixed columns: a horizontal legend left to itself runs its
-# last column past the right edge of the book's column and plotly clips it.
-LEGEND_BELOW = dict(orientation="h", x=0, y=-0.4, yanchor="top", font=dict(size=11),
-                    entrywidth=0.33, entrywidthmode="fraction")
 
 
 def _tile_legend(report) -> list[tuple[str, str]]:
