@@ -373,17 +373,18 @@ glue("ring_grad_err", grad_err)
 #
 # ### Causal attention unbalances the ring
 #
-# Give rank $r$ the $r$-th contiguous slice of the sequence. With a causal mask, rank 0's queries
-# only see rank 0's keys: after step 0 it has nothing to do, while the last rank works at every
-# step. Every step lasts as long as its busiest rank.
+# Give rank $r$ the $r$-th contiguous slice of the sequence, and let the ring run with a causal
+# mask.
 #
-# **Predict first.** Four ranks, contiguous slices, causal. What share of the ranks' time is
-# useful work? (Count the steps at which each rank has something to do.)
+# **Predict first.** With four ranks, at how many of the four steps does rank 0 have work, and
+# the last rank? Every step lasts as long as its busiest rank: what does that cost?
 #
 # :::{dropdown} Answer
-# About {glue:text}`ch7_eff4:.0f`%. Rank 0 has work at {glue:text}`ch7_rank0_steps` step, the
-# last rank at all {glue:text}`ch7_last_steps`; every step lasts as long as the last rank's
-# work, so the others spend more and more of each step waiting.
+# Rank 0 at {glue:text}`ch7_rank0_steps` step, the last rank at all
+# {glue:text}`ch7_last_steps`. Rank 0's queries only see rank 0's keys, so after step 0 it has
+# nothing to do, while the last rank's queries see every key. Each step waits for the last
+# rank, so the ranks do useful work {glue:text}`ch7_eff4:.0f`% of the time (the figure's
+# subtitle).
 # :::
 #
 # Press **Play**:
