@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-ALGORITHMS = ("standard", "online", "v1", "v2", "block_sparse", "fp8", "split_kv", "ring")
-BACKENDS = ("reference", "triton", "torch")
+ALGORITHMS = ("standard", "online", "v1", "v2", "fa3", "block_sparse", "fp8", "split_kv", "ring")
+BACKENDS = ("reference", "triton", "gluon", "torch")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class Impl:
         if self.backend == "triton":
             return runtime.current().why_not_triton(device=device, dtype=dtype,
                                                     min_capability=self.min_capability)
+        if self.backend == "gluon":
+            return runtime.current().why_not_gluon(device=device, dtype=dtype)
         return None
 
 

@@ -64,6 +64,23 @@ class Runtime:
                     f"this kernel with {str(dtype).removeprefix('torch.')} needs sm_{need[0]}{need[1]} or newer")
         return None
 
+    def why_not_gluon(self, *, device: str, dtype: torch.dtype) -> str | None:
+        """Why a Gluon kernel for Hopper cannot run here: Gluon has no interpreter, and wgmma
+        exists on sm_90 alone (Blackwell's tensor cores take other instructions)."""
+        if self.mode == "unavailable":
+            return self.reason
+        if not self.compiled:
+            return ("Gluon kernels run compiled on a GPU only (the Triton interpreter does not "
+                    "run Gluon); no CUDA GPU here")
+        if device != self.device:
+            return f"Gluon kernels run on the GPU here; tensors are on {device}"
+        if self.capability != (9, 0):
+            return (f"{self.gpu_name} is sm_{self.capability[0]}{self.capability[1]}; this Gluon "
+                    "kernel is written for Hopper (sm_90: wgmma, TMA, setmaxnreg)")
+        if importlib.util.find_spec("triton.experimental.gluon") is None:
+            return f"triton {_triton_version()} has no Gluon (triton.experimental.gluon)"
+        return None
+
     def describe(self) -> str:
         versions = f"torch {torch.__version__}, triton {_triton_version() or 'not installed'}"
         if self.compiled:

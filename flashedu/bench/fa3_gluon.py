@@ -1,0 +1,129 @@
+"""Time the Gluon FA3 forward beside SDPA's cuDNN backend, v2_triton and v2_tma_triton, with
+each of FA3's ideas switched off in turn (FA3's Table 2 on our GPU), and record one program's
+measured timeline: issue 19's numbers.
+
+On the GPU machine, from the repository root:
+
+    python -m flashedu.bench.fa3_gluon --out DIR [--D 64 128] [--N 1024 4096 16384]
+                                       [--schedules NAME ...] [--extra] [--deadline S]
+    python -m flashedu.bench.fa3_gluon --out DIR --timeline
+
+Each case is fp16, hidden size 2048 (H = 2048 / D), B = 16384 / N, causal or not: issue 20's
+grid, so the rows sit beside v2_speed's. Every row checks its
+output against cuDNN before it is timed (median of calls replayed from a CUDA graph). Writes
+DIR/fa3_gluon/<gpu>.json after every row. ``--timeline`` instead stamps one program of a d=128,
+N=4096 forward under each schedule: DIR/fa3_timeline/<gpu>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--D", type=int, nargs="+", default=[128, 64])
+    p.add_argument("--N", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--schedules", nargs="*", default=None,
+                   help="FA3 schedules (ablation names) to time beside the default; default: all")
+    p.add_argument("--extra", action="store_true", help="also time stage-count and tile variants")
+    p.add_argument("--timeline", action="store_true", help="record the timeline only")
+    p.add_argument("--deadline", type=float, default=480.0, help="stop starting rows after this many seconds")
+    a = p.parse_args(argv)
+
+    from flashedu.bench.recorder import Recorder, gpu_time, require_gpu
+    require_gpu("flashedu.bench.fa3_gluon")
+    import torch
+
+    import flashedu
+    from flashedu.bench.peers import sdpa_peer
+    from flashedu.ops.fa3 import gluon as fg
+    from flashedu.ops.v2 import kernel as v2k
+
+    t_start = time.time()
+    torch.manual_seed(0)
+    if a.timeline:
+        _timeline(a.out, Recorder, fg, torch)
+        return
+
+    rec = Recorder(a.out, "fa3_gluon", source="flashedu/bench/fa3_gluon.py")
+    rows: list = []
+    cudnn = sdpa_peer("sdpa_cudnn")
+    tma = flashedu.get("v2_tma_triton").fn
+
+    def row(**r):
+        rows.append(r)
+        rec.save(rows)
+        print({k: v for k, v in r.items() if k != "error"} | ({"error": r["error"][:160]} if "error" in r else {}),
+              flush=True)
+
+    for D in a.D:
+        base = fg.default_config(D)
+        variants = {"fa3_gluon": base}
+        for n, c in fg.ablation_configs(D).items():
+            if n != "FA3 (all three ideas)" and (a.schedules is None or n in a.schedules):
+                variants[f"fa3_gluon: {n}"] = c
+        if a.extra:
+            for st in (2, 3, 4):
+                if st != base.stages:
+                    variants[f"fa3_gluon: {st} stages"] = replace(base, stages=st)
+            variants["fa3_gluon: 64-row K/V tiles"] = replace(base, block_n=64)
+        for causal in (False, True):
+            for N in a.N:
+                if time.time() - t_start > a.deadline:
+                    row(note="deadline reached", D=D, causal=causal, N=N)
+                    rec.save(rows, final=True)
+                    return
+                B, H = 16384 // N, 2048 // D
+                flops = 4 * B * H * N * N * D / (2 if causal else 1)
+                q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
+                scale = D ** -0.5
+                ref = cudnn(q, k, v, causal=causal)
+                cands = {"sdpa_cudnn": lambda: cudnn(q, k, v, causal=causal),
+                         "v2_triton": lambda: v2k.flash_attention_v2_lse(q, k, v, causal=causal)[0],
+                         "v2_tma_triton": lambda: tma(q, k, v, causal=causal)}
+                for name, cfg in variants.items():
+                    cands[name] = (lambda cfg=cfg: fg.gluon_forward(q, k, v, causal=causal, scale=scale,
+                                                                     config=cfg)[0])
+                for name, fn in cands.items():
+                    r = dict(impl=name, D=D, causal=causal, N=N, B=B, H=H)
+                    if name.startswith("fa3_gluon"):
+                        r["config"] = variants[name].__dict__
+                    t0 = time.time()
+                    try:
+                        with torch.no_grad():
+                            o = fn()
+                            torch.cuda.synchronize()
+                            r["err"] = (o.float() - ref.float()).abs().max().item()
+                            r["first_call_s"] = round(time.time() - t0, 1)
+                            r.update(gpu_time(fn))
+                        r["tflops"] = round(flops / (r["ms"] * 1e-3) / 1e12, 1)
+                    except Exception as exc:  # noqa: BLE001  (a variant that fails is a result)
+                        r["error"] = f"{type(exc).__name__}: {exc}"[:400]
+                    row(**r)
+                del q, k, v, ref
+                torch.cuda.empty_cache()
+    rec.save(rows, final=True)
+
+
+def _timeline(out, Recorder, fg, torch):
+    """One program (the first query tile of head 0) of a d=128, N=4096 forward, each schedule."""
+    rec = Recorder(out, "fa3_timeline", source="flashedu/bench/fa3_gluon.py")
+    runs = []
+    q, k, v = (torch.randn(1, 16, 4096, 128, device="cuda", dtype=torch.float16) for _ in range(3))
+    for name, cfg in fg.ablation_configs(128).items():
+        try:
+            runs.append({"schedule": name, "B": 1, "H": 16, "N": 4096, "D": 128, "causal": False,
+                         **fg.timeline(q, k, v, config=cfg, iters=8, program=0)})
+        except Exception as exc:  # noqa: BLE001  (a schedule that fails is a result)
+            runs.append({"schedule": name, "error": f"{type(exc).__name__}: {exc}"[:400]})
+        print(runs[-1].get("error") or f"timeline {name}: recorded", flush=True)
+        rec.save(runs)
+    rec.save(runs, final=True)
+
+
+if __name__ == "__main__":
+    main()

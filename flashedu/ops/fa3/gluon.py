@@ -1,0 +1,218 @@
+"""The host side of the Gluon FA3 forward (:mod:`flashedu.ops.fa3.gluon_kernel`): launch
+configurations (one switch per FA3 idea), tensor descriptors, the launch, the measured timeline,
+and what it needs: a Hopper GPU (sm_90: wgmma and TMA) and a Triton with Gluon's Hopper module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from flashedu import runtime
+from flashedu.ops._triton import LOG2E
+from flashedu.ops.fa3.kernel import tma_ready
+from flashedu.ops.v2.kernel import FlashAttentionV2
+from flashedu.validate import check_qkv
+
+NAME = "fa3_gluon"
+DTYPES = (torch.float16, torch.bfloat16)
+HEAD_DIMS = (16, 32, 64, 128, 256)
+BLOCK_M = 128  # query rows per program: two consumer warpgroups of 64
+
+
+@dataclass(frozen=True)
+class GluonConfig:
+    """One launch: the K/V tile, the ring's depth, and a switch for each of FA3's ideas."""
+
+    block_n: int = 128
+    stages: int = 2
+    warp_specialize: bool = True   # a producer warp + two consumer warpgroups
+    pingpong: bool = True          # the consumers take turns issuing GEMMs (needs the above)
+    intra: bool = True             # softmax(j+1) under GEMM1(j), FA3's Algorithm 2
+    consumer_regs: int = 240       # registers per thread of the second consumer warpgroup
+
+    def __post_init__(self):
+        if self.pingpong and not self.warp_specialize:
+            raise ValueError("config: pingpong needs warp_specialize (two consumer warpgroups)")
+
+    @property
+    def num_warps(self) -> int:
+        """The kernel's own warps: consumer warpgroup 0 (the producer and consumer 1 are extra
+        warps), or the whole block without warp specialisation."""
+        return 4 if self.warp_specialize else 8
+
+    @property
+    def q_rows(self) -> int:
+        """Rows of one Q copy: a consumer warpgroup's 64, or the block's 128."""
+        return 64 if self.warp_specialize else BLOCK_M
+
+
+def default_config(head_dim: int) -> GluonConfig:
+    """The configuration each head dim runs with (two stages of 128-row K/V tiles fill Hopper's
+    shared memory at D=128; D=256 takes 64-row tiles)."""
+    if head_dim == 256:
+        return GluonConfig(block_n=64)
+    if head_dim <= 64:
+        return GluonConfig(stages=3)
+    return GluonConfig()
+
+
+# FA3's Table 2, as switches: each row turns one idea off.
+ABLATIONS = {
+    "FA3 (all three ideas)": {},
+    "no ping-pong": {"pingpong": False},
+    "no intra-warpgroup pipelining": {"intra": False},
+    "no warp specialisation": {"warp_specialize": False, "pingpong": False},
+}
+
+
+def ablation_configs(head_dim: int) -> dict[str, GluonConfig]:
+    base = default_config(head_dim)
+    return {name: replace(base, **change) for name, change in ABLATIONS.items()}
+
+
+def _gl_dtype(dtype: torch.dtype):
+    from triton.experimental.gluon import language as gl
+
+    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}[dtype]
+
+
+def _descriptor(t: torch.Tensor, rows: int):
+    """A TMA descriptor over t seen as [B·H, N, D]; one copy moves a [1, rows, D] box."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    B, H, N, D = t.shape
+    flat = t.view(B * H, N, D)
+    box = [1, rows, D]
+    layout = gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(t.dtype))
+    return TensorDescriptor(flat, shape=[B * H, N, D], strides=list(flat.stride()),
+                            block_shape=box, layout=layout)
+
+
+def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_iters=0):
+    from flashedu.ops.fa3.gluon_kernel import fa3_fwd_kernel
+
+    B, H, N_Q, D = q.shape
+    N_K = k.shape[2]
+    o = torch.empty_like(q)
+    lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
+    grid = ((N_Q + BLOCK_M - 1) // BLOCK_M, B * H)
+    fa3_fwd_kernel[grid](
+        _descriptor(q, config.q_rows), _descriptor(k, config.block_n),
+        _descriptor(v, config.block_n), _descriptor(o, config.q_rows), lse,
+        lse if stamps is None else stamps, N_Q, N_K, scale * LOG2E, stamp_pid,
+        CAUSAL=causal, STAGES=config.stages, WARP_SPEC=config.warp_specialize,
+        PINGPONG=config.pingpong, INTRA=config.intra, CONSUMER_REGS=config.consumer_regs,
+        STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
+    return o, lse
+
+
+def gluon_forward(q, k, v, *, causal: bool, scale: float, config: GluonConfig | None = None):
+    """o [B, H, N_Q, D] and L [B, H, N_Q] (fp32, natural log) from validated inputs."""
+    q, k, v = (tma_ready(t) for t in (q, k, v))
+    return _launch(q, k, v, causal=causal, scale=scale,
+                   config=config or default_config(q.shape[-1]))
+
+
+class FlashAttentionGluon(FlashAttentionV2):
+    """The Gluon forward; chapter 4's backward (inherited), which reads q, k, v, o and L."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale):
+        q, k, v = (tma_ready(t) for t in (q, k, v))
+        o, lse = gluon_forward(q, k, v, causal=causal, scale=scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+
+def check(q, k, v, causal, scale) -> float:
+    """Validate inputs, then say why this kernel cannot run here, if it cannot."""
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
+                      name=NAME)
+    reason = runtime.current().why_not_gluon(device=q.device.type, dtype=q.dtype)
+    if reason:
+        raise RuntimeError(f"{NAME} cannot run here: {reason}")
+    return scale
+
+
+def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """FlashAttention-3's forward (Gluon: warp-specialised, ping-pong, intra-warpgroup
+    pipelined) on ``[B, H, N, D]`` fp16/bf16 inputs, D in {16, 32, 64, 128, 256}, any N, on a Hopper GPU.
+    Differentiable (chapter 4's backward). Returns o like q."""
+    scale = check(q, k, v, causal, scale)
+    return FlashAttentionGluon.apply(q, k, v, causal, scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled for Hopper without one
+# ----------------------------------------------------------------------------------------------
+def hopper_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
+                     causal: bool = False, config: GluonConfig | None = None) -> dict:
+    """Compile the kernel for sm_90 on any machine (no GPU needed: Triton's compiler and the
+    ptxas it ships) and read what the chip would give it: shared memory, registers per thread,
+    stack (spills), the setmaxnreg budgets, threads, wgmma instructions. Runs in a process of
+    its own (see :mod:`flashedu.ops.fa3.gluon_compile`); raises RuntimeError, with the
+    compiler's last line, where the installed Triton cannot compile it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = config or default_config(head_dim)
+    args = dict(head_dim=head_dim, dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
+                causal=causal, **config.__dict__)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("gluon_compile.py")
+    r = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True,
+                       text=True, env=env)
+    if r.returncode != 0:
+        last = [line for line in r.stderr.splitlines() if line.strip() and "nanobind" not in line]
+        raise RuntimeError(f"{NAME} does not compile for sm_90 here: "
+                           f"{last[-1] if last else 'exit code ' + str(r.returncode)}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# The measured timeline
+# ----------------------------------------------------------------------------------------------
+EVENTS = ("turn", "issued", "s_ready", "softmax_done", "o_ready")  # the kernel's EV_* order
+
+
+def timeline(q, k, v, *, causal: bool = False, config: GluonConfig | None = None,
+             iters: int = 6, program: int | None = None) -> dict:
+    """Run a stamps build once and return, per consumer warpgroup, the clock (ns from the
+    program's start) at each event of its first ``iters`` loop iterations.
+
+    ``program`` is the query tile whose program is stamped (head 0 of batch 0); by default the
+    last, which (causal) has the most K/V tiles. Cycles become ns by the program's own
+    %globaltimer / %clock64 ratio.
+    """
+    scale = check(q, k, v, causal, None)
+    config = config or default_config(q.shape[-1])
+    q, k, v = (tma_ready(t) for t in (q, k, v))
+    n_m = (q.shape[2] + BLOCK_M - 1) // BLOCK_M
+    program = n_m - 1 if program is None else program
+    stamps = torch.full((2, iters + 1, 8), -1, device=q.device, dtype=torch.int64)
+    _launch(q, k, v, causal=causal, scale=scale, config=config, stamps=stamps,
+            stamp_pid=program, stamp_iters=iters)
+    torch.cuda.synchronize()
+    s = stamps.cpu().tolist()
+    wgs = 2 if config.warp_specialize else 1
+    t0 = min(s[w][0][0] for w in range(wgs))
+    out = {"config": config.__dict__, "program": program, "iters": iters, "warpgroups": []}
+    for w in range(wgs):
+        clk0, gt0, clk1, gt1 = s[w][0][:4]
+        ns_per_cycle = (gt1 - gt0) / max(clk1 - clk0, 1)
+        rows = [{ev: (s[w][i][e] - t0) * ns_per_cycle if s[w][i][e] >= 0 else None
+                 for e, ev in enumerate(EVENTS)} for i in range(1, iters + 1)]
+        out["warpgroups"].append({"ns_per_cycle": ns_per_cycle, "start_ns": (clk0 - t0) * ns_per_cycle,
+                                  "end_ns": (clk1 - t0) * ns_per_cycle, "iterations": rows})
+    return out
+
+
+__all__ = ["ABLATIONS", "BLOCK_M", "DTYPES", "EVENTS", "GluonConfig", "HEAD_DIMS", "NAME",
+           "ablation_configs", "default_config", "flash_attention_fa3", "gluon_forward",
+           "hopper_resources", "timeline"]

@@ -1,0 +1,68 @@
+"""Compile the Gluon FA3 kernel for sm_90 without a GPU and print what the chip would give it.
+
+Run as a script in a process of its own (``python gluon_compile.py '{"head_dim": 128, ...}'``):
+Triton's interpreter mode, which flashedu turns on when there is no GPU, would turn Gluon's own
+library functions into interpreted ones, and Gluon cannot be interpreted. So this file imports
+nothing from flashedu; it loads ``gluon_kernel.py`` beside it by path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int,
+              warp_specialize: bool, pingpong: bool, intra: bool, consumer_regs: int) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    spec = importlib.util.spec_from_file_location(
+        "flashedu_fa3_gluon_kernel", Path(__file__).with_name("gluon_kernel.py"))
+    kernel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel)
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16}[dtype]
+    q_rows = 64 if warp_specialize else 128
+
+    def desc(rows):
+        box = [1, rows, head_dim]
+        layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype)
+        return f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
+
+    constexprs = dict(CAUSAL=causal, STAGES=stages, WARP_SPEC=warp_specialize, PINGPONG=pingpong,
+                      INTRA=intra, CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
+    signature = {"q_desc": desc(q_rows), "k_desc": desc(block_n), "v_desc": desc(block_n),
+                 "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64", "N_Q": "i32",
+                 "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32"}
+    signature.update({k: "constexpr" for k in constexprs})
+    compiled = triton.compile(GluonASTSource(kernel.fa3_fwd_kernel, signature, constexprs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": 4 if warp_specialize else 8})
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "fa3.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
+                               text=True, check=True).stdout
+    ptx = compiled.asm["ptx"]
+    threads = re.search(r"\.reqntid (\d+)", ptx)
+    return {
+        "shared_bytes": compiled.metadata.shared,
+        "registers": int(re.search(r"REG:(\d+)", usage).group(1)),  # the cap before setmaxnreg
+        # Spilled registers land on the stack (ptxas counts them there, not in LOCAL).
+        "stack_bytes": int(re.search(r"STACK:(\d+)", usage).group(1)),
+        "setmaxnreg": sorted({int(n) for n in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}),
+        "threads": int(threads.group(1)) if threads else None,
+        "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
+        "triton": triton.__version__,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(resources(**json.loads(sys.argv[1]))))

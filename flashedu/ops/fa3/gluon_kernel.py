@@ -1,0 +1,336 @@
+"""FlashAttention-3's forward in Gluon, for Hopper (sm_90): FA3's Algorithm 1 and 2 as code.
+
+Gluon is the Triton project's lower-level language: the same compiler, but the kernel names the
+things Triton decides for you (register layouts, shared-memory buffers, the copy engine's
+barriers, which warps do what). That is what FA3's three ideas need:
+
+* **Warp specialisation.** One *producer* warp only issues TMA copies of K and V tiles into a ring
+  of shared-memory stages; each arrival completes a ``ready`` barrier. Two *consumer* warpgroups
+  (4 warps each) wait on ``ready``, compute, and arrive on ``empty`` to hand a stage back.
+* **Ping-pong.** The two consumer warpgroups each own 64 query rows of the CTA's 128. A pair of
+  ``turn`` barriers makes them take turns issuing their GEMMs, so one warpgroup's softmax runs
+  while the other's GEMMs occupy the tensor cores.
+* **Intra-warpgroup pipelining** (FA3's Algorithm 2). Each iteration issues GEMM0 of tile j+1
+  (S = Q Kᵀ) and GEMM1 of tile j (O += P V) together, waits only for the first, and computes
+  softmax(j+1) while GEMM1(j) still runs.
+
+Each idea has a switch (:class:`GluonConfig`), so chapter 6 measures FA3's Table 2 ablation. With
+``warp_specialize=False`` the kernel is one block of 8 warps that issues its own copies (the copy
+of tile j+STAGES goes out as soon as tile j is consumed); ping-pong needs two consumer warpgroups,
+so it is off there too.
+
+A *stamps* build (``STAMP_ITERS > 0``) reads each SM's cycle counter at every GEMM issue, wait and
+softmax of one program's first iterations, per warpgroup: chapter 6's measured timeline.
+
+Tensors are seen as ``[B·H, N, D]`` through 3-D tensor descriptors with boxes ``[1, rows, D]``:
+rows past N arrive as zeros and are dropped on the store, so any N works without masked loads.
+"""
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                               warpgroup_mma, warpgroup_mma_wait)
+
+# triton 3.6 (the GPU machine's) names the copies async_copy_*; 3.7+ renamed them.
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+_cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
+
+LN2 = gl.constexpr(0.6931471805599453)
+N_STAMPS = gl.constexpr(8)  # clock readings per (warpgroup, iteration) row of the stamps buffer
+
+
+# ----------------------------------------------------------------------------------------------
+# The timeline (only in a stamps build)
+# ----------------------------------------------------------------------------------------------
+@gluon.jit
+def _stamp(stamps_ptr, on, WG: gl.constexpr, row, event: gl.constexpr, STAMP_ITERS: gl.constexpr):
+    """Store this SM's cycle counter at stamps[WG, row, event] (row 0 is the header)."""
+    if STAMP_ITERS > 0:
+        if on & (row <= STAMP_ITERS):
+            t = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
+                                          is_pure=False, pack=1)
+            gl.store(stamps_ptr + (WG * (STAMP_ITERS + 1) + row) * N_STAMPS + event, t)
+
+
+@gluon.jit
+def _stamp_globaltimer(stamps_ptr, on, WG: gl.constexpr, event: gl.constexpr,
+                       STAMP_ITERS: gl.constexpr):
+    """The header's wall clock (ns), to turn the cycle counts into time."""
+    if STAMP_ITERS > 0:
+        if on:
+            t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64,
+                                          is_pure=False, pack=1)
+            gl.store(stamps_ptr + (WG * (STAMP_ITERS + 1)) * N_STAMPS + event, t)
+
+
+# Events of one iteration row (the header row holds: 0 clock at start, 1 globaltimer at start,
+# 2 clock at end, 3 globaltimer at end).
+EV_TURN = gl.constexpr(0)      # asks for its turn (ping-pong)
+EV_ISSUED = gl.constexpr(1)    # GEMM0(j+1) and GEMM1(j) issued
+EV_S_READY = gl.constexpr(2)   # S(j+1) back from the tensor cores
+EV_SOFTMAX = gl.constexpr(3)   # softmax(j+1) done
+EV_O_READY = gl.constexpr(4)   # GEMM1(j) done, O rescaled next
+
+
+# ----------------------------------------------------------------------------------------------
+# The producer warp (warp-specialised build)
+# ----------------------------------------------------------------------------------------------
+@gluon.jit
+def _load_tile(desc, ring, ready, empty, bh, i, pred, WAIT_EMPTY: gl.constexpr):
+    """Copy tile i of K or V into its ring stage, once the consumers have handed it back."""
+    STAGES: gl.constexpr = ring.type.shape[0]
+    BN: gl.constexpr = desc.block_type.shape[1]
+    stage = i % STAGES
+    if WAIT_EMPTY:
+        # A fresh barrier counts as having completed the phase before 0, so the first pass
+        # through the ring does not wait.
+        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1, pred=pred)
+    mbarrier.expect(ready.index(stage), desc.block_type.nbytes, pred=pred)
+    _tma_load(desc, [bh, i * BN, 0], ready.index(stage), ring.index(stage), pred=pred)
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
+              v_empty, bh, q_row, n_blocks):
+    # [producer-start]
+    BM: gl.constexpr = q_desc.block_type.shape[1]
+    for wg in gl.static_range(2):  # each consumer warpgroup's 64 query rows
+        mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
+        _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(wg), q_smem.index(wg))
+    # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) before GEMM1(j).
+    _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, True, True)
+    for j in range(n_blocks):
+        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, j + 1 < n_blocks, True)
+        _load_tile(v_desc, v_smem, v_ready, v_empty, bh, j, True, True)
+    # [producer-end]
+
+
+# ----------------------------------------------------------------------------------------------
+# A consumer warpgroup (or, without warp specialisation, the whole 8-warp block)
+# ----------------------------------------------------------------------------------------------
+@gluon.jit
+def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
+             CAUSAL: gl.constexpr, s_layout: gl.constexpr):
+    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale factor α."""
+    BM: gl.constexpr = s.type.shape[0]
+    BN: gl.constexpr = s.type.shape[1]
+    if j >= first_masked:  # only the last tile and the diagonal pay for the mask
+        cols = j * BN + gl.arange(0, BN, gl.SliceLayout(0, s_layout))
+        rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, s_layout))
+        keep = (cols[None, :] < N_K) & (rows[:, None] >= 0)
+        if CAUSAL:
+            keep = keep & (rows[:, None] >= cols[None, :])
+        s = gl.where(keep, s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)   # base-2 units: scale·log2(e) folded
+    p = gl.exp2(s * qk_scale - m_new[:, None])              # [BM, BN]
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    return p, alpha, m_new, l_i
+
+
+@gluon.jit
+def _release(desc, ring, ready, empty, bh, i, n_blocks, SELF_LOAD: gl.constexpr):
+    """Hand tile i's stage back: to the producer (warp-specialised), or refill it with tile
+    i + STAGES ourselves (once every warp of the block is done reading it)."""
+    if SELF_LOAD:
+        STAGES: gl.constexpr = ring.type.shape[0]
+        _cta_barrier()
+        _load_tile(desc, ring, ready, empty, bh, i + STAGES, i + STAGES < n_blocks, False)
+    else:
+        mbarrier.arrive(empty.index(i % ring.type.shape[0]), count=1)
+
+
+@gluon.jit
+def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
+              PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
+              STAMP_ITERS: gl.constexpr,
+              k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+              k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale,
+              stamp_on):
+    BM: gl.constexpr = q_smem.type.shape[2]
+    D: gl.constexpr = q_smem.type.shape[3]
+    BN: gl.constexpr = k_smem.type.shape[2]
+    STAGES: gl.constexpr = k_smem.type.shape[0]
+    dtype: gl.constexpr = k_desc.dtype
+    # wgmma's register layouts: S and O accumulators, and P as the A operand of GEMM1.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                       instr_shape=[16, BN, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                       instr_shape=[16, D, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+    r0 = q_row + WG * BM                       # this warpgroup's first query row
+    first_masked = N_K // BN                   # tiles from here on need the mask
+    if CAUSAL:
+        first_masked = gl.minimum(first_masked, r0 // BN)
+    q = q_smem.index(WG).reshape([BM, D])
+    s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
+    m_i = gl.full([BM], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([BM], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([BM, D], gl.float32, o_layout)
+    _stamp(stamps_ptr, stamp_on, WG, 0, 0, STAMP_ITERS)
+    _stamp_globaltimer(stamps_ptr, stamp_on, WG, 1, STAMP_ITERS)
+
+    # [consumer-start]
+    # Prologue: S(0) = Q K(0)ᵀ and its softmax.
+    mbarrier.wait(q_bar.index(WG), 0)
+    mbarrier.wait(k_ready.index(0), 0)
+    s = warpgroup_mma(q, k_smem.index(0).reshape([BN, D]).permute((1, 0)), s_zero,
+                      use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    _release(k_desc, k_smem, k_ready, k_empty, bh, 0, n_blocks, SELF_LOAD)
+    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale, CAUSAL, s_layout)
+
+    for j in range(n_blocks - 1):
+        # Holds P(j) (registers) and O with tiles < j; issues GEMM0(j+1) and GEMM1(j) together.
+        p16 = gl.convert_layout(p.to(dtype), p_layout)
+        nxt = j + 1
+        mbarrier.wait(k_ready.index(nxt % STAGES), (nxt // STAGES) & 1)
+        mbarrier.wait(v_ready.index(j % STAGES), (j // STAGES) & 1)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_TURN, STAMP_ITERS)
+        if PINGPONG:  # wait for the other warpgroup to have issued its GEMMs
+            mbarrier.wait(turn.index(WG), (j & 1) ^ (1 - WG))
+        s_tok = warpgroup_mma(q, k_smem.index(nxt % STAGES).reshape([BN, D]).permute((1, 0)),
+                              s_zero, use_acc=False, is_async=True)                 # GEMM0(j+1)
+        o_tok = warpgroup_mma(p16, v_smem.index(j % STAGES).reshape([BN, D]), acc,
+                              is_async=True)                                        # GEMM1(j)
+        if PINGPONG:  # its turn now
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_ISSUED, STAMP_ITERS)
+        if INTRA:
+            # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j) keeps running
+            # under softmax(j+1).
+            s = warpgroup_mma_wait(1, deps=(s_tok,))
+            _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
+            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
+            p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
+                                          CAUSAL, s_layout)
+            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        else:
+            s, acc = warpgroup_mma_wait(0, deps=(s_tok, o_tok))
+            _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
+            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
+            p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
+                                          CAUSAL, s_layout)
+            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
+        # Only now is V(j) free: an arrive after a partial wait could let TMA overwrite it.
+        _release(v_desc, v_smem, v_ready, v_empty, bh, j, n_blocks, SELF_LOAD)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_O_READY, STAMP_ITERS)
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+
+    # Epilogue: GEMM1 of the last tile, then O / ℓ.
+    last = n_blocks - 1
+    p16 = gl.convert_layout(p.to(dtype), p_layout)
+    mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
+    o_tok = warpgroup_mma(p16, v_smem.index(last % STAGES).reshape([BN, D]), acc, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    _release(v_desc, v_smem, v_ready, v_empty, bh, last, n_blocks, SELF_LOAD)
+    l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
+    o = acc / gl.where(l_o == 0.0, 1.0, l_o)[:, None]          # [BM, D]
+    # [consumer-end]
+
+    # O goes out through this warpgroup's Q buffer (Q is no longer read) and the copy engine;
+    # rows past N_Q are dropped by the descriptor.
+    o_smem = q_smem.index(WG)
+    o_smem.reshape([BM, D]).store(o.to(dtype))
+    fence_async_shared()
+    _tma_store(o_desc, [bh, r0, 0], o_smem)
+    # L = ln Σ exp(s·scale) = (m + log2 ℓ)·ln 2: what chapter 4's backward reads.
+    rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, o_layout))
+    lse = (gl.convert_layout(m_i, gl.SliceLayout(1, o_layout)) + gl.log2(l_o)) * LN2
+    gl.store(lse_ptr + bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
+    _stamp(stamps_ptr, stamp_on, WG, 0, 2, STAMP_ITERS)
+    _stamp_globaltimer(stamps_ptr, stamp_on, WG, 3, STAMP_ITERS)
+    tma.store_wait(0)
+
+
+# Partitions take no *args (triton 3.6), so each consumer warpgroup gets a named entry point.
+@gluon.jit
+def _consumer_wg0(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
+                  STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
+                  k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row,
+                  n_blocks, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
+              stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn,
+              bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+
+
+@gluon.jit
+def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
+                  STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
+                  k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row,
+                  n_blocks, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
+              stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn,
+              bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+
+
+# ----------------------------------------------------------------------------------------------
+# The kernel
+# ----------------------------------------------------------------------------------------------
+@gluon.jit
+def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K, qk_scale,
+                   stamp_pid, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                   WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
+                   CONSUMER_REGS: gl.constexpr, STAMP_ITERS: gl.constexpr):
+    """One program: 128 query rows of one (batch, head), against all (or, causal, the visible)
+    K/V tiles. Grid: (cdiv(N_Q, 128), B·H)."""
+    BM: gl.constexpr = q_desc.block_type.shape[1]   # rows per consumer (64), or the block's (128)
+    D: gl.constexpr = q_desc.block_type.shape[2]
+    BN: gl.constexpr = k_desc.block_type.shape[1]
+    NQ: gl.constexpr = 2 if WARP_SPEC else 1         # Q tiles: one per consumer warpgroup
+    pid_m = gl.program_id(0)
+    if CAUSAL:  # the longest rows (most tiles) start first
+        pid_m = gl.num_programs(0) - 1 - pid_m
+    bh = gl.program_id(1)
+    q_row = pid_m * (NQ * BM)
+    hi = N_K
+    if CAUSAL:
+        hi = gl.minimum(q_row + NQ * BM, N_K)
+    n_blocks = (hi + BN - 1) // BN
+    stamp_on = (pid_m == stamp_pid) & (bh == 0)
+
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NQ] + q_desc.block_type.shape, q_desc.layout)
+    k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape,
+                                       k_desc.layout)
+    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape,
+                                       v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [NQ, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NQ):
+        mbarrier.init(q_bar.index(i), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # both consumer warpgroups hand a stage back
+        mbarrier.init(v_empty.index(i), count=2)
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+
+    if WARP_SPEC:
+        cargs = (PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr,
+                 q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
+                 q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+        gl.warp_specialize([
+            (_consumer_wg0, cargs),                      # the kernel's own 4 warps
+            (_consumer_wg1, cargs),                      # 4 more
+            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
+                         k_empty, v_ready, v_empty, bh, q_row, n_blocks)),  # 1 warp
+        ], [4, 1], [CONSUMER_REGS, 24])
+    else:
+        # No producer: the block issues its own copies, STAGES tiles ahead.
+        mbarrier.expect(q_bar.index(0), q_desc.block_type.nbytes)
+        _tma_load(q_desc, [bh, q_row, 0], q_bar.index(0), q_smem.index(0))
+        for i in gl.static_range(STAGES):
+            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, i < n_blocks, False)
+            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, i < n_blocks, False)
+        _consumer(0, 8, True, False, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
+                  stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+                  turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)

@@ -1,0 +1,112 @@
+"""The Gluon FA3 forward (flashedu/ops/fa3/gluon*.py). On a Hopper GPU the registry's tests run
+it like every kernel and these add its schedules and timeline; on a CPU, where Gluon cannot run,
+the kernel is still compiled for sm_90 and its resources checked."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import flashedu
+from conftest import GPU, fresh_qkv, oracle
+from flashedu.ops.fa3 import gluon as fg
+
+HOPPER = GPU and torch.cuda.get_device_capability() == (9, 0)
+# Shared memory a Hopper block may opt into (227 KB).
+HOPPER_SHARED = 232448
+
+
+def test_registered_as_gluon_fa3_with_a_reason_off_hopper():
+    impl = flashedu.get("fa3_gluon")
+    assert (impl.algorithm, impl.backend, impl.chapter) == ("fa3", "gluon", 6)
+    reason = impl.why_not(device="cuda" if GPU else "cpu", dtype=torch.float16)
+    assert (reason is None) == HOPPER
+    if not GPU:
+        with pytest.raises(RuntimeError, match="Gluon kernels run compiled on a GPU only"):
+            impl.fn(*(torch.randn(1, 1, 8, 64, dtype=torch.float16) for _ in range(3)))
+
+
+def test_pingpong_needs_two_consumer_warpgroups():
+    with pytest.raises(ValueError, match="pingpong needs warp_specialize"):
+        fg.GluonConfig(warp_specialize=False)
+
+
+def test_each_ablation_turns_off_one_idea():
+    full = fg.default_config(128)
+    for name, cfg in fg.ablation_configs(128).items():
+        changed = {k for k, v in cfg.__dict__.items() if v != full.__dict__[k]}
+        assert changed == set(fg.ABLATIONS[name]), name
+
+
+FULL = next(iter(fg.ABLATIONS))
+COMPILED = ([(d, FULL) for d in fg.HEAD_DIMS]
+            + [(d, s) for d in (64, 128) for s in fg.ABLATIONS if s != FULL])
+
+
+@pytest.mark.parametrize("head_dim, schedule", COMPILED, ids=lambda x: str(x))
+def test_compiles_for_sm90_within_hopper_limits(head_dim, schedule):
+    """The kernel fits Hopper at every head dim, each schedule too: shared memory, warps,
+    register budgets (compiled for sm_90 here, GPU or not)."""
+    cfg = fg.ablation_configs(head_dim)[schedule]
+    r = fg.hopper_resources(head_dim, config=cfg)
+    assert r["shared_bytes"] <= HOPPER_SHARED
+    assert r["wgmma"] > 0
+    if cfg.warp_specialize:
+        # 4 + 4 consumer warps and a producer warp, rounded to whole warpgroups: 384 threads;
+        # the producer gives its registers back (24) so the consumers can grow to 240.
+        assert r["threads"] == 384
+        assert 24 in r["setmaxnreg"] and cfg.consumer_regs in r["setmaxnreg"]
+    else:
+        assert r["threads"] == 256 and r["setmaxnreg"] == []
+    # Spills: none at small head dims; a few bytes at most where a consumer holds S, P and O.
+    assert r["stack_bytes"] <= (0 if head_dim <= 64 else 128)
+
+
+# ---- on a Hopper GPU ----------------------------------------------------------------------------
+
+needs_hopper = pytest.mark.skipif(not HOPPER, reason="the Gluon kernel runs on Hopper (sm_90) only")
+
+
+@needs_hopper
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("schedule", list(fg.ABLATIONS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_every_schedule_matches_the_oracle(head_dim, dtype, schedule, causal, poison):
+    """Each FA3 schedule computes the same O and L (the switches move work in time only), at N
+    that leave partial tiles, with outputs pre-filled with NaN."""
+    cfg = fg.ablation_configs(head_dim)[schedule]
+    for n in (1, 129, 1000):
+        q, k, v = fresh_qkv(2, 3, n, head_dim, dtype=dtype, device="cuda")
+        scale = 1 / math.sqrt(head_dim)
+        o, lse = fg.gluon_forward(q, k, v, causal=causal, scale=scale, config=cfg)
+        assert not torch.isnan(o).any() and not torch.isnan(lse).any()
+        err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
+        assert err < (2e-2 if dtype == torch.bfloat16 else 4e-3), f"N={n}: max error {err:.2e}"
+        s = (q.double() @ k.double().transpose(-1, -2)) * scale
+        if causal:
+            s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device="cuda").triu(1), -math.inf)
+        assert (lse.double() - torch.logsumexp(s, -1)).abs().max().item() < 1e-3
+
+
+@needs_hopper
+def test_stage_counts_and_tile_widths_agree():
+    q, k, v = fresh_qkv(1, 2, 1000, 128, dtype=torch.float16, device="cuda")
+    ref = oracle(q, k, v)
+    for cfg in (replace(fg.default_config(128), stages=3), replace(fg.default_config(128), block_n=64)):
+        o, _ = fg.gluon_forward(q, k, v, causal=False, scale=128 ** -0.5, config=cfg)
+        assert (o.double().cpu() - ref).abs().max().item() < 4e-3, cfg
+
+
+@needs_hopper
+def test_timeline_events_are_ordered_per_warpgroup():
+    q, k, v = fresh_qkv(1, 2, 2048, 128, dtype=torch.float16, device="cuda")
+    t = fg.timeline(q, k, v, iters=4, program=0)
+    assert len(t["warpgroups"]) == 2
+    for wg in t["warpgroups"]:
+        assert 0.3 < wg["ns_per_cycle"] < 2.0  # an H200 SM runs at 0.5-2 GHz
+        for it in wg["iterations"]:
+            ts = [it[e] for e in fg.EVENTS]
+            assert all(x is not None for x in ts) and ts == sorted(ts), it
