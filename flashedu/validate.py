@@ -19,9 +19,6 @@ def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_di
                          f"k on {k.device}, v on {v.device}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"{name}: q, k, v must share a dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    if dtypes is not None and q.dtype not in dtypes:
-        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
-        raise TypeError(f"{name}: dtype of q, k, v must be one of {names}, got {q.dtype}")
     if not q.dtype.is_floating_point:
         raise TypeError(f"{name}: q, k, v must be floating point, got {q.dtype}")
     B, H, N, D = q.shape
@@ -41,7 +38,10 @@ def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_di
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale <= 0):
         raise ValueError(f"{name}: scale must be a positive finite number, got {scale!r}")
-    # Last: a kernel's own limit, after every check that says the call itself is wrong.
+    # Last: a kernel's own limits, after every check that says the call itself is wrong.
+    if dtypes is not None and q.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"{name}: dtype of q, k, v must be one of {names}, got {q.dtype}")
     if head_dims is not None and D not in head_dims:
         raise ValueError(f"{name}: head dim D={D} is not supported; supported: {tuple(head_dims)}")
     return 1.0 / math.sqrt(D) if scale is None else float(scale)

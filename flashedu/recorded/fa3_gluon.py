@@ -1,0 +1,112 @@
+"""Readers of ``flashedu.bench.fa3_gluon``'s runs: the Gluon FA3 kernel beside cuDNN (kind
+``"fa3_gluon"``) and one program's measured timeline under each schedule (``"fa3_timeline"``).
+
+* :func:`speed_table` - per (D, causal, N): TFLOP/s of each implementation and schedule;
+* :func:`speed_summary` - what chapter 6 quotes of it, by glue name;
+* :func:`phases` / :func:`timeline_summary` - the timeline as per-iteration phase lengths.
+"""
+from __future__ import annotations
+
+from statistics import median
+
+FULL = "fa3_gluon"
+PREFIX = "fa3_gluon: "
+# The kernel's stamped events, in the order a warpgroup passes them each iteration
+# (flashedu.ops.fa3.gluon.EVENTS).
+EVENTS = ("turn", "issued", "s_ready", "softmax_done", "o_ready")
+PHASES = {  # phase: (from event, to event)
+    "turn": ("turn", "issued"),          # waits for its turn, then issues GEMM0(j+1) and GEMM1(j)
+    "wait_s": ("issued", "s_ready"),     # waits for S(j+1)
+    "softmax": ("s_ready", "softmax_done"),
+    "wait_o": ("softmax_done", "o_ready"),  # waits for GEMM1(j)
+}
+
+
+def timed(run: dict) -> list[dict]:
+    return [r for r in run["rows"] if "tflops" in r]
+
+
+def speed_table(run: dict) -> list[dict]:
+    """One dict per (D, causal, N), sorted: ``tflops`` {implementation or schedule: TFLOP/s};
+    the schedules are named as in ``flashedu.ops.fa3.gluon.ABLATIONS`` (the full kernel under
+    ``"fa3_gluon"``)."""
+    rows = timed(run)
+    out = []
+    for D, causal, N in sorted({(r["D"], r["causal"], r["N"]) for r in rows}):
+        here = {r["impl"]: r["tflops"] for r in rows if (r["D"], r["causal"], r["N"]) == (D, causal, N)}
+        out.append(dict(D=D, causal=causal, N=N, tflops=here))
+    return out
+
+
+def ratio(row: dict, a: str, b: str = "sdpa_cudnn") -> float | None:
+    t = row["tflops"]
+    return t[a] / t[b] if a in t and b in t else None
+
+
+def speed_summary(run: dict) -> dict:
+    """Glue names: the GPU and date; the full kernel's TFLOP/s and its ratio to cuDNN at each
+    (D, causal, N) (``fa3g_128_4096``, ``fa3g_x_128_4096``, with ``c`` after D when causal);
+    each schedule's TFLOP/s at d = 128, N = 16384 (``fa3g_abl_<i>``, in ABLATIONS order)."""
+    out = dict(fa3g_gpu=run["provenance"]["gpu"], fa3g_date=run["provenance"]["date"][:10])
+    for row in speed_table(run):
+        key = f"{row['D']}{'c' if row['causal'] else ''}_{row['N']}"
+        if FULL in row["tflops"]:
+            out[f"fa3g_{key}"] = row["tflops"][FULL]
+            out[f"fa3g_x_{key}"] = ratio(row, FULL)
+            out[f"fa3g_cudnn_{key}"] = row["tflops"].get("sdpa_cudnn")
+            out[f"fa3g_v2_{key}"] = row["tflops"].get("v2_triton")
+    return out
+
+
+def ablation(run: dict, *, D: int = 128, N: int = 16384, causal: bool = False) -> dict[str, float]:
+    """TFLOP/s of each schedule at one case: {"FA3 (all three ideas)": ..., "no ping-pong": ...}."""
+    row = next((r for r in speed_table(run) if (r["D"], r["N"], r["causal"]) == (D, N, causal)), None)
+    if row is None:
+        return {}
+    out = {}
+    for impl, tf in row["tflops"].items():
+        if impl == FULL:
+            out["FA3 (all three ideas)"] = tf
+        elif impl.startswith(PREFIX):
+            out[impl[len(PREFIX):]] = tf
+    return out
+
+
+def phases(entry: dict) -> list[list[dict]]:
+    """Per warpgroup, per stamped iteration: each phase's (start, end) in ns, plus ``rest``
+    (from o_ready to the next iteration's turn: rescaling O, waiting for the next K and V)."""
+    out = []
+    for wg in entry["warpgroups"]:
+        its = wg["iterations"]
+        rows = []
+        for i, it in enumerate(its):
+            if any(it[e] is None for e in EVENTS):
+                continue
+            row = {p: (it[a], it[b]) for p, (a, b) in PHASES.items()}
+            if i + 1 < len(its) and its[i + 1]["turn"] is not None:
+                row["rest"] = (it["o_ready"], its[i + 1]["turn"])
+            rows.append(row)
+        out.append(rows)
+    return out
+
+
+def timeline_summary(run: dict) -> dict[str, dict]:
+    """Per schedule: median ns per iteration (``period``, turn to turn) and of each phase,
+    over both warpgroups; ``clock_ghz`` from the program's own cycle/ns ratio."""
+    out = {}
+    for entry in run["rows"]:
+        if "warpgroups" not in entry:
+            continue
+        ph = phases(entry)
+        periods = [wg["iterations"][i + 1]["turn"] - wg["iterations"][i]["turn"]
+                   for wg in entry["warpgroups"] for i in range(len(wg["iterations"]) - 1)]
+        d = {"period": median(periods)}
+        for p in PHASES:
+            d[p] = median(r[p][1] - r[p][0] for rows in ph for r in rows)
+        d["clock_ghz"] = 1 / median(wg["ns_per_cycle"] for wg in entry["warpgroups"])
+        out[entry["schedule"]] = d
+    return out
+
+
+__all__ = ["EVENTS", "PHASES", "ablation", "phases", "ratio", "speed_summary", "speed_table",
+           "timed", "timeline_summary"]
