@@ -337,15 +337,98 @@ if fa3_run:
 # Our best at $N = 8448$, $d = 128$, {glue:text}`fa3_best_8448:.0f` TFLOP/s, is
 # {glue:text}`fa3_of_paper:.0f`% of FA3's {glue:text}`paper_fa3`, on a quarter of the paper's
 # batch. FA3's kernel adds ping-pong and intra-warpgroup pipelining, schedules (c) and (d),
-# which overlap softmax with the GEMMs; Triton's `warp_specialize` gives schedule (b), and none
-# of our kernels does (c) or (d) by hand. Nor is Triton's `warp_specialize` the warp
-# specialisation that Table 2 removes: FA3's is written by hand, with its own register budget
-# per warpgroup (`setmaxnreg`) and the barriers of ping-pong. So "it did not help here" says
-# nothing about Table 2's drop from {glue:text}`paper_fa3` to {glue:text}`paper_no_ws` without
-# it. The missing (c) and (d) are the gap the model's bars above point at. (The FP8 kernel
-# below gets part of (c) another way: small programs, several per SM, whose softmaxes and
-# GEMMs the warp scheduler interleaves.)
+# which overlap softmax with the GEMMs; Triton's `warp_specialize` gives schedule (b) only. Nor
+# is Triton's `warp_specialize` the warp specialisation that Table 2 removes: FA3's is written
+# by hand, with its own register budget per warpgroup (`setmaxnreg`) and the barriers of
+# ping-pong. So "it did not help here" says nothing about Table 2's drop from
+# {glue:text}`paper_fa3` to {glue:text}`paper_no_ws` without it. To run (c) and (d) we have to
+# write them, which the next section does.
 #
+# ## FA3 by hand, in Gluon
+#
+# **Gluon** is the Triton project's lower-level language: the same compiler, but the kernel
+# names what Triton otherwise decides for you: the register layout of every tile, the
+# shared-memory buffers, the barriers the copy engine completes, and which warps run which
+# function. That is exactly what FA3's schedules are made of. `fa3_gluon`
+# (`flashedu/ops/fa3/gluon_kernel.py`) gives each program 128 query rows and three roles:
+#
+# - a **producer** warp that only issues TMA copies of $K_j$ and $V_j$ into rings of
+#   shared-memory stages. Each copy completes a *ready* barrier when its bytes have landed; a
+#   stage is refilled only after both consumers have arrived on its *empty* barrier;
+# - two **consumer** warpgroups, 64 query rows each. With ping-pong, a pair of *turn* barriers
+#   makes them take turns issuing their GEMMs: schedule (c);
+# - inside each consumer, the loop issues GEMM0 of tile $j{+}1$ and GEMM1 of tile $j$ together
+#   and waits for the first only, so softmax($j{+}1$) runs while GEMM1($j$) does: schedule (d),
+#   FA3's Algorithm 2.
+#
+# Each idea has a switch (`GluonConfig`), so the same file is every row of Table 2. The tabs
+# show where the kernel hands out its warps, the producer, and a consumer's loop (the clock
+# stamps of the timeline build, below, are left out):
+
+# %%
+from flashedu.ops.fa3 import gluon_kernel
+show(region(gluon_kernel, "partitions", title="three roles"),
+     region(gluon_kernel, "producer", title="producer warp"),
+     region(gluon_kernel, "consumer", title="consumer warpgroup", hide=("_stamp(",)),
+     region(gluon_kernel._softmax, title="its softmax"))
+
+# %% [markdown]
+# Read the consumer's loop against the schedules. `warpgroup_mma(..., is_async=True)` is
+# {term}`wgmma`: it returns at once with a token, and the tensor cores finish a warpgroup's
+# GEMMs in the order they were issued. So `warpgroup_mma_wait(1, deps=(s_tok,))` retires
+# GEMM0($j{+}1$) and leaves GEMM1($j$) running: that one line is schedule (d), and with
+# `INTRA` off the same two GEMMs are followed by `warpgroup_mma_wait(0)` instead. The order of
+# the barrier calls matters as much: $V_j$'s stage is handed back only after GEMM1($j$) has
+# been waited for, because an arrive before it would let the producer overwrite a tile the
+# tensor cores are still reading.
+#
+# ### What the kernel asks of the chip
+#
+# Gluon kernels do not run under Triton's interpreter, but they compile anywhere: this cell
+# compiles each schedule for sm_90 (Hopper) on this machine, GPU or not, and reads what the
+# chip would have to give it:
+
+# %%
+from flashedu.ops.fa3 import gluon as fa3g
+budgets = {}
+for name, cfg in fa3g.ablation_configs(128).items():
+    r = fa3g.hopper_resources(128, config=cfg)
+    budgets[name] = r
+    print(f"{name:30s} {r['threads']} threads, {r['shared_bytes'] / 1024:3.0f} KB "
+          f"shared, registers per thread: {r['setmaxnreg'] or r['registers']}")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+full = budgets["FA3 (all three ideas)"]
+glue("g_consumer_regs", fa3g.default_config(128).consumer_regs)
+glue("g_producer_regs", min(full["setmaxnreg"]))
+glue("g_smem_kb", full["shared_bytes"] / 1024)
+glue("g_no_ws_regs", budgets["no warp specialisation"]["registers"])
+glue("g_threads", full["threads"])
+assert min(full["setmaxnreg"]) == 24 and fa3g.default_config(128).consumer_regs in full["setmaxnreg"]
+# 2 consumer warpgroups at 240 and a producer warpgroup at 24 fit the SM's 64K registers
+assert 128 * (2 * fa3g.default_config(128).consumer_regs + 24) <= 65536
+
+# %% [markdown]
+# With warp specialisation the block has {glue:text}`g_threads` threads: two consumer
+# warpgroups and the producer's warp, padded to a warpgroup. The producer needs almost no
+# registers, and `setmaxnreg` lets it give them away: it shrinks to
+# {glue:text}`g_producer_regs` per thread and the consumers grow to
+# {glue:text}`g_consumer_regs`, the budget FA3 uses ({ref}`above <ch-flash-v3>`: $O$, $S$ and
+# $P$ must all fit). Two stages of $128 \times 128$ tiles of $K$ and of $V$ plus both $Q$ tiles
+# take {glue:text}`g_smem_kb:.0f` KB of shared memory; $O$ leaves through $Q$'s buffer.
+#
+# On this machine:
+
+# %%
+reason = flashedu.get("fa3_gluon").why_not(device=rt.device, dtype=torch.float16,
+                                           head_dim=128)
+if reason is None:
+    q, k, v = random_qkv(B=1, H=2, N=4096, D=128, dtype=torch.float16)
+    check_against_fp64("fa3_gluon", q, k, v, causal=True)
+else:
+    print("fa3_gluon does not run here:", reason)
+
 # ## FP8: twice the FLOPs, eight bits
 #
 # Hopper's FP8 tensor cores run {glue:text}`fp8_speedup:.0f` times as fast as fp16, but e4m3

@@ -181,10 +181,11 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
                       use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     _release(k_desc, k_smem, k_ready, k_empty, bh, 0, n_blocks, SELF_LOAD)
-    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale, CAUSAL, s_layout)
+    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale, CAUSAL,
+                                  s_layout)
 
     for j in range(n_blocks - 1):
-        # Holds P(j) (registers) and O with tiles < j; issues GEMM0(j+1) and GEMM1(j) together.
+        # Here: P(j) in registers, O holding tiles < j. Issue GEMM0(j+1), GEMM1(j) together.
         p16 = gl.convert_layout(p.to(dtype), p_layout)
         nxt = j + 1
         mbarrier.wait(k_ready.index(nxt % STAGES), (nxt // STAGES) & 1)
@@ -192,10 +193,11 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_TURN, STAMP_ITERS)
         if PINGPONG:  # wait for the other warpgroup to have issued its GEMMs
             mbarrier.wait(turn.index(WG), (j & 1) ^ (1 - WG))
-        s_tok = warpgroup_mma(q, k_smem.index(nxt % STAGES).reshape([BN, D]).permute((1, 0)),
-                              s_zero, use_acc=False, is_async=True)                 # GEMM0(j+1)
-        o_tok = warpgroup_mma(p16, v_smem.index(j % STAGES).reshape([BN, D]), acc,
-                              is_async=True)                                        # GEMM1(j)
+        k_next = k_smem.index(nxt % STAGES).reshape([BN, D])
+        v_this = v_smem.index(j % STAGES).reshape([BN, D])
+        # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
+        s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(p16, v_this, acc, is_async=True)
         if PINGPONG:  # its turn now
             mbarrier.arrive(turn.index(1 - WG), count=1)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_ISSUED, STAMP_ITERS)
@@ -225,7 +227,8 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
     last = n_blocks - 1
     p16 = gl.convert_layout(p.to(dtype), p_layout)
     mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-    o_tok = warpgroup_mma(p16, v_smem.index(last % STAGES).reshape([BN, D]), acc, is_async=True)
+    v_last = v_smem.index(last % STAGES).reshape([BN, D])
+    o_tok = warpgroup_mma(p16, v_last, acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
     _release(v_desc, v_smem, v_ready, v_empty, bh, last, n_blocks, SELF_LOAD)
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
@@ -314,10 +317,11 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
 
+    # [partitions-start]
     if WARP_SPEC:
-        cargs = (PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr,
-                 q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
-                 q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+        cargs = (PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
+                 stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
+                 v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
         gl.warp_specialize([
             (_consumer_wg0, cargs),                      # the kernel's own 4 warps
             (_consumer_wg1, cargs),                      # 4 more
@@ -331,6 +335,7 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
         for i in gl.static_range(STAGES):
             _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, i < n_blocks, False)
             _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, i < n_blocks, False)
-        _consumer(0, 8, True, False, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
-                  stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-                  turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+        _consumer(0, 8, True, False, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc,
+                  lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+                  v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+    # [partitions-end]
