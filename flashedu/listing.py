@@ -83,13 +83,16 @@ def _reading_view(lines: list[str], first: int, hide: tuple[str, ...], unwrap: t
 def _module(obj):
     if isinstance(obj, str):
         return importlib.import_module(obj)
+    if callable(getattr(obj, "fn", None)) and inspect.isfunction(obj.fn):
+        return obj.fn  # a Triton or Gluon kernel: its Python function
     return obj
 
 
 def region(obj, name: str | None = None, *, title: str | None = None, hide: tuple[str, ...] = (),
            unwrap: tuple[str, ...] = ()) -> Region:
     """The lines between ``# [name-start]`` and ``# [name-end]`` in the source of ``obj`` (a
-    module, a module's dotted name, or a function); without ``name``, the whole of ``obj``.
+    module, a module's dotted name, a function or a Triton/Gluon kernel); without ``name``, the
+    whole of ``obj``.
 
     A reading view for code that also does bookkeeping: statements starting with one of
     ``hide`` (``"chip.compute("``) are left out, and so is each ``if``-line starting with one of

@@ -41,7 +41,7 @@ def test_each_ablation_turns_off_one_idea():
 
 
 FULL = next(iter(fg.ABLATIONS))
-COMPILED = ([(d, FULL) for d in fg.HEAD_DIMS]
+COMPILED = ([(d, FULL) for d in fg.COMPILED_HEAD_DIMS]
             + [(d, s) for d in (64, 128) for s in fg.ABLATIONS if s != FULL])
 
 
@@ -62,6 +62,20 @@ def test_compiles_for_sm90_within_hopper_limits(head_dim, schedule):
         assert r["threads"] == 256 and r["setmaxnreg"] == []
     # Spills: none at small head dims; a few bytes at most where a consumer holds S, P and O.
     assert r["stack_bytes"] <= (0 if head_dim <= 64 else 128)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_split_mask_takes_the_mask_out_of_the_main_loop(causal):
+    """Tested at run time in one loop, the mask compiles to a select on every score of every
+    tile; SPLIT_MASK's main loop has none, and a quarter fewer instructions."""
+    base = fg.hopper_resources(128, causal=causal)
+    split = fg.hopper_resources(128, causal=causal,
+                                config=replace(fg.default_config(128), split_mask=True))
+    assert base["loop_exps"] == split["loop_exps"] >= 64  # one tile's softmax per iteration
+    assert base["loop_selects"] >= 64 and split["loop_selects"] == 0
+    assert split["loop_instructions"] < 0.8 * base["loop_instructions"]
+    assert split["shared_bytes"] == base["shared_bytes"]
+    assert split["setmaxnreg"] == base["setmaxnreg"] and split["stack_bytes"] <= 128
 
 
 # ---- on a Hopper GPU ----------------------------------------------------------------------------
@@ -95,9 +109,22 @@ def test_every_schedule_matches_the_oracle(head_dim, dtype, schedule, causal, po
 def test_stage_counts_and_tile_widths_agree():
     q, k, v = fresh_qkv(1, 2, 1000, 128, dtype=torch.float16, device="cuda")
     ref = oracle(q, k, v)
-    for cfg in (replace(fg.default_config(128), stages=3), replace(fg.default_config(128), block_n=64)):
+    base = fg.default_config(128)
+    for cfg in (replace(base, stages=3), replace(base, block_n=64), replace(base, split_mask=True)):
         o, _ = fg.gluon_forward(q, k, v, causal=False, scale=128 ** -0.5, config=cfg)
         assert (o.double().cpu() - ref).abs().max().item() < 4e-3, cfg
+
+
+@needs_hopper
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_split_mask_matches_the_oracle(head_dim, causal, poison):
+    cfg = replace(fg.default_config(head_dim), split_mask=True)
+    for n in (1, 127, 128, 129, 1000, 2048):
+        q, k, v = fresh_qkv(1, 2, n, head_dim, dtype=torch.float16, device="cuda")
+        o, _ = fg.gluon_forward(q, k, v, causal=causal, scale=head_dim ** -0.5, config=cfg)
+        err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
+        assert err < 4e-3, f"N={n}: max error {err:.2e}"
 
 
 @needs_hopper

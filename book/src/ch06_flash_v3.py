@@ -10,6 +10,9 @@
 # - a model of one Hopper SM, and what each of FA3's overlaps buys in it: warp specialisation,
 #   ping-pong between warpgroups, and pipelining inside a warpgroup, drawn as a Gantt chart;
 # - a Triton kernel fed by Hopper's copy engine (TMA) with a software pipeline;
+# - FA3's schedules as code: a Gluon kernel with a producer warp, two consumer warpgroups,
+#   ping-pong and the intra-warpgroup pipeline, each a switch; FA3's ablation measured with it,
+#   and one program's measured timeline beside the model's;
 # - FP8: why outliers hurt it, how a random Hadamard rotation and per-tile scales help, and
 #   FA3's error table reproduced on a CPU; an FP8 Triton kernel that computes exactly that.
 
@@ -362,18 +365,20 @@ if fa3_run:
 #   FA3's Algorithm 2.
 #
 # Each idea has a switch (`GluonConfig`), so the same file is every row of Table 2. The tabs
-# show where the kernel hands out its warps, the producer, and a consumer's loop (the clock
-# stamps of the timeline build, below, are left out):
+# show where the kernel hands out its warps, the producer, a consumer, one iteration of its
+# loop and its softmax (the clock stamps of the timeline build, below, are left out):
 
 # %%
 from flashedu.ops.fa3 import gluon_kernel
 show(region(gluon_kernel, "partitions", title="three roles"),
      region(gluon_kernel, "producer", title="producer warp"),
-     region(gluon_kernel, "consumer", title="consumer warpgroup", hide=("_stamp(",)),
+     region(gluon_kernel, "consumer", title="consumer warpgroup",
+            hide=("_stamp(",)),
+     region(gluon_kernel, "iteration", title="one iteration", hide=("_stamp(",)),
      region(gluon_kernel._softmax, title="its softmax"))
 
 # %% [markdown]
-# Read the consumer's loop against the schedules. `warpgroup_mma(..., is_async=True)` is
+# Read one iteration against the schedules. `warpgroup_mma(..., is_async=True)` is
 # {term}`wgmma`: it returns at once with a token, and the tensor cores finish a warpgroup's
 # GEMMs in the order they were issued. So `warpgroup_mma_wait(1, deps=(s_tok,))` retires
 # GEMM0($j{+}1$) and leaves GEMM1($j$) running: that one line is schedule (d), and with
@@ -386,36 +391,48 @@ show(region(gluon_kernel, "partitions", title="three roles"),
 #
 # Gluon kernels do not run under Triton's interpreter, but they compile anywhere: this cell
 # compiles each schedule for sm_90 (Hopper) on this machine, GPU or not, and reads what the
-# chip would have to give it:
+# chip would have to give it, and how many machine instructions (SASS) one iteration of a
+# consumer's loop takes:
 
 # %%
+from dataclasses import replace
 from flashedu.ops.fa3 import gluon as fa3g
 budgets = {}
 for name, cfg in fa3g.ablation_configs(128).items():
     r = fa3g.hopper_resources(128, config=cfg)
     budgets[name] = r
     print(f"{name:30s} {r['threads']} threads, {r['shared_bytes'] / 1024:3.0f} KB "
-          f"shared, registers per thread: {r['setmaxnreg'] or r['registers']}")
+          f"shared, registers per thread: {r['setmaxnreg'] or r['registers']}, "
+          f"loop: {r['loop_instructions']} instructions")
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
 full = budgets["FA3 (all three ideas)"]
-glue("g_consumer_regs", fa3g.default_config(128).consumer_regs)
+regs = fa3g.default_config(128).consumer_regs
+glue("g_consumer_regs", regs)
 glue("g_producer_regs", min(full["setmaxnreg"]))
 glue("g_smem_kb", full["shared_bytes"] / 1024)
-glue("g_no_ws_regs", budgets["no warp specialisation"]["registers"])
 glue("g_threads", full["threads"])
-assert min(full["setmaxnreg"]) == 24 and fa3g.default_config(128).consumer_regs in full["setmaxnreg"]
-# 2 consumer warpgroups at 240 and a producer warpgroup at 24 fit the SM's 64K registers
-assert 128 * (2 * fa3g.default_config(128).consumer_regs + 24) <= 65536
+split = fa3g.hopper_resources(
+    128, config=replace(fa3g.default_config(128), split_mask=True))
+glue("loop_instr", full["loop_instructions"])
+glue("loop_selects", full["loop_selects"])
+cfg128 = fa3g.default_config(128)
+scores = cfg128.q_rows * cfg128.block_n // 128  # one consumer: 128 threads
+glue("scores_per_thread", scores)
+glue("split_instr", split["loop_instructions"])
+assert full["loop_selects"] >= scores and split["loop_selects"] == 0
+assert min(full["setmaxnreg"]) == 24 and regs in full["setmaxnreg"]
+# two consumer warpgroups at 240 and a producer warpgroup at 24: the SM's 64K
+assert 128 * (2 * regs + 24) <= 65536
 
 # %% [markdown]
 # With warp specialisation the block has {glue:text}`g_threads` threads: two consumer
 # warpgroups and the producer's warp, padded to a warpgroup. The producer needs almost no
 # registers, and `setmaxnreg` lets it give them away: it shrinks to
 # {glue:text}`g_producer_regs` per thread and the consumers grow to
-# {glue:text}`g_consumer_regs`, the budget FA3 uses ({ref}`above <ch-flash-v3>`: $O$, $S$ and
-# $P$ must all fit). Two stages of $128 \times 128$ tiles of $K$ and of $V$ plus both $Q$ tiles
+# {glue:text}`g_consumer_regs`, FA3's budget, the one the register count above was held to
+# ($O$, $S$ and $P$ must all fit). Two stages of $128 \times 128$ tiles of $K$ and of $V$ plus both $Q$ tiles
 # take {glue:text}`g_smem_kb:.0f` KB of shared memory; $O$ leaves through $Q$'s buffer.
 #
 # On this machine:
@@ -429,6 +446,161 @@ if reason is None:
 else:
     print("fa3_gluon does not run here:", reason)
 
+# %% [markdown]
+# ### Measured: Table 2 on an H200
+#
+# `flashedu/bench/fa3_gluon.py` timed the kernel with each idea switched off in turn, beside
+# cuDNN (torch SDPA's fastest backend here) and chapter 4's `v2_triton`: fp16, hidden size
+# 2048, $B \cdot N$ = 16k tokens, every row checked against cuDNN's output first. At
+# $d = 128$, $N = 16384$:
+
+# %%
+from flashedu.viz.fa3_gluon import ablation_figure, timeline_figure
+from flashedu.recorded import fa3_gluon as fa3g_rec
+g_run = recorded.latest("fa3_gluon")
+if g_run:
+    ablation_figure(g_run).show()
+else:
+    print("No GPU measurement of fa3_gluon is recorded "
+          "(flashedu/recorded/data/fa3_gluon/ is empty).")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+abl = fa3g_rec.ablation(g_run)
+full_tf, no_ws = abl["FA3 (all three ideas)"], abl["no warp specialisation"]
+no_pp, no_intra = abl["no ping-pong"], abl["no intra-warpgroup pipelining"]
+paper = {k: tf for k, (_, tf) in PAPER_ABLATION.items()}
+glue("g_full", full_tf)
+glue("g_no_pp", no_pp)
+glue("g_no_intra", no_intra)
+glue("g_no_ws", no_ws)
+glue("g_ws_gain", 100 * (full_tf / no_ws - 1))
+glue("g_paper_ws_gain", 100 * (paper["fa3"] / paper["no_ws"] - 1))
+glue("g_paper_intra_gain", 100 * (paper["fa3"] / paper["pingpong"] - 1))
+for name, value in fa3g_rec.speed_summary(g_run).items():
+    glue(name, value)
+# The prose: switching warp specialisation off costs the most (in the paper
+# too); the other two switches move the time by less than 3%.
+assert no_ws < 0.9 * min(full_tf, no_pp, no_intra)
+assert all(abs(x / full_tf - 1) < 0.03 for x in (no_pp, no_intra))
+assert paper["no_ws"] < paper["pingpong"]
+
+# %% [markdown]
+# Measured on an {glue:text}`fa3g_gpu` on {glue:text}`fa3g_date`: with all three ideas the
+# kernel runs at {glue:text}`g_full:.0f` TFLOP/s, {glue:text}`fa3g_x_128_16384:.2f` times
+# cuDNN's speed and {glue:text}`g_ws_gain:.0f`% faster than itself without warp
+# specialisation ({glue:text}`g_no_ws:.0f`). That is the paper's order: removing warp
+# specialisation costs FA3 the most too ({glue:text}`g_paper_ws_gain:.0f`% on an H100). The
+# other two switches are another story. Without ping-pong the kernel runs at
+# {glue:text}`g_no_pp:.0f`, without the intra-warpgroup pipeline at
+# {glue:text}`g_no_intra:.0f`: within a few percent, where the paper gained
+# {glue:text}`g_paper_intra_gain:.0f`% from its pipeline, and the model of the previous section
+# predicts even more for ping-pong. The timeline says why.
+#
+# ### The measured timeline
+#
+# The stamps build of the same kernel (`STAMP_ITERS > 0`) reads each SM's cycle counter
+# (`%clock64`) at five points of every iteration of one program, per consumer warpgroup: when
+# it asks for its turn, when its two GEMMs are issued, when $S_{j+1}$ is back, when its
+# softmax is done and when GEMM1($j$) is done. The program's own ratio of `%globaltimer` to
+# `%clock64` turns cycles into nanoseconds.
+#
+# **Predict first.** Without ping-pong's turn barriers, nothing tells the two consumer
+# warpgroups to take turns. Do they run their softmax at the same time, as the model's schedule
+# (d) has them (its WG1 and WG2 bars line up)?
+#
+# :::{dropdown} Answer
+# No. Measured without ping-pong, the two warpgroups' softmaxes start
+# {glue:text}`tl_stagger_nopp:.0f` ns apart (median), about as far as with the barriers
+# ({glue:text}`tl_stagger_fa3:.0f` ns). Issuing a GEMM is not instantaneous: a warpgroup's
+# `wgmma` issue returns only as the tensor cores take the work, so while one warpgroup's GEMMs
+# run the other's issue waits, and the two fall into turns by themselves.
+# :::
+#
+# The buttons switch the schedule; below each measurement, the simulator's prediction for the
+# same tiles at the clock the program ran at:
+
+# %%
+tl_run = recorded.latest("fa3_timeline")
+if tl_run:
+    timeline_figure(tl_run).show()
+else:
+    print("No timeline is recorded "
+          "(flashedu/recorded/data/fa3_timeline/ is empty).")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.viz.fa3_gluon import SIM_OF
+tl = fa3g_rec.timeline_summary(tl_run)
+full_tl, nopp_tl = tl["FA3 (all three ideas)"], tl["no ping-pong"]
+glue("tl_period", full_tl["period"] / 1000)
+glue("tl_softmax", full_tl["softmax"])
+glue("tl_issue", full_tl["turn"])
+glue("tl_wait_s", full_tl["wait_s"])
+glue("tl_clock", full_tl["clock_ghz"])
+glue("tl_stagger_fa3", full_tl["stagger"])
+glue("tl_stagger_nopp", nopp_tl["stagger"])
+glue("tl_period_nointra", tl["no intra-warpgroup pipelining"]["period"] / 1000)
+glue("tl_wait_s_nointra", tl["no intra-warpgroup pipelining"]["wait_s"])
+from statistics import median
+ns_cycle = 1 / full_tl["clock_ghz"]
+model = {n: simulate(SIM_OF[n][0], d=128, block_n=128, n_blocks=16,
+                     gpu="H200", **SIM_OF[n][1]) for n in SIM_OF}
+fa3_model = model["FA3 (all three ideas)"]
+
+
+def model_ns(kinds):  # median length of one task of these kinds (WG1), in ns
+    return ns_cycle * median(t.work_end - t.start for t in fa3_model.tasks
+                             if t.kind in kinds and t.lane == "WG1")
+
+
+glue("model_softmax", model_ns(("softmax",)))
+glue("model_gemms", 2 * model_ns(("gemm0", "gemm1")))
+glue("model_period", fa3_model.makespan / 16 * ns_cycle / 1000)
+glue("model_pp_gain",
+     100 * (model["no ping-pong"].makespan / fa3_model.makespan - 1))
+glue("softmax_x_model", full_tl["softmax"] / model_ns(("softmax",)))
+# The prose: without the barriers the warpgroups still stagger (more than half a
+# softmax apart); the softmax takes longer than the model says, and longer than
+# two GEMMs at peak; S is back right after the issue returns.
+assert nopp_tl["stagger"] > 0.5 * nopp_tl["softmax"]
+assert full_tl["softmax"] > 1.3 * model_ns(("softmax",))
+assert full_tl["softmax"] > 2 * model_ns(("gemm0", "gemm1"))
+assert full_tl["wait_s"] < 0.1 * full_tl["turn"]
+
+# %% [markdown]
+# With all three ideas, one program's warpgroups each finish a tile every
+# {glue:text}`tl_period:.2f` µs (the model says {glue:text}`model_period:.2f` µs at the same
+# {glue:text}`tl_clock:.2f` GHz). Where the two differ, and why:
+#
+# - **Issuing takes time.** The model issues a GEMM in no time and shares the tensor cores
+#   evenly between warpgroups. Measured, a warpgroup spends {glue:text}`tl_issue:.0f` ns
+#   issuing its two GEMMs (grey), and $S_{j+1}$ is back {glue:text}`tl_wait_s:.0f` ns later
+#   (a sliver of blue): by the time the issue returns, GEMM0($j{+}1$) has all but
+#   finished. The tensor cores queue a warpgroup's work behind the other's, and so the
+#   warpgroups alternate by themselves: this is why the ping-pong switch changes nothing here,
+#   while the model, which lets both issue at once and then waits for both softmaxes together,
+#   charges {glue:text}`model_pp_gain:.0f`% for leaving it out.
+# - **Softmax costs more than its exponentials.** A measured softmax takes
+#   {glue:text}`tl_softmax:.0f` ns, {glue:text}`softmax_x_model:.1f` times the model's
+#   {glue:text}`model_softmax:.0f` ns. The model charges only the exponentials and four FP32
+#   operations per score at full rate; the kernel also reduces each row across four threads,
+#   converts $P$ to fp16 and rescales $O$ (64 multiplications per thread per tile), and each of
+#   the SM's four schedulers holds just one warp of a warpgroup to switch to while an
+#   instruction waits. The machine code shows one more cost: of the
+#   {glue:text}`loop_instr` instructions of an iteration, {glue:text}`loop_selects` are
+#   selects, because the compiler turned "mask this tile if it is the last or on the diagonal"
+#   into selects on every score of every tile (a thread holds {glue:text}`scores_per_thread`
+#   scores of a tile). Compiled as two loops, one for the tiles that need
+#   no mask (`split_mask=True`), the main loop has {glue:text}`split_instr` instructions and no
+#   select; it is not yet timed on a GPU. A warpgroup's softmax outlasts the other's two GEMMs
+#   ({glue:text}`model_gemms:.0f` ns at the tensor cores' peak), so the tensor cores idle
+#   between tiles: the softmax, not the copies or the GEMMs, sets the pace.
+# - **The pipeline still helps a little.** Without it a warpgroup waits
+#   {glue:text}`tl_wait_s_nointra:.0f` ns for GEMM1($j$) before its softmax, and the period
+#   grows to {glue:text}`tl_period_nointra:.2f` µs; in the model, with no latencies, that wait
+#   costs nothing, which is the model's own blind spot the previous section named.
+#
 # ## FP8: twice the FLOPs, eight bits
 #
 # Hopper's FP8 tensor cores run {glue:text}`fp8_speedup:.0f` times as fast as fp16, but e4m3
@@ -702,6 +874,11 @@ if fp8_run:
 #   `num_stages`; warp specialisation depends on the Triton version. Measured on an H200, three
 #   stages mattered, TMA paid off only at $d = 128$, and Triton's warp specialisation (not
 #   FA3's) did not help.
+# - Written by hand in Gluon, FA3's warp specialisation is worth
+#   {glue:text}`g_ws_gain:.0f`% and brings the forward to {glue:text}`fa3g_x_128_16384:.2f`
+#   times cuDNN's speed at $d = 128$; ping-pong and the intra-warpgroup pipeline change it by a
+#   few percent, because issuing a GEMM already waits for the tensor cores and a softmax takes
+#   longer than the other warpgroup's GEMMs. The timeline, measured, shows both.
 # - FP8 errors come from outliers meeting in dot products; a random Hadamard rotation spreads
 #   them (and leaves $QK^\top$ unchanged), per-tile scales help a little more. Our FP8 kernel
 #   reproduces the simulation's errors on a GPU and runs {glue:text}`fp8_x_lo:.2f`–{glue:text}`fp8_x_hi:.2f`

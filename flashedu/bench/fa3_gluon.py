@@ -29,7 +29,8 @@ def main(argv=None) -> None:
     p.add_argument("--N", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--schedules", nargs="*", default=None,
                    help="FA3 schedules (ablation names) to time beside the default; default: all")
-    p.add_argument("--extra", action="store_true", help="also time stage-count and tile variants")
+    p.add_argument("--extra", action="store_true",
+                   help="also time stage-count, tile and split-mask variants")
     p.add_argument("--timeline", action="store_true", help="record the timeline only")
     p.add_argument("--deadline", type=float, default=480.0, help="stop starting rows after this many seconds")
     a = p.parse_args(argv)
@@ -71,6 +72,7 @@ def main(argv=None) -> None:
                 if st != base.stages:
                     variants[f"fa3_gluon: {st} stages"] = replace(base, stages=st)
             variants["fa3_gluon: 64-row K/V tiles"] = replace(base, block_n=64)
+            variants["fa3_gluon: split mask"] = replace(base, split_mask=True)
         for causal in (False, True):
             for N in a.N:
                 if time.time() - t_start > a.deadline:

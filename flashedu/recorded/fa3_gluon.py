@@ -92,7 +92,8 @@ def phases(entry: dict) -> list[list[dict]]:
 
 def timeline_summary(run: dict) -> dict[str, dict]:
     """Per schedule: median ns per iteration (``period``, turn to turn) and of each phase,
-    over both warpgroups; ``clock_ghz`` from the program's own cycle/ns ratio."""
+    over both warpgroups; ``stagger``, the median ns between the two warpgroups' softmax
+    starts; ``clock_ghz`` from the program's own cycle/ns ratio."""
     out = {}
     for entry in run["rows"]:
         if "warpgroups" not in entry:
@@ -104,6 +105,8 @@ def timeline_summary(run: dict) -> dict[str, dict]:
         for p in PHASES:
             d[p] = median(r[p][1] - r[p][0] for rows in ph for r in rows)
         d["clock_ghz"] = 1 / median(wg["ns_per_cycle"] for wg in entry["warpgroups"])
+        if len(ph) == 2:  # how far apart the two warpgroups' softmaxes start
+            d["stagger"] = median(abs(a["softmax"][0] - b["softmax"][0]) for a, b in zip(*ph))
         out[entry["schedule"]] = d
     return out
 

@@ -4,6 +4,7 @@ and what it needs: a Hopper GPU (sm_90: wgmma and TMA) and a Triton with Gluon's
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -16,7 +17,10 @@ from flashedu.validate import check_qkv
 
 NAME = "fa3_gluon"
 DTYPES = (torch.float16, torch.bfloat16)
-HEAD_DIMS = (16, 32, 64, 128, 256)
+# Run and checked on an H200 at these; 16 and 32 compile for sm_90 (tests/test_fa3_gluon.py)
+# but have not run on a GPU yet.
+HEAD_DIMS = (64, 128, 256)
+COMPILED_HEAD_DIMS = (16, 32) + HEAD_DIMS
 BLOCK_M = 128  # query rows per program: two consumer warpgroups of 64
 
 
@@ -29,6 +33,9 @@ class GluonConfig:
     warp_specialize: bool = True   # a producer warp + two consumer warpgroups
     pingpong: bool = True          # the consumers take turns issuing GEMMs (needs the above)
     intra: bool = True             # softmax(j+1) under GEMM1(j), FA3's Algorithm 2
+    # Two loops, one without the mask's selects, one with (run-time test in one loop otherwise).
+    # Compiled, not yet timed on a GPU: off until measured.
+    split_mask: bool = False
     consumer_regs: int = 240       # registers per thread of the second consumer warpgroup
 
     def __post_init__(self):
@@ -103,7 +110,8 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
         _descriptor(v, config.block_n), _descriptor(o, config.q_rows), lse,
         lse if stamps is None else stamps, N_Q, N_K, scale * LOG2E, stamp_pid,
         CAUSAL=causal, STAGES=config.stages, WARP_SPEC=config.warp_specialize,
-        PINGPONG=config.pingpong, INTRA=config.intra, CONSUMER_REGS=config.consumer_regs,
+        PINGPONG=config.pingpong, INTRA=config.intra, SPLIT_MASK=config.split_mask,
+        CONSUMER_REGS=config.consumer_regs,
         STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
     return o, lse
 
@@ -139,7 +147,7 @@ def check(q, k, v, causal, scale) -> float:
 
 def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """FlashAttention-3's forward (Gluon: warp-specialised, ping-pong, intra-warpgroup
-    pipelined) on ``[B, H, N, D]`` fp16/bf16 inputs, D in {16, 32, 64, 128, 256}, any N, on a Hopper GPU.
+    pipelined) on ``[B, H, N, D]`` fp16/bf16 inputs, D in {64, 128, 256}, any N, on a Hopper GPU.
     Differentiable (chapter 4's backward). Returns o like q."""
     scale = check(q, k, v, causal, scale)
     return FlashAttentionGluon.apply(q, k, v, causal, scale)
@@ -148,20 +156,14 @@ def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = 
 # ----------------------------------------------------------------------------------------------
 # Compiled for Hopper without one
 # ----------------------------------------------------------------------------------------------
-def hopper_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
-                     causal: bool = False, config: GluonConfig | None = None) -> dict:
-    """Compile the kernel for sm_90 on any machine (no GPU needed: Triton's compiler and the
-    ptxas it ships) and read what the chip would give it: shared memory, registers per thread,
-    stack (spills), the setmaxnreg budgets, threads, wgmma instructions. Runs in a process of
-    its own (see :mod:`flashedu.ops.fa3.gluon_compile`); raises RuntimeError, with the
-    compiler's last line, where the installed Triton cannot compile it."""
+@functools.lru_cache(maxsize=None)
+def _resources(head_dim: int, dtype: torch.dtype, causal: bool, config: GluonConfig) -> dict:
     import json
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    config = config or default_config(head_dim)
     args = dict(head_dim=head_dim, dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
                 causal=causal, **config.__dict__)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -173,6 +175,17 @@ def hopper_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
         raise RuntimeError(f"{NAME} does not compile for sm_90 here: "
                            f"{last[-1] if last else 'exit code ' + str(r.returncode)}")
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def hopper_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
+                     causal: bool = False, config: GluonConfig | None = None) -> dict:
+    """Compile the kernel for sm_90 on any machine (no GPU needed: Triton's compiler and the
+    ptxas it ships) and read what the chip would give it: shared memory, registers per thread,
+    stack (spills), the setmaxnreg budgets, threads, wgmma instructions, and the consumers' main
+    loop in machine code (its length, selects and exponentials). Runs in a process of its own
+    (see :mod:`flashedu.ops.fa3.gluon_compile`), once per argument set; raises RuntimeError,
+    with the compiler's last line, where the installed Triton cannot compile it."""
+    return dict(_resources(head_dim, dtype, causal, config or default_config(head_dim)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pathlib import Path
 
 
 def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int,
-              warp_specialize: bool, pingpong: bool, intra: bool, consumer_regs: int) -> dict:
+              warp_specialize: bool, pingpong: bool, intra: bool, split_mask: bool,
+              consumer_regs: int) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -36,7 +37,8 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
         return f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
 
     constexprs = dict(CAUSAL=causal, STAGES=stages, WARP_SPEC=warp_specialize, PINGPONG=pingpong,
-                      INTRA=intra, CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
+                      INTRA=intra, SPLIT_MASK=split_mask, CONSUMER_REGS=consumer_regs,
+                      STAMP_ITERS=0)
     signature = {"q_desc": desc(q_rows), "k_desc": desc(block_n), "v_desc": desc(block_n),
                  "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64", "N_Q": "i32",
                  "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32"}
@@ -50,8 +52,11 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
         cubin.write_bytes(compiled.asm["cubin"])
         usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
                                text=True, check=True).stdout
+        sass = subprocess.run([str(tool), "-sass", str(cubin)], capture_output=True, text=True,
+                              check=True).stdout
     ptx = compiled.asm["ptx"]
     threads = re.search(r"\.reqntid (\d+)", ptx)
+    loop = main_loop(sass)
     return {
         "shared_bytes": compiled.metadata.shared,
         "registers": int(re.search(r"REG:(\d+)", usage).group(1)),  # the cap before setmaxnreg
@@ -60,8 +65,31 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
         "setmaxnreg": sorted({int(n) for n in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}),
         "threads": int(threads.group(1)) if threads else None,
         "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
+        # The consumers' steady-state loop in machine code (SASS): its length, and how many of
+        # its instructions are selects (FSEL), which is what a mask applied to S costs.
+        "loop_instructions": loop["instructions"],
+        "loop_selects": loop["FSEL"],
+        "loop_exps": loop["MUFU.EX2"],
         "triton": triton.__version__,
     }
+
+
+def main_loop(sass: str) -> dict:
+    """The smallest loop (a backward branch) whose body issues tensor-core GEMMs (HGMMA) and
+    exponentials (MUFU.EX2): a consumer's main loop. Its instruction count and a few opcodes'
+    counts."""
+    ins = [(int(a, 16), text.strip()) for a, text in
+           re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    best = None
+    for addr, text in ins:
+        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < addr:
+            body = [t for a, t in ins if int(target.group(1), 16) <= a <= addr]
+            if (any("HGMMA" in t for t in body) and any("MUFU.EX2" in t for t in body)
+                    and (best is None or len(body) < len(best))):
+                best = body
+    ops = [re.sub(r"^@!?U?P\w+\s+", "", t).split()[0] for t in best or []]
+    return {"instructions": len(ops), **{op: ops.count(op) for op in ("FSEL", "MUFU.EX2")}}
 
 
 if __name__ == "__main__":

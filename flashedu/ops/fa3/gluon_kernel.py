@@ -110,19 +110,37 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_
 # ----------------------------------------------------------------------------------------------
 # A consumer warpgroup (or, without warp specialisation, the whole 8-warp block)
 # ----------------------------------------------------------------------------------------------
+# How a softmax step treats the mask: test at run time (one loop for every tile; the default
+# until SPLIT_MASK is timed), never (tiles left of the diagonal and short of N), always.
+MASK_AT_RUN_TIME = gl.constexpr(0)
+MASK_NEVER = gl.constexpr(1)
+MASK_ALWAYS = gl.constexpr(2)
+
+
 @gluon.jit
-def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
-             CAUSAL: gl.constexpr, s_layout: gl.constexpr):
-    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale factor α."""
+def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
+    """Score tile j with the columns past N_K (and, causal, right of the diagonal) at -inf."""
     BM: gl.constexpr = s.type.shape[0]
     BN: gl.constexpr = s.type.shape[1]
-    if j >= first_masked:  # only the last tile and the diagonal pay for the mask
-        cols = j * BN + gl.arange(0, BN, gl.SliceLayout(0, s_layout))
-        rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, s_layout))
-        keep = (cols[None, :] < N_K) & (rows[:, None] >= 0)
-        if CAUSAL:
-            keep = keep & (rows[:, None] >= cols[None, :])
-        s = gl.where(keep, s, float("-inf"))
+    cols = j * BN + gl.arange(0, BN, gl.SliceLayout(0, s_layout))
+    rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, s_layout))
+    keep = (cols[None, :] < N_K) & (rows[:, None] >= 0)
+    if CAUSAL:
+        keep = keep & (rows[:, None] >= cols[None, :])
+    return gl.where(keep, s, float("-inf"))
+
+
+@gluon.jit
+def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
+             CAUSAL: gl.constexpr, MASK: gl.constexpr, s_layout: gl.constexpr):
+    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale factor α."""
+    if MASK == MASK_ALWAYS:
+        s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
+    elif MASK == MASK_AT_RUN_TIME:
+        # Only the last tile and the diagonal need it, but the compiler turns this test into
+        # selects on every score of every tile: a third of the loop's instructions.
+        if j >= first_masked:
+            s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)   # base-2 units: scale·log2(e) folded
     p = gl.exp2(s * qk_scale - m_new[:, None])              # [BM, BN]
     alpha = gl.exp2(m_i - m_new)
@@ -143,9 +161,66 @@ def _release(desc, ring, ready, empty, bh, i, n_blocks, SELF_LOAD: gl.constexpr)
 
 
 @gluon.jit
+def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, N_K, qk_scale,
+               stamps, WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
+               INTRA: gl.constexpr, CAUSAL: gl.constexpr, MASK: gl.constexpr,
+               STAMP_ITERS: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
+               p_layout: gl.constexpr):
+    """One turn of a consumer's loop: GEMM0(j+1) and GEMM1(j) issued together, softmax(j+1),
+    O rescaled. ``state`` is the loop's (P(j), m, ℓ, O); returns it for j+1."""
+    p, m_i, l_i, acc = state
+    k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty = ring
+    stamps_ptr, stamp_on = stamps
+    BN: gl.constexpr = k_smem.type.shape[2]
+    D: gl.constexpr = k_smem.type.shape[3]
+    STAGES: gl.constexpr = k_smem.type.shape[0]
+    dtype: gl.constexpr = k_desc.dtype
+    # [iteration-start]
+    # Here: P(j) in registers, O holding tiles < j. Issue GEMM0(j+1), GEMM1(j) together.
+    p16 = gl.convert_layout(p.to(dtype), p_layout)
+    nxt = j + 1
+    mbarrier.wait(k_ready.index(nxt % STAGES), (nxt // STAGES) & 1)
+    mbarrier.wait(v_ready.index(j % STAGES), (j // STAGES) & 1)
+    _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_TURN, STAMP_ITERS)
+    if PINGPONG:  # wait for the other warpgroup to have issued its GEMMs
+        mbarrier.wait(turn.index(WG), (j & 1) ^ (1 - WG))
+    k_next = k_smem.index(nxt % STAGES).reshape([BN, D])
+    v_this = v_smem.index(j % STAGES).reshape([BN, D])
+    # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
+    s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    o_tok = warpgroup_mma(p16, v_this, acc, is_async=True)
+    if PINGPONG:  # its turn now
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+    _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_ISSUED, STAMP_ITERS)
+    if INTRA:
+        # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j) keeps running
+        # under softmax(j+1).
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
+                                      CAUSAL, MASK, s_layout)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    else:
+        s, acc = warpgroup_mma_wait(0, deps=(s_tok, o_tok))
+        _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
+                                      CAUSAL, MASK, s_layout)
+        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
+    # Only now is V(j) free: an arrive after a partial wait could let TMA overwrite it.
+    _release(v_desc, v_smem, v_ready, v_empty, bh, j, n_blocks, SELF_LOAD)
+    _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_O_READY, STAMP_ITERS)
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    # [iteration-end]
+    return p, m_i, l_i, acc
+
+
+@gluon.jit
 def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
               PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-              STAMP_ITERS: gl.constexpr,
+              SPLIT_MASK: gl.constexpr, STAMP_ITERS: gl.constexpr,
               k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
               k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale,
               stamp_on):
@@ -182,46 +257,31 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
     s = warpgroup_mma_wait(0, deps=(s,))
     _release(k_desc, k_smem, k_ready, k_empty, bh, 0, n_blocks, SELF_LOAD)
     p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale, CAUSAL,
-                                  s_layout)
+                                  MASK_AT_RUN_TIME, s_layout)
 
-    for j in range(n_blocks - 1):
-        # Here: P(j) in registers, O holding tiles < j. Issue GEMM0(j+1), GEMM1(j) together.
-        p16 = gl.convert_layout(p.to(dtype), p_layout)
-        nxt = j + 1
-        mbarrier.wait(k_ready.index(nxt % STAGES), (nxt // STAGES) & 1)
-        mbarrier.wait(v_ready.index(j % STAGES), (j // STAGES) & 1)
-        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_TURN, STAMP_ITERS)
-        if PINGPONG:  # wait for the other warpgroup to have issued its GEMMs
-            mbarrier.wait(turn.index(WG), (j & 1) ^ (1 - WG))
-        k_next = k_smem.index(nxt % STAGES).reshape([BN, D])
-        v_this = v_smem.index(j % STAGES).reshape([BN, D])
-        # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
-        s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        o_tok = warpgroup_mma(p16, v_this, acc, is_async=True)
-        if PINGPONG:  # its turn now
-            mbarrier.arrive(turn.index(1 - WG), count=1)
-        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_ISSUED, STAMP_ITERS)
-        if INTRA:
-            # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j) keeps running
-            # under softmax(j+1).
-            s = warpgroup_mma_wait(1, deps=(s_tok,))
-            _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
-            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
-            p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
-                                          CAUSAL, s_layout)
-            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
-            acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        else:
-            s, acc = warpgroup_mma_wait(0, deps=(s_tok, o_tok))
-            _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
-            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
-            p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
-                                          CAUSAL, s_layout)
-            _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
-        # Only now is V(j) free: an arrive after a partial wait could let TMA overwrite it.
-        _release(v_desc, v_smem, v_ready, v_empty, bh, j, n_blocks, SELF_LOAD)
-        _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_O_READY, STAMP_ITERS)
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    ring = (k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty)
+    stamps = (stamps_ptr, stamp_on)
+    state = (p, m_i, l_i, acc)  # P(j), m, ℓ, O
+    if SPLIT_MASK:
+        # Tiles 1 .. first_masked-1 need no mask: a loop without it, then one with it.
+        n_free = gl.maximum(gl.minimum(first_masked - 1, n_blocks - 1), 0)
+        for j in range(0, n_free):
+            state = _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks,
+                               first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
+                               PINGPONG, INTRA, CAUSAL, MASK_NEVER, STAMP_ITERS,
+                               s_layout, o_layout, p_layout)
+        for j in range(n_free, n_blocks - 1):
+            state = _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks,
+                               first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
+                               PINGPONG, INTRA, CAUSAL, MASK_ALWAYS, STAMP_ITERS,
+                               s_layout, o_layout, p_layout)
+    else:
+        for j in range(n_blocks - 1):
+            state = _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks,
+                               first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
+                               PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME, STAMP_ITERS,
+                               s_layout, o_layout, p_layout)
+    p, m_i, l_i, acc = state
 
     # Epilogue: GEMM1 of the last tile, then O / ℓ.
     last = n_blocks - 1
@@ -253,22 +313,22 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
 # Partitions take no *args (triton 3.6), so each consumer warpgroup gets a named entry point.
 @gluon.jit
 def _consumer_wg0(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
-                  k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row,
-                  n_blocks, N_Q, N_K, qk_scale, stamp_on):
-    _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
-              stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn,
-              bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+                  SPLIT_MASK: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
+                  lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
+                  v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
+              o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+              v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
 
 
 @gluon.jit
 def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
-                  k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row,
-                  n_blocks, N_Q, N_K, qk_scale, stamp_on):
-    _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
-              stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn,
-              bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+                  SPLIT_MASK: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
+                  lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
+                  v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
+              o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+              v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,7 +338,8 @@ def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.conste
 def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K, qk_scale,
                    stamp_pid, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
-                   CONSUMER_REGS: gl.constexpr, STAMP_ITERS: gl.constexpr):
+                   SPLIT_MASK: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                   STAMP_ITERS: gl.constexpr):
     """One program: 128 query rows of one (batch, head), against all (or, causal, the visible)
     K/V tiles. Grid: (cdiv(N_Q, 128), B·H)."""
     BM: gl.constexpr = q_desc.block_type.shape[1]   # rows per consumer (64), or the block's (128)
@@ -319,9 +380,9 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
 
     # [partitions-start]
     if WARP_SPEC:
-        cargs = (PINGPONG, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr,
-                 stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-                 v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+        cargs = (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc, o_desc,
+                 lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+                 v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
         gl.warp_specialize([
             (_consumer_wg0, cargs),                      # the kernel's own 4 warps
             (_consumer_wg1, cargs),                      # 4 more
@@ -335,7 +396,8 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
         for i in gl.static_range(STAGES):
             _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, i < n_blocks, False)
             _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, i < n_blocks, False)
-        _consumer(0, 8, True, False, INTRA, CAUSAL, STAMP_ITERS, k_desc, v_desc, o_desc,
-                  lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-                  v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
+                  o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
+                  k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale,
+                  stamp_on)
     # [partitions-end]

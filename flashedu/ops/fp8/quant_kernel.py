@@ -45,7 +45,7 @@ def _quantize_kernel(X, X8, S, M, N, N_PAD, n_tiles, stride_xb, stride_xh, strid
     else:
         y = x.to(tl.float32)
     amax = tl.max(tl.max(tl.abs(y), axis=1), axis=0)
-    # Correctly rounded divisions (a GPU's `/` is approximate in fp32), so the bits are torch's.
+    # Correctly rounded divisions (a GPU's fp32 `/` is approximate): torch's bits.
     scale = tl.where(amax > 0, tl.math.div_rn(amax, 448.0), 1.0)  # an all-zero tile keeps 1
     y = tl.clamp(tl.math.div_rn(y, scale), -448.0, 448.0)
     if PRE_ROUND:  # the interpreter's cast drops a carry (see round_to_e4m3_grid)
