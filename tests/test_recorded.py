@@ -58,7 +58,7 @@ def test_every_recorded_kind_has_a_reader_and_a_date():
 
     readers = {"bench": "bench", "v2_tuning": "bench", "block_sparse": "block_sparse", "fa3": "fa3",
                "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
-               "ncu": "ncu"}
+               "ncu": "ncu", "fa3_gluon": "fa3_gluon", "fa3_timeline": "fa3_gluon"}
     kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
     assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
     for kind, reader in readers.items():
@@ -686,3 +686,47 @@ def test_stage_ladder_and_causal_skip_read_the_ablation_rows():
     skip = causal_skip(bench, D=128)
     assert "v2_triton" in skip and all(0.5 < x < 2.5 for x in skip["v2_triton"].values())
     assert stage_ladder(bench, D=999, N=1, causal=False) == {} and causal_skip(bench, D=999) == {}
+
+
+# ---- the Gluon FA3 kernel: speed, ablation and timeline --------------------------------------
+
+def test_fa3_gluon_run_times_every_schedule_beside_cudnn():
+    from flashedu.recorded import fa3_gluon as rec
+    from flashedu.ops.fa3.gluon import ABLATIONS
+
+    run = recorded.latest("fa3_gluon")
+    assert not run["partial"] and run["provenance"]["gpu"]
+    for row in rec.speed_table(run):
+        assert "sdpa_cudnn" in row["tflops"] and "fa3_gluon" in row["tflops"], row
+        assert set(rec.ablation(run, D=row["D"], N=row["N"], causal=row["causal"])) >= set(ABLATIONS)
+    # every timed row was checked against cuDNN first
+    for r in rec.timed(run):
+        assert r["err"] < 4e-3, r  # fp16 output against fp16 cuDNN
+
+
+def test_fa3_timeline_phases_are_in_program_order():
+    from flashedu.recorded import fa3_gluon as rec
+
+    run = recorded.latest("fa3_timeline")
+    summary = rec.timeline_summary(run)
+    assert set(summary) == {e["schedule"] for e in run["rows"]}
+    for entry in run["rows"]:
+        for rows in rec.phases(entry):
+            assert rows
+            for r in rows:
+                spans = [r[p] for p in ("turn", "wait_s", "softmax", "wait_o")]
+                assert all(a <= b for a, b in spans)
+                assert all(spans[i][1] == spans[i + 1][0] for i in range(3))
+
+
+def test_fa3_gluon_figures_draw_each_schedule():
+    from flashedu.viz.fa3_gluon import SIM_OF, ablation_figure, timeline_figure
+
+    fig = ablation_figure(recorded.latest("fa3_gluon"))
+    assert len(fig.data[0].y) == len(SIM_OF)
+    tl = timeline_figure(recorded.latest("fa3_timeline"))
+    buttons = tl.layout.updatemenus[0].buttons
+    assert len(buttons) == len(SIM_OF)
+    for b in buttons:  # each button shows its own measured and model bars, and only those
+        visible = b.args[0]["visible"]
+        assert 0 < sum(visible) < len(tl.data)

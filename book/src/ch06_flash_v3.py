@@ -392,18 +392,21 @@ show(region(gluon_kernel, "partitions", title="three roles"),
 # Gluon kernels do not run under Triton's interpreter, but they compile anywhere: this cell
 # compiles each schedule for sm_90 (Hopper) on this machine, GPU or not, and reads what the
 # chip would have to give it, and how many machine instructions (SASS) one iteration of a
-# consumer's loop takes:
+# consumer's loop takes ("loop"):
 
 # %%
 from dataclasses import replace
 from flashedu.ops.fa3 import gluon as fa3g
-budgets = {}
-for name, cfg in fa3g.ablation_configs(128).items():
-    r = fa3g.hopper_resources(128, config=cfg)
-    budgets[name] = r
-    print(f"{name:30s} {r['threads']} threads, {r['shared_bytes'] / 1024:3.0f} KB "
-          f"shared, registers per thread: {r['setmaxnreg'] or r['registers']}, "
-          f"loop: {r['loop_instructions']} instructions")
+budgets = {name: fa3g.hopper_resources(128, config=cfg)
+           for name, cfg in fa3g.ablation_configs(128).items()}
+lines = [f"{'schedule':30s} threads  shared  registers/thread  loop"]
+for name, r in budgets.items():
+    # with warp specialisation: the producer's budget | the consumers'
+    regs = (f"{min(r['setmaxnreg'])} | {fa3g.default_config(128).consumer_regs}"
+            if r["setmaxnreg"] else str(r["registers"]))
+    lines.append(f"{name:30s} {r['threads']:7d} {r['shared_bytes'] / 1024:4.0f} KB"
+                 f"  {regs:16s}  {r['loop_instructions']:4d}")
+print("\n".join(lines))
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
@@ -431,15 +434,14 @@ assert 128 * (2 * regs + 24) <= 65536
 # warpgroups and the producer's warp, padded to a warpgroup. The producer needs almost no
 # registers, and `setmaxnreg` lets it give them away: it shrinks to
 # {glue:text}`g_producer_regs` per thread and the consumers grow to
-# {glue:text}`g_consumer_regs`, FA3's budget, the one the register count above was held to
-# ($O$, $S$ and $P$ must all fit). Two stages of $128 \times 128$ tiles of $K$ and of $V$ plus both $Q$ tiles
+# {glue:text}`g_consumer_regs`, FA3's budget, the one the register count of the model above
+# was checked against ($O$, $S$ and $P$ must all fit). Two stages of $128 \times 128$ tiles of $K$ and of $V$ plus both $Q$ tiles
 # take {glue:text}`g_smem_kb:.0f` KB of shared memory; $O$ leaves through $Q$'s buffer.
 #
 # On this machine:
 
 # %%
-reason = flashedu.get("fa3_gluon").why_not(device=rt.device, dtype=torch.float16,
-                                           head_dim=128)
+reason = rt.why_not_gluon(device=rt.device, dtype=torch.float16)
 if reason is None:
     q, k, v = random_qkv(B=1, H=2, N=4096, D=128, dtype=torch.float16)
     check_against_fp64("fa3_gluon", q, k, v, causal=True)
@@ -484,6 +486,14 @@ for name, value in fa3g_rec.speed_summary(g_run).items():
 assert no_ws < 0.9 * min(full_tf, no_pp, no_intra)
 assert all(abs(x / full_tf - 1) < 0.03 for x in (no_pp, no_intra))
 assert paper["no_ws"] < paper["pingpong"]
+# The grid's prose: at d = 128, N >= 4096 within 5% of cuDNN or ahead
+# (ahead when causal at 16k); behind at N = 1024 and at d = 64.
+grid = {(r["D"], r["causal"], r["N"]): fa3g_rec.ratio(r, "fa3_gluon")
+        for r in fa3g_rec.speed_table(g_run)}
+assert all(grid[(128, c, n)] > 0.95 for c in (False, True) for n in (4096, 16384))
+assert grid[(128, True, 16384)] > 1
+assert all(grid[(d, c, 1024)] < 1 for d in (64, 128) for c in (False, True))
+assert all(x < 1 for (d, c, n), x in grid.items() if d == 64)
 
 # %% [markdown]
 # Measured on an {glue:text}`fa3g_gpu` on {glue:text}`fa3g_date`: with all three ideas the
@@ -497,6 +507,24 @@ assert paper["no_ws"] < paper["pingpong"]
 # {glue:text}`g_paper_intra_gain:.0f`% from its pipeline, and the model of the previous section
 # predicts even more for ping-pong. The timeline says why.
 #
+# The same run at every case of the grid, against cuDNN and chapter 4's kernel:
+
+# %%
+rows = [f"{'d':>4} {'causal':>6} {'N':>6}  {'fa3_gluon':>9}  {'cuDNN':>6}"
+        f"  {'ratio':>5}  {'v2_triton':>9}"]
+for r in fa3g_rec.speed_table(g_run):
+    t = r["tflops"]
+    rows.append(f"{r['D']:4d} {'yes' if r['causal'] else 'no':>6} {r['N']:6d}  "
+                f"{t['fa3_gluon']:9.0f}  {t['sdpa_cudnn']:6.0f}  "
+                f"{t['fa3_gluon'] / t['sdpa_cudnn']:5.2f}  {t['v2_triton']:9.0f}")
+print("TFLOP/s, fp16:\n" + "\n".join(rows))
+
+# %% [markdown]
+# It reaches cuDNN at long sequences with $d = 128$ (ahead of it when causal) and trails it at
+# $N = 1024$ and at $d = 64$. With 8 tiles a row, a program's start and end (the $Q$ load,
+# the first softmax, the $O$ store) weigh more; at $d = 64$ a tile's GEMMs take half as long
+# while its softmax does not, so the softmax, already the slower side, dominates more.
+#
 # ### The measured timeline
 #
 # The stamps build of the same kernel (`STAMP_ITERS > 0`) reads each SM's cycle counter
@@ -505,9 +533,9 @@ assert paper["no_ws"] < paper["pingpong"]
 # softmax is done and when GEMM1($j$) is done. The program's own ratio of `%globaltimer` to
 # `%clock64` turns cycles into nanoseconds.
 #
-# **Predict first.** Without ping-pong's turn barriers, nothing tells the two consumer
-# warpgroups to take turns. Do they run their softmax at the same time, as the model's schedule
-# (d) has them (its WG1 and WG2 bars line up)?
+# **Predict first.** Without ping-pong's turn barriers nothing tells the two consumer
+# warpgroups to take turns, and in the model (button "no ping-pong" below) their softmaxes run
+# at the same time. Measured, do they?
 #
 # :::{dropdown} Answer
 # No. Measured without ping-pong, the two warpgroups' softmaxes start

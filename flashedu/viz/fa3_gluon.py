@@ -52,10 +52,11 @@ def ablation_figure(run: dict, *, D: int = 128, N: int = 16384, causal: bool = F
     fig = go.Figure(go.Bar(y=[SHORT[n] for n in names], x=[abl[n] for n in names], orientation="h",
                            marker_color=OKABE_ITO["blue"], name="fa3_gluon (measured)",
                            text=[f"{abl[n]:.0f}" for n in names], textposition="inside",
+                           insidetextanchor="start",
                            hovertemplate="%{y}: %{x:.0f} TFLOP/s<extra></extra>"))
     paper = [(SHORT[n], PAPER_ABLATION[PAPER_OF[n]][1]) for n in names if n in PAPER_OF]
     fig.add_trace(go.Scatter(y=[p[0] for p in paper], x=[p[1] for p in paper], mode="markers",
-                             name="FA3 paper, Table 2 (H100)", marker=dict(
+                             name="FA3 paper, Table 2 (H100, N = 8448)", marker=dict(
                                  symbol="diamond", size=12, color=OKABE_ITO["vermillion"]),
                              hovertemplate="paper: %{x} TFLOP/s<extra></extra>"))
     for impl, dash, text in (("sdpa_cudnn", "solid", "cuDNN"), ("v2_triton", "dot", "v2_triton")):
@@ -122,12 +123,12 @@ def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
     buttons = [dict(label=SHORT[e["schedule"]], method="update",
                     args=[{"visible": [o == e["schedule"] for o in owners]}]) for e in entries]
     fig.update_layout(
-        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.1,
+        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.07,
                           xanchor="left", yanchor="bottom", showactive=True, pad=dict(t=0, r=4))],
         title=dict(text=f"One program, d = 128, N = 4096, under each schedule"
-                        f"<br><sup>{label(run['provenance'])}</sup>", y=0.97, yanchor="top"),
-        barmode="overlay", height=600, font=FONT, plot_bgcolor="white",
-        margin=dict(t=150, l=100, r=20, b=40),
+                        f"<br><sup>{label(run['provenance'])}</sup>", y=0.985, yanchor="top"),
+        barmode="overlay", height=580, font=FONT, plot_bgcolor="white",
+        margin=dict(t=125, l=100, r=20, b=40),
         legend=LEGEND_BELOW | dict(y=-0.12, entrywidth=0.45))
     fig.update_yaxes(categoryorder="array", categoryarray=["WG2", "WG1"], row=1, col=1)
     fig.update_yaxes(categoryorder="array",

@@ -99,10 +99,11 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_
     for wg in gl.static_range(2):  # each consumer warpgroup's 64 query rows
         mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(wg), q_smem.index(wg))
-    # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) before GEMM1(j).
+    # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) first.
     _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, True, True)
     for j in range(n_blocks):
-        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, j + 1 < n_blocks, True)
+        more = j + 1 < n_blocks
+        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, more, True)
         _load_tile(v_desc, v_smem, v_ready, v_empty, bh, j, True, True)
     # [producer-end]
 
@@ -133,16 +134,17 @@ def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
 @gluon.jit
 def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
              CAUSAL: gl.constexpr, MASK: gl.constexpr, s_layout: gl.constexpr):
-    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale factor α."""
+    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale α."""
     if MASK == MASK_ALWAYS:
         s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
     elif MASK == MASK_AT_RUN_TIME:
-        # Only the last tile and the diagonal need it, but the compiler turns this test into
-        # selects on every score of every tile: a third of the loop's instructions.
+        # Only the last tile and the diagonal need it, but the compiler turns this
+        # test into selects on every score of every tile: a third of the loop.
         if j >= first_masked:
             s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
-    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)   # base-2 units: scale·log2(e) folded
-    p = gl.exp2(s * qk_scale - m_new[:, None])              # [BM, BN]
+    # Base-2 units: qk_scale is the softmax scale times log2(e).
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
+    p = gl.exp2(s * qk_scale - m_new[:, None])  # [BM, BN]
     alpha = gl.exp2(m_i - m_new)
     l_i = l_i * alpha + gl.sum(p, axis=1)
     return p, alpha, m_new, l_i
@@ -176,7 +178,7 @@ def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, 
     STAGES: gl.constexpr = k_smem.type.shape[0]
     dtype: gl.constexpr = k_desc.dtype
     # [iteration-start]
-    # Here: P(j) in registers, O holding tiles < j. Issue GEMM0(j+1), GEMM1(j) together.
+    # Here: P(j) in registers, O holding tiles < j.
     p16 = gl.convert_layout(p.to(dtype), p_layout)
     nxt = j + 1
     mbarrier.wait(k_ready.index(nxt % STAGES), (nxt // STAGES) & 1)
@@ -187,29 +189,30 @@ def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, 
     k_next = k_smem.index(nxt % STAGES).reshape([BN, D])
     v_this = v_smem.index(j % STAGES).reshape([BN, D])
     # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
-    s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False,
+                          is_async=True)
     o_tok = warpgroup_mma(p16, v_this, acc, is_async=True)
     if PINGPONG:  # its turn now
         mbarrier.arrive(turn.index(1 - WG), count=1)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_ISSUED, STAMP_ITERS)
     if INTRA:
-        # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j) keeps running
-        # under softmax(j+1).
+        # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j)
+        # keeps running under softmax(j+1).
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
-        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
-                                      CAUSAL, MASK, s_layout)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
+                                      qk_scale, CAUSAL, MASK, s_layout)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
     else:
         s, acc = warpgroup_mma_wait(0, deps=(s_tok, o_tok))
         _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
-        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K, qk_scale,
-                                      CAUSAL, MASK, s_layout)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
+                                      qk_scale, CAUSAL, MASK, s_layout)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
-    # Only now is V(j) free: an arrive after a partial wait could let TMA overwrite it.
+    # Only now is V(j) free: handed back earlier, TMA could overwrite it.
     _release(v_desc, v_smem, v_ready, v_empty, bh, j, n_blocks, SELF_LOAD)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_O_READY, STAMP_ITERS)
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
@@ -256,8 +259,8 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
                       use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     _release(k_desc, k_smem, k_ready, k_empty, bh, 0, n_blocks, SELF_LOAD)
-    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale, CAUSAL,
-                                  MASK_AT_RUN_TIME, s_layout)
+    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale,
+                                  CAUSAL, MASK_AT_RUN_TIME, s_layout)
 
     ring = (k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty)
     stamps = (stamps_ptr, stamp_on)
@@ -380,14 +383,16 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
 
     # [partitions-start]
     if WARP_SPEC:
-        cargs = (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc, o_desc,
-                 lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-                 v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+        cargs = (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
+                 o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+                 k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks,
+                 N_Q, N_K, qk_scale, stamp_on)
+        pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
+                 k_empty, v_ready, v_empty, bh, q_row, n_blocks)
         gl.warp_specialize([
-            (_consumer_wg0, cargs),                      # the kernel's own 4 warps
-            (_consumer_wg1, cargs),                      # 4 more
-            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
-                         k_empty, v_ready, v_empty, bh, q_row, n_blocks)),  # 1 warp
+            (_consumer_wg0, cargs),  # the kernel's own 4 warps
+            (_consumer_wg1, cargs),  # 4 more
+            (_producer, pargs),      # 1 warp
         ], [4, 1], [CONSUMER_REGS, 24])
     else:
         # No producer: the block issues its own copies, STAGES tiles ahead.
@@ -396,8 +401,8 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
         for i in gl.static_range(STAGES):
             _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, i < n_blocks, False)
             _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, i < n_blocks, False)
-        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
-                  o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
-                  k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale,
-                  stamp_on)
+        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS,
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem,
+                  v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
+                  q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
     # [partitions-end]
