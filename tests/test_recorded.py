@@ -654,13 +654,16 @@ def test_measured_prose_types_no_number_by_hand():
 
 def _headline_runs():
     from flashedu.recorded.bench import latest
-    return {"bench": latest(), "fa3": recorded.latest("fa3"), "fp8": recorded.latest("fp8")}
+    return {"bench": latest(), "fa3": recorded.latest("fa3"),
+            "fa3_gluon": recorded.latest("fa3_gluon"), "fp8": recorded.latest("fp8")}
 
 
 def test_headline_table_reads_every_row_from_the_records():
     from flashedu.recorded import papers
     rows = papers.headline_table(_headline_runs())
     assert len(rows) == len(papers.HEADLINES) and all(r["ours_value"] is not None for r in rows)
+    fp16 = next(r for r in rows if r["claim"].startswith("fp16 forward, H100"))
+    assert "fa3_gluon" in fp16["ours"]  # the fastest fp16 forward recorded
     fa3 = next(r for r in rows if "Table 2" in r["claim"])
     assert fa3["ours_value"] == ablation_summary(_headline_runs()["fa3"], paper_tflops=papers.FA3_ABLATION_TFLOPS)["fa3_best_8448"]
     lines = papers.markdown_table(_headline_runs()).splitlines()

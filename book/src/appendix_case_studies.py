@@ -288,7 +288,79 @@ if fp8_run:
     display(Markdown(fp8_config_table(fp8_run, D=128)))
 
 # %% [markdown]
-# ## What the four have in common
+# ## 5. FA3 in Gluon: the switches and the knobs
+#
+# `python -m flashedu.bench.fa3_gluon --extra` timed {ref}`chapter 6 <ch-flash-v3>`'s Gluon
+# kernel with each of FA3's ideas switched off, and with the knobs that were left at their
+# defaults turned: the ring's depth and the width of a $K/V$ tile. fp16, hidden size 2048,
+# $B \cdot N$ = 16k, every row checked against cuDNN before it was timed.
+
+# %%
+from flashedu.recorded import fa3_gluon as fa3g_rec
+g_run = recorded.latest("fa3_gluon")
+if g_run:
+    print(label(g_run["provenance"]))
+    for D in (128, 64):
+        a = fa3g_rec.ablation(g_run, D=D, N=16384)
+        print(f"d = {D}, N = 16384: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in a.items()))
+else:
+    print("No run of fa3_gluon is recorded (flashedu/recorded/data/fa3_gluon/).")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the table quotes, and checks that keep it true.
+from flashedu.ops.fa3 import gluon as fa3g
+
+
+def change(D, variant, N=16384):  # % change of a variant against the default config
+    a = fa3g_rec.ablation(g_run, D=D, N=N)
+    return 100 * (a[variant] / a["FA3 (all three ideas)"] - 1)
+
+
+if g_run:
+    for key, variant in (("ws", "no warp specialisation"), ("pp", "no ping-pong"),
+                         ("intra", "no intra-warpgroup pipelining"),
+                         ("st3", "3 stages"), ("bn64", "64-row K/V tiles")):
+        glue(f"cs5_{key}", change(128, variant))
+    d64 = [change(64, "2 stages", N) for N in (1024, 4096, 16384)]
+    glue("cs5_d64_lo", min(d64))
+    glue("cs5_d64_hi", max(d64))
+    # The table's "kept" column is the code's default config.
+    c128, c64 = fa3g.default_config(128), fa3g.default_config(64)
+    assert (c128.stages, c128.block_n, c64.stages) == (2, 128, 3)
+    assert not c128.split_mask
+    assert change(128, "3 stages") < 0 and change(128, "64-row K/V tiles") < -5
+    assert change(128, "no warp specialisation") < -10 and max(d64) < 2
+    glue("cs5_split", fa3g.hopper_resources(
+        128, config=fa3g.GluonConfig(split_mask=True))["loop_instructions"])
+    glue("cs5_nosplit", fa3g.hopper_resources(128)["loop_instructions"])
+
+# %% [markdown]
+# | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |
+# |---|---|---|
+# | switching warp specialisation off | {glue:text}`cs5_ws:+.0f`% | no: it stays on |
+# | switching ping-pong off | {glue:text}`cs5_pp:+.1f`% | no: it stays on (FA3's schedule) |
+# | switching the intra-warpgroup pipeline off | {glue:text}`cs5_intra:+.1f`% | no: it stays on |
+# | 3 stages instead of 2 | {glue:text}`cs5_st3:+.1f`% | no |
+# | $K/V$ tiles of 64 rows instead of 128 | {glue:text}`cs5_bn64:+.0f`% | no |
+# | $d$ = 64: 2 stages instead of 3 | {glue:text}`cs5_d64_lo:+.1f`% to {glue:text}`cs5_d64_hi:+.1f`% over $N$ | not yet |
+# | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration, compiled | not yet timed |
+#
+# - **Only warp specialisation is worth its cost here.** Ping-pong and the pipeline inside a
+#   warpgroup stay on because they are FA3's schedule and cost nothing; the measured timeline
+#   in chapter 6 shows why they gain so little on this kernel: issuing a GEMM already waits for
+#   the tensor cores, and the softmax is longer than the other warpgroup's GEMMs.
+# - **A deeper ring does not help.** Two stages of $128 \times 128$ tiles already hide the copies
+#   (the producer runs $K$ one tile ahead of $V$); a third stage fills shared memory and was
+#   slower. A narrower tile doubles the softmax's fixed costs per score computed (row maxima and
+#   sums across threads, the rescale of $O$) and lost most.
+# - **The next idea is in the machine code.** The consumers' loop tests "does this tile need
+#   the mask?" at run time; the compiler turns that into selects on every score of every tile.
+#   Two loops, one without the mask, shorten the loop body by about a third. It is compiled and
+#   its machine code checked on a CPU; its correctness tests and its timing wait for a GPU.
+
+# %% [markdown]
+# ## What the five have in common
 #
 # - **Time the change beside the kernel without it, in one process.** Clocks, thermals and the
 #   other tenants of a GPU move absolute numbers by a few percent between runs; a ratio in one

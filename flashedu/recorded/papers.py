@@ -14,6 +14,7 @@ from flashedu.hardware import gpu
 from flashedu.ops.fp8.recipes import PAPER_RMSE
 from flashedu.recorded.bench import ratio, timing_rows
 from flashedu.recorded.fa3 import ablation_summary
+from flashedu.recorded.fa3_gluon import speed_table
 
 FA3_ABLATION_TFLOPS = PAPER_ABLATION["fa3"][1]  # Table 2: the full method, N = 8448, d = 128
 
@@ -64,11 +65,22 @@ def _fa2_share(runs):
 
 
 def _fa3_fp16(runs):
+    """Our fastest fp16 forward at d = 128: the Triton kernels of the harness's run, or the
+    Gluon FA3 kernel of its own run (kind "fa3_gluon"), each beside cuDNN in the same run."""
     if "bench" not in runs:
         return None
     ours, impl = _best_tflops(runs, impls=("v2_triton", "v2_tma_triton"), D=128)
     cudnn, _ = _best_tflops(runs, impls=("sdpa_cudnn",), D=128)
-    return ours, f"{ours:.0f} TFLOP/s ({impl}); cuDNN {cudnn:.0f} in the same run"
+    text = f"{ours:.0f} TFLOP/s ({impl}); cuDNN {cudnn:.0f} in the same run"
+    if "fa3_gluon" in runs:
+        rows = [r for r in speed_table(runs["fa3_gluon"]) if r["D"] == 128 and not r["causal"]
+                and "fa3_gluon" in r["tflops"]]
+        best = max(rows, key=lambda r: r["tflops"]["fa3_gluon"], default=None)
+        if best and best["tflops"]["fa3_gluon"] > ours:
+            ours = best["tflops"]["fa3_gluon"]
+            text = (f"{ours:.0f} TFLOP/s (fa3_gluon, N = {best['N'] // 1024}k); cuDNN "
+                    f"{best['tflops']['sdpa_cudnn']:.0f} in the same run")
+    return ours, text
 
 
 def _fa3_ablation(runs):
@@ -111,8 +123,9 @@ HEADLINES = (
              "FA3's schedules; a large matmul itself reaches only part of the datasheet here."),
     Headline("shah2024flashattention3", "fp16 forward, H100 (abstract)", "up to 740 TFLOP/s "
              "(75%)", 740, _fa3_fp16,
-             "FA3 is hand-written CUDA with ping-pong and intra-warpgroup pipelining; our Triton "
-             "kernels have neither (chapter 6). H100 and H200 have the same tensor cores."),
+             "FA3 is hand-written CUDA. Our Gluon kernel has its three schedules (chapter 6) and "
+             "reaches cuDNN, but its softmax, longer than the other warpgroup's GEMMs, sets its "
+             "pace. H100 and H200 have the same tensor cores."),
     Headline("shah2024flashattention3", "fp16 forward, batch 4, 16 heads, N = 8448, d = 128 "
              "(Table 2)", f"{FA3_ABLATION_TFLOPS} TFLOP/s", FA3_ABLATION_TFLOPS, _fa3_ablation,
              "The same gap; ours at batch 1, a quarter of the paper's programs."),
@@ -131,7 +144,7 @@ HEADLINES = (
 def headline_table(runs: dict) -> list[dict]:
     """One row per :data:`HEADLINES` entry: cite, claim, paper, paper_value, ours ("not recorded"
     where the run is missing), ours_value (None then), why. ``runs``: recorded runs by kind
-    ("bench", "fa3", "fp8")."""
+    ("bench", "fa3", "fa3_gluon", "fp8")."""
     out = []
     for h in HEADLINES:
         value, text = h.ours(runs) or (None, "not recorded")
