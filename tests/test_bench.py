@@ -341,3 +341,45 @@ def test_attention_flops_counts_cross_lengths():
     assert attention_flops("fwd", B=1, H=1, N=3, D=2, causal=False) == 4.0 * 3 * 3 * 2
     with pytest.raises(ValueError, match="N_k"):
         attention_flops("fwd", B=1, H=1, N=3, D=2, causal=False, N_k=0)
+
+
+def test_forward_grid_checks_then_times_every_candidate_and_keeps_failures(monkeypatch):
+    """flashedu.bench.fwd_grid (v2_speed's and fa3_gluon's loop) on the CPU, with the GPU parts
+    stubbed: every case, every candidate, its error against the reference, a failing candidate
+    kept as a row, the deadline honoured."""
+    from flashedu.bench import fwd_grid, peers, recorder
+
+    def reference(q, k, v, *, causal=False, scale=None):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), is_causal=causal).to(q.dtype)
+
+    monkeypatch.setattr(peers, "sdpa_peer", lambda name: reference)
+    monkeypatch.setattr(recorder, "gpu_time", lambda fn: {"ms": 1.0})
+
+    class Rec:
+        saved = []
+
+        def save(self, rows, final=False):
+            self.saved.append((len(rows), final))
+
+    def candidates(q, k, v, causal):
+        def broken():
+            raise RuntimeError("does not compile")
+        return {"same": (lambda: reference(q, k, v, causal=causal), {"config": "x"}),
+                "off": (lambda: reference(q, k, v, causal=causal) + 1, {}),
+                "broken": (broken, {})}
+
+    grid = fwd_grid.Grid(Rec(), tokens=64, hidden=32, device="cpu")
+    grid.run([16], [16, 32], candidates=candidates, deadline=60)
+    rows = grid.rows
+    assert len(rows) == 2 * 2 * 4  # causal or not × two N × (reference + three)
+    by = {(r["impl"], r["causal"], r["N"]): r for r in rows}
+    assert by[("same", True, 32)]["err"] == 0 and by[("same", True, 32)]["config"] == "x"
+    assert by[("off", False, 16)]["err"] == pytest.approx(1, abs=1e-2)
+    assert "does not compile" in by[("broken", False, 16)]["error"]
+    assert by[("same", False, 16)]["B"] == 4 and by[("same", False, 16)]["H"] == 2
+    assert by[("same", True, 16)]["tflops"] == round(4 * 4 * 2 * 16 * 16 * 16 / 2 / 1e-3 / 1e12, 1)
+    assert Rec.saved[-1] == (len(rows), True)
+    late = fwd_grid.Grid(Rec(), tokens=64, hidden=32, device="cpu")
+    late.run([16], [16], candidates=candidates, deadline=-1)
+    assert late.rows == [{"note": "deadline reached", "D": 16, "causal": False, "N": 16}]

@@ -17,7 +17,6 @@ N=4096 forward under each schedule: DIR/fa3_timeline/<gpu>.json.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import replace
 
 
@@ -35,80 +34,47 @@ def main(argv=None) -> None:
     p.add_argument("--deadline", type=float, default=480.0, help="stop starting rows after this many seconds")
     a = p.parse_args(argv)
 
-    from flashedu.bench.recorder import Recorder, gpu_time, require_gpu
+    from flashedu.bench.recorder import Recorder, require_gpu
     require_gpu("flashedu.bench.fa3_gluon")
     import torch
 
     import flashedu
-    from flashedu.bench.peers import sdpa_peer
+    from flashedu.bench.fwd_grid import Grid
     from flashedu.ops.fa3 import gluon as fg
     from flashedu.ops.v2 import kernel as v2k
 
-    t_start = time.time()
     torch.manual_seed(0)
     if a.timeline:
         _timeline(a.out, Recorder, fg, torch)
         return
-
-    rec = Recorder(a.out, "fa3_gluon", source="flashedu/bench/fa3_gluon.py")
-    rows: list = []
-    cudnn = sdpa_peer("sdpa_cudnn")
     tma = flashedu.get("v2_tma_triton").fn
 
-    def row(**r):
-        rows.append(r)
-        rec.save(rows)
-        print({k: v for k, v in r.items() if k != "error"} | ({"error": r["error"][:160]} if "error" in r else {}),
-              flush=True)
-
-    for D in a.D:
+    def variants(D: int) -> dict:
         base = fg.default_config(D)
-        variants = {"fa3_gluon": base}
+        out = {"fa3_gluon": base}
         for n, c in fg.ablation_configs(D).items():
             if n != "FA3 (all three ideas)" and (a.schedules is None or n in a.schedules):
-                variants[f"fa3_gluon: {n}"] = c
+                out[f"fa3_gluon: {n}"] = c
         if a.extra:
             for st in (2, 3, 4):
                 if st != base.stages:
-                    variants[f"fa3_gluon: {st} stages"] = replace(base, stages=st)
-            variants["fa3_gluon: 64-row K/V tiles"] = replace(base, block_n=64)
-            variants["fa3_gluon: split mask"] = replace(base, split_mask=True)
-        for causal in (False, True):
-            for N in a.N:
-                if time.time() - t_start > a.deadline:
-                    row(note="deadline reached", D=D, causal=causal, N=N)
-                    rec.save(rows, final=True)
-                    return
-                B, H = 16384 // N, 2048 // D
-                flops = 4 * B * H * N * N * D / (2 if causal else 1)
-                q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
-                scale = D ** -0.5
-                ref = cudnn(q, k, v, causal=causal)
-                cands = {"sdpa_cudnn": lambda: cudnn(q, k, v, causal=causal),
-                         "v2_triton": lambda: v2k.flash_attention_v2_lse(q, k, v, causal=causal)[0],
-                         "v2_tma_triton": lambda: tma(q, k, v, causal=causal)}
-                for name, cfg in variants.items():
-                    cands[name] = (lambda cfg=cfg: fg.gluon_forward(q, k, v, causal=causal, scale=scale,
-                                                                     config=cfg)[0])
-                for name, fn in cands.items():
-                    r = dict(impl=name, D=D, causal=causal, N=N, B=B, H=H)
-                    if name.startswith("fa3_gluon"):
-                        r["config"] = variants[name].__dict__
-                    t0 = time.time()
-                    try:
-                        with torch.no_grad():
-                            o = fn()
-                            torch.cuda.synchronize()
-                            r["err"] = (o.float() - ref.float()).abs().max().item()
-                            r["first_call_s"] = round(time.time() - t0, 1)
-                            r.update(gpu_time(fn))
-                        r["tflops"] = round(flops / (r["ms"] * 1e-3) / 1e12, 1)
-                    except Exception as exc:  # noqa: BLE001  (a variant that fails is a result)
-                        r["error"] = f"{type(exc).__name__}: {exc}"[:400]
-                    row(**r)
-                del q, k, v, ref
-                torch.cuda.empty_cache()
-    rec.save(rows, final=True)
+                    out[f"fa3_gluon: {st} stages"] = replace(base, stages=st)
+            out["fa3_gluon: 64-row K/V tiles"] = replace(base, block_n=64)
+            out["fa3_gluon: split mask"] = replace(base, split_mask=True)
+        return out
+
+    def candidates(q, k, v, causal):
+        scale = q.shape[-1] ** -0.5
+        cands = {"v2_triton": (lambda: v2k.flash_attention_v2_lse(q, k, v, causal=causal)[0], {}),
+                 "v2_tma_triton": (lambda: tma(q, k, v, causal=causal), {})}
+        for name, cfg in variants(q.shape[-1]).items():
+            cands[name] = (lambda cfg=cfg: fg.gluon_forward(q, k, v, causal=causal, scale=scale,
+                                                             config=cfg)[0],
+                           {"config": cfg.__dict__})
+        return cands
+
+    grid = Grid(Recorder(a.out, "fa3_gluon", source="flashedu/bench/fa3_gluon.py"))
+    grid.run(a.D, a.N, candidates=candidates, deadline=a.deadline)
 
 
 def _timeline(out, Recorder, fg, torch):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import time
 
 # (BLOCK_M, BLOCK_N, warps, stages, PIPELINE); the kernel needs BLOCK_N to divide BLOCK_M.
 VARIANTS_D128 = [
@@ -68,74 +67,42 @@ def main(argv=None) -> None:
     p.add_argument("--only", nargs="+", help="time only these candidates (names as in the rows)")
     a = p.parse_args(argv)
 
-    from flashedu.bench.recorder import Recorder, gpu_time, require_gpu
+    from flashedu.bench.recorder import Recorder, require_gpu
     require_gpu("flashedu.bench.v2_speed")
-    import torch
     import triton
 
     import flashedu
+    from flashedu.bench.fwd_grid import Grid
     from flashedu.bench.peers import sdpa_peer
     from flashedu.ops import _triton
     from flashedu.ops.v2 import kernel as v2k
 
-    t_start = time.time()
-    rec = Recorder(a.out, "v2_speed", source="flashedu/bench/v2_speed.py")
-    rows: list = []
-    cudnn, flash = sdpa_peer("sdpa_cudnn"), sdpa_peer("sdpa_flash")
+    grid = Grid(Recorder(a.out, "v2_speed", source="flashedu/bench/v2_speed.py"))
+    flash = sdpa_peer("sdpa_flash")
     tma = flashedu.get("v2_tma_triton").fn
     peer = load_peer(a.peer, a.peer_configs) if a.peer else None
 
-    def row(**r):
-        rows.append(r)
-        rec.save(rows)
-        print({k: v for k, v in r.items() if k != "error"} | ({"error": r["error"][:120]} if "error" in r else {}),
-              flush=True)
+    def candidates(q, k, v, causal):
+        D = q.shape[-1]
+        scale = D ** -0.5
+        cands = {"sdpa_flash": lambda: flash(q, k, v, causal=causal),
+                 "v2_triton": lambda: v2k.flash_attention_v2_lse(q, k, v, causal=causal)[0],
+                 "v2_tma_triton": lambda: tma(q, k, v, causal=causal)}
+        if peer is not None:
+            cands["peer"] = lambda: peer(q, k, v, causal, scale)
+        for bm, bn, w, s, pipe in VARIANTS_D128 if D == 128 else VARIANTS_D64:
+            cfg = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "PIPELINE": pipe}, num_warps=w,
+                                num_stages=s)
+            name = f"v2 {bm}x{bn}/w{w}/s{s}" + (" pipelined" if pipe else "")
+            cands[name] = (lambda cfg=cfg: v2k.attention_forward(q, k, v, causal=causal,
+                                                                  scale=scale, config=cfg)[0])
+        return {name: (fn, {}) for name, fn in cands.items() if not a.only or name in a.only}
 
-    for D in a.D:
-        variants = VARIANTS_D128 if D == 128 else VARIANTS_D64
-        for causal in (False, True):
-            for N in a.N:
-                if time.time() - t_start > a.deadline:
-                    row(note="deadline reached", D=D, causal=causal, N=N)
-                    rec.save(rows, final=True)
-                    return
-                B, H = 16384 // N, 2048 // D
-                flops = 4 * B * H * N * N * D / (2 if causal else 1)
-                q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
-                scale = D ** -0.5
-                ref = cudnn(q, k, v, causal=causal)
-                cands = {"sdpa_cudnn": lambda: cudnn(q, k, v, causal=causal),
-                         "sdpa_flash": lambda: flash(q, k, v, causal=causal),
-                         "v2_triton": lambda: v2k.flash_attention_v2_lse(q, k, v, causal=causal)[0],
-                         "v2_tma_triton": lambda: tma(q, k, v, causal=causal)}
-                if peer is not None:
-                    cands["peer"] = lambda: peer(q, k, v, causal, scale)
-                for bm, bn, w, s, pipe in variants:
-                    cfg = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "PIPELINE": pipe}, num_warps=w, num_stages=s)
-                    name = f"v2 {bm}x{bn}/w{w}/s{s}" + (" pipelined" if pipe else "")
-                    cands[name] = (lambda cfg=cfg: v2k.attention_forward(q, k, v, causal=causal, scale=scale,
-                                                                          config=cfg)[0])
-                for name, fn in cands.items():
-                    if a.only and name not in a.only:
-                        continue
-                    r = dict(impl=name, D=D, causal=causal, N=N, B=B, H=H)
-                    t0 = time.time()
-                    try:
-                        with torch.no_grad():
-                            o = fn()
-                            torch.cuda.synchronize()
-                            r["err"] = (o.float() - ref.float()).abs().max().item()
-                            r["first_call_s"] = round(time.time() - t0, 1)
-                            r.update(gpu_time(fn))
-                        r["tflops"] = round(flops / (r["ms"] * 1e-3) / 1e12, 1)
-                    except Exception as exc:  # noqa: BLE001  (a variant that fails is a result)
-                        r["error"] = f"{type(exc).__name__}: {exc}"[:400]
-                    row(**r)
-                picked = _triton.tuned_config(v2k._fwd_kernel, D, 2)
-                row(impl="v2_triton picked", D=D, causal=causal, N=N, config=str(picked))
-                del q, k, v, ref
-                torch.cuda.empty_cache()
-    rec.save(rows, final=True)
+    def picked(D, causal, N):
+        grid.row(impl="v2_triton picked", D=D, causal=causal, N=N,
+                 config=str(_triton.tuned_config(v2k._fwd_kernel, D, 2)))
+
+    grid.run(a.D, a.N, candidates=candidates, deadline=a.deadline, after_case=picked)
 
 
 if __name__ == "__main__":
