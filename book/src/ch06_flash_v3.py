@@ -521,9 +521,10 @@ print("TFLOP/s, fp16:\n" + "\n".join(rows))
 
 # %% [markdown]
 # It reaches cuDNN at long sequences with $d = 128$ (ahead of it when causal) and trails it at
-# $N = 1024$ and at $d = 64$. With 8 tiles a row, a program's start and end (the $Q$ load,
-# the first softmax, the $O$ store) weigh more; at $d = 64$ a tile's GEMMs take half as long
-# while its softmax does not, so the softmax, already the slower side, dominates more.
+# $N = 1024$ and at $d = 64$. A program at $N = 1024$ has 8 $K/V$ tiles, so its start and end
+# (the $Q$ load, the first softmax, the $O$ store) weigh more; at $d = 64$ a tile's GEMMs take
+# half as long while its softmax does not, so the softmax, already the slower side, weighs
+# more.
 #
 # ### The measured timeline
 #

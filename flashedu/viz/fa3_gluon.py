@@ -69,7 +69,7 @@ def ablation_figure(run: dict, *, D: int = 128, N: int = 16384, causal: bool = F
         title=dict(text=f"Each idea switched off, d = {D}, N = {N}{', causal' if causal else ''}"
                         f"<br><sup>{label(run['provenance'])}</sup>"),
         height=340, font=FONT, plot_bgcolor="white", margin=dict(t=90, l=110, r=20, b=40),
-        legend=LEGEND_BELOW | dict(y=-0.25))
+        legend=LEGEND_BELOW | dict(y=-0.25, entrywidth=0.48))
     return fig
 
 
@@ -123,12 +123,12 @@ def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
     buttons = [dict(label=SHORT[e["schedule"]], method="update",
                     args=[{"visible": [o == e["schedule"] for o in owners]}]) for e in entries]
     fig.update_layout(
-        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.07,
+        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.09,
                           xanchor="left", yanchor="bottom", showactive=True, pad=dict(t=0, r=4))],
         title=dict(text=f"One program, d = 128, N = 4096, under each schedule"
-                        f"<br><sup>{label(run['provenance'])}</sup>", y=0.985, yanchor="top"),
-        barmode="overlay", height=580, font=FONT, plot_bgcolor="white",
-        margin=dict(t=125, l=100, r=20, b=40),
+                        f"<br><sup>{label(run['provenance'])}</sup>", y=0.97, yanchor="top"),
+        barmode="overlay", height=600, font=FONT, plot_bgcolor="white",
+        margin=dict(t=140, l=100, r=20, b=40),
         legend=LEGEND_BELOW | dict(y=-0.12, entrywidth=0.45))
     fig.update_yaxes(categoryorder="array", categoryarray=["WG2", "WG1"], row=1, col=1)
     fig.update_yaxes(categoryorder="array",
