@@ -301,9 +301,9 @@ g_run = recorded.latest("fa3_gluon")
 if g_run:
     print(label(g_run["provenance"]))
     for D in (128, 64):
-        a = fa3g_rec.ablation(g_run, D=D, N=16384)
-        print(f"d = {D}, N = 16384: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in a.items()))
+        print(f"d = {D}, N = 16384, TFLOP/s:")
+        for name, tf in fa3g_rec.ablation(g_run, D=D, N=16384).items():
+            print(f"  {name:32s} {tf:4.0f}")
 else:
     print("No run of fa3_gluon is recorded (flashedu/recorded/data/fa3_gluon/).")
 

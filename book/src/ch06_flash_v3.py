@@ -446,7 +446,7 @@ if reason is None:
     q, k, v = random_qkv(B=1, H=2, N=4096, D=128, dtype=torch.float16)
     check_against_fp64("fa3_gluon", q, k, v, causal=True)
 else:
-    print("fa3_gluon does not run here:", reason)
+    print(textwrap.fill("fa3_gluon does not run here: " + reason, 78))
 
 # %% [markdown]
 # ### Measured: Table 2 on an H200
