@@ -331,9 +331,12 @@ if g_run:
     assert not c128.split_mask
     assert change(128, "3 stages") < 0 and change(128, "64-row K/V tiles") < -5
     assert change(128, "no warp specialisation") < -10 and max(d64) < 2
-    glue("cs5_split", fa3g.hopper_resources(
-        128, config=fa3g.GluonConfig(split_mask=True))["loop_instructions"])
-    glue("cs5_nosplit", fa3g.hopper_resources(128)["loop_instructions"])
+    try:  # compiled for sm_90 here; a Triton whose Gluon lacks a piece cannot
+        glue("cs5_split", fa3g.hopper_resources(
+            128, config=fa3g.GluonConfig(split_mask=True))["loop_instructions"])
+        glue("cs5_nosplit", fa3g.hopper_resources(128)["loop_instructions"])
+    except RuntimeError as e:
+        print(e)
 
 # %% [markdown]
 # | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |

@@ -397,35 +397,42 @@ show(region(gluon_kernel, "partitions", title="three roles"),
 # %%
 from dataclasses import replace
 from flashedu.ops.fa3 import gluon as fa3g
-budgets = {name: fa3g.hopper_resources(128, config=cfg)
-           for name, cfg in fa3g.ablation_configs(128).items()}
-lines = [f"{'schedule':30s} threads  shared  registers/thread  loop"]
-for name, r in budgets.items():
-    # with warp specialisation: the producer's budget | the consumers'
-    regs = (f"{min(r['setmaxnreg'])} | {fa3g.default_config(128).consumer_regs}"
-            if r["setmaxnreg"] else str(r["registers"]))
-    lines.append(f"{name:30s} {r['threads']:7d} {r['shared_bytes'] / 1024:4.0f} KB"
-                 f"  {regs:16s}  {r['loop_instructions']:4d}")
-print("\n".join(lines))
+try:
+    budgets = {name: fa3g.hopper_resources(128, config=cfg)
+               for name, cfg in fa3g.ablation_configs(128).items()}
+    split = fa3g.hopper_resources(
+        128, config=replace(fa3g.default_config(128), split_mask=True))
+except RuntimeError as e:  # a Triton whose Gluon lacks a piece the kernel uses
+    budgets = None
+    print(textwrap.fill(str(e), 78))
+if budgets:
+    lines = [f"{'schedule':30s} threads  shared  registers/thread  loop"]
+    for name, r in budgets.items():
+        # with warp specialisation: the producer's budget | the consumers'
+        regs = (f"{min(r['setmaxnreg'])} | {fa3g.default_config(128).consumer_regs}"
+                if r["setmaxnreg"] else str(r["registers"]))
+        kb = r["shared_bytes"] / 1024
+        lines.append(f"{name:30s} {r['threads']:7d} {kb:4.0f} KB"
+                     f"  {regs:16s}  {r['loop_instructions']:4d}")
+    print("\n".join(lines))
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
-full = budgets["FA3 (all three ideas)"]
-regs = fa3g.default_config(128).consumer_regs
-glue("g_consumer_regs", regs)
-glue("g_producer_regs", min(full["setmaxnreg"]))
-glue("g_smem_kb", full["shared_bytes"] / 1024)
-glue("g_threads", full["threads"])
-split = fa3g.hopper_resources(
-    128, config=replace(fa3g.default_config(128), split_mask=True))
-glue("loop_instr", full["loop_instructions"])
-glue("loop_selects", full["loop_selects"])
 cfg128 = fa3g.default_config(128)
+regs = cfg128.consumer_regs
 scores = cfg128.q_rows * cfg128.block_n // 128  # one consumer: 128 threads
+glue("g_consumer_regs", regs)
 glue("scores_per_thread", scores)
-glue("split_instr", split["loop_instructions"])
-assert full["loop_selects"] >= scores and split["loop_selects"] == 0
-assert min(full["setmaxnreg"]) == 24 and regs in full["setmaxnreg"]
+if budgets:
+    full = budgets["FA3 (all three ideas)"]
+    glue("g_producer_regs", min(full["setmaxnreg"]))
+    glue("g_smem_kb", full["shared_bytes"] / 1024)
+    glue("g_threads", full["threads"])
+    glue("loop_instr", full["loop_instructions"])
+    glue("loop_selects", full["loop_selects"])
+    glue("split_instr", split["loop_instructions"])
+    assert full["loop_selects"] >= scores and split["loop_selects"] == 0
+    assert min(full["setmaxnreg"]) == 24 and regs in full["setmaxnreg"]
 # two consumer warpgroups at 240 and a producer warpgroup at 24: the SM's 64K
 assert 128 * (2 * regs + 24) <= 65536
 
