@@ -123,16 +123,10 @@ def gluon_forward(q, k, v, *, causal: bool, scale: float, config: GluonConfig | 
                    config=config or default_config(q.shape[-1]))
 
 
-class FlashAttentionGluon(FlashAttentionV2):
-    """The Gluon forward; chapter 4's backward (inherited), which reads q, k, v, o and L."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        q, k, v = (tma_ready(t) for t in (q, k, v))
-        o, lse = gluon_forward(q, k, v, causal=causal, scale=scale)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale = causal, scale
-        return o
+def _gluon_kernel(q, k, v, *, causal: bool, scale: float):
+    """The Gluon forward for chapter 4's autograd (its backward reads q, k, v, o and L)."""
+    q, k, v = (tma_ready(t) for t in (q, k, v))
+    return (q, k, v, *gluon_forward(q, k, v, causal=causal, scale=scale))
 
 
 def check(q, k, v, causal, scale) -> float:
@@ -150,7 +144,7 @@ def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = 
     pipelined) on ``[B, H, N, D]`` fp16/bf16 inputs, D in {64, 128, 256}, any N, on a Hopper GPU.
     Differentiable (chapter 4's backward). Returns o like q."""
     scale = check(q, k, v, causal, scale)
-    return FlashAttentionGluon.apply(q, k, v, causal, scale)
+    return FlashAttentionV2.apply(q, k, v, causal, scale, _gluon_kernel)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -166,16 +166,10 @@ def tma_forward(q, k, v, *, causal: bool, scale: float, config: TMAConfig | None
     return o, lse
 
 
-class FlashAttentionTMA(FlashAttentionV2):
-    """TMA forward; chapter 4's backward (inherited), which needs only q, k, v, o and L."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        q, k, v = (tma_ready(t) for t in (q, k, v))
-        o, lse = tma_forward(q, k, v, causal=causal, scale=scale)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale = causal, scale
-        return o
+def _tma_kernel(q, k, v, *, causal: bool, scale: float):
+    """The TMA forward for chapter 4's autograd (its backward needs only q, k, v, o and L)."""
+    q, k, v = (tma_ready(t) for t in (q, k, v))
+    return (q, k, v, *tma_forward(q, k, v, causal=causal, scale=scale))
 
 
 def check(q, k, v, causal, scale) -> float:
@@ -193,8 +187,8 @@ def flash_attention_tma(q, k, v, *, causal: bool = False, scale: float | None = 
     {16, 32, 64, 128, 256}; any N. Differentiable (chapter 4's backward). Returns o like q.
     """
     scale = check(q, k, v, causal, scale)
-    return FlashAttentionTMA.apply(q, k, v, causal, scale)
+    return FlashAttentionV2.apply(q, k, v, causal, scale, _tma_kernel)
 
 
-__all__ = ["CONFIGS", "DTYPES", "FlashAttentionTMA", "HAS_WARP_SPECIALIZE", "HEAD_DIMS", "MIN_CAPABILITY",
+__all__ = ["CONFIGS", "DTYPES", "HAS_WARP_SPECIALIZE", "HEAD_DIMS", "MIN_CAPABILITY",
            "TMAConfig", "flash_attention_tma", "pick_config", "tma_forward", "tma_ready"]

@@ -196,13 +196,22 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _v2_kernel(q, k, v, *, causal: bool, scale: float):
+    """This chapter's forward for :class:`FlashAttentionV2`: (q, k, v as used, o, L)."""
+    q, k, v = (_unit_stride(t) for t in (q, k, v))
+    return (q, k, v, *attention_forward(q, k, v, causal=causal, scale=scale))
+
+
 class FlashAttentionV2(torch.autograd.Function):
-    """Forward saves q, k, v, o and L only; backward recomputes P tile by tile."""
+    """Forward saves q, k, v, o and L only; backward recomputes P tile by tile.
+
+    ``forward_kernel(q, k, v, *, causal, scale) -> (q, k, v, o, L)`` (the inputs as the kernel
+    used them, and its outputs) is this chapter's by default; chapter 6's TMA and Gluon forwards
+    pass theirs and share this backward, which needs nothing else."""
 
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        q, k, v = (_unit_stride(t) for t in (q, k, v))
-        o, lse = attention_forward(q, k, v, causal=causal, scale=scale)
+    def forward(ctx, q, k, v, causal, scale, forward_kernel=None):
+        q, k, v, o, lse = (forward_kernel or _v2_kernel)(q, k, v, causal=causal, scale=scale)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.causal, ctx.scale = causal, scale
         return o
@@ -211,7 +220,7 @@ class FlashAttentionV2(torch.autograd.Function):
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
         dq, dk, dv = attention_backward(do, q, k, v, o, lse, causal=ctx.causal, scale=ctx.scale)
-        return dq, dk, dv, None, None
+        return dq, dk, dv, None, None, None
 
 
 def _check(q, k, v, causal, scale) -> float:
