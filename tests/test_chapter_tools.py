@@ -151,3 +151,32 @@ def test_every_checker_reports_a_raising_answer_as_wrong(name, capsys):
 
     assert getattr(exercises, name)(boom, cases=3) is False
     assert "raised ValueError: not written yet" in capsys.readouterr().out
+
+
+def test_timeline_stats_checker_rejects_means_and_shares_of_the_wrong_span():
+    from statistics import median
+
+    from flashedu import recorded
+    from flashedu.exercises import check_timeline_stats
+    from flashedu.recorded.fa3_gluon import timeline_summary
+
+    def right(its):
+        p = median(b["turn"] - a["turn"] for a, b in zip(its, its[1:]))
+        return p, median(i["softmax_done"] - i["s_ready"] for i in its) / p
+
+    def means(its):
+        p = (its[-1]["turn"] - its[0]["turn"]) / (len(its) - 1)
+        return p, sum(i["softmax_done"] - i["s_ready"] for i in its) / len(its) / p
+
+    def whole_step(its):  # the share of issue-to-O, not of the softmax alone
+        p = median(b["turn"] - a["turn"] for a, b in zip(its, its[1:]))
+        return p, median(i["o_ready"] - i["turn"] for i in its) / p
+
+    assert check_timeline_stats(right)
+    assert not check_timeline_stats(means) and not check_timeline_stats(whole_step)
+    # the right answer on the record agrees with the reader's own summary of it
+    run = recorded.latest("fa3_timeline")
+    for entry in run["rows"]:
+        per_wg = [right(wg["iterations"]) for wg in entry["warpgroups"]]
+        summary = timeline_summary(run)[entry["schedule"]]
+        assert min(p for p, _ in per_wg) <= summary["period"] <= max(p for p, _ in per_wg)

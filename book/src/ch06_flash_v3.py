@@ -942,6 +942,16 @@ if fp8_run:
 # **5.** With `simulate("warp_specialized", d=64, block_n=64, warp_specialize=False, ...)` and a
 # slow copy (`load_latency=4000`), find the smallest number of stages beyond which more stages
 # stop helping. Why does $d = 64$ gain less from ping-pong than $d = 128$?
+#
+# **6.** The Gluon kernel's measured timeline is `flashedu.recorded.latest("fa3_timeline")`:
+# for each schedule (`["rows"]`) and consumer warpgroup (`["warpgroups"]`), its loop
+# iterations (`["iterations"]`), each the times in ns of `turn`, `issued`, `s_ready`,
+# `softmax_done` and `o_ready`. Write `timeline_stats(iterations)` returning
+# `(period, softmax_share)`: the median time from one `turn` to the next, and the median
+# softmax (`s_ready` to `softmax_done`) over that period. Check it with
+# `flashedu.exercises.check_timeline_stats(timeline_stats)`. If the two warpgroups spend shares
+# $s_1$ and $s_2$ of each period in softmax, for how much of it at least are both in softmax at
+# once? How close does the FA3 schedule come to the point where that starts?
 
 # %% tags=["hide-cell"]
 # Solutions (click to show).
@@ -983,3 +993,30 @@ print(f"  → {best} stages are enough")
 print("d=64: exponentials take as long as the GEMMs, so one warpgroup's softmax\n"
       "cannot hide entirely under the other's GEMMs:\n"
       "ping-pong is bounded by the softmax units.")
+
+from statistics import median
+from flashedu.exercises import check_timeline_stats
+
+
+def timeline_stats(iterations):
+    gaps = [b["turn"] - a["turn"] for a, b in zip(iterations, iterations[1:])]
+    period = median(gaps)
+    soft = median(i["softmax_done"] - i["s_ready"] for i in iterations)
+    return period, soft / period
+
+
+assert check_timeline_stats(timeline_stats)
+if tl_run:
+    print("schedule                       period    softmax share, WG1 | WG2")
+    for entry in tl_run["rows"]:
+        stats = [timeline_stats(wg["iterations"]) for wg in entry["warpgroups"]]
+        shares = " | ".join(f"{sh:.0%}" for _, sh in stats)
+        print(f"{entry['schedule']:30s} {stats[0][0] / 1000:.2f} µs   {shares}")
+    fa3 = next(e for e in tl_run["rows"]
+               if e["schedule"] == "FA3 (all three ideas)")
+    total = sum(timeline_stats(wg["iterations"])[1] for wg in fa3["warpgroups"])
+    print(textwrap.fill(
+        "Shares s1, s2 of one period overlap for at least s1 + s2 - 1 of it: past "
+        "one period in all, both warpgroups are in softmax at once and neither "
+        f"issues GEMMs. Under FA3's schedule they add up to {total:.2f} of a "
+        "period: the two softmaxes fill it end to end.", 78))

@@ -99,3 +99,36 @@ def check_descale_fold(fn, *, cases: int = 12, seed: int = 0) -> bool:
             if not torch.allclose(acc * u, want, rtol=1e-9, atol=1e-12):
                 failures.append(f"case {c}: acc·u differs from the true sum by {(acc * u - want).abs().max().item():.2e}")
     return report("descale fold", failures, cases)
+
+
+def check_timeline_stats(fn, *, cases: int = 12, seed: int = 0) -> bool:
+    """``fn(iterations)`` takes one warpgroup's stamped loop iterations (dicts with the times in
+    ns of "turn", "issued", "s_ready", "softmax_done", "o_ready", as in a recorded
+    ``fa3_timeline`` run) and must return ``(period, softmax_share)``: the median time from one
+    iteration's "turn" to the next's, and the median softmax ("s_ready" to "softmax_done") over
+    that period."""
+    from statistics import median
+
+    g = torch.Generator().manual_seed(seed)
+    failures = []
+    for c in range(cases):
+        n = 3 + c % 6
+        t, its = float(torch.randint(0, 5000, (1,), generator=g)), []
+        for _ in range(n):
+            issue, wait_s, soft, wait_o, rest = (float(x) for x in
+                                                 torch.randint(10, 900, (5,), generator=g))
+            it = {"turn": t, "issued": t + issue, "s_ready": t + issue + wait_s}
+            it["softmax_done"] = it["s_ready"] + soft
+            it["o_ready"] = it["softmax_done"] + wait_o
+            its.append(it)
+            t = it["o_ready"] + rest
+        period = median(b["turn"] - a["turn"] for a, b in zip(its, its[1:]))
+        share = median(i["softmax_done"] - i["s_ready"] for i in its) / period
+        got = attempt(failures, f"{n} iterations",
+                      lambda: tuple(map(float, fn([dict(i) for i in its]))))
+        if got is FAILED:
+            continue
+        if len(got) != 2 or abs(got[0] - period) > 1e-6 * period or abs(got[1] - share) > 1e-6:
+            failures.append(f"{n} iterations: got {got}, expected ({period:.1f}, {share:.4f}) "
+                            "(medians: of turn-to-turn gaps, and of softmax lengths over it)")
+    return report("timeline statistics", failures, cases)
