@@ -723,7 +723,8 @@ def test_fa3_timeline_phases_are_in_program_order():
 
 
 def test_fa3_gluon_figures_draw_each_schedule():
-    from flashedu.viz.fa3_gluon import SIM_OF, ablation_figure, timeline_figure
+    from flashedu.recorded.fa3_gluon import SIM_OF
+    from flashedu.viz.fa3_gluon import ablation_figure, timeline_figure
 
     fig = ablation_figure(recorded.latest("fa3_gluon"))
     assert len(fig.data[0].y) == len(SIM_OF)
@@ -733,3 +734,7 @@ def test_fa3_gluon_figures_draw_each_schedule():
     for b in buttons:  # each button shows its own measured and model bars, and only those
         visible = b.args[0]["visible"]
         assert 0 < sum(visible) < len(tl.data)
+        # and its measured lanes: two warpgroups, or the one 8-warp block without them
+        lanes = {y for tr, on in zip(tl.data, visible) if on and tr.xaxis == "x" for y in tr.y}
+        assert lanes == set(b.args[1]["yaxis.categoryarray"])
+    assert buttons[-1].args[1]["yaxis.categoryarray"] == ["block (8 warps)"]

@@ -528,10 +528,10 @@ print("TFLOP/s, fp16:\n" + "\n".join(rows))
 
 # %% [markdown]
 # It reaches cuDNN at long sequences with $d = 128$ (ahead of it when causal) and trails it at
-# $N = 1024$ and at $d = 64$. A program at $N = 1024$ has 8 $K/V$ tiles, so its start and end
-# (the $Q$ load, the first softmax, the $O$ store) weigh more; at $d = 64$ a tile's GEMMs take
-# half as long while its softmax does not, so the softmax, already the slower side, weighs
-# more.
+# $N = 1024$ and at $d = 64$. A program at $N = 1024$ has {glue:text}`tiles_1k` $K/V$ tiles,
+# so its start and end (the $Q$ load, the first softmax, the $O$ store) weigh more; at
+# $d = 64$ a tile's GEMMs take half as long while its softmax does not, so the softmax,
+# already the slower side, weighs more.
 #
 # ### The measured timeline
 #
@@ -566,7 +566,6 @@ else:
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
-from flashedu.viz.fa3_gluon import SIM_OF
 tl = fa3g_rec.timeline_summary(tl_run)
 full_tl, nopp_tl = tl["FA3 (all three ideas)"], tl["no ping-pong"]
 glue("tl_period", full_tl["period"] / 1000)
@@ -578,30 +577,26 @@ glue("tl_stagger_fa3", full_tl["stagger"])
 glue("tl_stagger_nopp", nopp_tl["stagger"])
 glue("tl_period_nointra", tl["no intra-warpgroup pipelining"]["period"] / 1000)
 glue("tl_wait_s_nointra", tl["no intra-warpgroup pipelining"]["wait_s"])
-from statistics import median
 ns_cycle = 1 / full_tl["clock_ghz"]
-model = {n: simulate(SIM_OF[n][0], d=128, block_n=128, n_blocks=16,
-                     gpu="H200", **SIM_OF[n][1]) for n in SIM_OF}
+model = {n: fa3g_rec.model_summary(n, ns_cycle) for n in fa3g_rec.SIM_OF}
 fa3_model = model["FA3 (all three ideas)"]
-
-
-def model_ns(kinds):  # median length of one task of these kinds (WG1), in ns
-    return ns_cycle * median(t.work_end - t.start for t in fa3_model.tasks
-                             if t.kind in kinds and t.lane == "WG1")
-
-
-glue("model_softmax", model_ns(("softmax",)))
-glue("model_gemms", 2 * model_ns(("gemm0", "gemm1")))
-glue("model_period", fa3_model.makespan / 16 * ns_cycle / 1000)
+glue("model_softmax", fa3_model["softmax"])
+glue("model_gemms", fa3_model["gemms"])
+glue("model_period", fa3_model["period"] / 1000)
 glue("model_pp_gain",
-     100 * (model["no ping-pong"].makespan / fa3_model.makespan - 1))
-glue("softmax_x_model", full_tl["softmax"] / model_ns(("softmax",)))
+     100 * (model["no ping-pong"]["period"] / fa3_model["period"] - 1))
+glue("softmax_x_model", full_tl["softmax"] / fa3_model["softmax"])
+from flashedu.fa3sim.schedules import ALU_OPS_PER_SCORE
+glue("model_alu_ops", ALU_OPS_PER_SCORE)
+# a consumer's O: its rows × d = 128, over its 128 threads
+glue("o_per_thread", cfg128.q_rows * 128 // 128)
+glue("tiles_1k", 1024 // cfg128.block_n)
 # The prose: without the barriers the warpgroups still stagger (more than half a
 # softmax apart); the softmax takes longer than the model says, and longer than
 # two GEMMs at peak; S is back right after the issue returns.
 assert nopp_tl["stagger"] > 0.5 * nopp_tl["softmax"]
-assert full_tl["softmax"] > 1.3 * model_ns(("softmax",))
-assert full_tl["softmax"] > 2 * model_ns(("gemm0", "gemm1"))
+assert full_tl["softmax"] > 1.3 * fa3_model["softmax"]
+assert full_tl["softmax"] > fa3_model["gemms"]
 assert full_tl["wait_s"] < 0.1 * full_tl["turn"]
 
 # %% [markdown]
@@ -619,9 +614,10 @@ assert full_tl["wait_s"] < 0.1 * full_tl["turn"]
 #   charges {glue:text}`model_pp_gain:.0f`% for leaving it out.
 # - **Softmax costs more than its exponentials.** A measured softmax takes
 #   {glue:text}`tl_softmax:.0f` ns, {glue:text}`softmax_x_model:.1f` times the model's
-#   {glue:text}`model_softmax:.0f` ns. The model charges only the exponentials and four FP32
-#   operations per score at full rate; the kernel also reduces each row across four threads,
-#   converts $P$ to fp16 and rescales $O$ (64 multiplications per thread per tile), and each of
+#   {glue:text}`model_softmax:.0f` ns. The model charges only the exponentials and
+#   {glue:text}`model_alu_ops:.0f` FP32 operations per score at full rate (an assumption); the
+#   kernel also reduces each row across the threads that hold it, converts $P$ to fp16 and
+#   rescales $O$ ({glue:text}`o_per_thread` multiplications per thread per tile), and each of
 #   the SM's four schedulers holds just one warp of a warpgroup to switch to while an
 #   instruction waits. The machine code shows one more cost: of the
 #   {glue:text}`loop_instr` instructions of an iteration, {glue:text}`loop_selects` are

@@ -31,6 +31,9 @@ WARPGROUPS = 2
 THREADS_PER_WARPGROUP = 128
 # FA3 hands the consumer warpgroups 240 registers per thread (setmaxnreg), the producer 24-32.
 CONSUMER_REGS_PER_THREAD = 240
+# FP32 operations per score in a softmax besides its exponential (max, subtract, sum, convert):
+# the model's default, an assumption.
+ALU_OPS_PER_SCORE = 4.0
 
 SCHEDULES = {
     # name: (label, warp_specialize, pingpong, intra_warpgroup, stages override or None)
@@ -101,7 +104,8 @@ def _phases(gemms: list[str]) -> list[list[str]]:
 
 def build(*, d: int, block_m: int, block_n: int, n_blocks: int, stages: int, warp_specialize: bool,
           pingpong: bool, intra_warpgroup: bool, rates: SMRates, dtype: str = "fp16",
-          alu_ops_per_score: float = 4.0, gemm_latency: float = 0.0, load_latency: float = 0.0) -> list[Task]:
+          alu_ops_per_score: float = ALU_OPS_PER_SCORE, gemm_latency: float = 0.0,
+          load_latency: float = 0.0) -> list[Task]:
     """The task graph of one program's main loop (see the module docstring)."""
     elem = 1 if dtype == "fp8" else 2
     rows = block_m // WARPGROUPS
@@ -190,7 +194,8 @@ def _before(order: list, name: str) -> str | None:
 
 def simulate(schedule: str = "fa3", *, d: int = 128, block_m: int = 128, block_n: int = 128,
              n_blocks: int = 16, stages: int = 2, gpu: str = "H100", dtype: str = "fp16",
-             alu_ops_per_score: float = 4.0, gemm_latency: float = 0.0, load_latency: float = 0.0,
+             alu_ops_per_score: float = ALU_OPS_PER_SCORE, gemm_latency: float = 0.0,
+             load_latency: float = 0.0,
              load_bytes_per_clk: float | None = None,
              warp_specialize: bool | None = None, pingpong: bool | None = None,
              intra_warpgroup: bool | None = None) -> SimResult:

@@ -3,13 +3,23 @@
 
 * :func:`speed_table` - per (D, causal, N): TFLOP/s of each implementation and schedule;
 * :func:`speed_summary` - what chapter 6 quotes of it, by glue name;
-* :func:`phases` / :func:`timeline_summary` - the timeline as per-iteration phase lengths.
+* :func:`phases` / :func:`timeline_summary` - the timeline as per-iteration phase lengths;
+* :data:`SIM_OF` / :func:`model_summary` - the same schedules in chapter 6's simulator, its
+  predictions in ns at a measured clock.
 """
 from __future__ import annotations
 
 from statistics import median
 
 FULL = "fa3_gluon"
+# The Gluon kernel's schedules (flashedu.ops.fa3.gluon.ABLATIONS) as the simulator's:
+# (fa3sim schedule, overrides).
+SIM_OF = {
+    "FA3 (all three ideas)": ("fa3", {}),
+    "no ping-pong": ("intra_warpgroup", {}),
+    "no intra-warpgroup pipelining": ("pingpong", {}),
+    "no warp specialisation": ("intra_warpgroup", {"warp_specialize": False}),
+}
 PREFIX = "fa3_gluon: "
 # The kernel's stamped events, in the order a warpgroup passes them each iteration
 # (flashedu.ops.fa3.gluon.EVENTS).
@@ -59,7 +69,8 @@ def speed_summary(run: dict) -> dict:
 
 
 def ablation(run: dict, *, D: int = 128, N: int = 16384, causal: bool = False) -> dict[str, float]:
-    """TFLOP/s of each schedule at one case: {"FA3 (all three ideas)": ..., "no ping-pong": ...}."""
+    """TFLOP/s of each schedule and variant at one case: {"FA3 (all three ideas)": ...,
+    "no ping-pong": ..., "3 stages": ...} (variants are named as the bench names them)."""
     row = next((r for r in speed_table(run) if (r["D"], r["N"], r["causal"]) == (D, N, causal)), None)
     if row is None:
         return {}
@@ -111,5 +122,26 @@ def timeline_summary(run: dict) -> dict[str, dict]:
     return out
 
 
-__all__ = ["EVENTS", "PHASES", "ablation", "phases", "ratio", "speed_summary", "speed_table",
+def simulate_schedule(schedule: str, *, n_blocks: int = 16):
+    """The simulator's run of one Gluon schedule: d = 128, 128-row K/V tiles, an H200."""
+    from flashedu.fa3sim import simulate
+
+    sim, overrides = SIM_OF[schedule]
+    return simulate(sim, d=128, block_n=128, n_blocks=n_blocks, gpu="H200", **overrides)
+
+
+def model_summary(schedule: str, ns_per_cycle: float, *, n_blocks: int = 16) -> dict:
+    """What the simulator predicts for one schedule, in ns at a measured clock: ``period`` (a
+    tile), ``softmax`` (one warpgroup's, median) and ``gemms`` (one warpgroup's two GEMMs)."""
+    r = simulate_schedule(schedule, n_blocks=n_blocks)
+
+    def task_ns(kinds):  # median length of one task of these kinds (WG1)
+        return ns_per_cycle * median(t.work_end - t.start for t in r.tasks
+                                     if t.kind in kinds and t.lane == "WG1")
+
+    return {"period": r.makespan / n_blocks * ns_per_cycle, "softmax": task_ns(("softmax",)),
+            "gemms": 2 * task_ns(("gemm0", "gemm1"))}
+
+
+__all__ = ["EVENTS", "SIM_OF", "model_summary", "simulate_schedule", "PHASES", "ablation", "phases", "ratio", "speed_summary", "speed_table",
            "timed", "timeline_summary"]

@@ -12,20 +12,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from flashedu.fa3sim import simulate
 from flashedu.fa3sim.paper import PAPER_ABLATION
 from flashedu.provenance import label
-from flashedu.recorded.fa3_gluon import PHASES, ablation, phases, speed_table
+from flashedu.recorded.fa3_gluon import SIM_OF, ablation, phases, simulate_schedule, speed_table
 from flashedu.viz.gantt import KIND_COLORS
 from flashedu.viz.palette import FONT, LEGEND_BELOW, OKABE_ITO
 
-# The Gluon kernel's schedules as the simulator's: (schedule, overrides).
-SIM_OF = {
-    "FA3 (all three ideas)": ("fa3", {}),
-    "no ping-pong": ("intra_warpgroup", {}),
-    "no intra-warpgroup pipelining": ("pingpong", {}),
-    "no warp specialisation": ("intra_warpgroup", {"warp_specialize": False}),
-}
 # The paper's Table 2 rows (H100) that our schedules switch the same idea off for.
 PAPER_OF = {"FA3 (all three ideas)": "fa3", "no intra-warpgroup pipelining": "pingpong",
             "no warp specialisation": "no_ws"}
@@ -74,8 +66,7 @@ def ablation_figure(run: dict, *, D: int = 128, N: int = 16384, causal: bool = F
 
 
 def _model_bars(schedule: str, iters: int, ns_per_cycle: float) -> dict[str, dict]:
-    sim, overrides = SIM_OF[schedule]
-    r = simulate(sim, d=128, block_n=128, n_blocks=iters, gpu="H200", **overrides)
+    r = simulate_schedule(schedule, n_blocks=iters)
     bars = {}
     for kind in ("gemm0", "softmax", "gemm1"):
         tasks = [t for t in r.tasks if t.kind == kind and t.work_end > t.start]
@@ -87,7 +78,8 @@ def _model_bars(schedule: str, iters: int, ns_per_cycle: float) -> dict[str, dic
 
 
 def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
-    """Measured (top): per warpgroup, its phases between clock stamps, ``iters`` loop iterations
+    """Measured (top): per consumer warpgroup (or the one 8-warp block without warp
+    specialisation), its phases between clock stamps, ``iters`` loop iterations
     of one program. Model (bottom): the simulator's GEMM and softmax bars for as many tiles, its
     cycles at the program's measured clock. Buttons switch the schedule."""
     entries = [e for e in run["rows"] if "warpgroups" in e and e["schedule"] in SIM_OF]
@@ -96,6 +88,10 @@ def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14, row_heights=[0.4, 0.6],
                         subplot_titles=("measured: one program's consumer warpgroups",
                                         "model (fa3sim): the same tiles, at the measured clock"))
+    def lanes_of(entry):  # without warp specialisation one 8-warp block runs both halves
+        n = len(entry["warpgroups"])
+        return [f"WG{w + 1}" for w in range(n)] if n > 1 else ["block (8 warps)"]
+
     owners = []
     for s, entry in enumerate(entries):
         ph = phases(entry)
@@ -108,7 +104,7 @@ def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
                     if p in r:
                         base.append((r[p][0] - t0) / 1000)
                         width.append((r[p][1] - r[p][0]) / 1000)
-                        lanes.append(f"WG{w + 1}")
+                        lanes.append(lanes_of(entry)[w])
             fig.add_trace(go.Bar(base=base, x=width, y=lanes, orientation="h", name=legend,
                                  marker_color=colour, width=0.7, visible=s == 0, legendgroup=p,
                                  hovertemplate="%{y}: from %{base:.2f} µs for %{x:.3f} µs"
@@ -121,7 +117,8 @@ def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
                                  **bars), row=2, col=1)
             owners.append(entry["schedule"])
     buttons = [dict(label=SHORT[e["schedule"]], method="update",
-                    args=[{"visible": [o == e["schedule"] for o in owners]}]) for e in entries]
+                    args=[{"visible": [o == e["schedule"] for o in owners]},
+                          {"yaxis.categoryarray": lanes_of(e)[::-1]}]) for e in entries]
     fig.update_layout(
         updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.09,
                           xanchor="left", yanchor="bottom", showactive=True, pad=dict(t=0, r=4))],
@@ -130,11 +127,11 @@ def timeline_figure(run: dict, *, iters: int = 6) -> go.Figure:
         barmode="overlay", height=600, font=FONT, plot_bgcolor="white",
         margin=dict(t=140, l=100, r=20, b=40),
         legend=LEGEND_BELOW | dict(y=-0.12, entrywidth=0.45))
-    fig.update_yaxes(categoryorder="array", categoryarray=["WG2", "WG1"], row=1, col=1)
+    fig.update_yaxes(categoryorder="array", categoryarray=lanes_of(entries[0])[::-1], row=1, col=1)
     fig.update_yaxes(categoryorder="array",
                      categoryarray=["WG2 softmax", "WG2 GEMMs", "WG1 softmax", "WG1 GEMMs"], row=2, col=1)
     fig.update_xaxes(title_text="time (µs)", row=2, col=1)
     return fig
 
 
-__all__ = ["PHASE_STYLE", "SIM_OF", "ablation_figure", "timeline_figure"]
+__all__ = ["PHASE_STYLE", "ablation_figure", "timeline_figure"]
