@@ -5,7 +5,7 @@ On the GPU machine, from the repository root (about 2 minutes on an H200):
     python -m flashedu.bench.decode --out $OUT
 
 Shapes: fp16, D = 128, 64 query heads sharing 8 K/V heads (GQA 8:1), query length 1,
-B in {1, 4, 16}, cached keys N_k in {4k, 16k, 64k, 128k}. Implementations:
+B in {1, 4, 16}, cached keys N_k in {4k, 8k, 16k, 32k, 64k, 128k}. Implementations:
 
 * ``split_kv_triton`` (chapter 7, GQA native) with its heuristic split count, and with one split
   (the same kernel without splitting: what the splits buy);
@@ -28,7 +28,7 @@ import time
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
+from flashedu.bench.recorder import Recorder, gpu_time, require_gpu  # noqa: E402
 
 from flashedu.bench.peers import sdpa_peer  # noqa: E402
 from flashedu.ops.split_kv.kernel import _sm_count, split_kv_attention_triton  # noqa: E402
@@ -77,6 +77,7 @@ def run(Bs, Nks, log, rows):
                         if ref is not None:
                             r["max_err"] = (o.float() - ref).abs().max().item()
                         r["ms"] = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+                        r["graph_ms"] = gpu_time(fn)["ms"]  # the GPU's time alone, no host
                     r["cache_GBps"] = round(cache_bytes / (r["ms"] * 1e-3) / 1e9, 1)
                 except Exception as e:  # noqa: BLE001  (a backend that refuses a shape is data)
                     r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
@@ -110,7 +111,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="B=1 and N_k=4k, 64k only")
     args = ap.parse_args()
     require_gpu("flashedu.bench.decode")
-    Bs, Nks = ((1,), (4096, 65536)) if args.quick else ((1, 4, 16), (4096, 16384, 65536, 131072))
+    Bs, Nks = ((1,), (4096, 65536)) if args.quick else ((1, 4, 16), (4096, 8192, 16384, 32768, 65536, 131072))
     t0 = time.time()
     rows = []
     rec = Recorder(args.out, "decode", shapes=dict(H=H, H_kv=H_KV, D=D, dtype="float16", N_q=1))

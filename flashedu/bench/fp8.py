@@ -20,14 +20,14 @@ import time
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from flashedu.bench.recorder import Recorder, require_gpu  # noqa: E402
+from flashedu.bench.recorder import Recorder, gpu_time, require_gpu  # noqa: E402
 
 from flashedu.ops import fp8  # noqa: E402
 from flashedu.bench.cases import make_case  # noqa: E402
 from flashedu.bench.flops import attention_flops  # noqa: E402
 from flashedu.ops.fp8.dropin import fp8_attention_triton, rotation_signs  # noqa: E402
 from flashedu.ops.fp8.kernel import FP8Config, configs_here, flash_attention_fp8  # noqa: E402
-from flashedu.ops.fp8.quant_kernel import prepare_fp8_triton  # noqa: E402
+from flashedu.ops.fp8.quant_kernel import prepare_fp8_triton, quantize_tiles  # noqa: E402
 from flashedu.ops.v2.kernel import flash_attention_v2  # noqa: E402
 
 # Reference: the session-2 kernel (a second accumulator for P·V); the rest is the arch's list.
@@ -53,6 +53,8 @@ def speed(rows, log, dims, Ns):
                      ("fp8 quantisation (torch)", lambda: fp8.prepare_fp8(q, k, v, "fp8_fa3")),
                      # issue 21: the fused quantiser alone, and quantiser + kernel end to end
                      ("fp8 quantisation (triton)", lambda: prepare_fp8_triton(q, k, v, signs=signs)),
+                     ("fp8 quantisation (triton): q", lambda: quantize_tiles(q, block=128, signs=signs)),
+                     ("fp8 quantisation (triton): v", lambda: quantize_tiles(v, block=128, k_major=True)),
                      ("fp8_e2e_triton", lambda: fp8_attention_triton(q, k, v))]
             configs = configs_here(D) + ([TWO_ACCUMULATORS] if tma_ok else [])
             cases += [(f"fp8_triton {c}", (lambda c=c: flash_attention_fp8(q8, k8, v8, config=c, **kw)))
@@ -64,6 +66,8 @@ def speed(rows, log, dims, Ns):
                         if name.startswith("fp8_triton") or name == "fp8_e2e_triton":
                             r["rel_err_vs_fp16_sdpa"] = ((fn().float() - ref.float()).norm() / ref.float().norm()).item()
                         r["ms"] = bench(fn)
+                        if "triton" in name and not name.startswith("fp8_triton"):
+                            r["graph_ms"] = gpu_time(fn)["ms"]  # no host time in it
                     if "quantisation" not in name:
                         r["tflops"] = round(flops / (r["ms"] * 1e-3) / 1e12, 1)
                 except Exception as e:  # noqa: BLE001  (a config that does not compile is data)

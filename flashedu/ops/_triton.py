@@ -12,6 +12,7 @@ import torch
 import triton
 
 from flashedu import runtime
+from flashedu.ops import _bound
 
 # exp(x) = exp2(x · log2 e): every kernel works in base 2 (one FMA and one MUFU op an element).
 LOG2E = 1.4426950408889634
@@ -83,10 +84,29 @@ _CONFIGS: dict = {}  # the config list of one launch site, computed once per pro
 
 def launch(kernel, grid, args, consts, *, table: dict, head_dim: int, elem_bytes: int, resident: int,
            tune: bool, config: triton.Config | None = None, name: str = "kernel",
-           resident_tiles: int = 2, acc_tiles: int = 1) -> None:
+           resident_tiles: int = 2, acc_tiles: int = 1, bind_key=None) -> None:
     """Run ``kernel[grid](*args, **consts)`` with: an explicit config; the autotuner over this
     arch's configs (``tune``); or the first config that fits (small problems and tests: one
-    compile per variant instead of one per config)."""
+    compile per variant instead of one per config).
+
+    ``bind_key`` (a key that fixes every integer argument, dtype and pointer alignment, see
+    :mod:`flashedu.ops._bound`): the first call with it binds the compiled kernel and the config
+    chosen, later calls launch that binding directly (host time ~30 µs → ~5 µs)."""
+    if bind_key is not None and config is None:
+        bound = _bound.lookup(kernel, bind_key)
+        if bound is not None:
+            bound(*args)
+            return
+    chosen = _launch(kernel, grid, args, consts, table=table, head_dim=head_dim,
+                     elem_bytes=elem_bytes, resident=resident, tune=tune, config=config, name=name,
+                     resident_tiles=resident_tiles, acc_tiles=acc_tiles)
+    if bind_key is not None and config is None:
+        _bound.bind(kernel, bind_key, grid, args, chosen, consts)
+
+
+def _launch(kernel, grid, args, consts, *, table, head_dim, elem_bytes, resident, tune, config, name,
+            resident_tiles, acc_tiles) -> triton.Config:
+    """:func:`launch` through Triton's own path; returns the config that ran."""
     if config is None:
         ckey = (id(table), arch_key(), head_dim, elem_bytes, resident, resident_tiles, acc_tiles)
         if ckey not in _CONFIGS:
@@ -104,10 +124,11 @@ def launch(kernel, grid, args, consts, *, table: dict, head_dim: int, elem_bytes
                 _TUNED[key] = triton.autotune(configs, key=["N_Q", "N_K", "HEAD_DIM", "CAUSAL"],
                                               use_cuda_graph=True)(kernel)
             _TUNED[key][grid](*args, **consts)
-            return
+            return _TUNED[key].best_config
         config = configs[0]
-    kernel[grid](*args, **consts, **config.kwargs, num_warps=config.num_warps,
-                 num_stages=config.num_stages)
+    # all_kwargs(), as the autotuner passes them: the same options hit the same compiled kernel.
+    kernel[grid](*args, **consts, **config.all_kwargs())
+    return config
 
 
 _PICKED: dict = {}  # (kernel name, shape key) -> the config timed fastest by choose()

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from flashedu import runtime
+from flashedu.ops import _bound
 from flashedu.ops.fp8.e4m3_grid import round_to_e4m3_grid
 from flashedu.ops.fp8.hadamard import hadamard_matrix
 from flashedu.ops.fp8.quant import E4M3, E4M3_MAX
@@ -53,8 +54,10 @@ def _quantize_kernel(X, X8, S, M, N, N_PAD, n_tiles, stride_xb, stride_xh, strid
     y8 = y.to(tl.float8e4nv)
     base = bh.to(tl.int64) * ROWS_OUT * D
     if K_MAJOR:  # [D, N_PAD] per head: keys along a row; the padding gets zeros
-        tl.store(X8 + base + offs_d[None, :] * N_PAD + offs_r[:, None], y8,
-                 mask=(offs_r < N_PAD)[:, None])
+        # Transposed in registers first, so neighbouring threads write neighbouring keys (a
+        # store of y8 as it is would write one byte every N_PAD bytes per thread).
+        tl.store(X8 + base + offs_d[:, None] * N_PAD + offs_r[None, :], tl.trans(y8),
+                 mask=(offs_r < N_PAD)[None, :])
     else:
         tl.store(X8 + base + offs_r[:, None] * D + offs_d[None, :], y8,
                  mask=ok[:, None])
@@ -88,11 +91,15 @@ def quantize_tiles(x: torch.Tensor, *, block: int, signs: torch.Tensor | None = 
     # The ±1 matrix in x's dtype (fp32 under the interpreter, which has no bf16 product).
     m_dtype = torch.float32 if x.dtype == torch.float32 else x.dtype
     m = _signed_hadamard(tuple(signs.tolist()), m_dtype, str(x.device)) if signs is not None else descale
-    _quantize_kernel[(n_tiles, B * H)](
-        x, store, descale, m, N, n_pad, n_tiles, x.stride(0), x.stride(1), x.stride(2), H,
-        1.0 / math.sqrt(D), D=D, BLOCK=block, ROTATE=signs is not None, K_MAJOR=k_major,
-        ROWS_OUT=rows_out, PRE_ROUND=not runtime.current().compiled,
-        num_warps=8 if block * D >= 128 * 128 else 4)
+    _bound.run(_quantize_kernel,
+               (x.shape, x.stride(), x.dtype, block, signs is not None, k_major, x.device.index,
+                _bound.aligned(x)),
+               (n_tiles, B * H),
+               (x, store, descale, m, N, n_pad, n_tiles, x.stride(0), x.stride(1), x.stride(2), H,
+                1.0 / math.sqrt(D)),
+               dict(D=D, BLOCK=block, ROTATE=signs is not None, K_MAJOR=k_major,
+                    ROWS_OUT=rows_out, PRE_ROUND=not runtime.current().compiled),
+               num_warps=8 if block * D >= 128 * 128 else 4, num_stages=3)
     x8 = store[..., :N].transpose(-1, -2) if k_major else store
     return x8, descale
 

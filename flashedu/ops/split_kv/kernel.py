@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from flashedu import runtime
+from flashedu.ops import _bound
 from flashedu.softmax.state import State
 from flashedu.ops.split_kv.plan import check_gqa, resolve_splits, split_ranges
 
@@ -152,19 +153,29 @@ def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
     R = N_Q * group
     block_m = max(16, min(64, triton.next_power_of_2(R)))
     sms = _sm_count(q.device.index or 0) if runtime.current().compiled else 132
-    S = resolve_splits(num_splits, programs=B * H_kv * triton.cdiv(R, block_m), n_k=N_K, block_n=align, sms=sms)
-    ranges = split_ranges(N_K, S, align)
-    split_len = max(align, ranges[0][1] - ranges[0][0])
+    S, ranges, split_len = _split_plan(num_splits, B * H_kv * triton.cdiv(R, block_m), N_K, align, sms)
     op = torch.empty(S, B, H, N_Q, D, device=q.device, dtype=torch.float32)
     mp = torch.empty(S, B, H, N_Q, device=q.device, dtype=torch.float32)
     lp = torch.empty_like(mp)
-    grid = (triton.cdiv(R, block_m), S, B * H_kv)
-    _split_kernel[grid](q, k, v, op, mp, lp, *q.stride(), *k.stride(), *v.stride(),
-                        B, H_kv, N_Q, N_K, split_len, scale * LOG2E,
-                        GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
-                        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                        num_warps=warps, num_stages=stages)
-    return State(mp[..., None], lp[..., None], op), ranges
+    # One binding per call shape (flashedu.ops._bound): a decode step is short enough that
+    # Triton's own per-call Python would be most of it.
+    key = (q.shape, k.shape, q.stride(), k.stride(), v.stride(), q.dtype, causal, S, bn,
+           q.device.index, _bound.aligned(q, k, v))
+    _bound.run(_split_kernel, key, (triton.cdiv(R, block_m), S, B * H_kv),
+               (q, k, v, op, mp, lp, *q.stride(), *k.stride(), *v.stride(),
+                B, H_kv, N_Q, N_K, split_len, scale * LOG2E),
+               dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
+                    PRECISION="ieee" if q.dtype == torch.float32 else "tf32"),
+               num_warps=warps, num_stages=stages)
+    return State(mp[..., None], lp[..., None], op), list(ranges)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_plan(num_splits, programs: int, n_k: int, align: int, sms: int):
+    """(splits, their key ranges, keys per split), the same for every call of one shape."""
+    S = resolve_splits(num_splits, programs=programs, n_k=n_k, block_n=align, sms=sms)
+    ranges = tuple(split_ranges(n_k, S, align))
+    return S, ranges, max(align, ranges[0][1] - ranges[0][0])
 
 
 def merge_partials(state: State, *, dtype: torch.dtype) -> torch.Tensor:
@@ -173,8 +184,9 @@ def merge_partials(state: State, *, dtype: torch.dtype) -> torch.Tensor:
     S, B, H, N, D = state.o.shape
     m, l, o = (t.contiguous() for t in (state.m, state.l, state.o))
     out = torch.empty(B, H, N, D, device=o.device, dtype=dtype)
-    _merge_kernel[(B * H * N,)](o, m, l, out, S, B * H * N, HEAD_DIM=D,
-                                BLOCK_S=triton.next_power_of_2(S), num_warps=4)
+    _bound.run(_merge_kernel, (S, B * H * N, D, dtype, o.device.index), (B * H * N,),
+               (o, m, l, out, S, B * H * N),
+               dict(HEAD_DIM=D, BLOCK_S=triton.next_power_of_2(S)), num_warps=4, num_stages=3)
     return out
 
 

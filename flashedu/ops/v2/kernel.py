@@ -21,6 +21,7 @@ import triton.language as tl
 
 from flashedu import runtime
 from flashedu.validate import check_qkv
+from flashedu.ops import _bound
 from flashedu.ops._triton import LOG2E, arch_key, launch, should_tune
 from flashedu.ops.v2.kernel_bwd import attention_backward
 
@@ -187,7 +188,9 @@ def attention_forward(q, k, v, *, causal: bool, scale: float, config: triton.Con
     consts = dict(CAUSAL=causal, HEAD_DIM=D, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
     launch(_fwd_kernel, lambda meta: (triton.cdiv(N_Q, meta["BLOCK_M"]), B * H), args, consts,
            table=FWD_CONFIGS, head_dim=D, elem_bytes=q.element_size(), resident=0, resident_tiles=1,
-           tune=should_tune(B, H, N_Q, N_K), config=config, name="v2_triton")
+           tune=should_tune(B, H, N_Q, N_K), config=config, name="v2_triton",
+           bind_key=(q.shape, N_K, q.stride(), k.stride(), v.stride(), q.dtype, causal,
+                     q.device.index, _bound.aligned(q, k, v)))
     return o, lse
 
 
@@ -239,7 +242,9 @@ def flash_attention_v2(q, k, v, *, causal: bool = False, scale: float | None = N
     with respect to q, k and v. Returns o shaped and typed like q (contiguous).
     """
     scale = _check(q, k, v, causal, scale)
-    return FlashAttentionV2.apply(q, k, v, causal, scale)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return FlashAttentionV2.apply(q, k, v, causal, scale)
+    return _v2_kernel(q, k, v, causal=causal, scale=scale)[3]  # no graph to record: no autograd
 
 
 def flash_attention_v2_lse(q, k, v, *, causal: bool = False, scale: float | None = None):

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from flashedu import runtime
+from flashedu.ops import _bound
 from flashedu.ops._triton import LOG2E, launch, should_tune
 
 
@@ -261,8 +262,10 @@ def attention_backward(do, q, k, v, o, lse, *, causal: bool, scale: float,
         do = do.contiguous()
     delta = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)  # [B, H, N_Q]
     pre_block = 64 if runtime.current().compiled else 32
-    _bwd_preprocess[(triton.cdiv(N_Q, pre_block), B * H)](
-        o, do, delta, *o.stride(), *do.stride(), H, N_Q, BLOCK_M=pre_block, HEAD_DIM=D)
+    _bound.run(_bwd_preprocess, (o.shape, o.stride(), do.stride(), o.dtype, o.device.index,
+                                 _bound.aligned(o, do)),
+               (triton.cdiv(N_Q, pre_block), B * H), (o, do, delta, *o.stride(), *do.stride(), H, N_Q),
+               dict(BLOCK_M=pre_block, HEAD_DIM=D), num_warps=4, num_stages=3)
     dk, dv = attention_dkdv(do, q, k, v, lse, delta, causal=causal, scale=scale, config=dkdv_config)
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     args, consts, common = _launch_args(do, q, k, v, causal=causal, scale=scale)
@@ -278,7 +281,9 @@ def _launch_args(do, q, k, v, *, causal: bool, scale: float):
     args = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, N_Q, N_K, scale, scale * LOG2E)
     consts = dict(CAUSAL=causal, HEAD_DIM=D, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
     common = dict(head_dim=D, elem_bytes=q.element_size(), tune=should_tune(B, H, N_Q, N_K),
-                  name="v2_triton backward")
+                  name="v2_triton backward",
+                  bind_key=(q.shape, N_K, q.stride(), k.stride(), v.stride(), do.stride(),
+                            q.dtype, causal, q.device.index, _bound.aligned(q, k, v, do)))
     return args, consts, common
 
 

@@ -1,0 +1,92 @@
+"""Host time against GPU time of one eager call: what a short call costs on the CPU side, with the
+compiled kernel bound once per call shape (``flashedu.ops._bound``) and through Triton's own
+launch path, beside torch SDPA (issue 20's host-time and decode targets).
+
+On the GPU machine, from the repository root (under a minute):
+
+    python -m flashedu.bench.host --out DIR     # writes DIR/host/<gpu>.json
+
+Each row: ``host_us``, microseconds of CPU time per call while the GPU is held busy (so calls
+only queue work; best of three runs of 50 calls), ``gpu_ms`` from a CUDA graph replay (no host
+in it), and ``eager_ms``, the median of eager calls back to back (do_bench): a call is
+host-bound where ``host_us`` exceeds the GPU time and the eager time follows the host.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def cases(torch, F):
+    """name -> (zero-argument call, what it is): fp16 forwards at one small training shape, the
+    backward through autograd, and decoding one token against an 8k and a 32k cache (GQA 64/8)."""
+    from flashedu.ops.split_kv.kernel import split_kv_attention_triton
+    from flashedu.ops.v2.kernel import flash_attention_v2
+
+    dt, dev = torch.float16, "cuda"
+    q, k, v = (torch.randn(1, 16, 1024, 128, device=dev, dtype=dt) for _ in range(3))
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+    do = torch.randn_like(q)
+
+    def fwd_bwd(fn):
+        def call():
+            fn(qg, kg, vg).backward(do)
+        return call
+
+    out = {
+        "forward, N=1k": {
+            "v2_triton": lambda: flash_attention_v2(q, k, v),
+            "sdpa": lambda: F.scaled_dot_product_attention(q, k, v)},
+        "forward, q/k/v need grad": {
+            "v2_triton": lambda: flash_attention_v2(qg, kg, vg),
+            "sdpa": lambda: F.scaled_dot_product_attention(qg, kg, vg)},
+        "forward + backward": {
+            "v2_triton": fwd_bwd(flash_attention_v2),
+            "sdpa": fwd_bwd(F.scaled_dot_product_attention)},
+    }
+    for n_k in (8192, 32768):
+        qd = torch.randn(1, 64, 1, 128, device=dev, dtype=dt)
+        kd, vd = (torch.randn(1, 8, n_k, 128, device=dev, dtype=dt) for _ in range(2))
+        out[f"decode, N_k={n_k // 1024}k"] = {
+            "split_kv_triton": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(qd, kd, vd),
+            "sdpa": lambda qd=qd, kd=kd, vd=vd: F.scaled_dot_product_attention(qd, kd, vd, enable_gqa=True)}
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+
+    from flashedu.bench.recorder import Recorder, gpu_time, host_us, require_gpu
+    require_gpu("flashedu.bench.host")
+    import torch
+    import torch.nn.functional as F
+    import triton
+
+    from flashedu.ops import _bound
+
+    torch.manual_seed(0)
+    rec = Recorder(a.out, "host", source="flashedu/bench/host.py")
+    rows = []
+    for case, impls in cases(torch, F).items():
+        for impl, fn in impls.items():
+            paths = {"bound": True, "triton": False} if impl != "sdpa" else {"": True}
+            for path, enabled in paths.items():
+                _bound.ENABLED = enabled
+                fn()  # compile, tune and bind outside the clock
+                torch.cuda.synchronize()
+                row = dict(case=case, impl=impl, launch=path or None,
+                           host_us=round(min(host_us(fn) for _ in range(3)), 1),
+                           eager_ms=triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+                if "backward" not in case:  # a graph cannot hold autograd's backward call
+                    row["gpu_ms"] = gpu_time(fn)["ms"]
+                rows.append(row)
+                print(row, flush=True)
+                rec.save(rows)
+    _bound.ENABLED = True
+    rec.save(rows, final=True)
+
+
+if __name__ == "__main__":
+    main()

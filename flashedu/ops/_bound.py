@@ -1,0 +1,114 @@
+"""Launching a compiled Triton kernel without Triton's per-call Python: bound once per call shape.
+
+``kernel[grid](*args, **kwargs)`` spends ~30 µs of host time on every call (triton 3.6 on an
+H200): it binds the arguments to the signature, works out how each integer and pointer
+specialises the kernel (equal to 1? divisible by 16?), hashes that into a cache key, looks the
+compiled kernel up, evaluates the grid, and only then calls the launcher. For one call shape all
+of that gives the same answer every time, so :func:`bind` does it once and keeps a :class:`Bound`
+that calls the launcher directly (~5 µs).
+
+The caller's ``key`` must determine everything Triton specialises on: every integer argument
+(shapes, strides), the dtypes, and whether each input pointer is 16-byte aligned. Floats (the
+softmax scale) are not specialised and pass through. Outputs freshly allocated by torch are
+always aligned. Only compiled kernels bind; the interpreter, and a process with launch hooks
+installed (a profiler such as proton), take Triton's own path every time.
+"""
+from __future__ import annotations
+
+import inspect
+
+import triton
+
+from flashedu import runtime
+
+
+class Bound:
+    """One compiled kernel, its grid and its trailing compile-time arguments: ``bound(*args)``
+    launches it on the current stream with ``args`` (the kernel's leading, run-time arguments)."""
+
+    __slots__ = ("_run", "_function", "_metadata", "_grid", "_tail", "_device")
+
+    def __init__(self, compiled, grid: tuple, tail: tuple, device: int):
+        compiled._init_handles()
+        self._run, self._function = compiled.run, compiled.function
+        self._metadata = compiled.packed_metadata
+        self._grid = tuple(grid) + (1,) * (3 - len(grid))
+        self._tail, self._device = tail, device
+
+    def __call__(self, *args) -> None:
+        g0, g1, g2 = self._grid
+        stream = triton.runtime.driver.active.get_current_stream(self._device)
+        # The launcher's signature (triton 3.6 to 3.9): grid, stream, function, metadata, launch
+        # metadata and the enter/exit hooks (None: bind() refuses when hooks are installed),
+        # then every parameter of the kernel in order, compile-time ones included.
+        self._run(g0, g1, g2, stream, self._function, self._metadata, None, None, None,
+                  *args, *self._tail)
+
+
+_BOUND: dict = {}  # (kernel, caller's key) -> Bound
+ENABLED = True  # False: every launch takes Triton's path (the host-time benchmark's baseline)
+
+
+def lookup(kernel, key) -> Bound | None:
+    """The binding made for ``key``, if any (a dict lookup: the fast path's whole cost)."""
+    return _BOUND.get((kernel, key)) if ENABLED else None
+
+
+def _hooks_installed() -> bool:
+    hooks = triton.knobs.runtime
+    return bool(getattr(hooks.launch_enter_hook, "calls", hooks.launch_enter_hook)
+                or getattr(hooks.launch_exit_hook, "calls", hooks.launch_exit_hook))
+
+
+def bind(kernel, key, grid, args: tuple, config: triton.Config, consts: dict) -> Bound | None:
+    """Bind ``kernel`` for ``key`` after a launch of ``kernel[grid](*args, **consts)`` with
+    ``config`` (so the compiled kernel is in Triton's cache); None where binding does not apply."""
+    if not ENABLED or not runtime.current().compiled or _hooks_installed():
+        return None
+    kwargs = {**consts, **config.all_kwargs()}
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    if hasattr(compiled, "result"):  # an asynchronous compile's future (triton 3.5+)
+        compiled = compiled.result()
+    params = list(inspect.signature(kernel.fn).parameters.values())
+    named = {**consts, **config.kwargs}
+    tail = tuple(named[p.name] if p.name in named else p.default for p in params[len(args):])
+    if any(t is inspect.Parameter.empty for t in tail):
+        return None  # a parameter the caller did not name: leave it to Triton
+    meta = {**named, **dict(zip((p.name for p in params), args))}
+    bound = Bound(compiled, grid(meta) if callable(grid) else grid, tail, rt_device(args))
+    _BOUND[(kernel, key)] = bound
+    return bound
+
+
+def rt_device(args: tuple) -> int:
+    """The CUDA device of the first tensor argument (the kernel's inputs share one device)."""
+    for a in args:
+        if hasattr(a, "device"):
+            return a.device.index or 0
+    return 0
+
+
+def aligned(*tensors) -> bool:
+    """Whether every pointer is 16-byte aligned, as Triton specialises pointers (a view that
+    starts mid-row may not be: it gets a binding of its own)."""
+    bits = 0
+    for t in tensors:
+        bits |= t.data_ptr()
+    return bits & 15 == 0
+
+
+def clear() -> None:
+    """Forget every binding (tests, and a process that changes Triton's knobs)."""
+    _BOUND.clear()
+
+
+def run(kernel, key, grid, args: tuple, consts: dict, *, num_warps: int, num_stages: int) -> None:
+    """``kernel[grid](*args, **consts, num_warps=..., num_stages=...)``; the first call for
+    ``key`` goes through Triton and binds, later ones launch the binding."""
+    bound = lookup(kernel, key)
+    if bound is not None:
+        bound(*args)
+        return
+    config = triton.Config({}, num_warps=num_warps, num_stages=num_stages)
+    kernel[grid](*args, **consts, **config.all_kwargs())
+    bind(kernel, key, grid, args, config, consts)
