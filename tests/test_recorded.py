@@ -58,7 +58,8 @@ def test_every_recorded_kind_has_a_reader_and_a_date():
 
     readers = {"bench": "bench", "v2_tuning": "bench", "block_sparse": "block_sparse", "fa3": "fa3",
                "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
-               "ncu": "ncu", "fa3_gluon": "fa3_gluon", "fa3_timeline": "fa3_gluon"}
+               "ncu": "ncu", "fa3_gluon": "fa3_gluon", "fa3_timeline": "fa3_gluon",
+               "fa3_gluon_tuning": "fa3_gluon"}
     kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
     assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
     for kind, reader in readers.items():
@@ -705,6 +706,19 @@ def test_fa3_gluon_run_times_every_schedule_beside_cudnn():
     # every timed row was checked against cuDNN first
     for r in rec.timed(run):
         assert r["err"] < 4e-3, r  # fp16 output against fp16 cuDNN
+
+
+def test_fa3_gluon_variant_effect_is_against_the_default_of_its_own_run():
+    from flashedu.recorded import fa3_gluon as rec
+
+    runs = recorded.load("fa3_gluon_tuning")
+    effect = rec.variant_effect(runs, "split mask")
+    assert effect["low"] <= min(effect["ratios"].values()) <= effect["high"]
+    D, causal, N = effect["worst"]
+    run = next(r for r in runs if r["provenance"]["commit"] == effect["commit"])
+    row = next(r for r in rec.speed_table(run) if (r["D"], r["causal"], r["N"]) == (D, causal, N))
+    assert effect["low"] == row["tflops"]["fa3_gluon: split mask"] / row["tflops"]["fa3_gluon"]
+    assert rec.variant_effect(runs, "no such variant") is None
 
 
 def test_fa3_timeline_phases_are_in_program_order():

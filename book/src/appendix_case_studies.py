@@ -340,6 +340,12 @@ if g_run:
         glue("cs5_cut", 100 * (1 - split_loop / base))
     except RuntimeError as e:
         print(e)
+split_run = fa3g_rec.variant_effect(recorded.load("fa3_gluon_tuning"), "split mask")
+glue("cs5_split_lo", 100 * (split_run["low"] - 1))
+glue("cs5_split_hi", 100 * (split_run["high"] - 1))
+D_w, causal_w, N_w = split_run["worst"]
+glue("cs5_split_worst", f"d = {D_w}{', causal' if causal_w else ''}, N = {N_w}")
+assert split_run["high"] < 1.02  # no case gained enough to switch the default
 
 # %% [markdown]
 # | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |
@@ -350,7 +356,7 @@ if g_run:
 # | 3 stages instead of 2 | {glue:text}`cs5_st3:+.1f`% | no |
 # | $K/V$ tiles of 64 rows instead of 128 | {glue:text}`cs5_bn64:+.0f`% | no |
 # | $d$ = 64: 2 stages instead of 3 | {glue:text}`cs5_d64_lo:+.1f`% to {glue:text}`cs5_d64_hi:+.1f`% over $N$ | not yet |
-# | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration, compiled | not yet timed |
+# | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration; {glue:text}`cs5_split_lo:+.1f`% to {glue:text}`cs5_split_hi:+.1f`% over the grid | no |
 #
 # - **Only warp specialisation is worth its cost here.** Ping-pong and the pipeline inside a
 #   warpgroup stay on because they are FA3's schedule and cost nothing; the measured timeline
@@ -360,11 +366,15 @@ if g_run:
 #   (the producer runs $K$ one tile ahead of $V$); a third stage fills shared memory and was
 #   slower. A narrower tile doubles the softmax's fixed costs per score computed (row maxima and
 #   sums across threads, the rescale of $O$) and lost most.
-# - **The next idea is in the machine code.** The consumers' loop tests "does this tile need
+# - **A shorter loop is not a faster one.** The consumers' loop tests "does this tile need
 #   the mask?" at run time; the compiler turns that into selects on every score of every tile.
-#   Two loops, one without the mask, shorten the loop body by {glue:text}`cs5_cut:.0f`%. It is
-#   compiled and its machine code checked on a CPU; its correctness tests and its timing
-#   wait for a GPU.
+#   Two loops, one without the mask, shorten the loop body by {glue:text}`cs5_cut:.0f`%, and
+#   the kernel ran no faster: within {glue:text}`cs5_split_lo:+.1f`% and
+#   {glue:text}`cs5_split_hi:+.1f`% of the default at every case of the grid, worst at
+#   {glue:text}`cs5_split_worst` (a separate run, its commit in the record). The selects issue
+#   in slots the softmax leaves idle while it waits on exponentials and on the reductions
+#   across threads; counting instructions said where the time could go, the GPU said it was
+#   not going there.
 
 # %% [markdown]
 # ## What the five have in common

@@ -625,7 +625,8 @@ assert full_tl["wait_s"] < 0.1 * full_tl["turn"]
 #   into selects on every score of every tile (a thread holds {glue:text}`scores_per_thread`
 #   scores of a tile). Compiled as two loops, one for the tiles that need
 #   no mask (`split_mask=True`), the main loop has {glue:text}`split_instr` instructions and no
-#   select; it is not yet timed on a GPU. A warpgroup's softmax outlasts the other's two GEMMs
+#   select, and on the H200 it ran no faster (the appendix's case study 5 has the numbers): the
+#   selects fill issue slots the softmax leaves idle. A warpgroup's softmax outlasts the other's two GEMMs
 #   ({glue:text}`model_gemms:.0f` ns at the tensor cores' peak), so the tensor cores idle
 #   between tiles: the softmax, not the copies or the GEMMs, sets the pace.
 # - **The pipeline still helps a little.** Without it a warpgroup waits

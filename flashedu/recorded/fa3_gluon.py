@@ -3,6 +3,8 @@
 
 * :func:`speed_table` - per (D, causal, N): TFLOP/s of each implementation and schedule;
 * :func:`speed_summary` - what chapter 6 quotes of it, by glue name;
+* :func:`variant_effect` - a tuning run's variant (kind ``"fa3_gluon_tuning"``: ``--extra``
+  rows, one file per idea tried) against the default kernel timed beside it, at every case;
 * :func:`phases` / :func:`timeline_summary` - the timeline as per-iteration phase lengths;
 * :data:`SIM_OF` / :func:`model_summary` - the same schedules in chapter 6's simulator, its
   predictions in ns at a measured clock.
@@ -81,6 +83,24 @@ def ablation(run: dict, *, D: int = 128, N: int = 16384, causal: bool = False) -
         elif impl.startswith(PREFIX):
             out[impl[len(PREFIX):]] = tf
     return out
+
+
+def variant_effect(runs: list[dict], variant: str) -> dict:
+    """``variant`` (a bench name after ``"fa3_gluon: "``, e.g. ``"split mask"``) against the
+    default kernel of the same run, from the first of ``runs`` that timed it: ``ratios``
+    {(D, causal, N): variant / default}, their ``low`` and ``high``, ``worst`` (the case of the
+    lowest), the run's ``commit``; None where no run timed it."""
+    for run in runs:
+        ratios = {}
+        for row in speed_table(run):
+            t = row["tflops"]
+            if PREFIX + variant in t and FULL in t:
+                ratios[(row["D"], row["causal"], row["N"])] = t[PREFIX + variant] / t[FULL]
+        if ratios:
+            worst = min(ratios, key=ratios.get)
+            return dict(ratios=ratios, low=ratios[worst], high=max(ratios.values()), worst=worst,
+                        commit=run["provenance"]["commit"], gpu=run["provenance"]["gpu"])
+    return None
 
 
 def phases(entry: dict) -> list[list[dict]]:
