@@ -33,6 +33,11 @@ def test_pingpong_needs_two_consumer_warpgroups():
         fg.GluonConfig(warp_specialize=False)
 
 
+def test_persistent_needs_a_producer_warp():
+    with pytest.raises(ValueError, match="persistent needs warp_specialize"):
+        fg.GluonConfig(warp_specialize=False, pingpong=False, persistent=True)
+
+
 def test_each_ablation_turns_off_one_idea():
     full = fg.default_config(128)
     for name, cfg in fg.ablation_configs(128).items():
@@ -76,6 +81,26 @@ def test_split_mask_takes_the_mask_out_of_the_main_loop(causal):
     assert split["loop_instructions"] < 0.8 * base["loop_instructions"]
     assert split["shared_bytes"] == base["shared_bytes"]
     assert split["setmaxnreg"] == base["setmaxnreg"] and split["stack_bytes"] <= 128
+
+
+@pytest.mark.parametrize("head_dim, causal", [(128, False), (128, True), (64, False), (64, True)],
+                         ids=["d128", "d128-causal", "d64", "d64-causal"])
+def test_persistent_compiles_within_hopper_limits(head_dim, causal):
+    """The persistent build gives O its own shared memory (next to Q, which already holds the
+    next work item's) and still fits; its main loop is the one-item kernel's, give or take the
+    ring positions that now run on across items, and reloads nothing from the stack."""
+    base = fg.hopper_resources(head_dim, causal=causal)
+    cfg = replace(fg.default_config(head_dim), persistent=True)
+    r = fg.hopper_resources(head_dim, causal=causal, config=cfg)
+    o_bytes = 2 * 64 * head_dim * 2  # two warpgroups' [64, D] fp16 tiles
+    assert base["shared_bytes"] + o_bytes <= r["shared_bytes"] <= HOPPER_SHARED
+    assert r["threads"] == 384 and r["setmaxnreg"] == base["setmaxnreg"]
+    assert r["wgmma"] == base["wgmma"] and r["loop_exps"] == base["loop_exps"]
+    assert r["loop_selects"] == base["loop_selects"]
+    assert r["loop_instructions"] <= 1.1 * base["loop_instructions"]
+    # What spills is loop-invariant (the first tile's mask, hoisted out of the work-item loop)
+    # and reloaded once per item, not per K/V tile; the main loop itself has none.
+    assert r["loop_spills"] == 0 and r["stack_bytes"] <= 160
 
 
 # ---- on a Hopper GPU ----------------------------------------------------------------------------
@@ -125,6 +150,37 @@ def test_split_mask_matches_the_oracle(head_dim, causal, poison):
         o, _ = fg.gluon_forward(q, k, v, causal=causal, scale=head_dim ** -0.5, config=cfg)
         err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
         assert err < 4e-3, f"N={n}: max error {err:.2e}"
+
+
+@needs_hopper
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_persistent_matches_the_oracle(head_dim, dtype, causal, poison):
+    """One program per SM looping over work items: the same O and L, at N that leave partial
+    tiles, and once with more work items than SMs (B·H = 150, three query tiles of three K/V
+    tiles each), so every program runs several items and the ring and barrier phases carry
+    across them at odd offsets."""
+    cfg = replace(fg.default_config(head_dim), persistent=True)
+    scale = head_dim ** -0.5
+    for b, h, n in ((1, 2, 1), (1, 2, 127), (2, 3, 1000), (1, 2, 2048), (3, 50, 320)):
+        q, k, v = fresh_qkv(b, h, n, head_dim, dtype=dtype, device="cuda")
+        o, lse = fg.gluon_forward(q, k, v, causal=causal, scale=scale, config=cfg)
+        torch.cuda.synchronize()
+        assert not torch.isnan(o).any() and not torch.isnan(lse).any()
+        err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
+        assert err < (2e-2 if dtype == torch.bfloat16 else 4e-3), f"B={b} H={h} N={n}: {err:.2e}"
+        s = (q.double() @ k.double().transpose(-1, -2)) * scale
+        if causal:
+            s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device="cuda").triu(1), -math.inf)
+        assert (lse.double() - torch.logsumexp(s, -1)).abs().max().item() < 1e-3, (b, h, n)
+
+
+@needs_hopper
+def test_timeline_refuses_persistent():
+    q, k, v = fresh_qkv(1, 2, 256, 128, dtype=torch.float16, device="cuda")
+    with pytest.raises(ValueError, match="persistent"):
+        fg.timeline(q, k, v, config=replace(fg.default_config(128), persistent=True))
 
 
 @needs_hopper

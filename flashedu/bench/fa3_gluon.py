@@ -5,7 +5,7 @@ measured timeline: issue 19's numbers.
 On the GPU machine, from the repository root:
 
     python -m flashedu.bench.fa3_gluon --out DIR [--D 64 128] [--N 1024 4096 16384]
-                                       [--schedules NAME ...] [--extra] [--deadline S]
+                                       [--schedules NAME ...] [--extra [NAME ...]] [--deadline S]
     python -m flashedu.bench.fa3_gluon --out DIR --timeline
 
 Each case is fp16, hidden size 2048 (H = 2048 / D), B = 16384 / N, causal or not: issue 20's
@@ -28,8 +28,9 @@ def main(argv=None) -> None:
     p.add_argument("--N", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--schedules", nargs="*", default=None,
                    help="FA3 schedules (ablation names) to time beside the default; default: all")
-    p.add_argument("--extra", action="store_true",
-                   help="also time stage-count, tile and split-mask variants")
+    p.add_argument("--extra", nargs="*", default=None,
+                   help="also time these variants (stage counts, 64-row K/V tiles, persistent; "
+                        "no names: all of them)")
     p.add_argument("--timeline", action="store_true", help="record the timeline only")
     p.add_argument("--deadline", type=float, default=480.0, help="stop starting rows after this many seconds")
     a = p.parse_args(argv)
@@ -55,12 +56,14 @@ def main(argv=None) -> None:
         for n, c in fg.ablation_configs(D).items():
             if n != "FA3 (all three ideas)" and (a.schedules is None or n in a.schedules):
                 out[f"fa3_gluon: {n}"] = c
-        if a.extra:
-            for st in (2, 3, 4):
-                if st != base.stages:
-                    out[f"fa3_gluon: {st} stages"] = replace(base, stages=st)
-            out["fa3_gluon: 64-row K/V tiles"] = replace(base, block_n=64)
-            out["fa3_gluon: split mask"] = replace(base, split_mask=True)
+        if a.extra is not None:
+            extra = {f"{st} stages": replace(base, stages=st) for st in (2, 3, 4) if st != base.stages}
+            extra["64-row K/V tiles"] = replace(base, block_n=64)
+            extra["split mask"] = replace(base, split_mask=True)
+            extra["persistent"] = replace(base, persistent=True)
+            for n, c in extra.items():
+                if not a.extra or n in a.extra:
+                    out[f"fa3_gluon: {n}"] = c
         return out
 
     def candidates(q, k, v, causal):

@@ -34,13 +34,20 @@ class GluonConfig:
     pingpong: bool = True          # the consumers take turns issuing GEMMs (needs the above)
     intra: bool = True             # softmax(j+1) under GEMM1(j), FA3's Algorithm 2
     # Two loops, one without the mask's selects, one with (run-time test in one loop otherwise).
-    # Compiled, not yet timed on a GPU: off until measured.
+    # Timed on the H200: no faster than one loop (recorded kind fa3_gluon_tuning), so off.
     split_mask: bool = False
+    # One program per SM, looping over (query tile, batch·head) work items, so the producer
+    # loads the next item while the consumers finish this one. O gets shared memory of its own
+    # (fits at D ≤ 128 with the default stages). Compiled, not yet run on a GPU.
+    persistent: bool = False
     consumer_regs: int = 240       # registers per thread of the second consumer warpgroup
 
     def __post_init__(self):
         if self.pingpong and not self.warp_specialize:
             raise ValueError("config: pingpong needs warp_specialize (two consumer warpgroups)")
+        if self.persistent and not self.warp_specialize:
+            raise ValueError("config: persistent needs warp_specialize (a producer warp to run "
+                             "ahead into the next work item)")
 
     @property
     def num_warps(self) -> int:
@@ -97,6 +104,11 @@ def _descriptor(t: torch.Tensor, rows: int):
                             block_shape=box, layout=layout)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_iters=0):
     from flashedu.ops.fa3.gluon_kernel import fa3_fwd_kernel
 
@@ -104,14 +116,18 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     N_K = k.shape[2]
     o = torch.empty_like(q)
     lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
-    grid = ((N_Q + BLOCK_M - 1) // BLOCK_M, B * H)
+    n_m = (N_Q + BLOCK_M - 1) // BLOCK_M
+    if config.persistent:  # one program per SM, or per work item where there are fewer
+        grid = (min(_sm_count(q.device), n_m * B * H), 1)
+    else:
+        grid = (n_m, B * H)
     fa3_fwd_kernel[grid](
         _descriptor(q, config.q_rows), _descriptor(k, config.block_n),
         _descriptor(v, config.block_n), _descriptor(o, config.q_rows), lse,
-        lse if stamps is None else stamps, N_Q, N_K, scale * LOG2E, stamp_pid,
+        lse if stamps is None else stamps, N_Q, N_K, scale * LOG2E, stamp_pid, B * H,
         CAUSAL=causal, STAGES=config.stages, WARP_SPEC=config.warp_specialize,
         PINGPONG=config.pingpong, INTRA=config.intra, SPLIT_MASK=config.split_mask,
-        CONSUMER_REGS=config.consumer_regs,
+        PERSISTENT=config.persistent, CONSUMER_REGS=config.consumer_regs,
         STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
     return o, lse
 
@@ -199,6 +215,9 @@ def timeline(q, k, v, *, causal: bool = False, config: GluonConfig | None = None
     """
     scale = check(q, k, v, causal, None)
     config = config or default_config(q.shape[-1])
+    if config.persistent:
+        raise ValueError("timeline: a persistent program runs many work items; stamp a "
+                         "persistent=False config")
     q, k, v = (tma_ready(t) for t in (q, k, v))
     n_m = (q.shape[2] + BLOCK_M - 1) // BLOCK_M
     program = n_m - 1 if program is None else program

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int,
               warp_specialize: bool, pingpong: bool, intra: bool, split_mask: bool,
-              consumer_regs: int) -> dict:
+              persistent: bool, consumer_regs: int) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -37,11 +37,11 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
         return f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
 
     constexprs = dict(CAUSAL=causal, STAGES=stages, WARP_SPEC=warp_specialize, PINGPONG=pingpong,
-                      INTRA=intra, SPLIT_MASK=split_mask, CONSUMER_REGS=consumer_regs,
-                      STAMP_ITERS=0)
+                      INTRA=intra, SPLIT_MASK=split_mask, PERSISTENT=persistent,
+                      CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
     signature = {"q_desc": desc(q_rows), "k_desc": desc(block_n), "v_desc": desc(block_n),
                  "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64", "N_Q": "i32",
-                 "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32"}
+                 "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32", "BH": "i32"}
     signature.update({k: "constexpr" for k in constexprs})
     compiled = triton.compile(GluonASTSource(kernel.fa3_fwd_kernel, signature, constexprs),
                               target=GPUTarget("cuda", 90, 32),
@@ -70,6 +70,7 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
         "loop_instructions": loop["instructions"],
         "loop_selects": loop["FSEL"],
         "loop_exps": loop["MUFU.EX2"],
+        "loop_spills": loop["LDL"] + loop["STL"],  # local-memory traffic in the loop
         "triton": triton.__version__,
     }
 
@@ -77,7 +78,7 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
 def main_loop(sass: str) -> dict:
     """The smallest loop (a backward branch) whose body issues tensor-core GEMMs (HGMMA) and
     exponentials (MUFU.EX2): a consumer's main loop. Its instruction count and a few opcodes'
-    counts."""
+    counts (LDL/STL: spilled registers reloaded or stored)."""
     ins = [(int(a, 16), text.strip()) for a, text in
            re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
     best = None
@@ -89,7 +90,8 @@ def main_loop(sass: str) -> dict:
                     and (best is None or len(body) < len(best))):
                 best = body
     ops = [re.sub(r"^@!?U?P\w+\s+", "", t).split()[0] for t in best or []]
-    return {"instructions": len(ops), **{op: ops.count(op) for op in ("FSEL", "MUFU.EX2")}}
+    return {"instructions": len(ops),
+            **{op: ops.count(op) for op in ("FSEL", "MUFU.EX2", "LDL", "STL")}}
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ Each idea has a switch (:class:`GluonConfig`), so chapter 6 measures FA3's Table
 of tile j+STAGES goes out as soon as tile j is consumed); ping-pong needs two consumer warpgroups,
 so it is off there too.
 
+A *persistent* build (``PERSISTENT``) launches one program per SM, each looping over work items
+(a query tile of one batch·head): the producer runs ahead into the next item's Q and K/V while the
+consumers finish the last tiles and the epilogue of this one, which a one-item program leaves
+exposed. The K/V ring and every barrier phase run on across items.
+
 A *stamps* build (``STAMP_ITERS > 0``) reads each SM's cycle counter at every GEMM issue, wait and
 softmax of one program's first iterations, per warpgroup: chapter 6's measured timeline.
 
@@ -78,34 +83,76 @@ EV_O_READY = gl.constexpr(4)   # GEMM1(j) done, O rescaled next
 # The producer warp (warp-specialised build)
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _load_tile(desc, ring, ready, empty, bh, i, pred, WAIT_EMPTY: gl.constexpr):
-    """Copy tile i of K or V into its ring stage, once the consumers have handed it back."""
+def _load_tile(desc, ring, ready, empty, bh, i, c, pred, WAIT_EMPTY: gl.constexpr):
+    """Copy tile i of K or V into its ring stage, once the consumers have handed it back. The
+    ring's position is c + i: c counts the tiles of the program's earlier work items."""
     STAGES: gl.constexpr = ring.type.shape[0]
     BN: gl.constexpr = desc.block_type.shape[1]
-    stage = i % STAGES
+    n = c + i
+    stage = n % STAGES
     if WAIT_EMPTY:
         # A fresh barrier counts as having completed the phase before 0, so the first pass
         # through the ring does not wait.
-        mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1, pred=pred)
+        mbarrier.wait(empty.index(stage), ((n // STAGES) & 1) ^ 1, pred=pred)
     mbarrier.expect(ready.index(stage), desc.block_type.nbytes, pred=pred)
     _tma_load(desc, [bh, i * BN, 0], ready.index(stage), ring.index(stage), pred=pred)
 
 
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-              v_empty, bh, q_row, n_blocks):
+def _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+                   v_ready, v_empty, bh, q_row, n_blocks, c, t, PERSISTENT: gl.constexpr):
+    """Q and the K/V tiles of one work item (the program's t-th; c K/V tiles came before)."""
     # [producer-start]
     BM: gl.constexpr = q_desc.block_type.shape[1]
     for wg in gl.static_range(2):  # each consumer warpgroup's 64 query rows
+        if PERSISTENT:  # that warpgroup's last GEMM0 of item t-1 has read its Q
+            mbarrier.wait(q_bar.index(2 + wg), (t & 1) ^ 1)
         mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(wg), q_smem.index(wg))
     # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) first.
-    _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, True, True)
+    _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, c, True, True)
     for j in range(n_blocks):
         more = j + 1 < n_blocks
-        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, more, True)
-        _load_tile(v_desc, v_smem, v_ready, v_empty, bh, j, True, True)
+        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, c, more, True)
+        _load_tile(v_desc, v_smem, v_ready, v_empty, bh, j, c, True, True)
     # [producer-end]
+
+
+@gluon.jit
+def _producer(PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, q_desc, k_desc, v_desc, q_smem,
+              k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, work):
+    if PERSISTENT:
+        BM: gl.constexpr = q_desc.block_type.shape[1]
+        BN: gl.constexpr = k_desc.block_type.shape[1]
+        c = 0  # K/V tiles loaded so far: the ring's position
+        t = 0  # work items so far: Q's phase
+        for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
+            bh, q_row, n_blocks = _work_item(item, work, CAUSAL, 2 * BM, BN)
+            _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
+                           k_empty, v_ready, v_empty, bh, q_row, n_blocks, c, t, True)
+            c += n_blocks
+            t += 1
+    else:
+        bh, q_row, n_blocks = work
+        _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+                       v_ready, v_empty, bh, q_row, n_blocks, 0, 0, False)
+
+
+@gluon.jit
+def _work_item(item, work, CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr):
+    """A persistent program's work item → (batch·head, first query row, K/V tiles), the same in
+    every partition so that they agree on every trip count. ``work`` is (query tiles per head,
+    work items, N_K). The query tile runs fastest: the items in flight at once share a few
+    heads' K and V in L2. Causal: within a head, the longest rows first."""
+    n_m, _, N_K = work
+    m = item % n_m
+    if CAUSAL:
+        m = n_m - 1 - m
+    q_row = m * BM
+    hi = N_K
+    if CAUSAL:
+        hi = gl.minimum(q_row + BM, N_K)
+    return item // n_m, q_row, (hi + BN - 1) // BN
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,25 +198,26 @@ def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
 
 
 @gluon.jit
-def _release(desc, ring, ready, empty, bh, i, n_blocks, SELF_LOAD: gl.constexpr):
-    """Hand tile i's stage back: to the producer (warp-specialised), or refill it with tile
-    i + STAGES ourselves (once every warp of the block is done reading it)."""
+def _release(desc, ring, ready, empty, bh, i, c, n_blocks, SELF_LOAD: gl.constexpr):
+    """Hand tile i's stage (ring position c + i) back: to the producer (warp-specialised), or
+    refill it with tile i + STAGES ourselves (once every warp of the block is done reading it)."""
     if SELF_LOAD:
         STAGES: gl.constexpr = ring.type.shape[0]
         _cta_barrier()
-        _load_tile(desc, ring, ready, empty, bh, i + STAGES, i + STAGES < n_blocks, False)
+        _load_tile(desc, ring, ready, empty, bh, i + STAGES, c, i + STAGES < n_blocks, False)
     else:
-        mbarrier.arrive(empty.index(i % ring.type.shape[0]), count=1)
+        mbarrier.arrive(empty.index((c + i) % ring.type.shape[0]), count=1)
 
 
 @gluon.jit
-def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, N_K, qk_scale,
-               stamps, WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
+def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, N_K,
+               qk_scale, stamps, WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
                INTRA: gl.constexpr, CAUSAL: gl.constexpr, MASK: gl.constexpr,
                STAMP_ITERS: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
                p_layout: gl.constexpr):
     """One turn of a consumer's loop: GEMM0(j+1) and GEMM1(j) issued together, softmax(j+1),
-    O rescaled. ``state`` is the loop's (P(j), m, ℓ, O); returns it for j+1."""
+    O rescaled. ``state`` is the loop's (P(j), m, ℓ, O); returns it for j+1. Tile j sits at
+    ring position c + j; ``turns`` counts this warpgroup's turns before the work item's."""
     p, m_i, l_i, acc = state
     k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty = ring
     stamps_ptr, stamp_on = stamps
@@ -181,13 +229,15 @@ def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, 
     # Here: P(j) in registers, O holding tiles < j.
     p16 = gl.convert_layout(p.to(dtype), p_layout)
     nxt = j + 1
-    mbarrier.wait(k_ready.index(nxt % STAGES), (nxt // STAGES) & 1)
-    mbarrier.wait(v_ready.index(j % STAGES), (j // STAGES) & 1)
+    kn = c + nxt  # ring positions of K(j+1) and V(j)
+    vn = c + j
+    mbarrier.wait(k_ready.index(kn % STAGES), (kn // STAGES) & 1)
+    mbarrier.wait(v_ready.index(vn % STAGES), (vn // STAGES) & 1)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_TURN, STAMP_ITERS)
     if PINGPONG:  # wait for the other warpgroup to have issued its GEMMs
-        mbarrier.wait(turn.index(WG), (j & 1) ^ (1 - WG))
-    k_next = k_smem.index(nxt % STAGES).reshape([BN, D])
-    v_this = v_smem.index(j % STAGES).reshape([BN, D])
+        mbarrier.wait(turn.index(WG), ((turns + j) & 1) ^ (1 - WG))
+    k_next = k_smem.index(kn % STAGES).reshape([BN, D])
+    v_this = v_smem.index(vn % STAGES).reshape([BN, D])
     # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
     s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False,
                           is_async=True)
@@ -199,7 +249,7 @@ def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, 
         # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j)
         # keeps running under softmax(j+1).
         s = warpgroup_mma_wait(1, deps=(s_tok,))
-        _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
+        _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, c, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
                                       qk_scale, CAUSAL, MASK, s_layout)
@@ -207,13 +257,13 @@ def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, 
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
     else:
         s, acc = warpgroup_mma_wait(0, deps=(s_tok, o_tok))
-        _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, n_blocks, SELF_LOAD)
+        _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, c, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
                                       qk_scale, CAUSAL, MASK, s_layout)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
     # Only now is V(j) free: handed back earlier, TMA could overwrite it.
-    _release(v_desc, v_smem, v_ready, v_empty, bh, j, n_blocks, SELF_LOAD)
+    _release(v_desc, v_smem, v_ready, v_empty, bh, j, c, n_blocks, SELF_LOAD)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_O_READY, STAMP_ITERS)
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
     # [iteration-end]
@@ -221,28 +271,24 @@ def _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, 
 
 
 @gluon.jit
-def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
-              PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-              SPLIT_MASK: gl.constexpr, STAMP_ITERS: gl.constexpr,
-              k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-              k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale,
-              stamp_on):
+def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
+                   INTRA: gl.constexpr, CAUSAL: gl.constexpr, SPLIT_MASK: gl.constexpr,
+                   PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
+                   lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
+                   v_empty, turn, bh, q_row, n_blocks, c, t, N_Q, N_K, qk_scale, stamp_on,
+                   s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """One work item (the program's t-th; its K/V tiles start at ring position c): this
+    warpgroup's 64 rows of O and L."""
     BM: gl.constexpr = q_smem.type.shape[2]
     D: gl.constexpr = q_smem.type.shape[3]
     BN: gl.constexpr = k_smem.type.shape[2]
     STAGES: gl.constexpr = k_smem.type.shape[0]
     dtype: gl.constexpr = k_desc.dtype
-    # wgmma's register layouts: S and O accumulators, and P as the A operand of GEMM1.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                       instr_shape=[16, BN, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                       instr_shape=[16, D, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-
     r0 = q_row + WG * BM                       # this warpgroup's first query row
     first_masked = N_K // BN                   # tiles from here on need the mask
     if CAUSAL:
         first_masked = gl.minimum(first_masked, r0 // BN)
+    turns = c - t                              # turns taken before: n_blocks - 1 per item
     q = q_smem.index(WG).reshape([BM, D])
     s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
     m_i = gl.full([BM], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
@@ -253,12 +299,12 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
 
     # [consumer-start]
     # Prologue: S(0) = Q K(0)ᵀ and its softmax.
-    mbarrier.wait(q_bar.index(WG), 0)
-    mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q, k_smem.index(0).reshape([BN, D]).permute((1, 0)), s_zero,
+    mbarrier.wait(q_bar.index(WG), t & 1)
+    mbarrier.wait(k_ready.index(c % STAGES), (c // STAGES) & 1)
+    s = warpgroup_mma(q, k_smem.index(c % STAGES).reshape([BN, D]).permute((1, 0)), s_zero,
                       use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
-    _release(k_desc, k_smem, k_ready, k_empty, bh, 0, n_blocks, SELF_LOAD)
+    _release(k_desc, k_smem, k_ready, k_empty, bh, 0, c, n_blocks, SELF_LOAD)
     p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale,
                                   CAUSAL, MASK_AT_RUN_TIME, s_layout)
 
@@ -269,38 +315,48 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
         # Tiles 1 .. first_masked-1 need no mask: a loop without it, then one with it.
         n_free = gl.maximum(gl.minimum(first_masked - 1, n_blocks - 1), 0)
         for j in range(0, n_free):
-            state = _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks,
+            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
                                first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
                                PINGPONG, INTRA, CAUSAL, MASK_NEVER, STAMP_ITERS,
                                s_layout, o_layout, p_layout)
         for j in range(n_free, n_blocks - 1):
-            state = _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks,
+            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
                                first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
                                PINGPONG, INTRA, CAUSAL, MASK_ALWAYS, STAMP_ITERS,
                                s_layout, o_layout, p_layout)
     else:
         for j in range(n_blocks - 1):
-            state = _iteration(j, state, q, s_zero, ring, turn, bh, n_blocks,
+            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
                                first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
                                PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME, STAMP_ITERS,
                                s_layout, o_layout, p_layout)
     p, m_i, l_i, acc = state
+    if PERSISTENT:
+        # The last GEMM0 has retired: Q may be overwritten by the next item's.
+        mbarrier.arrive(q_bar.index(2 + WG), count=1)
 
     # Epilogue: GEMM1 of the last tile, then O / ℓ.
     last = n_blocks - 1
+    lv = c + last  # its ring position
     p16 = gl.convert_layout(p.to(dtype), p_layout)
-    mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-    v_last = v_smem.index(last % STAGES).reshape([BN, D])
+    mbarrier.wait(v_ready.index(lv % STAGES), (lv // STAGES) & 1)
+    v_last = v_smem.index(lv % STAGES).reshape([BN, D])
     o_tok = warpgroup_mma(p16, v_last, acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
-    _release(v_desc, v_smem, v_ready, v_empty, bh, last, n_blocks, SELF_LOAD)
+    _release(v_desc, v_smem, v_ready, v_empty, bh, last, c, n_blocks, SELF_LOAD)
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
     o = acc / gl.where(l_o == 0.0, 1.0, l_o)[:, None]          # [BM, D]
     # [consumer-end]
 
-    # O goes out through this warpgroup's Q buffer (Q is no longer read) and the copy engine;
-    # rows past N_Q are dropped by the descriptor.
-    o_smem = q_smem.index(WG)
+    # O goes out through shared memory and the copy engine; rows past N_Q are dropped by the
+    # descriptor. One work item: through this warpgroup's Q buffer (Q is no longer read).
+    # Persistent: Q already holds the next item's, so O has buffers of its own, free again once
+    # the previous item's copy has read them.
+    if PERSISTENT:
+        o_smem = q_smem.index(2 + WG)
+        tma.store_wait(0)
+    else:
+        o_smem = q_smem.index(WG)
     o_smem.reshape([BM, D]).store(o.to(dtype))
     fence_async_shared()
     _tma_store(o_desc, [bh, r0, 0], o_smem)
@@ -310,28 +366,65 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
     gl.store(lse_ptr + bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
     _stamp(stamps_ptr, stamp_on, WG, 0, 2, STAMP_ITERS)
     _stamp_globaltimer(stamps_ptr, stamp_on, WG, 3, STAMP_ITERS)
-    tma.store_wait(0)
+    if not PERSISTENT:
+        tma.store_wait(0)
+
+
+@gluon.jit
+def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
+              PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
+              SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
+              k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+              k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+    BM: gl.constexpr = q_smem.type.shape[2]
+    D: gl.constexpr = q_smem.type.shape[3]
+    BN: gl.constexpr = k_smem.type.shape[2]
+    # wgmma's register layouts: S and O accumulators, and P as the A operand of GEMM1.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                       instr_shape=[16, BN, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                       instr_shape=[16, D, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    if PERSISTENT:
+        c = 0  # K/V tiles consumed so far: the ring's position
+        t = 0  # work items so far: Q's phase
+        for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
+            bh, q_row, n_blocks = _work_item(item, work, CAUSAL, 2 * BM, BN)
+            _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, True,
+                           STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
+                           k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
+                           q_row, n_blocks, c, t, N_Q, N_K, qk_scale, stamp_on, s_layout,
+                           o_layout, p_layout)
+            c += n_blocks
+            t += 1
+        tma.store_wait(0)
+    else:
+        bh, q_row, n_blocks = work
+        _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
+                       k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem,
+                       q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks,
+                       0, 0, N_Q, N_K, qk_scale, stamp_on, s_layout, o_layout, p_layout)
 
 
 # Partitions take no *args (triton 3.6), so each consumer warpgroup gets a named entry point.
 @gluon.jit
 def _consumer_wg0(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  SPLIT_MASK: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
-                  lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-                  v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on):
-    _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
-              o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-              v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+                  SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
+              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
+              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
 
 
 @gluon.jit
 def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  SPLIT_MASK: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
-                  lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-                  v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on):
-    _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
-              o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-              v_ready, v_empty, turn, bh, q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+                  SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
+              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
+              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,39 +432,51 @@ def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.conste
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
 def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K, qk_scale,
-                   stamp_pid, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                   stamp_pid, BH, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
-                   SPLIT_MASK: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                   STAMP_ITERS: gl.constexpr):
+                   SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr,
+                   CONSUMER_REGS: gl.constexpr, STAMP_ITERS: gl.constexpr):
     """One program: 128 query rows of one (batch, head), against all (or, causal, the visible)
-    K/V tiles. Grid: (cdiv(N_Q, 128), B·H)."""
+    K/V tiles. Grid: (cdiv(N_Q, 128), B·H). Persistent: one program per SM (at most one per
+    work item), each taking every num_programs-th of the cdiv(N_Q, 128)·B·H work items."""
+    gl.static_assert(not PERSISTENT or (WARP_SPEC and STAMP_ITERS == 0),
+                     "persistent: warp-specialised, not stamped")
     BM: gl.constexpr = q_desc.block_type.shape[1]   # rows per consumer (64), or the block's (128)
     D: gl.constexpr = q_desc.block_type.shape[2]
     BN: gl.constexpr = k_desc.block_type.shape[1]
     NQ: gl.constexpr = 2 if WARP_SPEC else 1         # Q tiles: one per consumer warpgroup
-    pid_m = gl.program_id(0)
-    if CAUSAL:  # the longest rows (most tiles) start first
-        pid_m = gl.num_programs(0) - 1 - pid_m
-    bh = gl.program_id(1)
-    q_row = pid_m * (NQ * BM)
-    hi = N_K
-    if CAUSAL:
-        hi = gl.minimum(q_row + NQ * BM, N_K)
-    n_blocks = (hi + BN - 1) // BN
-    stamp_on = (pid_m == stamp_pid) & (bh == 0)
+    if PERSISTENT:
+        n_m = (N_Q + NQ * BM - 1) // (NQ * BM)
+        work = (n_m, n_m * BH, N_K)                  # what _work_item reads
+        stamp_on = False
+    else:
+        pid_m = gl.program_id(0)
+        if CAUSAL:  # the longest rows (most tiles) start first
+            pid_m = gl.num_programs(0) - 1 - pid_m
+        bh = gl.program_id(1)
+        q_row = pid_m * (NQ * BM)
+        hi = N_K
+        if CAUSAL:
+            hi = gl.minimum(q_row + NQ * BM, N_K)
+        n_blocks = (hi + BN - 1) // BN
+        work = (bh, q_row, n_blocks)
+        stamp_on = (pid_m == stamp_pid) & (bh == 0)
 
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NQ] + q_desc.block_type.shape, q_desc.layout)
+    # Persistent: Q is refilled while O still waits to go out, so O gets buffers of its own
+    # after Q's ([2·NQ, 1, BM, D]), and each Q buffer a second barrier: Q free again.
+    QO: gl.constexpr = 2 * NQ if PERSISTENT else NQ
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [QO] + q_desc.block_type.shape, q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [NQ, 1], mbarrier.MBarrierLayout())
+    q_bar = gl.allocate_shared_memory(gl.int64, [QO, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NQ):
+    for i in gl.static_range(QO):
         mbarrier.init(q_bar.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
@@ -383,26 +488,29 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
 
     # [partitions-start]
     if WARP_SPEC:
-        cargs = (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS, k_desc, v_desc,
-                 o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-                 k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks,
-                 N_Q, N_K, qk_scale, stamp_on)
-        pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
-                 k_empty, v_ready, v_empty, bh, q_row, n_blocks)
+        # A tuple assigned to a name turns its constexprs into run-time values, so the
+        # switches go in as literals: each partition compiles its own branches only.
+        cargs = (k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+                 k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
+        pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+                 v_ready, v_empty, work)
         gl.warp_specialize([
-            (_consumer_wg0, cargs),  # the kernel's own 4 warps
-            (_consumer_wg1, cargs),  # 4 more
-            (_producer, pargs),      # 1 warp
+            # the kernel's own 4 warps, then 4 more
+            (_consumer_wg0,
+             (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+            (_consumer_wg1,
+             (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+            (_producer, (PERSISTENT, CAUSAL) + pargs),  # 1 warp
         ], [4, 1], [CONSUMER_REGS, 24])
     else:
         # No producer: the block issues its own copies, STAGES tiles ahead.
         mbarrier.expect(q_bar.index(0), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row, 0], q_bar.index(0), q_smem.index(0))
         for i in gl.static_range(STAGES):
-            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, i < n_blocks, False)
-            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, i < n_blocks, False)
-        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, STAMP_ITERS,
+            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, 0, i < n_blocks, False)
+            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, 0, i < n_blocks, False)
+        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
                   k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem,
-                  v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
-                  q_row, n_blocks, N_Q, N_K, qk_scale, stamp_on)
+                  v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, work,
+                  N_Q, N_K, qk_scale, stamp_on)
     # [partitions-end]
