@@ -22,19 +22,20 @@ def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_di
     if not q.dtype.is_floating_point:
         raise TypeError(f"{name}: q, k, v must be floating point, got {q.dtype}")
     B, H, N, D = q.shape
-    if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
-        raise ValueError(f"{name}: batch and head dims of k {tuple(k.shape)} and v {tuple(v.shape)} "
+    ks, vs = k.shape, v.shape  # read once: an eager call's checks are part of its host time
+    if ks[:2] != (B, H) or vs[:2] != (B, H):
+        raise ValueError(f"{name}: batch and head dims of k {tuple(ks)} and v {tuple(vs)} "
                          f"must match q {tuple(q.shape)}")
-    if k.shape[3] != D:
-        raise ValueError(f"{name}: head dim of k ({k.shape[3]}) must equal head dim of q ({D})")
-    if v.shape[2] != k.shape[2]:
-        raise ValueError(f"{name}: k and v must have the same length, got {k.shape[2]} and {v.shape[2]}")
-    if v.shape[3] != D:
-        raise ValueError(f"{name}: head dim of v ({v.shape[3]}) must equal head dim of q ({D})")
-    if min(B, H, D) < 1 or k.shape[2] < 1 or N < 1:
-        raise ValueError(f"{name}: every dim must be at least 1, got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if causal and k.shape[2] != N:
-        raise ValueError(f"{name}: causal=True needs q and k of one length, got {N} and {k.shape[2]}")
+    if ks[3] != D:
+        raise ValueError(f"{name}: head dim of k ({ks[3]}) must equal head dim of q ({D})")
+    if vs[2] != ks[2]:
+        raise ValueError(f"{name}: k and v must have the same length, got {ks[2]} and {vs[2]}")
+    if vs[3] != D:
+        raise ValueError(f"{name}: head dim of v ({vs[3]}) must equal head dim of q ({D})")
+    if min(B, H, D) < 1 or ks[2] < 1 or N < 1:
+        raise ValueError(f"{name}: every dim must be at least 1, got q {tuple(q.shape)}, k {tuple(ks)}")
+    if causal and ks[2] != N:
+        raise ValueError(f"{name}: causal=True needs q and k of one length, got {N} and {ks[2]}")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale <= 0):
         raise ValueError(f"{name}: scale must be a positive finite number, got {scale!r}")

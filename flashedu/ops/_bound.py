@@ -26,7 +26,7 @@ class Bound:
     """One compiled kernel, its grid and its trailing compile-time arguments: ``bound(*args)``
     launches it on the current stream with ``args`` (the kernel's leading, run-time arguments)."""
 
-    __slots__ = ("_run", "_function", "_metadata", "_grid", "_tail", "_device")
+    __slots__ = ("_run", "_function", "_metadata", "_grid", "_tail", "_device", "_stream")
 
     def __init__(self, compiled, grid: tuple, tail: tuple, device: int):
         compiled._init_handles()
@@ -34,10 +34,12 @@ class Bound:
         self._metadata = compiled.packed_metadata
         self._grid = tuple(grid) + (1,) * (3 - len(grid))
         self._tail, self._device = tail, device
+        # Looked up once: `driver.active` is a proxy that resolves the backend on each access.
+        self._stream = triton.runtime.driver.active.get_current_stream
 
     def __call__(self, *args) -> None:
         g0, g1, g2 = self._grid
-        stream = triton.runtime.driver.active.get_current_stream(self._device)
+        stream = self._stream(self._device)  # torch's current stream, as Triton's launch uses
         # The launcher's signature (triton 3.6 to 3.9): grid, stream, function, metadata, launch
         # metadata and the enter/exit hooks (None: bind() refuses when hooks are installed),
         # then every parameter of the kernel in order, compile-time ones included.

@@ -140,10 +140,13 @@ def split_kv_partials(q, k, v, *, causal: bool = False, scale: float | None = No
     of fp32 tensors shaped ``[S, B, H, N_q, ·]`` (split s: ``State(m[s], l[s], o[s])``, o
     unnormalised) and ``ranges`` the key range of each split."""
     scale, group = _check(q, k, v, causal, scale)
-    return _partials(q, k, v, causal=causal, scale=scale, group=group, num_splits=num_splits, block_n=block_n)
+    op, mp, lp, ranges = _partials(q, k, v, causal=causal, scale=scale, group=group,
+                                   num_splits=num_splits, block_n=block_n)
+    return State(mp[..., None], lp[..., None], op), list(ranges)
 
 
 def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
+    """Launch pass 1: (o [S, B, H, N_q, D], m, ℓ [S, B, H, N_q], ranges), fp32."""
     B, H, N_Q, D = q.shape
     H_kv, N_K = k.shape[1], k.shape[2]
     bn, warps, stages, align = _config()
@@ -167,7 +170,7 @@ def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
                dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
                     PRECISION="ieee" if q.dtype == torch.float32 else "tf32"),
                num_warps=warps, num_stages=stages)
-    return State(mp[..., None], lp[..., None], op), list(ranges)
+    return op, mp, lp, ranges
 
 
 @functools.lru_cache(maxsize=1024)
@@ -184,10 +187,16 @@ def merge_partials(state: State, *, dtype: torch.dtype) -> torch.Tensor:
     S, B, H, N, D = state.o.shape
     m, l, o = (t.contiguous() for t in (state.m, state.l, state.o))
     out = torch.empty(B, H, N, D, device=o.device, dtype=dtype)
-    _bound.run(_merge_kernel, (S, B * H * N, D, dtype, o.device.index), (B * H * N,),
+    _merge(o, m, l, out)
+    return out
+
+
+def _merge(o, m, l, out) -> None:
+    """Launch pass 2: o, m, ℓ contiguous fp32 partials ``[S, B, H, N, ·]`` into ``out``."""
+    S, B, H, N, D = o.shape
+    _bound.run(_merge_kernel, (S, B * H * N, D, out.dtype, o.device.index), (B * H * N,),
                (o, m, l, out, S, B * H * N),
                dict(HEAD_DIM=D, BLOCK_S=triton.next_power_of_2(S)), num_warps=4, num_stages=3)
-    return out
 
 
 def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | None = None,
@@ -200,6 +209,10 @@ def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | N
     the interpreter). fp16/bf16 on a GPU, fp32/fp16 under the interpreter. Returns o like q.
     """
     scale, group = _check(q, k, v, causal, scale)
-    state, _ = _partials(q, k, v, causal=causal, scale=scale, group=group, num_splits=num_splits,
-                         block_n=block_n)
-    return merge_partials(state, dtype=q.dtype)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    # Everything allocated first, then the two launches back to back: a decode step's GPU time
+    # is a few µs, and any Python between the passes leaves the GPU idle for that long.
+    op, mp, lp, _ = _partials(q, k, v, causal=causal, scale=scale, group=group,
+                              num_splits=num_splits, block_n=block_n)
+    _merge(op, mp, lp, out)
+    return out
