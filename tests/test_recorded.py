@@ -329,6 +329,20 @@ def _fp8_row(D, N, ms, bm=128, bn=128, warps=8, fold_v=True, max_regs=None):
     return dict(kind="time", impl=f"fp8_triton FP8Config({cfg})", D=D, N=N, ms=ms, tflops=1.0)
 
 
+def test_recorded_fp8_end_to_end_rows_add_up():
+    from flashedu.recorded.fp8 import E2E, fp8_e2e_table
+
+    run = recorded.latest("fp8")
+    table = fp8_e2e_table(run)
+    assert {r["N"] for r in table} == {r["N"] for r in run["rows"] if r.get("impl") == E2E}
+    for r in table:
+        assert r["speedup"] == pytest.approx(r["fp16_ms"] / r["e2e_ms"])
+        # the quantiser's three tensors, one of them alone, and a kernel all cost something,
+        # and the drop-in is not faster than its kernel alone
+        assert 0 < r["v_ms"] < r["quant_ms"] and 0 < r["q_ms"] < r["quant_ms"]
+        assert r["kernel_ms"] < r["e2e_ms"] and 0 < r["quant_share"] < 1
+
+
 def test_fp8_design_costs_on_synthetic_rows():
     run = {"provenance": PROV, "rows": [
         _fp8_row(128, 4096, 1.0), _fp8_row(128, 4096, 1.1, fold_v=False), _fp8_row(128, 4096, 0.8, bm=64, warps=4),

@@ -3,6 +3,8 @@
 
 * :func:`fp8_speed_table` - per D and N, fp16 ``v2_triton`` against the fastest ``fp8_triton``
   configuration, and the torch quantisation step that prepares its inputs;
+* :func:`fp8_e2e_table` - fp16 in, fp16 out: the fused Triton quantiser, the kernel and the two
+  together (``fp8_e2e_triton``) against fp16 ``v2_triton``;
 * :func:`fp8_config_table` - every timed FP8 configuration's speed-up, as a Markdown table;
 * :func:`fp8_design_costs` - what a second accumulator and one 128-row program per SM cost;
 * :func:`tuning_cost` - one variant against another in a ``tune_fp8`` run;
@@ -17,6 +19,8 @@ import re
 from flashedu.recorded.fa3 import timed
 
 QUANT = "fp8 quantisation (torch)"
+FUSED = "fp8 quantisation (triton)"  # q, k, v; ": q" / ": v" rows time one tensor each
+E2E = "fp8_e2e_triton"
 
 
 def fp8_config(impl: str) -> str:
@@ -100,6 +104,30 @@ def tuning_cost(tuning: dict, variant: str, base: str, D: int = 128) -> list[flo
     ms = {(r["impl"], r["N"], r["causal"]): r["ms"] for r in tuning["rows"] if r["D"] == D and "ms" in r}
     return [100 * (ms[(variant, N, c)] / ms[(base, N, c)] - 1) for (impl, N, c) in sorted(ms)
             if impl == base and (variant, N, c) in ms]
+
+
+def fp8_e2e_table(run: dict, D: int = 128) -> list[dict]:
+    """Per N at head dim ``D`` (rows of runs that timed the drop-in): ``fp16_ms`` (v2_triton),
+    ``quant_ms`` (the fused quantiser over q, k and v), ``q_ms`` / ``v_ms`` (one tensor, with and
+    without the rotation), ``kernel_ms`` (the fastest fp8_triton configuration), ``e2e_ms``
+    (``fp8_e2e_triton``: quantiser and kernel in one call), ``speedup`` (fp16 / e2e) and
+    ``quant_share`` (quantiser / e2e). Times are the bench's medians of eager calls; the
+    quantiser's are CUDA-graph replays where recorded (``graph_ms``: no host time in them).
+    ``quant_GBps``: bytes the quantiser moves (2 read and 1 written per element of q, k, v)
+    per second."""
+    rows = [r for r in timed(run) if r["D"] == D]
+    out = []
+    for N in sorted({r["N"] for r in rows if r["impl"] == E2E}):
+        here = {r["impl"]: r for r in rows if r["N"] == N}
+        t = {n: here[n].get("graph_ms", here[n]["ms"]) for n in (FUSED, f"{FUSED}: q", f"{FUSED}: v")}
+        kernel = min(r["ms"] for n, r in here.items() if n.startswith("fp8_triton"))
+        e2e, fp16 = here[E2E]["ms"], here["v2_triton fp16"]["ms"]
+        r0 = here[E2E]
+        nbytes = 3 * 3 * r0["B"] * r0["H"] * N * D
+        out.append(dict(N=N, fp16_ms=fp16, quant_ms=t[FUSED], q_ms=t[f"{FUSED}: q"],
+                        v_ms=t[f"{FUSED}: v"], kernel_ms=kernel, e2e_ms=e2e, speedup=fp16 / e2e,
+                        quant_share=t[FUSED] / e2e, quant_GBps=nbytes / (t[FUSED] * 1e-3) / 1e9))
+    return out
 
 
 def fp8_summary(run: dict) -> dict:
