@@ -265,6 +265,7 @@ if decode:
     glue("dec_meas_small_k", dm["small_N_k"] // 1024)
     glue("dec_meas_small_split_us", 1e3 * dm["small_split_ms"])
     glue("dec_meas_small_one_us", 1e3 * dm["small_one_split_ms"])
+    glue("dec_meas_small_eager_us", 1e3 * dm["small_split_eager_ms"])
     glue("dec_meas_err", dm["max_err"])
 else:
     print("No GPU measurement of decoding is recorded "
@@ -292,13 +293,84 @@ else:
 # At batch {glue:text}`dec_meas_B_big` the batch alone gives enough programs, and the heuristic
 # chose {glue:text}`dec_meas_big_splits` split: split-KV then read the cache at
 # {glue:text}`dec_meas_big_split_hbm:.0f`% of HBM's bandwidth, SDPA at
-# {glue:text}`dec_meas_big_sdpa_hbm:.0f`%. Splitting does not pay everywhere: at batch
-# {glue:text}`dec_meas_B_small` and {glue:text}`dec_meas_small_k`k keys a call lasts under a
-# tenth of a millisecond, and the splits ({glue:text}`dec_meas_small_split_us:.0f` µs) were
-# slower than one split ({glue:text}`dec_meas_small_one_us:.0f` µs): there the second kernel and
-# the partial states cost more than the idle SMs bring. (At batch {glue:text}`dec_meas_B_big`
+# {glue:text}`dec_meas_big_sdpa_hbm:.0f`%. Even a short cache is worth splitting on the GPU: at
+# batch {glue:text}`dec_meas_B_small` and {glue:text}`dec_meas_small_k`k keys the splits took
+# {glue:text}`dec_meas_small_split_us:.0f` µs of GPU time against
+# {glue:text}`dec_meas_small_one_us:.0f` µs for one split (both replayed from a CUDA graph, so
+# no host time is in them). An eager call took {glue:text}`dec_meas_small_eager_us:.0f` µs: at
+# that size the time goes to the host, the subject of the next subsection. (At batch {glue:text}`dec_meas_B_big`
 # the lines of the expanded cache stop early: a copy of a longer cache with one K/V head per
 # query head was too large to make.)
+
+# %% [markdown]
+# ### The host side of a decode step
+#
+# A decode step is short on the GPU: reading an 8k-token cache takes microseconds. The Python
+# that launches it is not. Each call of a Triton kernel, `kernel[grid](...)`, binds the
+# arguments to the signature, works out how each integer and pointer specialises the kernel
+# (is it 1? divisible by 16?), hashes that into a key, looks the compiled kernel up, evaluates
+# the grid, and only then calls the launcher. For one call shape the answers never change, so
+# flashedu asks once and keeps the compiled kernel bound to them
+# (`flashedu/ops/_bound.py`); every later call with that shape is this, plus the checks and
+# the allocation of the output:
+
+# %%
+from flashedu.ops import _bound
+show(region(_bound, "bound-call", title="a bound launch"))
+
+# %% [markdown]
+# `python -m flashedu.bench.host` measures the CPU time of one call (the GPU held busy, so
+# calls only queue work) beside the GPU's time for it (replayed from a CUDA graph, no host in
+# it) and the time an eager call takes, for flashedu's kernels bound and through Triton's own
+# path, and for torch SDPA:
+
+# %%
+from flashedu.recorded import host as host_reader
+host_run = recorded.latest("host")
+if host_run:
+    print(f"{'case':25s} {'implementation':24s} {'host':>6} {'GPU':>6} {'eager':>6}  (µs)")
+    for r in host_reader.table(host_run):
+        gpu_us = "-" if r["gpu_us"] is None else f"{r['gpu_us']:.0f}"
+        print(f"{r['case']:25s} {r['impl']:24s} {r['host_us']:6.0f} {gpu_us:>6} "
+              f"{r['eager_us']:6.0f}")
+else:
+    print("No host-time run is recorded (flashedu/recorded/data/host/): "
+          "run python -m flashedu.bench.host on a GPU.")
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+if host_run:
+    hs = host_reader.summary(host_run)
+    glue("host_gpu", hs["host_gpu"])
+    glue("host_date", hs["host_date"])
+    glue("host_triton_us", hs["host_triton_us"])
+    glue("host_bound_us", hs["host_bound_us"])
+    glue("host_sdpa_us", hs["host_sdpa_us"])
+    glue("hx_dec8_triton", hs["hx_dec8_triton"])
+    glue("hx_dec8", hs["hx_dec8"])
+    glue("hx_dec32", hs["hx_dec32"])
+    glue("host_dec8_us", hs["host_dec8_us"])
+    glue("host_dec8_sdpa_us", hs["host_dec8_sdpa_us"])
+    glue("hx_dec8_gpu", hs["hx_dec8_gpu"])
+    # the prose: binding roughly halves a forward's host time, SDPA's stays lower, and at 8k a
+    # decode step's GPU time is well under its host time
+    assert hs["host_bound_us"] < 0.7 * hs["host_triton_us"]
+    assert hs["host_sdpa_us"] < hs["host_bound_us"]
+    assert hs["hx_dec8"] < hs["hx_dec8_triton"] and hs["hx_dec8"] > 1
+    assert hs["hx_dec8_gpu"] < 1.3  # "about as long on the GPU"
+
+# %% [markdown]
+# Measured on an {glue:text}`host_gpu` ({glue:text}`host_date`): binding took a forward call's
+# host time from {glue:text}`host_triton_us:.0f` µs to {glue:text}`host_bound_us:.0f` µs;
+# SDPA's, a C++ path with no Python in it, is {glue:text}`host_sdpa_us:.0f` µs. At 8k cached
+# keys, where the GPU needs about as long for split-KV as for SDPA, the eager step took
+# {glue:text}`hx_dec8_triton:.1f` times SDPA's time through Triton's path and
+# {glue:text}`hx_dec8:.1f` times bound; at 32k keys, {glue:text}`hx_dec32:.2f` times. What is
+# left is Python: the checks, two kernels instead of one, the partial states' allocations
+# ({glue:text}`host_dec8_us:.0f` µs of host time against SDPA's
+# {glue:text}`host_dec8_sdpa_us:.0f`). A model that decodes token after token hides all of it
+# by capturing the step in a CUDA graph, where only the GPU's time is left: there split-KV was
+# {glue:text}`hx_dec8_gpu:.2f` times SDPA's time at 8k keys.
 
 # %% [markdown]
 # ## Ring attention

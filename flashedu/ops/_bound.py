@@ -38,6 +38,7 @@ class Bound:
         self._stream = triton.runtime.driver.active.get_current_stream
 
     def __call__(self, *args) -> None:
+        # [bound-call-start]
         g0, g1, g2 = self._grid
         stream = self._stream(self._device)  # torch's current stream, as Triton's launch uses
         # The launcher's signature (triton 3.6 to 3.9): grid, stream, function, metadata, launch
@@ -45,6 +46,7 @@ class Bound:
         # then every parameter of the kernel in order, compile-time ones included.
         self._run(g0, g1, g2, stream, self._function, self._metadata, None, None, None,
                   *args, *self._tail)
+        # [bound-call-end]
 
 
 _BOUND: dict = {}  # (kernel, caller's key) -> Bound
