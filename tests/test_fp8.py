@@ -216,6 +216,21 @@ def test_fused_quantiser_matches_the_torch_recipe(N, D, bm, bn):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("k_major", [False, True], ids=["rows", "k-major"])
+def test_fused_quantiser_tiles_per_program_change_nothing(k_major, poison):
+    """Several tiles per program (the loop) write the same bytes and scales as one per program,
+    including a last program with tiles past the end."""
+    from flashedu.ops.fp8.quant_kernel import quantize_tiles
+    dtype = torch.float16 if GPU else torch.float32
+    x = torch.randn(2, 2, 200, 64, dtype=dtype, device=DEVICE) * 5
+    signs = None if k_major else fp8.random_signs(64, generator=torch.Generator().manual_seed(1))
+    one = quantize_tiles(x, block=32, signs=signs, k_major=k_major)
+    for tiles, warps in ((3, 4), (8, 8)):  # 7 tiles: 3 programs of 3, or 1 of 8
+        got = quantize_tiles(x, block=32, signs=signs, k_major=k_major, tiles=tiles, num_warps=warps)
+        assert torch.equal(got[1], one[1])
+        assert torch.equal(got[0].float(), one[0].float())
+
+
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_fp8_dropin_computes_what_the_simulation_computes(causal, poison):
     """The drop-in is the fused quantiser then the kernel: its output against the CPU simulation

@@ -28,40 +28,45 @@ from flashedu.ops.fp8.quant import E4M3, E4M3_MAX
 @triton.jit
 def _quantize_kernel(X, X8, S, M, N, N_PAD, n_tiles, stride_xb, stride_xh, stride_xn, H,
                      inv_sqrt_d, D: tl.constexpr, BLOCK: tl.constexpr, ROTATE: tl.constexpr,
-                     K_MAJOR: tl.constexpr, ROWS_OUT: tl.constexpr, PRE_ROUND: tl.constexpr):
+                     K_MAJOR: tl.constexpr, ROWS_OUT: tl.constexpr, PRE_ROUND: tl.constexpr,
+                     TILES: tl.constexpr):
     # [quantize-kernel-start]
-    t = tl.program_id(0)  # which tile of rows
     bh = tl.program_id(1)  # which (batch, head)
     b, h = bh // H, bh % H
-    offs_r = t * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, D)
-    ok = offs_r < N
-    x = tl.load(X + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
-                + offs_r[:, None] * stride_xn + offs_d[None, :],
-                mask=ok[:, None], other=0.0)  # [BLOCK, D]; rows past N are 0
     if ROTATE:
         # diag(signs)·H as ±1 [D, D]; the product is x·diag(s)·H, scaled by 1/√d after
         m = tl.load(M + offs_d[:, None] * D + offs_d[None, :])
-        y = tl.dot(x.to(m.dtype), m, input_precision="ieee") * inv_sqrt_d
-    else:
-        y = x.to(tl.float32)
-    amax = tl.max(tl.max(tl.abs(y), axis=1), axis=0)
-    # Correctly rounded divisions (a GPU's fp32 `/` is approximate): torch's bits.
-    scale = tl.where(amax > 0, tl.math.div_rn(amax, 448.0), 1.0)  # an all-zero tile keeps 1
-    y = tl.clamp(tl.math.div_rn(y, scale), -448.0, 448.0)
-    if PRE_ROUND:  # the interpreter's cast drops a carry (see round_to_e4m3_grid)
-        y = round_to_e4m3_grid(y)
-    y8 = y.to(tl.float8e4nv)
     base = bh.to(tl.int64) * ROWS_OUT * D
-    if K_MAJOR:  # [D, N_PAD] per head: keys along a row; the padding gets zeros
-        # Transposed in registers first, so neighbouring threads write neighbouring keys (a
-        # store of y8 as it is would write one byte every N_PAD bytes per thread).
-        tl.store(X8 + base + offs_d[:, None] * N_PAD + offs_r[None, :], tl.trans(y8),
-                 mask=(offs_r < N_PAD)[None, :])
-    else:
-        tl.store(X8 + base + offs_r[:, None] * D + offs_d[None, :], y8,
-                 mask=ok[:, None])
-    tl.store(S + bh.to(tl.int64) * n_tiles + t, scale)
+    # TILES tiles of rows per program, one after the other (the next one's load in flight
+    # while this one is rotated and stored); the matrix above is loaded once for all of them.
+    for i in tl.range(0, TILES, num_stages=2):
+        t = tl.program_id(0) * TILES + i  # which tile of rows
+        offs_r = t * BLOCK + tl.arange(0, BLOCK)
+        ok = offs_r < N
+        x = tl.load(X + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
+                    + offs_r[:, None] * stride_xn + offs_d[None, :],
+                    mask=ok[:, None], other=0.0)  # [BLOCK, D]; rows past N are 0
+        if ROTATE:
+            y = tl.dot(x.to(m.dtype), m, input_precision="ieee") * inv_sqrt_d
+        else:
+            y = x.to(tl.float32)
+        amax = tl.max(tl.max(tl.abs(y), axis=1), axis=0)
+        # Correctly rounded divisions (a GPU's fp32 `/` is approximate): torch's bits.
+        scale = tl.where(amax > 0, tl.math.div_rn(amax, 448.0), 1.0)  # all-zero tile: 1
+        y = tl.clamp(tl.math.div_rn(y, scale), -448.0, 448.0)
+        if PRE_ROUND:  # the interpreter's cast drops a carry (see round_to_e4m3_grid)
+            y = round_to_e4m3_grid(y)
+        y8 = y.to(tl.float8e4nv)
+        if K_MAJOR:  # [D, N_PAD] per head: keys along a row; the padding gets zeros
+            # Transposed in registers first, so neighbouring threads write neighbouring keys
+            # (y8 as it is would put one byte every N_PAD bytes per thread).
+            tl.store(X8 + base + offs_d[:, None] * N_PAD + offs_r[None, :], tl.trans(y8),
+                     mask=(offs_r < N_PAD)[None, :])
+        else:
+            tl.store(X8 + base + offs_r[:, None] * D + offs_d[None, :], y8,
+                     mask=ok[:, None])
+        tl.store(S + bh.to(tl.int64) * n_tiles + t, scale, mask=t < n_tiles)
     # [quantize-kernel-end]
 
 
@@ -75,10 +80,13 @@ def _signed_hadamard(signs: tuple, dtype: torch.dtype, device: str) -> torch.Ten
 
 
 def quantize_tiles(x: torch.Tensor, *, block: int, signs: torch.Tensor | None = None,
-                   k_major: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   k_major: bool = False, tiles: int = 1,
+                   num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` [B, H, N, D] (unit stride in D) -> (x8 in e4m3 [B, H, N, D], descale [B, H, tiles] fp32),
     one Triton pass: rotated by diag(signs)·H/√d when ``signs`` is given, one scale per ``block``
-    rows, x8 stored K-major when ``k_major``. D a power of two (the Hadamard matrix)."""
+    rows, x8 stored K-major when ``k_major``. D a power of two (the Hadamard matrix).
+    ``tiles``: tiles of rows per program; ``num_warps``: by default 8 for 128×128 tiles, else 4
+    (both tuning knobs: the result does not depend on them)."""
     B, H, N, D = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
@@ -92,14 +100,14 @@ def quantize_tiles(x: torch.Tensor, *, block: int, signs: torch.Tensor | None = 
     m_dtype = torch.float32 if x.dtype == torch.float32 else x.dtype
     m = _signed_hadamard(tuple(signs.tolist()), m_dtype, str(x.device)) if signs is not None else descale
     _bound.run(_quantize_kernel,
-               (x.shape, x.stride(), x.dtype, block, signs is not None, k_major, x.device.index,
-                _bound.aligned(x)),
-               (n_tiles, B * H),
+               (x.shape, x.stride(), x.dtype, block, signs is not None, k_major, tiles, num_warps,
+                x.device.index, _bound.aligned(x)),
+               (triton.cdiv(n_tiles, tiles), B * H),
                (x, store, descale, m, N, n_pad, n_tiles, x.stride(0), x.stride(1), x.stride(2), H,
                 1.0 / math.sqrt(D)),
                dict(D=D, BLOCK=block, ROTATE=signs is not None, K_MAJOR=k_major,
-                    ROWS_OUT=rows_out, PRE_ROUND=not runtime.current().compiled),
-               num_warps=8 if block * D >= 128 * 128 else 4, num_stages=3)
+                    ROWS_OUT=rows_out, PRE_ROUND=not runtime.current().compiled, TILES=tiles),
+               num_warps=num_warps or (8 if block * D >= 128 * 128 else 4), num_stages=3)
     x8 = store[..., :N].transpose(-1, -2) if k_major else store
     return x8, descale
 
