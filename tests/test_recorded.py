@@ -733,7 +733,7 @@ def test_fa3_gluon_variant_effect_is_against_the_default_of_its_own_run():
     effect = rec.variant_effect(runs, "split mask")
     assert effect["low"] <= min(effect["ratios"].values()) <= effect["high"]
     D, causal, N = effect["worst"]
-    run = next(r for r in runs if r["provenance"]["commit"] == effect["commit"])
+    run = next(r for r in runs if r["provenance"]["commit"] == effect["commits"][0])
     row = next(r for r in rec.speed_table(run) if (r["D"], r["causal"], r["N"]) == (D, causal, N))
     assert effect["low"] == row["tflops"]["fa3_gluon: split mask"] / row["tflops"]["fa3_gluon"]
     assert rec.variant_effect(runs, "no such variant") is None

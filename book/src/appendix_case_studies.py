@@ -346,6 +346,16 @@ glue("cs5_split_hi", 100 * (split_run["high"] - 1))
 D_w, causal_w, N_w = split_run["worst"]
 glue("cs5_split_worst", f"d = {D_w}{', causal' if causal_w else ''}, N = {N_w}")
 assert split_run["high"] < 1.02  # no case gained enough to switch the default
+pers = fa3g_rec.variant_effect(recorded.load("fa3_gluon_tuning"), "persistent")
+for N_ in (1024, 4096, 16384):
+    glue(f"cs5_pers_{N_ // 1024}k", 100 * (pers["ratios"][(128, False, N_)] - 1))
+D_w, causal_w, N_w = pers["worst"]
+glue("cs5_pers_worst", 100 * (pers["low"] - 1))
+glue("cs5_pers_worst_at", f"d = {D_w}{', causal' if causal_w else ''}, N = {N_w}")
+# the prose: it pays where programs have few tiles each, and loses on causal work
+assert pers["ratios"][(128, False, 1024)] > 1.03 > pers["ratios"][(128, False, 16384)]
+assert causal_w and pers["low"] < 0.95
+assert not fa3g.default_config(128).persistent
 
 # %% [markdown]
 # | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |
@@ -356,6 +366,7 @@ assert split_run["high"] < 1.02  # no case gained enough to switch the default
 # | 3 stages instead of 2 | {glue:text}`cs5_st3:+.1f`% | no |
 # | $K/V$ tiles of 64 rows instead of 128 | {glue:text}`cs5_bn64:+.0f`% | no |
 # | $d$ = 64: 2 stages instead of 3 | {glue:text}`cs5_d64_lo:+.1f`% to {glue:text}`cs5_d64_hi:+.1f`% over $N$ | not yet |
+# | a persistent grid: one program per SM, looping over work items | {glue:text}`cs5_pers_1k:+.0f`% at $N$ = 1k, {glue:text}`cs5_pers_4k:+.1f`% at 4k, {glue:text}`cs5_pers_16k:+.1f`% at 16k; {glue:text}`cs5_pers_worst:+.0f`% at {glue:text}`cs5_pers_worst_at` | not yet |
 # | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration; {glue:text}`cs5_split_lo:+.1f`% to {glue:text}`cs5_split_hi:+.1f`% over the grid | no |
 #
 # - **Only warp specialisation is worth its cost here.** Ping-pong and the pipeline inside a
@@ -375,6 +386,16 @@ assert split_run["high"] < 1.02  # no case gained enough to switch the default
 #   in slots the softmax leaves idle while it waits on exponentials and on the reductions
 #   across threads; counting instructions said where the time could go, the GPU said it was
 #   not going there.
+# - **A persistent grid pays where programs are short.** With one program per query tile, each
+#   program's first $QK^\top$ and softmax and its last $PV$ and store run with nothing beside
+#   them; at $N$ = 1k a program has only eight $K/V$ tiles, so that is a large share. One
+#   program per SM, looping over the tiles (the producer warp loads the next tile's $Q$ and
+#   $K/V$ while the consumers finish this one), gained at $N$ = 1k and lost a little at 16k,
+#   where programs are long and the ring's bookkeeping across tiles costs instructions in the
+#   loop. On causal attention it lost, most at {glue:text}`cs5_pers_worst_at`: the tiles of a
+#   causal row differ in length up to 128 times, and handing them out in a fixed order leaves
+#   some SMs idle at the end. It stays a switch (`persistent=True`) until a run of the whole
+#   grid decides where it is on by default.
 
 # %% [markdown]
 # ## What the five have in common

@@ -531,7 +531,11 @@ print("TFLOP/s, fp16:\n" + "\n".join(rows))
 # $N = 1024$ and at $d = 64$. A program at $N = 1024$ has {glue:text}`tiles_1k` $K/V$ tiles,
 # so its start and end (the $Q$ load, the first softmax, the $O$ store) weigh more; at
 # $d = 64$ a tile's GEMMs take half as long while its softmax does not, so the softmax,
-# already the slower side, weighs more.
+# already the slower side, weighs more. The first of these has a known cure, which FA3 uses: a
+# *persistent* grid, one program per SM that loops over query tiles, its producer warp loading
+# the next tile's $Q$ and $K/V$ while the consumers finish this one. The kernel has it as a
+# switch (`persistent=True`); the {ref}`appendix <appendix-case-studies>` (case study 5)
+# measures where it pays and where it does not.
 #
 # ### The measured timeline
 #

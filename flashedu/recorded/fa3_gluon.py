@@ -85,22 +85,27 @@ def ablation(run: dict, *, D: int = 128, N: int = 16384, causal: bool = False) -
     return out
 
 
-def variant_effect(runs: list[dict], variant: str) -> dict:
+def variant_effect(runs: list[dict], variant: str) -> dict | None:
     """``variant`` (a bench name after ``"fa3_gluon: "``, e.g. ``"split mask"``) against the
-    default kernel of the same run, from the first of ``runs`` that timed it: ``ratios``
-    {(D, causal, N): variant / default}, their ``low`` and ``high``, ``worst`` (the case of the
-    lowest), the run's ``commit``; None where no run timed it."""
+    default kernel timed beside it in the same run, gathered over ``runs`` (each case from the
+    run that timed it): ``ratios`` {(D, causal, N): variant / default}, their ``low`` and
+    ``high``, ``worst`` and ``best`` (the cases of those), the runs' ``commits``; None where no
+    run timed it."""
+    ratios, commits = {}, []
     for run in runs:
-        ratios = {}
+        found = False
         for row in speed_table(run):
             t = row["tflops"]
             if PREFIX + variant in t and FULL in t:
                 ratios[(row["D"], row["causal"], row["N"])] = t[PREFIX + variant] / t[FULL]
-        if ratios:
-            worst = min(ratios, key=ratios.get)
-            return dict(ratios=ratios, low=ratios[worst], high=max(ratios.values()), worst=worst,
-                        commit=run["provenance"]["commit"], gpu=run["provenance"]["gpu"])
-    return None
+                found = True
+        if found:
+            commits.append(run["provenance"]["commit"])
+    if not ratios:
+        return None
+    worst, best = min(ratios, key=ratios.get), max(ratios, key=ratios.get)
+    return dict(ratios=ratios, low=ratios[worst], high=ratios[best], worst=worst, best=best,
+                commits=commits)
 
 
 def phases(entry: dict) -> list[list[dict]]:
