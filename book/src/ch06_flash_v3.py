@@ -914,10 +914,11 @@ if e2e_rows:
     print(f"{'N':>6} {'fp16 v2':>8} {'quantise':>9} {'FP8 kernel':>11} "
           f"{'end to end':>11} {'x fp16':>7}   (ms)")
     for r in e2e_rows:
-        print(f"{r['N']:6d} {r['fp16_ms']:8.3f} {r['quant_ms']:9.3f} {r['kernel_ms']:11.3f} "
-              f"{r['e2e_ms']:11.3f} {r['speedup']:7.2f}")
+        print(f"{r['N']:6d} {r['fp16_ms']:8.3f} {r['quant_ms']:9.3f} "
+              f"{r['kernel_ms']:11.3f} {r['e2e_ms']:11.3f} {r['speedup']:7.2f}")
 else:
-    print("The recorded FP8 run has no end-to-end rows (run python -m flashedu.bench.fp8).")
+    print("The recorded FP8 run has no end-to-end rows "
+          "(run python -m flashedu.bench.fp8).")
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
@@ -938,7 +939,7 @@ if e2e_rows:
     torch_quant = next(r["quant_ms"] for r in fp8_speed_table(fp8_run)
                        if (r["D"], r["N"]) == (128, max(by_n)))
     glue("e2e_torch_x", torch_quant / by_n[max(by_n)]["quant_ms"])
-    # the prose: every N gains; the smallest N gains least; the rotation pass is the slow one
+    # the prose: every N gains, the smallest N least; rotating is the slow pass
     assert all(r["speedup"] > 1 for r in e2e_rows)
     assert by_n[min(by_n)]["speedup"] == min(r["speedup"] for r in e2e_rows)
     assert by_n[max(by_n)]["q_ms"] > 1.5 * by_n[max(by_n)]["v_ms"]

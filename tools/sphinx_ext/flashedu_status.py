@@ -128,8 +128,9 @@ def recorded_table() -> list[nodes.Node]:
         machine = f"{cells['gpu']} ({cells['capability']}), driver {cells['driver']}, CUDA {cells['cuda']}"
         software = (f"torch {cells['torch']}, triton {cells['triton']}; "
                     f"commit {cells['commit'][:10]}, {cells['date']} UTC")
-        rows.append([nodes.paragraph("", "", nodes.literal(text=str(path.relative_to(DATA)))),
-                     machine, software])
+        # A zero-width space after the kind's folder: a long file name may wrap there.
+        where = f"{path.parent.name}/\u200b{path.name}"
+        rows.append([nodes.paragraph("", "", nodes.literal(text=where)), machine, software])
     if not rows:
         return [nodes.paragraph(text="No recorded GPU results in flashedu/recorded/data.")]
     return [_table(["Record", "Measured on", "Software, commit, date"], rows)]
