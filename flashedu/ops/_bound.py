@@ -40,10 +40,10 @@ class Bound:
     def __call__(self, *args) -> None:
         # [bound-call-start]
         g0, g1, g2 = self._grid
-        stream = self._stream(self._device)  # torch's current stream, as Triton's launch uses
-        # The launcher's signature (triton 3.6 to 3.9): grid, stream, function, metadata, launch
-        # metadata and the enter/exit hooks (None: bind() refuses when hooks are installed),
-        # then every parameter of the kernel in order, compile-time ones included.
+        stream = self._stream(self._device)  # torch's current stream
+        # The launcher (triton 3.6 to 3.9) takes the grid, stream, function, metadata,
+        # launch metadata, enter/exit hooks (None: bind() refuses when hooks are
+        # installed), then every parameter of the kernel, compile-time ones included.
         self._run(g0, g1, g2, stream, self._function, self._metadata, None, None, None,
                   *args, *self._tail)
         # [bound-call-end]
