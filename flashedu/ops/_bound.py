@@ -1,11 +1,11 @@
 """Launching a compiled Triton kernel without Triton's per-call Python: bound once per call shape.
 
-``kernel[grid](*args, **kwargs)`` spends ~30 µs of host time on every call (triton 3.6 on an
-H200): it binds the arguments to the signature, works out how each integer and pointer
-specialises the kernel (equal to 1? divisible by 16?), hashes that into a cache key, looks the
-compiled kernel up, evaluates the grid, and only then calls the launcher. For one call shape all
-of that gives the same answer every time, so :func:`bind` does it once and keeps a :class:`Bound`
-that calls the launcher directly (~5 µs).
+``kernel[grid](*args, **kwargs)`` runs Python on every call before the launcher: it binds the
+arguments to the signature, works out how each integer and pointer specialises the kernel (equal
+to 1? divisible by 16?), hashes that into a cache key, looks the compiled kernel up and
+evaluates the grid (its cost beside the launcher's, measured: docs/notes/v2-tuning.md, session
+9). For one call shape all of that gives the same answer every time, so :func:`bind` does it
+once and keeps a :class:`Bound` that calls the launcher directly.
 
 The caller's ``key`` must determine everything Triton specialises on: every integer argument
 (shapes, strides), the dtypes, and whether each input pointer is 16-byte aligned. Floats (the
