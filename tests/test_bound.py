@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DEVICE, GPU, fresh_qkv, oracle, oracle_grads, poison, tolerance  # noqa: F401
+from conftest import DEVICE, GPU, fresh_qkv, oracle, oracle_grads, tolerance
 from flashedu.ops import _bound
 from flashedu.ops.split_kv.kernel import _split_kernel, split_kv_attention_triton
 from flashedu.ops.v2 import kernel as v2k

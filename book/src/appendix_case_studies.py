@@ -357,6 +357,9 @@ full = {N_: pers["ratios"][(128, False, N_)] for N_ in (1024, 16384)}
 assert full[1024] > 1.03 > full[16384]
 assert causal_w and pers["low"] < 0.95
 assert not fa3g.default_config(128).persistent
+bn128 = fa3g.default_config(128).block_n
+glue("cs5_tiles_1k", 1024 // bn128)  # K/V tiles of one program at N = 1k
+glue("cs5_causal_spread", N_w // bn128)  # causal rows at N_w: 1 to this many tiles
 
 # %% [markdown]
 # | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |
@@ -387,16 +390,17 @@ assert not fa3g.default_config(128).persistent
 #   in slots the softmax leaves idle while it waits on exponentials and on the reductions
 #   across threads; counting instructions said where the time could go, the GPU said it was
 #   not going there.
-# - **A persistent grid pays where programs are short.** With one program per query tile, each
-#   program's first $QK^\top$ and softmax and its last $PV$ and store run with nothing beside
-#   them; at $N$ = 1k a program has only eight $K/V$ tiles, so that is a large share. One
-#   program per SM, looping over the tiles (the producer warp loads the next tile's $Q$ and
-#   $K/V$ while the consumers finish this one), gained at $N$ = 1k and lost a little at 16k,
-#   where programs are long and the ring's bookkeeping across tiles costs instructions in the
-#   loop. On causal attention it lost, most at {glue:text}`cs5_pers_worst_at`: the tiles of a
-#   causal row differ in length up to 128 times, and handing them out in a fixed order leaves
-#   some SMs idle at the end. It stays a switch (`persistent=True`) until a run of the whole
-#   grid decides where it is on by default.
+# - **A persistent grid pays where programs are short.** With one program per query tile,
+#   each program's first $QK^\top$ and softmax and its last $PV$ and store run with nothing
+#   beside them; at $N$ = 1k a program has only {glue:text}`cs5_tiles_1k` $K/V$ tiles, so
+#   that is a large share. One program per SM, looping over the tiles (the producer warp
+#   loads the next tile's $Q$ and $K/V$ while the consumers finish this one), gained at $N$ =
+#   1k and lost a little at 16k, where programs are long and the ring's bookkeeping across
+#   tiles costs instructions in the loop. On causal attention it lost, most at
+#   {glue:text}`cs5_pers_worst_at`: the tiles of a causal row differ in length up to
+#   {glue:text}`cs5_causal_spread` times, and handing them out in a fixed order leaves some
+#   SMs idle at the end. It stays a switch (`persistent=True`) until a run of the whole grid
+#   decides where it is on by default.
 
 # %% [markdown]
 # ## What the five have in common

@@ -908,14 +908,10 @@ if fp8_run:
 
 # %%
 from flashedu.recorded.decode import hbm_GBps
-from flashedu.recorded.fp8 import fp8_e2e_table, fp8_speed_table
+from flashedu.recorded.fp8 import fp8_e2e_table, fp8_e2e_text, fp8_speed_table
 e2e_rows = fp8_e2e_table(fp8_run) if fp8_run else []
 if e2e_rows:
-    print(f"{'N':>6} {'fp16 v2':>8} {'quantise':>9} {'FP8 kernel':>11} "
-          f"{'end to end':>11} {'x fp16':>7}   (ms)")
-    for r in e2e_rows:
-        print(f"{r['N']:6d} {r['fp16_ms']:8.3f} {r['quant_ms']:9.3f} "
-              f"{r['kernel_ms']:11.3f} {r['e2e_ms']:11.3f} {r['speedup']:7.2f}")
+    print(fp8_e2e_text(fp8_run))
 else:
     print("The recorded FP8 run has no end-to-end rows "
           "(run python -m flashedu.bench.fp8).")

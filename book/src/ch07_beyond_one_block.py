@@ -328,12 +328,7 @@ show(region(_bound, "bound-call", title="a bound launch"))
 from flashedu.recorded import host as host_reader
 host_run = recorded.latest("host")
 if host_run:
-    print(f"{'case':25s} {'implementation':24s} {'host':>6} {'GPU':>6} "
-          f"{'eager':>6}  (µs)")
-    for r in host_reader.table(host_run):
-        gpu_us = "-" if r["gpu_us"] is None else f"{r['gpu_us']:.0f}"
-        print(f"{r['case']:25s} {r['impl']:24s} {r['host_us']:6.0f} {gpu_us:>6} "
-              f"{r['eager_us']:6.0f}")
+    print(host_reader.table_text(host_run))
 else:
     print("No host-time run is recorded (flashedu/recorded/data/host/): "
           "run python -m flashedu.bench.host on a GPU.")

@@ -3,8 +3,8 @@
 
 * :func:`fp8_speed_table` - per D and N, fp16 ``v2_triton`` against the fastest ``fp8_triton``
   configuration, and the torch quantisation step that prepares its inputs;
-* :func:`fp8_e2e_table` - fp16 in, fp16 out: the fused Triton quantiser, the kernel and the two
-  together (``fp8_e2e_triton``) against fp16 ``v2_triton``;
+* :func:`fp8_e2e_table` / :func:`fp8_e2e_text` - fp16 in, fp16 out: the fused Triton quantiser,
+  the kernel and the two together (``fp8_e2e_triton``) against fp16 ``v2_triton``;
 * :func:`fp8_config_table` - every timed FP8 configuration's speed-up, as a Markdown table;
 * :func:`fp8_design_costs` - what a second accumulator and one 128-row program per SM cost;
 * :func:`tuning_cost` - one variant against another in a ``tune_fp8`` run;
@@ -128,6 +128,16 @@ def fp8_e2e_table(run: dict, D: int = 128) -> list[dict]:
                         v_ms=t[f"{FUSED}: v"], kernel_ms=kernel, e2e_ms=e2e, speedup=fp16 / e2e,
                         quant_share=t[FUSED] / e2e, quant_GBps=nbytes / (t[FUSED] * 1e-3) / 1e9))
     return out
+
+
+def fp8_e2e_text(run: dict, D: int = 128) -> str:
+    """:func:`fp8_e2e_table` as fixed-width text, in ms."""
+    lines = [f"{'N':>6} {'fp16 v2':>8} {'quantise':>9} {'FP8 kernel':>11} {'end to end':>11} "
+             f"{'x fp16':>7}   (ms)"]
+    for r in fp8_e2e_table(run, D):
+        lines.append(f"{r['N']:6d} {r['fp16_ms']:8.3f} {r['quant_ms']:9.3f} {r['kernel_ms']:11.3f} "
+                     f"{r['e2e_ms']:11.3f} {r['speedup']:7.2f}")
+    return "\n".join(lines)
 
 
 def fp8_summary(run: dict) -> dict:

@@ -2,7 +2,8 @@
 beside its GPU time, flashedu's kernels launched through a binding (``flashedu.ops._bound``) and
 through Triton's own path, and torch SDPA, as chapter 7 quotes them.
 
-* :func:`table` - one line per (case, implementation, launch path), in µs;
+* :func:`table` - one line per (case, implementation, launch path), in µs; :func:`table_text`
+  prints it;
 * :func:`summary` - what the chapter quotes, by glue name.
 """
 from __future__ import annotations
@@ -18,6 +19,16 @@ def table(run: dict) -> list[dict]:
         out.append(dict(case=r["case"], impl=name, host_us=r["host_us"],
                         gpu_us=None if gpu is None else 1e3 * gpu, eager_us=1e3 * r["eager_ms"]))
     return out
+
+
+def table_text(run: dict) -> str:
+    """:func:`table` as fixed-width text, one row per line (``-``: no graph time)."""
+    lines = [f"{'case':25s} {'implementation':24s} {'host':>6} {'GPU':>6} {'eager':>6}  (µs)"]
+    for r in table(run):
+        gpu_us = "-" if r["gpu_us"] is None else f"{r['gpu_us']:.0f}"
+        lines.append(f"{r['case']:25s} {r['impl']:24s} {r['host_us']:6.0f} {gpu_us:>6} "
+                     f"{r['eager_us']:6.0f}")
+    return "\n".join(lines)
 
 
 def _row(run: dict, case: str, impl: str, launch: str | None) -> dict:
