@@ -142,17 +142,30 @@ def _producer(PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, q_desc, k_desc, v_
 def _work_item(item, work, CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr):
     """A persistent program's work item → (batch·head, first query row, K/V tiles), the same in
     every partition so that they agree on every trip count. ``work`` is (query tiles per head,
-    work items, N_K). The query tile runs fastest: the items in flight at once share a few
-    heads' K and V in L2. Causal: within a head, the longest rows first."""
-    n_m, _, N_K = work
-    m = item % n_m
+    work items, N_K); program p takes items p, p + P, p + 2P, ... (P programs).
+
+    Not causal (every item equally long): the query tile runs fastest, so the items in flight at
+    once share a few heads' K and V in L2. Causal (item lengths 1..n_m tiles): all heads' longest
+    query tiles first, then the next longest, and every other full round of P items dealt out in
+    reverse (a snake), so each program's sum of lengths comes out nearly the same."""
+    n_m, n_items, N_K = work
     if CAUSAL:
-        m = n_m - 1 - m
+        P = gl.num_programs(0)
+        r = item // P
+        p = item - r * P
+        if (r % 2 == 1) & ((r + 1) * P <= n_items):  # a full round, dealt out backwards
+            item = r * P + (P - 1 - p)
+        bhs = n_items // n_m
+        m = n_m - 1 - item // bhs
+        bh = item % bhs
+    else:
+        m = item % n_m
+        bh = item // n_m
     q_row = m * BM
     hi = N_K
     if CAUSAL:
         hi = gl.minimum(q_row + BM, N_K)
-    return item // n_m, q_row, (hi + BN - 1) // BN
+    return bh, q_row, (hi + BN - 1) // BN
 
 
 # ----------------------------------------------------------------------------------------------

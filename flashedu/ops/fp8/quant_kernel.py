@@ -112,12 +112,18 @@ def quantize_tiles(x: torch.Tensor, *, block: int, signs: torch.Tensor | None = 
     return x8, descale
 
 
+ROTATED_TILES = 4  # tiles of rows per program in the rotated (Q, K) passes
+
+
 def prepare_fp8_triton(q, k, v, *, signs: torch.Tensor, block_m: int = 128, block_n: int = 128):
     """FA3's recipe (rotation of Q and K, block scales) for the FP8 kernel, three Triton passes:
     (q8, k8, v8, kwargs) as :func:`~flashedu.ops.fp8.recipes.prepare_fp8` returns them for
     ``"fp8_fa3"`` with the same ``signs``."""
-    q8, qs = quantize_tiles(q, block=block_m, signs=signs)
-    k8, ks = quantize_tiles(k, block=block_n, signs=signs)
+    # Several tiles per program for the rotated passes (the next tile's load overlaps this one's
+    # product), one for V, whose K-major store slowed with more: measured tile counts and warps in
+    # docs/notes/data/fp8-quantiser-tiles-48c39da.json (python -m flashedu.bench.tune_fp8_quant).
+    q8, qs = quantize_tiles(q, block=block_m, signs=signs, tiles=ROTATED_TILES)
+    k8, ks = quantize_tiles(k, block=block_n, signs=signs, tiles=ROTATED_TILES)
     v8, vs = quantize_tiles(v, block=block_n, k_major=True)
     kwargs = dict(q_descale=qs, k_descale=ks, v_descale=vs, q_block=block_m, kv_block=block_n)
     return q8, k8, v8, kwargs
