@@ -153,8 +153,8 @@ def _work_item(item, work, CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.conste
         P = gl.num_programs(0)
         r = item // P
         p = item - r * P
-        if (r % 2 == 1) & ((r + 1) * P <= n_items):  # a full round, dealt out backwards
-            item = r * P + (P - 1 - p)
+        backwards = ((r % 2) == 1) & ((r + 1) * P <= n_items)  # a full round, dealt out backwards
+        item = item + backwards.to(gl.int32) * (P - 1 - 2 * p)
         bhs = n_items // n_m
         m = n_m - 1 - item // bhs
         bh = item % bhs
@@ -185,9 +185,10 @@ def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
     BN: gl.constexpr = s.type.shape[1]
     cols = j * BN + gl.arange(0, BN, gl.SliceLayout(0, s_layout))
     rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, s_layout))
-    keep = (cols[None, :] < N_K) & (rows[:, None] >= 0)
     if CAUSAL:
-        keep = keep & (rows[:, None] >= cols[None, :])
+        keep = (cols[None, :] < N_K) & (rows[:, None] >= cols[None, :])
+    else:  # `rows >= 0` (always true) only broadcasts the column test to the tile's shape
+        keep = (cols[None, :] < N_K) & (rows[:, None] >= 0)
     return gl.where(keep, s, float("-inf"))
 
 
