@@ -38,6 +38,19 @@ def test_persistent_needs_a_producer_warp():
         fg.GluonConfig(warp_specialize=False, pingpong=False, persistent=True)
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_persistent_by_shape_only_for_short_non_causal_rows(head_dim):
+    """The registered kernel goes persistent where a query tile meets few K/V tiles, not causal."""
+    short = fg.PERSISTENT_MAX_TILES * fg.default_config(head_dim).block_n
+    assert fg.default_config(head_dim, n_k=short).persistent
+    assert fg.default_config(head_dim, n_k=1).persistent
+    assert not fg.default_config(head_dim, n_k=short + 1).persistent
+    assert not fg.default_config(head_dim, n_k=short, causal=True).persistent
+    assert not fg.default_config(head_dim).persistent  # no shape: one item per program
+    # the persistent config is the one-item config with the grid changed, nothing else
+    assert fg.default_config(head_dim, n_k=short) == replace(fg.default_config(head_dim), persistent=True)
+
+
 def test_each_ablation_turns_off_one_idea():
     full = fg.default_config(128)
     for name, cfg in fg.ablation_configs(128).items():

@@ -140,16 +140,28 @@ def choose(name: str, configs: list, key: tuple, run, *, tune: bool):
     FP8 (configs carry launch options such as a register cap).
 
     Two rounds over the list, each config's best median kept: configs within a few percent of
-    each other swapped places from one process to the next with a single round."""
+    each other swapped places from one process to the next with a single round. Timed by
+    replaying a CUDA graph, as the benchmarks time kernels and as :func:`launch` autotunes (with
+    eager timing the FP8 drop-in ran slower end to end than its best config alone:
+    docs/notes/fp8-tuning.md, session 10)."""
     if not tune or len(configs) == 1:
         return configs[0]
     if (name, key) not in _PICKED:
         times = [float("inf")] * len(configs)
         for _ in range(2):
             for i, c in enumerate(configs):
-                times[i] = min(times[i], triton.testing.do_bench(lambda c=c: run(c), warmup=10, rep=50))
+                times[i] = min(times[i], _graph_ms(lambda c=c: run(c)))
         _PICKED[(name, key)] = configs[min(range(len(configs)), key=times.__getitem__)]
     return _PICKED[(name, key)]
+
+
+def _graph_ms(fn) -> float:
+    """Median GPU ms of ``fn`` replayed from a CUDA graph; eager events where it cannot be captured."""
+    try:
+        return triton.testing.do_bench_cudagraph(fn, rep=20, return_mode="median")
+    except Exception:  # noqa: BLE001  (not capturable: time it eagerly)
+        torch.cuda.synchronize()
+        return triton.testing.do_bench(fn, warmup=10, rep=50)
 
 
 def picked(name: str, key: tuple) -> triton.Config | None:

@@ -38,7 +38,8 @@ class GluonConfig:
     split_mask: bool = False
     # One program per SM, looping over (query tile, batch·head) work items, so the producer
     # loads the next item while the consumers finish this one. O gets shared memory of its own
-    # (fits at D ≤ 128 with the default stages). Compiled, not yet run on a GPU.
+    # (fits at D ≤ 128 with the default stages). On by default where items are short and
+    # equal: see default_config.
     persistent: bool = False
     consumer_regs: int = 240       # registers per thread of the second consumer warpgroup
 
@@ -61,14 +62,24 @@ class GluonConfig:
         return 64 if self.warp_specialize else BLOCK_M
 
 
-def default_config(head_dim: int) -> GluonConfig:
-    """The configuration each head dim runs with: two stages of 128-row K/V tiles at D=128
-    (three fit, and were slower on the H200), three at D ≤ 64, 64-row tiles at D=256."""
+# A persistent grid for non-causal calls with at most this many K/V tiles per query tile. Timed
+# on the H200 (recorded kind fa3_gluon_tuning, "persistent"): it gained where each program has
+# few tiles (N = 1k: the prologue and epilogue it hides are a large share), was level at 4k and
+# lost at 16k and on causal work.
+PERSISTENT_MAX_TILES = 16
+
+
+def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = False) -> GluonConfig:
+    """The configuration a call runs with: two stages of 128-row K/V tiles at D=128 (three fit,
+    and were slower on the H200), three at D ≤ 64, 64-row tiles at D=256; given the call's
+    ``n_k`` and ``causal``, persistent where a query tile meets at most
+    :data:`PERSISTENT_MAX_TILES` K/V tiles and none is masked by causality."""
     if head_dim == 256:
         return GluonConfig(block_n=64)
-    if head_dim <= 64:
-        return GluonConfig(stages=3)
-    return GluonConfig()
+    base = GluonConfig(stages=3) if head_dim <= 64 else GluonConfig()
+    if n_k is not None and not causal and -(-n_k // base.block_n) <= PERSISTENT_MAX_TILES:
+        return replace(base, persistent=True)
+    return base
 
 
 # FA3's Table 2, as switches: each row turns one idea off.
@@ -136,7 +147,7 @@ def gluon_forward(q, k, v, *, causal: bool, scale: float, config: GluonConfig | 
     """o [B, H, N_Q, D] and L [B, H, N_Q] (fp32, natural log) from validated inputs."""
     q, k, v = (tma_ready(t) for t in (q, k, v))
     return _launch(q, k, v, causal=causal, scale=scale,
-                   config=config or default_config(q.shape[-1]))
+                   config=config or default_config(q.shape[-1], n_k=k.shape[2], causal=causal))
 
 
 def _gluon_kernel(q, k, v, *, causal: bool, scale: float):

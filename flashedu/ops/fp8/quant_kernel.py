@@ -79,15 +79,24 @@ def _signed_hadamard(signs: tuple, dtype: torch.dtype, device: str) -> torch.Ten
     return (s[:, None] * h).to(dtype=dtype, device=device).contiguous()
 
 
+ROTATED_TILES = 4  # tiles of rows per program in the rotating (Q, K) passes
+
+
 def quantize_tiles(x: torch.Tensor, *, block: int, signs: torch.Tensor | None = None,
-                   k_major: bool = False, tiles: int = 1,
+                   k_major: bool = False, tiles: int | None = None,
                    num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` [B, H, N, D] (unit stride in D) -> (x8 in e4m3 [B, H, N, D], descale [B, H, tiles] fp32),
     one Triton pass: rotated by diag(signs)·H/√d when ``signs`` is given, one scale per ``block``
     rows, x8 stored K-major when ``k_major``. D a power of two (the Hadamard matrix).
-    ``tiles``: tiles of rows per program; ``num_warps``: by default 8 for 128×128 tiles, else 4
-    (both tuning knobs: the result does not depend on them)."""
+    ``tiles``: tiles of rows per program, by default :data:`ROTATED_TILES` when rotating and 1
+    otherwise; ``num_warps``: by default 8 for 128×128 tiles, else 4 (both tuning knobs: the
+    result does not depend on them)."""
     B, H, N, D = x.shape
+    if tiles is None:
+        # Several tiles a program when rotating (the next tile's load overlaps this one's
+        # product), one for V, whose K-major store slowed with more: tile counts and warps
+        # measured in docs/notes/data/fp8-quantiser-tiles-48c39da.json (bench.tune_fp8_quant).
+        tiles = ROTATED_TILES if signs is not None else 1
     if x.stride(-1) != 1:
         x = x.contiguous()
     n_tiles = triton.cdiv(N, block)
@@ -112,18 +121,12 @@ def quantize_tiles(x: torch.Tensor, *, block: int, signs: torch.Tensor | None = 
     return x8, descale
 
 
-ROTATED_TILES = 4  # tiles of rows per program in the rotated (Q, K) passes
-
-
 def prepare_fp8_triton(q, k, v, *, signs: torch.Tensor, block_m: int = 128, block_n: int = 128):
     """FA3's recipe (rotation of Q and K, block scales) for the FP8 kernel, three Triton passes:
     (q8, k8, v8, kwargs) as :func:`~flashedu.ops.fp8.recipes.prepare_fp8` returns them for
     ``"fp8_fa3"`` with the same ``signs``."""
-    # Several tiles per program for the rotated passes (the next tile's load overlaps this one's
-    # product), one for V, whose K-major store slowed with more: measured tile counts and warps in
-    # docs/notes/data/fp8-quantiser-tiles-48c39da.json (python -m flashedu.bench.tune_fp8_quant).
-    q8, qs = quantize_tiles(q, block=block_m, signs=signs, tiles=ROTATED_TILES)
-    k8, ks = quantize_tiles(k, block=block_n, signs=signs, tiles=ROTATED_TILES)
+    q8, qs = quantize_tiles(q, block=block_m, signs=signs)
+    k8, ks = quantize_tiles(k, block=block_n, signs=signs)
     v8, vs = quantize_tiles(v, block=block_n, k_major=True)
     kwargs = dict(q_descale=qs, k_descale=ks, v_descale=vs, q_block=block_m, kv_block=block_n)
     return q8, k8, v8, kwargs
