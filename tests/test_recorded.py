@@ -59,7 +59,7 @@ def test_every_recorded_kind_has_a_reader_and_a_date():
     readers = {"bench": "bench", "v2_tuning": "bench", "block_sparse": "block_sparse", "fa3": "fa3",
                "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
                "ncu": "ncu", "fa3_gluon": "fa3_gluon", "fa3_timeline": "fa3_gluon",
-               "fa3_gluon_tuning": "fa3_gluon", "host": "host"}
+               "fa3_gluon_tuning": "fa3_gluon", "host": "host", "v2_bwd_ablation": "v2_bwd"}
     kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
     assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
     for kind, reader in readers.items():
@@ -737,6 +737,22 @@ def test_fa3_gluon_variant_effect_is_against_the_default_of_its_own_run():
     row = next(r for r in rec.speed_table(run) if (r["D"], r["causal"], r["N"]) == (D, causal, N))
     assert effect["low"] == row["tflops"]["fa3_gluon: split mask"] / row["tflops"]["fa3_gluon"]
     assert rec.variant_effect(runs, "no such variant") is None
+
+
+def test_atomic_dq_table_takes_each_case_fastest_atomic_config():
+    from flashedu.recorded.v2_bwd import ATOMIC, TWO, atomic_dq_table
+
+    run = recorded.latest("v2_bwd_ablation")
+    table = atomic_dq_table(run)
+    assert table
+    for t in table:
+        here = [r for r in run["rows"] if (r["D"], r["N"], r["causal"]) == (t["D"], t["N"], t["causal"])]
+        atomic = [r["tflops"] for r in here if r["impl"] == ATOMIC and "tflops" in r]
+        assert t["atomic"] == max(atomic) and len(atomic) > 1
+        assert t["two"] == next(r["tflops"] for r in here if r["impl"] == TWO)
+        assert t["ratio"] == t["atomic"] / t["two"]
+        # a config that failed (shared memory) or was wrong is a row without a time, never the pick
+        assert all(r.get("max_rel_err", 0) < 1e-2 for r in here if "tflops" in r)
 
 
 def test_fa3_timeline_phases_are_in_program_order():

@@ -61,6 +61,46 @@ else:
 # as text. {ref}`Chapter 4 <ch-flash-v2>` reads two of them as it walks the kernel: what the
 # software pipeline buys, and what skipping the tiles above the diagonal does.
 #
+# ### The backward: two kernels, or one with atomic adds?
+#
+# Chapter 4's backward is two kernels: one walks each $K/V$ tile past every $Q$ tile for
+# $dK$ and $dV$, the other walks each $Q$ tile past every $K/V$ tile for $dQ$, computing
+# $S$ and $dP$ a second time (seven matrix products per pair of tiles). FlashAttention-2
+# itself uses one kernel: the $K/V$ walk also computes each $Q$ tile's share of $dQ$,
+# $dS\,K_j$, and adds it into an fp32 buffer with atomic adds, since many programs add into
+# the same rows (five products, plus a read-modify-write of a $B_r \times d$ fp32 tile per
+# pair). `flashedu/ops/v2/kernel_bwd_atomic.py` is that layout, and
+# `python -m flashedu.bench.ablate_v2_bwd` timed it beside ours and cuDNN's:
+
+# %%
+from flashedu.recorded.v2_bwd import atomic_dq_table, atomic_dq_text
+bwd_run = recorded.latest("v2_bwd_ablation")
+print(label(bwd_run["provenance"]))
+print(atomic_dq_text(bwd_run))
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+bwd_rows = atomic_dq_table(bwd_run)
+glue("bwd_atomic_lo", min(r["ratio"] for r in bwd_rows))
+glue("bwd_atomic_hi", max(r["ratio"] for r in bwd_rows))
+# the prose: never clearly faster; slowest on causal or short rows
+assert max(r["ratio"] for r in bwd_rows) < 1.02
+worst = min(bwd_rows, key=lambda r: r["ratio"])
+assert worst["causal"] or worst["N"] == min(r["N"] for r in bwd_rows)
+# the prose: the fastest atomic config spilled (where the run read registers)
+spills = [r for r in bwd_run["rows"] if r["impl"] == "atomic dQ" and "n_spills" in r
+          and tuple(r["config"]) == bwd_rows[0]["config"]]
+assert spills and all(r["n_spills"] > 0 and r["n_regs"] == 255 for r in spills)
+
+# %% [markdown]
+# Two products fewer bought nothing: the one-kernel layout ran at
+# {glue:text}`bwd_atomic_lo:.2f`–{glue:text}`bwd_atomic_hi:.2f` times our speed, level on long
+# rows and slower on causal or short ones. One program now holds $K_j$, $V_j$, the $dK_j$ and
+# $dV_j$ accumulators *and* a $dQ$ tile: at its fastest tile shape the compiler used all 255
+# registers a thread may have and spilled the rest to memory, and every atomic add is a round
+# trip to L2. So the split stays: more arithmetic, but each kernel owns its output, needs no
+# zeroed buffer and gives the same bits every run.
+#
 # ## 2. Block-sparse: reading a list as fast as a pointer
 #
 # {ref}`Chapter 5 <ch-block-sparse>`'s kernel is v2's with the loop bounds read from the mask's
@@ -290,10 +330,12 @@ if fp8_run:
 # %% [markdown]
 # ## 5. FA3 in Gluon: the switches and the knobs
 #
-# `python -m flashedu.bench.fa3_gluon --extra` timed {ref}`chapter 6 <ch-flash-v3>`'s Gluon
-# kernel with each of FA3's ideas switched off, and with the knobs that were left at their
-# defaults turned: the ring's depth and the width of a $K/V$ tile. fp16, hidden size 2048,
-# $B \cdot N$ = 16k, every row checked against cuDNN before it was timed.
+# `python -m flashedu.bench.fa3_gluon` timed {ref}`chapter 6 <ch-flash-v3>`'s Gluon kernel
+# with each of FA3's ideas switched off (the record chapter 6 reads); tuning runs with
+# `--extra` turned the knobs left at their defaults (the ring's depth, the width of a $K/V$
+# tile, a persistent grid, the mask out of the loop), each against the default kernel timed
+# beside it in the same run (`flashedu/recorded/data/fa3_gluon_tuning`). fp16, hidden size
+# 2048, $B \cdot N$ = 16k, every row checked against cuDNN before it was timed.
 
 # %%
 from flashedu.recorded import fa3_gluon as fa3g_rec
@@ -312,24 +354,33 @@ else:
 from flashedu.ops.fa3 import gluon as fa3g
 
 
-def change(D, variant, N=16384):  # % change of a variant against the default config
+tuning_runs = recorded.load("fa3_gluon_tuning")
+
+
+def change(D, variant, N=16384):  # % change of a schedule against the default
     a = fa3g_rec.ablation(g_run, D=D, N=N)
     return 100 * (a[variant] / a["FA3 (all three ideas)"] - 1)
 
 
+def tuned(D, variant, N=16384):  # % change of a knob, in the run that turned it
+    ratios = fa3g_rec.variant_effect(tuning_runs, variant)["ratios"]
+    return 100 * (ratios[(D, False, N)] - 1)
+
+
 if g_run:
     for key, variant in (("ws", "no warp specialisation"), ("pp", "no ping-pong"),
-                         ("intra", "no intra-warpgroup pipelining"),
-                         ("st3", "3 stages"), ("bn64", "64-row K/V tiles")):
+                         ("intra", "no intra-warpgroup pipelining")):
         glue(f"cs5_{key}", change(128, variant))
-    d64 = [change(64, "2 stages", N) for N in (1024, 4096, 16384)]
+    for key, variant in (("st3", "3 stages"), ("bn64", "64-row K/V tiles")):
+        glue(f"cs5_{key}", tuned(128, variant))
+    d64 = [tuned(64, "2 stages", N) for N in (1024, 4096, 16384)]
     glue("cs5_d64_lo", min(d64))
     glue("cs5_d64_hi", max(d64))
     # The table's "kept" column is the code's default config.
     c128, c64 = fa3g.default_config(128), fa3g.default_config(64)
     assert (c128.stages, c128.block_n, c64.stages) == (2, 128, 3)
     assert not c128.split_mask
-    assert change(128, "3 stages") < 0 and change(128, "64-row K/V tiles") < -5
+    assert tuned(128, "3 stages") < 0 and tuned(128, "64-row K/V tiles") < -5
     assert change(128, "no warp specialisation") < -10 and max(d64) < 2
     try:  # compiled for sm_90 here; a Triton whose Gluon lacks a piece cannot
         base = fa3g.hopper_resources(128)["loop_instructions"]
@@ -356,10 +407,17 @@ glue("cs5_pers_worst_at", f"d = {D_w}{', causal' if causal_w else ''}, N = {N_w}
 full = {N_: pers["ratios"][(128, False, N_)] for N_ in (1024, 16384)}
 assert full[1024] > 1.03 > full[16384]
 assert causal_w and pers["low"] < 0.95
-assert not fa3g.default_config(128).persistent
 bn128 = fa3g.default_config(128).block_n
 glue("cs5_tiles_1k", 1024 // bn128)  # K/V tiles of one program at N = 1k
 glue("cs5_causal_spread", N_w // bn128)  # causal rows at N_w: 1 to this many tiles
+glue("cs5_pers_64_1k", 100 * (pers["ratios"][(64, False, 1024)] - 1))
+glue("cs5_pers_tiles", fa3g.PERSISTENT_MAX_TILES)
+# the "kept" column: on for short non-causal rows (1k yes, 4k no), never causal
+assert fa3g.default_config(128, n_k=1024).persistent
+assert not fa3g.default_config(128, n_k=4096).persistent
+assert not fa3g.default_config(128, n_k=1024, causal=True).persistent
+assert 1024 // bn128 <= fa3g.PERSISTENT_MAX_TILES < 4096 // bn128
+assert pers["ratios"][(64, False, 1024)] > 1.03
 
 # %% [markdown]
 # | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |
@@ -370,7 +428,7 @@ glue("cs5_causal_spread", N_w // bn128)  # causal rows at N_w: 1 to this many ti
 # | 3 stages instead of 2 | {glue:text}`cs5_st3:+.1f`% | no |
 # | $K/V$ tiles of 64 rows instead of 128 | {glue:text}`cs5_bn64:+.0f`% | no |
 # | $d$ = 64: 2 stages instead of 3 | {glue:text}`cs5_d64_lo:+.1f`% to {glue:text}`cs5_d64_hi:+.1f`% over $N$ | not yet |
-# | a persistent grid: one program per SM, looping over work items | {glue:text}`cs5_pers_1k:+.0f`% at $N$ = 1k, {glue:text}`cs5_pers_4k:+.1f`% at 4k, {glue:text}`cs5_pers_16k:+.1f`% at 16k; {glue:text}`cs5_pers_worst:+.0f`% at {glue:text}`cs5_pers_worst_at` | not yet |
+# | a persistent grid: one program per SM, looping over work items | {glue:text}`cs5_pers_1k:+.0f`% at $N$ = 1k, {glue:text}`cs5_pers_4k:+.1f`% at 4k, {glue:text}`cs5_pers_16k:+.1f`% at 16k; {glue:text}`cs5_pers_worst:+.0f`% at {glue:text}`cs5_pers_worst_at` | where rows are short: not causal, at most {glue:text}`cs5_pers_tiles` $K/V$ tiles |
 # | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration; {glue:text}`cs5_split_lo:+.1f`% to {glue:text}`cs5_split_hi:+.1f`% over the grid | no |
 #
 # - **Only warp specialisation is worth its cost here.** Ping-pong and the pipeline inside a
@@ -395,12 +453,20 @@ glue("cs5_causal_spread", N_w // bn128)  # causal rows at N_w: 1 to this many ti
 #   beside them; at $N$ = 1k a program has only {glue:text}`cs5_tiles_1k` $K/V$ tiles, so
 #   that is a large share. One program per SM, looping over the tiles (the producer warp
 #   loads the next tile's $Q$ and $K/V$ while the consumers finish this one), gained at $N$ =
-#   1k and lost a little at 16k, where programs are long and the ring's bookkeeping across
-#   tiles costs instructions in the loop. On causal attention it lost, most at
-#   {glue:text}`cs5_pers_worst_at`: the tiles of a causal row differ in length up to
-#   {glue:text}`cs5_causal_spread` times, and handing them out in a fixed order leaves some
-#   SMs idle at the end. It stays a switch (`persistent=True`) until a run of the whole grid
-#   decides where it is on by default.
+#   1k ({glue:text}`cs5_pers_64_1k:+.0f`% at $d$ = 64 too), was level at 4k and lost a little
+#   at 16k, where programs are long and the ring's bookkeeping across tiles costs
+#   instructions in the loop. So the registered kernel goes persistent by shape: for
+#   attention that is not causal, when a query tile meets at most
+#   {glue:text}`cs5_pers_tiles` $K/V$ tiles.
+# - **On causal attention it lost, even dealt out evenly.** A causal row has 1 to
+#   {glue:text}`cs5_causal_spread` tiles at {glue:text}`cs5_pers_worst_at`; the persistent
+#   programs take the work longest first, across all heads, every other round in reverse, so
+#   that each SM's total number of tiles comes out nearly the same. It still lost, most at
+#   {glue:text}`cs5_pers_worst_at`. Our guess, not yet measured: dealt out that way, the
+#   items running at once belong to many different heads, each with its own $K$ and $V$ to
+#   fetch, where the one-item grid runs a few heads' tiles side by side and shares their $K$
+#   and $V$ in L2. Pairing each head's longest query tile with its shortest would keep both
+#   the balance and the sharing; that is the next thing to try.
 
 # %% [markdown]
 # ## What the five have in common

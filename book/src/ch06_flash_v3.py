@@ -489,18 +489,28 @@ glue("g_paper_intra_gain", 100 * (paper["fa3"] / paper["pingpong"] - 1))
 for name, value in fa3g_rec.speed_summary(g_run).items():
     glue(name, value)
 # The prose: switching warp specialisation off costs the most (in the paper
-# too); the other two switches move the time by less than 3%.
+# too); the other two switches move the time by a few percent (under 5%).
+assert not fa3g.default_config(128, n_k=16384).persistent  # one item per program
 assert no_ws < 0.9 * min(full_tf, no_pp, no_intra)
-assert all(abs(x / full_tf - 1) < 0.03 for x in (no_pp, no_intra))
+assert all(abs(x / full_tf - 1) < 0.05 for x in (no_pp, no_intra))
 assert paper["no_ws"] < paper["pingpong"]
-# The grid's prose: at d = 128, N >= 4096 within 5% of cuDNN or ahead
-# (ahead when causal at 16k); behind at N = 1024 and at d = 64.
+# The grid's prose: at d = 128, N >= 4096 within 5% of cuDNN or ahead (ahead when
+# causal at 16k); causal N = 1024 behind; the persistent grid (on for short
+# non-causal rows) brings non-causal N = 1024 within 5%.
 grid = {(r["D"], r["causal"], r["N"]): fa3g_rec.ratio(r, "fa3_gluon")
         for r in fa3g_rec.speed_table(g_run)}
 assert all(grid[(128, c, n)] > 0.95 for c in (False, True) for n in (4096, 16384))
 assert grid[(128, True, 16384)] > 1
-assert all(grid[(d, c, 1024)] < 1 for d in (64, 128) for c in (False, True))
-assert all(x < 1 for (d, c, n), x in grid.items() if d == 64)
+assert all(grid[(d, True, 1024)] < 1 for d in (64, 128))
+short = [grid[(d, False, 1024)] for d in (64, 128)]
+assert min(short) > 0.95
+glue("fa3g_short_lo", min(short))
+glue("fa3g_short_hi", max(short))
+glue("fa3g_pers_tiles", fa3g.PERSISTENT_MAX_TILES)
+# the record ran the registered rule: persistent at N = 1024, not causal
+cfg_1k = [r["config"] for r in fa3g_rec.timed(g_run)
+          if r["impl"] == "fa3_gluon" and r["N"] == 1024 and not r["causal"]]
+assert cfg_1k and all(c["persistent"] for c in cfg_1k)
 
 # %% [markdown]
 # Measured on an {glue:text}`fa3g_gpu` on {glue:text}`fa3g_date`: with all three ideas the
@@ -527,15 +537,18 @@ for r in fa3g_rec.speed_table(g_run):
 print("TFLOP/s, fp16:\n" + "\n".join(rows))
 
 # %% [markdown]
-# It reaches cuDNN at long sequences with $d = 128$ (ahead of it when causal) and trails it at
-# $N = 1024$ and at $d = 64$. A program at $N = 1024$ has {glue:text}`tiles_1k` $K/V$ tiles,
-# so its start and end (the $Q$ load, the first softmax, the $O$ store) weigh more; at
+# It reaches cuDNN at long sequences with $d = 128$ (ahead of it when causal) and trails it on
+# short causal rows and at $d = 64$. A program at $N = 1024$ has {glue:text}`tiles_1k` $K/V$
+# tiles, so its start and end (the $Q$ load, the first softmax, the $O$ store) weigh more; at
 # $d = 64$ a tile's GEMMs take half as long while its softmax does not, so the softmax,
 # already the slower side, weighs more. The first of these has a known cure, which FA3 uses: a
 # *persistent* grid, one program per SM that loops over query tiles, its producer warp loading
-# the next tile's $Q$ and $K/V$ while the consumers finish this one. The kernel has it as a
-# switch (`persistent=True`); the {ref}`appendix <appendix-case-studies>` (case study 5)
-# measures where it pays and where it does not.
+# the next tile's $Q$ and $K/V$ while the consumers finish this one. The registered kernel
+# turns it on where rows are short and not causal (at most {glue:text}`fa3g_pers_tiles` $K/V$
+# tiles per query tile), which is what brings the non-causal $N = 1024$ rows to
+# {glue:text}`fa3g_short_lo:.2f`–{glue:text}`fa3g_short_hi:.2f` times cuDNN. On causal rows it
+# lost, even with the work dealt out evenly; the {ref}`appendix <appendix-case-studies>` (case
+# study 5) measures where it pays and where it does not.
 #
 # ### The measured timeline
 #
@@ -935,6 +948,8 @@ if e2e_rows:
     torch_quant = next(r["quant_ms"] for r in fp8_speed_table(fp8_run)
                        if (r["D"], r["N"]) == (128, max(by_n)))
     glue("e2e_torch_x", torch_quant / by_n[max(by_n)]["quant_ms"])
+    from flashedu.ops.fp8.quant_kernel import ROTATED_TILES
+    glue("e2e_rot_tiles", ROTATED_TILES)
     # the prose: every N gains, the smallest N least; rotating is the slow pass
     assert all(r["speedup"] > 1 for r in e2e_rows)
     assert by_n[min(by_n)]["speedup"] == min(r["speedup"] for r in e2e_rows)
@@ -950,10 +965,11 @@ if e2e_rows:
 # {glue:text}`e2e_hbm_pct:.0f`% of the {glue:text}`e2e_hbm_TBps:.1f` TB/s of the datasheet. It is not yet at the bandwidth, and the
 # per-tensor times say where it is not: $Q$ with its rotation takes
 # {glue:text}`e2e_q_us:.0f` µs, $V$, moving the same bytes with no rotation,
-# {glue:text}`e2e_v_us:.0f` µs. Each program loads one tile, multiplies it by the
-# $128 \times 128$ Hadamard matrix (which it also loads), reduces it and stores it, with nothing to
-# overlap those steps: a program that looped over several tiles, loading the next while
-# rotating this one, is the next thing to try.
+# {glue:text}`e2e_v_us:.0f` µs. A rotating program multiplies each tile by the
+# $128 \times 128$ Hadamard matrix between loading and storing it; it takes
+# {glue:text}`e2e_rot_tiles` tiles one after another, so that the next tile's load is on its
+# way while this one is multiplied (`python -m flashedu.bench.tune_fp8_quant` times the
+# choices). $V$'s programs, with no product to hide a load under, take one tile each.
 
 # %% [markdown]
 # ## Summary

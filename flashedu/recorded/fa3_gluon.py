@@ -72,7 +72,10 @@ def speed_summary(run: dict) -> dict:
 
 def ablation(run: dict, *, D: int = 128, N: int = 16384, causal: bool = False) -> dict[str, float]:
     """TFLOP/s of each schedule and variant at one case: {"FA3 (all three ideas)": ...,
-    "no ping-pong": ..., "3 stages": ...} (variants are named as the bench names them)."""
+    "no ping-pong": ..., "3 stages": ...} (variants are named as the bench names them).
+    "FA3 (all three ideas)" is the registered kernel at that shape; the switched-off schedules
+    run one work item per program, so compare them at shapes where the registered kernel does
+    too (not persistent: causal, or more than ``PERSISTENT_MAX_TILES`` K/V tiles)."""
     row = next((r for r in speed_table(run) if (r["D"], r["N"], r["causal"]) == (D, N, causal)), None)
     if row is None:
         return {}
