@@ -9,7 +9,9 @@ Five matmuls per (Q tile, K/V tile) pair instead of the two-kernel split's seven
 not recomputed for dQ), paid for with a BLOCK_M × d fp32 read-modify-write per pair, a zeroed
 buffer and a cast pass; dQ's sum order then depends on which program adds first, so it is not
 bit-for-bit repeatable. kernel_bwd.py says why the split is the default; this file is what
-``python -m flashedu.bench.ablate_v2_bwd`` times beside it.
+``python -m flashedu.bench.ablate_v2_bwd`` times beside it (measured: no faster; appendix, case
+study 1). Its two kernels copy kernel_bwd's ``_dkdv_inner`` and ``_bwd_dkdv`` line for line on
+purpose, so that a diff of the files shows the idea and nothing else.
 """
 from __future__ import annotations
 
