@@ -402,6 +402,7 @@ for N_ in (1024, 4096, 16384):
     glue(f"cs5_pers_{N_ // 1024}k", 100 * (pers["ratios"][(128, False, N_)] - 1))
 D_w, causal_w, N_w = pers["worst"]
 glue("cs5_pers_worst", 100 * (pers["low"] - 1))
+glue("cs5_pers_loss", 100 * (1 - pers["low"]))
 glue("cs5_pers_worst_at", f"d = {D_w}{', causal' if causal_w else ''}, N = {N_w}")
 # the prose: it pays where programs have few tiles each, and loses on causal work
 full = {N_: pers["ratios"][(128, False, N_)] for N_ in (1024, 16384)}
@@ -458,14 +459,14 @@ assert pers["ratios"][(64, False, 1024)] > 1.03
 #   instructions in the loop. So the registered kernel goes persistent by shape: for
 #   attention that is not causal, when a query tile meets at most
 #   {glue:text}`cs5_pers_tiles` $K/V$ tiles.
-# - **On causal attention it lost, even dealt out evenly.** A causal row has 1 to
-#   {glue:text}`cs5_causal_spread` tiles at {glue:text}`cs5_pers_worst_at`; the persistent
-#   programs take the work longest first, across all heads, every other round in reverse, so
-#   that each SM's total number of tiles comes out nearly the same. It still lost, most at
-#   {glue:text}`cs5_pers_worst_at`. Our guess, not yet measured: dealt out that way, the
-#   items running at once belong to many different heads, each with its own $K$ and $V$ to
-#   fetch, where the one-item grid runs a few heads' tiles side by side and shares their $K$
-#   and $V$ in L2. Pairing each head's longest query tile with its shortest would keep both
+# - **On causal attention it lost, even dealt out evenly.** Causal query tiles meet from 1 to
+#   {glue:text}`cs5_causal_spread` $K/V$ tiles at {glue:text}`cs5_pers_worst_at`, so the
+#   persistent programs take the work longest first, across all heads, every other round in
+#   reverse, and each SM's total number of tiles comes out nearly the same. It still lost, by
+#   {glue:text}`cs5_pers_loss:.0f`% at that shape. Our guess, not yet measured: dealt out
+#   that way, the items running at once belong to many different heads, each with its own
+#   $K$ and $V$ to fetch, where the one-item grid runs a few heads' tiles side by side and
+#   shares their $K$ and $V$ in L2. Pairing each head's longest query tile with its shortest would keep both
 #   the balance and the sharing; that is the next thing to try.
 
 # %% [markdown]
