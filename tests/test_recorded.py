@@ -786,3 +786,16 @@ def test_fa3_gluon_figures_draw_each_schedule():
         lanes = {y for tr, on in zip(tl.data, visible) if on and tr.xaxis == "x" for y in tr.y}
         assert lanes == set(b.args[1]["yaxis.categoryarray"])
     assert buttons[-1].args[1]["yaxis.categoryarray"] == ["block (8 warps)"]
+
+
+def test_fa3_gluon_speed_text_has_a_line_per_case_with_the_ratio():
+    from flashedu.recorded import fa3_gluon as rec
+
+    run = recorded.latest("fa3_gluon")
+    lines = rec.speed_text(run).splitlines()
+    table = rec.speed_table(run)
+    assert len(lines) == 2 + len(table)
+    for line, row in zip(lines[2:], table):
+        t = row["tflops"]
+        assert line.split()[-2] == f"{t['fa3_gluon'] / t['sdpa_cudnn']:.2f}"
+        assert int(line.split()[2]) == row["N"]

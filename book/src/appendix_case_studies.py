@@ -296,7 +296,7 @@ if tuning:
 # | idea | measured effect (slower than the best, $d$ = 128) | kept |
 # |---|---|---|
 # | one accumulator, $V$'s descale folded into the rescale | a second accumulator: {glue:text}`fp8_two_acc_lo:.0f`–{glue:text}`fp8_two_acc_hi:.0f`% slower | yes |
-# | 64-row tiles, 4 warps, several programs per SM | 128-row tiles, 8 warps: {glue:text}`fp8_rows128_lo:.0f`–{glue:text}`fp8_rows128_hi:.0f`% slower | yes |
+# | 64-row tiles, 4 warps, several programs per SM | 128-row tiles, 8 warps: {glue:text}`fp8_rows128_lo:.1f`–{glue:text}`fp8_rows128_hi:.1f`% slower | yes |
 # | exponentials by a cubic on the FMA units | {glue:text}`fp8_expfma_lo:.0f`–{glue:text}`fp8_expfma_hi:.0f`% slower | no |
 #
 # - *One accumulator.* $V$'s per-tile descale must multiply $PV$ before it joins the running

@@ -527,14 +527,7 @@ assert cfg_1k and all(c["persistent"] for c in cfg_1k)
 # The same run at every case of the grid, against cuDNN and chapter 4's kernel:
 
 # %%
-rows = [f"{'d':>4} {'causal':>6} {'N':>6}  {'fa3_gluon':>9}  {'cuDNN':>6}"
-        f"  {'ratio':>5}  {'v2_triton':>9}"]
-for r in fa3g_rec.speed_table(g_run):
-    t = r["tflops"]
-    rows.append(f"{r['D']:4d} {'yes' if r['causal'] else 'no':>6} {r['N']:6d}  "
-                f"{t['fa3_gluon']:9.0f}  {t['sdpa_cudnn']:6.0f}  "
-                f"{t['fa3_gluon'] / t['sdpa_cudnn']:5.2f}  {t['v2_triton']:9.0f}")
-print("TFLOP/s, fp16:\n" + "\n".join(rows))
+print(fa3g_rec.speed_text(g_run))
 
 # %% [markdown]
 # It reaches cuDNN at long sequences with $d = 128$ (ahead of it when causal) and trails it on
@@ -807,14 +800,15 @@ else:
 #
 # `prepare_fp8` is the recipe in PyTorch: a rotation, then a quantisation of each tensor, each
 # a pass over HBM. A kernel does it in one: `fp8_e2e_triton` takes fp16 (or bf16) $Q$, $K$,
-# $V$ like every entry of the registry, and a Triton program per tile of rows loads the tile
-# once, rotates it with one `tl.dot` by the $\pm 1$ Hadamard matrix whose rows carry the random
-# signs (times $1/\sqrt{d}$ on the fp32 product), takes the tile's largest $|x|$, and writes the
-# e4m3 values and the descale; $V$, not rotated, is written K-major. Beside the PyTorch recipe:
+# $V$ like every entry of the registry, and a Triton program walks a few tiles of rows, loading
+# each once, rotating it with one `tl.dot` by the $\pm 1$ Hadamard matrix whose rows carry the
+# random signs (times $1/\sqrt{d}$ on the fp32 product), taking the tile's largest $|x|$, and
+# writing the e4m3 values and the descale; $V$, not rotated, is written K-major. Beside the
+# PyTorch recipe:
 
 # %%
 from flashedu.ops.fp8 import quant_kernel, recipes
-show(region(quant_kernel, "quantize-kernel", title="one tile, one pass (Triton)"),
+show(region(quant_kernel, "quantize-kernel", title="tiles in one pass (Triton)"),
      region(recipes.prepare_fp8, title="the recipe in PyTorch"))
 
 # %% [markdown]
@@ -916,8 +910,8 @@ if fp8_run:
 #
 # A user holds fp16 $Q$, $K$, $V$, so what FP8 is worth to them is the kernel *and* the
 # quantisation before it. `fp8_e2e_triton` does the quantisation in the fused Triton pass shown
-# earlier (one program per tile: load, rotate by `tl.dot`, scale, cast, store), then calls
-# the kernel. The same run timed the two parts and the whole at $d = 128$:
+# earlier (each tile: load, rotate by `tl.dot`, scale, cast, store), then calls the
+# kernel. The same run timed the two parts and the whole at $d = 128$:
 
 # %%
 from flashedu.recorded.decode import hbm_GBps

@@ -2,6 +2,7 @@
 ``"fa3_gluon"``) and one program's measured timeline under each schedule (``"fa3_timeline"``).
 
 * :func:`speed_table` - per (D, causal, N): TFLOP/s of each implementation and schedule;
+  :func:`speed_text` prints the kernel beside cuDNN and v2_triton;
 * :func:`speed_summary` - what chapter 6 quotes of it, by glue name;
 * :func:`variant_effect` - a tuning run's variant (kind ``"fa3_gluon_tuning"``: ``--extra``
   rows, one file per idea tried) against the default kernel timed beside it, at every case;
@@ -48,6 +49,19 @@ def speed_table(run: dict) -> list[dict]:
         here = {r["impl"]: r["tflops"] for r in rows if (r["D"], r["causal"], r["N"]) == (D, causal, N)}
         out.append(dict(D=D, causal=causal, N=N, tflops=here))
     return out
+
+
+def speed_text(run: dict) -> str:
+    """:func:`speed_table` as fixed-width text: the registered kernel, cuDNN, their ratio and
+    chapter 4's ``v2_triton``, in TFLOP/s."""
+    lines = [f"{'d':>4} {'causal':>6} {'N':>6}  {'fa3_gluon':>9}  {'cuDNN':>6}  {'ratio':>5}  "
+             f"{'v2_triton':>9}"]
+    for r in speed_table(run):
+        t = r["tflops"]
+        lines.append(f"{r['D']:4d} {'yes' if r['causal'] else 'no':>6} {r['N']:6d}  "
+                     f"{t[FULL]:9.0f}  {t['sdpa_cudnn']:6.0f}  {t[FULL] / t['sdpa_cudnn']:5.2f}  "
+                     f"{t['v2_triton']:9.0f}")
+    return "TFLOP/s, fp16:\n" + "\n".join(lines)
 
 
 def ratio(row: dict, a: str, b: str = "sdpa_cudnn") -> float | None:
