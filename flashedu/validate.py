@@ -7,8 +7,10 @@ import torch
 
 
 def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_dims=None,
-              name: str = "attention") -> float:
-    """Validate ``[B, H, N, D]`` inputs and return the softmax scale to use."""
+              name: str = "attention", kv_heads: int | None = None) -> float:
+    """Validate ``[B, H, N, D]`` inputs and return the softmax scale to use. ``kv_heads``: the
+    head count k and v must have when it is not q's (grouped-query attention, checked by the
+    caller)."""
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
@@ -23,7 +25,8 @@ def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_di
         raise TypeError(f"{name}: q, k, v must be floating point, got {q.dtype}")
     B, H, N, D = q.shape
     ks, vs = k.shape, v.shape  # read once: an eager call's checks are part of its host time
-    if ks[:2] != (B, H) or vs[:2] != (B, H):
+    H_kv = H if kv_heads is None else kv_heads
+    if ks[:2] != (B, H_kv) or vs[:2] != (B, H_kv):
         raise ValueError(f"{name}: batch and head dims of k {tuple(ks)} and v {tuple(vs)} "
                          f"must match q {tuple(q.shape)}")
     if ks[3] != D:

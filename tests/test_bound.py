@@ -3,6 +3,7 @@ binding wherever Triton would specialise differently, and no binding under the i
 from __future__ import annotations
 
 import pytest
+import triton
 import torch
 
 from conftest import DEVICE, GPU, fresh_qkv, oracle, oracle_grads, tolerance
@@ -76,3 +77,14 @@ def test_split_kv_bound_decode_matches_the_oracle(poison):
         want = oracle(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1))
         assert (o.double().cpu() - want).abs().max().item() < tolerance(torch.float16)
     assert sum(key[0] is _split_kernel for key in _bound._BOUND) == 1
+
+
+@pytest.mark.skipif(not GPU, reason="bindings exist only for compiled kernels")
+def test_a_binding_hands_the_launcher_addresses_not_tensors():
+    _bound.clear()
+    q, k, v = fresh_qkv(1, 2, 64, 64, dtype=torch.float16, device=DEVICE)
+    v2k.flash_attention_v2(q, k, v)
+    (bound,) = [b for key, b in _bound._BOUND.items() if key[0] is v2k._fwd_kernel]
+    assert bound._pointers == (0, 1, 2, 3, 4)  # Q, K, V, O and L's stand-in
+    if triton.__version__.startswith("3.6."):  # the version the direct C launch was written for
+        assert bound._direct is not None

@@ -368,6 +368,17 @@ def test_v2_lse_matches_reference(causal, poison):
     assert _max_err(o, ref_o) < tolerance(dtype)
 
 
+def test_v2_forward_without_a_backward_stores_no_lse(poison):
+    """A call no backward will follow skips L: the same O, and no L tensor at all."""
+    from flashedu.ops.v2.kernel import attention_forward
+    dtype = DTYPES[0]
+    q, k, v = _qkv((1, 2, 77, 77, 32), dtype)
+    o, lse = attention_forward(q, k, v, causal=True, scale=0.2, store_lse=False)
+    ref_o, _ = v2_attention_lse(*(t.double().cpu() for t in (q, k, v)), causal=True, scale=0.2)
+    assert lse is None
+    assert _max_err(o, ref_o) < tolerance(dtype)
+
+
 @pytest.mark.parametrize("n_q,n_k", [(9, 40), (40, 9), (1, 33), (33, 1)], ids=lambda n: str(n))
 def test_v2_cross_lengths_with_gradients(n_q, n_k, poison):
     dtype = DTYPES[0]

@@ -6,21 +6,26 @@ On the GPU machine, from the repository root (under a minute):
 
     python -m flashedu.bench.host --out DIR     # writes DIR/host/<gpu>.json
 
-Each row: ``host_us``, microseconds of CPU time per call while the GPU is held busy (so calls
-only queue work; best of three runs of 50 calls), ``gpu_ms`` from a CUDA graph replay (no host
-in it), and ``eager_ms``, the median of eager calls back to back (do_bench): a call is
-host-bound where ``host_us`` exceeds the GPU time and the eager time follows the host.
+Launch paths: ``bound`` (flashedu's binding), ``tensors`` (the binding handing tensors to
+Triton's Python launcher, as before session 11: the ablation of passing addresses and calling
+the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call). ``v2_triton_lse``
+is the forward that stores L, as every forward did before session 11. Each row: ``host_us``,
+microseconds of CPU time per call while the GPU is held busy (so calls only queue work; best of
+three runs of 50 calls), ``gpu_ms`` from a CUDA graph replay (no host in it), and ``eager_ms``,
+the median of eager calls back to back (do_bench): a call is host-bound where ``host_us``
+exceeds the GPU time and the eager time follows the host.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def cases(torch, F):
     """name -> (zero-argument call, what it is): fp16 forwards at one small training shape, the
     backward through autograd, and decoding one token against an 8k and a 32k cache (GQA 64/8)."""
     from flashedu.ops.split_kv.kernel import split_kv_attention_triton
-    from flashedu.ops.v2.kernel import flash_attention_v2
+    from flashedu.ops.v2.kernel import flash_attention_v2, flash_attention_v2_lse
 
     dt, dev = torch.float16, "cuda"
     q, k, v = (torch.randn(1, 16, 1024, 128, device=dev, dtype=dt) for _ in range(3))
@@ -35,6 +40,7 @@ def cases(torch, F):
     out = {
         "forward, N=1k": {
             "v2_triton": lambda: flash_attention_v2(q, k, v),
+            "v2_triton_lse": lambda: flash_attention_v2_lse(q, k, v),  # L kept, as before session 11
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v)},
         "forward, q/k/v need grad": {
             "v2_triton": lambda: flash_attention_v2(qg, kg, vg),
@@ -50,6 +56,21 @@ def cases(torch, F):
             "split_kv_triton": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(qd, kd, vd),
             "sdpa": lambda qd=qd, kd=kd, vd=vd: F.scaled_dot_product_attention(qd, kd, vd, enable_gqa=True)}
     return out
+
+
+@contextlib.contextmanager
+def _launch_as_tensors(_bound, on: bool):
+    """With ``on``: every binding hands tensors to Triton's Python launcher, as bindings did
+    before session 11 (the ablation of addresses and the direct C launch)."""
+    kept = {key: (b._pointers, b._direct) for key, b in _bound._BOUND.items()}
+    if on:
+        for b in _bound._BOUND.values():
+            b._pointers, b._direct = (), None
+    try:
+        yield
+    finally:
+        for key, (pointers, direct) in kept.items():
+            _bound._BOUND[key]._pointers, _bound._BOUND[key]._direct = pointers, direct
 
 
 def main(argv=None) -> None:
@@ -71,16 +92,18 @@ def main(argv=None) -> None:
     rows = []
     for case, impls in cases(torch, F).items():
         for impl, fn in impls.items():
-            paths = {"bound": True, "triton": False} if impl != "sdpa" else {"": True}
+            paths = {"bound": True, "tensors": True, "triton": False} if impl != "sdpa" else {"": True}
             for path, enabled in paths.items():
                 _bound.ENABLED = enabled
                 fn()  # compile, tune and bind outside the clock
                 torch.cuda.synchronize()
-                row = dict(case=case, impl=impl, launch=path or None,
-                           host_us=round(min(host_us(fn) for _ in range(3)), 1),
-                           eager_ms=triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-                if "backward" not in case:  # a graph cannot hold autograd's backward call
-                    row["gpu_ms"] = gpu_time(fn)["ms"]
+                with _launch_as_tensors(_bound, path == "tensors"):
+                    row = dict(case=case, impl=impl, launch=path or None,
+                               host_us=round(min(host_us(fn) for _ in range(3)), 1),
+                               eager_ms=triton.testing.do_bench(fn, warmup=25, rep=100,
+                                                                return_mode="median"))
+                    if "backward" not in case:  # a graph cannot hold autograd's backward call
+                        row["gpu_ms"] = gpu_time(fn)["ms"]
                 rows.append(row)
                 print(row, flush=True)
                 rec.save(rows)

@@ -26,14 +26,17 @@ class Bound:
     """One compiled kernel, its grid and its trailing compile-time arguments: ``bound(*args)``
     launches it on the current stream with ``args`` (the kernel's leading, run-time arguments)."""
 
-    __slots__ = ("_run", "_function", "_metadata", "_grid", "_tail", "_device", "_stream")
+    __slots__ = ("_run", "_function", "_metadata", "_grid", "_tail", "_device", "_stream",
+                 "_pointers", "_direct")
 
-    def __init__(self, compiled, grid: tuple, tail: tuple, device: int):
+    def __init__(self, compiled, grid: tuple, tail: tuple, device: int, pointers: tuple = ()):
         compiled._init_handles()
         self._run, self._function = compiled.run, compiled.function
         self._metadata = compiled.packed_metadata
         self._grid = tuple(grid) + (1,) * (3 - len(grid))
         self._tail, self._device = tail, device
+        self._pointers = pointers  # positions in ``args`` of the tensors
+        self._direct = _direct_launch(compiled.run)
         # Looked up once: `driver.active` is a proxy that resolves the backend on each access.
         self._stream = triton.runtime.driver.active.get_current_stream
 
@@ -41,12 +44,37 @@ class Bound:
         # [bound-call-start]
         g0, g1, g2 = self._grid
         stream = self._stream(self._device)  # torch's current stream
+        # Tensors go in as addresses: handed a tensor, the launcher would ask the driver
+        # whether its memory is on the GPU, pointer by pointer, call after call.
+        args = list(args)
+        for i in self._pointers:
+            args[i] = args[i].data_ptr()
         # The launcher (triton 3.6 to 3.9) takes the grid, stream, function, metadata,
         # launch metadata, enter/exit hooks (None: bind() refuses when hooks are
         # installed), then every parameter of the kernel, compile-time ones included.
-        self._run(g0, g1, g2, stream, self._function, self._metadata, None, None, None,
-                  *args, *self._tail)
+        if self._direct is None:
+            self._run(g0, g1, g2, stream, self._function, self._metadata, None, None, None,
+                      *args, *self._tail)
+            return
+        # triton 3.6, no scratch memory: its C launch itself, the Python wrapper skipped
+        launch, coop, pdl = self._direct
+        launch(g0, g1, g2, stream, self._function, coop, pdl, None, None,
+               self._metadata, None, None, None, *args, *self._tail)
         # [bound-call-end]
+
+
+def _direct_launch(run) -> tuple | None:
+    """``(launch, cooperative grid, PDL)`` of triton 3.6's launcher, or None.
+
+    Its Python wrapper (``CudaLauncher.__call__``) allocates per-launch scratch memory, which a
+    kernel that needs none skips, then calls the C ``launch``: calling that directly saves a
+    frame and two closures on every call. Only for the version whose ``launch`` signature this
+    was written against, and only for kernels without scratch memory."""
+    if not triton.__version__.startswith("3.6.") or type(run).__name__ != "CudaLauncher":
+        return None
+    if run.global_scratch_size or run.profile_scratch_size:
+        return None
+    return run.launch, run.launch_cooperative_grid, run.launch_pdl
 
 
 _BOUND: dict = {}  # (kernel, caller's key) -> Bound
@@ -79,7 +107,8 @@ def bind(kernel, key, grid, args: tuple, config: triton.Config, consts: dict) ->
     if any(t is inspect.Parameter.empty for t in tail):
         return None  # a parameter the caller did not name: leave it to Triton
     meta = {**named, **dict(zip((p.name for p in params), args))}
-    bound = Bound(compiled, grid(meta) if callable(grid) else grid, tail, rt_device(args))
+    pointers = tuple(i for i, a in enumerate(args) if hasattr(a, "data_ptr"))
+    bound = Bound(compiled, grid(meta) if callable(grid) else grid, tail, rt_device(args), pointers)
     _BOUND[(kernel, key)] = bound
     return bound
 

@@ -111,8 +111,9 @@ def fp8_e2e_table(run: dict, D: int = 128) -> list[dict]:
     ``quant_ms`` (the fused quantiser over q, k and v), ``q_ms`` / ``v_ms`` (one tensor, with and
     without the rotation), ``kernel_ms`` (the fastest fp8_triton configuration), ``e2e_ms``
     (``fp8_e2e_triton``: quantiser and kernel in one call), ``speedup`` (fp16 / e2e) and
-    ``quant_share`` (quantiser / e2e). Times are the bench's medians of eager calls; the
-    quantiser's are CUDA-graph replays where recorded (``graph_ms``: no host time in them).
+    ``quant_share`` (quantiser / e2e). Times are the bench's ``ms``: CUDA-graph replays in runs
+    since session 11; earlier runs hold eager medians there, and their quantiser times come from
+    ``graph_ms`` (a replay, no host time in it).
     ``quant_GBps``: bytes the quantiser moves (2 read and 1 written per element of q, k, v)
     per second."""
     rows = [r for r in timed(run) if r["D"] == D]

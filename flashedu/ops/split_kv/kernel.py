@@ -148,29 +148,40 @@ def split_kv_partials(q, k, v, *, causal: bool = False, scale: float | None = No
 def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
     """Launch pass 1: (o [S, B, H, N_q, D], m, ℓ [S, B, H, N_q], ranges), fp32."""
     B, H, N_Q, D = q.shape
-    H_kv, N_K = k.shape[1], k.shape[2]
-    bn, warps, stages, align = _config()
-    bn = bn if block_n is None else block_n
-    if align % bn:
-        raise ValueError(f"block_n must divide the split alignment {align}, got {block_n!r}")
-    R = N_Q * group
-    block_m = max(16, min(64, triton.next_power_of_2(R)))
-    sms = _sm_count(q.device.index or 0) if runtime.current().compiled else 132
-    S, ranges, split_len = _split_plan(num_splits, B * H_kv * triton.cdiv(R, block_m), N_K, align, sms)
+    qs, ks, vs = q.stride(), k.stride(), v.stride()
+    # Everything that follows from the shapes alone, worked out at a shape's first call: an
+    # eager decode step is short enough that this arithmetic shows in its time.
+    shape = (q.shape, k.shape, num_splits, block_n, q.device.index)
+    S, ranges, split_len, block_m, bn, warps, stages, grid = _launch_plan(*shape)
     op = torch.empty(S, B, H, N_Q, D, device=q.device, dtype=torch.float32)
     mp = torch.empty(S, B, H, N_Q, device=q.device, dtype=torch.float32)
     lp = torch.empty_like(mp)
     # One binding per call shape (flashedu.ops._bound): a decode step is short enough that
     # Triton's own per-call Python would be most of it.
-    key = (q.shape, k.shape, q.stride(), k.stride(), v.stride(), q.dtype, causal, S, bn,
-           q.device.index, _bound.aligned(q, k, v))
-    _bound.run(_split_kernel, key, (triton.cdiv(R, block_m), S, B * H_kv),
-               (q, k, v, op, mp, lp, *q.stride(), *k.stride(), *v.stride(),
-                B, H_kv, N_Q, N_K, split_len, scale * LOG2E),
+    key = (shape, qs, ks, vs, q.dtype, causal, _bound.aligned(q, k, v))
+    _bound.run(_split_kernel, key, grid,
+               (q, k, v, op, mp, lp, *qs, *ks, *vs, B, k.shape[1], N_Q, k.shape[2], split_len,
+                scale * LOG2E),
                dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
                     PRECISION="ieee" if q.dtype == torch.float32 else "tf32"),
                num_warps=warps, num_stages=stages)
     return op, mp, lp, ranges
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_plan(q_shape, k_shape, num_splits, block_n, device: int | None):
+    """(S, ranges, split_len, BLOCK_M, BLOCK_N, warps, stages, grid) for one call shape."""
+    B, H, N_Q, _ = q_shape
+    H_kv, N_K = k_shape[1], k_shape[2]
+    bn, warps, stages, align = _config()
+    bn = bn if block_n is None else block_n
+    if align % bn:
+        raise ValueError(f"block_n must divide the split alignment {align}, got {block_n!r}")
+    R = N_Q * (H // H_kv)
+    block_m = max(16, min(64, triton.next_power_of_2(R)))
+    sms = _sm_count(device or 0) if runtime.current().compiled else 132
+    S, ranges, split_len = _split_plan(num_splits, B * H_kv * triton.cdiv(R, block_m), N_K, align, sms)
+    return S, ranges, split_len, block_m, bn, warps, stages, (triton.cdiv(R, block_m), S, B * H_kv)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -194,8 +205,13 @@ def merge_partials(state: State, *, dtype: torch.dtype) -> torch.Tensor:
 def _merge(o, m, l, out) -> None:
     """Launch pass 2: o, m, ℓ contiguous fp32 partials ``[S, B, H, N, ·]`` into ``out``."""
     S, B, H, N, D = o.shape
-    _bound.run(_merge_kernel, (S, B * H * N, D, out.dtype, o.device.index), (B * H * N,),
-               (o, m, l, out, S, B * H * N),
+    rows = B * H * N
+    key = (S, rows, D, out.dtype, o.device.index)
+    bound = _bound.lookup(_merge_kernel, key)
+    if bound is not None:  # skips working out BLOCK_S again
+        bound(o, m, l, out, S, rows)
+        return
+    _bound.run(_merge_kernel, key, (rows,), (o, m, l, out, S, rows),
                dict(HEAD_DIM=D, BLOCK_S=triton.next_power_of_2(S)), num_warps=4, num_stages=3)
 
 

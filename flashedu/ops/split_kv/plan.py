@@ -32,10 +32,9 @@ def check_gqa(q, k, v, *, causal: bool, scale, dtypes=None, head_dims=None, name
             f"{name}: batch and head dims of k {tuple(k.shape)} and v {tuple(v.shape)} must match q "
             f"{tuple(q.shape)}, or (grouped-query attention) k and v must share H_kv heads with the "
             f"H = {H} heads of q a multiple of H_kv; got H_kv = {H_kv} for k and {v.shape[1]} for v")
-    # The remaining checks (device, dtype, lengths, head dim, causal, scale) are the usual ones,
-    # on the first H_kv query heads: a view, so no copy of q is made.
-    scale = check_qkv(q[:, :H_kv], k, v, causal=causal, scale=scale, dtypes=dtypes,
-                      head_dims=head_dims, name=name)
+    # The remaining checks (device, dtype, lengths, head dim, causal, scale) are the usual ones.
+    scale = check_qkv(q, k, v, causal=causal, scale=scale, dtypes=dtypes, head_dims=head_dims,
+                      name=name, kv_heads=H_kv)
     return scale, H // H_kv
 
 

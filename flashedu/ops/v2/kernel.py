@@ -114,7 +114,7 @@ def _fwd_kernel(Q, K, V, O, L,
                 H, N_Q, N_K, qk_scale,
                 CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                PIPELINE: tl.constexpr = False):
+                PIPELINE: tl.constexpr = False, STORE_LSE: tl.constexpr = True):
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
     # [v2-kernel-start]
     n_m = tl.cdiv(N_Q, BLOCK_M)
@@ -157,12 +157,13 @@ def _fwd_kernel(Q, K, V, O, L,
 
     # One division per row; a row that saw no key (ℓ = 0) gets O = 0 and L = -inf.
     o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # to natural log: L = m + log ℓ
     # O and L are allocated here, contiguous: [B, H, N_Q, D] and [B, H, N_Q].
     O += bh.to(tl.int64) * N_Q * HEAD_DIM
     tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
              mask=row_ok[:, None])
-    tl.store(L + bh.to(tl.int64) * N_Q + offs_m, lse, mask=row_ok)
+    if STORE_LSE:  # only when a backward will read it
+        lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log: L = m + log ℓ
+        tl.store(L + bh.to(tl.int64) * N_Q + offs_m, lse, mask=row_ok)
     # [v2-kernel-end]
 
 
@@ -177,20 +178,29 @@ FWD_CONFIGS = {
 }
 
 
-def attention_forward(q, k, v, *, causal: bool, scale: float, config: triton.Config | None = None):
+def attention_forward(q, k, v, *, causal: bool, scale: float, config: triton.Config | None = None,
+                      store_lse: bool = True):
     """o ``[B, H, N_Q, D]`` (q's dtype) and L ``[B, H, N_Q]`` (fp32) from validated inputs with
-    unit stride in D; ``config`` forces one kernel config (tuning), else this arch's choice."""
+    unit stride in D; ``config`` forces one kernel config (tuning), else this arch's choice.
+    ``store_lse=False`` (no backward will read L): the kernel skips it and L is None."""
     B, H, N_Q, D = q.shape
     N_K = k.shape[2]
+    qs, ks, vs = q.stride(), k.stride(), v.stride()
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
-    lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
-    args = (q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), H, N_Q, N_K, scale * LOG2E)
-    consts = dict(CAUSAL=causal, HEAD_DIM=D, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+    lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32) if store_lse else None
+    # Without L the kernel never touches its pointer, so o stands in for it.
+    args = (q, k, v, o, o if lse is None else lse, *qs, *ks, *vs, H, N_Q, N_K, scale * LOG2E)
+    bind_key = (q.shape, N_K, qs, ks, vs, q.dtype, causal, store_lse, q.device.index,
+                _bound.aligned(q, k, v))
+    bound = None if config is not None else _bound.lookup(_fwd_kernel, bind_key)
+    if bound is not None:  # a call shape seen before: straight to the launcher
+        bound(*args)
+        return o, lse
+    consts = dict(CAUSAL=causal, HEAD_DIM=D, STORE_LSE=store_lse,
+                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
     launch(_fwd_kernel, lambda meta: (triton.cdiv(N_Q, meta["BLOCK_M"]), B * H), args, consts,
            table=FWD_CONFIGS, head_dim=D, elem_bytes=q.element_size(), resident=0, resident_tiles=1,
-           tune=should_tune(B, H, N_Q, N_K), config=config, name="v2_triton",
-           bind_key=(q.shape, N_K, q.stride(), k.stride(), v.stride(), q.dtype, causal,
-                     q.device.index, _bound.aligned(q, k, v)))
+           tune=should_tune(B, H, N_Q, N_K), config=config, name="v2_triton", bind_key=bind_key)
     return o, lse
 
 
@@ -244,7 +254,9 @@ def flash_attention_v2(q, k, v, *, causal: bool = False, scale: float | None = N
     scale = _check(q, k, v, causal, scale)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return FlashAttentionV2.apply(q, k, v, causal, scale)
-    return _v2_kernel(q, k, v, causal=causal, scale=scale)[3]  # no graph to record: no autograd
+    # No graph to record, so no autograd and no L: nothing will run a backward.
+    q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
+    return attention_forward(q, k, v, causal=causal, scale=scale, store_lse=False)[0]
 
 
 def flash_attention_v2_lse(q, k, v, *, causal: bool = False, scale: float | None = None):
