@@ -49,8 +49,10 @@ class Recorder:
 
 
 def host_us(fn, calls: int = 50) -> float:
-    """Microseconds of host (Python and launch) time per call of ``fn``: the GPU is first given a
-    long sleep, so the calls only queue work and the clock times the CPU side alone."""
+    """Microseconds of host (Python and launch) time of one call of ``fn``, the median of
+    ``calls`` calls timed one by one: the GPU is first given a long sleep, so the calls only
+    queue work and the clock times the CPU side alone. A median, not a mean: the odd call that
+    the garbage collector or another process stalls moved means by 10 µs between runs."""
     import time
 
     import torch
@@ -58,12 +60,13 @@ def host_us(fn, calls: int = 50) -> float:
     fn()
     torch.cuda.synchronize()
     torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU cycles: longer than the calls take to queue
-    t = time.perf_counter()
+    clock, times = time.perf_counter, []
     for _ in range(calls):
+        t = clock()
         fn()
-    dt = (time.perf_counter() - t) / calls * 1e6
+        times.append(clock() - t)
     torch.cuda.synchronize()
-    return dt
+    return sorted(times)[calls // 2] * 1e6
 
 
 def gpu_time(fn, grads=None) -> dict:
