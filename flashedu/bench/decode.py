@@ -39,12 +39,14 @@ H, H_KV, D, DT = 64, 8, 128, torch.float16
 EXPAND_LIMIT_BYTES = 24 * 2**30  # the expanded K/V (8x the cache) above this is skipped
 
 
-def impls(q, k, v, expanded):
+def impls(q, k, v, expanded, splits=()):
     out = {
         "split_kv_triton": lambda: split_kv_attention_triton(q, k, v),
         "split_kv_triton_1split": lambda: split_kv_attention_triton(q, k, v, num_splits=1),
         "sdpa_gqa": lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
     }
+    for s in splits:  # --splits: the split count's ablation
+        out[f"split_kv_triton S={s}"] = lambda s=s: split_kv_attention_triton(q, k, v, num_splits=s)
     if expanded is not None:
         ke, ve = expanded
         flash = sdpa_peer("sdpa_flash")
@@ -53,7 +55,7 @@ def impls(q, k, v, expanded):
     return out
 
 
-def run(Bs, Nks, log, rows):
+def run(Bs, Nks, log, rows, splits=()):
     for B in Bs:
         for N_k in Nks:
             torch.manual_seed(0)
@@ -67,7 +69,7 @@ def run(Bs, Nks, log, rows):
                                                  v.float().repeat_interleave(H // H_KV, 1)) \
                 if cache_bytes <= 2**28 else None  # the fp32, expanded copy: 16x the cache
             splits = num_splits_heuristic(B * H_KV, triton.cdiv(N_k, 128), _sm_count(0))
-            for name, fn in impls(q, k, v, expanded).items():
+            for name, fn in impls(q, k, v, expanded, splits).items():
                 r = dict(impl=name, B=B, N_k=N_k, H=H, H_kv=H_KV, D=D, cache_bytes=cache_bytes)
                 if name == "split_kv_triton":
                     r["num_splits"] = splits
@@ -109,9 +111,14 @@ def main():
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=".")
     ap.add_argument("--quick", action="store_true", help="B=1 and N_k=4k, 64k only")
+    ap.add_argument("--B", type=int, nargs="+", help="these batch sizes only")
+    ap.add_argument("--N_k", type=int, nargs="+", help="these cache lengths only")
+    ap.add_argument("--splits", type=int, nargs="+", default=(),
+                    help="also time split_kv_triton with each of these split counts")
     args = ap.parse_args()
     require_gpu("flashedu.bench.decode")
     Bs, Nks = ((1,), (4096, 65536)) if args.quick else ((1, 4, 16), (4096, 8192, 16384, 32768, 65536, 131072))
+    Bs, Nks = tuple(args.B or Bs), tuple(args.N_k or Nks)
     t0 = time.time()
     rows = []
     rec = Recorder(args.out, "decode", shapes=dict(H=H, H_kv=H_KV, D=D, dtype="float16", N_q=1))
@@ -120,7 +127,7 @@ def main():
         print(json.dumps(r), flush=True)
         rec.save(rows)
 
-    run(Bs, Nks, log, rows)
+    run(Bs, Nks, log, rows, args.splits)
     print(table(rows, Bs, Nks))
     path = rec.save(rows, final=True, seconds=round(time.time() - t0, 1))
     print(f"\nwrote {path} in {time.time() - t0:.0f} s")

@@ -9,9 +9,10 @@ On the GPU machine, from the repository root (under a minute):
 Launch paths: ``bound`` (flashedu's binding), ``tensors`` (the binding handing tensors to
 Triton's Python launcher, as before session 11: the ablation of passing addresses and calling
 the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call). ``v2_triton_lse``
-is the forward that stores L, as every forward did before session 11. Each row: ``host_us``,
-microseconds of CPU time per call while the GPU is held busy (so calls only queue work; best of
-three runs of 50 calls), ``gpu_ms`` from a CUDA graph replay (no host in it), and ``eager_ms``,
+is the forward that stores L and runs the input checks on every call, as every forward did
+before session 11. Each row: ``host_us``, microseconds of CPU time per call while the GPU is held
+busy (so calls only queue work): the median of 50 calls, best of five rounds that take every
+path of a case in turn; ``gpu_ms`` from a CUDA graph replay (no host in it), and ``eager_ms``,
 the median of eager calls back to back (do_bench): a call is host-bound where ``host_us``
 exceeds the GPU time and the eager time follows the host.
 """
@@ -58,17 +59,23 @@ def cases(torch, F):
     return out
 
 
+ROUNDS = 5
+
+
 @contextlib.contextmanager
-def _launch_as_tensors(_bound, on: bool):
-    """With ``on``: every binding hands tensors to Triton's Python launcher, as bindings did
-    before session 11 (the ablation of addresses and the direct C launch)."""
+def _launch_path(_bound, path: str):
+    """Launches take ``path``: "bound" or "" (flashedu's bindings as they are), "tensors" (every
+    binding hands tensors to Triton's Python launcher, as bindings did before session 11: the
+    ablation of addresses and the direct C launch), "triton" (no bindings)."""
     kept = {key: (b._pointers, b._direct) for key, b in _bound._BOUND.items()}
-    if on:
+    _bound.ENABLED = path != "triton"
+    if path == "tensors":
         for b in _bound._BOUND.values():
             b._pointers, b._direct = (), None
     try:
         yield
     finally:
+        _bound.ENABLED = True
         for key, (pointers, direct) in kept.items():
             _bound._BOUND[key]._pointers, _bound._BOUND[key]._direct = pointers, direct
 
@@ -91,22 +98,29 @@ def main(argv=None) -> None:
     rec = Recorder(a.out, "host", source="flashedu/bench/host.py")
     rows = []
     for case, impls in cases(torch, F).items():
-        for impl, fn in impls.items():
-            paths = {"bound": True, "tensors": True, "triton": False} if impl != "sdpa" else {"": True}
-            for path, enabled in paths.items():
-                _bound.ENABLED = enabled
-                fn()  # compile, tune and bind outside the clock
-                torch.cuda.synchronize()
-                with _launch_as_tensors(_bound, path == "tensors"):
-                    row = dict(case=case, impl=impl, launch=path or None,
-                               host_us=round(min(host_us(fn) for _ in range(3)), 1),
-                               eager_ms=triton.testing.do_bench(fn, warmup=25, rep=100,
-                                                                return_mode="median"))
-                    if "backward" not in case:  # a graph cannot hold autograd's backward call
-                        row["gpu_ms"] = gpu_time(fn)["ms"]
-                rows.append(row)
-                print(row, flush=True)
-                rec.save(rows)
+        # Every (implementation, launch path) of a case is timed in turn, round after round,
+        # and keeps its best round: the host's speed drifts by 10 µs and more within a run, and
+        # interleaving spreads the drift over all of them instead of one.
+        runs = [(impl, fn, path) for impl, fn in impls.items()
+                for path in (("bound", "tensors", "triton") if impl != "sdpa" else ("",))]
+        host = {}
+        for _ in range(ROUNDS):
+            for impl, fn, path in runs:
+                with _launch_path(_bound, path):
+                    fn()  # compile, tune and bind outside the clock
+                    torch.cuda.synchronize()
+                    host[impl, path] = min(host.get((impl, path), float("inf")), host_us(fn))
+        for impl, fn, path in runs:
+            with _launch_path(_bound, path):
+                row = dict(case=case, impl=impl, launch=path or None,
+                           host_us=round(host[impl, path], 1),
+                           eager_ms=triton.testing.do_bench(fn, warmup=25, rep=100,
+                                                            return_mode="median"))
+                if "backward" not in case:  # a graph cannot hold autograd's backward call
+                    row["gpu_ms"] = gpu_time(fn)["ms"]
+            rows.append(row)
+            print(row, flush=True)
+            rec.save(rows)
     _bound.ENABLED = True
     rec.save(rows, final=True)
 
