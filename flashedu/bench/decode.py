@@ -39,13 +39,13 @@ H, H_KV, D, DT = 64, 8, 128, torch.float16
 EXPAND_LIMIT_BYTES = 24 * 2**30  # the expanded K/V (8x the cache) above this is skipped
 
 
-def impls(q, k, v, expanded, splits=()):
+def impls(q, k, v, expanded, split_counts=()):
     out = {
         "split_kv_triton": lambda: split_kv_attention_triton(q, k, v),
         "split_kv_triton_1split": lambda: split_kv_attention_triton(q, k, v, num_splits=1),
         "sdpa_gqa": lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
     }
-    for s in splits:  # --splits: the split count's ablation
+    for s in split_counts:  # --splits: the split count's ablation
         out[f"split_kv_triton S={s}"] = lambda s=s: split_kv_attention_triton(q, k, v, num_splits=s)
     if expanded is not None:
         ke, ve = expanded
@@ -55,7 +55,7 @@ def impls(q, k, v, expanded, splits=()):
     return out
 
 
-def run(Bs, Nks, log, rows, splits=()):
+def run(Bs, Nks, log, rows, split_counts=()):
     for B in Bs:
         for N_k in Nks:
             torch.manual_seed(0)
@@ -69,7 +69,7 @@ def run(Bs, Nks, log, rows, splits=()):
                                                  v.float().repeat_interleave(H // H_KV, 1)) \
                 if cache_bytes <= 2**28 else None  # the fp32, expanded copy: 16x the cache
             splits = num_splits_heuristic(B * H_KV, triton.cdiv(N_k, 128), _sm_count(0))
-            for name, fn in impls(q, k, v, expanded, splits).items():
+            for name, fn in impls(q, k, v, expanded, split_counts).items():
                 r = dict(impl=name, B=B, N_k=N_k, H=H, H_kv=H_KV, D=D, cache_bytes=cache_bytes)
                 if name == "split_kv_triton":
                     r["num_splits"] = splits
