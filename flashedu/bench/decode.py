@@ -39,7 +39,7 @@ H, H_KV, D, DT = 64, 8, 128, torch.float16
 EXPAND_LIMIT_BYTES = 24 * 2**30  # the expanded K/V (8x the cache) above this is skipped
 
 
-def impls(q, k, v, expanded, split_counts=()):
+def impls(q, k, v, expanded, split_counts=(), block_ns=()):
     out = {
         "split_kv_triton": lambda: split_kv_attention_triton(q, k, v),
         "split_kv_triton_1split": lambda: split_kv_attention_triton(q, k, v, num_splits=1),
@@ -47,6 +47,8 @@ def impls(q, k, v, expanded, split_counts=()):
     }
     for s in split_counts:  # --splits: the split count's ablation
         out[f"split_kv_triton S={s}"] = lambda s=s: split_kv_attention_triton(q, k, v, num_splits=s)
+    for n in block_ns:  # --block-n: the key tile's
+        out[f"split_kv_triton n={n}"] = lambda n=n: split_kv_attention_triton(q, k, v, block_n=n)
     if expanded is not None:
         ke, ve = expanded
         flash = sdpa_peer("sdpa_flash")
@@ -55,7 +57,7 @@ def impls(q, k, v, expanded, split_counts=()):
     return out
 
 
-def run(Bs, Nks, log, rows, split_counts=()):
+def run(Bs, Nks, log, rows, split_counts=(), block_ns=()):
     for B in Bs:
         for N_k in Nks:
             torch.manual_seed(0)
@@ -69,7 +71,7 @@ def run(Bs, Nks, log, rows, split_counts=()):
                                                  v.float().repeat_interleave(H // H_KV, 1)) \
                 if cache_bytes <= 2**28 else None  # the fp32, expanded copy: 16x the cache
             splits = num_splits_heuristic(B * H_KV, triton.cdiv(N_k, 128), _sm_count(0))
-            for name, fn in impls(q, k, v, expanded, split_counts).items():
+            for name, fn in impls(q, k, v, expanded, split_counts, block_ns).items():
                 r = dict(impl=name, B=B, N_k=N_k, H=H, H_kv=H_KV, D=D, cache_bytes=cache_bytes)
                 if name == "split_kv_triton":
                     r["num_splits"] = splits
@@ -115,6 +117,8 @@ def main():
     ap.add_argument("--N_k", type=int, nargs="+", help="these cache lengths only")
     ap.add_argument("--splits", type=int, nargs="+", default=(),
                     help="also time split_kv_triton with each of these split counts")
+    ap.add_argument("--block-n", type=int, nargs="+", default=(),
+                    help="also time split_kv_triton with each of these key tiles (dividing 128)")
     args = ap.parse_args()
     require_gpu("flashedu.bench.decode")
     Bs, Nks = ((1,), (4096, 65536)) if args.quick else ((1, 4, 16), (4096, 8192, 16384, 32768, 65536, 131072))
@@ -127,7 +131,7 @@ def main():
         print(json.dumps(r), flush=True)
         rec.save(rows)
 
-    run(Bs, Nks, log, rows, args.splits)
+    run(Bs, Nks, log, rows, args.splits, args.block_n)
     print(table(rows, Bs, Nks))
     path = rec.save(rows, final=True, seconds=round(time.time() - t0, 1))
     print(f"\nwrote {path} in {time.time() - t0:.0f} s")
