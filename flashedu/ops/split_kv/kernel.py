@@ -22,6 +22,7 @@ import triton.language as tl
 
 from flashedu import runtime
 from flashedu.ops import _bound
+from flashedu.ops._triton import fits
 from flashedu.softmax.state import State
 from flashedu.ops.split_kv.plan import check_gqa, resolve_splits, split_ranges
 
@@ -120,11 +121,15 @@ def _sm_count(device: int) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _config():
+def _config(head_dim: int, elem_bytes: int):
     """(BLOCK_N, num_warps, num_stages, split alignment in keys) for this machine."""
-    if runtime.current().compiled:
-        return 64, 4, 3, 128
-    return 16, 4, 1, 16  # the interpreter: small tiles so small tests still get several splits
+    if not runtime.current().compiled:
+        return 16, 4, 1, 16  # the interpreter: small tiles so small tests still get several splits
+    # Decoding is memory-bound: the more K/V bytes in flight per SM, the faster the cache is
+    # read. 128-key tiles three deep where shared memory holds them (D = 128: 192 KB), else 64
+    # (measured on the H200 against 64 and 32: docs/notes/v2-tuning.md, session 11).
+    block_n = 128 if fits(16, 128, 3, head_dim, elem_bytes, resident_tiles=1) else 64
+    return block_n, 4, 3, 128
 
 
 def _check(q, k, v, causal, scale):
@@ -151,7 +156,7 @@ def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
     qs, ks, vs = q.stride(), k.stride(), v.stride()
     # Everything that follows from the shapes alone, worked out at a shape's first call: an
     # eager decode step is short enough that this arithmetic shows in its time.
-    shape = (q.shape, k.shape, num_splits, block_n, q.device.index)
+    shape = (q.shape, k.shape, q.element_size(), num_splits, block_n, q.device.index)
     S, ranges, split_len, block_m, bn, warps, stages, grid = _launch_plan(*shape)
     op = torch.empty(S, B, H, N_Q, D, device=q.device, dtype=torch.float32)
     mp = torch.empty(S, B, H, N_Q, device=q.device, dtype=torch.float32)
@@ -169,11 +174,11 @@ def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
 
 
 @functools.lru_cache(maxsize=1024)
-def _launch_plan(q_shape, k_shape, num_splits, block_n, device: int | None):
+def _launch_plan(q_shape, k_shape, elem_bytes: int, num_splits, block_n, device: int | None):
     """(S, ranges, split_len, BLOCK_M, BLOCK_N, warps, stages, grid) for one call shape."""
-    B, H, N_Q, _ = q_shape
+    B, H, N_Q, D = q_shape
     H_kv, N_K = k_shape[1], k_shape[2]
-    bn, warps, stages, align = _config()
+    bn, warps, stages, align = _config(D, elem_bytes)
     bn = bn if block_n is None else block_n
     if align % bn:
         raise ValueError(f"block_n must divide the split alignment {align}, got {block_n!r}")
