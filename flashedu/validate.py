@@ -49,3 +49,14 @@ def check_qkv(q, k, v, *, causal: bool = False, scale=None, dtypes=None, head_di
     if head_dims is not None and D not in head_dims:
         raise ValueError(f"{name}: head dim D={D} is not supported; supported: {tuple(head_dims)}")
     return 1.0 / math.sqrt(D) if scale is None else float(scale)
+
+
+def quick_scale(scale, head_dim: int) -> float | None:
+    """What :func:`check_qkv` returns for ``scale`` when it is None or a positive finite float,
+    for a call whose inputs passed the checks before (a fast path's only check); None for
+    anything else, which the full checks then judge."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if type(scale) is float and 0.0 < scale < math.inf:
+        return scale
+    return None

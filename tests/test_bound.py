@@ -88,3 +88,26 @@ def test_a_binding_hands_the_launcher_addresses_not_tensors():
     assert bound._pointers == (0, 1, 2, 3, 4)  # Q, K, V, O and L's stand-in
     if triton.__version__.startswith("3.6."):  # the version the direct C launch was written for
         assert bound._direct is not None
+
+
+def test_quick_scale_passes_only_what_the_full_check_would_return_unchanged():
+    from flashedu.validate import quick_scale
+    assert quick_scale(None, 64) == 0.125 and quick_scale(0.3, 64) == 0.3
+    # anything else goes to the full checks, which accept ints and name what is wrong
+    for bad in (-1.0, 0.0, float("nan"), float("inf"), 1, True, "0.1"):
+        assert quick_scale(bad, 64) is None
+
+
+@pytest.mark.skipif(not GPU, reason="the checks are skipped only for calls bound on a GPU")
+def test_calls_that_skip_the_checks_still_refuse_a_bad_scale():
+    q = torch.randn(1, 8, 1, 64, device=DEVICE, dtype=torch.float16)
+    k, v = (torch.randn(1, 2, 300, 64, device=DEVICE, dtype=torch.float16) for _ in range(2))
+    qq = torch.randn(1, 2, 300, 64, device=DEVICE, dtype=torch.float16)
+    for call in (lambda **kw: split_kv_attention_triton(q, k, v, **kw),
+                 lambda **kw: v2k.flash_attention_v2(qq, k, v, **kw)):
+        call()
+        call()  # bound, checks skipped
+        with pytest.raises(ValueError, match="scale"):
+            call(scale=-1.0)
+        with pytest.raises(ValueError, match="scale"):
+            call(scale=float("nan"))

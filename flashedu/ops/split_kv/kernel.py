@@ -25,6 +25,7 @@ from flashedu.ops import _bound
 from flashedu.ops._triton import fits
 from flashedu.softmax.state import State
 from flashedu.ops.split_kv.plan import check_gqa, resolve_splits, split_ranges
+from flashedu.validate import quick_scale
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -124,7 +125,7 @@ def _sm_count(device: int) -> int:
 def _config(head_dim: int, elem_bytes: int):
     """(BLOCK_N, num_warps, num_stages, split alignment in keys) for this machine."""
     if not runtime.current().compiled:
-        return 16, 4, 1, 16  # the interpreter: small tiles so small tests still get several splits
+        return 16, 4, 1, 16  # the interpreter: small tiles, so small tests still get several splits
     # Decoding is memory-bound: the more K/V bytes in flight per SM, the faster the cache is
     # read. 128-key tiles three deep where shared memory holds them (D = 128: 192 KB), else 64
     # (measured on the H200 against 64 and 32: docs/notes/v2-tuning.md, session 11).
@@ -139,31 +140,63 @@ def _check(q, k, v, causal, scale):
     return scale, group
 
 
+_CHECKED: dict = {}  # call key -> GQA group, for GPU calls whose inputs passed _check
+_CHECKED_MAX = 4096
+
+
+def _call_key(q, k, v, causal, num_splits, block_n) -> tuple | None:
+    """Everything that :func:`_check` and Triton's specialisation look at in a call (shapes,
+    strides, dtypes, devices, alignment, the split options), or None where q, k, v are not
+    tensors or the options not plain (the full checks then say what is wrong)."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
+            and isinstance(v, torch.Tensor)):
+        return None
+    if not all(x is None or type(x) is int for x in (num_splits, block_n)):
+        return None
+    return (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
+            v.dtype, q.get_device(), k.get_device(), v.get_device(), causal, num_splits, block_n,
+            _bound.aligned(q, k, v))
+
+
+def _checked(q, k, v, causal, scale, key) -> tuple[float, int]:
+    """(scale, group): the full checks; for a call key that passed them before, only the scale's
+    (host time: a decode step is short, and its checks were a fifth of the Python)."""
+    group = None if key is None else _CHECKED.get(key)
+    quick = None if group is None else quick_scale(scale, q.shape[3])
+    if quick is not None:
+        return quick, group
+    scale, group = _check(q, k, v, causal, scale)
+    if key is not None and q.is_cuda and len(_CHECKED) < _CHECKED_MAX:  # GPU calls only
+        _CHECKED[key] = group
+    return scale, group
+
+
 def split_kv_partials(q, k, v, *, causal: bool = False, scale: float | None = None,
                       num_splits: int | None = None, block_n: int | None = None):
     """Pass 1 alone: ``(state, ranges)`` with ``state`` a :class:`~flashedu.softmax.state.State`
     of fp32 tensors shaped ``[S, B, H, N_q, ·]`` (split s: ``State(m[s], l[s], o[s])``, o
     unnormalised) and ``ranges`` the key range of each split."""
-    scale, group = _check(q, k, v, causal, scale)
-    op, mp, lp, ranges = _partials(q, k, v, causal=causal, scale=scale, group=group,
+    key = _call_key(q, k, v, causal, num_splits, block_n)
+    scale, group = _checked(q, k, v, causal, scale, key)
+    op, mp, lp, ranges = _partials(q, k, v, key, causal=causal, scale=scale, group=group,
                                    num_splits=num_splits, block_n=block_n)
     return State(mp[..., None], lp[..., None], op), list(ranges)
 
 
-def _partials(q, k, v, *, causal, scale, group, num_splits, block_n):
-    """Launch pass 1: (o [S, B, H, N_q, D], m, ℓ [S, B, H, N_q], ranges), fp32."""
+def _partials(q, k, v, key, *, causal, scale, group, num_splits, block_n):
+    """Launch pass 1 for checked inputs with call key ``key``: (o [S, B, H, N_q, D], m,
+    ℓ [S, B, H, N_q], ranges), fp32."""
     B, H, N_Q, D = q.shape
-    qs, ks, vs = q.stride(), k.stride(), v.stride()
     # Everything that follows from the shapes alone, worked out at a shape's first call: an
     # eager decode step is short enough that this arithmetic shows in its time.
-    shape = (q.shape, k.shape, q.element_size(), num_splits, block_n, q.device.index)
-    S, ranges, split_len, block_m, bn, warps, stages, grid = _launch_plan(*shape)
+    S, ranges, split_len, block_m, bn, warps, stages, grid = _launch_plan(
+        q.shape, k.shape, q.element_size(), num_splits, block_n, q.device.index)
     op = torch.empty(S, B, H, N_Q, D, device=q.device, dtype=torch.float32)
     mp = torch.empty(S, B, H, N_Q, device=q.device, dtype=torch.float32)
     lp = torch.empty_like(mp)
-    # One binding per call shape (flashedu.ops._bound): a decode step is short enough that
+    # One binding per call key (flashedu.ops._bound): a decode step is short enough that
     # Triton's own per-call Python would be most of it.
-    key = (shape, qs, ks, vs, q.dtype, causal, _bound.aligned(q, k, v))
+    qs, ks, vs = key[3], key[4], key[5]
     _bound.run(_split_kernel, key, grid,
                (q, k, v, op, mp, lp, *qs, *ks, *vs, B, k.shape[1], N_Q, k.shape[2], split_len,
                 scale * LOG2E),
@@ -229,11 +262,12 @@ def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | N
     to FA2's heuristic for this GPU's SM count; splits fall on multiples of 128 keys (16 under
     the interpreter). fp16/bf16 on a GPU, fp32/fp16 under the interpreter. Returns o like q.
     """
-    scale, group = _check(q, k, v, causal, scale)
+    key = _call_key(q, k, v, causal, num_splits, block_n)
+    scale, group = _checked(q, k, v, causal, scale, key)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     # Everything allocated first, then the two launches back to back: a decode step's GPU time
     # is a few µs, and any Python between the passes leaves the GPU idle for that long.
-    op, mp, lp, _ = _partials(q, k, v, causal=causal, scale=scale, group=group,
+    op, mp, lp, _ = _partials(q, k, v, key, causal=causal, scale=scale, group=group,
                               num_splits=num_splits, block_n=block_n)
     _merge(op, mp, lp, out)
     return out

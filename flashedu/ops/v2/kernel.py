@@ -15,14 +15,12 @@ Two choices that are about speed, not the algorithm:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
 from flashedu import runtime
-from flashedu.validate import check_qkv
+from flashedu.validate import check_qkv, quick_scale
 from flashedu.ops import _bound
 from flashedu.ops._triton import LOG2E, arch_key, launch, should_tune
 from flashedu.ops.v2.kernel_bwd import attention_backward
@@ -222,15 +220,16 @@ def _kernel_args(q, k, v, o, lse, key, scale) -> tuple:
 def _forward_seen(q, k, v, causal, scale):
     """o for a forward with no backward to follow whose call key a checked call bound before;
     None where anything differs (then the full checks run, and say what is wrong)."""
-    if scale is not None and (type(scale) is not float or not 0.0 < scale < math.inf):
-        return None
     key = _call_key(q, k, v, causal, False)
     bound = _bound.lookup(_fwd_kernel, key)
     if bound is None:
         return None
     B, H, N_Q, D = q.shape
+    scale = quick_scale(scale, D)
+    if scale is None:
+        return None
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=q.dtype)
-    bound(*_kernel_args(q, k, v, o, None, key, 1.0 / math.sqrt(D) if scale is None else scale))
+    bound(*_kernel_args(q, k, v, o, None, key, scale))
     return o
 
 
