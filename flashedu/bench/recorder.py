@@ -90,6 +90,10 @@ def kernel_stats(kernel) -> dict:
     compiled, as ``n_regs``/``n_spills``; what went wrong instead, when it cannot tell."""
     try:
         k = [k for c in kernel.device_caches.values() for k in c[0].values()][-1]
+        if not hasattr(k, "n_regs"):
+            # triton 3.6 reads registers and spills when it loads the binary, on first launch;
+            # a variant compiled but not launched (a binding's warmup) has not been loaded yet.
+            k._init_handles()
         return dict(n_regs=k.n_regs, n_spills=k.n_spills)
     except Exception as e:  # noqa: BLE001
         return dict(stats_error=f"{type(e).__name__}: {e}"[:120])

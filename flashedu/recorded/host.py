@@ -38,8 +38,10 @@ def _row(run: dict, case: str, impl: str, launch: str | None) -> dict:
 
 def summary(run: dict) -> dict:
     """Glue names: ``host_bound_us`` / ``host_triton_us`` / ``host_sdpa_us``, a v2_triton forward's
-    host time bound and through Triton, and SDPA's; ``host_grad_bound_us``, the same forward
-    when q, k, v need gradients (autograd's bookkeeping on top); for the decode cases
+    host time bound and through Triton, and SDPA's; ``host_lse_us``, the bound forward that stores
+    L and checks its inputs on every call (None before session 11's runs); ``host_grad_bound_us``
+    / ``host_grad_sdpa_us``, the same forward when q, k, v need gradients (autograd's bookkeeping
+    on top); for the decode cases
     (``dec8``, ``dec32``), split-KV's eager time over SDPA's, bound (``hx_dec8``) and
     through Triton (``hx_dec8_triton``), and the GPU times alone (``hx_dec8_gpu``)."""
     fwd, grad = "forward, N=1k", "forward, q/k/v need grad"
@@ -48,7 +50,10 @@ def summary(run: dict) -> dict:
                host_bound_us=_row(run, fwd, "v2_triton", "bound")["host_us"],
                host_triton_us=_row(run, fwd, "v2_triton", "triton")["host_us"],
                host_sdpa_us=_row(run, fwd, "sdpa", None)["host_us"],
-               host_grad_bound_us=_row(run, grad, "v2_triton", "bound")["host_us"])
+               host_grad_bound_us=_row(run, grad, "v2_triton", "bound")["host_us"],
+               host_grad_sdpa_us=_row(run, grad, "sdpa", None)["host_us"])
+    lse = [r for r in run["rows"] if r["impl"] == "v2_triton_lse" and r.get("launch") == "bound"]
+    out["host_lse_us"] = lse[0]["host_us"] if lse else None  # runs since session 11
     for n_k in (8, 32):
         case = f"decode, N_k={n_k}k"
         sdpa = _row(run, case, "sdpa", None)
