@@ -467,25 +467,29 @@ def test_decode_glued_numbers_match_the_file(glued, decode):
     n, n0 = max(r["N_k"] for r in timed), min(r["N_k"] for r in timed)
     split, one, sdpa = (_row(decode, i, B1, n) for i in ("split_kv_triton", "split_kv_triton_1split", "sdpa_gqa"))
     bsplit, bsdpa = _row(decode, "split_kv_triton", Bmax, n), _row(decode, "sdpa_gqa", Bmax, n)
+    # The GPU's own time (CUDA-graph replay), as the file records it beside the eager median.
+    t = {k: r["graph_ms"] for k, r in (("split", split), ("one", one), ("sdpa", sdpa),
+                                         ("bsplit", bsplit), ("bsdpa", bsdpa))}
+    v2 = _row(decode, "v2_triton", B1, n)
     want = {
         "dec_gpu": decode["provenance"]["gpu"],
         "dec_date": decode["provenance"]["date"][:10],
         "dec_meas_Nk_k": n // 1024,
         "dec_meas_splits": split["num_splits"],
-        "dec_meas_split_TBps": split["cache_bytes"] / split["ms"] / 1e9,
-        "dec_meas_one_GBps": one["cache_bytes"] / one["ms"] / 1e6,
-        "dec_meas_v2_GBps": _row(decode, "v2_triton", B1, n)["cache_GBps"],
-        "dec_meas_speedup": one["ms"] / split["ms"],
+        "dec_meas_split_TBps": split["cache_bytes"] / t["split"] / 1e9,
+        "dec_meas_one_GBps": one["cache_bytes"] / t["one"] / 1e6,
+        "dec_meas_v2_GBps": v2["cache_bytes"] / v2["graph_ms"] / 1e6,
+        "dec_meas_speedup": t["one"] / t["split"],
         "dec_hbm_TBps": hbm_GBps / 1e3,
-        "dec_meas_split_hbm": 100 * split["cache_GBps"] / hbm_GBps,
-        "dec_meas_sdpa_TBps": sdpa["cache_bytes"] / sdpa["ms"] / 1e9,
-        "dec_meas_sdpa_hbm": 100 * sdpa["cache_GBps"] / hbm_GBps,
-        "dec_meas_sdpa_over_split": split["ms"] / sdpa["ms"],
+        "dec_meas_split_hbm": 100 * split["cache_bytes"] / t["split"] / 1e6 / hbm_GBps,
+        "dec_meas_sdpa_TBps": sdpa["cache_bytes"] / t["sdpa"] / 1e9,
+        "dec_meas_sdpa_hbm": 100 * sdpa["cache_bytes"] / t["sdpa"] / 1e6 / hbm_GBps,
+        "dec_meas_sdpa_over_split": t["split"] / t["sdpa"],
         "dec_meas_B_small": B1,
         "dec_meas_B_big": Bmax,
         "dec_meas_big_splits": bsplit["num_splits"],
-        "dec_meas_big_split_hbm": 100 * bsplit["cache_GBps"] / hbm_GBps,
-        "dec_meas_big_sdpa_hbm": 100 * bsdpa["cache_GBps"] / hbm_GBps,
+        "dec_meas_big_split_hbm": 100 * bsplit["cache_bytes"] / t["bsplit"] / 1e6 / hbm_GBps,
+        "dec_meas_big_sdpa_hbm": 100 * bsdpa["cache_bytes"] / t["bsdpa"] / 1e6 / hbm_GBps,
         "dec_meas_small_k": n0 // 1024,
         # the GPU's own time (CUDA graph) where recorded, and the eager call's
         "dec_meas_small_split_us": 1e3 * _row(decode, "split_kv_triton", B1, n0).get(
@@ -507,8 +511,7 @@ def test_decode_glued_numbers_match_the_file(glued, decode):
 def test_decode_claims_in_the_prose_hold(glued):
     g = glued
     assert g["dec_meas_speedup"] > 5, "the prose says the splits buy a large factor"
-    assert g["dec_meas_sdpa_over_split"] > 1, "the prose says SDPA was faster than split-KV"
-    assert g["dec_meas_big_sdpa_hbm"] > g["dec_meas_big_split_hbm"]
+    assert g["dec_meas_sdpa_over_split"] < 1.05, "the prose: the tile was the last step to SDPA's speed"
     assert g["dec_meas_big_splits"] == 1, "the prose says the heuristic chose 1 split at the largest batch"
     assert g["dec_meas_small_split_us"] < g["dec_meas_small_one_us"], "the prose: splits pay on the GPU at 4k"
     assert g["dec_meas_small_eager_us"] > 2 * g["dec_meas_small_split_us"], "the prose: the eager call is host-bound"
@@ -533,10 +536,12 @@ def test_decode_figure_draws_the_real_file(decode):
     assert fig.layout.xaxis.type == "log" and "N_k" in fig.layout.xaxis.title.text
     assert "GB/s" in fig.layout.yaxis.title.text
     assert any(s.y0 == pytest.approx(4800.0) for s in fig.layout.shapes), "the HBM line is missing"
-    top = max(r["cache_GBps"] for r in timed)
+    top = max(r["cache_bytes"] / r["graph_ms"] / 1e6 for r in timed)
     assert fig.layout.yaxis.range[1] >= top
-    first = sorted((r["N_k"], r["cache_GBps"]) for r in timed if r["impl"] == "split_kv_triton" and r["B"] == Bs[0])
-    assert list(fig.data[0].y) == [y for _, y in first]
+    assert "GPU time" in fig.layout.yaxis.title.text  # not eager calls (the file has graph times)
+    first = sorted((r["N_k"], r["cache_bytes"] / r["graph_ms"] / 1e6) for r in timed
+                   if r["impl"] == "split_kv_triton" and r["B"] == Bs[0])
+    assert list(fig.data[0].y) == pytest.approx([y for _, y in first])
 
 
 # --- the ring -----------------------------------------------------------------------------------

@@ -234,7 +234,8 @@ else:
 # `flashedu/bench/decode.py` times decoding on a GPU at fp16, $d = 128$, 64 query heads sharing 8
 # K/V heads, batch 1–16 and 4k–128k cached keys: split-KV (with its heuristic, and with one split),
 # SDPA with `enable_gqa`, and SDPA's flash backend and {ref}`chapter 4 <ch-flash-v2>`'s v2 kernel on a K/V cache
-# expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read.
+# expanded to 64 heads. Decoding is memory-bound, so the measure is GB/s of cache read, in the
+# GPU's own time (calls replayed from a CUDA graph; what an eager call adds comes after).
 
 # %% tags=["hide-input"]
 from flashedu import recorded
@@ -379,8 +380,8 @@ if host_run:
 # keys, where the GPU needs about as long for split-KV as for SDPA, the eager step took
 # {glue:text}`hx_dec8_triton:.1f` times SDPA's time through Triton's path and
 # {glue:text}`hx_dec8:.1f` times bound; at 32k keys, {glue:text}`hx_dec32:.2f` times. What is
-# left is Python: the checks, two kernels instead of one, the partial states' allocations
-# ({glue:text}`host_dec8_us:.0f` µs of host time against SDPA's
+# left is Python: two launches instead of one, the partial states' allocations, the call's
+# key ({glue:text}`host_dec8_us:.0f` µs of host time against SDPA's
 # {glue:text}`host_dec8_sdpa_us:.0f`). A model that decodes token after token hides all of it
 # by capturing the step in a CUDA graph, where only the GPU's time is left: there split-KV was
 # {glue:text}`hx_dec8_gpu:.2f` times SDPA's time at 8k keys.

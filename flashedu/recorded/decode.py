@@ -15,6 +15,17 @@ def hbm_GBps(gpu_name) -> float | None:
         return None
 
 
+def gpu_ms(row: dict) -> float:
+    """The GPU's time of one call: the CUDA-graph replay where recorded (no host in it), else
+    the eager median (runs before graph times were recorded)."""
+    return row.get("graph_ms", row["ms"])
+
+
+def gpu_GBps(row: dict) -> float:
+    """GB/s of K/V cache read in :func:`gpu_ms`."""
+    return row["cache_bytes"] / (gpu_ms(row) * 1e-3) / 1e9 if "graph_ms" in row else row["cache_GBps"]
+
+
 def _decode_row(rows, impl, B, N_k):
     return next(r for r in rows if r["impl"] == impl and r["B"] == B and r["N_k"] == N_k and "ms" in r)
 
@@ -24,7 +35,8 @@ def summary(result: dict) -> dict:
     longest cache, batch 1 (the smallest batch) and the largest batch: split-KV with its heuristic
     against one split, against torch SDPA (``enable_gqa``), and each as a fraction of the GPU's
     datasheet HBM bandwidth; and at the shortest cache, batch 1, the GPU times of split-KV with
-    and without splits, and split-KV's eager time."""
+    and without splits, and split-KV's eager time. Times and GB/s are the GPU's own
+    (:func:`gpu_ms`) wherever the run recorded graph replays."""
     rows = [r for r in result["rows"] if "ms" in r]
     info = result["provenance"]
     Bs, Nks = sorted({r["B"] for r in rows}), sorted({r["N_k"] for r in rows})
@@ -35,15 +47,15 @@ def summary(result: dict) -> dict:
     for tag, batch in (("", b), ("big_", B)):
         split, one, sdpa = (_decode_row(rows, i, batch, n) for i in ("split_kv_triton", "split_kv_triton_1split",
                                                                       "sdpa_gqa"))
-        out.update({f"{tag}splits": split["num_splits"], f"{tag}split_GBps": split["cache_GBps"],
-                    f"{tag}one_split_GBps": one["cache_GBps"], f"{tag}sdpa_GBps": sdpa["cache_GBps"],
-                    f"{tag}split_speedup": one["ms"] / split["ms"],
-                    f"{tag}sdpa_over_split": split["ms"] / sdpa["ms"]})
+        out.update({f"{tag}splits": split["num_splits"], f"{tag}split_GBps": gpu_GBps(split),
+                    f"{tag}one_split_GBps": gpu_GBps(one), f"{tag}sdpa_GBps": gpu_GBps(sdpa),
+                    f"{tag}split_speedup": gpu_ms(one) / gpu_ms(split),
+                    f"{tag}sdpa_over_split": gpu_ms(split) / gpu_ms(sdpa)})
         if hbm:
-            out[f"{tag}split_hbm"] = split["cache_GBps"] / hbm
-            out[f"{tag}sdpa_hbm"] = sdpa["cache_GBps"] / hbm
+            out[f"{tag}split_hbm"] = gpu_GBps(split) / hbm
+            out[f"{tag}sdpa_hbm"] = gpu_GBps(sdpa) / hbm
     v2 = [r for r in rows if r["impl"] == "v2_triton" and r["B"] == b and r["N_k"] == n]
-    out["v2_GBps"] = v2[0]["cache_GBps"] if v2 else None
+    out["v2_GBps"] = gpu_GBps(v2[0]) if v2 else None
     # At the shortest cache a call is host-bound: the GPU's own time (replayed from a CUDA graph,
     # where recorded) says what splitting does; the eager time says what a caller waits.
     split, one = (_decode_row(rows, i, b, n0) for i in ("split_kv_triton", "split_kv_triton_1split"))

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from flashedu.hardware import gpu as get_gpu
 from flashedu.ops.split_kv.plan import num_splits_heuristic, split_ranges
-from flashedu.recorded.decode import hbm_GBps
+from flashedu.recorded.decode import gpu_GBps, hbm_GBps
 from flashedu.softmax.state import empty_state, merge_all, state_of_block
 from flashedu.viz.anim import add_player
 from flashedu.viz.palette import FONT, OKABE_ITO, SEQUENCE, discrete_colorscale
@@ -145,8 +145,10 @@ IMPL_LABELS = {
 
 def measured_decode_figure(result: dict) -> go.Figure:
     """GB/s of K/V cache read per implementation vs cache length, from ``flashedu/bench/decode.py``'s
-    recorded file: one panel per batch size, the GPU's datasheet HBM bandwidth dashed."""
-    rows = [r for r in result["rows"] if "ms" in r]
+    recorded file: one panel per batch size, the GPU's datasheet HBM bandwidth dashed. GPU time
+    from CUDA-graph replays where recorded: an eager call of a short decode step times the host."""
+    rows = [dict(r, cache_GBps=gpu_GBps(r)) for r in result["rows"] if "ms" in r]
+    graphs = all("graph_ms" in r for r in result["rows"] if "ms" in r)
     info = result["provenance"]
     order = list(IMPL_LABELS)
     names = sorted({r["impl"] for r in rows}, key=lambda n: order.index(n) if n in order else len(order))
@@ -173,7 +175,8 @@ def measured_decode_figure(result: dict) -> go.Figure:
                           **label)
         fig.update_xaxes(type="log", tickvals=Nks, ticktext=[f"{n // 1024}k" for n in Nks],
                          title_text="cached keys N_k", row=1, col=j + 1)
-    fig.update_yaxes(title_text="K/V cache read (GB/s)", range=[0, 1.08 * top], row=1, col=1)
+    timer = "GPU time" if graphs else "eager calls"  # GPU time: CUDA-graph replays
+    fig.update_yaxes(title_text=f"K/V cache read (GB/s, {timer})", range=[0, 1.08 * top], row=1, col=1)
     shape = {**rows[0], **result.get("shapes", {})} if rows else {}
     heads = f"{shape.get('H', '?')} query heads, {shape.get('H_kv', '?')} K/V heads, d = {shape.get('D', '?')}"
     fig.update_layout(title=f"Decoding one token, measured<br><sup>{info.get('gpu')}, fp16, {heads}; "
