@@ -140,6 +140,11 @@ def test_bad_inputs_name_the_argument():
             impl(q[:, :4], k, v, causal=True)
     with pytest.raises(ValueError, match="num_splits"):
         split_kv_attention(q[:, :4], k, v, num_splits=0)
+    for bad in (dict(num_splits=0), dict(num_splits=2.0), dict(num_splits=[2]),
+                dict(num_splits=True), dict(block_n=-16), dict(block_n="16")):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=name):
+            split_kv_attention_triton(q[:, :4], k, v, **bad)
 
 
 def test_decode_animation_timeline_and_figures():

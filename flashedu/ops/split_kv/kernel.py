@@ -133,9 +133,12 @@ def _config(head_dim: int, elem_bytes: int):
     return block_n, 4, 3, 128
 
 
-def _check(q, k, v, causal, scale):
+def _check(q, k, v, causal, scale, num_splits=None, block_n=None):
     scale, group = check_gqa(q, k, v, causal=causal, scale=scale, dtypes=DTYPES, head_dims=HEAD_DIMS,
                              name="split_kv_triton")
+    for name, x in (("num_splits", num_splits), ("block_n", block_n)):
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int) or x < 1):
+            raise ValueError(f"split_kv_triton: {name} must be a positive int, got {x!r}")
     runtime.require_triton("split_kv_triton", q, min_capability=MIN_CAPABILITY)
     return scale, group
 
@@ -151,21 +154,21 @@ def _call_key(q, k, v, causal, num_splits, block_n) -> tuple | None:
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
             and isinstance(v, torch.Tensor)):
         return None
-    if not all(x is None or type(x) is int for x in (num_splits, block_n)):
+    if not all(x is None or isinstance(x, int) for x in (num_splits, block_n)):
         return None
     return (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
             v.dtype, q.get_device(), k.get_device(), v.get_device(), causal, num_splits, block_n,
             _bound.aligned(q, k, v))
 
 
-def _checked(q, k, v, causal, scale, key) -> tuple[float, int]:
+def _checked(q, k, v, causal, scale, key, num_splits, block_n) -> tuple[float, int]:
     """(scale, group): the full checks; for a call key that passed them before, only the scale's
     (host time: a decode step is short, and its checks were a fifth of the Python)."""
     group = None if key is None else _CHECKED.get(key)
     quick = None if group is None else quick_scale(scale, q.shape[3])
     if quick is not None:
         return quick, group
-    scale, group = _check(q, k, v, causal, scale)
+    scale, group = _check(q, k, v, causal, scale, num_splits, block_n)
     if key is not None and q.is_cuda and len(_CHECKED) < _CHECKED_MAX:  # GPU calls only
         _CHECKED[key] = group
     return scale, group
@@ -177,7 +180,7 @@ def split_kv_partials(q, k, v, *, causal: bool = False, scale: float | None = No
     of fp32 tensors shaped ``[S, B, H, N_q, ·]`` (split s: ``State(m[s], l[s], o[s])``, o
     unnormalised) and ``ranges`` the key range of each split."""
     key = _call_key(q, k, v, causal, num_splits, block_n)
-    scale, group = _checked(q, k, v, causal, scale, key)
+    scale, group = _checked(q, k, v, causal, scale, key, num_splits, block_n)
     op, mp, lp, ranges = _partials(q, k, v, key, causal=causal, scale=scale, group=group,
                                    num_splits=num_splits, block_n=block_n)
     return State(mp[..., None], lp[..., None], op), list(ranges)
@@ -263,7 +266,7 @@ def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | N
     the interpreter). fp16/bf16 on a GPU, fp32/fp16 under the interpreter. Returns o like q.
     """
     key = _call_key(q, k, v, causal, num_splits, block_n)
-    scale, group = _checked(q, k, v, causal, scale, key)
+    scale, group = _checked(q, k, v, causal, scale, key, num_splits, block_n)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     # Everything allocated first, then the two launches back to back: a decode step's GPU time
     # is a few µs, and any Python between the passes leaves the GPU idle for that long.
