@@ -442,7 +442,9 @@ show(region(v2_kernel, "v2-kernel", title="kernel: one program per Q tile"),
 # **The program.** The launch grid is $(T_r, B \cdot H)$: `tl.program_id(0)` picks the $Q$ tile,
 # `tl.program_id(1)` the head. $Q_i$ is loaded once; `acc`, `l_i`, `m_i` (the reference's `Oi`,
 # `li`, `mi`) are registers that live until the end, so nothing but the final $O_i$ and $L_i$ is
-# ever written. The inner loop is the reference's `for j` loop with `tl.dot` for both products.
+# ever written; $L_i$ only when a backward will read it (`STORE_LSE` is a `tl.constexpr`, and a
+# call made without gradients runs a build of the kernel without that store). The inner loop is
+# the reference's `for j` loop with `tl.dot` for both products.
 #
 # **1. Base 2, with $\log_2 e$ folded into the scale.** The host passes
 # `qk_scale = scale · log2(e)` and the kernel computes `exp2(s · qk_scale − m)`. Since
