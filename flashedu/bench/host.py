@@ -59,7 +59,7 @@ def cases(torch, F):
     return out
 
 
-ROUNDS = 5
+ROUNDS = 5  # rounds over a case's paths; each path keeps its best median
 
 
 @contextlib.contextmanager
