@@ -116,6 +116,22 @@ def test_persistent_compiles_within_hopper_limits(head_dim, causal):
     assert r["loop_spills"] == 0 and r["stack_bytes"] <= 160
 
 
+@pytest.mark.parametrize("n_m, bh, programs", [(8, 512, 132), (8, 33, 132), (7, 100, 132),
+                                               (2, 3, 4), (1, 5, 132), (16, 66, 132), (5, 7, 6)])
+def test_causal_persistent_schedule_is_a_permutation_and_pairs_on_one_program(n_m, bh, programs):
+    """Every causal (head, query tile) is one work item; every two full rounds give each
+    program one pair, the long tile then its short one: n_m + 1 K/V tiles of one head."""
+    order = fg.causal_schedule(n_m, bh, programs)
+    assert sorted(order) == list(range(n_m * bh))
+    P = min(programs, n_m * bh)
+    start = bh if n_m % 2 else 0  # after the unpaired middle tiles
+    pairs = bh * (n_m // 2)
+    for first in range(start, start + pairs // P * 2 * P, 2 * P):
+        for p in range(P):
+            (b0, m0), (b1, m1) = divmod(order[first + p], n_m), divmod(order[first + P + p], n_m)
+            assert b0 == b1 and m0 + m1 == n_m - 1 and m0 > m1
+
+
 # ---- on a Hopper GPU ----------------------------------------------------------------------------
 
 needs_hopper = pytest.mark.skipif(not HOPPER, reason="the Gluon kernel runs on Hopper (sm_90) only")

@@ -461,13 +461,15 @@ assert pers["ratios"][(64, False, 1024)] > 1.03
 #   {glue:text}`cs5_pers_tiles` $K/V$ tiles.
 # - **On causal attention it lost, even dealt out evenly.** Causal query tiles meet from 1 to
 #   {glue:text}`cs5_causal_spread` $K/V$ tiles at {glue:text}`cs5_pers_worst_at`, so the
-#   persistent programs take the work longest first, across all heads, every other round in
-#   reverse, and each SM's total number of tiles comes out nearly the same. It still lost, by
+#   persistent programs took the work longest first, across all heads, every other round in
+#   reverse, and each SM's total number of tiles came out nearly the same. It still lost, by
 #   {glue:text}`cs5_pers_loss:.0f`% at that shape. Our guess, not yet measured: dealt out
 #   that way, the items running at once belong to many different heads, each with its own
 #   $K$ and $V$ to fetch, where the one-item grid runs a few heads' tiles side by side and
-#   shares their $K$ and $V$ in L2. Pairing each head's longest query tile with its shortest would keep both
-#   the balance and the sharing; that is the next thing to try.
+#   shares their $K$ and $V$ in L2. The schedule is now a table the host writes
+#   (`causal_schedule`): each head's longest query tile paired with its shortest, on one
+#   program in consecutive rounds, the pairs in flight a few heads' worth, to keep both the
+#   balance and the sharing. It has not been timed yet.
 
 # %% [markdown]
 # ## What the five have in common

@@ -120,6 +120,34 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def causal_schedule(n_m: int, bh: int, programs: int) -> list[int]:
+    """The causal persistent grid's work items in order, each ``bh · n_m + m`` (batch·head,
+    query tile), for ``programs`` programs taking items p, p + P, p + 2P, ...
+
+    Each head's query tiles pair up, longest with shortest (n_m - 1 - i with i: n_m + 1 K/V
+    tiles a pair). A program takes a pair's long tile in one round and its short tile in the
+    next, so every two full rounds give each program the same work; the pairs in flight at once
+    are consecutive, a few heads' worth, whose K and V stay in L2. Items past the last two full
+    rounds: every leftover pair's long tile, then every short one. An odd n_m leaves each
+    head's middle tile unpaired; those go first (a pair's halves stay P items apart, so on one
+    program, whatever comes before them)."""
+    P = min(programs, n_m * bh)
+    pairs = [(b, n_m - 1 - i, i) for b in range(bh) for i in range(n_m // 2)]
+    order = [b * n_m + n_m // 2 for b in range(bh)] if n_m % 2 else []
+    full = len(pairs) // P * P  # pairs that fill two rounds of P programs
+    for k in range(0, full, P):
+        order += [b * n_m + long for b, long, _ in pairs[k:k + P]]
+        order += [b * n_m + short for b, _, short in pairs[k:k + P]]
+    order += [b * n_m + long for b, long, _ in pairs[full:]]
+    order += [b * n_m + short for b, _, short in pairs[full:]]
+    return order
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule_tensor(n_m: int, bh: int, programs: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(causal_schedule(n_m, bh, programs), dtype=torch.int32, device=device)
+
+
 def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_iters=0):
     from flashedu.ops.fa3.gluon_kernel import fa3_fwd_kernel
 
@@ -128,14 +156,17 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     o = torch.empty_like(q)
     lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
     n_m = (N_Q + BLOCK_M - 1) // BLOCK_M
+    schedule = lse  # read only by a causal persistent build
     if config.persistent:  # one program per SM, or per work item where there are fewer
         grid = (min(_sm_count(q.device), n_m * B * H), 1)
+        if causal:
+            schedule = _schedule_tensor(n_m, B * H, grid[0], q.device)
     else:
         grid = (n_m, B * H)
     fa3_fwd_kernel[grid](
         _descriptor(q, config.q_rows), _descriptor(k, config.block_n),
         _descriptor(v, config.block_n), _descriptor(o, config.q_rows), lse,
-        lse if stamps is None else stamps, N_Q, N_K, scale * LOG2E, stamp_pid, B * H,
+        lse if stamps is None else stamps, schedule, N_Q, N_K, scale * LOG2E, stamp_pid, B * H,
         CAUSAL=causal, STAGES=config.stages, WARP_SPEC=config.warp_specialize,
         PINGPONG=config.pingpong, INTRA=config.intra, SPLIT_MASK=config.split_mask,
         PERSISTENT=config.persistent, CONSUMER_REGS=config.consumer_regs,

@@ -40,7 +40,8 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
                       INTRA=intra, SPLIT_MASK=split_mask, PERSISTENT=persistent,
                       CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
     signature = {"q_desc": desc(q_rows), "k_desc": desc(block_n), "v_desc": desc(block_n),
-                 "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64", "N_Q": "i32",
+                 "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64",
+                 "schedule_ptr": "*i32", "N_Q": "i32",
                  "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32", "BH": "i32"}
     signature.update({k: "constexpr" for k in constexprs})
     compiled = triton.compile(GluonASTSource(kernel.fa3_fwd_kernel, signature, constexprs),

@@ -142,22 +142,19 @@ def _producer(PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, q_desc, k_desc, v_
 def _work_item(item, work, CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr):
     """A persistent program's work item → (batch·head, first query row, K/V tiles), the same in
     every partition so that they agree on every trip count. ``work`` is (query tiles per head,
-    work items, N_K); program p takes items p, p + P, p + 2P, ... (P programs).
+    work items, N_K, the causal schedule); program p takes items p, p + P, p + 2P, ... (P
+    programs).
 
     Not causal (every item equally long): the query tile runs fastest, so the items in flight at
-    once share a few heads' K and V in L2. Causal (item lengths 1..n_m tiles): all heads' longest
-    query tiles first, then the next longest, and every other full round of P items dealt out in
-    reverse (a snake), so each program's sum of lengths comes out nearly the same."""
-    n_m, n_items, N_K = work
+    once share a few heads' K and V in L2. Causal (item lengths 1..n_m tiles): the host's
+    schedule, one int32 per item, ``bh · n_m + m`` (:func:`flashedu.ops.fa3.gluon.causal_schedule`):
+    a table read costs one load per item, where working it out here cost the consumers
+    registers across the item loop."""
+    n_m, n_items, N_K, schedule = work
     if CAUSAL:
-        P = gl.num_programs(0)
-        r = item // P
-        p = item - r * P
-        backwards = ((r % 2) == 1) & ((r + 1) * P <= n_items)  # a full round, dealt out backwards
-        item = item + backwards.to(gl.int32) * (P - 1 - 2 * p)
-        bhs = n_items // n_m
-        m = n_m - 1 - item // bhs
-        bh = item % bhs
+        code = gl.load(schedule + item)
+        bh = code // n_m
+        m = code - bh * n_m
     else:
         m = item % n_m
         bh = item // n_m
@@ -445,8 +442,8 @@ def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.conste
 # The kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K, qk_scale,
-                   stamp_pid, BH, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule_ptr, N_Q, N_K,
+                   qk_scale, stamp_pid, BH, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
                    SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr,
                    CONSUMER_REGS: gl.constexpr, STAMP_ITERS: gl.constexpr):
@@ -461,7 +458,7 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, N_Q, N_K
     NQ: gl.constexpr = 2 if WARP_SPEC else 1         # Q tiles: one per consumer warpgroup
     if PERSISTENT:
         n_m = (N_Q + NQ * BM - 1) // (NQ * BM)
-        work = (n_m, n_m * BH, N_K)                  # what _work_item reads
+        work = (n_m, n_m * BH, N_K, schedule_ptr)    # what _work_item reads
         stamp_on = False
     else:
         pid_m = gl.program_id(0)
