@@ -150,20 +150,11 @@ def describe() -> str:
     return current().describe()
 
 
-_CAN_RUN: dict = {}  # (id(runtime), on a GPU?, on the CPU?, dtype, capability) -> runtime
-
-
 def require_triton(name: str, t: torch.Tensor, *, min_capability: tuple[int, int] = (0, 0)) -> Runtime:
     """The runtime, or a RuntimeError naming kernel ``name`` and why it cannot run on ``t``'s
     device and dtype here (no GPU and bf16, a T4 and FP8, tensors on the wrong device...)."""
     rt = current()
-    # Every eager call asks: a set lookup once the answer is known to be yes (host time).
-    seen = (id(rt), t.is_cuda, t.is_cpu, t.dtype, min_capability)  # cheaper than device.type
-    if _CAN_RUN.get(seen) is rt:
-        return rt
     reason = rt.why_not_triton(device=t.device.type, dtype=t.dtype, min_capability=min_capability)
-    if not reason:
-        _CAN_RUN[seen] = rt
     if reason:
         raise RuntimeError(f"{name} cannot run here: {reason}")
     return rt

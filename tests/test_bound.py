@@ -90,6 +90,17 @@ def test_a_binding_hands_the_launcher_addresses_not_tensors():
         assert bound._direct is not None
 
 
+def test_call_key_tells_apart_every_call_the_checks_or_triton_would_treat_differently():
+    q, k, v = (torch.zeros(1, 2, 32, 16) for _ in range(3))
+    key = _bound.call_key(q, k, v, True)
+    assert _bound.strides(key) == (*q.stride(), *k.stride(), *v.stride())
+    assert _bound.call_key(q, k, v, True) == key
+    flat = torch.zeros(q.numel() + 1)
+    for other in (_strided(q), q.half(), flat[1:].view(q.shape), q[:, :, :31]):
+        assert _bound.call_key(other, k, v, True) != key  # strides, dtype, alignment, shape
+    assert _bound.call_key(q, k, v, False) != key  # the caller's options
+
+
 def test_quick_scale_passes_only_what_the_full_check_would_return_unchanged():
     from flashedu.validate import quick_scale
     assert quick_scale(None, 64) == 0.125 and quick_scale(0.3, 64) == 0.3

@@ -113,6 +113,20 @@ def bind(kernel, key, grid, args: tuple, config: triton.Config, consts: dict) ->
     return bound
 
 
+def call_key(q, k, v, *options) -> tuple:
+    """Everything an attention entry's input checks and Triton's specialisation read of q, k, v
+    (shapes, strides, dtypes, devices, 16-byte alignment), then the caller's ``options``. Used as
+    a binding's key, it also stands for the checks: a key bound once passed them, and a call
+    with the same key would pass them again (host time: the checks are then skipped)."""
+    return (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
+            v.dtype, q.get_device(), k.get_device(), v.get_device(), aligned(q, k, v), *options)
+
+
+def strides(key: tuple) -> tuple:
+    """q's, k's and v's strides, flat, from a :func:`call_key`."""
+    return (*key[3], *key[4], *key[5])
+
+
 def rt_device(args: tuple) -> int:
     """The CUDA device of the first tensor argument (the kernel's inputs share one device)."""
     for a in args:

@@ -143,35 +143,27 @@ def _check(q, k, v, causal, scale, num_splits=None, block_n=None):
     return scale, group
 
 
-_CHECKED: dict = {}  # call key -> GQA group, for GPU calls whose inputs passed _check
-_CHECKED_MAX = 4096
-
-
 def _call_key(q, k, v, causal, num_splits, block_n) -> tuple | None:
-    """Everything that :func:`_check` and Triton's specialisation look at in a call (shapes,
-    strides, dtypes, devices, alignment, the split options), or None where q, k, v are not
-    tensors or the options not plain (the full checks then say what is wrong)."""
+    """The split kernel's binding key (:func:`flashedu.ops._bound.call_key` with the split
+    options), or None where q, k, v are not tensors or the options not ints (the full checks
+    then say what is wrong)."""
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
             and isinstance(v, torch.Tensor)):
         return None
     if not all(x is None or isinstance(x, int) for x in (num_splits, block_n)):
         return None
-    return (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
-            v.dtype, q.get_device(), k.get_device(), v.get_device(), causal, num_splits, block_n,
-            _bound.aligned(q, k, v))
+    return _bound.call_key(q, k, v, causal, num_splits, block_n)
 
 
 def _checked(q, k, v, causal, scale, key, num_splits, block_n) -> tuple[float, int]:
-    """(scale, group): the full checks; for a call key that passed them before, only the scale's
-    (host time: a decode step is short, and its checks were a fifth of the Python)."""
-    group = None if key is None else _CHECKED.get(key)
-    quick = None if group is None else quick_scale(scale, q.shape[3])
-    if quick is not None:
-        return quick, group
-    scale, group = _check(q, k, v, causal, scale, num_splits, block_n)
-    if key is not None and q.is_cuda and len(_CHECKED) < _CHECKED_MAX:  # GPU calls only
-        _CHECKED[key] = group
-    return scale, group
+    """(scale, group): the full checks, or, for a call whose key a checked call bound before,
+    only the scale's (host time: a decode step is short, and its checks were a fifth of the
+    Python)."""
+    if key is not None and _bound.lookup(_split_kernel, key) is not None:
+        quick = quick_scale(scale, q.shape[3])
+        if quick is not None:
+            return quick, q.shape[1] // k.shape[1]
+    return _check(q, k, v, causal, scale, num_splits, block_n)
 
 
 def split_kv_partials(q, k, v, *, causal: bool = False, scale: float | None = None,
@@ -199,10 +191,9 @@ def _partials(q, k, v, key, *, causal, scale, group, num_splits, block_n):
     lp = torch.empty_like(mp)
     # One binding per call key (flashedu.ops._bound): a decode step is short enough that
     # Triton's own per-call Python would be most of it.
-    qs, ks, vs = key[3], key[4], key[5]
     _bound.run(_split_kernel, key, grid,
-               (q, k, v, op, mp, lp, *qs, *ks, *vs, B, k.shape[1], N_Q, k.shape[2], split_len,
-                scale * LOG2E),
+               (q, k, v, op, mp, lp, *_bound.strides(key), B, k.shape[1], N_Q, k.shape[2],
+                split_len, scale * LOG2E),
                dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
                     PRECISION="ieee" if q.dtype == torch.float32 else "tf32"),
                num_warps=warps, num_stages=stages)

@@ -2,7 +2,7 @@
 
 One program per (Q tile, batch·head). Q_i stays on chip, K/V tiles stream past, and O_i, ℓ_i,
 m_i live in registers until one division at the end; the only extra output is L = m + log ℓ
-(fp32, natural log) for the backward (:mod:`.kernel_bwd`).
+(fp32, natural log) for the backward (:mod:`.kernel_bwd`), stored only when a backward will run.
 
 Two choices that are about speed, not the algorithm:
 
@@ -162,7 +162,8 @@ def _fwd_kernel(Q, K, V, O, L,
     tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
              mask=row_ok[:, None])
     if STORE_LSE:  # only when a backward will read it
-        lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log: L = m + log ℓ
+        # L = m + log ℓ, back in natural-log units
+        lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
         tl.store(L + bh.to(tl.int64) * N_Q + offs_m, lse, mask=row_ok)
     # [v2-kernel-end]
 
@@ -202,18 +203,15 @@ def attention_forward(q, k, v, *, causal: bool, scale: float, config: triton.Con
 
 
 def _call_key(q, k, v, causal, store_lse) -> tuple:
-    """Everything that :func:`_check` and Triton's specialisation look at in a call (shapes,
-    strides, dtypes, devices, alignment): the binding's key, so two calls with one key get the
-    same verdict from the checks and the same compiled kernel."""
-    return (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
-            v.dtype, q.get_device(), k.get_device(), v.get_device(), causal, store_lse,
-            _bound.aligned(q, k, v))
+    """The binding's key (:func:`flashedu.ops._bound.call_key`): two calls with one key get the
+    same verdict from :func:`_check` and the same compiled kernel."""
+    return _bound.call_key(q, k, v, causal, store_lse)
 
 
 def _kernel_args(q, k, v, o, lse, key, scale) -> tuple:
     """_fwd_kernel's run-time arguments; without L, o stands in for its pointer (never used)."""
     H, N_Q = q.shape[1], q.shape[2]
-    return (q, k, v, o, o if lse is None else lse, *key[3], *key[4], *key[5], H, N_Q,
+    return (q, k, v, o, o if lse is None else lse, *_bound.strides(key), H, N_Q,
             k.shape[2], scale * LOG2E)
 
 
