@@ -29,8 +29,8 @@ def main(argv=None) -> None:
     p.add_argument("--schedules", nargs="*", default=None,
                    help="FA3 schedules (ablation names) to time beside the default; default: all")
     p.add_argument("--extra", nargs="*", default=None,
-                   help="also time these variants (stage counts, 64-row K/V tiles, persistent; "
-                        "no names: all of them)")
+                   help="also time these variants (stage counts, 64-row K/V tiles, persistent, "
+                        "192-row tiles at D <= 64; no names: all of them)")
     p.add_argument("--timeline", action="store_true", help="record the timeline only")
     p.add_argument("--deadline", type=float, default=480.0, help="stop starting rows after this many seconds")
     a = p.parse_args(argv)
@@ -63,6 +63,11 @@ def main(argv=None) -> None:
             extra["64-row K/V tiles"] = replace(base, block_n=64)
             extra["split mask"] = replace(base, split_mask=True)
             extra["persistent"] = replace(base, persistent=True)
+            if D <= 64:  # three consumer warpgroups: 192 query rows a program
+                three = replace(base, consumers=3, consumer_regs=fg.max_consumer_regs(3))
+                extra["192-row tiles"] = three
+                extra["192-row tiles, no ping-pong"] = replace(three, pingpong=False)
+                extra["192-row tiles, persistent"] = replace(three, persistent=True)
             for n, c in extra.items():
                 if not a.extra or n in a.extra:
                     out[f"fa3_gluon: {n}"] = c

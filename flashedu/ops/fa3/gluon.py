@@ -21,7 +21,17 @@ DTYPES = (torch.float16, torch.bfloat16)
 # but have not run on a GPU yet.
 HEAD_DIMS = (64, 128, 256)
 COMPILED_HEAD_DIMS = (16, 32) + HEAD_DIMS
-BLOCK_M = 128  # query rows per program: two consumer warpgroups of 64
+BLOCK_M = 128  # query rows per program by default: two consumer warpgroups of 64
+# Registers the warpgroups may ask for with setmaxnreg, together (of the SM's 65 536): more and
+# the consumers' setmaxnreg.inc waits forever. The producer warp's warpgroup keeps 24 each.
+REGISTER_BUDGET = 64512
+PRODUCER_REGS = 24
+
+
+def max_consumer_regs(consumers: int) -> int:
+    """Registers per thread each of ``consumers`` 128-thread warpgroups can have: 240 for
+    two, 160 for three."""
+    return (REGISTER_BUDGET - 128 * PRODUCER_REGS) // (128 * consumers) // 8 * 8
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,20 @@ class GluonConfig:
     # (fits at D ≤ 128 with the default stages). On by default where items are short and
     # equal: see default_config.
     persistent: bool = False
-    consumer_regs: int = 240       # registers per thread of the second consumer warpgroup
+    consumer_regs: int = 240       # registers per thread of each worker consumer warpgroup
+    # Consumer warpgroups of 64 query rows each: 2, or 3 (FA3's 192-row tile at D = 64, where
+    # the softmax, not the GEMMs, sets the pace; consumer_regs must then leave room for three).
+    consumers: int = 2
 
     def __post_init__(self):
+        if self.consumers not in (2, 3):
+            raise ValueError(f"config: consumers must be 2 or 3, got {self.consumers}")
+        if self.consumers != 2 and not self.warp_specialize:
+            raise ValueError("config: consumers=3 needs warp_specialize")
+        if self.consumer_regs > max_consumer_regs(self.consumers):
+            raise ValueError(f"config: consumer_regs={self.consumer_regs} is more than "
+                             f"{self.consumers} consumer warpgroups can have "
+                             f"({max_consumer_regs(self.consumers)})")
         if self.pingpong and not self.warp_specialize:
             raise ValueError("config: pingpong needs warp_specialize (two consumer warpgroups)")
         if self.persistent and not self.warp_specialize:
@@ -60,6 +81,11 @@ class GluonConfig:
     def q_rows(self) -> int:
         """Rows of one Q copy: a consumer warpgroup's 64, or the block's 128."""
         return 64 if self.warp_specialize else BLOCK_M
+
+    @property
+    def block_m(self) -> int:
+        """Query rows per program (a work item, persistent)."""
+        return 64 * self.consumers if self.warp_specialize else BLOCK_M
 
 
 # A persistent grid for non-causal calls with at most this many K/V tiles per query tile. Timed
@@ -155,7 +181,7 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     N_K = k.shape[2]
     o = torch.empty_like(q)
     lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
-    n_m = (N_Q + BLOCK_M - 1) // BLOCK_M
+    n_m = (N_Q + config.block_m - 1) // config.block_m
     schedule = lse  # read only by a causal persistent build
     if config.persistent:  # one program per SM, or per work item where there are fewer
         grid = (min(_sm_count(q.device), n_m * B * H), 1)
@@ -169,8 +195,8 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
         lse if stamps is None else stamps, schedule, N_Q, N_K, scale * LOG2E, stamp_pid, B * H,
         CAUSAL=causal, STAGES=config.stages, WARP_SPEC=config.warp_specialize,
         PINGPONG=config.pingpong, INTRA=config.intra, SPLIT_MASK=config.split_mask,
-        PERSISTENT=config.persistent, CONSUMER_REGS=config.consumer_regs,
-        STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
+        PERSISTENT=config.persistent, CONSUMERS=config.consumers,
+        CONSUMER_REGS=config.consumer_regs, STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
     return o, lse
 
 
@@ -261,14 +287,14 @@ def timeline(q, k, v, *, causal: bool = False, config: GluonConfig | None = None
         raise ValueError("timeline: a persistent program runs many work items; stamp a "
                          "persistent=False config")
     q, k, v = (tma_ready(t) for t in (q, k, v))
-    n_m = (q.shape[2] + BLOCK_M - 1) // BLOCK_M
+    n_m = (q.shape[2] + config.block_m - 1) // config.block_m
     program = n_m - 1 if program is None else program
-    stamps = torch.full((2, iters + 1, 8), -1, device=q.device, dtype=torch.int64)
+    wgs = config.consumers if config.warp_specialize else 1
+    stamps = torch.full((wgs, iters + 1, 8), -1, device=q.device, dtype=torch.int64)
     _launch(q, k, v, causal=causal, scale=scale, config=config, stamps=stamps,
             stamp_pid=program, stamp_iters=iters)
     torch.cuda.synchronize()
     s = stamps.cpu().tolist()
-    wgs = 2 if config.warp_specialize else 1
     t0 = min(s[w][0][0] for w in range(wgs))
     out = {"config": config.__dict__, "program": program, "iters": iters, "warpgroups": []}
     for w in range(wgs):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int,
               warp_specialize: bool, pingpong: bool, intra: bool, split_mask: bool,
-              persistent: bool, consumer_regs: int) -> dict:
+              persistent: bool, consumer_regs: int, consumers: int = 2) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -38,7 +38,7 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
 
     constexprs = dict(CAUSAL=causal, STAGES=stages, WARP_SPEC=warp_specialize, PINGPONG=pingpong,
                       INTRA=intra, SPLIT_MASK=split_mask, PERSISTENT=persistent,
-                      CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
+                      CONSUMERS=consumers, CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
     signature = {"q_desc": desc(q_rows), "k_desc": desc(block_n), "v_desc": desc(block_n),
                  "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64",
                  "schedule_ptr": "*i32", "N_Q": "i32",

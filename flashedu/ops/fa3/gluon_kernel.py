@@ -100,13 +100,14 @@ def _load_tile(desc, ring, ready, empty, bh, i, c, pred, WAIT_EMPTY: gl.constexp
 
 @gluon.jit
 def _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-                   v_ready, v_empty, bh, q_row, n_blocks, c, t, PERSISTENT: gl.constexpr):
+                   v_ready, v_empty, bh, q_row, n_blocks, c, t, NQ: gl.constexpr,
+                   PERSISTENT: gl.constexpr):
     """Q and the K/V tiles of one work item (the program's t-th; c K/V tiles came before)."""
     # [producer-start]
     BM: gl.constexpr = q_desc.block_type.shape[1]
-    for wg in gl.static_range(2):  # each consumer warpgroup's 64 query rows
+    for wg in gl.static_range(NQ):  # each consumer warpgroup's 64 query rows
         if PERSISTENT:  # that warpgroup's last GEMM0 of item t-1 has read its Q
-            mbarrier.wait(q_bar.index(2 + wg), (t & 1) ^ 1)
+            mbarrier.wait(q_bar.index(NQ + wg), (t & 1) ^ 1)
         mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(wg), q_smem.index(wg))
     # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) first.
@@ -119,23 +120,23 @@ def _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_read
 
 
 @gluon.jit
-def _producer(PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, q_desc, k_desc, v_desc, q_smem,
-              k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, work):
+def _producer(NQ: gl.constexpr, PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, q_desc, k_desc,
+              v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, work):
     if PERSISTENT:
         BM: gl.constexpr = q_desc.block_type.shape[1]
         BN: gl.constexpr = k_desc.block_type.shape[1]
         c = 0  # K/V tiles loaded so far: the ring's position
         t = 0  # work items so far: Q's phase
         for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
-            bh, q_row, n_blocks = _work_item(item, work, CAUSAL, 2 * BM, BN)
+            bh, q_row, n_blocks = _work_item(item, work, CAUSAL, NQ * BM, BN)
             _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
-                           k_empty, v_ready, v_empty, bh, q_row, n_blocks, c, t, True)
+                           k_empty, v_ready, v_empty, bh, q_row, n_blocks, c, t, NQ, True)
             c += n_blocks
             t += 1
     else:
         bh, q_row, n_blocks = work
         _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-                       v_ready, v_empty, bh, q_row, n_blocks, 0, 0, False)
+                       v_ready, v_empty, bh, q_row, n_blocks, 0, 0, NQ, False)
 
 
 @gluon.jit
@@ -245,16 +246,16 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
     mbarrier.wait(k_ready.index(kn % STAGES), (kn // STAGES) & 1)
     mbarrier.wait(v_ready.index(vn % STAGES), (vn // STAGES) & 1)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_TURN, STAMP_ITERS)
-    if PINGPONG:  # wait for the other warpgroup to have issued its GEMMs
-        mbarrier.wait(turn.index(WG), ((turns + j) & 1) ^ (1 - WG))
+    if PINGPONG:  # wait for the warpgroup before this one to have issued its GEMMs
+        mbarrier.wait(turn.index(WG), ((turns + j) & 1) ^ (WG == 0))
     k_next = k_smem.index(kn % STAGES).reshape([BN, D])
     v_this = v_smem.index(vn % STAGES).reshape([BN, D])
     # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
     s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False,
                           is_async=True)
     o_tok = warpgroup_mma(p16, v_this, acc, is_async=True)
-    if PINGPONG:  # its turn now
-        mbarrier.arrive(turn.index(1 - WG), count=1)
+    if PINGPONG:  # the next warpgroup's turn now
+        mbarrier.arrive(turn.index((WG + 1) % turn.type.shape[0]), count=1)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_ISSUED, STAMP_ITERS)
     if INTRA:
         # Retire GEMM0(j+1) only (groups retire in issue order); GEMM1(j)
@@ -294,6 +295,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     D: gl.constexpr = q_smem.type.shape[3]
     BN: gl.constexpr = k_smem.type.shape[2]
     STAGES: gl.constexpr = k_smem.type.shape[0]
+    NQ: gl.constexpr = turn.type.shape[0]      # consumer warpgroups (Q tiles) per program
     dtype: gl.constexpr = k_desc.dtype
     r0 = q_row + WG * BM                       # this warpgroup's first query row
     first_masked = N_K // BN                   # tiles from here on need the mask
@@ -344,7 +346,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     p, m_i, l_i, acc = state
     if PERSISTENT:
         # The last GEMM0 has retired: Q may be overwritten by the next item's.
-        mbarrier.arrive(q_bar.index(2 + WG), count=1)
+        mbarrier.arrive(q_bar.index(NQ + WG), count=1)
 
     # Epilogue: GEMM1 of the last tile, then O / ℓ.
     last = n_blocks - 1
@@ -364,7 +366,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     # Persistent: Q already holds the next item's, so O has buffers of its own, free again once
     # the previous item's copy has read them.
     if PERSISTENT:
-        o_smem = q_smem.index(2 + WG)
+        o_smem = q_smem.index(NQ + WG)
         tma.store_wait(0)
     else:
         o_smem = q_smem.index(WG)
@@ -390,6 +392,7 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
     BM: gl.constexpr = q_smem.type.shape[2]
     D: gl.constexpr = q_smem.type.shape[3]
     BN: gl.constexpr = k_smem.type.shape[2]
+    NQ: gl.constexpr = turn.type.shape[0]
     # wgmma's register layouts: S and O accumulators, and P as the A operand of GEMM1.
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
                                                        instr_shape=[16, BN, 16])
@@ -400,7 +403,7 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
         c = 0  # K/V tiles consumed so far: the ring's position
         t = 0  # work items so far: Q's phase
         for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
-            bh, q_row, n_blocks = _work_item(item, work, CAUSAL, 2 * BM, BN)
+            bh, q_row, n_blocks = _work_item(item, work, CAUSAL, NQ * BM, BN)
             _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, True,
                            STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
                            k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
@@ -438,6 +441,16 @@ def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.conste
               k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
 
 
+@gluon.jit
+def _consumer_wg2(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
+                  SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
+                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+    _consumer(2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
+              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
+              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
+
+
 # ----------------------------------------------------------------------------------------------
 # The kernel
 # ----------------------------------------------------------------------------------------------
@@ -446,16 +459,18 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                    qk_scale, stamp_pid, BH, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
                    SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr,
-                   CONSUMER_REGS: gl.constexpr, STAMP_ITERS: gl.constexpr):
-    """One program: 128 query rows of one (batch, head), against all (or, causal, the visible)
-    K/V tiles. Grid: (cdiv(N_Q, 128), B·H). Persistent: one program per SM (at most one per
-    work item), each taking every num_programs-th of the cdiv(N_Q, 128)·B·H work items."""
+                   CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                   STAMP_ITERS: gl.constexpr):
+    """One program: 64·CONSUMERS query rows of one (batch, head) (128 without warp
+    specialisation), against all (or, causal, the visible) K/V tiles. Grid: (cdiv(N_Q, rows),
+    B·H). Persistent: one program per SM (at most one per work item), each taking every
+    num_programs-th of the cdiv(N_Q, rows)·B·H work items."""
     gl.static_assert(not PERSISTENT or (WARP_SPEC and STAMP_ITERS == 0),
                      "persistent: warp-specialised, not stamped")
     BM: gl.constexpr = q_desc.block_type.shape[1]   # rows per consumer (64), or the block's (128)
     D: gl.constexpr = q_desc.block_type.shape[2]
     BN: gl.constexpr = k_desc.block_type.shape[1]
-    NQ: gl.constexpr = 2 if WARP_SPEC else 1         # Q tiles: one per consumer warpgroup
+    NQ: gl.constexpr = CONSUMERS if WARP_SPEC else 1  # Q tiles: one per consumer warpgroup
     if PERSISTENT:
         n_m = (N_Q + NQ * BM - 1) // (NQ * BM)
         work = (n_m, n_m * BH, N_K, schedule_ptr)    # what _work_item reads
@@ -486,15 +501,15 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [NQ, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(QO):
         mbarrier.init(q_bar.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)  # both consumer warpgroups hand a stage back
-        mbarrier.init(v_empty.index(i), count=2)
-    for i in gl.static_range(2):
+        mbarrier.init(k_empty.index(i), count=NQ)  # every consumer hands a stage back
+        mbarrier.init(v_empty.index(i), count=NQ)
+    for i in gl.static_range(NQ):
         mbarrier.init(turn.index(i), count=1)
 
     # [partitions-start]
@@ -505,14 +520,26 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
         pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
                  v_ready, v_empty, work)
-        gl.warp_specialize([
-            # the kernel's own 4 warps, then 4 more
-            (_consumer_wg0,
-             (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
-            (_consumer_wg1,
-             (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
-            (_producer, (PERSISTENT, CAUSAL) + pargs),  # 1 warp
-        ], [4, 1], [CONSUMER_REGS, 24])
+        if CONSUMERS == 3:  # D ≤ 64: 192 query rows, FA3's tile there
+            gl.warp_specialize([
+                # the kernel's own 4 warps, then 4 more, twice
+                (_consumer_wg0,
+                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer_wg1,
+                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer_wg2,
+                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
+            ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, 24])
+        else:
+            gl.warp_specialize([
+                # the kernel's own 4 warps, then 4 more
+                (_consumer_wg0,
+                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer_wg1,
+                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
+            ], [4, 1], [CONSUMER_REGS, 24])
     else:
         # No producer: the block issues its own copies, STAGES tiles ahead.
         mbarrier.expect(q_bar.index(0), q_desc.block_type.nbytes)
