@@ -51,16 +51,22 @@ def test_three_consumers_need_warp_specialisation_and_fewer_registers():
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
-def test_persistent_by_shape_only_for_short_non_causal_rows(head_dim):
-    """The registered kernel goes persistent where a query tile meets few K/V tiles, not causal."""
-    short = fg.PERSISTENT_MAX_TILES * fg.default_config(head_dim).block_n
-    assert fg.default_config(head_dim, n_k=short).persistent
-    assert fg.default_config(head_dim, n_k=1).persistent
-    assert not fg.default_config(head_dim, n_k=short + 1).persistent
-    assert not fg.default_config(head_dim, n_k=short, causal=True).persistent
-    assert not fg.default_config(head_dim).persistent  # no shape: one item per program
-    # the persistent config is the one-item config with the grid changed, nothing else
-    assert fg.default_config(head_dim, n_k=short) == replace(fg.default_config(head_dim), persistent=True)
+def test_persistent_by_shape_where_rows_are_short(head_dim):
+    """The registered kernel goes persistent where a query tile meets few K/V tiles, causal or
+    not; past that, D = 64 takes three consumer warpgroups (persistent if causal), D = 128 one
+    work item a program."""
+    base = fg.default_config(head_dim)
+    short = fg.PERSISTENT_MAX_TILES * base.block_n
+    for causal in (False, True):
+        # the persistent config is the one-item config with the grid changed, nothing else
+        for n_k in (1, short):
+            assert fg.default_config(head_dim, n_k=n_k, causal=causal) == replace(base, persistent=True)
+        long = fg.default_config(head_dim, n_k=short + 1, causal=causal)
+        if head_dim == 64:
+            assert long == replace(base, consumers=3, consumer_regs=160, persistent=causal)
+        else:
+            assert long == base
+    assert not base.persistent and base.consumers == 2  # no shape: one item per program
 
 
 def test_each_ablation_turns_off_one_idea():

@@ -88,23 +88,30 @@ class GluonConfig:
         return 64 * self.consumers if self.warp_specialize else BLOCK_M
 
 
-# A persistent grid for non-causal calls with at most this many K/V tiles per query tile. Timed
-# on the H200 (recorded kind fa3_gluon_tuning, "persistent"): it gained where each program has
-# few tiles (N = 1k: the prologue and epilogue it hides are a large share), was level at 4k and
-# lost at 16k and on causal work.
-PERSISTENT_MAX_TILES = 16
+# A persistent grid where a query tile meets at most this many K/V tiles (N ≤ 4k at 128-row
+# tiles), causal or not. Timed on the H200 (recorded kind fa3_gluon_tuning, "persistent"): it
+# gains where each program has few tiles, whose prologue and epilogue it hides, and, causal,
+# with the paired schedule (causal_schedule) evening out the programs' work; at 16k it was
+# level without causality and lost with it.
+PERSISTENT_MAX_TILES = 32
 
 
 def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = False) -> GluonConfig:
     """The configuration a call runs with: two stages of 128-row K/V tiles at D=128 (three fit,
-    and were slower on the H200), three at D ≤ 64, 64-row tiles at D=256; given the call's
-    ``n_k`` and ``causal``, persistent where a query tile meets at most
-    :data:`PERSISTENT_MAX_TILES` K/V tiles and none is masked by causality."""
+    and were slower on the H200), three at D ≤ 64, 64-row tiles at D=256. Given the call's
+    ``n_k`` and ``causal``: persistent where a query tile meets at most
+    :data:`PERSISTENT_MAX_TILES` K/V tiles; past that, at D ≤ 64, three consumer warpgroups
+    (192 query rows a program, FA3's tile there), persistent if causal. Each rule is a timed
+    row of the recorded kind fa3_gluon_tuning."""
     if head_dim == 256:
         return GluonConfig(block_n=64)
     base = GluonConfig(stages=3) if head_dim <= 64 else GluonConfig()
-    if n_k is not None and not causal and -(-n_k // base.block_n) <= PERSISTENT_MAX_TILES:
+    if n_k is None:
+        return base
+    if -(-n_k // base.block_n) <= PERSISTENT_MAX_TILES:
         return replace(base, persistent=True)
+    if head_dim <= 64:
+        return replace(base, consumers=3, consumer_regs=max_consumer_regs(3), persistent=causal)
     return base
 
 
