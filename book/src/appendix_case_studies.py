@@ -397,7 +397,8 @@ glue("cs5_split_hi", 100 * (split_run["high"] - 1))
 D_w, causal_w, N_w = split_run["worst"]
 glue("cs5_split_worst", f"d = {D_w}{', causal' if causal_w else ''}, N = {N_w}")
 assert split_run["high"] < 1.02  # no case gained enough to switch the default
-pers = fa3g_rec.variant_effect(recorded.load("fa3_gluon_tuning"), "persistent")
+# "persistent" was timed twice: with the first causal schedule, then the paired one
+pers, paired = fa3g_rec.variant_effects(tuning_runs, "persistent")
 for N_ in (1024, 4096, 16384):
     glue(f"cs5_pers_{N_ // 1024}k", 100 * (pers["ratios"][(128, False, N_)] - 1))
 D_w, causal_w, N_w = pers["worst"]
@@ -413,12 +414,41 @@ glue("cs5_tiles_1k", 1024 // bn128)  # K/V tiles of one program at N = 1k
 glue("cs5_causal_spread", N_w // bn128)  # causal rows at N_w: 1 to this many tiles
 glue("cs5_pers_64_1k", 100 * (pers["ratios"][(64, False, 1024)] - 1))
 glue("cs5_pers_tiles", fa3g.PERSISTENT_MAX_TILES)
-# the "kept" column: on for short non-causal rows (1k yes, 4k no), never causal
-assert fa3g.default_config(128, n_k=1024).persistent
-assert not fa3g.default_config(128, n_k=4096).persistent
-assert not fa3g.default_config(128, n_k=1024, causal=True).persistent
-assert 1024 // bn128 <= fa3g.PERSISTENT_MAX_TILES < 4096 // bn128
 assert pers["ratios"][(64, False, 1024)] > 1.03
+# the paired schedule: causal gains at 1k and 4k, a loss at d = 128, 16k
+for D_ in (128, 64):
+    for N_ in (1024, 4096):
+        gain = paired["ratios"][(D_, True, N_)]
+        glue(f"cs5_pair_{D_}c_{N_ // 1024}k", 100 * (gain - 1))
+        assert gain > 1.01
+glue("cs5_pair_128c_16k", 100 * (paired["ratios"][(128, True, 16384)] - 1))
+glue("cs5_pair_128_4k", 100 * (paired["ratios"][(128, False, 4096)] - 1))
+assert paired["ratios"][(128, True, 16384)] < 0.97
+assert paired["ratios"][(128, False, 4096)] > 1
+# three consumer warpgroups at d = 64: a gain at 16k, a loss at 1k
+three = fa3g_rec.variant_effect(tuning_runs, "192-row tiles")["ratios"]
+three_p = fa3g_rec.variant_effect(tuning_runs,
+                                  "192-row tiles, persistent")["ratios"]
+glue("cs5_three_16k", 100 * (three[(64, False, 16384)] - 1))
+glue("cs5_three_p_c16k", 100 * (three_p[(64, True, 16384)] - 1))
+glue("cs5_three_1k", 100 * (three[(64, False, 1024)] - 1))
+glue("cs5_three_c1k", 100 * (three[(64, True, 1024)] - 1))
+assert three[(64, False, 16384)] > 1.03 and three_p[(64, True, 16384)] > 1.03
+assert max(three[(64, False, 1024)], three[(64, True, 1024)]) < 0.9
+assert three_p[(64, True, 16384)] > three[(64, True, 16384)]
+glue("cs5_three_regs", fa3g.max_consumer_regs(3))
+# the "kept" column: persistent up to the tile limit, causal or not (4k, not 16k);
+# past it, three consumers at d = 64 (persistent if causal)
+assert fa3g.default_config(128, n_k=4096, causal=True).persistent
+assert not fa3g.default_config(128, n_k=16384).persistent
+assert 4096 // bn128 <= fa3g.PERSISTENT_MAX_TILES < 16384 // bn128
+long64 = fa3g.default_config(64, n_k=16384, causal=True)
+assert long64.consumers == 3 and long64.persistent
+assert fa3g.default_config(64, n_k=4096).consumers == 2
+# rows past N in the last 192-row tile, as a share of the rows computed
+for N_ in (1024, 16384):
+    rows_ = -(-N_ // long64.block_m) * long64.block_m
+    glue(f"cs5_three_pad_{N_ // 1024}k", 100 * (rows_ - N_) / rows_)
 
 # %% [markdown]
 # | idea (at $d$ = 128, $N$ = 16k unless said) | measured effect | kept |
@@ -429,7 +459,9 @@ assert pers["ratios"][(64, False, 1024)] > 1.03
 # | 3 stages instead of 2 | {glue:text}`cs5_st3:+.1f`% | no |
 # | $K/V$ tiles of 64 rows instead of 128 | {glue:text}`cs5_bn64:+.0f`% | no |
 # | $d$ = 64: 2 stages instead of 3 | {glue:text}`cs5_d64_lo:+.1f`% to {glue:text}`cs5_d64_hi:+.1f`% over $N$ | not yet |
-# | a persistent grid: one program per SM, looping over work items | {glue:text}`cs5_pers_1k:+.0f`% at $N$ = 1k, {glue:text}`cs5_pers_4k:+.1f`% at 4k, {glue:text}`cs5_pers_16k:+.1f`% at 16k; {glue:text}`cs5_pers_worst:+.0f`% at {glue:text}`cs5_pers_worst_at` | where rows are short: not causal, at most {glue:text}`cs5_pers_tiles` $K/V$ tiles |
+# | a persistent grid: one program per SM, looping over work items | {glue:text}`cs5_pers_1k:+.0f`% at $N$ = 1k, {glue:text}`cs5_pers_4k:+.1f`% at 4k, {glue:text}`cs5_pers_16k:+.1f`% at 16k; {glue:text}`cs5_pers_worst:+.0f`% at {glue:text}`cs5_pers_worst_at` | yes, with the schedule below |
+# | its causal work paired per head (longest query tile with shortest) | causal, $N$ = 1k: {glue:text}`cs5_pair_128c_1k:+.0f`%, $d$ = 64 {glue:text}`cs5_pair_64c_1k:+.0f`%; 4k: {glue:text}`cs5_pair_128c_4k:+.1f`%, $d$ = 64 {glue:text}`cs5_pair_64c_4k:+.1f`%; 16k: {glue:text}`cs5_pair_128c_16k:+.1f`% | where rows are short: at most {glue:text}`cs5_pers_tiles` $K/V$ tiles, causal or not |
+# | $d$ = 64: three consumer warpgroups, 192 query rows a program | {glue:text}`cs5_three_16k:+.1f`% at 16k ({glue:text}`cs5_three_p_c16k:+.0f`% causal, persistent); {glue:text}`cs5_three_1k:+.0f`% at 1k ({glue:text}`cs5_three_c1k:+.0f`% causal) | past the persistent grid's reach |
 # | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration; {glue:text}`cs5_split_lo:+.1f`% to {glue:text}`cs5_split_hi:+.1f`% over the grid | no |
 #
 # - **Only warp specialisation is worth its cost here.** Ping-pong and the pipeline inside a
@@ -456,20 +488,40 @@ assert pers["ratios"][(64, False, 1024)] > 1.03
 #   loads the next tile's $Q$ and $K/V$ while the consumers finish this one), gained at $N$ =
 #   1k ({glue:text}`cs5_pers_64_1k:+.0f`% at $d$ = 64 too), was level at 4k and lost a little
 #   at 16k, where programs are long and the ring's bookkeeping across tiles costs
-#   instructions in the loop. So the registered kernel goes persistent by shape: for
-#   attention that is not causal, when a query tile meets at most
-#   {glue:text}`cs5_pers_tiles` $K/V$ tiles.
+#   instructions in the loop. So the registered kernel went persistent by shape, for
+#   attention that is not causal with few $K/V$ tiles.
 # - **On causal attention it lost, even dealt out evenly.** Causal query tiles meet from 1 to
 #   {glue:text}`cs5_causal_spread` $K/V$ tiles at {glue:text}`cs5_pers_worst_at`, so the
 #   persistent programs took the work longest first, across all heads, every other round in
 #   reverse, and each SM's total number of tiles came out nearly the same. It still lost, by
-#   {glue:text}`cs5_pers_loss:.0f`% at that shape. Our guess, not yet measured: dealt out
-#   that way, the items running at once belong to many different heads, each with its own
-#   $K$ and $V$ to fetch, where the one-item grid runs a few heads' tiles side by side and
-#   shares their $K$ and $V$ in L2. The schedule is now a table the host writes
+#   {glue:text}`cs5_pers_loss:.0f`% at that shape. Our guess: dealt out that way, the items
+#   running at once belong to many different heads, each with its own $K$ and $V$ to fetch,
+#   where the one-item grid runs a few heads' tiles side by side and shares their $K$ and $V$
+#   in L2.
+# - **Paired per head, it won.** The schedule became a table the host writes
 #   (`causal_schedule`): each head's longest query tile paired with its shortest, on one
-#   program in consecutive rounds, the pairs in flight a few heads' worth, to keep both the
-#   balance and the sharing. It has not been timed yet.
+#   program in consecutive rounds, so every two rounds give each program the same work, and
+#   the pairs in flight at once are a few heads' worth, so their $K$ and $V$ stay shared.
+#   Timed again against the one-item grid, causal work now gained
+#   {glue:text}`cs5_pair_128c_1k:.0f`% at $N$ = 1k ({glue:text}`cs5_pair_64c_1k:.0f`% at $d$ =
+#   64) and a little at 4k, and still lost at 16k ({glue:text}`cs5_pair_128c_16k:+.1f`% at $d$
+#   = 128), where programs are long and their start and end weigh little. That supports the
+#   guess above, though we read no L2 counter to confirm it. The same run had non-causal 4k
+#   ahead too ({glue:text}`cs5_pair_128_4k:+.1f`%, level in the first run: a few percent is
+#   within what separates two runs), so the registered kernel now goes persistent wherever a
+#   query tile meets at most {glue:text}`cs5_pers_tiles` $K/V$ tiles, causal or not.
+# - **At $d$ = 64, a third consumer warpgroup.** There a tile's GEMMs take half as long as at
+#   $d$ = 128 while its softmax does not, so the tensor cores wait on the softmax. FA3's tile
+#   at $d$ = 64 has 192 query rows: three consumer warpgroups of 64 rows sharing each $K/V$
+#   tile, three softmaxes to interleave with the GEMMs, each warpgroup at
+#   {glue:text}`cs5_three_regs` registers (the register file split three ways, where two
+#   consumers get 240). It gained {glue:text}`cs5_three_16k:.1f`% at $N$ = 16k
+#   ({glue:text}`cs5_three_p_c16k:.0f`% causal, with the persistent grid) and lost at 1k
+#   ({glue:text}`cs5_three_1k:.0f`%, causal {glue:text}`cs5_three_c1k:.0f`%): a
+#   sequence of 1024 rows fills five tiles of 192 and a third of a sixth, so
+#   {glue:text}`cs5_three_pad_1k:.0f`% of the rows it computes are padding, against
+#   {glue:text}`cs5_three_pad_16k:.1f`% at 16k. So it runs past the persistent grid's reach,
+#   and persistent when causal.
 
 # %% [markdown]
 # ## What the five have in common

@@ -6,6 +6,7 @@
 * :func:`speed_summary` - what chapter 6 quotes of it, by glue name;
 * :func:`variant_effect` - a tuning run's variant (kind ``"fa3_gluon_tuning"``: ``--extra``
   rows, one file per idea tried) against the default kernel timed beside it, at every case;
+  :func:`variant_effects` - the same, one per run;
 * :func:`phases` / :func:`timeline_summary` - the timeline as per-iteration phase lengths;
 * :data:`SIM_OF` / :func:`model_summary` - the same schedules in chapter 6's simulator, its
   predictions in ns at a measured clock.
@@ -125,6 +126,15 @@ def variant_effect(runs: list[dict], variant: str) -> dict | None:
     worst, best = min(ratios, key=ratios.get), max(ratios, key=ratios.get)
     return dict(ratios=ratios, low=ratios[worst], high=ratios[best], worst=worst, best=best,
                 commits=commits)
+
+
+def variant_effects(runs: list[dict], variant: str) -> list[dict]:
+    """:func:`variant_effect` of each run that timed ``variant``, oldest first: a knob timed
+    again after the kernel around it changed (the causal schedule under "persistent")."""
+    from flashedu.recorded import date
+
+    found = (variant_effect([run], variant) for run in sorted(runs, key=date))
+    return [effect for effect in found if effect is not None]
 
 
 def phases(entry: dict) -> list[list[dict]]:
