@@ -67,6 +67,13 @@ def main(argv=None) -> None:
             extra["64-row K/V tiles"] = replace(base, block_n=64)
             extra["split mask"] = replace(base, split_mask=True)
             extra["persistent"] = replace(base, persistent=True)
+            # the persistent grid with one more knob turned (short rows, causal or not)
+            pers = extra["persistent"]
+            extra["persistent, no ping-pong"] = replace(pers, pingpong=False)
+            extra["persistent, split mask"] = replace(pers, split_mask=True)
+            for st in (2, 3):
+                if st != base.stages:
+                    extra[f"persistent, {st} stages"] = replace(pers, stages=st)
             if D <= 64:  # three consumer warpgroups: 192 query rows a program
                 three = replace(base, consumers=3, consumer_regs=fg.max_consumer_regs(3))
                 extra["192-row tiles"] = three
