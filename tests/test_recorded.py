@@ -744,6 +744,20 @@ def test_fa3_gluon_variant_effect_is_against_the_default_of_its_own_run():
     assert rec.variant_effect(runs, "no such variant") is None
 
 
+def test_fa3_gluon_variant_effects_are_one_per_run_oldest_first():
+    from flashedu.recorded import date
+    from flashedu.recorded import fa3_gluon as rec
+
+    runs = recorded.load("fa3_gluon_tuning")
+    effects = rec.variant_effects(runs, "persistent")
+    timed = sorted((r for r in runs if rec.variant_effect([r], "persistent")), key=date)
+    assert len(effects) == len(timed) >= 2
+    for effect, run in zip(effects, timed):
+        assert effect == rec.variant_effect([run], "persistent")
+        assert effect["commits"] == [run["provenance"]["commit"]]
+    assert rec.variant_effects(runs, "no such variant") == []
+
+
 def test_atomic_dq_table_takes_each_case_fastest_atomic_config():
     from flashedu.recorded.v2_bwd import ATOMIC, TWO, atomic_dq_table
 
