@@ -155,6 +155,22 @@ def test_three_consumer_warpgroups_compile_within_hopper_limits(persistent, caus
         assert r["loop_instructions"] <= 1.05 * two["loop_instructions"]
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("persistent", [False, True], ids=["one-item", "persistent"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fp8_build_compiles_within_hopper_limits(head_dim, persistent, causal):
+    """The FP8 build (e4m3 Q, K and Vᵀ, fp16 O in buffers of its own): e4m3 wgmma, half the
+    bytes of the fp16 kernel's K/V ring, the same registers and exponentials, no spills in
+    its main loop."""
+    cfg = replace(fg.default_config(head_dim), persistent=persistent)
+    fp16 = fg.hopper_resources(head_dim, causal=causal, config=cfg)
+    r = fg.hopper_resources(head_dim, torch.float8_e4m3fn, causal=causal, config=cfg)
+    assert r["shared_bytes"] < fp16["shared_bytes"] <= HOPPER_SHARED
+    assert r["threads"] == 384 and r["setmaxnreg"] == fp16["setmaxnreg"]
+    assert r["wgmma"] > 0 and r["loop_exps"] == fp16["loop_exps"]
+    assert r["loop_spills"] == 0 and r["stack_bytes"] <= 160
+
+
 @pytest.mark.parametrize("n_m, bh, programs", [(8, 512, 132), (8, 33, 132), (7, 100, 132),
                                                (2, 3, 4), (1, 5, 132), (16, 66, 132), (5, 7, 6)])
 def test_causal_persistent_schedule_is_a_permutation_and_pairs_on_one_program(n_m, bh, programs):

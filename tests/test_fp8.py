@@ -162,6 +162,66 @@ def test_fp8_kernels_refuse_other_dtypes_and_old_gpus(monkeypatch):
     assert flashedu.get("fp8_triton").why_not(device="cuda", dtype=fp8.E4M3) is None
 
 
+HOPPER = GPU and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon kernel runs on Hopper (sm_90) only")
+@pytest.mark.parametrize("persistent", [False, True], ids=["one-item", "persistent"])
+@pytest.mark.parametrize("case", [  # B, H, N, N_K, D, causal, q_block, kv_block
+    (1, 2, 70, 70, 64, True, 64, 128), (1, 1, 129, 129, 128, True, 128, 128),
+    (2, 1, 300, 300, 128, False, 128, 256), (3, 50, 320, 320, 64, True, 64, 256),
+    (1, 2, 1000, 1000, 128, False, 192, 128)], ids=lambda c: "x".join(map(str, c)))
+def test_fp8_gluon_matches_the_reference(case, persistent, poison):
+    """The Gluon FA3 kernel's FP8 build computes what the FP8 reference computes, with every
+    tile's descale a different power of ten (a wrong descale is off by orders of magnitude),
+    K/V tiles narrower than the quantisation block (kv_block 256: two tiles a descale), and
+    more work items than SMs (persistent)."""
+    from dataclasses import replace
+
+    from flashedu.ops.fa3.gluon import default_config
+    from flashedu.ops.fp8.gluon import flash_attention_fp8_gluon
+
+    B, H, N, NK, D, causal, q_block, kv_block = case
+    q8, k8, v8, kw = _tiled_fp8_inputs(B, H, N, NK, D, q_block, kv_block, seed=N + D)
+    cfg = replace(default_config(D), persistent=persistent)
+    ref = fp8.fp8_attention_reference(q8, k8, v8, causal=causal, block_n=cfg.block_n, **kw)
+    o = flash_attention_fp8_gluon(*(t.cuda() for t in (q8, k8, v8)), causal=causal, config=cfg,
+                                  **{a: (t.cuda() if isinstance(t, torch.Tensor) else t)
+                                     for a, t in kw.items()})
+    torch.cuda.synchronize()
+    assert o.dtype == torch.float16 and not torch.isnan(o).any()
+    diff = (o.float().cpu() - ref.float()).abs()
+    tol = 2e-2 * ref.float().abs().max().item() + 1e-3
+    assert diff.max().item() <= tol, f"max |kernel - reference| = {diff.max().item():.3g}"
+
+
+def test_fp8_gluon_refuses_blocks_that_split_a_tile():
+    from flashedu.ops.fa3.gluon import GluonConfig, gluon_fp8_forward
+
+    with pytest.raises(ValueError, match="q_block=96 must be a multiple of 64"):
+        gluon_fp8_forward(*(torch.empty(1, 1, 8, 64) for _ in range(3)), causal=False,
+                          scale=1.0, q_descale=None, k_descale=None, v_descale=None,
+                          q_block=96, kv_block=128, config=GluonConfig())
+    with pytest.raises(ValueError, match="kv_block=384 a power-of-two multiple of 128"):
+        gluon_fp8_forward(*(torch.empty(1, 1, 8, 64) for _ in range(3)), causal=False,
+                          scale=1.0, q_descale=None, k_descale=None, v_descale=None,
+                          q_block=128, kv_block=384, config=GluonConfig())
+
+
+def test_fp8_gluon_checks_its_inputs_and_says_where_it_cannot_run():
+    from flashedu.ops.fp8.gluon import flash_attention_fp8_gluon
+
+    q8, k8, v8, kw = _tiled_fp8_inputs(1, 1, 8, 8, 32, 64, 128, seed=0)
+    with pytest.raises(ValueError, match="head dim D=32 is not supported"):
+        flash_attention_fp8_gluon(q8, k8, v8, **kw)
+    with pytest.raises(TypeError, match="must be float8_e4m3fn"):
+        flash_attention_fp8_gluon(*(torch.zeros(1, 1, 8, 64) for _ in range(3)))
+    if not HOPPER:
+        q8, k8, v8, kw = _tiled_fp8_inputs(1, 1, 8, 8, 64, 64, 128, seed=0)
+        with pytest.raises(RuntimeError, match="fp8_gluon cannot run here"):
+            flash_attention_fp8_gluon(q8, k8, v8, **kw)
+
+
 @pytest.mark.skipif(not GPU, reason="needs a GPU")
 def test_fp8_kernel_error_on_gpu_matches_the_simulation():
     """At a Table 3 size on the GPU: the kernel's RMSE against fp64 is the simulation's."""

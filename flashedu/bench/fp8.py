@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 
 
 import torch  # noqa: E402
@@ -28,6 +29,8 @@ from flashedu.bench.cases import make_case  # noqa: E402
 from flashedu.bench.flops import attention_flops  # noqa: E402
 from flashedu.ops.fp8.dropin import fp8_attention_triton, rotation_signs  # noqa: E402
 from flashedu.ops.fp8.kernel import FP8Config, configs_here, flash_attention_fp8  # noqa: E402
+from flashedu.ops.fp8.gluon import flash_attention_fp8_gluon  # noqa: E402
+from flashedu.ops.fa3 import gluon as fa3_gluon  # noqa: E402
 from flashedu.ops.fp8.quant_kernel import prepare_fp8_triton, quantize_tiles  # noqa: E402
 from flashedu.ops.v2.kernel import flash_attention_v2  # noqa: E402
 
@@ -60,11 +63,18 @@ def speed(rows, log, dims, Ns):
             configs = configs_here(D) + ([TWO_ACCUMULATORS] if tma_ok else [])
             cases += [(f"fp8_triton {c}", (lambda c=c: flash_attention_fp8(q8, k8, v8, config=c, **kw)))
                       for c in configs]
+            if torch.cuda.get_device_capability() == (9, 0):
+                # the Gluon FA3 kernel's FP8 build (issue 21's kernel target), a few configs
+                base = fa3_gluon.default_config(D, n_k=N)
+                other = replace(base, stages=3 if base.stages == 2 else 2)
+                for c in (base, other, replace(base, persistent=True)):
+                    cases.append((f"fp8_gluon {c}", (lambda c=c: flash_attention_fp8_gluon(
+                        q8, k8, v8, config=c, **kw))))
             for name, fn in cases:
                 r = dict(kind="time", impl=name, D=D, N=N, B=B, H=H)
                 try:
                     with torch.no_grad():
-                        if name.startswith("fp8_triton") or name == "fp8_e2e_triton":
+                        if name.startswith(("fp8_triton", "fp8_gluon")) or name == "fp8_e2e_triton":
                             r["rel_err_vs_fp16_sdpa"] = ((fn().float() - ref.float()).norm() / ref.float().norm()).item()
                         # Every row from a CUDA graph (no host time; eager medians of one
                         # config spread by ~10% between runs), the eager median beside it.

@@ -132,7 +132,8 @@ def ablation_configs(head_dim: int) -> dict[str, GluonConfig]:
 def _gl_dtype(dtype: torch.dtype):
     from triton.experimental.gluon import language as gl
 
-    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}[dtype]
+    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
+            torch.float8_e4m3fn: gl.float8e4nv}[dtype]
 
 
 def _descriptor(t: torch.Tensor, rows: int):
@@ -181,13 +182,38 @@ def _schedule_tensor(n_m: int, bh: int, programs: int, device: torch.device) -> 
     return torch.tensor(causal_schedule(n_m, bh, programs), dtype=torch.int32, device=device)
 
 
-def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_iters=0):
+def _transposed_descriptor(vt: torch.Tensor, n_k: int, cols: int):
+    """A TMA descriptor over Vᵀ stored [B, H, D, N_K padded] (FP8's K-major V) seen as
+    [B·H, D, N_K]; one copy moves a [1, D, cols] box, keys past N_K arrive as zeros."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    B, H, D, n_pad = vt.shape
+    box = [1, D, cols]
+    layout = gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(vt.dtype))
+    return TensorDescriptor(vt, shape=[B * H, D, n_k], strides=[D * n_pad, n_pad, 1],
+                            block_shape=box, layout=layout)
+
+
+def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_iters=0,
+            fp8=None):
+    """fp8: e4m3 q and k, v the [B, H, D, N_K padded] Vᵀ, and ``fp8`` = (q, k, v descales
+    [B, H, tiles] fp32, q_block, kv_block); o comes out fp16."""
     from flashedu.ops.fa3.gluon_kernel import fa3_fwd_kernel
 
     B, H, N_Q, D = q.shape
     N_K = k.shape[2]
-    o = torch.empty_like(q)
+    o = torch.empty(B, H, N_Q, D, device=q.device,
+                    dtype=q.dtype if fp8 is None else torch.float16)
     lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
+    if fp8 is None:
+        v_desc = _descriptor(v, config.block_n)
+        descales = (lse, lse, lse, 0, 0, 1, 0)  # read only by an FP8 build
+    else:
+        dq, dk, dv, q_block, kv_block = fp8
+        v_desc = _transposed_descriptor(v, N_K, config.block_n)
+        shift = (kv_block // config.block_n).bit_length() - 1  # K/V tiles per block: 2^shift
+        descales = (dq, dk, dv, dq.shape[-1], dk.shape[-1], q_block, shift)
     n_m = (N_Q + config.block_m - 1) // config.block_m
     schedule = lse  # read only by a causal persistent build
     if config.persistent:  # one program per SM, or per work item where there are fewer
@@ -197,11 +223,11 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     else:
         grid = (n_m, B * H)
     fa3_fwd_kernel[grid](
-        _descriptor(q, config.q_rows), _descriptor(k, config.block_n),
-        _descriptor(v, config.block_n), _descriptor(o, config.q_rows), lse,
-        lse if stamps is None else stamps, schedule, N_Q, N_K, scale * LOG2E, stamp_pid, B * H,
-        CAUSAL=causal, STAGES=config.stages, WARP_SPEC=config.warp_specialize,
-        PINGPONG=config.pingpong, INTRA=config.intra, SPLIT_MASK=config.split_mask,
+        _descriptor(q, config.q_rows), _descriptor(k, config.block_n), v_desc,
+        _descriptor(o, config.q_rows), lse, lse if stamps is None else stamps, schedule, N_Q,
+        N_K, scale * LOG2E, stamp_pid, B * H, *descales, CAUSAL=causal, STAGES=config.stages,
+        WARP_SPEC=config.warp_specialize, PINGPONG=config.pingpong, INTRA=config.intra,
+        SPLIT_MASK=config.split_mask,
         PERSISTENT=config.persistent, CONSUMERS=config.consumers,
         CONSUMER_REGS=config.consumer_regs, STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
     return o, lse
@@ -212,6 +238,24 @@ def gluon_forward(q, k, v, *, causal: bool, scale: float, config: GluonConfig | 
     q, k, v = (tma_ready(t) for t in (q, k, v))
     return _launch(q, k, v, causal=causal, scale=scale,
                    config=config or default_config(q.shape[-1], n_k=k.shape[2], causal=causal))
+
+
+def gluon_fp8_forward(q, k, vt, *, causal: bool, scale: float, q_descale, k_descale, v_descale,
+                      q_block: int, kv_block: int, config: GluonConfig | None = None):
+    """o [B, H, N_Q, D] fp16 and L from validated e4m3 q, k and Vᵀ [B, H, D, N_K padded to 16]
+    with per-tile descales (:func:`flashedu.ops.fp8.gluon.flash_attention_fp8_gluon` checks
+    them). Each warpgroup's 64 query rows and each K/V tile must lie in one quantisation block:
+    q_block a multiple of 64, kv_block a power-of-two multiple of the config's block_n."""
+    config = config or default_config(q.shape[-1], n_k=k.shape[2], causal=causal)
+    tiles = kv_block // config.block_n
+    if q_block % 64 or kv_block % config.block_n or tiles & (tiles - 1):
+        raise ValueError(f"{NAME} fp8: q_block={q_block} must be a multiple of 64 and "
+                         f"kv_block={kv_block} a power-of-two multiple of {config.block_n}")
+    if not config.warp_specialize:
+        raise ValueError(f"{NAME} fp8: the config must be warp-specialised")
+    q, k = tma_ready(q), tma_ready(k)
+    return _launch(q, k, vt, causal=causal, scale=scale, config=config,
+                   fp8=(q_descale, k_descale, v_descale, q_block, kv_block))
 
 
 def _gluon_kernel(q, k, v, *, causal: bool, scale: float):
@@ -249,7 +293,8 @@ def _resources(head_dim: int, dtype: torch.dtype, causal: bool, config: GluonCon
     import sys
     from pathlib import Path
 
-    args = dict(head_dim=head_dim, dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8"}
+    args = dict(head_dim=head_dim, dtype=names[dtype],
                 causal=causal, **config.__dict__)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("gluon_compile.py")
@@ -265,7 +310,8 @@ def _resources(head_dim: int, dtype: torch.dtype, causal: bool, config: GluonCon
 def hopper_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
                      causal: bool = False, config: GluonConfig | None = None) -> dict:
     """Compile the kernel for sm_90 on any machine (no GPU needed: Triton's compiler and the
-    ptxas it ships) and read what the chip would give it: shared memory, registers per thread,
+    ptxas it ships) and read what the chip would give it (``torch.float8_e4m3fn``: the FP8
+    build, Vᵀ and fp16 O): shared memory, registers per thread,
     stack (spills), the setmaxnreg budgets, threads, wgmma instructions, and the consumers' main
     loop in machine code (its length, selects and exponentials). Runs in a process of its own
     (see :mod:`flashedu.ops.fa3.gluon_compile`), once per argument set; raises RuntimeError,

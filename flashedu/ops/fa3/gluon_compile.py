@@ -28,21 +28,25 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
         "flashedu_fa3_gluon_kernel", Path(__file__).with_name("gluon_kernel.py"))
     kernel = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kernel)
-    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16}[dtype]
+    # fp8: e4m3 q, k and V transposed ([B·H, D, N]), fp16 o
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16, "fp8": gl.float8e4nv}[dtype]
     q_rows = 64 if warp_specialize else 128
 
-    def desc(rows):
-        box = [1, rows, head_dim]
-        layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype)
-        return f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
+    def desc(box, gl_type=gl_dtype):
+        layout = gl.NVMMASharedLayout.get_default_for(box, gl_type)
+        return f"tensordesc<{gl_type.name}[{','.join(map(str, box))}],{layout!r}>"
 
     constexprs = dict(CAUSAL=causal, STAGES=stages, WARP_SPEC=warp_specialize, PINGPONG=pingpong,
                       INTRA=intra, SPLIT_MASK=split_mask, PERSISTENT=persistent,
                       CONSUMERS=consumers, CONSUMER_REGS=consumer_regs, STAMP_ITERS=0)
-    signature = {"q_desc": desc(q_rows), "k_desc": desc(block_n), "v_desc": desc(block_n),
-                 "o_desc": desc(q_rows), "lse_ptr": "*fp32", "stamps_ptr": "*i64",
-                 "schedule_ptr": "*i32", "N_Q": "i32",
-                 "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32", "BH": "i32"}
+    fp8 = dtype == "fp8"
+    signature = {"q_desc": desc([1, q_rows, head_dim]), "k_desc": desc([1, block_n, head_dim]),
+                 "v_desc": desc([1, head_dim, block_n] if fp8 else [1, block_n, head_dim]),
+                 "o_desc": desc([1, q_rows, head_dim], gl.float16 if fp8 else gl_dtype),
+                 "lse_ptr": "*fp32", "stamps_ptr": "*i64", "schedule_ptr": "*i32", "N_Q": "i32",
+                 "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32", "BH": "i32",
+                 "q_descale": "*fp32", "k_descale": "*fp32", "v_descale": "*fp32",
+                 "n_qt": "i32", "n_kt": "i32", "q_block": "i32", "kv_shift": "i32"}
     signature.update({k: "constexpr" for k in constexprs})
     compiled = triton.compile(GluonASTSource(kernel.fa3_fwd_kernel, signature, constexprs),
                               target=GPUTarget("cuda", 90, 32),
@@ -87,7 +91,7 @@ def main_loop(sass: str) -> dict:
         target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < addr:
             body = [t for a, t in ins if int(target.group(1), 16) <= a <= addr]
-            if (any("HGMMA" in t for t in body) and any("MUFU.EX2" in t for t in body)
+            if (any("GMMA" in t for t in body) and any("MUFU.EX2" in t for t in body)
                     and (best is None or len(body) < len(best))):
                 best = body
     ops = [re.sub(r"^@!?U?P\w+\s+", "", t).split()[0] for t in best or []]

@@ -83,11 +83,13 @@ EV_O_READY = gl.constexpr(4)   # GEMM1(j) done, O rescaled next
 # The producer warp (warp-specialised build)
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _load_tile(desc, ring, ready, empty, bh, i, c, pred, WAIT_EMPTY: gl.constexpr):
+def _load_tile(desc, ring, ready, empty, bh, i, c, pred, WAIT_EMPTY: gl.constexpr,
+               TRANSPOSED: gl.constexpr):
     """Copy tile i of K or V into its ring stage, once the consumers have handed it back. The
-    ring's position is c + i: c counts the tiles of the program's earlier work items."""
+    ring's position is c + i: c counts the tiles of the program's earlier work items.
+    TRANSPOSED: the tensor is stored [B·H, D, N] (FP8's V, read K-major), its tile [D, BN]."""
     STAGES: gl.constexpr = ring.type.shape[0]
-    BN: gl.constexpr = desc.block_type.shape[1]
+    BN: gl.constexpr = desc.block_type.shape[2 if TRANSPOSED else 1]
     n = c + i
     stage = n % STAGES
     if WAIT_EMPTY:
@@ -95,7 +97,10 @@ def _load_tile(desc, ring, ready, empty, bh, i, c, pred, WAIT_EMPTY: gl.constexp
         # through the ring does not wait.
         mbarrier.wait(empty.index(stage), ((n // STAGES) & 1) ^ 1, pred=pred)
     mbarrier.expect(ready.index(stage), desc.block_type.nbytes, pred=pred)
-    _tma_load(desc, [bh, i * BN, 0], ready.index(stage), ring.index(stage), pred=pred)
+    if TRANSPOSED:
+        _tma_load(desc, [bh, 0, i * BN], ready.index(stage), ring.index(stage), pred=pred)
+    else:
+        _tma_load(desc, [bh, i * BN, 0], ready.index(stage), ring.index(stage), pred=pred)
 
 
 @gluon.jit
@@ -105,17 +110,18 @@ def _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_read
     """Q and the K/V tiles of one work item (the program's t-th; c K/V tiles came before)."""
     # [producer-start]
     BM: gl.constexpr = q_desc.block_type.shape[1]
+    FP8: gl.constexpr = q_desc.dtype.is_fp8()  # V arrives transposed (K-major)
     for wg in gl.static_range(NQ):  # each consumer warpgroup's 64 query rows
         if PERSISTENT:  # that warpgroup's last GEMM0 of item t-1 has read its Q
             mbarrier.wait(q_bar.index(NQ + wg), (t & 1) ^ 1)
         mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(wg), q_smem.index(wg))
     # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) first.
-    _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, c, True, True)
+    _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, c, True, True, False)
     for j in range(n_blocks):
         more = j + 1 < n_blocks
-        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, c, more, True)
-        _load_tile(v_desc, v_smem, v_ready, v_empty, bh, j, c, True, True)
+        _load_tile(k_desc, k_smem, k_ready, k_empty, bh, j + 1, c, more, True, False)
+        _load_tile(v_desc, v_smem, v_ready, v_empty, bh, j, c, True, True, FP8)
     # [producer-end]
 
 
@@ -148,7 +154,8 @@ def _work_item(item, work, CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.conste
 
     Not causal (every item equally long): the query tile runs fastest, so the items in flight at
     once share a few heads' K and V in L2. Causal (item lengths 1..n_m tiles): the host's
-    schedule, one int32 per item, ``bh · n_m + m`` (:func:`flashedu.ops.fa3.gluon.causal_schedule`):
+    schedule, one int32 per item, ``bh · n_m + m``
+    (:func:`flashedu.ops.fa3.gluon.causal_schedule`):
     a table read costs one load per item, where working it out here cost the consumers
     registers across the item loop."""
     n_m, n_items, N_K, schedule = work
@@ -192,8 +199,10 @@ def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
 
 @gluon.jit
 def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
-             CAUSAL: gl.constexpr, MASK: gl.constexpr, s_layout: gl.constexpr):
-    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale α."""
+             CAUSAL: gl.constexpr, MASK: gl.constexpr, s_layout: gl.constexpr,
+             FP8: gl.constexpr):
+    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale α. FP8: P·2⁸,
+    which keeps small probabilities normal e4m3 numbers (ℓ sums the same, so it cancels)."""
     if MASK == MASK_ALWAYS:
         s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
     elif MASK == MASK_AT_RUN_TIME:
@@ -203,7 +212,10 @@ def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
             s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
     # Base-2 units: qk_scale is the softmax scale times log2(e).
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
-    p = gl.exp2(s * qk_scale - m_new[:, None])  # [BM, BN]
+    if FP8:
+        p = gl.exp2(s * qk_scale - (m_new - 8.0)[:, None])  # [BM, BN]
+    else:
+        p = gl.exp2(s * qk_scale - m_new[:, None])  # [BM, BN]
     alpha = gl.exp2(m_i - m_new)
     l_i = l_i * alpha + gl.sum(p, axis=1)
     return p, alpha, m_new, l_i
@@ -216,15 +228,29 @@ def _release(desc, ring, ready, empty, bh, i, c, n_blocks, SELF_LOAD: gl.constex
     if SELF_LOAD:
         STAGES: gl.constexpr = ring.type.shape[0]
         _cta_barrier()
-        _load_tile(desc, ring, ready, empty, bh, i + STAGES, c, i + STAGES < n_blocks, False)
+        _load_tile(desc, ring, ready, empty, bh, i + STAGES, c, i + STAGES < n_blocks, False,
+                   False)
     else:
         mbarrier.arrive(empty.index((c + i) % ring.type.shape[0]), count=1)
 
 
 @gluon.jit
+def _fp8_tiles(tiles, qk_scale, j):
+    """FP8: the scale of score tile j+1 (qk_scale holds the softmax scale, log2 e and this
+    warpgroup's Q descale; K(j+1)'s descale joins it), and the factor that moves O from V(j)'s
+    descale to V(j+1)'s. O is kept in units of the last V tile's descale, so that GEMM1 adds
+    e4m3 products straight into it (flashedu.ops.fp8.kernel's FOLD_V)."""
+    k_descale, v_descale, shift = tiles  # shift: log2 of K/V tiles per quantisation block
+    scale = qk_scale * gl.load(k_descale + ((j + 1) >> shift))
+    v_ratio = gl.load(v_descale + (j >> shift)) / gl.load(v_descale + ((j + 1) >> shift))
+    return scale, v_ratio
+
+
+@gluon.jit
 def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_masked, r0, N_K,
-               qk_scale, stamps, WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
-               INTRA: gl.constexpr, CAUSAL: gl.constexpr, MASK: gl.constexpr,
+               qk_scale, tiles, stamps, WG: gl.constexpr, SELF_LOAD: gl.constexpr,
+               PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
+               MASK: gl.constexpr,
                STAMP_ITERS: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
                p_layout: gl.constexpr):
     """One turn of a consumer's loop: GEMM0(j+1) and GEMM1(j) issued together, softmax(j+1),
@@ -237,6 +263,10 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
     D: gl.constexpr = k_smem.type.shape[3]
     STAGES: gl.constexpr = k_smem.type.shape[0]
     dtype: gl.constexpr = k_desc.dtype
+    FP8: gl.constexpr = dtype.is_fp8()
+    scale = qk_scale
+    if FP8:  # per-tile descales: K's into the scale, V's into O's rescale
+        scale, v_ratio = _fp8_tiles(tiles, qk_scale, j)
     # [iteration-start]
     # Here: P(j) in registers, O holding tiles < j.
     p16 = gl.convert_layout(p.to(dtype), p_layout)
@@ -249,7 +279,10 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
     if PINGPONG:  # wait for the warpgroup before this one to have issued its GEMMs
         mbarrier.wait(turn.index(WG), ((turns + j) & 1) ^ (WG == 0))
     k_next = k_smem.index(kn % STAGES).reshape([BN, D])
-    v_this = v_smem.index(vn % STAGES).reshape([BN, D])
+    if FP8:  # Vᵀ stored [D, BN]: e4m3 wgmma reads B with the keys contiguous
+        v_this = v_smem.index(vn % STAGES).reshape([D, BN]).permute((1, 0))
+    else:
+        v_this = v_smem.index(vn % STAGES).reshape([BN, D])
     # GEMM0(j+1): S = Q K(j+1)ᵀ, and GEMM1(j): O += P(j) V(j); both return at once.
     s_tok = warpgroup_mma(q, k_next.permute((1, 0)), s_zero, use_acc=False,
                           is_async=True)
@@ -264,7 +297,7 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
         _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, c, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
-                                      qk_scale, CAUSAL, MASK, s_layout)
+                                      scale, CAUSAL, MASK, s_layout, FP8)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
     else:
@@ -272,12 +305,15 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
         _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, c, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
-                                      qk_scale, CAUSAL, MASK, s_layout)
+                                      scale, CAUSAL, MASK, s_layout, FP8)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
     # Only now is V(j) free: handed back earlier, TMA could overwrite it.
     _release(v_desc, v_smem, v_ready, v_empty, bh, j, c, n_blocks, SELF_LOAD)
     _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_O_READY, STAMP_ITERS)
-    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    alpha = gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))
+    if FP8:
+        alpha = alpha * v_ratio
+    acc = acc * alpha[:, None]
     # [iteration-end]
     return p, m_i, l_i, acc
 
@@ -286,8 +322,9 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
 def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
                    INTRA: gl.constexpr, CAUSAL: gl.constexpr, SPLIT_MASK: gl.constexpr,
                    PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
-                   lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-                   v_empty, turn, bh, q_row, n_blocks, c, t, N_Q, N_K, qk_scale, stamp_on,
+                   lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
+                   k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, c, t, N_Q, N_K,
+                   qk_scale, descales, stamp_on,
                    s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
     """One work item (the program's t-th; its K/V tiles start at ring position c): this
     warpgroup's 64 rows of O and L."""
@@ -297,6 +334,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     STAGES: gl.constexpr = k_smem.type.shape[0]
     NQ: gl.constexpr = turn.type.shape[0]      # consumer warpgroups (Q tiles) per program
     dtype: gl.constexpr = k_desc.dtype
+    FP8: gl.constexpr = dtype.is_fp8()
     r0 = q_row + WG * BM                       # this warpgroup's first query row
     first_masked = N_K // BN                   # tiles from here on need the mask
     if CAUSAL:
@@ -309,6 +347,15 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     acc = gl.zeros([BM, D], gl.float32, o_layout)
     _stamp(stamps_ptr, stamp_on, WG, 0, 0, STAMP_ITERS)
     _stamp_globaltimer(stamps_ptr, stamp_on, WG, 1, STAMP_ITERS)
+    q_descale, k_descale, v_descale, n_qt, n_kt, q_block, kv_shift = descales
+    scale0 = qk_scale
+    if FP8:  # this warpgroup's Q descale joins the scale; K's and V's come per tile
+        bh64 = bh.to(gl.int64)
+        qk_scale = qk_scale * gl.load(q_descale + bh64 * n_qt + r0 // q_block)
+        k_descale += bh64 * n_kt
+        v_descale += bh64 * n_kt
+        scale0 = qk_scale * gl.load(k_descale)
+    tiles = (k_descale, v_descale, kv_shift)
 
     # [consumer-start]
     # Prologue: S(0) = Q K(0)ᵀ and its softmax.
@@ -318,8 +365,8 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
                       use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     _release(k_desc, k_smem, k_ready, k_empty, bh, 0, c, n_blocks, SELF_LOAD)
-    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, qk_scale,
-                                  CAUSAL, MASK_AT_RUN_TIME, s_layout)
+    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, scale0,
+                                  CAUSAL, MASK_AT_RUN_TIME, s_layout, FP8)
 
     ring = (k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty)
     stamps = (stamps_ptr, stamp_on)
@@ -329,18 +376,18 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
         n_free = gl.maximum(gl.minimum(first_masked - 1, n_blocks - 1), 0)
         for j in range(0, n_free):
             state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG, SELF_LOAD,
                                PINGPONG, INTRA, CAUSAL, MASK_NEVER, STAMP_ITERS,
                                s_layout, o_layout, p_layout)
         for j in range(n_free, n_blocks - 1):
             state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG, SELF_LOAD,
                                PINGPONG, INTRA, CAUSAL, MASK_ALWAYS, STAMP_ITERS,
                                s_layout, o_layout, p_layout)
     else:
         for j in range(n_blocks - 1):
             state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, stamps, WG, SELF_LOAD,
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG, SELF_LOAD,
                                PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME, STAMP_ITERS,
                                s_layout, o_layout, p_layout)
     p, m_i, l_i, acc = state
@@ -353,29 +400,37 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     lv = c + last  # its ring position
     p16 = gl.convert_layout(p.to(dtype), p_layout)
     mbarrier.wait(v_ready.index(lv % STAGES), (lv // STAGES) & 1)
-    v_last = v_smem.index(lv % STAGES).reshape([BN, D])
+    if FP8:
+        v_last = v_smem.index(lv % STAGES).reshape([D, BN]).permute((1, 0))
+    else:
+        v_last = v_smem.index(lv % STAGES).reshape([BN, D])
     o_tok = warpgroup_mma(p16, v_last, acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
     _release(v_desc, v_smem, v_ready, v_empty, bh, last, c, n_blocks, SELF_LOAD)
+    if FP8:  # O was kept in units of the last V tile's descale
+        acc = acc * gl.load(v_descale + (last >> kv_shift))
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
     o = acc / gl.where(l_o == 0.0, 1.0, l_o)[:, None]          # [BM, D]
     # [consumer-end]
 
     # O goes out through shared memory and the copy engine; rows past N_Q are dropped by the
     # descriptor. One work item: through this warpgroup's Q buffer (Q is no longer read).
-    # Persistent: Q already holds the next item's, so O has buffers of its own, free again once
-    # the previous item's copy has read them.
+    # Persistent: Q already holds the next item's, so O has buffers of its own (o_smem: Q's
+    # second half), free again once the previous item's copy has read them. FP8: O (fp16) has
+    # buffers of its own either way.
     if PERSISTENT:
-        o_smem = q_smem.index(NQ + WG)
+        o_buf = o_smem.index(WG if FP8 else NQ + WG)
         tma.store_wait(0)
     else:
-        o_smem = q_smem.index(WG)
-    o_smem.reshape([BM, D]).store(o.to(dtype))
+        o_buf = o_smem.index(WG)
+    o_buf.reshape([BM, D]).store(o.to(o_desc.dtype))
     fence_async_shared()
-    _tma_store(o_desc, [bh, r0, 0], o_smem)
-    # L = ln Σ exp(s·scale) = (m + log2 ℓ)·ln 2: what chapter 4's backward reads.
+    _tma_store(o_desc, [bh, r0, 0], o_buf)
+    # L = ln Σ exp(s·scale) = (m + log2 ℓ)·ln 2: what chapter 4's backward reads (FP8's ℓ
+    # sums P·2⁸).
     rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, o_layout))
-    lse = (gl.convert_layout(m_i, gl.SliceLayout(1, o_layout)) + gl.log2(l_o)) * LN2
+    log_l = gl.log2(l_o) - 8.0 if FP8 else gl.log2(l_o)
+    lse = (gl.convert_layout(m_i, gl.SliceLayout(1, o_layout)) + log_l) * LN2
     gl.store(lse_ptr + bh.to(gl.int64) * N_Q + rows, lse, mask=rows < N_Q)
     _stamp(stamps_ptr, stamp_on, WG, 0, 2, STAMP_ITERS)
     _stamp_globaltimer(stamps_ptr, stamp_on, WG, 3, STAMP_ITERS)
@@ -387,27 +442,32 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
 def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
               PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
               SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-              k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-              k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+              k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
+              q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
+              descales, stamp_on):
     BM: gl.constexpr = q_smem.type.shape[2]
     D: gl.constexpr = q_smem.type.shape[3]
     BN: gl.constexpr = k_smem.type.shape[2]
     NQ: gl.constexpr = turn.type.shape[0]
-    # wgmma's register layouts: S and O accumulators, and P as the A operand of GEMM1.
+    # wgmma's register layouts: S and O accumulators, and P as the A operand of GEMM1. One
+    # wgmma reduces over 32 bytes of K: 16 fp16 values, 32 e4m3.
+    FP8: gl.constexpr = k_desc.dtype.is_fp8()
+    K_STEP: gl.constexpr = 32 if FP8 else 16
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                       instr_shape=[16, BN, 16])
+                                                       instr_shape=[16, BN, K_STEP])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                       instr_shape=[16, D, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+                                                       instr_shape=[16, D, K_STEP])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout,
+                                                 k_width=4 if FP8 else 2)
     if PERSISTENT:
         c = 0  # K/V tiles consumed so far: the ring's position
         t = 0  # work items so far: Q's phase
         for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
             bh, q_row, n_blocks = _work_item(item, work, CAUSAL, NQ * BM, BN)
             _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, True,
-                           STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
+                           STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem,
                            k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
-                           q_row, n_blocks, c, t, N_Q, N_K, qk_scale, stamp_on, s_layout,
+                           q_row, n_blocks, c, t, N_Q, N_K, qk_scale, descales, stamp_on, s_layout,
                            o_layout, p_layout)
             c += n_blocks
             t += 1
@@ -415,40 +475,43 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
     else:
         bh, q_row, n_blocks = work
         _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
-                       k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem,
+                       k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
                        q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks,
-                       0, 0, N_Q, N_K, qk_scale, stamp_on, s_layout, o_layout, p_layout)
+                       0, 0, N_Q, N_K, qk_scale, descales, stamp_on, s_layout, o_layout, p_layout)
 
 
 # Partitions take no *args (triton 3.6), so each consumer warpgroup gets a named entry point.
 @gluon.jit
 def _consumer_wg0(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
                   SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
+                  q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
+                  descales, stamp_on):
     _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
-              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
-              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
+              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
+              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, descales, stamp_on)
 
 
 @gluon.jit
 def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
                   SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
+                  q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
+                  descales, stamp_on):
     _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
-              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
-              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
+              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
+              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, descales, stamp_on)
 
 
 @gluon.jit
 def _consumer_wg2(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
                   SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-                  k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on):
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
+                  q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
+                  descales, stamp_on):
     _consumer(2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
-              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar, k_ready,
-              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
+              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
+              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, descales, stamp_on)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,7 +519,8 @@ def _consumer_wg2(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.conste
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
 def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule_ptr, N_Q, N_K,
-                   qk_scale, stamp_pid, BH, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                   qk_scale, stamp_pid, BH, q_descale, k_descale, v_descale, n_qt, n_kt, q_block,
+                   kv_shift, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
                    SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr,
                    CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
@@ -464,9 +528,15 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
     """One program: 64·CONSUMERS query rows of one (batch, head) (128 without warp
     specialisation), against all (or, causal, the visible) K/V tiles. Grid: (cdiv(N_Q, rows),
     B·H). Persistent: one program per SM (at most one per work item), each taking every
-    num_programs-th of the cdiv(N_Q, rows)·B·H work items."""
+    num_programs-th of the cdiv(N_Q, rows)·B·H work items.
+
+    FP8 (e4m3 q, k, v; fp16 o): V comes transposed, [B·H, D, N_K] (v_desc's box [1, D, BN]),
+    and each tile of Q, K and V has a descale ([B·H, n_qt] and [B·H, n_kt] fp32, one per q_block
+    rows and per 2^kv_shift K/V tiles), as flashedu.ops.fp8.prepare_fp8 writes them."""
     gl.static_assert(not PERSISTENT or (WARP_SPEC and STAMP_ITERS == 0),
                      "persistent: warp-specialised, not stamped")
+    FP8: gl.constexpr = q_desc.dtype.is_fp8()
+    gl.static_assert(not FP8 or WARP_SPEC, "FP8: warp-specialised")
     BM: gl.constexpr = q_desc.block_type.shape[1]   # rows per consumer (64), or the block's (128)
     D: gl.constexpr = q_desc.block_type.shape[2]
     BN: gl.constexpr = k_desc.block_type.shape[1]
@@ -489,9 +559,16 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
         stamp_on = (pid_m == stamp_pid) & (bh == 0)
 
     # Persistent: Q is refilled while O still waits to go out, so O gets buffers of its own
-    # after Q's ([2·NQ, 1, BM, D]), and each Q buffer a second barrier: Q free again.
+    # after Q's ([2·NQ, 1, BM, D]), and each Q buffer a second barrier: Q free again. FP8: O
+    # (fp16) cannot share e4m3 Q's buffers, so it has its own [NQ, 1, BM, D].
     QO: gl.constexpr = 2 * NQ if PERSISTENT else NQ
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [QO] + q_desc.block_type.shape, q_desc.layout)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NQ if FP8 else QO] + q_desc.block_type.shape,
+                                       q_desc.layout)
+    if FP8:
+        o_smem = gl.allocate_shared_memory(o_desc.dtype, [NQ] + o_desc.block_type.shape,
+                                           o_desc.layout)
+    else:
+        o_smem = q_smem
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape,
@@ -512,12 +589,14 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
     for i in gl.static_range(NQ):
         mbarrier.init(turn.index(i), count=1)
 
+    descales = (q_descale, k_descale, v_descale, n_qt, n_kt, q_block, kv_shift)  # FP8 only
     # [partitions-start]
     if WARP_SPEC:
         # A tuple assigned to a name turns its constexprs into run-time values, so the
         # switches go in as literals: each partition compiles its own branches only.
-        cargs = (k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem, v_smem, q_bar,
-                 k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, stamp_on)
+        cargs = (k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
+                 q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
+                 descales, stamp_on)
         pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
                  v_ready, v_empty, work)
         if CONSUMERS == 3:  # D ≤ 64: 192 query rows, FA3's tile there
@@ -545,10 +624,10 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
         mbarrier.expect(q_bar.index(0), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row, 0], q_bar.index(0), q_smem.index(0))
         for i in gl.static_range(STAGES):
-            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, 0, i < n_blocks, False)
-            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, 0, i < n_blocks, False)
+            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, 0, i < n_blocks, False, False)
+            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, 0, i < n_blocks, False, False)
         _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, k_smem,
+                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem,
                   v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, work,
-                  N_Q, N_K, qk_scale, stamp_on)
+                  N_Q, N_K, qk_scale, descales, stamp_on)
     # [partitions-end]

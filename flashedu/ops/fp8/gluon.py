@@ -1,0 +1,52 @@
+"""FlashAttention-3's FP8 forward through the Gluon kernel (:mod:`flashedu.ops.fa3.gluon_kernel`):
+the same producer warp, ping-ponged consumer warpgroups and intra-warpgroup pipeline as the fp16
+kernel, with e4m3 wgmma and the FP8 recipe of :mod:`flashedu.ops.fp8.kernel` (per-tile
+descales folded into the scores' scale, P·2⁸ cast to e4m3, V read K-major, O kept in units of
+the last V tile's descale).
+
+Not registered yet: it compiles for sm_90 within Hopper's limits (tests/test_fa3_gluon.py) and
+has a GPU test against :func:`flashedu.ops.fp8.reference.fp8_attention_reference`, not yet run
+on a GPU (docs/notes/fp8-tuning.md, session 12).
+"""
+from __future__ import annotations
+
+import torch
+
+from flashedu import runtime
+from flashedu.ops.fa3 import gluon as fa3_gluon
+from flashedu.ops.fp8.quant import is_k_major, k_major
+from flashedu.ops.fp8.reference import check_fp8_inputs
+
+NAME = "fp8_gluon"
+HEAD_DIMS = (64, 128)
+
+
+def flash_attention_fp8_gluon(q, k, v, *, causal: bool = False, scale: float | None = None,
+                              q_descale=None, k_descale=None, v_descale=None, q_block: int = 128,
+                              kv_block: int = 128,
+                              config: fa3_gluon.GluonConfig | None = None) -> torch.Tensor:
+    """Attention of float8_e4m3fn ``q, k, v`` [B, H, N, D] with per-tile fp32 descales, called
+    as :func:`flashedu.ops.fp8.kernel.flash_attention_fp8` is (what
+    :func:`flashedu.ops.fp8.prepare_fp8` returns), on a Hopper GPU; D in {64, 128}. V stored
+    K-major is read in place; any other V is copied into that layout. Returns o fp16."""
+    scale, dq, dk, dv = check_fp8_inputs(q, k, v, causal=causal, scale=scale, q_descale=q_descale,
+                                         k_descale=k_descale, v_descale=v_descale, q_block=q_block,
+                                         kv_block=kv_block, name=NAME)
+    if q.shape[-1] not in HEAD_DIMS:
+        raise ValueError(f"{NAME}: head dim D={q.shape[-1]} is not supported; "
+                         f"supported: {HEAD_DIMS}")
+    reason = runtime.current().why_not_gluon(device=q.device.type, dtype=q.dtype)
+    if reason:
+        raise RuntimeError(f"{NAME} cannot run here: {reason}")
+    B, H, _, D = q.shape
+    n_pad = -(-k.shape[2] // 16) * 16
+    if not is_k_major(v) or v.data_ptr() % 16:
+        v = k_major(v)
+    vt = torch.as_strided(v, (B, H, D, n_pad), (H * D * n_pad, D * n_pad, n_pad, 1))
+    o, _ = fa3_gluon.gluon_fp8_forward(q, k, vt, causal=causal, scale=scale, q_descale=dq,
+                                       k_descale=dk, v_descale=dv, q_block=q_block,
+                                       kv_block=kv_block, config=config)
+    return o
+
+
+__all__ = ["HEAD_DIMS", "NAME", "flash_attention_fp8_gluon"]
