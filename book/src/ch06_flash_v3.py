@@ -385,7 +385,10 @@ show(region(gluon_kernel, "partitions", title="three roles"),
 # `INTRA` off the same two GEMMs are followed by `warpgroup_mma_wait(0)` instead. The order of
 # the barrier calls matters as much: $V_j$'s stage is handed back only after GEMM1($j$) has
 # been waited for, because an arrive before it would let the producer overwrite a tile the
-# tensor cores are still reading.
+# tensor cores are still reading. The `if FP8:` branches belong to the same file's FP8 build
+# (e4m3 inputs, the recipe of the FP8 section below): $V$ arrives transposed, because FP8
+# tensor-core instructions read both operands with the reduction dimension contiguous. That
+# build compiles for sm_90 within Hopper's limits and has not yet run on a GPU.
 #
 # ### What the kernel asks of the chip
 #

@@ -255,7 +255,8 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
                p_layout: gl.constexpr):
     """One turn of a consumer's loop: GEMM0(j+1) and GEMM1(j) issued together, softmax(j+1),
     O rescaled. ``state`` is the loop's (P(j), m, ℓ, O); returns it for j+1. Tile j sits at
-    ring position c + j; ``turns`` counts this warpgroup's turns before the work item's."""
+    ring position c + j; ``turns`` counts this warpgroup's turns before the work item's;
+    ``tiles`` holds FP8's per-tile descales (see :func:`_fp8_tiles`)."""
     p, m_i, l_i, acc = state
     k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty = ring
     stamps_ptr, stamp_on = stamps
