@@ -246,8 +246,14 @@ def test_persistent_matches_the_oracle(head_dim, dtype, causal, poison):
     tiles each), so every program runs several items and the ring and barrier phases carry
     across them at odd offsets."""
     cfg = replace(fg.default_config(head_dim), persistent=True)
+    _matches_the_oracle(cfg, head_dim, dtype, causal, ((1, 2, 1), (1, 2, 127), (2, 3, 1000),
+                                                       (1, 2, 2048), (3, 50, 320)))
+
+
+def _matches_the_oracle(cfg, head_dim, dtype, causal, shapes):
+    """O and L of ``cfg`` against fp64 at each (B, H, N), outputs poisoned beforehand."""
     scale = head_dim ** -0.5
-    for b, h, n in ((1, 2, 1), (1, 2, 127), (2, 3, 1000), (1, 2, 2048), (3, 50, 320)):
+    for b, h, n in shapes:
         q, k, v = fresh_qkv(b, h, n, head_dim, dtype=dtype, device="cuda")
         o, lse = fg.gluon_forward(q, k, v, causal=causal, scale=scale, config=cfg)
         torch.cuda.synchronize()
@@ -270,18 +276,8 @@ def test_three_consumer_warpgroups_match_the_oracle(dtype, variant, causal, pois
     column (a tile wholly masked for it)."""
     cfg = {"ping-pong": THREE, "no ping-pong": replace(THREE, pingpong=False),
            "persistent": replace(THREE, persistent=True)}[variant]
-    scale = 64 ** -0.5
-    for b, h, n in ((1, 2, 1), (1, 2, 191), (2, 3, 1000), (1, 2, 2048), (3, 50, 320)):
-        q, k, v = fresh_qkv(b, h, n, 64, dtype=dtype, device="cuda")
-        o, lse = fg.gluon_forward(q, k, v, causal=causal, scale=scale, config=cfg)
-        torch.cuda.synchronize()
-        assert not torch.isnan(o).any() and not torch.isnan(lse).any()
-        err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
-        assert err < (2e-2 if dtype == torch.bfloat16 else 4e-3), f"B={b} H={h} N={n}: {err:.2e}"
-        s = (q.double() @ k.double().transpose(-1, -2)) * scale
-        if causal:
-            s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device="cuda").triu(1), -math.inf)
-        assert (lse.double() - torch.logsumexp(s, -1)).abs().max().item() < 1e-3, (b, h, n)
+    _matches_the_oracle(cfg, 64, dtype, causal, ((1, 2, 1), (1, 2, 191), (2, 3, 1000),
+                                                 (1, 2, 2048), (3, 50, 320)))
 
 
 @needs_hopper

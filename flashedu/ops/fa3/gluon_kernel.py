@@ -481,40 +481,6 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
                        0, 0, N_Q, N_K, qk_scale, descales, stamp_on, s_layout, o_layout, p_layout)
 
 
-# Partitions take no *args (triton 3.6), so each consumer warpgroup gets a named entry point.
-@gluon.jit
-def _consumer_wg0(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
-                  q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
-                  descales, stamp_on):
-    _consumer(0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
-              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
-              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, descales, stamp_on)
-
-
-@gluon.jit
-def _consumer_wg1(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
-                  q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
-                  descales, stamp_on):
-    _consumer(1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
-              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
-              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, descales, stamp_on)
-
-
-@gluon.jit
-def _consumer_wg2(PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
-                  SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
-                  k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
-                  q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
-                  descales, stamp_on):
-    _consumer(2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS, k_desc,
-              v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
-              k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale, descales, stamp_on)
-
-
 # ----------------------------------------------------------------------------------------------
 # The kernel
 # ----------------------------------------------------------------------------------------------
@@ -600,24 +566,26 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                  descales, stamp_on)
         pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
                  v_ready, v_empty, work)
+        # Each consumer warpgroup is _consumer with its index (and its 4 warps, and no
+        # copies of its own) as literals: constexprs, so each compiles its own code.
         if CONSUMERS == 3:  # D ≤ 64: 192 query rows, FA3's tile there
             gl.warp_specialize([
                 # the kernel's own 4 warps, then 4 more, twice
-                (_consumer_wg0,
-                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
-                (_consumer_wg1,
-                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
-                (_consumer_wg2,
-                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
+                             STAMP_ITERS) + cargs),
+                (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
+                             STAMP_ITERS) + cargs),
+                (_consumer, (2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
+                             STAMP_ITERS) + cargs),
                 (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, 24])
         else:
             gl.warp_specialize([
                 # the kernel's own 4 warps, then 4 more
-                (_consumer_wg0,
-                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
-                (_consumer_wg1,
-                 (PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
+                             STAMP_ITERS) + cargs),
+                (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
+                             STAMP_ITERS) + cargs),
                 (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
             ], [4, 1], [CONSUMER_REGS, 24])
     else:
