@@ -7,9 +7,10 @@ barriers, which warps do what). That is what FA3's three ideas need:
 * **Warp specialisation.** One *producer* warp only issues TMA copies of K and V tiles into a ring
   of shared-memory stages; each arrival completes a ``ready`` barrier. Two *consumer* warpgroups
   (4 warps each) wait on ``ready``, compute, and arrive on ``empty`` to hand a stage back.
-* **Ping-pong.** The two consumer warpgroups each own 64 query rows of the CTA's 128. A pair of
-  ``turn`` barriers makes them take turns issuing their GEMMs, so one warpgroup's softmax runs
-  while the other's GEMMs occupy the tensor cores.
+* **Ping-pong.** The two consumer warpgroups each own 64 query rows of the CTA's 128. A ring
+  of ``turn`` barriers makes them take turns issuing their GEMMs, so one warpgroup's softmax
+  runs while the other's GEMMs occupy the tensor cores. ``CONSUMERS=3`` adds a third
+  warpgroup (192 query rows, FA3's tile at D = 64); the turn passes round all three.
 * **Intra-warpgroup pipelining** (FA3's Algorithm 2). Each iteration issues GEMM0 of tile j+1
   (S = Q Kᵀ) and GEMM1 of tile j (O += P V) together, waits only for the first, and computes
   softmax(j+1) while GEMM1(j) still runs.
@@ -23,6 +24,11 @@ A *persistent* build (``PERSISTENT``) launches one program per SM, each looping 
 (a query tile of one batch·head): the producer runs ahead into the next item's Q and K/V while the
 consumers finish the last tiles and the epilogue of this one, which a one-item program leaves
 exposed. The K/V ring and every barrier phase run on across items.
+
+An *FP8* build (e4m3 Q, K, V descriptors; fp16 O) runs FA3's FP8 recipe in the same
+schedule: V comes transposed, as e4m3 wgmma reads both operands with the reduction dimension
+contiguous; per-tile descales enter each score tile's scale (Q, K) and O's rescale (V); P is
+P·2⁸ in e4m3 (see :func:`_fp8_tiles` and :mod:`flashedu.ops.fp8.gluon`).
 
 A *stamps* build (``STAMP_ITERS > 0``) reads each SM's cycle counter at every GEMM issue, wait and
 softmax of one program's first iterations, per warpgroup: chapter 6's measured timeline.
