@@ -354,7 +354,8 @@ def test_forward_grid_checks_then_times_every_candidate_and_keeps_failures(monke
             q.float(), k.float(), v.float(), is_causal=causal).to(q.dtype)
 
     monkeypatch.setattr(peers, "sdpa_peer", lambda name: reference)
-    monkeypatch.setattr(recorder, "gpu_time", lambda fn: {"ms": 1.0})
+    clock = iter(range(1, 10_000))  # each timing a new value: 1, 2, 3, ... ms
+    monkeypatch.setattr(recorder, "gpu_time", lambda fn: {"ms": float(next(clock))})
 
     class Rec:
         saved = []
@@ -378,7 +379,15 @@ def test_forward_grid_checks_then_times_every_candidate_and_keeps_failures(monke
     assert by[("off", False, 16)]["err"] == pytest.approx(1, abs=1e-2)
     assert "does not compile" in by[("broken", False, 16)]["error"]
     assert by[("same", False, 16)]["B"] == 4 and by[("same", False, 16)]["H"] == 2
-    assert by[("same", True, 16)]["tflops"] == round(4 * 4 * 2 * 16 * 16 * 16 / 2 / 1e-3 / 1e12, 1)
+    # three interleaved rounds per case: the three candidates that ran once each, then all
+    # again, twice; a row's ms is the median of its rounds
+    timed = [r for r in rows if "ms" in r]
+    assert all(len(r["ms_rounds"]) == 3 and r["ms"] == sorted(r["ms_rounds"])[1] for r in timed)
+    first = by[("sdpa_cudnn", False, 16)]["ms_rounds"]
+    assert first == [1.0, 4.0, 7.0] and by[("off", False, 16)]["ms_rounds"] == [3.0, 6.0, 9.0]
+    assert "ms_rounds" not in by[("broken", False, 16)]
+    assert by[("same", True, 16)]["tflops"] == round(4 * 4 * 2 * 16 * 16 * 16 / 2 / (
+        by[("same", True, 16)]["ms"] * 1e-3) / 1e12, 1)
     assert Rec.saved[-1] == (len(rows), True)
     late = fwd_grid.Grid(Rec(), tokens=64, hidden=32, device="cpu")
     late.run([16], [16], candidates=candidates, deadline=-1)
