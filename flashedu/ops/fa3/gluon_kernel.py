@@ -207,8 +207,9 @@ def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
 def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
              CAUSAL: gl.constexpr, MASK: gl.constexpr, s_layout: gl.constexpr,
              FP8: gl.constexpr):
-    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale α. FP8: P·2⁸,
-    which keeps small probabilities normal e4m3 numbers (ℓ sums the same, so it cancels)."""
+    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale α.
+    FP8: P·2⁸, which keeps small probabilities normal e4m3 numbers (ℓ sums the
+    same, so the factor cancels)."""
     if MASK == MASK_ALWAYS:
         s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
     elif MASK == MASK_AT_RUN_TIME:
@@ -368,8 +369,8 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     # Prologue: S(0) = Q K(0)ᵀ and its softmax.
     mbarrier.wait(q_bar.index(WG), t & 1)
     mbarrier.wait(k_ready.index(c % STAGES), (c // STAGES) & 1)
-    s = warpgroup_mma(q, k_smem.index(c % STAGES).reshape([BN, D]).permute((1, 0)), s_zero,
-                      use_acc=False, is_async=True)
+    k_first = k_smem.index(c % STAGES).reshape([BN, D])
+    s = warpgroup_mma(q, k_first.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     _release(k_desc, k_smem, k_ready, k_empty, bh, 0, c, n_blocks, SELF_LOAD)
     p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, scale0,
@@ -383,20 +384,20 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
         n_free = gl.maximum(gl.minimum(first_masked - 1, n_blocks - 1), 0)
         for j in range(0, n_free):
             state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG, SELF_LOAD,
-                               PINGPONG, INTRA, CAUSAL, MASK_NEVER, STAMP_ITERS,
-                               s_layout, o_layout, p_layout)
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
+                               SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_NEVER,
+                               STAMP_ITERS, s_layout, o_layout, p_layout)
         for j in range(n_free, n_blocks - 1):
             state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG, SELF_LOAD,
-                               PINGPONG, INTRA, CAUSAL, MASK_ALWAYS, STAMP_ITERS,
-                               s_layout, o_layout, p_layout)
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
+                               SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_ALWAYS,
+                               STAMP_ITERS, s_layout, o_layout, p_layout)
     else:
         for j in range(n_blocks - 1):
             state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG, SELF_LOAD,
-                               PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME, STAMP_ITERS,
-                               s_layout, o_layout, p_layout)
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
+                               SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME,
+                               STAMP_ITERS, s_layout, o_layout, p_layout)
     p, m_i, l_i, acc = state
     if PERSISTENT:
         # The last GEMM0 has retired: Q may be overwritten by the next item's.
@@ -567,31 +568,31 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
     if WARP_SPEC:
         # A tuple assigned to a name turns its constexprs into run-time values, so the
         # switches go in as literals: each partition compiles its own branches only.
-        cargs = (k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
-                 q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
-                 descales, stamp_on)
-        pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-                 v_ready, v_empty, work)
+        cargs = (k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem,
+                 v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q,
+                 N_K, qk_scale, descales, stamp_on)
+        pargs = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
+                 k_empty, v_ready, v_empty, work)
         # Each consumer warpgroup is _consumer with its index (and its 4 warps, and no
         # copies of its own) as literals: constexprs, so each compiles its own code.
         if CONSUMERS == 3:  # D ≤ 64: 192 query rows, FA3's tile there
             gl.warp_specialize([
                 # the kernel's own 4 warps, then 4 more, twice
-                (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
-                             STAMP_ITERS) + cargs),
-                (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
-                             STAMP_ITERS) + cargs),
-                (_consumer, (2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
-                             STAMP_ITERS) + cargs),
+                (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
+                             PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
+                             PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer, (2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
+                             PERSISTENT, STAMP_ITERS) + cargs),
                 (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, 24])
         else:
             gl.warp_specialize([
                 # the kernel's own 4 warps, then 4 more
-                (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
-                             STAMP_ITERS) + cargs),
-                (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, PERSISTENT,
-                             STAMP_ITERS) + cargs),
+                (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
+                             PERSISTENT, STAMP_ITERS) + cargs),
+                (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
+                             PERSISTENT, STAMP_ITERS) + cargs),
                 (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
             ], [4, 1], [CONSUMER_REGS, 24])
     else:
@@ -599,8 +600,10 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
         mbarrier.expect(q_bar.index(0), q_desc.block_type.nbytes)
         _tma_load(q_desc, [bh, q_row, 0], q_bar.index(0), q_smem.index(0))
         for i in gl.static_range(STAGES):
-            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, 0, i < n_blocks, False, False)
-            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, 0, i < n_blocks, False, False)
+            _load_tile(k_desc, k_smem, k_ready, k_empty, bh, i, 0, i < n_blocks,
+                       False, False)
+            _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, 0, i < n_blocks,
+                       False, False)
         _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
                   k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem,
                   v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, work,
