@@ -744,6 +744,25 @@ def test_fa3_gluon_variant_effect_is_against_the_default_of_its_own_run():
     assert rec.variant_effect(runs, "no such variant") is None
 
 
+def test_fa3_gluon_ablation_measures_each_switch_against_its_own_base():
+    """Where the registered kernel is another build (persistent, three consumers), the record
+    times the one-item two-consumer schedule apart, and the ablation compares with that."""
+    from flashedu.recorded import fa3_gluon as rec
+
+    run = recorded.latest("fa3_gluon")
+    base_name = rec.PREFIX + "FA3 (all three ideas)"
+    based = 0
+    for row in rec.speed_table(run):
+        t = row["tflops"]
+        abl = rec.ablation(run, D=row["D"], N=row["N"], causal=row["causal"])
+        assert abl["FA3 (all three ideas)"] == t.get(base_name, t["fa3_gluon"])
+        based += base_name in t
+    assert based > 0
+    for r in rec.timed(run):
+        if r["impl"] == base_name:
+            assert not r["config"]["persistent"] and r["config"]["consumers"] == 2, r
+
+
 def test_fa3_gluon_variant_effects_are_one_per_run_oldest_first():
     from flashedu.recorded import date
     from flashedu.recorded import fa3_gluon as rec
