@@ -368,8 +368,9 @@ if all(r["ours_value"] is not None for r in rows_):
 # on purpose: an unfused kernel on a GPU whose compute outruns its memory, and a v1 that follows
 # Algorithm 1 to the letter. Where the paper gives a speed or a share of the peak, ours is
 # lower. Our Triton kernels cannot express FA3's schedules, ping-pong and pipelining inside a
-# warpgroup; our Gluon kernel has them ({ref}`chapter 6 <ch-flash-v3>`) and runs as fast as
-# cuDNN at long sequences, but there the softmax, not the schedule, sets the pace.
+# warpgroup; our Gluon kernel has them ({ref}`chapter 6 <ch-flash-v3>`) and comes within a
+# few percent of cuDNN or ahead of it at long sequences, but there the softmax, not the
+# schedule, sets the pace.
 
 # %% [markdown]
 # ## Running it yourself
