@@ -4,8 +4,8 @@ cuDNN backend before it is timed (median of calls replayed from a CUDA graph), o
 
 Each case's candidates are timed in ``rounds`` interleaved rounds (all of them once, then all
 again), and a row's ``ms`` is the median of its rounds (``ms_rounds``): one kernel timed twice
-among one case's candidates had differed by up to 2.4%, the size of the effects the grid is
-asked to tell apart.
+among one case's candidates had differed by a few percent (the fa3_gluon_tuning "knobs" run,
+case study 5), the size of the effects the grid is asked to tell apart.
 """
 from __future__ import annotations
 

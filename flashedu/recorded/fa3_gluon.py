@@ -96,12 +96,10 @@ def ablation(run: dict, *, D: int = 128, N: int = 16384, causal: bool = False) -
     row = next((r for r in speed_table(run) if (r["D"], r["N"], r["causal"]) == (D, N, causal)), None)
     if row is None:
         return {}
-    out = {}
-    for impl, tf in row["tflops"].items():
-        if impl == FULL:
-            out.setdefault("FA3 (all three ideas)", tf)
-        elif impl.startswith(PREFIX):
-            out[impl[len(PREFIX):]] = tf
+    t = row["tflops"]
+    out = {impl[len(PREFIX):]: tf for impl, tf in t.items() if impl.startswith(PREFIX)}
+    if "FA3 (all three ideas)" not in out and FULL in t:
+        out = {"FA3 (all three ideas)": t[FULL], **out}
     return out
 
 

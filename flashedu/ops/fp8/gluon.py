@@ -14,7 +14,7 @@ import torch
 
 from flashedu import runtime
 from flashedu.ops.fa3 import gluon as fa3_gluon
-from flashedu.ops.fp8.quant import is_k_major, k_major
+from flashedu.ops.fp8.quant import transposed
 from flashedu.ops.fp8.reference import check_fp8_inputs
 
 NAME = "fp8_gluon"
@@ -38,12 +38,7 @@ def flash_attention_fp8_gluon(q, k, v, *, causal: bool = False, scale: float | N
     reason = runtime.current().why_not_gluon(device=q.device.type, dtype=q.dtype)
     if reason:
         raise RuntimeError(f"{NAME} cannot run here: {reason}")
-    B, H, _, D = q.shape
-    n_pad = -(-k.shape[2] // 16) * 16
-    if not is_k_major(v) or v.data_ptr() % 16:
-        v = k_major(v)
-    vt = torch.as_strided(v, (B, H, D, n_pad), (H * D * n_pad, D * n_pad, n_pad, 1))
-    o, _ = fa3_gluon.gluon_fp8_forward(q, k, vt, causal=causal, scale=scale, q_descale=dq,
+    o, _ = fa3_gluon.gluon_fp8_forward(q, k, transposed(v), causal=causal, scale=scale, q_descale=dq,
                                        k_descale=dk, v_descale=dv, q_block=q_block,
                                        kv_block=kv_block, config=config)
     return o

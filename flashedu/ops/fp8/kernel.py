@@ -28,7 +28,7 @@ import triton.language as tl
 
 from flashedu import runtime
 from flashedu.ops.fp8.e4m3_grid import round_to_e4m3_grid
-from flashedu.ops.fp8.quant import is_k_major, k_major
+from flashedu.ops.fp8.quant import transposed
 from flashedu.ops.fp8.reference import check_fp8_inputs
 from flashedu.ops._triton import choose, max_shared_memory, should_tune
 from flashedu.ops.fa3.kernel import tma_ready
@@ -256,10 +256,8 @@ def fp8_forward(q, k, v, *, causal: bool, scale: float, q_descale, k_descale, v_
     B, H, N_Q, D = q.shape
     N_K = k.shape[2]
     q, k = tma_ready(q), tma_ready(k)
-    n_kp = -(-N_K // 16) * 16
-    if not is_k_major(v) or v.data_ptr() % 16:  # V K-major for the second product; copy if not
-        v = k_major(v)
-    vt = torch.as_strided(v, (B, H, D, n_kp), (H * D * n_kp, D * n_kp, n_kp, 1))  # [B, H, D, N_K padded]
+    vt = transposed(v)  # [B, H, D, N_K padded]: V K-major for the second product
+    n_kp = vt.shape[-1]
     o = torch.empty(B, H, N_Q, D, device=q.device, dtype=out_dtype)
     compiled = runtime.current().compiled
 

@@ -72,6 +72,17 @@ def k_major(x: torch.Tensor) -> torch.Tensor:
     return t[..., :N].transpose(-1, -2)
 
 
+def transposed(v: torch.Tensor) -> torch.Tensor:
+    """Vᵀ [B, H, D, N padded to 16] over ``v`` [B, H, N, D] stored as :func:`k_major` stores it
+    (16-byte aligned); any other ``v`` is first copied into that layout. What the FP8 kernels'
+    second product reads."""
+    B, H, N, D = v.shape
+    n_pad = -(-N // 16) * 16
+    if not is_k_major(v) or v.data_ptr() % 16:
+        v = k_major(v)
+    return torch.as_strided(v, (B, H, D, n_pad), (H * D * n_pad, D * n_pad, n_pad, 1))
+
+
 def is_k_major(x: torch.Tensor) -> bool:
     """Whether ``x`` [B, H, N, D] is laid out as :func:`k_major` lays it out."""
     B, H, N, D = x.shape
