@@ -171,12 +171,15 @@ def test_fp8_build_compiles_within_hopper_limits(head_dim, persistent, causal):
     assert r["loop_spills"] == 0 and r["stack_bytes"] <= 160
 
 
-@pytest.mark.parametrize("n_m, bh, programs", [(8, 512, 132), (8, 33, 132), (7, 100, 132),
-                                               (2, 3, 4), (1, 5, 132), (16, 66, 132), (5, 7, 6)])
-def test_causal_persistent_schedule_is_a_permutation_and_pairs_on_one_program(n_m, bh, programs):
+SCHEDULES = [(8, 512, 132), (8, 33, 132), (7, 100, 132), (2, 3, 4), (1, 5, 132), (16, 66, 132),
+             (5, 7, 6), (32, 128, 132)]
+
+
+@pytest.mark.parametrize("n_m, bh, programs", SCHEDULES)
+def test_paired_order_is_a_permutation_and_pairs_on_one_program(n_m, bh, programs):
     """Every causal (head, query tile) is one work item; every two full rounds give each
     program one pair, the long tile then its short one: n_m + 1 K/V tiles of one head."""
-    order = fg.causal_schedule(n_m, bh, programs)
+    order = fg.paired_order(n_m, bh, programs)
     assert sorted(order) == list(range(n_m * bh))
     P = min(programs, n_m * bh)
     start = bh if n_m % 2 else 0  # after the unpaired middle tiles
@@ -185,6 +188,54 @@ def test_causal_persistent_schedule_is_a_permutation_and_pairs_on_one_program(n_
         for p in range(P):
             (b0, m0), (b1, m1) = divmod(order[first + p], n_m), divmod(order[first + P + p], n_m)
             assert b0 == b1 and m0 + m1 == n_m - 1 and m0 > m1
+
+
+def _loads(items, tiles, n_m):
+    return [sum(tiles[code % n_m] + fg.ITEM_OVERHEAD for code in mine) for mine in items]
+
+
+@pytest.mark.parametrize("n_m, bh, programs", SCHEDULES)
+def test_causal_schedule_gives_every_item_once_and_balances_the_programs(n_m, bh, programs):
+    """Both schedules run every item once, on min(programs, items) programs; the balanced one
+    leaves no program more than one item's work ahead of the average, however ragged the
+    paired rounds end (192-row query tiles against 128-row K/V tiles too)."""
+    P = min(programs, n_m * bh)
+    for block_m in (128, 192):
+        tiles = fg.causal_tiles(n_m, block_m, 128, n_m * block_m)
+        paired = fg.causal_schedule(n_m, bh, programs, tiles, balanced=False)
+        balanced = fg.causal_schedule(n_m, bh, programs, tiles)
+        order = fg.paired_order(n_m, bh, programs)
+        assert paired == [order[p::P] for p in range(P)]
+        assert len(balanced) == P
+        assert sorted(c for mine in balanced for c in mine) == list(range(n_m * bh))
+        loads = _loads(balanced, tiles, n_m)
+        avg = sum(loads) / P
+        assert max(loads) <= avg + max(tiles) + fg.ITEM_OVERHEAD
+        assert max(loads) <= max(_loads(paired, tiles, n_m))
+
+
+def test_balanced_schedule_evens_out_the_ragged_last_round():
+    """d = 64, causal, N = 1k, 16 sequences of 32 heads: 2048 pairs leave 68 for a last round
+    on 132 programs, so the paired schedule's busiest program has a pair's work more than
+    most; the balanced one ends within one short item of the average."""
+    n_m, bh, P = 8, 512, 132
+    tiles = fg.causal_tiles(n_m, 128, 128, 1024)
+    assert tiles == list(range(1, 9))
+    paired = _loads(fg.causal_schedule(n_m, bh, P, tiles, balanced=False), tiles, n_m)
+    balanced = _loads(fg.causal_schedule(n_m, bh, P, tiles), tiles, n_m)
+    avg = sum(balanced) / P
+    assert max(paired) - avg > n_m / 2 and max(balanced) - avg <= 1 + fg.ITEM_OVERHEAD
+
+
+def test_schedule_table_holds_offsets_then_items():
+    """What the kernel reads (_work_items): P + 1 offsets, then every program's items."""
+    tiles = fg.causal_tiles(5, 128, 128, 600)
+    items = fg.causal_schedule(5, 7, 6, tiles)
+    t = fg._schedule_tensor(5, 7, 6, tuple(tiles), True, torch.device("cpu")).tolist()
+    P = len(items)
+    for p in range(P):
+        assert t[P + 1 + t[p]:P + 1 + t[p + 1]] == items[p]
+    assert t[P] == 5 * 7 and len(t) == P + 1 + 5 * 7
 
 
 # ---- on a Hopper GPU ----------------------------------------------------------------------------
@@ -246,8 +297,10 @@ def test_persistent_matches_the_oracle(head_dim, dtype, causal, poison):
     tiles each), so every program runs several items and the ring and barrier phases carry
     across them at odd offsets."""
     cfg = replace(fg.default_config(head_dim), persistent=True)
-    _matches_the_oracle(cfg, head_dim, dtype, causal, ((1, 2, 1), (1, 2, 127), (2, 3, 1000),
-                                                       (1, 2, 2048), (3, 50, 320)))
+    shapes = ((1, 2, 1), (1, 2, 127), (2, 3, 1000), (1, 2, 2048), (3, 50, 320))
+    _matches_the_oracle(cfg, head_dim, dtype, causal, shapes)
+    if causal:  # the paired rounds alone: another table, the same kernel
+        _matches_the_oracle(replace(cfg, balanced=False), head_dim, dtype, causal, shapes[-2:])
 
 
 def _matches_the_oracle(cfg, head_dim, dtype, causal, shapes):

@@ -6,6 +6,7 @@ On the GPU machine, from the repository root:
 
     python -m flashedu.bench.fa3_gluon --out DIR [--D 64 128] [--N 1024 4096 16384]
                                        [--schedules NAME ...] [--extra [NAME ...]] [--deadline S]
+                                       [--causal both|yes|no]
     python -m flashedu.bench.fa3_gluon --out DIR --timeline
 
 Each case is fp16, hidden size 2048 (H = 2048 / D), B = 16384 / N, causal or not: issue 20's
@@ -31,6 +32,8 @@ def main(argv=None) -> None:
     p.add_argument("--extra", nargs="*", default=None,
                    help="also time these variants (stage counts, 64-row K/V tiles, persistent, "
                         "192-row tiles at D <= 64; no names: all of them)")
+    p.add_argument("--causal", choices=["both", "yes", "no"], default="both",
+                   help="time causal cases, non-causal ones, or both")
     p.add_argument("--timeline", action="store_true", help="record the timeline only")
     p.add_argument("--deadline", type=float, default=480.0, help="stop starting rows after this many seconds")
     a = p.parse_args(argv)
@@ -71,6 +74,8 @@ def main(argv=None) -> None:
             pers = extra["persistent"]
             extra["persistent, no ping-pong"] = replace(pers, pingpong=False)
             extra["persistent, split mask"] = replace(pers, split_mask=True)
+            if causal:  # the paired rounds alone, without the balancing
+                extra["persistent, paired schedule"] = replace(pers, balanced=False)
             for st in (2, 3):
                 if st != base.stages:
                     extra[f"persistent, {st} stages"] = replace(pers, stages=st)
@@ -95,7 +100,8 @@ def main(argv=None) -> None:
         return cands
 
     grid = Grid(Recorder(a.out, "fa3_gluon", source="flashedu/bench/fa3_gluon.py"))
-    grid.run(a.D, a.N, candidates=candidates, deadline=a.deadline)
+    causals = {"both": (False, True), "yes": (True,), "no": (False,)}[a.causal]
+    grid.run(a.D, a.N, candidates=candidates, deadline=a.deadline, causals=causals)
 
 
 def _timeline(out, Recorder, fg, torch):

@@ -32,7 +32,8 @@ class Grid:
         print(shown | ({"error": r["error"][:160]} if "error" in r else {}), flush=True)
 
     def run(self, Ds, Ns, *, candidates: Callable, deadline: float,
-            after_case: Callable | None = None, rounds: int = 3) -> None:
+            after_case: Callable | None = None, rounds: int = 3,
+            causals=(False, True)) -> None:
         """For each (D, causal, N): ``candidates(q, k, v, causal)`` gives {name: (fn, extra)}
         (``extra``: fields for the row); each is checked and timed, in ``rounds`` interleaved
         rounds. ``after_case(D, causal, N)`` may add rows. Stops starting cases ``deadline``
@@ -45,7 +46,7 @@ class Grid:
         cudnn = sdpa_peer("sdpa_cudnn")
         t_start = time.time()
         for D in Ds:
-            for causal in (False, True):
+            for causal in causals:
                 for N in Ns:
                     if time.time() - t_start > deadline:
                         self.row(note="deadline reached", D=D, causal=causal, N=N)

@@ -5,6 +5,7 @@ and what it needs: a Hopper GPU (sm_90: wgmma and TMA) and a Triton with Gluon's
 from __future__ import annotations
 
 import functools
+import heapq
 from dataclasses import dataclass, replace
 
 import torch
@@ -55,6 +56,9 @@ class GluonConfig:
     # Consumer warpgroups of 64 query rows each: 2, or 3 (FA3's 192-row tile at D = 64, where
     # the softmax, not the GEMMs, sets the pace; consumer_regs must then leave room for three).
     consumers: int = 2
+    # Causal and persistent: which program runs which work item (see causal_schedule). True:
+    # balanced by each item's K/V tiles; False: the paired rounds alone.
+    balanced: bool = True
 
     def __post_init__(self):
         if self.consumers not in (2, 3):
@@ -91,7 +95,7 @@ class GluonConfig:
 # A persistent grid where a query tile meets at most this many K/V tiles (N ≤ 4k at 128-row
 # tiles), causal or not. Timed on the H200 (recorded kind fa3_gluon_tuning, "persistent"): it
 # gains where each program has few tiles, whose prologue and epilogue it hides, and, causal,
-# with the paired schedule (causal_schedule) evening out the programs' work; at 16k it was
+# with a causal schedule (causal_schedule) evening out the programs' work; at 16k it was
 # level without causality and lost with it.
 PERSISTENT_MAX_TILES = 32
 
@@ -154,9 +158,9 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def causal_schedule(n_m: int, bh: int, programs: int) -> list[int]:
-    """The causal persistent grid's work items in order, each ``bh · n_m + m`` (batch·head,
-    query tile), for ``programs`` programs taking items p, p + P, p + 2P, ...
+def paired_order(n_m: int, bh: int, programs: int) -> list[int]:
+    """The causal work items in the paired order, each ``bh · n_m + m`` (batch·head, query
+    tile), for ``programs`` programs taking items p, p + P, p + 2P, ...
 
     Each head's query tiles pair up, longest with shortest (n_m - 1 - i with i: n_m + 1 K/V
     tiles a pair). A program takes a pair's long tile in one round and its short tile in the
@@ -177,9 +181,61 @@ def causal_schedule(n_m: int, bh: int, programs: int) -> list[int]:
     return order
 
 
+# A work item's fixed cost (its first GEMM, alone, and its epilogue), in K/V tiles' time: the
+# balanced schedule's model of an item, tiles + ITEM_OVERHEAD.
+ITEM_OVERHEAD = 1.0
+
+
+def causal_schedule(n_m: int, bh: int, programs: int, tiles: list[int], *,
+                    balanced: bool = True) -> list[list[int]]:
+    """Each program's causal work items, in the order it runs them. ``tiles[m]``: the K/V
+    tiles query tile m meets.
+
+    Paired (``balanced=False``): program p takes every P-th item of :func:`paired_order`. The
+    pairs even out the full rounds, but the last round is ragged (d = 64, N = 1k: 2048 pairs
+    on 132 programs leave 68 over, so 4 programs run a long and a short tile more, the others
+    one of them). Balanced: the same order, each item given to the program
+    with the least work so far (list scheduling, as a dynamic scheduler would), the last 2·P
+    items longest first, so the programs finish within about one short item of each other
+    (Graham's LPT rule); neighbouring items still run at about the same time, sharing L2.
+    Where that is no more even than the pairs (rounds that come out whole), the pairs."""
+    P = min(programs, n_m * bh)
+    order = paired_order(n_m, bh, P)
+    paired = [order[p::P] for p in range(P)]
+    if not balanced:
+        return paired
+
+    def cost(code: int) -> float:
+        return tiles[code % n_m] + ITEM_OVERHEAD
+
+    bulk, tail = order[:-2 * P], sorted(order[-2 * P:], key=cost, reverse=True)
+    heap = [(0.0, p) for p in range(P)]  # (work so far, program)
+    items: list[list[int]] = [[] for _ in range(P)]
+    for code in bulk + tail:
+        load, p = heapq.heappop(heap)
+        items[p].append(code)
+        heapq.heappush(heap, (load + cost(code), p))
+    # Where the pairs fill every round (no ragged end), they are already even, and exactly.
+    busiest = max(load for load, _ in heap)
+    return items if busiest < max(sum(map(cost, mine)) for mine in paired) else paired
+
+
+def causal_tiles(n_m: int, block_m: int, block_n: int, n_k: int) -> list[int]:
+    """K/V tiles each causal query tile meets (the kernel's _work_item)."""
+    return [-(-min((m + 1) * block_m, n_k) // block_n) for m in range(n_m)]
+
+
 @functools.lru_cache(maxsize=64)
-def _schedule_tensor(n_m: int, bh: int, programs: int, device: torch.device) -> torch.Tensor:
-    return torch.tensor(causal_schedule(n_m, bh, programs), dtype=torch.int32, device=device)
+def _schedule_tensor(n_m: int, bh: int, programs: int, tiles: tuple[int, ...], balanced: bool,
+                     device: torch.device) -> torch.Tensor:
+    """The table the kernel reads: program p's items are entries P + 1 + [start[p], start[p+1])
+    after P + 1 offsets."""
+    items = causal_schedule(n_m, bh, programs, list(tiles), balanced=balanced)
+    starts = [0]
+    for mine in items:
+        starts.append(starts[-1] + len(mine))
+    flat = [code for mine in items for code in mine]
+    return torch.tensor(starts + flat, dtype=torch.int32, device=device)
 
 
 def _transposed_descriptor(vt: torch.Tensor, n_k: int, cols: int):
@@ -219,7 +275,9 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     if config.persistent:  # one program per SM, or per work item where there are fewer
         grid = (min(_sm_count(q.device), n_m * B * H), 1)
         if causal:
-            schedule = _schedule_tensor(n_m, B * H, grid[0], q.device)
+            tiles = causal_tiles(n_m, config.block_m, config.block_n, N_K)
+            schedule = _schedule_tensor(n_m, B * H, grid[0], tuple(tiles), config.balanced,
+                                        q.device)
     else:
         grid = (n_m, B * H)
     fa3_fwd_kernel[grid](

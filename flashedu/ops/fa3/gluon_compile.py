@@ -18,7 +18,10 @@ from pathlib import Path
 
 def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int,
               warp_specialize: bool, pingpong: bool, intra: bool, split_mask: bool,
-              persistent: bool, consumer_regs: int, consumers: int = 2) -> dict:
+              persistent: bool, consumer_regs: int, consumers: int = 2,
+              balanced: bool = True) -> dict:
+    """What the chip gives the kernel built with these switches (``balanced`` is the host's
+    choice of work-item order, the same machine code either way)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl

@@ -139,7 +139,8 @@ def _producer(NQ: gl.constexpr, PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, 
         BN: gl.constexpr = k_desc.block_type.shape[1]
         c = 0  # K/V tiles loaded so far: the ring's position
         t = 0  # work items so far: Q's phase
-        for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
+        start, end, step = _work_items(work, CAUSAL)
+        for item in range(start, end, step):
             bh, q_row, n_blocks = _work_item(item, work, CAUSAL, NQ * BM, BN)
             _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
                            k_empty, v_ready, v_empty, bh, q_row, n_blocks, c, t, NQ, True)
@@ -152,21 +153,34 @@ def _producer(NQ: gl.constexpr, PERSISTENT: gl.constexpr, CAUSAL: gl.constexpr, 
 
 
 @gluon.jit
+def _work_items(work, CAUSAL: gl.constexpr):
+    """This persistent program's work items, as range bounds: every P-th item (P programs),
+    or, causal, its own stretch of the host's schedule table: P + 1 offsets, then the items
+    (:func:`flashedu.ops.fa3.gluon.causal_schedule`). Every partition reads the same, so they
+    agree on every trip count."""
+    n_m, n_items, N_K, schedule = work
+    start = gl.program_id(0)
+    end = n_items
+    step = gl.num_programs(0)
+    if CAUSAL:
+        start = gl.load(schedule + gl.program_id(0))
+        end = gl.load(schedule + gl.program_id(0) + 1)
+        step = 1
+    return start, end, step
+
+
+@gluon.jit
 def _work_item(item, work, CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr):
-    """A persistent program's work item → (batch·head, first query row, K/V tiles), the same in
-    every partition so that they agree on every trip count. ``work`` is (query tiles per head,
-    work items, N_K, the causal schedule); program p takes items p, p + P, p + 2P, ... (P
-    programs).
+    """A persistent program's work item → (batch·head, first query row, K/V tiles).
+    ``work`` is (query tiles per head, work items, N_K, the causal schedule).
 
     Not causal (every item equally long): the query tile runs fastest, so the items in flight at
     once share a few heads' K and V in L2. Causal (item lengths 1..n_m tiles): the host's
-    schedule, one int32 per item, ``bh · n_m + m``
-    (:func:`flashedu.ops.fa3.gluon.causal_schedule`):
-    a table read costs one load per item, where working it out here cost the consumers
-    registers across the item loop."""
+    table, one int32 per item, ``bh · n_m + m``: a table read costs one load per item, where
+    working it out here cost the consumers registers across the item loop."""
     n_m, n_items, N_K, schedule = work
     if CAUSAL:
-        code = gl.load(schedule + item)
+        code = gl.load(schedule + gl.num_programs(0) + 1 + item)
         bh = code // n_m
         m = code - bh * n_m
     else:
@@ -470,7 +484,8 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
     if PERSISTENT:
         c = 0  # K/V tiles consumed so far: the ring's position
         t = 0  # work items so far: Q's phase
-        for item in range(gl.program_id(0), work[1], gl.num_programs(0)):
+        start, end, step = _work_items(work, CAUSAL)
+        for item in range(start, end, step):
             bh, q_row, n_blocks = _work_item(item, work, CAUSAL, NQ * BM, BN)
             _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, True,
                            STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem,
