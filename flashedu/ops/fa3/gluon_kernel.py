@@ -373,7 +373,9 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     scale0 = qk_scale
     if FP8:  # this warpgroup's Q descale joins the scale; K's and V's come per tile
         bh64 = bh.to(gl.int64)
-        qk_scale = qk_scale * gl.load(q_descale + bh64 * n_qt + r0 // q_block)
+        # (a warpgroup wholly past N_Q, whose rows are never stored, reads the last descale)
+        q_tile = gl.minimum(r0 // q_block, n_qt - 1)
+        qk_scale = qk_scale * gl.load(q_descale + bh64 * n_qt + q_tile)
         k_descale += bh64 * n_kt
         v_descale += bh64 * n_kt
         scale0 = qk_scale * gl.load(k_descale)
