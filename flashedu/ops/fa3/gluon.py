@@ -56,11 +56,17 @@ class GluonConfig:
     # Consumer warpgroups of 64 query rows each: 2, or 3 (FA3's 192-row tile at D = 64, where
     # the softmax, not the GEMMs, sets the pace; consumer_regs must then leave room for three).
     consumers: int = 2
-    # Causal and persistent: which program runs which work item (see causal_schedule). True:
-    # balanced by each item's K/V tiles; False: the paired rounds alone.
-    balanced: bool = True
+    # Causal and persistent: which program runs which work item (see causal_schedule). False:
+    # the paired rounds; True: balanced by a model of each item's time, which lost on the
+    # H200 (recorded kind fa3_gluon_tuning, "balanced").
+    balanced: bool = False
+    # Persistent: Q buffers per consumer warpgroup. Two: the producer loads the next work
+    # item's Q while this one runs; one: only once this item's last GEMM0 has read it.
+    q_buffers: int = 2
 
     def __post_init__(self):
+        if self.q_buffers not in (1, 2):
+            raise ValueError(f"config: q_buffers must be 1 or 2, got {self.q_buffers}")
         if self.consumers not in (2, 3):
             raise ValueError(f"config: consumers must be 2 or 3, got {self.consumers}")
         if self.consumers != 2 and not self.warp_specialize:
@@ -287,7 +293,8 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
         WARP_SPEC=config.warp_specialize, PINGPONG=config.pingpong, INTRA=config.intra,
         SPLIT_MASK=config.split_mask,
         PERSISTENT=config.persistent, CONSUMERS=config.consumers,
-        CONSUMER_REGS=config.consumer_regs, STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
+        CONSUMER_REGS=config.consumer_regs, Q_BUFFERS=config.q_buffers, STAMP_ITERS=stamp_iters,
+        num_warps=config.num_warps)
     return o, lse
 
 

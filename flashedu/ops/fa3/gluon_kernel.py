@@ -117,11 +117,16 @@ def _producer_item(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_read
     # [producer-start]
     BM: gl.constexpr = q_desc.block_type.shape[1]
     FP8: gl.constexpr = q_desc.dtype.is_fp8()  # V arrives transposed (K-major)
+    QB: gl.constexpr = (q_bar.type.shape[0] + 2 * NQ - 1) // (2 * NQ)  # see _consumer_item
     for wg in gl.static_range(NQ):  # each consumer warpgroup's 64 query rows
-        if PERSISTENT:  # that warpgroup's last GEMM0 of item t-1 has read its Q
-            mbarrier.wait(q_bar.index(NQ + wg), (t & 1) ^ 1)
-        mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
-        _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(wg), q_smem.index(wg))
+        b = wg
+        if PERSISTENT:
+            # Q buffer t % QB of that warpgroup, once its last reader (item t - QB) has run
+            # its last GEMM0: with two, the next item's Q arrives while this one runs.
+            b = (t % QB) * NQ + wg
+            mbarrier.wait(q_bar.index(QB * NQ + b), ((t // QB) & 1) ^ 1)
+        mbarrier.expect(q_bar.index(b), q_desc.block_type.nbytes)
+        _tma_load(q_desc, [bh, q_row + wg * BM, 0], q_bar.index(b), q_smem.index(b))
     # K runs one tile ahead of V, as the consumers use them: GEMM0(j+1) first.
     _load_tile(k_desc, k_smem, k_ready, k_empty, bh, 0, c, True, True, False)
     for j in range(n_blocks):
@@ -362,7 +367,15 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     if CAUSAL:
         first_masked = gl.minimum(first_masked, r0 // BN)
     turns = c - t                              # turns taken before: n_blocks - 1 per item
-    q = q_smem.index(WG).reshape([BM, D])
+    qb = WG                                    # this item's Q buffer, and its phase
+    q_phase = t & 1
+    # Q buffers per warpgroup: a persistent q_bar holds a "loaded" and a "free" barrier for
+    # each (2·QB·NQ), a one-item kernel's a "loaded" one (NQ)
+    QB: gl.constexpr = (q_bar.type.shape[0] + 2 * NQ - 1) // (2 * NQ)
+    if PERSISTENT:
+        qb = (t % QB) * NQ + WG
+        q_phase = (t // QB) & 1
+    q = q_smem.index(qb).reshape([BM, D])
     s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
     m_i = gl.full([BM], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([BM], gl.float32, gl.SliceLayout(1, s_layout))
@@ -383,7 +396,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
 
     # [consumer-start]
     # Prologue: S(0) = Q K(0)ᵀ and its softmax.
-    mbarrier.wait(q_bar.index(WG), t & 1)
+    mbarrier.wait(q_bar.index(qb), q_phase)
     mbarrier.wait(k_ready.index(c % STAGES), (c // STAGES) & 1)
     k_first = k_smem.index(c % STAGES).reshape([BN, D])
     s = warpgroup_mma(q, k_first.permute((1, 0)), s_zero, use_acc=False, is_async=True)
@@ -417,7 +430,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     p, m_i, l_i, acc = state
     if PERSISTENT:
         # The last GEMM0 has retired: Q may be overwritten by the next item's.
-        mbarrier.arrive(q_bar.index(NQ + WG), count=1)
+        mbarrier.arrive(q_bar.index(QB * NQ + qb), count=1)
 
     # Epilogue: GEMM1 of the last tile, then O / ℓ.
     last = n_blocks - 1
@@ -439,11 +452,11 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
 
     # O goes out through shared memory and the copy engine; rows past N_Q are dropped by the
     # descriptor. One work item: through this warpgroup's Q buffer (Q is no longer read).
-    # Persistent: Q already holds the next item's, so O has buffers of its own (o_smem: Q's
-    # second half), free again once the previous item's copy has read them. FP8: O (fp16) has
+    # Persistent: Q already holds the next item's, so O has buffers of its own (o_smem: after
+    # Q's), free again once the previous item's copy has read them. FP8: O (fp16) has
     # buffers of its own either way.
     if PERSISTENT:
-        o_buf = o_smem.index(WG if FP8 else NQ + WG)
+        o_buf = o_smem.index(WG if FP8 else QB * NQ + WG)
         tma.store_wait(0)
     else:
         o_buf = o_smem.index(WG)
@@ -515,7 +528,7 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
                    SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr,
                    CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                   STAMP_ITERS: gl.constexpr):
+                   Q_BUFFERS: gl.constexpr, STAMP_ITERS: gl.constexpr):
     """One program: 64·CONSUMERS query rows of one (batch, head) (128 without warp
     specialisation), against all (or, causal, the visible) K/V tiles. Grid: (cdiv(N_Q, rows),
     B·H). Persistent: one program per SM (at most one per work item), each taking every
@@ -550,10 +563,12 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
         stamp_on = (pid_m == stamp_pid) & (bh == 0)
 
     # Persistent: Q is refilled while O still waits to go out, so O gets buffers of its own
-    # after Q's ([2·NQ, 1, BM, D]), and each Q buffer a second barrier: Q free again. FP8: O
-    # (fp16) cannot share e4m3 Q's buffers, so it has its own [NQ, 1, BM, D].
-    QO: gl.constexpr = 2 * NQ if PERSISTENT else NQ
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NQ if FP8 else QO] + q_desc.block_type.shape,
+    # after Q's (Q_BUFFERS of those per warpgroup: [(Q_BUFFERS + 1)·NQ, 1, BM, D]), and each Q
+    # buffer a second barrier: Q free again. FP8: O (fp16) cannot share e4m3 Q's buffers, so
+    # it has its own [NQ, 1, BM, D].
+    QN: gl.constexpr = Q_BUFFERS * NQ if PERSISTENT else NQ  # Q buffers
+    QO: gl.constexpr = QN if FP8 or not PERSISTENT else QN + NQ
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [QO] + q_desc.block_type.shape,
                                        q_desc.layout)
     if FP8:
         o_smem = gl.allocate_shared_memory(o_desc.dtype, [NQ] + o_desc.block_type.shape,
@@ -564,13 +579,14 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [QO, 1], mbarrier.MBarrierLayout())
+    QBARS: gl.constexpr = 2 * QN if PERSISTENT else NQ  # loaded (and, persistent, free)
+    q_bar = gl.allocate_shared_memory(gl.int64, [QBARS, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [NQ, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(QO):
+    for i in gl.static_range(QBARS):
         mbarrier.init(q_bar.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
