@@ -7,6 +7,7 @@
   the kernel and the two together (``fp8_e2e_triton``) against fp16 ``v2_triton``;
 * :func:`fp8_config_table` - every timed FP8 configuration's speed-up, as a Markdown table;
 * :func:`fp8_design_costs` - what a second accumulator and one 128-row program per SM cost;
+* :func:`fp8_gluon_table` - the Gluon FA3 kernel's FP8 build beside the Triton FP8 kernel;
 * :func:`tuning_cost` - one variant against another in a ``tune_fp8`` run;
 * :func:`fp8_summary` - what chapter 6 says, by glue name.
 
@@ -139,6 +140,22 @@ def fp8_e2e_text(run: dict, D: int = 128) -> str:
         lines.append(f"{r['N']:6d} {r['fp16_ms']:8.3f} {r['quant_ms']:9.3f} {r['kernel_ms']:11.3f} "
                      f"{r['e2e_ms']:11.3f} {r['speedup']:7.2f}")
     return "\n".join(lines)
+
+
+def fp8_gluon_table(run: dict) -> list[dict]:
+    """Per (D, N) where the run timed the Gluon FA3 kernel's FP8 build (``fp8_gluon`` rows,
+    on sm_90): its fastest configuration's TFLOP/s (``gluon_tflops``, ``gluon_config``)
+    beside the fastest ``fp8_triton`` configuration's (``triton_tflops``), and their
+    ratio (``x_triton``), both on the same quantised inputs."""
+    rows = timed(run)
+    out = []
+    for D, N in sorted({(r["D"], r["N"]) for r in rows if r["impl"].startswith("fp8_gluon")}):
+        here = [r for r in rows if (r["D"], r["N"]) == (D, N)]
+        gluon = min((r for r in here if r["impl"].startswith("fp8_gluon")), key=lambda r: r["ms"])
+        triton = min((r for r in here if r["impl"].startswith("fp8_triton")), key=lambda r: r["ms"])
+        out.append(dict(D=D, N=N, gluon_tflops=gluon["tflops"], gluon_config=fp8_config(gluon["impl"]),
+                        triton_tflops=triton["tflops"], x_triton=triton["ms"] / gluon["ms"]))
+    return out
 
 
 def fp8_summary(run: dict) -> dict:
