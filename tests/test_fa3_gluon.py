@@ -119,6 +119,29 @@ def test_split_mask_takes_the_mask_out_of_the_main_loop(causal):
     assert split["setmaxnreg"] == base["setmaxnreg"] and split["stack_bytes"] <= 128
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_half_diagonal_compiles_within_hopper_limits(head_dim):
+    """Warpgroup 0's half-width last tile adds GEMMs of 64 keys beside the 128-key ones (more
+    wgmma instructions), in the same shared memory, with about the same main loop and no
+    spills."""
+    cfg = replace(fg.default_config(head_dim), persistent=True)
+    base = fg.hopper_resources(head_dim, causal=True, config=cfg)
+    r = fg.hopper_resources(head_dim, causal=True, config=replace(cfg, half_diagonal=True))
+    assert r["shared_bytes"] == base["shared_bytes"] and r["wgmma"] > base["wgmma"]
+    # (triton 3.9 schedules the main loop two instructions apart at d = 128)
+    loop, base_loop = r["loop_instructions"], base["loop_instructions"]
+    assert abs(loop - base_loop) <= 0.01 * base_loop
+    assert r["loop_spills"] == 0
+    assert r["stack_bytes"] <= max(base["stack_bytes"], 160)
+
+
+def test_half_diagonal_needs_two_consumer_warpgroups():
+    with pytest.raises(ValueError, match="half_diagonal"):
+        fg.GluonConfig(consumers=3, consumer_regs=160, half_diagonal=True)
+    with pytest.raises(ValueError, match="half_diagonal"):
+        fg.GluonConfig(warp_specialize=False, pingpong=False, half_diagonal=True)
+
+
 @pytest.mark.parametrize("head_dim, causal", [(128, False), (128, True), (64, False), (64, True)],
                          ids=["d128", "d128-causal", "d64", "d64-causal"])
 def test_persistent_compiles_within_hopper_limits(head_dim, causal):
@@ -338,6 +361,19 @@ def test_three_consumer_warpgroups_match_the_oracle(dtype, variant, causal, pois
            "persistent": replace(THREE, persistent=True)}[variant]
     _matches_the_oracle(cfg, 64, dtype, causal, ((1, 2, 1), (1, 2, 191), (2, 3, 1000),
                                                  (1, 2, 2048), (3, 50, 320)))
+
+
+@needs_hopper
+@pytest.mark.parametrize("persistent", [False, True], ids=["one-item", "persistent"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_half_diagonal_matches_the_oracle(head_dim, dtype, persistent, poison):
+    """Warpgroup 0 computing only the left half of its diagonal K/V tile: the same O and L,
+    with items of one K/V tile (its first GEMM already the half one) and of several, a
+    partial last tile, and more items than SMs."""
+    cfg = replace(fg.default_config(head_dim), persistent=persistent, half_diagonal=True)
+    _matches_the_oracle(cfg, head_dim, dtype, True, ((1, 2, 1), (1, 2, 70), (1, 2, 129),
+                                                     (2, 3, 1000), (3, 50, 320)))
 
 
 @needs_hopper

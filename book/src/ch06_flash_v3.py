@@ -372,9 +372,13 @@ if fa3_run:
 from flashedu.ops.fa3 import gluon_kernel
 show(region(gluon_kernel, "partitions", title="three roles"),
      region(gluon_kernel, "producer", title="producer warp"),
+     # (the half-diagonal variant, off by default, is left out of the view)
      region(gluon_kernel, "consumer", title="consumer warpgroup",
-            hide=("_stamp(",)),
-     region(gluon_kernel, "iteration", title="one iteration", hide=("_stamp(",)),
+            hide=("_stamp(", "# Causal, two consumers", "HALF: gl.constexpr",
+                  "if HALF:"),
+            unwrap=("if not HALF:",)),
+     region(gluon_kernel, "iteration", title="one iteration",
+            hide=("_stamp(", "if KEYS < BN:")),
      region(gluon_kernel._softmax, title="its softmax"))
 
 # %% [markdown]
@@ -547,7 +551,8 @@ print(fa3g_rec.speed_text(g_run))
 # query tiles, its producer warp loading the next tile's $Q$ and $K/V$ while the consumers
 # finish this one. The registered kernel runs it wherever a query tile meets at most
 # {glue:text}`fa3g_pers_tiles` $K/V$ tiles. On causal rows each program takes a head's
-# longest query tile, then the same head's shortest, so every program gets the same work.
+# longest query tile, then the same head's shortest, so every two rounds give every program
+# the same work.
 # At $d = 64$ a tile's GEMMs take half as long while its softmax does not, so the softmax,
 # already the slower side, weighs more. FA3's answer there is a third consumer warpgroup:
 # 192 query rows a program and three softmaxes to interleave with the GEMMs. The registered

@@ -63,6 +63,9 @@ class GluonConfig:
     # Persistent: Q buffers per consumer warpgroup. Two: the producer loads the next work
     # item's Q while this one runs; one: only once this item's last GEMM0 has read it.
     q_buffers: int = 2
+    # Causal, two consumers: warpgroup 0 computes the left half of its last (diagonal) K/V
+    # tile only, the half its rows can see. Compiled, not yet run on a GPU: off.
+    half_diagonal: bool = False
 
     def __post_init__(self):
         if self.q_buffers not in (1, 2):
@@ -75,6 +78,9 @@ class GluonConfig:
             raise ValueError(f"config: consumer_regs={self.consumer_regs} is more than "
                              f"{self.consumers} consumer warpgroups can have "
                              f"({max_consumer_regs(self.consumers)})")
+        if self.half_diagonal and (not self.warp_specialize or self.consumers != 2):
+            raise ValueError("config: half_diagonal needs two consumer warpgroups (warp "
+                             "specialised): warpgroup 0's rows end halfway into a K/V tile")
         if self.pingpong and not self.warp_specialize:
             raise ValueError("config: pingpong needs warp_specialize (two consumer warpgroups)")
         if self.persistent and not self.warp_specialize:
@@ -293,8 +299,8 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
         WARP_SPEC=config.warp_specialize, PINGPONG=config.pingpong, INTRA=config.intra,
         SPLIT_MASK=config.split_mask,
         PERSISTENT=config.persistent, CONSUMERS=config.consumers,
-        CONSUMER_REGS=config.consumer_regs, Q_BUFFERS=config.q_buffers, STAMP_ITERS=stamp_iters,
-        num_warps=config.num_warps)
+        CONSUMER_REGS=config.consumer_regs, Q_BUFFERS=config.q_buffers,
+        HALF_DIAGONAL=config.half_diagonal, STAMP_ITERS=stamp_iters, num_warps=config.num_warps)
     return o, lse
 
 

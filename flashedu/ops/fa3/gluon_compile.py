@@ -19,7 +19,7 @@ from pathlib import Path
 def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int,
               warp_specialize: bool, pingpong: bool, intra: bool, split_mask: bool,
               persistent: bool, consumer_regs: int, consumers: int = 2,
-              balanced: bool = False, q_buffers: int = 2) -> dict:
+              balanced: bool = False, q_buffers: int = 2, half_diagonal: bool = False) -> dict:
     """What the chip gives the kernel built with these switches (``balanced`` is the host's
     choice of work-item order, the same machine code either way)."""
     import triton
@@ -42,7 +42,7 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
     constexprs = dict(CAUSAL=causal, STAGES=stages, WARP_SPEC=warp_specialize, PINGPONG=pingpong,
                       INTRA=intra, SPLIT_MASK=split_mask, PERSISTENT=persistent,
                       CONSUMERS=consumers, CONSUMER_REGS=consumer_regs, Q_BUFFERS=q_buffers,
-                      STAMP_ITERS=0)
+                      HALF_DIAGONAL=half_diagonal, STAMP_ITERS=0)
     fp8 = dtype == "fp8"
     signature = {"q_desc": desc([1, q_rows, head_dim]), "k_desc": desc([1, block_n, head_dim]),
                  "v_desc": desc([1, head_dim, block_n] if fp8 else [1, block_n, head_dim]),

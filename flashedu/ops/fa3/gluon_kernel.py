@@ -209,11 +209,12 @@ MASK_ALWAYS = gl.constexpr(2)
 
 
 @gluon.jit
-def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
-    """Score tile j with the columns past N_K (and, causal, right of the diagonal) at -inf."""
+def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr, TILE_N: gl.constexpr):
+    """Score tile j (K/V tiles of TILE_N keys; S may hold the first keys of one only) with the
+    columns past N_K (and, causal, right of the diagonal) at -inf."""
     BM: gl.constexpr = s.type.shape[0]
     BN: gl.constexpr = s.type.shape[1]
-    cols = j * BN + gl.arange(0, BN, gl.SliceLayout(0, s_layout))
+    cols = j * TILE_N + gl.arange(0, BN, gl.SliceLayout(0, s_layout))
     rows = r0 + gl.arange(0, BM, gl.SliceLayout(1, s_layout))
     if CAUSAL:
         keep = (cols[None, :] < N_K) & (rows[:, None] >= cols[None, :])
@@ -225,17 +226,17 @@ def _mask(s, j, r0, N_K, CAUSAL: gl.constexpr, s_layout: gl.constexpr):
 @gluon.jit
 def _softmax(s, m_i, l_i, j, first_masked, r0, N_K, qk_scale,
              CAUSAL: gl.constexpr, MASK: gl.constexpr, s_layout: gl.constexpr,
-             FP8: gl.constexpr):
-    """Fold score tile j into the running (m, ℓ); return P(j) and the rescale α.
-    FP8: P·2⁸, which keeps small probabilities normal e4m3 numbers (ℓ sums the
-    same, so the factor cancels)."""
+             FP8: gl.constexpr, TILE_N: gl.constexpr):
+    """Fold score tile j (of TILE_N keys; S may hold its first half) into the running
+    (m, ℓ); return P(j) and the rescale α. FP8: P·2⁸, which keeps small probabilities
+    normal e4m3 numbers (ℓ sums the same, so the factor cancels)."""
     if MASK == MASK_ALWAYS:
-        s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
+        s = _mask(s, j, r0, N_K, CAUSAL, s_layout, TILE_N)
     elif MASK == MASK_AT_RUN_TIME:
         # Only the last tile and the diagonal need it, but the compiler turns this
         # test into selects on every score of every tile: a third of the loop.
         if j >= first_masked:
-            s = _mask(s, j, r0, N_K, CAUSAL, s_layout)
+            s = _mask(s, j, r0, N_K, CAUSAL, s_layout, TILE_N)
     # Base-2 units: qk_scale is the softmax scale times log2(e).
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
     if FP8:
@@ -289,6 +290,7 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
     BN: gl.constexpr = k_smem.type.shape[2]
     D: gl.constexpr = k_smem.type.shape[3]
     STAGES: gl.constexpr = k_smem.type.shape[0]
+    KEYS: gl.constexpr = s_zero.type.shape[1]  # keys of S(j+1): BN, or the first BN/2
     dtype: gl.constexpr = k_desc.dtype
     FP8: gl.constexpr = dtype.is_fp8()
     scale = qk_scale
@@ -306,6 +308,10 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
     if PINGPONG:  # wait for the warpgroup before this one to have issued its GEMMs
         mbarrier.wait(turn.index(WG), ((turns + j) & 1) ^ (WG == 0))
     k_next = k_smem.index(kn % STAGES).reshape([BN, D])
+    if KEYS < BN:  # the diagonal tile's left half (_half_diagonal_tiles)
+        k_next = k_next.slice(0, KEYS)
+        m_i = gl.convert_layout(m_i, gl.SliceLayout(1, s_layout))
+        l_i = gl.convert_layout(l_i, gl.SliceLayout(1, s_layout))
     if FP8:  # Vᵀ stored [D, BN]: e4m3 wgmma reads B with the keys contiguous
         v_this = v_smem.index(vn % STAGES).reshape([D, BN]).permute((1, 0))
     else:
@@ -324,7 +330,7 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
         _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, c, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
-                                      scale, CAUSAL, MASK, s_layout, FP8)
+                                      scale, CAUSAL, MASK, s_layout, FP8, BN)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
     else:
@@ -332,7 +338,7 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
         _release(k_desc, k_smem, k_ready, k_empty, bh, nxt, c, n_blocks, SELF_LOAD)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_S_READY, STAMP_ITERS)
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, nxt, first_masked, r0, N_K,
-                                      scale, CAUSAL, MASK, s_layout, FP8)
+                                      scale, CAUSAL, MASK, s_layout, FP8, BN)
         _stamp(stamps_ptr, stamp_on, WG, j + 1, EV_SOFTMAX, STAMP_ITERS)
     # Only now is V(j) free: handed back earlier, TMA could overwrite it.
     _release(v_desc, v_smem, v_ready, v_empty, bh, j, c, n_blocks, SELF_LOAD)
@@ -346,9 +352,70 @@ def _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks, first_ma
 
 
 @gluon.jit
+def _first_tile(q, s_zero, m_i, l_i, ring, bh, c, n_blocks, first_masked, r0, N_K, scale,
+                CAUSAL: gl.constexpr, SELF_LOAD: gl.constexpr, s_layout: gl.constexpr):
+    """S(0) = Q K(0)ᵀ over the first keys of tile 0 that ``s_zero`` is wide, and its softmax:
+    P(0), m, ℓ (fp16/bf16; the prologue of :func:`_half_diagonal_tiles`)."""
+    k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty = ring
+    STAGES: gl.constexpr = k_smem.type.shape[0]
+    BN: gl.constexpr = k_smem.type.shape[2]
+    D: gl.constexpr = k_smem.type.shape[3]
+    mbarrier.wait(k_ready.index(c % STAGES), (c // STAGES) & 1)
+    k_first = k_smem.index(c % STAGES).reshape([BN, D]).slice(0, s_zero.type.shape[1])
+    s = warpgroup_mma(q, k_first.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    _release(k_desc, k_smem, k_ready, k_empty, bh, 0, c, n_blocks, SELF_LOAD)
+    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, scale, CAUSAL,
+                                  MASK_AT_RUN_TIME, s_layout, False, BN)
+    return p, m_i, l_i
+
+
+@gluon.jit
+def _half_diagonal_tiles(q, acc, c, turns, ring, turn, bh, n_blocks, first_masked, r0, N_K,
+                         qk_scale, tiles, stamps, SELF_LOAD: gl.constexpr,
+                         PINGPONG: gl.constexpr, INTRA: gl.constexpr,
+                         STAMP_ITERS: gl.constexpr, s_layout: gl.constexpr,
+                         o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """Warpgroup 0 of a causal program of two (HALF_DIAGONAL): its 64 rows end halfway into
+    the item's last K/V tile, the diagonal one, whose right half they may not see. So of that
+    tile it computes the left half only, 64 keys: half its GEMMs and exponentials. The tiles
+    before it go as in the loop. Returns (P of the half tile, m, ℓ, O) for the epilogue."""
+    BM: gl.constexpr = q.type.shape[0]
+    BN: gl.constexpr = ring[2].type.shape[2]
+    half_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                          instr_shape=[16, BN // 2, 16])
+    s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
+    h_zero = gl.zeros([BM, BN // 2], gl.float32, half_layout)
+    m_i = gl.full([BM], float("-inf"), gl.float32, gl.SliceLayout(1, half_layout))
+    l_i = gl.zeros([BM], gl.float32, gl.SliceLayout(1, half_layout))
+    if n_blocks == 1:  # the diagonal tile is the item's only one
+        p, m_i, l_i = _first_tile(q, h_zero, m_i, l_i, ring, bh, c, n_blocks, first_masked,
+                                  r0, N_K, qk_scale, True, SELF_LOAD, half_layout)
+    else:
+        m_w = gl.full([BM], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_w = gl.zeros([BM], gl.float32, gl.SliceLayout(1, s_layout))
+        p_w, m_w, l_w = _first_tile(q, s_zero, m_w, l_w, ring, bh, c, n_blocks, first_masked,
+                                    r0, N_K, qk_scale, True, SELF_LOAD, s_layout)
+        state = (p_w, m_w, l_w, acc)
+        for j in range(n_blocks - 2):
+            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
+                               first_masked, r0, N_K, qk_scale, tiles, stamps, 0,
+                               SELF_LOAD, PINGPONG, INTRA, True, MASK_AT_RUN_TIME,
+                               STAMP_ITERS, s_layout, o_layout, p_layout)
+        # the last turn of the loop computes S of the diagonal tile's left half
+        p, m_i, l_i, acc = _iteration(n_blocks - 2, c, turns, state, q, h_zero, ring, turn,
+                                      bh, n_blocks, first_masked, r0, N_K, qk_scale, tiles,
+                                      stamps, 0, SELF_LOAD, PINGPONG, INTRA, True,
+                                      MASK_ALWAYS, STAMP_ITERS, half_layout, o_layout,
+                                      p_layout)
+    return p, m_i, l_i, acc
+
+
+@gluon.jit
 def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.constexpr,
                    INTRA: gl.constexpr, CAUSAL: gl.constexpr, SPLIT_MASK: gl.constexpr,
-                   PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr, k_desc, v_desc, o_desc,
+                   PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
+                   HALF_DIAGONAL: gl.constexpr, k_desc, v_desc, o_desc,
                    lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready,
                    k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks, c, t, N_Q, N_K,
                    qk_scale, descales, stamp_on,
@@ -395,39 +462,47 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
     tiles = (k_descale, v_descale, kv_shift)
 
     # [consumer-start]
-    # Prologue: S(0) = Q K(0)ᵀ and its softmax.
     mbarrier.wait(q_bar.index(qb), q_phase)
-    mbarrier.wait(k_ready.index(c % STAGES), (c // STAGES) & 1)
-    k_first = k_smem.index(c % STAGES).reshape([BN, D])
-    s = warpgroup_mma(q, k_first.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s,))
-    _release(k_desc, k_smem, k_ready, k_empty, bh, 0, c, n_blocks, SELF_LOAD)
-    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, scale0,
-                                  CAUSAL, MASK_AT_RUN_TIME, s_layout, FP8)
-
     ring = (k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty)
     stamps = (stamps_ptr, stamp_on)
-    state = (p, m_i, l_i, acc)  # P(j), m, ℓ, O
-    if SPLIT_MASK:
-        # Tiles 1 .. first_masked-1 need no mask: a loop without it, then one with it.
-        n_free = gl.maximum(gl.minimum(first_masked - 1, n_blocks - 1), 0)
-        for j in range(0, n_free):
-            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
-                               SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_NEVER,
-                               STAMP_ITERS, s_layout, o_layout, p_layout)
-        for j in range(n_free, n_blocks - 1):
-            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
-                               SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_ALWAYS,
-                               STAMP_ITERS, s_layout, o_layout, p_layout)
-    else:
-        for j in range(n_blocks - 1):
-            state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
-                               first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
-                               SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME,
-                               STAMP_ITERS, s_layout, o_layout, p_layout)
-    p, m_i, l_i, acc = state
+    # Causal, two consumers: warpgroup 0's rows end halfway into the last K/V tile
+    HALF: gl.constexpr = HALF_DIAGONAL and CAUSAL and WG == 0 and NQ == 2 and not FP8
+    if HALF:
+        p, m_i, l_i, acc = _half_diagonal_tiles(q, acc, c, turns, ring, turn, bh, n_blocks,
+                                                first_masked, r0, N_K, qk_scale, tiles,
+                                                stamps, SELF_LOAD, PINGPONG, INTRA,
+                                                STAMP_ITERS, s_layout, o_layout, p_layout)
+    if not HALF:
+        # Prologue: S(0) = Q K(0)ᵀ and its softmax.
+        mbarrier.wait(k_ready.index(c % STAGES), (c // STAGES) & 1)
+        k_first = k_smem.index(c % STAGES).reshape([BN, D])
+        s = warpgroup_mma(q, k_first.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(0, deps=(s,))
+        _release(k_desc, k_smem, k_ready, k_empty, bh, 0, c, n_blocks, SELF_LOAD)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, first_masked, r0, N_K, scale0,
+                                      CAUSAL, MASK_AT_RUN_TIME, s_layout, FP8, BN)
+
+        state = (p, m_i, l_i, acc)  # P(j), m, ℓ, O
+        if SPLIT_MASK:
+            # Tiles 1 .. first_masked-1 need no mask: a loop without it, then one with it.
+            n_free = gl.maximum(gl.minimum(first_masked - 1, n_blocks - 1), 0)
+            for j in range(0, n_free):
+                state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
+                                   first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
+                                   SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_NEVER,
+                                   STAMP_ITERS, s_layout, o_layout, p_layout)
+            for j in range(n_free, n_blocks - 1):
+                state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
+                                   first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
+                                   SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_ALWAYS,
+                                   STAMP_ITERS, s_layout, o_layout, p_layout)
+        else:
+            for j in range(n_blocks - 1):
+                state = _iteration(j, c, turns, state, q, s_zero, ring, turn, bh, n_blocks,
+                                   first_masked, r0, N_K, qk_scale, tiles, stamps, WG,
+                                   SELF_LOAD, PINGPONG, INTRA, CAUSAL, MASK_AT_RUN_TIME,
+                                   STAMP_ITERS, s_layout, o_layout, p_layout)
+        p, m_i, l_i, acc = state
     if PERSISTENT:
         # The last GEMM0 has retired: Q may be overwritten by the next item's.
         mbarrier.arrive(q_bar.index(QB * NQ + qb), count=1)
@@ -441,6 +516,8 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
         v_last = v_smem.index(lv % STAGES).reshape([D, BN]).permute((1, 0))
     else:
         v_last = v_smem.index(lv % STAGES).reshape([BN, D])
+    if HALF:  # P covers the tile's first half of the keys
+        v_last = v_last.slice(0, BN // 2)
     o_tok = warpgroup_mma(p16, v_last, acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
     _release(v_desc, v_smem, v_ready, v_empty, bh, last, c, n_blocks, SELF_LOAD)
@@ -479,6 +556,7 @@ def _consumer_item(WG: gl.constexpr, SELF_LOAD: gl.constexpr, PINGPONG: gl.const
 def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
               PINGPONG: gl.constexpr, INTRA: gl.constexpr, CAUSAL: gl.constexpr,
               SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr, STAMP_ITERS: gl.constexpr,
+              HALF_DIAGONAL: gl.constexpr,
               k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
               q_bar, k_ready, k_empty, v_ready, v_empty, turn, work, N_Q, N_K, qk_scale,
               descales, stamp_on):
@@ -503,19 +581,20 @@ def _consumer(WG: gl.constexpr, WARPS: gl.constexpr, SELF_LOAD: gl.constexpr,
         for item in range(start, end, step):
             bh, q_row, n_blocks = _work_item(item, work, CAUSAL, NQ * BM, BN)
             _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, True,
-                           STAMP_ITERS, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem,
-                           k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh,
-                           q_row, n_blocks, c, t, N_Q, N_K, qk_scale, descales, stamp_on, s_layout,
-                           o_layout, p_layout)
+                           STAMP_ITERS, HALF_DIAGONAL, k_desc, v_desc, o_desc, lse_ptr,
+                           stamps_ptr, q_smem, o_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
+                           v_ready, v_empty, turn, bh, q_row, n_blocks, c, t, N_Q, N_K,
+                           qk_scale, descales, stamp_on, s_layout, o_layout, p_layout)
             c += n_blocks
             t += 1
         tma.store_wait(0)
     else:
         bh, q_row, n_blocks = work
         _consumer_item(WG, SELF_LOAD, PINGPONG, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
-                       k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem, v_smem,
-                       q_bar, k_ready, k_empty, v_ready, v_empty, turn, bh, q_row, n_blocks,
-                       0, 0, N_Q, N_K, qk_scale, descales, stamp_on, s_layout, o_layout, p_layout)
+                       HALF_DIAGONAL, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem,
+                       o_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn,
+                       bh, q_row, n_blocks, 0, 0, N_Q, N_K, qk_scale, descales, stamp_on,
+                       s_layout, o_layout, p_layout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,7 +607,8 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                    WARP_SPEC: gl.constexpr, PINGPONG: gl.constexpr, INTRA: gl.constexpr,
                    SPLIT_MASK: gl.constexpr, PERSISTENT: gl.constexpr,
                    CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                   Q_BUFFERS: gl.constexpr, STAMP_ITERS: gl.constexpr):
+                   Q_BUFFERS: gl.constexpr, HALF_DIAGONAL: gl.constexpr,
+                   STAMP_ITERS: gl.constexpr):
     """One program: 64·CONSUMERS query rows of one (batch, head) (128 without warp
     specialisation), against all (or, causal, the visible) K/V tiles. Grid: (cdiv(N_Q, rows),
     B·H). Persistent: one program per SM (at most one per work item), each taking every
@@ -612,20 +692,20 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
             gl.warp_specialize([
                 # the kernel's own 4 warps, then 4 more, twice
                 (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
-                             PERSISTENT, STAMP_ITERS) + cargs),
+                             PERSISTENT, STAMP_ITERS, HALF_DIAGONAL) + cargs),
                 (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
-                             PERSISTENT, STAMP_ITERS) + cargs),
+                             PERSISTENT, STAMP_ITERS, HALF_DIAGONAL) + cargs),
                 (_consumer, (2, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
-                             PERSISTENT, STAMP_ITERS) + cargs),
+                             PERSISTENT, STAMP_ITERS, HALF_DIAGONAL) + cargs),
                 (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
             ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, 24])
         else:
             gl.warp_specialize([
                 # the kernel's own 4 warps, then 4 more
                 (_consumer, (0, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
-                             PERSISTENT, STAMP_ITERS) + cargs),
+                             PERSISTENT, STAMP_ITERS, HALF_DIAGONAL) + cargs),
                 (_consumer, (1, 4, False, PINGPONG, INTRA, CAUSAL, SPLIT_MASK,
-                             PERSISTENT, STAMP_ITERS) + cargs),
+                             PERSISTENT, STAMP_ITERS, HALF_DIAGONAL) + cargs),
                 (_producer, (NQ, PERSISTENT, CAUSAL) + pargs),  # 1 warp
             ], [4, 1], [CONSUMER_REGS, 24])
     else:
@@ -637,7 +717,7 @@ def fa3_fwd_kernel(q_desc, k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, schedule
                        False, False)
             _load_tile(v_desc, v_smem, v_ready, v_empty, bh, i, 0, i < n_blocks,
                        False, False)
-        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS,
+        _consumer(0, 8, True, False, INTRA, CAUSAL, SPLIT_MASK, False, STAMP_ITERS, False,
                   k_desc, v_desc, o_desc, lse_ptr, stamps_ptr, q_smem, o_smem, k_smem,
                   v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, work,
                   N_Q, N_K, qk_scale, descales, stamp_on)
