@@ -520,7 +520,8 @@ glue("fa3g_pers_tiles", fa3g.PERSISTENT_MAX_TILES)
 for r in fa3g_rec.timed(g_run):
     if r["impl"] == "fa3_gluon":
         cfg_ = fa3g.default_config(r["D"], n_k=r["N"], causal=r["causal"])
-        assert r["config"] == cfg_.__dict__, r
+        # (a switch added after the run is not in it: off, as the kernel it timed)
+        assert {k: cfg_.__dict__[k] for k in r["config"]} == r["config"], r
 # three consumer warpgroups at d = 64 past the persistent grid's reach
 assert fa3g.default_config(64, n_k=16384).consumers == 3
 
