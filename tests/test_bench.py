@@ -389,6 +389,9 @@ def test_forward_grid_checks_then_times_every_candidate_and_keeps_failures(monke
     assert by[("same", True, 16)]["tflops"] == round(4 * 4 * 2 * 16 * 16 * 16 / 2 / (
         by[("same", True, 16)]["ms"] * 1e-3) / 1e12, 1)
     assert Rec.saved[-1] == (len(rows), True)
+    only = fwd_grid.Grid(Rec(), tokens=64, hidden=32, device="cpu")
+    only.run([16], [16], candidates=candidates, deadline=60, causals=(True,))
+    assert {r["causal"] for r in only.rows} == {True} and len(only.rows) == 4
     late = fwd_grid.Grid(Rec(), tokens=64, hidden=32, device="cpu")
     late.run([16], [16], candidates=candidates, deadline=-1)
     assert late.rows == [{"note": "deadline reached", "D": 16, "causal": False, "N": 16}]

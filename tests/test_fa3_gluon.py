@@ -231,7 +231,7 @@ def test_causal_schedule_gives_every_item_once_and_balances_the_programs(n_m, bh
     for block_m in (128, 192):
         tiles = fg.causal_tiles(n_m, block_m, 128, n_m * block_m)
         paired = fg.causal_schedule(n_m, bh, programs, tiles, balanced=False)
-        balanced = fg.causal_schedule(n_m, bh, programs, tiles)
+        balanced = fg.causal_schedule(n_m, bh, programs, tiles, balanced=True)
         order = fg.paired_order(n_m, bh, programs)
         assert paired == [order[p::P] for p in range(P)]
         assert len(balanced) == P
@@ -250,7 +250,7 @@ def test_balanced_schedule_evens_out_the_ragged_last_round():
     tiles = fg.causal_tiles(n_m, 128, 128, 1024)
     assert tiles == list(range(1, 9))
     paired = _loads(fg.causal_schedule(n_m, bh, P, tiles, balanced=False), tiles, n_m)
-    balanced = _loads(fg.causal_schedule(n_m, bh, P, tiles), tiles, n_m)
+    balanced = _loads(fg.causal_schedule(n_m, bh, P, tiles, balanced=True), tiles, n_m)
     avg = sum(balanced) / P
     assert max(paired) - avg > n_m / 2 and max(balanced) - avg <= 1 + fg.ITEM_OVERHEAD
 
@@ -258,12 +258,13 @@ def test_balanced_schedule_evens_out_the_ragged_last_round():
 def test_schedule_table_holds_offsets_then_items():
     """What the kernel reads (_work_items): P + 1 offsets, then every program's items."""
     tiles = fg.causal_tiles(5, 128, 128, 600)
-    items = fg.causal_schedule(5, 7, 6, tiles)
-    t = fg._schedule_tensor(5, 7, 6, tuple(tiles), True, torch.device("cpu")).tolist()
-    P = len(items)
-    for p in range(P):
-        assert t[P + 1 + t[p]:P + 1 + t[p + 1]] == items[p]
-    assert t[P] == 5 * 7 and len(t) == P + 1 + 5 * 7
+    for balanced in (False, True):
+        items = fg.causal_schedule(5, 7, 6, tiles, balanced=balanced)
+        t = fg._schedule_tensor(5, 7, 6, tuple(tiles), balanced, torch.device("cpu")).tolist()
+        P = len(items)
+        for p in range(P):
+            assert t[P + 1 + t[p]:P + 1 + t[p + 1]] == items[p]
+        assert t[P] == 5 * 7 and len(t) == P + 1 + 5 * 7
 
 
 # ---- on a Hopper GPU ----------------------------------------------------------------------------

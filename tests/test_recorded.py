@@ -353,6 +353,20 @@ def test_fp8_design_costs_on_synthetic_rows():
     assert costs["rows128"] == pytest.approx([25.0, 0.0])
 
 
+def test_fp8_gluon_table_pairs_the_fastest_of_each_kernel_per_shape():
+    from flashedu.recorded.fp8 import fp8_gluon_table
+
+    gluon = dict(kind="time", impl="fp8_gluon GluonConfig(block_n=128, stages=2)", D=128,
+                 N=4096, ms=0.5, tflops=2.0)
+    run = {"provenance": PROV, "rows": [
+        _fp8_row(128, 4096, 1.0), _fp8_row(128, 4096, 0.6, bm=64, warps=4), gluon,
+        dict(gluon, ms=0.8, impl="fp8_gluon GluonConfig(block_n=128, stages=3)"),
+        _fp8_row(128, 8192, 2.0)]}  # no Gluon row at 8192: no entry
+    (row,) = fp8_gluon_table(run)
+    assert (row["D"], row["N"], row["gluon_config"]) == (128, 4096, "block_n=128, stages=2")
+    assert row["x_triton"] == pytest.approx(0.6 / 0.5) and row["gluon_tflops"] == 2.0
+
+
 def test_tuning_cost_pairs_variant_and_base_per_shape():
     tuning = {"rows": [dict(impl="a", D=128, N=4096, causal=False, ms=2.0), dict(impl="b", D=128, N=4096, causal=False, ms=1.0),
                        dict(impl="a", D=128, N=8192, causal=True, ms=3.0), dict(impl="b", D=128, N=8192, causal=True, ms=4.0),

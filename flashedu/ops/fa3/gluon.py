@@ -199,7 +199,7 @@ ITEM_OVERHEAD = 1.0
 
 
 def causal_schedule(n_m: int, bh: int, programs: int, tiles: list[int], *,
-                    balanced: bool = True) -> list[list[int]]:
+                    balanced: bool = False) -> list[list[int]]:
     """Each program's causal work items, in the order it runs them. ``tiles[m]``: the K/V
     tiles query tile m meets.
 
