@@ -218,10 +218,6 @@ def test_paired_order_is_a_permutation_and_pairs_on_one_program(n_m, bh, program
             assert b0 == b1 and m0 + m1 == n_m - 1 and m0 > m1
 
 
-def _loads(items, tiles, n_m):
-    return [sum(tiles[code % n_m] + fg.ITEM_OVERHEAD for code in mine) for mine in items]
-
-
 @pytest.mark.parametrize("n_m, bh, programs", SCHEDULES)
 def test_causal_schedule_gives_every_item_once_and_balances_the_programs(n_m, bh, programs):
     """Both schedules run every item once, on min(programs, items) programs; the balanced one
@@ -236,10 +232,10 @@ def test_causal_schedule_gives_every_item_once_and_balances_the_programs(n_m, bh
         assert paired == [order[p::P] for p in range(P)]
         assert len(balanced) == P
         assert sorted(c for mine in balanced for c in mine) == list(range(n_m * bh))
-        loads = _loads(balanced, tiles, n_m)
+        loads = fg.schedule_work(balanced, tiles)
         avg = sum(loads) / P
         assert max(loads) <= avg + max(tiles) + fg.ITEM_OVERHEAD
-        assert max(loads) <= max(_loads(paired, tiles, n_m))
+        assert max(loads) <= max(fg.schedule_work(paired, tiles))
 
 
 def test_balanced_schedule_evens_out_the_ragged_last_round():
@@ -249,8 +245,8 @@ def test_balanced_schedule_evens_out_the_ragged_last_round():
     n_m, bh, P = 8, 512, 132
     tiles = fg.causal_tiles(n_m, 128, 128, 1024)
     assert tiles == list(range(1, 9))
-    paired = _loads(fg.causal_schedule(n_m, bh, P, tiles, balanced=False), tiles, n_m)
-    balanced = _loads(fg.causal_schedule(n_m, bh, P, tiles, balanced=True), tiles, n_m)
+    paired = fg.schedule_work(fg.causal_schedule(n_m, bh, P, tiles, balanced=False), tiles)
+    balanced = fg.schedule_work(fg.causal_schedule(n_m, bh, P, tiles, balanced=True), tiles)
     avg = sum(balanced) / P
     assert max(paired) - avg > n_m / 2 and max(balanced) - avg <= 1 + fg.ITEM_OVERHEAD
 
@@ -260,7 +256,7 @@ def test_schedule_table_holds_offsets_then_items():
     tiles = fg.causal_tiles(5, 128, 128, 600)
     for balanced in (False, True):
         items = fg.causal_schedule(5, 7, 6, tiles, balanced=balanced)
-        t = fg._schedule_tensor(5, 7, 6, tuple(tiles), balanced, torch.device("cpu")).tolist()
+        t = fg._schedule_tensor(5, 7, 6, 128, 128, 600, balanced, torch.device("cpu")).tolist()
         P = len(items)
         for p in range(P):
             assert t[P + 1 + t[p]:P + 1 + t[p + 1]] == items[p]

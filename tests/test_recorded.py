@@ -365,6 +365,12 @@ def test_fp8_gluon_table_pairs_the_fastest_of_each_kernel_per_shape():
     (row,) = fp8_gluon_table(run)
     assert (row["D"], row["N"], row["gluon_config"]) == (128, 4096, "block_n=128, stages=2")
     assert row["x_triton"] == pytest.approx(0.6 / 0.5) and row["gluon_tflops"] == 2.0
+    from flashedu.recorded.fp8 import fp8_gluon_summary
+
+    summary = fp8_gluon_summary(run, N=4096)
+    assert summary == {"g8_tflops": 2.0, "g8_triton_tflops": 1.0,
+                       "g8_x_128_lo": pytest.approx(1.2), "g8_x_128_hi": pytest.approx(1.2)}
+    assert fp8_gluon_summary({"provenance": PROV, "rows": [_fp8_row(128, 4096, 1.0)]}) == {}
 
 
 def test_tuning_cost_pairs_variant_and_base_per_shape():

@@ -470,12 +470,21 @@ glue("cs5_bal_64_1k", 100 * bal_gain[(64, True, 1024)])
 glue("cs5_bal_64_4k", 100 * bal_gain[(64, True, 4096)])
 assert max(bal_gain.values()) > 0 > min(bal_gain.values())
 assert sum(g < 0 for g in bal_gain.values()) == 3  # it lost three of the four cases
-# what the host's model says of the two schedules at d = 64, causal, 1k (512 heads)
-tiles_ = fa3g.causal_tiles(8, 128, 128, 1024)
+# what the host's model says of the two schedules at d = 64, causal, 1k, on
+# that run's GPU: B·H heads of n_m query tiles, one program per SM
+bal_run = next(r for r in tuning_runs
+               if r["provenance"]["commit"] in bal["commits"])
+sms_ = bal_run["provenance"]["sms"]
+c64 = fa3g.default_config(64, n_k=1024, causal=True)
+n_m_ = 1024 // c64.block_m
+heads_ = (16384 // 1024) * (2048 // 64)  # the grid's B·H at d = 64, N = 1k
+tiles_ = fa3g.causal_tiles(n_m_, c64.block_m, c64.block_n, 1024)
+glue("cs5_heads", heads_)
+glue("cs5_pairs", heads_ * n_m_ // 2)
+glue("cs5_sms", sms_)
 for key, balanced in (("paired", False), ("bal", True)):
-    items_ = fa3g.causal_schedule(8, 512, 132, tiles_, balanced=balanced)
-    work_ = [sum(tiles_[c % 8] + fa3g.ITEM_OVERHEAD for c in mine)
-             for mine in items_]
+    items_ = fa3g.causal_schedule(n_m_, heads_, sms_, tiles_, balanced=balanced)
+    work_ = fa3g.schedule_work(items_, tiles_)
     glue(f"cs5_{key}_over", 100 * (max(work_) * len(work_) / sum(work_) - 1))
     glue(f"cs5_{key}_items_lo", min(map(len, items_)))
     glue(f"cs5_{key}_items_hi", max(map(len, items_)))
@@ -574,7 +583,8 @@ for N_ in (1024, 16384):
 #   query tile there meets one to {glue:text}`cs5_tiles_1k` $K/V$ tiles, so the loop without
 #   the mask runs a few times at most, while each work item pays for entering two loops.
 # - **Even by a model is not even on the GPU.** The paired schedule leaves a ragged last
-#   round: at $d$ = 64, causal, 1k (512 heads, 2048 pairs on 132 programs) the busiest
+#   round: at $d$ = 64, causal, 1k ({glue:text}`cs5_heads` heads, {glue:text}`cs5_pairs`
+#   pairs on {glue:text}`cs5_sms` programs) the busiest
 #   program has {glue:text}`cs5_paired_over:.1f`% more work than the average, counting each
 #   item as its $K/V$ tiles plus {glue:text}`cs5_item_overhead:.0f` for its start and end.
 #   So we dealt the same items out one at a time, each to the program with the least work so

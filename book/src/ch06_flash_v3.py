@@ -925,20 +925,13 @@ if fp8_run:
 
 # %% tags=["hide-input"]
 # Bookkeeping: the Gluon kernel's FP8 build, where the run timed it (sm_90).
-from flashedu.recorded.fp8 import fp8_gluon_table
-g8 = {(r["D"], r["N"]): r
-      for r in (fp8_gluon_table(fp8_run) if fp8_run else [])}
+from flashedu.recorded.fp8 import fp8_gluon_summary
+g8 = fp8_gluon_summary(fp8_run) if fp8_run else {}
+for name, value in g8.items():
+    glue(name, value)
+# the prose: ahead at d = 128 at every N, behind at d = 64 at every N
 if g8:
-    at = {D_: [r for (d_, _), r in g8.items() if d_ == D_]
-          for D_ in (128, 64)}
-    glue("g8_tflops", g8[(128, 16384)]["gluon_tflops"])
-    glue("g8_triton_tflops", g8[(128, 16384)]["triton_tflops"])
-    for D_, rows_ in at.items():
-        glue(f"g8_x_{D_}_lo", min(r["x_triton"] for r in rows_))
-        glue(f"g8_x_{D_}_hi", max(r["x_triton"] for r in rows_))
-    # the prose: ahead at d = 128 at every N, behind at d = 64 at every N
-    assert (min(r["x_triton"] for r in at[128]) > 1
-            > max(r["x_triton"] for r in at[64]))
+    assert g8["g8_x_128_lo"] > 1 > g8["g8_x_64_hi"]
 
 # %% [markdown]
 # The Gluon kernel of the previous section has an FP8 build too: the same warp-specialised,

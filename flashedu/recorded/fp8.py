@@ -7,7 +7,8 @@
   the kernel and the two together (``fp8_e2e_triton``) against fp16 ``v2_triton``;
 * :func:`fp8_config_table` - every timed FP8 configuration's speed-up, as a Markdown table;
 * :func:`fp8_design_costs` - what a second accumulator and one 128-row program per SM cost;
-* :func:`fp8_gluon_table` - the Gluon FA3 kernel's FP8 build beside the Triton FP8 kernel;
+* :func:`fp8_gluon_table` / :func:`fp8_gluon_summary` - the Gluon FA3 kernel's FP8 build
+  beside the Triton FP8 kernel;
 * :func:`tuning_cost` - one variant against another in a ``tune_fp8`` run;
 * :func:`fp8_summary` - what chapter 6 says, by glue name.
 
@@ -155,6 +156,22 @@ def fp8_gluon_table(run: dict) -> list[dict]:
         triton = min((r for r in here if r["impl"].startswith("fp8_triton")), key=lambda r: r["ms"])
         out.append(dict(D=D, N=N, gluon_tflops=gluon["tflops"], gluon_config=fp8_config(gluon["impl"]),
                         triton_tflops=triton["tflops"], x_triton=triton["ms"] / gluon["ms"]))
+    return out
+
+
+def fp8_gluon_summary(run: dict, N: int = 16384) -> dict:
+    """What chapter 6 says of the Gluon FP8 build, by glue name: its TFLOP/s and the Triton
+    FP8 kernel's at d = 128 and ``N`` (``g8_tflops``, ``g8_triton_tflops``), and per head dim
+    the range of its speed over the Triton kernel's (``g8_x_128_lo``, ``g8_x_64_hi``, ...);
+    empty where the run timed no Gluon row."""
+    table = fp8_gluon_table(run)
+    out = {}
+    for r in table:
+        if (r["D"], r["N"]) == (128, N):
+            out.update(g8_tflops=r["gluon_tflops"], g8_triton_tflops=r["triton_tflops"])
+    for D in sorted({r["D"] for r in table}):
+        x = [r["x_triton"] for r in table if r["D"] == D]
+        out[f"g8_x_{D}_lo"], out[f"g8_x_{D}_hi"] = min(x), max(x)
     return out
 
 

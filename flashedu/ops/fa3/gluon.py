@@ -229,7 +229,14 @@ def causal_schedule(n_m: int, bh: int, programs: int, tiles: list[int], *,
         heapq.heappush(heap, (load + cost(code), p))
     # Where the pairs fill every round (no ragged end), they are already even, and exactly.
     busiest = max(load for load, _ in heap)
-    return items if busiest < max(sum(map(cost, mine)) for mine in paired) else paired
+    return items if busiest < max(schedule_work(paired, tiles)) else paired
+
+
+def schedule_work(items: list[list[int]], tiles: list[int]) -> list[float]:
+    """Each program's work under the balanced schedule's model: its items' K/V tiles, plus
+    ITEM_OVERHEAD per item (``tiles[m]`` as for :func:`causal_schedule`)."""
+    n_m = len(tiles)
+    return [sum(tiles[code % n_m] + ITEM_OVERHEAD for code in mine) for mine in items]
 
 
 def causal_tiles(n_m: int, block_m: int, block_n: int, n_k: int) -> list[int]:
@@ -238,11 +245,12 @@ def causal_tiles(n_m: int, block_m: int, block_n: int, n_k: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _schedule_tensor(n_m: int, bh: int, programs: int, tiles: tuple[int, ...], balanced: bool,
-                     device: torch.device) -> torch.Tensor:
+def _schedule_tensor(n_m: int, bh: int, programs: int, block_m: int, block_n: int, n_k: int,
+                     balanced: bool, device: torch.device) -> torch.Tensor:
     """The table the kernel reads: program p's items are entries P + 1 + [start[p], start[p+1])
     after P + 1 offsets."""
-    items = causal_schedule(n_m, bh, programs, list(tiles), balanced=balanced)
+    tiles = causal_tiles(n_m, block_m, block_n, n_k)
+    items = causal_schedule(n_m, bh, programs, tiles, balanced=balanced)
     starts = [0]
     for mine in items:
         starts.append(starts[-1] + len(mine))
@@ -287,9 +295,8 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     if config.persistent:  # one program per SM, or per work item where there are fewer
         grid = (min(_sm_count(q.device), n_m * B * H), 1)
         if causal:
-            tiles = causal_tiles(n_m, config.block_m, config.block_n, N_K)
-            schedule = _schedule_tensor(n_m, B * H, grid[0], tuple(tiles), config.balanced,
-                                        q.device)
+            schedule = _schedule_tensor(n_m, B * H, grid[0], config.block_m, config.block_n,
+                                        N_K, config.balanced, q.device)
     else:
         grid = (n_m, B * H)
     fa3_fwd_kernel[grid](

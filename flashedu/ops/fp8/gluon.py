@@ -38,9 +38,9 @@ def flash_attention_fp8_gluon(q, k, v, *, causal: bool = False, scale: float | N
     reason = runtime.current().why_not_gluon(device=q.device.type, dtype=q.dtype)
     if reason:
         raise RuntimeError(f"{NAME} cannot run here: {reason}")
-    o, _ = fa3_gluon.gluon_fp8_forward(q, k, transposed(v), causal=causal, scale=scale, q_descale=dq,
-                                       k_descale=dk, v_descale=dv, q_block=q_block,
-                                       kv_block=kv_block, config=config)
+    o, _ = fa3_gluon.gluon_fp8_forward(q, k, transposed(v), causal=causal, scale=scale,
+                                       q_descale=dq, k_descale=dk, v_descale=dv,
+                                       q_block=q_block, kv_block=kv_block, config=config)
     return o
 
 
