@@ -117,8 +117,8 @@ def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = Fals
     and were slower on the H200), three at D ≤ 64, 64-row tiles at D=256. Given the call's
     ``n_k`` and ``causal``: persistent where a query tile meets at most
     :data:`PERSISTENT_MAX_TILES` K/V tiles; past that, at D ≤ 64, three consumer warpgroups
-    (192 query rows a program, FA3's tile there), persistent if causal. Each rule is a timed
-    row of the recorded kind fa3_gluon_tuning."""
+    (192 query rows a program, FA3's tile there), persistent if causal; at D = 128, one item a
+    program without ping-pong. Each rule is a timed row of a recorded run."""
     if head_dim == 256:
         return GluonConfig(block_n=64)
     base = GluonConfig(stages=3) if head_dim <= 64 else GluonConfig()
@@ -128,7 +128,10 @@ def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = Fals
         return replace(base, persistent=True)
     if head_dim <= 64:
         return replace(base, consumers=3, consumer_regs=max_consumer_regs(3), persistent=causal)
-    return base
+    # D = 128, one item a program: ping-pong off. At 8k-16k the kernel was faster without its
+    # turn barriers in most runs (the "no ping-pong" rows of fa3_gluon, docs/notes/gluon-fa3.md):
+    # the two warpgroups fall into alternation by themselves (chapter 6's timeline).
+    return replace(base, pingpong=False)
 
 
 # FA3's Table 2, as switches: each row turns one idea off.
