@@ -64,13 +64,16 @@ def test_persistent_by_shape_where_rows_are_short(head_dim):
     short = fg.PERSISTENT_MAX_TILES * base.block_n
     for causal in (False, True):
         # the persistent config is the one-item config with the grid changed, nothing else
+        # causal rows of two warpgroups skip the right half of warpgroup 0's diagonal tile
+        half = {"half_diagonal": causal}
         for n_k in (1, short):
-            assert fg.default_config(head_dim, n_k=n_k, causal=causal) == replace(base, persistent=True)
+            assert (fg.default_config(head_dim, n_k=n_k, causal=causal)
+                    == replace(base, persistent=True, **half))
         long = fg.default_config(head_dim, n_k=short + 1, causal=causal)
         if head_dim == 64:
             assert long == replace(base, consumers=3, consumer_regs=160, persistent=causal)
         else:  # one item a program, the warpgroups left to alternate by themselves
-            assert long == replace(base, pingpong=False)
+            assert long == replace(base, pingpong=False, **half)
     assert base.pingpong and not base.persistent and base.consumers == 2  # no shape: one item per program
 
 

@@ -76,8 +76,8 @@ def main(argv=None) -> None:
             extra["persistent, split mask"] = replace(pers, split_mask=True)
             if causal:  # balanced by a model of each item's time, not the paired rounds
                 extra["persistent, balanced schedule"] = replace(pers, balanced=True)
-            if causal and out["fa3_gluon"].consumers == 2:  # warpgroup 0's diagonal halved
-                extra["half diagonal"] = replace(out["fa3_gluon"], half_diagonal=True)
+            if out["fa3_gluon"].half_diagonal:  # warpgroup 0's whole diagonal tile computed
+                extra["whole diagonal"] = replace(out["fa3_gluon"], half_diagonal=False)
             if out["fa3_gluon"].persistent:  # the registered grid with one Q buffer
                 extra["persistent, one Q buffer"] = replace(out["fa3_gluon"], q_buffers=1)
             for st in (2, 3):

@@ -64,7 +64,7 @@ class GluonConfig:
     # item's Q while this one runs; one: only once this item's last GEMM0 has read it.
     q_buffers: int = 2
     # Causal, two consumers: warpgroup 0 computes the left half of its last (diagonal) K/V
-    # tile only, the half its rows can see. Compiled, not yet run on a GPU: off.
+    # tile only, the half its rows can see. On by shape (default_config), where causal.
     half_diagonal: bool = False
 
     def __post_init__(self):
@@ -118,20 +118,25 @@ def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = Fals
     ``n_k`` and ``causal``: persistent where a query tile meets at most
     :data:`PERSISTENT_MAX_TILES` K/V tiles; past that, at D ≤ 64, three consumer warpgroups
     (192 query rows a program, FA3's tile there), persistent if causal; at D = 128, one item a
-    program without ping-pong. Each rule is a timed row of a recorded run."""
+    program without ping-pong. Causal with two consumers: the half diagonal. Each rule is a
+    timed row of a recorded run."""
     if head_dim == 256:
         return GluonConfig(block_n=64)
     base = GluonConfig(stages=3) if head_dim <= 64 else GluonConfig()
     if n_k is None:
         return base
     if -(-n_k // base.block_n) <= PERSISTENT_MAX_TILES:
-        return replace(base, persistent=True)
-    if head_dim <= 64:
-        return replace(base, consumers=3, consumer_regs=max_consumer_regs(3), persistent=causal)
-    # D = 128, one item a program: ping-pong off. At 8k-16k the kernel was faster without its
-    # turn barriers in most runs (the "no ping-pong" rows of fa3_gluon, docs/notes/gluon-fa3.md):
-    # the two warpgroups fall into alternation by themselves (chapter 6's timeline).
-    return replace(base, pingpong=False)
+        cfg = replace(base, persistent=True)
+    elif head_dim <= 64:
+        cfg = replace(base, consumers=3, consumer_regs=max_consumer_regs(3), persistent=causal)
+    else:
+        # D = 128, one item a program: ping-pong off. At 8k-16k the kernel was faster without
+        # its turn barriers in most runs (the "no ping-pong" rows of fa3_gluon; notes in
+        # docs/notes/gluon-fa3.md): the warpgroups alternate by themselves (chapter 6's timeline).
+        cfg = replace(base, pingpong=False)
+    # Causal, two consumers: warpgroup 0 skips the right half of its diagonal tile, which its
+    # rows cannot see (+6.5% at D = 64, N = 1k, c34e2c6's record; level at D = 128).
+    return replace(cfg, half_diagonal=causal and cfg.consumers == 2)
 
 
 # FA3's Table 2, as switches: each row turns one idea off.
