@@ -59,7 +59,7 @@ def test_three_consumers_need_warp_specialisation_and_fewer_registers():
 def test_persistent_by_shape_where_rows_are_short(head_dim):
     """The registered kernel goes persistent where a query tile meets few K/V tiles, causal or
     not; past that, D = 64 takes three consumer warpgroups (persistent if causal), D = 128 one
-    work item a program without ping-pong."""
+    work item a program."""
     base = fg.default_config(head_dim)
     short = fg.PERSISTENT_MAX_TILES * base.block_n
     for causal in (False, True):
@@ -72,8 +72,8 @@ def test_persistent_by_shape_where_rows_are_short(head_dim):
         long = fg.default_config(head_dim, n_k=short + 1, causal=causal)
         if head_dim == 64:
             assert long == replace(base, consumers=3, consumer_regs=160, persistent=causal)
-        else:  # one item a program, the warpgroups left to alternate by themselves
-            assert long == replace(base, pingpong=False, **half)
+        else:  # one item a program
+            assert long == replace(base, **half)
     assert base.pingpong and not base.persistent and base.consumers == 2  # no shape: one item per program
 
 

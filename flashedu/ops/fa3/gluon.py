@@ -117,9 +117,8 @@ def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = Fals
     and were slower on the H200), three at D ≤ 64, 64-row tiles at D=256. Given the call's
     ``n_k`` and ``causal``: persistent where a query tile meets at most
     :data:`PERSISTENT_MAX_TILES` K/V tiles; past that, at D ≤ 64, three consumer warpgroups
-    (192 query rows a program, FA3's tile there), persistent if causal; at D = 128, one item a
-    program without ping-pong. Causal with two consumers: the half diagonal. Each rule is a
-    timed row of a recorded run."""
+    (192 query rows a program, FA3's tile there), persistent if causal. Causal with two
+    consumers: the half diagonal. Each rule is a timed row of a recorded run."""
     if head_dim == 256:
         return GluonConfig(block_n=64)
     base = GluonConfig(stages=3) if head_dim <= 64 else GluonConfig()
@@ -130,10 +129,9 @@ def default_config(head_dim: int, *, n_k: int | None = None, causal: bool = Fals
     elif head_dim <= 64:
         cfg = replace(base, consumers=3, consumer_regs=max_consumer_regs(3), persistent=causal)
     else:
-        # D = 128, one item a program: ping-pong off. At 8k-16k the kernel was faster without
-        # its turn barriers in most runs (the "no ping-pong" rows of fa3_gluon; notes in
-        # docs/notes/gluon-fa3.md): the warpgroups alternate by themselves (chapter 6's timeline).
-        cfg = replace(base, pingpong=False)
+        # D = 128, one item a program: FA3's whole schedule. (At 16k, without ping-pong was up
+        # to 2.4% faster in some runs and up to 4.5% slower in others: docs/notes/gluon-fa3.md.)
+        cfg = base
     # Causal, two consumers: warpgroup 0 skips the right half of its diagonal tile, which its
     # rows cannot see (+6.5% at D = 64, N = 1k, c34e2c6's record; level at D = 128).
     return replace(cfg, half_diagonal=causal and cfg.consumers == 2)
