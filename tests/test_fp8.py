@@ -324,3 +324,107 @@ def test_fp8_dropin_rejects_what_the_rotation_cannot_take():
         fp8_attention_triton(q, q, q)
     with pytest.raises(TypeError, match="dtype of q, k, v"):
         fp8_attention_triton(*(torch.zeros(1, 1, 8, 32, dtype=torch.float64, device=DEVICE),) * 3)
+
+
+# Which kernel the drop-in attends with: fp8_gluon on Hopper at D=128 with fp16 o, else fp8_triton.
+
+def test_fp8_gluon_is_registered_as_gluon_with_a_reason_off_hopper(monkeypatch):
+    """Registered like fa3_gluon: backend "gluon", so why_not is runtime.why_not_gluon's answer
+    (None on sm_90 alone) and the registry's tests skip it elsewhere with that reason."""
+    from flashedu import runtime
+
+    impl = flashedu.get("fp8_gluon")
+    assert (impl.algorithm, impl.backend, impl.chapter) == ("fp8", "gluon", 6)
+    assert impl.dtypes == (fp8.E4M3,) and impl.devices == ("cuda",)
+    assert impl.head_dims == (64, 128) and "float8_e4m3fn" in impl.extra["takes"]
+    assert (impl.why_not(device=DEVICE, dtype=fp8.E4M3) is None) == HOPPER
+    assert "float8_e4m3fn" in impl.why_not(device="cuda", dtype=torch.float16)
+    monkeypatch.setattr(runtime, "_CURRENT", runtime.decide(cuda=True, capability=(8, 9),
+                                                             gpu_name="L4"))
+    assert "sm_89" in impl.why_not(device="cuda", dtype=fp8.E4M3)
+    monkeypatch.setattr(runtime, "_CURRENT", runtime.decide(cuda=False))
+    assert "compiled on a GPU only" in impl.why_not(device="cuda", dtype=fp8.E4M3)
+    assert "fp8_gluon" in flashedu.get("fp8_e2e_triton").summary
+
+
+def _fake_q(D=128, dtype=torch.float16, device="cuda"):
+    """What attention_kernel reads of q (shape, dtype, device), with no GPU needed."""
+    import types
+    return types.SimpleNamespace(shape=(1, 2, 8, D), dtype=dtype, device=torch.device(device))
+
+
+def test_dropin_attends_with_gluon_at_d128_fp16_on_hopper_only(monkeypatch):
+    import importlib.util
+
+    from flashedu import runtime
+    from flashedu.ops.fp8.dropin import attention_kernel
+
+    monkeypatch.setattr(runtime, "_CURRENT", runtime.decide(cuda=True, capability=(9, 0),
+                                                             gpu_name="H100"))
+    # A Triton without Gluon runs fp8_triton even on Hopper (why_not_gluon says so).
+    gluon = "fp8_gluon" if importlib.util.find_spec("triton.experimental.gluon") else "fp8_triton"
+    assert attention_kernel(_fake_q()) == gluon
+    assert attention_kernel(_fake_q(), block_m=64, block_n=256) == gluon
+    for q, blocks in ((_fake_q(D=64), {}),  # Gluon was slower at D=64
+                      (_fake_q(dtype=torch.bfloat16), {}),  # Gluon writes fp16 only
+                      (_fake_q(dtype=torch.float32), {}),
+                      (_fake_q(device="cpu"), {}),
+                      (_fake_q(), dict(block_m=96)),  # a warpgroup's 64 rows split a Q scale
+                      (_fake_q(), dict(block_n=64)),  # a 128-row K/V tile splits a scale
+                      (_fake_q(), dict(block_n=384))):  # not a power-of-two count of tiles
+        assert attention_kernel(q, **blocks) == "fp8_triton", (q, blocks)
+    for fake in (runtime.decide(cuda=True, capability=(8, 9), gpu_name="L4"),
+                 runtime.decide(cuda=True, capability=(10, 0), gpu_name="B200"),
+                 runtime.decide(cuda=True, capability=(9, 0), gpu_name="H100", force_cpu=True),
+                 runtime.decide(cuda=False)):
+        monkeypatch.setattr(runtime, "_CURRENT", fake)
+        assert attention_kernel(_fake_q()) == "fp8_triton", fake
+
+
+def test_dropin_calls_the_kernel_attention_kernel_names(monkeypatch):
+    """The drop-in hands the quantiser's e4m3 tensors and descales to the kernel the choice
+    names, and returns its o (here a stand-in for fp8_gluon, since no GPU is needed)."""
+    from flashedu.ops.fp8 import dropin
+
+    calls = []
+
+    def fake_gluon(q8, k8, v8, *, causal, scale, **kw):
+        calls.append((q8.dtype, causal, scale, sorted(kw)))
+        return torch.zeros(q8.shape, dtype=torch.float16, device=q8.device)
+
+    monkeypatch.setattr(dropin, "flash_attention_fp8_gluon", fake_gluon)
+    q = torch.randn(1, 1, 8, 128, device=DEVICE)
+    monkeypatch.setattr(dropin, "attention_kernel", lambda q, **blocks: "fp8_gluon")
+    o = dropin.fp8_attention_triton(q, q, q, causal=True, scale=0.5)
+    assert calls == [(fp8.E4M3, True, 0.5, ["k_descale", "kv_block", "q_block", "q_descale",
+                                              "v_descale"])]
+    assert o.dtype == torch.float16 and not o.any()
+    monkeypatch.setattr(dropin, "attention_kernel", lambda q, **blocks: "fp8_triton")
+    o = dropin.fp8_attention_triton(q, q, q, causal=True, scale=0.5)
+    assert len(calls) == 1 and o.dtype == q.dtype and o.abs().sum() > 0
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon kernel runs on Hopper (sm_90) only")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_fp8_dropin_through_gluon_matches_the_oracle(causal, poison, monkeypatch):
+    """On Hopper at D=128 with fp16 q the registered drop-in attends with fp8_gluon, and is as
+    close to fp64 attention as the entry says, at N that leave partial tiles (1, 129, 1000),
+    with outputs pre-filled with NaN."""
+    from conftest import fresh_qkv
+
+    from flashedu.ops.fp8 import dropin
+
+    calls = []
+    real = dropin.flash_attention_fp8_gluon
+    monkeypatch.setattr(dropin, "flash_attention_fp8_gluon",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    impl = flashedu.get("fp8_e2e_triton")
+    for n in (1, 129, 1000):
+        q, k, v = fresh_qkv(2, 3, n, 128, dtype=torch.float16, device="cuda")  # [B, H, N, D]
+        assert dropin.attention_kernel(q) == "fp8_gluon"
+        o = impl.fn(q, k, v, causal=causal)
+        assert o.shape == q.shape and o.dtype == torch.float16
+        assert not torch.isnan(o).any(), f"N={n}: an element was not written"
+        err = (o.double().cpu() - oracle(q, k, v, causal=causal)).abs().max().item()
+        assert err < impl.tolerance, f"N={n}: max error {err:.3f}"
+    assert len(calls) == 3

@@ -27,7 +27,8 @@ from flashedu.bench.recorder import Recorder, gpu_time, require_gpu  # noqa: E40
 from flashedu.ops import fp8  # noqa: E402
 from flashedu.bench.cases import make_case  # noqa: E402
 from flashedu.bench.flops import attention_flops  # noqa: E402
-from flashedu.ops.fp8.dropin import fp8_attention_triton, rotation_signs  # noqa: E402
+from flashedu.ops.fp8.dropin import (attention_kernel, fp8_attention_triton,  # noqa: E402
+                                     rotation_signs)
 from flashedu.ops.fp8.kernel import FP8Config, configs_here, flash_attention_fp8  # noqa: E402
 from flashedu.ops.fp8.gluon import flash_attention_fp8_gluon  # noqa: E402
 from flashedu.ops.fa3 import gluon as fa3_gluon  # noqa: E402
@@ -72,6 +73,8 @@ def speed(rows, log, dims, Ns):
                         q8, k8, v8, config=c, **kw))))
             for name, fn in cases:
                 r = dict(kind="time", impl=name, D=D, N=N, B=B, H=H)
+                if name == "fp8_e2e_triton":  # which kernel attended: fp8_gluon or fp8_triton
+                    r["attend"] = attention_kernel(q)
                 try:
                     with torch.no_grad():
                         if name.startswith(("fp8_triton", "fp8_gluon")) or name == "fp8_e2e_triton":
