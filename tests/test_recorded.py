@@ -341,6 +341,10 @@ def test_recorded_fp8_end_to_end_rows_add_up():
         # and the drop-in is not faster than its kernel alone
         assert 0 < r["v_ms"] < r["quant_ms"] and 0 < r["q_ms"] < r["quant_ms"]
         assert r["kernel_ms"] < r["e2e_ms"] and 0 < r["quant_share"] < 1
+        # the kernel named is the one the drop-in chose (the bench row records it)
+        assert r["attend"] in ("fp8_gluon", "fp8_triton")
+    if run["provenance"]["capability"] == "sm_90":
+        assert all(r["attend"] == "fp8_gluon" for r in table)
 
 
 def test_fp8_design_costs_on_synthetic_rows():

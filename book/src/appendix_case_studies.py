@@ -496,13 +496,27 @@ one_q = fa3g_rec.variant_effect([g_run], "persistent, one Q buffer")["ratios"]
 two_q = {case: 1 / ratio - 1 for case, ratio in one_q.items()}
 glue("cs5_q2_lo", 100 * min(two_q.values()))
 glue("cs5_q2_hi", 100 * max(two_q.values()))
-glue("cs5_q2_128_lo", 100 * min(v for c, v in two_q.items()
-                                if c[0] == 128))
 glue("cs5_q2_wins", sum(v > 0 for v in two_q.values()))
 glue("cs5_q2_cases", len(two_q))
-glue("cs5_q2_64c1k", 100 * two_q[(64, True, 1024)])
-assert all(v > 0 for c, v in two_q.items() if c[0] == 128)
-assert two_q[(64, True, 1024)] < 0 and fa3g.GluonConfig().q_buffers == 2
+q2_mean = sum(two_q.values()) / len(two_q)
+glue("cs5_q2_mean", 100 * q2_mean)
+glue("cs5_q2_commit", g_run["provenance"]["commit"])
+# the prose: won some cases, lost others, level on average; the default stays
+assert min(two_q.values()) < 0 < max(two_q.values()) and abs(q2_mean) < 0.01
+assert fa3g.GluonConfig().q_buffers == 2
+# the half diagonal (the record's own rows): half against whole, each causal
+# two-consumer case (d = 64 at 16k runs three consumers, so it has none)
+whole = fa3g_rec.variant_effect([g_run], "whole diagonal")["ratios"]
+half = {case: 1 / ratio - 1 for case, ratio in whole.items()}
+glue("cs5_half_64_1k", 100 * half[(64, True, 1024)])
+glue("cs5_half_64_4k", 100 * half[(64, True, 4096)])
+half128 = [v for c, v in half.items() if c[0] == 128]
+glue("cs5_half_128_lo", 100 * min(half128))
+glue("cs5_half_128_hi", 100 * max(half128))
+# the prose: it pays at d = 64, short rows most; at d = 128 within 2% either way
+assert half[(64, True, 1024)] > max(0.03, half[(64, True, 4096)])
+assert max(abs(v) for v in half128) < 0.02
+assert fa3g.default_config(64, n_k=1024, causal=True).half_diagonal
 # rows past N in the last 192-row tile, as a share of the rows computed
 for N_ in (1024, 16384):
     rows_ = -(-N_ // long64.block_m) * long64.block_m
@@ -521,7 +535,8 @@ for N_ in (1024, 16384):
 # | its causal work paired per head (longest query tile with shortest) | causal, $N$ = 1k: {glue:text}`cs5_pair_128c_1k:+.0f`%, $d$ = 64 {glue:text}`cs5_pair_64c_1k:+.0f`%; 4k: {glue:text}`cs5_pair_128c_4k:+.1f`%, $d$ = 64 {glue:text}`cs5_pair_64c_4k:+.1f`%; 16k: {glue:text}`cs5_pair_128c_16k:+.1f`% | where rows are short: at most {glue:text}`cs5_pers_tiles` $K/V$ tiles, causal or not |
 # | $d$ = 64: three consumer warpgroups, 192 query rows a program | {glue:text}`cs5_three_16k:+.1f`% at 16k ({glue:text}`cs5_three_p_c16k:+.0f`% causal, persistent); {glue:text}`cs5_three_1k:+.0f`% at 1k ({glue:text}`cs5_three_c1k:+.0f`% causal) | past the persistent grid's reach |
 # | the causal work dealt by a model of each item's time instead of in pairs | $d$ = 128: {glue:text}`cs5_bal_128_1k:+.1f`% at 1k, {glue:text}`cs5_bal_128_4k:+.1f`% at 4k; $d$ = 64: {glue:text}`cs5_bal_64_1k:+.1f`%, {glue:text}`cs5_bal_64_4k:+.1f`% | no |
-# | two $Q$ buffers a consumer warpgroup on the persistent grid | {glue:text}`cs5_q2_lo:+.1f`% to {glue:text}`cs5_q2_hi:+.1f`% over the persistent cases, ahead in {glue:text}`cs5_q2_wins` of {glue:text}`cs5_q2_cases` (every $d$ = 128 case) | yes |
+# | two $Q$ buffers a consumer warpgroup on the persistent grid | {glue:text}`cs5_q2_lo:+.1f`% to {glue:text}`cs5_q2_hi:+.1f`% over the persistent cases, ahead in {glue:text}`cs5_q2_wins` of {glue:text}`cs5_q2_cases`; {glue:text}`cs5_q2_mean:+.1f`% on average | yes (level) |
+# | causal: warpgroup 0 computes only the half of its diagonal tile its rows can see | $d$ = 64: {glue:text}`cs5_half_64_1k:+.1f`% at 1k, {glue:text}`cs5_half_64_4k:+.1f`% at 4k; $d$ = 128: {glue:text}`cs5_half_128_lo:+.1f`% to {glue:text}`cs5_half_128_hi:+.1f`% | yes, causal with two consumer warpgroups |
 # | the mask out of the main loop (`split_mask`) | {glue:text}`cs5_nosplit` → {glue:text}`cs5_split` instructions per iteration; {glue:text}`cs5_split_lo:+.1f`% to {glue:text}`cs5_split_hi:+.1f`% over the grid | no |
 #
 # - **Only warp specialisation is worth its cost here.** Ping-pong and the pipeline inside a
@@ -603,10 +618,25 @@ for N_ in (1024, 16384):
 #   starts by waiting for a copy. Two buffers let it arrive while this item runs. Timed in
 #   the record itself, two buffers against one: {glue:text}`cs5_q2_lo:+.1f`% to
 #   {glue:text}`cs5_q2_hi:+.1f`%, ahead in {glue:text}`cs5_q2_wins` of the
-#   {glue:text}`cs5_q2_cases` persistent cases and in every one at $d$ = 128 (at least
-#   {glue:text}`cs5_q2_128_lo:+.1f`%), but behind at $d$ = 64, causal, 1k
-#   ({glue:text}`cs5_q2_64c1k:+.1f`%), the case furthest from cuDNN. Kept, as the larger
-#   effect; why the shortest rows lose is open.
+#   {glue:text}`cs5_q2_cases` persistent cases, {glue:text}`cs5_q2_mean:+.1f`% on average.
+#   The record before this one (commit 030dae6, in the repository's history) had two
+#   buffers ahead at every case at $d$ = 128; this one, with the half diagonal below
+#   switched on, has them behind at $d$ = 128 causal. An effect that changes sign between
+#   two runs is no effect we can claim. Two buffers stay, as they cost nothing on average;
+#   the copy they hide is not what bounds these items.
+# - **Half a diagonal tile.** A causal program of two consumer warpgroups owns 128 query
+#   rows and walks $K/V$ tiles of 128 keys. Its last tile is the diagonal one, and the first
+#   warpgroup's 64 rows end halfway into it: the tile's right half lies wholly above their
+#   diagonal, masked. Computing it anyway costs that warpgroup a full tile of GEMMs and
+#   exponentials that all come out zero. With `half_diagonal` the warpgroup issues its last
+#   $QK^\top$ and $PV$ on the left 64 keys only (a GEMM of half the width) and exponentiates
+#   half the scores. That saves a quarter of the diagonal tile's work per program, which
+#   weighs most where rows are short: {glue:text}`cs5_half_64_1k:+.1f`% at $d$ = 64,
+#   $N$ = 1k, {glue:text}`cs5_half_64_4k:+.1f`% at 4k, and
+#   {glue:text}`cs5_half_128_lo:+.1f`% to {glue:text}`cs5_half_128_hi:+.1f`% at $d$ = 128,
+#   where a tile's GEMMs are twice as long and the saving hides under them. It is on for
+#   every causal call with two consumer warpgroups; the three-warpgroup tile at $d$ = 64
+#   does not have it.
 # - **At $d$ = 64, a third consumer warpgroup.** There a tile's GEMMs take half as long as at
 #   $d$ = 128 while its softmax does not, so the tensor cores wait on the softmax. FA3's tile
 #   at $d$ = 64 has 192 query rows: three consumer warpgroups of 64 rows sharing each $K/V$

@@ -553,13 +553,15 @@ print(fa3g_rec.speed_text(g_run))
 # finish this one. The registered kernel runs it wherever a query tile meets at most
 # {glue:text}`fa3g_pers_tiles` $K/V$ tiles. On causal rows each program takes a head's
 # longest query tile, then the same head's shortest, so every two rounds give every program
-# the same work.
+# the same work. And on causal rows the first of the two warpgroups computes only the left
+# half of its last $K/V$ tile: its 64 rows end halfway into that diagonal tile, so the right
+# half is masked for all of them.
 # At $d = 64$ a tile's GEMMs take half as long while its softmax does not, so the softmax,
 # already the slower side, weighs more. FA3's answer there is a third consumer warpgroup:
 # 192 query rows a program and three softmaxes to interleave with the GEMMs. The registered
 # kernel uses it at $d = 64$ beyond the persistent grid's reach (persistent too when causal).
 # The {ref}`appendix <appendix-case-studies>` (case study 5) measures each of these where it
-# pays and where it does not.
+# pays and where it does not (the half tile: most at $d = 64$ on short rows).
 #
 # ### The measured timeline
 #
@@ -942,15 +944,17 @@ if g8:
 # {glue:text}`g8_triton_tflops:.0f`), and slower at $d = 64$
 # ({glue:text}`g8_x_64_lo:.2f`–{glue:text}`g8_x_64_hi:.2f` times), where the exponentials
 # weigh twice as much against the GEMMs; we have not measured where its time goes there.
-# The drop-in below still calls the Triton kernel.
+# So the drop-in below calls it where it won: on Hopper, at $d = 128$, for fp16 $Q$ (it writes
+# fp16 only); everywhere else it calls the Triton kernel.
 
 # %% [markdown]
 # ### From fp16 in to fp16 out
 #
 # A user holds fp16 $Q$, $K$, $V$, so what FP8 is worth to them is the kernel *and* the
 # quantisation before it. `fp8_e2e_triton` does the quantisation in the fused Triton pass shown
-# earlier (each tile: load, rotate by `tl.dot`, scale, cast, store), then calls the
-# kernel. The same run timed the two parts and the whole at $d = 128$:
+# earlier (each tile: load, rotate by `tl.dot`, scale, cast, store), then calls an FP8
+# kernel (`attention_kernel` in `flashedu/ops/fp8/dropin.py` picks it; here it was
+# {glue:text}`e2e_attend`). The same run timed the two parts and the whole at $d = 128$:
 
 # %%
 from flashedu.recorded.decode import hbm_GBps
@@ -966,6 +970,8 @@ else:
 # Bookkeeping: values the text quotes, and checks that keep it true.
 if e2e_rows:
     by_n = {r["N"]: r for r in e2e_rows}
+    glue("e2e_attend", by_n[max(by_n)]["attend"])
+    assert len({r["attend"] for r in e2e_rows}) == 1  # one kernel named for the run
     glue("e2e_x_lo", min(r["speedup"] for r in e2e_rows))
     glue("e2e_x_hi", max(r["speedup"] for r in e2e_rows))
     glue("e2e_n_lo", min(by_n) // 1024)

@@ -111,7 +111,9 @@ def tuning_cost(tuning: dict, variant: str, base: str, D: int = 128) -> list[flo
 def fp8_e2e_table(run: dict, D: int = 128) -> list[dict]:
     """Per N at head dim ``D`` (rows of runs that timed the drop-in): ``fp16_ms`` (v2_triton),
     ``quant_ms`` (the fused quantiser over q, k and v), ``q_ms`` / ``v_ms`` (one tensor, with and
-    without the rotation), ``kernel_ms`` (the fastest fp8_triton configuration), ``e2e_ms``
+    without the rotation), ``attend`` (the kernel the drop-in called: "fp8_gluon" or
+    "fp8_triton"; runs before the row said so used fp8_triton), ``kernel_ms`` (that kernel's
+    fastest configuration in the run), ``e2e_ms``
     (``fp8_e2e_triton``: quantiser and kernel in one call), ``speedup`` (fp16 / e2e) and
     ``quant_share`` (quantiser / e2e). Times are the bench's ``ms``: CUDA-graph replays in runs
     since session 11; earlier runs hold eager medians there, and their quantiser times come from
@@ -123,12 +125,13 @@ def fp8_e2e_table(run: dict, D: int = 128) -> list[dict]:
     for N in sorted({r["N"] for r in rows if r["impl"] == E2E}):
         here = {r["impl"]: r for r in rows if r["N"] == N}
         t = {n: here[n].get("graph_ms", here[n]["ms"]) for n in (FUSED, f"{FUSED}: q", f"{FUSED}: v")}
-        kernel = min(r["ms"] for n, r in here.items() if n.startswith("fp8_triton"))
-        e2e, fp16 = here[E2E]["ms"], here["v2_triton fp16"]["ms"]
         r0 = here[E2E]
+        attend = r0.get("attend", "fp8_triton")
+        kernel = min(r["ms"] for n, r in here.items() if n.startswith(attend))
+        e2e, fp16 = r0["ms"], here["v2_triton fp16"]["ms"]
         nbytes = 3 * 3 * r0["B"] * r0["H"] * N * D
         out.append(dict(N=N, fp16_ms=fp16, quant_ms=t[FUSED], q_ms=t[f"{FUSED}: q"],
-                        v_ms=t[f"{FUSED}: v"], kernel_ms=kernel, e2e_ms=e2e, speedup=fp16 / e2e,
+                        v_ms=t[f"{FUSED}: v"], attend=attend, kernel_ms=kernel, e2e_ms=e2e, speedup=fp16 / e2e,
                         quant_share=t[FUSED] / e2e, quant_GBps=nbytes / (t[FUSED] * 1e-3) / 1e9))
     return out
 
