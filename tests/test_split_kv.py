@@ -49,13 +49,27 @@ def test_reference_matches_fp64(case):
     assert (o - gqa_oracle(q, k, v)).abs().max().item() < tolerance(torch.float64)
 
 
+@pytest.mark.parametrize("one_launch", [True, False], ids=["one-launch", "two-launches"])
 @pytest.mark.parametrize("case", CASES)
-def test_triton_matches_fp64(case, poison):
+def test_triton_matches_fp64(case, one_launch, poison):
     B, H, H_kv, N_q, N_k, D, S = case
     q, k, v = gqa_inputs(B, H, H_kv, N_q, N_k, D, dtype=DT, device=DEVICE)
-    o = split_kv_attention_triton(q, k, v, num_splits=S)
+    o = split_kv_attention_triton(q, k, v, num_splits=S, one_launch=one_launch)
     assert o.shape == q.shape and o.dtype == q.dtype and not torch.isnan(o).any()
     assert (o.double().cpu() - gqa_oracle(q, k, v)).abs().max().item() < tolerance(DT)
+
+
+def test_one_launch_leaves_its_tickets_at_zero_and_runs_again(poison):
+    """The merging program resets its row block's counter: a second launch with the same
+    buffers (fresh inputs, a causal one in between) merges again, and every counter is 0."""
+    from flashedu.ops.split_kv import kernel as skv
+    for causal, n_q in ((False, 1), (True, 37), (False, 1)):
+        q, k, v = gqa_inputs(2, 8, 2, n_q, 37 if causal else 301, 32, dtype=DT, device=DEVICE)
+        o = split_kv_attention_triton(q, k, v, causal=causal, num_splits=3)
+        assert not torch.isnan(o).any()
+        err = (o.double().cpu() - gqa_oracle(q, k, v, causal=causal)).abs().max().item()
+        assert err < tolerance(DT)
+    assert skv._TICKETS and all(int(t.abs().sum()) == 0 for t in skv._TICKETS.values())
 
 
 @pytest.mark.parametrize("impl", [split_kv_attention, split_kv_attention_triton], ids=["reference", "triton"])
@@ -145,6 +159,8 @@ def test_bad_inputs_name_the_argument():
         name = next(iter(bad))
         with pytest.raises(ValueError, match=name):
             split_kv_attention_triton(q[:, :4], k, v, **bad)
+    with pytest.raises(TypeError, match="one_launch"):
+        split_kv_attention_triton(q[:, :4], k, v, one_launch=1)
 
 
 def test_decode_animation_timeline_and_figures():

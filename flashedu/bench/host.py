@@ -8,8 +8,8 @@ On the GPU machine, from the repository root (under a minute):
 
 Launch paths: ``bound`` (flashedu's binding), ``tensors`` (the binding handing tensors to
 Triton's Python launcher, as before session 11: the ablation of passing addresses and calling
-the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call). ``v2_triton_lse``
-is the forward that stores L and runs the input checks on every call, as every forward did
+the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call). ``split_kv_triton_2launch`` is the decode
+step with its merge as a second kernel (bound). ``v2_triton_lse`` is the forward that stores L and runs the input checks on every call, as every forward did
 before session 11. Each row: ``host_us``, microseconds of CPU time per call while the GPU is held
 busy (so calls only queue work): the median of 50 calls, best of five rounds that take every
 path of a case in turn; ``gpu_ms`` from a CUDA graph replay (no host in it), and ``eager_ms``,
@@ -55,11 +55,16 @@ def cases(torch, F):
         kd, vd = (torch.randn(1, 8, n_k, 128, device=dev, dtype=dt) for _ in range(2))
         out[f"decode, N_k={n_k // 1024}k"] = {
             "split_kv_triton": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(qd, kd, vd),
+            # the merge as a second kernel, as before session 16 (the one-launch ablation)
+            "split_kv_triton_2launch": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(
+                qd, kd, vd, one_launch=False),
             "sdpa": lambda qd=qd, kd=kd, vd=vd: F.scaled_dot_product_attention(qd, kd, vd, enable_gqa=True)}
     return out
 
 
 ROUNDS = 5  # rounds over a case's paths; each path keeps its best median
+# Launch paths timed per implementation (every one of flashedu's where not listed).
+PATHS = {"sdpa": ("",), "split_kv_triton_2launch": ("bound",)}
 
 
 @contextlib.contextmanager
@@ -102,7 +107,7 @@ def main(argv=None) -> None:
         # and keeps its best round: the host's speed drifts by 10 µs and more within a run, and
         # interleaving spreads the drift over all of them instead of one.
         runs = [(impl, fn, path) for impl, fn in impls.items()
-                for path in (("bound", "tensors", "triton") if impl != "sdpa" else ("",))]
+                for path in PATHS.get(impl, ("bound", "tensors", "triton"))]
         host = {}
         for _ in range(ROUNDS):
             for impl, fn, path in runs:

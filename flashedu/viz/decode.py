@@ -150,8 +150,8 @@ def measured_decode_figure(result: dict) -> go.Figure:
     rows = [dict(r, cache_GBps=gpu_GBps(r)) for r in result["rows"] if "ms" in r]
     graphs = all("graph_ms" in r for r in result["rows"] if "ms" in r)
     info = result["provenance"]
-    order = list(IMPL_LABELS)
-    names = sorted({r["impl"] for r in rows}, key=lambda n: order.index(n) if n in order else len(order))
+    # the labelled implementations only: ablations (two launches, split counts) are tables' job
+    names = [n for n in IMPL_LABELS if any(r["impl"] == n for r in rows)]
     Bs = sorted({r["B"] for r in rows})
     Nks = sorted({r["N_k"] for r in rows})
     fig = make_subplots(rows=1, cols=len(Bs), shared_yaxes=True, horizontal_spacing=0.03,

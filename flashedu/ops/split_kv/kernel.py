@@ -1,8 +1,13 @@
-"""Split-KV decoding (flash-decoding) in Triton: two kernels.
+"""Split-KV decoding (flash-decoding) in Triton: two passes, in one launch or two.
 
-    kernel 1  _split_kernel   one program per (packed Q block, split, batch · K/V head): folds the
-                              K/V tiles of its split into (m, ℓ, o) and stores that partial state
-    kernel 2  _merge_kernel   one program per query row: ⊕ over the splits, one division, store O
+    pass 1  _split_kernel   one program per (packed Q block, split, batch · K/V head): folds the
+                            K/V tiles of its split into (m, ℓ, o) and stores that partial state
+    pass 2  _merge_kernel   one program per query row: ⊕ over the splits, one division, store O
+
+By default pass 2 runs inside pass 1's launch: each program counts itself in on its row block's
+ticket (an atomic counter), and the program that draws the last ticket merges the row block's
+splits, whose states are in memory by then. A decode step is a few µs of GPU time, so the second
+launch's host time and the GPU's idle gap between the launches were a large share of it.
 
 Grouped-query attention packs the G = H / H_kv query heads that share a K/V head into the rows of
 one Q tile (row r: query r // G of head h_kv·G + r % G), so each K/V tile is read once per group,
@@ -35,13 +40,14 @@ MIN_CAPABILITY = (8, 0)
 
 
 @triton.jit
-def _split_kernel(Q, K, V, OP, MP, LP,
+def _split_kernel(Q, K, V, PART, O, TICKETS,
                   stride_qz, stride_qh, stride_qm, stride_qd,
                   stride_kz, stride_kh, stride_kn, stride_kd,
                   stride_vz, stride_vh, stride_vn, stride_vd,
                   B, H_KV, N_Q, N_K, split_len, qk_scale,
                   GROUP: tl.constexpr, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                  ONE_LAUNCH: tl.constexpr):
     pid_m, split, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     z, h_kv = (bh // H_KV).to(tl.int64), (bh % H_KV).to(tl.int64)
     R = N_Q * GROUP
@@ -88,12 +94,46 @@ def _split_kernel(Q, K, V, OP, MP, LP,
         m_i = m_new
 
     # Partial state of split `split`, rows of [S, B, H, N_Q]; m back to natural log units.
+    # PART holds o [S, B, H, N_Q, D], then m, then ℓ [S, B, H, N_Q] (one allocation).
     H = H_KV * GROUP
-    idx = ((split * B + z) * H + h) * N_Q + qi  # [BLOCK_M], int64
+    S = tl.num_programs(1)
+    per_split = (B * H).to(tl.int64) * N_Q  # rows of one split's state
+    OP, MP, LP = PART, PART + S * per_split * HEAD_DIM, PART + S * per_split * (HEAD_DIM + 1)
+    row = (z * H + h) * N_Q + qi  # [BLOCK_M], int64: the row of [B, H, N_Q]
+    idx = split * per_split + row
     tl.store(MP + idx, m_i * 0.6931471805599453, mask=row_ok)
     tl.store(LP + idx, l_i, mask=row_ok)
     tl.store(OP + idx[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=row_ok[:, None])
     # [split-kv-split-end]
+
+    # [split-kv-last-start]
+    if ONE_LAUNCH:
+        # Count this split in on the row block's ticket. The last of its S splits to finish
+        # merges them all: by then every state is in memory.
+        tl.debug_barrier()  # all of this program's stores are issued before it counts in
+        ticket = TICKETS + bh * tl.num_programs(0) + pid_m
+        if tl.atomic_add(ticket, 1, sem="acq_rel") == S - 1:
+            m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # natural-log units
+            l = tl.zeros([BLOCK_M], dtype=tl.float32)
+            o = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+            for s in range(0, S):  # ⊕, one split at a time
+                part = s * per_split + row
+                # .cg: read from L2, where the other SMs' stores are, never from a stale L1
+                m_s = tl.load(MP + part, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+                l_s = tl.load(LP + part, mask=row_ok, other=0.0, cache_modifier=".cg")
+                o_s = tl.load(OP + part[:, None] * HEAD_DIM + offs_d[None, :],
+                              mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
+                m_new = tl.maximum(m, m_s)
+                m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: weight 0
+                w_old, w_s = tl.exp(m - m_sub), tl.exp(m_s - m_sub)
+                l = l * w_old + l_s * w_s
+                o = o * w_old[:, None] + o_s * w_s[:, None]
+                m = m_new
+            o = o / tl.where(l == 0.0, 1.0, l)[:, None]
+            tl.store(O + row[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
+                     mask=row_ok[:, None])
+            tl.atomic_xchg(ticket, 0)  # back to zero for the next launch
+    # [split-kv-last-end]
 
 
 @triton.jit
@@ -159,7 +199,8 @@ def _checked(q, k, v, causal, scale, key, num_splits, block_n) -> tuple[float, i
     """(scale, group): the full checks, or, for a call whose key a checked call bound before,
     only the scale's (host time: a decode step is short, and its checks were a fifth of the
     Python)."""
-    if key is not None and _bound.lookup(_split_kernel, key) is not None:
+    if key is not None and (_bound.lookup(_split_kernel, (key, True)) is not None
+                            or _bound.lookup(_split_kernel, (key, False)) is not None):
         quick = quick_scale(scale, q.shape[3])
         if quick is not None:
             return quick, q.shape[1] // k.shape[1]
@@ -173,31 +214,57 @@ def split_kv_partials(q, k, v, *, causal: bool = False, scale: float | None = No
     unnormalised) and ``ranges`` the key range of each split."""
     key = _call_key(q, k, v, causal, num_splits, block_n)
     scale, group = _checked(q, k, v, causal, scale, key, num_splits, block_n)
-    op, mp, lp, ranges = _partials(q, k, v, key, causal=causal, scale=scale, group=group,
-                                   num_splits=num_splits, block_n=block_n)
-    return State(mp[..., None], lp[..., None], op), list(ranges)
+    part, ranges = _launch(q, k, v, None, key, causal=causal, scale=scale, group=group,
+                           num_splits=num_splits, block_n=block_n)
+    S, (B, H, N, D) = len(ranges), q.shape
+    o, m, l = _views(part, S, B, H, N, D)
+    return State(m[..., None], l[..., None], o), list(ranges)
 
 
-def _partials(q, k, v, key, *, causal, scale, group, num_splits, block_n):
-    """Launch pass 1 for checked inputs with call key ``key``: (o [S, B, H, N_q, D], m,
-    ℓ [S, B, H, N_q], ranges), fp32."""
+def _views(part: torch.Tensor, S: int, B: int, H: int, N: int, D: int):
+    """(o [S, B, H, N, D], m, ℓ [S, B, H, N]): the partial states in pass 1's one buffer."""
+    n = S * B * H * N
+    return (part[:n * D].view(S, B, H, N, D), part[n * D:n * (D + 1)].view(S, B, H, N),
+            part[n * (D + 1):].view(S, B, H, N))
+
+
+def _launch(q, k, v, out, key, *, causal, scale, group, num_splits, block_n):
+    """Launch pass 1 for checked inputs with call key ``key``; with ``out`` given, the last
+    split of each row block also merges into it (pass 2 in the same launch). Returns (the
+    partial states' buffer, fp32, see :func:`_views`; the splits' key ranges)."""
     B, H, N_Q, D = q.shape
     # Everything that follows from the shapes alone, worked out at a shape's first call: an
     # eager decode step is short enough that this arithmetic shows in its time.
     S, ranges, split_len, block_m, bn, warps, stages, grid = _launch_plan(
         q.shape, k.shape, q.element_size(), num_splits, block_n, q.device.index)
-    op = torch.empty(S, B, H, N_Q, D, device=q.device, dtype=torch.float32)
-    mp = torch.empty(S, B, H, N_Q, device=q.device, dtype=torch.float32)
-    lp = torch.empty_like(mp)
+    part = torch.empty(S * B * H * N_Q * (D + 2), device=q.device, dtype=torch.float32)
+    one_launch = out is not None
     # One binding per call key (flashedu.ops._bound): a decode step is short enough that
     # Triton's own per-call Python would be most of it.
-    _bound.run(_split_kernel, key, grid,
-               (q, k, v, op, mp, lp, *_bound.strides(key), B, k.shape[1], N_Q, k.shape[2],
-                split_len, scale * LOG2E),
+    _bound.run(_split_kernel, (key, one_launch), grid,
+               (q, k, v, part, out if one_launch else part, _tickets(q.device, grid[0] * grid[2]),
+                *_bound.strides(key), B, k.shape[1], N_Q, k.shape[2], split_len, scale * LOG2E),
                dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
-                    PRECISION="ieee" if q.dtype == torch.float32 else "tf32"),
+                    PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                    ONE_LAUNCH=one_launch),
                num_warps=warps, num_stages=stages)
-    return op, mp, lp, ranges
+    return part, ranges
+
+
+_TICKETS: dict = {}  # (device, stream) -> int32 counters, zero between launches
+
+
+def _tickets(device: torch.device, n: int) -> torch.Tensor:
+    """At least ``n`` zeroed int32 counters for launches on the current stream. Each launch
+    leaves them at zero again (the merging program resets its row block's), so they are made
+    once; one set per stream, so that launches running at the same time never share one."""
+    # the raw stream handle: torch.cuda.current_stream() builds a Python object per call
+    where = ((device.index, torch._C._cuda_getCurrentRawStream(device.index))
+             if device.type == "cuda" else (None, None))
+    t = _TICKETS.get(where)
+    if t is None or t.numel() < n:
+        t = _TICKETS[where] = torch.zeros(max(n, 1024), device=device, dtype=torch.int32)
+    return t
 
 
 @functools.lru_cache(maxsize=1024)
@@ -248,20 +315,28 @@ def _merge(o, m, l, out) -> None:
 
 
 def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | None = None,
-                              num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
+                              num_splits: int | None = None, block_n: int | None = None,
+                              one_launch: bool = True) -> torch.Tensor:
     """Split-KV (flash-decoding) attention in Triton, forward only.
 
     q ``[B, H, N_q, D]``, k and v ``[B, H_kv, N_k, D]`` with H a multiple of H_kv (grouped-query
     attention); any N_q (decode: 1), any N_k; causal needs N_q == N_k. ``num_splits`` defaults
     to FA2's heuristic for this GPU's SM count; splits fall on multiples of 128 keys (16 under
-    the interpreter). fp16/bf16 on a GPU, fp32/fp16 under the interpreter. Returns o like q.
+    the interpreter). ``one_launch`` merges the splits in pass 1's launch (the last split of
+    each row block to finish does it); False runs the merge as a second kernel. fp16/bf16 on a
+    GPU, fp32/fp16 under the interpreter. Returns o like q.
     """
+    if not isinstance(one_launch, bool):
+        raise TypeError(f"split_kv_triton: one_launch must be a bool, got {one_launch!r}")
     key = _call_key(q, k, v, causal, num_splits, block_n)
     scale, group = _checked(q, k, v, causal, scale, key, num_splits, block_n)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    # Everything allocated first, then the two launches back to back: a decode step's GPU time
-    # is a few µs, and any Python between the passes leaves the GPU idle for that long.
-    op, mp, lp, _ = _partials(q, k, v, key, causal=causal, scale=scale, group=group,
-                              num_splits=num_splits, block_n=block_n)
-    _merge(op, mp, lp, out)
+    if one_launch:
+        _launch(q, k, v, out, key, causal=causal, scale=scale, group=group,
+                num_splits=num_splits, block_n=block_n)
+        return out
+    part, ranges = _launch(q, k, v, None, key, causal=causal, scale=scale, group=group,
+                           num_splits=num_splits, block_n=block_n)
+    B, H, N, D = q.shape
+    _merge(*_views(part, len(ranges), B, H, N, D), out)
     return out
