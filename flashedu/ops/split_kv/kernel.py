@@ -47,7 +47,7 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
                   B, H_KV, N_Q, N_K, split_len, qk_scale,
                   GROUP: tl.constexpr, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                  ONE_LAUNCH: tl.constexpr):
+                  ONE_LAUNCH: tl.constexpr, CHUNK: tl.constexpr):
     pid_m, split, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     z, h_kv = (bh // H_KV).to(tl.int64), (bh % H_KV).to(tl.int64)
     R = N_Q * GROUP
@@ -116,18 +116,22 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
             m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # natural-log units
             l = tl.zeros([BLOCK_M], dtype=tl.float32)
             o = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-            for s in range(0, S):  # ⊕, one split at a time
-                part = s * per_split + row
+            # ⊕ over CHUNK splits at a time: each step waits for its loads from L2, so one
+            # split a step would make the merge as long as S round trips.
+            offs_c = tl.arange(0, CHUNK)
+            for s0 in range(0, S, CHUNK):
+                ok = ((s0 + offs_c) < S)[:, None] & row_ok[None, :]  # [CHUNK, BLOCK_M]
+                part = (s0 + offs_c)[:, None] * per_split + row[None, :]
                 # .cg: read from L2, where the other SMs' stores are, never from a stale L1
-                m_s = tl.load(MP + part, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
-                l_s = tl.load(LP + part, mask=row_ok, other=0.0, cache_modifier=".cg")
-                o_s = tl.load(OP + part[:, None] * HEAD_DIM + offs_d[None, :],
-                              mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
-                m_new = tl.maximum(m, m_s)
+                m_s = tl.load(MP + part, mask=ok, other=float("-inf"), cache_modifier=".cg")
+                l_s = tl.load(LP + part, mask=ok, other=0.0, cache_modifier=".cg")
+                o_s = tl.load(OP + part[:, :, None] * HEAD_DIM + offs_d[None, None, :],
+                              mask=ok[:, :, None], other=0.0, cache_modifier=".cg")
+                m_new = tl.maximum(m, tl.max(m_s, 0))  # [BLOCK_M]
                 m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: weight 0
-                w_old, w_s = tl.exp(m - m_sub), tl.exp(m_s - m_sub)
-                l = l * w_old + l_s * w_s
-                o = o * w_old[:, None] + o_s * w_s[:, None]
+                w_old, w_s = tl.exp(m - m_sub), tl.exp(m_s - m_sub[None, :])
+                l = l * w_old + tl.sum(w_s * l_s, 0)
+                o = o * w_old[:, None] + tl.sum(w_s[:, :, None] * o_s, 0)  # [BLOCK_M, D]
                 m = m_new
             o = o / tl.where(l == 0.0, 1.0, l)[:, None]
             tl.store(O + row[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
@@ -246,9 +250,15 @@ def _launch(q, k, v, out, key, *, causal, scale, group, num_splits, block_n):
                 *_bound.strides(key), B, k.shape[1], N_Q, k.shape[2], split_len, scale * LOG2E),
                dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
                     PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                    ONE_LAUNCH=one_launch),
+                    ONE_LAUNCH=one_launch, CHUNK=_merge_chunk(block_m, D)),
                num_warps=warps, num_stages=stages)
     return part, ranges
+
+
+def _merge_chunk(block_m: int, head_dim: int) -> int:
+    """Splits the one-launch merge folds per step: as many as keep its o tile [CHUNK, BLOCK_M,
+    D] at 8192 fp32 values (64 a thread of 4 warps), 1 to 16."""
+    return max(1, min(16, 8192 // (block_m * head_dim)))
 
 
 _TICKETS: dict = {}  # (device, stream) -> int32 counters, zero between launches
