@@ -47,7 +47,7 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
                   B, H_KV, N_Q, N_K, split_len, qk_scale,
                   GROUP: tl.constexpr, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-                  ONE_LAUNCH: tl.constexpr, CHUNK: tl.constexpr):
+                  ONE_LAUNCH: tl.constexpr, UNROLL: tl.constexpr):
     pid_m, split, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     z, h_kv = (bh // H_KV).to(tl.int64), (bh % H_KV).to(tl.int64)
     R = N_Q * GROUP
@@ -113,26 +113,30 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
         tl.debug_barrier()  # all of this program's stores are issued before it counts in
         ticket = TICKETS + bh * tl.num_programs(0) + pid_m
         if tl.atomic_add(ticket, 1, sem="acq_rel") == S - 1:
+            # Two sweeps: the merged max m first (a [32, BLOCK_M] block of m_s a step), then
+            # o = Σ_s e^(m_s - m) o_s. With m known, no split's term waits on another's, so
+            # UNROLL splits' loads are in flight together; one at a time, the merge would
+            # take S round trips to L2. (.cg: read from L2, where the other SMs' stores are,
+            # never from a stale L1.)
             m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # natural-log units
+            offs_32 = tl.arange(0, 32)
+            for s0 in range(0, S, 32):
+                ok = ((s0 + offs_32) < S)[:, None] & row_ok[None, :]  # [32, BLOCK_M]
+                m_s = tl.load(MP + (s0 + offs_32)[:, None] * per_split + row[None, :], mask=ok,
+                              other=float("-inf"), cache_modifier=".cg")
+                m = tl.maximum(m, tl.max(m_s, 0))
+            m = tl.where(m == float("-inf"), 0.0, m)  # every split empty: weights 0, o = 0
             l = tl.zeros([BLOCK_M], dtype=tl.float32)
             o = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-            # ⊕ over CHUNK splits at a time: each step waits for its loads from L2, so one
-            # split a step would make the merge as long as S round trips.
-            offs_c = tl.arange(0, CHUNK)
-            for s0 in range(0, S, CHUNK):
-                ok = ((s0 + offs_c) < S)[:, None] & row_ok[None, :]  # [CHUNK, BLOCK_M]
-                part = (s0 + offs_c)[:, None] * per_split + row[None, :]
-                # .cg: read from L2, where the other SMs' stores are, never from a stale L1
-                m_s = tl.load(MP + part, mask=ok, other=float("-inf"), cache_modifier=".cg")
-                l_s = tl.load(LP + part, mask=ok, other=0.0, cache_modifier=".cg")
-                o_s = tl.load(OP + part[:, :, None] * HEAD_DIM + offs_d[None, None, :],
-                              mask=ok[:, :, None], other=0.0, cache_modifier=".cg")
-                m_new = tl.maximum(m, tl.max(m_s, 0))  # [BLOCK_M]
-                m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: weight 0
-                w_old, w_s = tl.exp(m - m_sub), tl.exp(m_s - m_sub[None, :])
-                l = l * w_old + tl.sum(w_s * l_s, 0)
-                o = o * w_old[:, None] + tl.sum(w_s[:, :, None] * o_s, 0)  # [BLOCK_M, D]
-                m = m_new
+            for s0 in range(0, S, UNROLL):
+                for j in tl.static_range(UNROLL):
+                    ok = row_ok & (row * 0 + (s0 + j) < S)  # [BLOCK_M]
+                    part = (s0 + j) * per_split + row
+                    w = tl.exp(tl.load(MP + part, mask=ok, other=float("-inf"),
+                                       cache_modifier=".cg") - m)  # [BLOCK_M]
+                    l += w * tl.load(LP + part, mask=ok, other=0.0, cache_modifier=".cg")
+                    o += w[:, None] * tl.load(OP + part[:, None] * HEAD_DIM + offs_d[None, :],
+                                              mask=ok[:, None], other=0.0, cache_modifier=".cg")
             o = o / tl.where(l == 0.0, 1.0, l)[:, None]
             tl.store(O + row[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
                      mask=row_ok[:, None])
@@ -250,15 +254,12 @@ def _launch(q, k, v, out, key, *, causal, scale, group, num_splits, block_n):
                 *_bound.strides(key), B, k.shape[1], N_Q, k.shape[2], split_len, scale * LOG2E),
                dict(GROUP=group, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=bn,
                     PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                    ONE_LAUNCH=one_launch, CHUNK=_merge_chunk(block_m, D)),
+                    ONE_LAUNCH=one_launch, UNROLL=MERGE_UNROLL),
                num_warps=warps, num_stages=stages)
     return part, ranges
 
 
-def _merge_chunk(block_m: int, head_dim: int) -> int:
-    """Splits the one-launch merge folds per step: as many as keep its o tile [CHUNK, BLOCK_M,
-    D] at 8192 fp32 values (64 a thread of 4 warps), 1 to 16."""
-    return max(1, min(16, 8192 // (block_m * head_dim)))
+MERGE_UNROLL = 4  # splits whose loads the one-launch merge has in flight at once
 
 
 _TICKETS: dict = {}  # (device, stream) -> int32 counters, zero between launches
