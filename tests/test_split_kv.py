@@ -179,3 +179,19 @@ def test_decode_animation_timeline_and_figures():
     rows = [dict(impl="split_kv_triton", B=1, N_k=n, ms=0.1, cache_GBps=g) for n, g in ((4096, 900.0), (65536, 3000.0))]
     fig = measured_decode_figure(dict(rows=rows, provenance=dict(gpu="NVIDIA H200", torch="2.11", date="2026-11-22")))
     assert list(fig.data[0].y) == [900.0, 3000.0]
+
+
+def test_default_merges_in_the_launch_only_on_a_short_cache(monkeypatch):
+    """one_launch=None: a cache of at most ONE_LAUNCH_MAX_BYTES merges in the split launch, a
+    longer one through the second kernel; both give the same attention."""
+    from flashedu.ops.split_kv import kernel as skv
+    merges = []
+    real_merge = skv._merge
+    monkeypatch.setattr(skv, "_merge", lambda *a: merges.append(1) or real_merge(*a))
+    q, k, v = gqa_inputs(1, 4, 2, 1, 150, 16, dtype=DT, device=DEVICE)
+    short = split_kv_attention_triton(q, k, v, num_splits=3)
+    assert merges == []
+    monkeypatch.setattr(skv, "ONE_LAUNCH_MAX_BYTES", 2 * k.numel() * k.element_size() - 1)
+    long = split_kv_attention_triton(q, k, v, num_splits=3)
+    assert merges == [1]
+    assert (short - long).abs().max().item() < tolerance(DT)

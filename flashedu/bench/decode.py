@@ -8,8 +8,9 @@ Shapes: fp16, D = 128, 64 query heads sharing 8 K/V heads (GQA 8:1), query lengt
 B in {1, 4, 16}, cached keys N_k in {4k, 8k, 16k, 32k, 64k, 128k}. Implementations:
 
 * ``split_kv_triton`` (chapter 7, GQA native) with its heuristic split count, and with one split
-  (the same kernel without splitting: what the splits buy), and with the merge as a second
-  kernel (``split_kv_triton_2launch``: what merging in the split launch buys);
+  (the same kernel without splitting: what the splits buy), and with the merge forced into the
+  split launch (``split_kv_triton_1launch``) or into a second kernel (``_2launch``): the
+  default takes one launch for eager calls on short caches, two in a CUDA graph;
 * ``sdpa_gqa``: torch SDPA with ``enable_gqa=True``, default backend choice;
 * ``sdpa_flash`` and ``v2_triton`` (chapter 4) on K/V expanded to 64 heads beforehand (the
   expansion is not timed; skipped where the expanded cache would not fit comfortably).
@@ -44,7 +45,8 @@ def impls(q, k, v, expanded, split_counts=(), block_ns=()):
     out = {
         "split_kv_triton": lambda: split_kv_attention_triton(q, k, v),
         "split_kv_triton_1split": lambda: split_kv_attention_triton(q, k, v, num_splits=1),
-        # the merge as a second kernel (before session 16): the one-launch ablation
+        # the merge in the split launch, and as a second kernel: the default picks per call
+        "split_kv_triton_1launch": lambda: split_kv_attention_triton(q, k, v, one_launch=True),
         "split_kv_triton_2launch": lambda: split_kv_attention_triton(q, k, v, one_launch=False),
         "sdpa_gqa": lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
     }

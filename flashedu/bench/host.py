@@ -8,13 +8,15 @@ On the GPU machine, from the repository root (under a minute):
 
 Launch paths: ``bound`` (flashedu's binding), ``tensors`` (the binding handing tensors to
 Triton's Python launcher, as before session 11: the ablation of passing addresses and calling
-the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call). ``split_kv_triton_2launch`` is the decode
-step with its merge as a second kernel (bound). ``v2_triton_lse`` is the forward that stores L and runs the input checks on every call, as every forward did
+the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call). ``split_kv_triton_1launch`` / ``_2launch`` are the
+decode step with its merge forced into the split launch / a second kernel (bound). ``v2_triton_lse`` is the forward that stores L and runs the input checks on every call, as every forward did
 before session 11. Each row: ``host_us``, microseconds of CPU time per call while the GPU is held
 busy (so calls only queue work): the median of 50 calls, best of five rounds that take every
 path of a case in turn; ``gpu_ms`` from a CUDA graph replay (no host in it), and ``eager_ms``,
-the median of eager calls back to back (do_bench): a call is host-bound where ``host_us``
-exceeds the GPU time and the eager time follows the host.
+the median of eager calls back to back (do_bench, which flushes L2 between calls: host time
+shorter than the flush hides behind it), and ``loop_us``, microseconds a call in a loop of 200
+calls with nothing between them (a decode loop's step: the longer of host and GPU time). A call
+is host-bound where ``host_us`` exceeds the GPU time, and its loop time follows the host.
 """
 from __future__ import annotations
 
@@ -55,7 +57,10 @@ def cases(torch, F):
         kd, vd = (torch.randn(1, 8, n_k, 128, device=dev, dtype=dt) for _ in range(2))
         out[f"decode, N_k={n_k // 1024}k"] = {
             "split_kv_triton": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(qd, kd, vd),
-            # the merge as a second kernel, as before session 16 (the one-launch ablation)
+            # the merge forced into the split launch, or into a second kernel (the default
+            # picks by the cache's size, and two launches in a CUDA graph)
+            "split_kv_triton_1launch": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(
+                qd, kd, vd, one_launch=True),
             "split_kv_triton_2launch": lambda qd=qd, kd=kd, vd=vd: split_kv_attention_triton(
                 qd, kd, vd, one_launch=False),
             "sdpa": lambda qd=qd, kd=kd, vd=vd: F.scaled_dot_product_attention(qd, kd, vd, enable_gqa=True)}
@@ -64,7 +69,7 @@ def cases(torch, F):
 
 ROUNDS = 5  # rounds over a case's paths; each path keeps its best median
 # Launch paths timed per implementation (every one of flashedu's where not listed).
-PATHS = {"sdpa": ("",), "split_kv_triton_2launch": ("bound",)}
+PATHS = {"sdpa": ("",), "split_kv_triton_1launch": ("bound",), "split_kv_triton_2launch": ("bound",)}
 
 
 @contextlib.contextmanager
@@ -83,6 +88,22 @@ def _launch_path(_bound, path: str):
         _bound.ENABLED = True
         for key, (pointers, direct) in kept.items():
             _bound._BOUND[key]._pointers, _bound._BOUND[key]._direct = pointers, direct
+
+
+def _loop_us(torch, fn, calls: int = 200, rounds: int = 5) -> float:
+    """Microseconds per call of ``fn`` called ``calls`` times back to back, between two events
+    (the best of ``rounds``): what a step of a loop of such calls takes."""
+    best = float("inf")
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        best = min(best, 1e3 * start.elapsed_time(end) / calls)
+    return best
 
 
 def main(argv=None) -> None:
@@ -123,6 +144,7 @@ def main(argv=None) -> None:
                                                             return_mode="median"))
                 if "backward" not in case:  # a graph cannot hold autograd's backward call
                     row["gpu_ms"] = gpu_time(fn)["ms"]
+                row["loop_us"] = round(_loop_us(torch, fn), 2)
             rows.append(row)
             print(row, flush=True)
             rec.save(rows)

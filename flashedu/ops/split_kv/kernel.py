@@ -4,10 +4,11 @@
                             K/V tiles of its split into (m, ℓ, o) and stores that partial state
     pass 2  _merge_kernel   one program per query row: ⊕ over the splits, one division, store O
 
-By default pass 2 runs inside pass 1's launch: each program counts itself in on its row block's
-ticket (an atomic counter), and the program that draws the last ticket merges the row block's
-splits, whose states are in memory by then. A decode step is a few µs of GPU time, so the second
-launch's host time and the GPU's idle gap between the launches were a large share of it.
+Pass 2 can run inside pass 1's launch: each program counts itself in on its row block's ticket
+(an atomic counter), and the program that draws the last ticket merges the row block's splits,
+whose states are in memory by then. A short decode step is a few µs of GPU time and twice that
+of host time, so an eager call on a short cache does that; a long cache, or a CUDA graph, takes
+the second launch, whose merge is spread over one program per row (faster on the GPU).
 
 Grouped-query attention packs the G = H / H_kv query heads that share a K/V head into the rows of
 one Q tile (row r: query r // G of head h_kv·G + r % G), so each K/V tile is read once per group,
@@ -325,22 +326,35 @@ def _merge(o, m, l, out) -> None:
                dict(HEAD_DIM=D, BLOCK_S=triton.next_power_of_2(S)), num_warps=4, num_stages=3)
 
 
+# An eager call merges in the split launch where the cache is at most this large: there the
+# GPU's time is shorter than the host's, and a second launch would double the host's (measured
+# on the H200: host 18 µs one launch, 35 two; GPU +1…+4.5 µs for the merging programs' tail;
+# docs/notes/v2-tuning.md, session 16). Longer caches, and calls captured into a CUDA graph
+# (which replays no host time), take two launches.
+ONE_LAUNCH_MAX_BYTES = 64 * 2**20
+
+
 def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | None = None,
                               num_splits: int | None = None, block_n: int | None = None,
-                              one_launch: bool = True) -> torch.Tensor:
+                              one_launch: bool | None = None) -> torch.Tensor:
     """Split-KV (flash-decoding) attention in Triton, forward only.
 
     q ``[B, H, N_q, D]``, k and v ``[B, H_kv, N_k, D]`` with H a multiple of H_kv (grouped-query
     attention); any N_q (decode: 1), any N_k; causal needs N_q == N_k. ``num_splits`` defaults
     to FA2's heuristic for this GPU's SM count; splits fall on multiples of 128 keys (16 under
-    the interpreter). ``one_launch`` merges the splits in pass 1's launch (the last split of
-    each row block to finish does it); False runs the merge as a second kernel. fp16/bf16 on a
-    GPU, fp32/fp16 under the interpreter. Returns o like q.
+    the interpreter). ``one_launch`` True merges the splits in pass 1's launch (the last split
+    of each row block to finish does it), False runs the merge as a second kernel; None (the
+    default) merges in the launch where the host's time would be the longer one: eager calls
+    on caches of at most ``ONE_LAUNCH_MAX_BYTES``. fp16/bf16 on a GPU, fp32/fp16 under the
+    interpreter. Returns o like q.
     """
-    if not isinstance(one_launch, bool):
-        raise TypeError(f"split_kv_triton: one_launch must be a bool, got {one_launch!r}")
+    if one_launch is not None and not isinstance(one_launch, bool):
+        raise TypeError(f"split_kv_triton: one_launch must be a bool or None, got {one_launch!r}")
     key = _call_key(q, k, v, causal, num_splits, block_n)
     scale, group = _checked(q, k, v, causal, scale, key, num_splits, block_n)
+    if one_launch is None:
+        one_launch = (2 * k.numel() * k.element_size() <= ONE_LAUNCH_MAX_BYTES
+                      and not (k.is_cuda and torch.cuda.is_current_stream_capturing()))
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if one_launch:
         _launch(q, k, v, out, key, causal=causal, scale=scale, group=group,
