@@ -547,12 +547,15 @@ def test_decode_claims_in_the_prose_hold(glued):
 
 
 def test_decode_figure_draws_the_real_file(decode):
-    from flashedu.viz.decode import measured_decode_figure
+    from flashedu.viz.decode import IMPL_LABELS, measured_decode_figure
 
     fig = measured_decode_figure(decode)
     timed = [r for r in decode["rows"] if "ms" in r]
-    series = {(r["impl"], r["B"]) for r in timed}
+    # one line per labelled implementation and batch; ablation rows (forced one or two
+    # launches, split counts) stay out of the figure
+    series = {(r["impl"], r["B"]) for r in timed if r["impl"] in IMPL_LABELS}
     assert len(fig.data) == len(series)
+    assert {d.name for d in fig.data} == {IMPL_LABELS[i] for i, _ in series}
     Bs = sorted({r["B"] for r in timed})
     assert [a.text for a in fig.layout.annotations][:len(Bs)] == [f"batch {B}" for B in Bs]
     title = fig.layout.title.text

@@ -123,8 +123,8 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
             offs_32 = tl.arange(0, 32)
             for s0 in range(0, S, 32):
                 ok = ((s0 + offs_32) < S)[:, None] & row_ok[None, :]  # [32, BLOCK_M]
-                m_s = tl.load(MP + (s0 + offs_32)[:, None] * per_split + row[None, :], mask=ok,
-                              other=float("-inf"), cache_modifier=".cg")
+                part = (s0 + offs_32)[:, None] * per_split + row[None, :]
+                m_s = tl.load(MP + part, mask=ok, other=float("-inf"), cache_modifier=".cg")
                 m = tl.maximum(m, tl.max(m_s, 0))
             m = tl.where(m == float("-inf"), 0.0, m)  # every split empty: weights 0, o = 0
             l = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -136,8 +136,9 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
                     w = tl.exp(tl.load(MP + part, mask=ok, other=float("-inf"),
                                        cache_modifier=".cg") - m)  # [BLOCK_M]
                     l += w * tl.load(LP + part, mask=ok, other=0.0, cache_modifier=".cg")
-                    o += w[:, None] * tl.load(OP + part[:, None] * HEAD_DIM + offs_d[None, :],
-                                              mask=ok[:, None], other=0.0, cache_modifier=".cg")
+                    o_s = tl.load(OP + part[:, None] * HEAD_DIM + offs_d[None, :],
+                                  mask=ok[:, None], other=0.0, cache_modifier=".cg")
+                    o += w[:, None] * o_s  # [BLOCK_M, D]
             o = o / tl.where(l == 0.0, 1.0, l)[:, None]
             tl.store(O + row[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
                      mask=row_ok[:, None])
