@@ -23,16 +23,26 @@ from flashedu.ops.v2.kernel_bwd import _bwd_preprocess, _load_rows_stats
 from flashedu.ops.block_sparse.configs import candidates
 from flashedu.ops.block_sparse.tile_bits import tile_bits
 
+# Both walks read the next entry's block index one iteration early (the forward's prefetch,
+# kernel.PREFETCH_INDEX); False reads each when it is needed (the ablation).
+PREFETCH_INDEX = True
+
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, stride_qd, stride_dm, stride_dd,
                 offs_n, offs_d, start_n, lo, hi, N_Q, N_K, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+                CAUSAL: tl.constexpr, PRECISION: tl.constexpr, PREFETCH_INDEX: tl.constexpr):
     """dK_j, dV_j over the Q tiles of entries lo..hi, on transposed scores Sᵀ [BLOCK_N, BLOCK_M]."""
     offs_t = tl.arange(0, BLOCK_M)
+    nxt = tl.load(Index + lo, mask=lo < hi, other=0)  # first entry's block (if prefetching)
     for e in range(lo, hi):
-        start_m = tl.multiple_of(tl.load(Index + e) * BLOCK_M, BLOCK_M)
+        if PREFETCH_INDEX:  # the next entry's block is read one iteration early, as forward
+            blk = nxt
+            nxt = tl.load(Index + e + 1, mask=e + 1 < hi, other=0)
+        else:
+            blk = tl.load(Index + e)
+        start_m = tl.multiple_of(blk * BLOCK_M, BLOCK_M)
         offs_m = start_m + offs_t
         q_ptrs = Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
         do_ptrs = DO + offs_m[:, None] * stride_dm + offs_d[None, :] * stride_dd
@@ -68,7 +78,8 @@ def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
               stride_dz, stride_dh, stride_dm, stride_dd,
               H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+              PREFETCH_INDEX: tl.constexpr):
     """One program per (K/V tile, batch·head): K_j, V_j stay on chip while listed Q tiles stream by."""
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -93,10 +104,10 @@ def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, stride_qd, stride_dm,
                          stride_dd, offs_n, offs_d, start_n, lo, mid, N_Q, N_K, qk_scale,
-                         BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
+                         BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION, PREFETCH_INDEX)
     dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, stride_qd, stride_dm,
                          stride_dd, offs_n, offs_d, start_n, mid, hi, N_Q, N_K, qk_scale,
-                         BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION)
+                         BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION, PREFETCH_INDEX)
     out = bh.to(tl.int64) * N_K * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=col_ok)
     tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=col_ok)
@@ -106,11 +117,17 @@ def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
 def _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
               offs_m, offs_d, start_m, lo, hi, N_K, qk_scale,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-              CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+              CAUSAL: tl.constexpr, PRECISION: tl.constexpr, PREFETCH_INDEX: tl.constexpr):
     """dQ_i over the K/V tiles of entries lo..hi."""
     offs_t = tl.arange(0, BLOCK_N)
+    nxt = tl.load(Index + lo, mask=lo < hi, other=0)
     for e in range(lo, hi):
-        start_n = tl.multiple_of(tl.load(Index + e) * BLOCK_N, BLOCK_N)
+        if PREFETCH_INDEX:
+            blk = nxt
+            nxt = tl.load(Index + e + 1, mask=e + 1 < hi, other=0)
+        else:
+            blk = tl.load(Index + e)
+        start_n = tl.multiple_of(blk * BLOCK_N, BLOCK_N)
         offs_n = start_n + offs_t
         k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
         v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
@@ -143,7 +160,8 @@ def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
             stride_dz, stride_dh, stride_dm, stride_dd,
             H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
             CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+            PREFETCH_INDEX: tl.constexpr):
     """One program per (Q tile, batch·head): Q_i, dO_i, L_i, Δ_i stay on chip."""
     n_m = tl.cdiv(N_Q, BLOCK_M)
     pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
@@ -166,9 +184,11 @@ def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
     V += z * stride_vz + h * stride_vh
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dq = _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
-                   offs_m, offs_d, start_m, lo, mid, N_K, qk_scale, BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION)
+                   offs_m, offs_d, start_m, lo, mid, N_K, qk_scale, BLOCK_M, BLOCK_N, False, CAUSAL, PRECISION,
+                   PREFETCH_INDEX)
     dq = _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride_kd, stride_vn, stride_vd,
-                   offs_m, offs_d, start_m, mid, hi, N_K, qk_scale, BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION)
+                   offs_m, offs_d, start_m, mid, hi, N_K, qk_scale, BLOCK_M, BLOCK_N, True, CAUSAL, PRECISION,
+                   PREFETCH_INDEX)
     out = bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok)
 
@@ -213,7 +233,7 @@ def backward(do, q, k, v, o, lse, mask, *, causal: bool, scale: float):
         kernel[(triton.cdiv(grid_len, bm if lists == "rows" else bn), B * H)](
             q, k, v, do, lse, delta, *out, csr.ptr, csr.clean, csr.index, csr.tile, lay.tiles, *strides,
             CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            PREFETCH_INDEX=PREFETCH_INDEX, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     elem = q.element_size()
     for name, kernel, lists, n, out, table, resident, acc in (
