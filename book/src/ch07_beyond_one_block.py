@@ -644,7 +644,9 @@ else:
 #
 # - At decode time FA2's one program per ($Q$ block, head) leaves most SMs, and most of HBM's
 #   bandwidth, idle. Split-KV splits the keys, stores one partial $(m, \ell, o)$ per split and
-#   merges them with $\oplus$ in a second small kernel; exact, in any order.
+#   merges them with $\oplus$; exact, in any order.
+# - A short decode step is host-bound: bind the compiled kernel once per shape, and merge
+#   in the same launch (the last split to finish does it) rather than in a second kernel.
 # - Grouped-query attention packs a group's query heads into one tile: the cache is read once
 #   per K/V head.
 # - Ring attention shards a long sequence over $n_p$ GPUs; K/V shards travel the ring and each step

@@ -78,7 +78,7 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
         key_ok = offs_n < hi
         k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                     mask=key_ok[:, None], other=0.0)  # [BLOCK_N, D]
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, N]
         keep = key_ok[None, :]
         if CAUSAL:
             keep = keep & (offs_n[None, :] <= qi[:, None] + offset)
@@ -94,12 +94,14 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
 
-    # Partial state of split `split`, rows of [S, B, H, N_Q]; m back to natural log units.
-    # PART holds o [S, B, H, N_Q, D], then m, then ℓ [S, B, H, N_Q] (one allocation).
+    # Partial state of split `split`, rows of [S, B, H, N_Q]; m back to natural log
+    # units. PART holds o [S, B, H, N_Q, D], then m, then ℓ [S, B, H, N_Q].
     H = H_KV * GROUP
     S = tl.num_programs(1)
     per_split = (B * H).to(tl.int64) * N_Q  # rows of one split's state
-    OP, MP, LP = PART, PART + S * per_split * HEAD_DIM, PART + S * per_split * (HEAD_DIM + 1)
+    OP = PART
+    MP = OP + S * per_split * HEAD_DIM
+    LP = MP + S * per_split
     row = (z * H + h) * N_Q + qi  # [BLOCK_M], int64: the row of [B, H, N_Q]
     idx = split * per_split + row
     tl.store(MP + idx, m_i * 0.6931471805599453, mask=row_ok)
@@ -109,24 +111,25 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
 
     # [split-kv-last-start]
     if ONE_LAUNCH:
-        # Count this split in on the row block's ticket. The last of its S splits to finish
-        # merges them all: by then every state is in memory.
-        tl.debug_barrier()  # all of this program's stores are issued before it counts in
+        # Count this split in on the row block's ticket. The last of its S splits
+        # to finish merges them all: by then every state is in memory.
+        tl.debug_barrier()  # every thread's stores are issued before it counts in
         ticket = TICKETS + bh * tl.num_programs(0) + pid_m
         if tl.atomic_add(ticket, 1, sem="acq_rel") == S - 1:
-            # Two sweeps: the merged max m first (a [32, BLOCK_M] block of m_s a step), then
-            # o = Σ_s e^(m_s - m) o_s. With m known, no split's term waits on another's, so
-            # UNROLL splits' loads are in flight together; one at a time, the merge would
-            # take S round trips to L2. (.cg: read from L2, where the other SMs' stores are,
-            # never from a stale L1.)
-            m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # natural-log units
+            # Two sweeps: the merged max m first (a [32, BLOCK_M] block of m_s a
+            # step), then o = Σ_s e^(m_s - m) o_s. With m known no split's term
+            # waits on another's, so UNROLL splits' loads are in flight together;
+            # one at a time, the merge would take S round trips to L2. (.cg: read
+            # from L2, where the other SMs' stores are, never from a stale L1.)
+            m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # natural log
             offs_32 = tl.arange(0, 32)
             for s0 in range(0, S, 32):
                 ok = ((s0 + offs_32) < S)[:, None] & row_ok[None, :]  # [32, BLOCK_M]
                 part = (s0 + offs_32)[:, None] * per_split + row[None, :]
-                m_s = tl.load(MP + part, mask=ok, other=float("-inf"), cache_modifier=".cg")
+                m_s = tl.load(MP + part, mask=ok, other=float("-inf"),
+                              cache_modifier=".cg")
                 m = tl.maximum(m, tl.max(m_s, 0))
-            m = tl.where(m == float("-inf"), 0.0, m)  # every split empty: weights 0, o = 0
+            m = tl.where(m == float("-inf"), 0.0, m)  # no key at all: o = 0
             l = tl.zeros([BLOCK_M], dtype=tl.float32)
             o = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
             for s0 in range(0, S, UNROLL):
@@ -135,13 +138,14 @@ def _split_kernel(Q, K, V, PART, O, TICKETS,
                     part = (s0 + j) * per_split + row
                     w = tl.exp(tl.load(MP + part, mask=ok, other=float("-inf"),
                                        cache_modifier=".cg") - m)  # [BLOCK_M]
-                    l += w * tl.load(LP + part, mask=ok, other=0.0, cache_modifier=".cg")
+                    l += w * tl.load(LP + part, mask=ok, other=0.0,
+                                     cache_modifier=".cg")
                     o_s = tl.load(OP + part[:, None] * HEAD_DIM + offs_d[None, :],
                                   mask=ok[:, None], other=0.0, cache_modifier=".cg")
                     o += w[:, None] * o_s  # [BLOCK_M, D]
             o = o / tl.where(l == 0.0, 1.0, l)[:, None]
-            tl.store(O + row[:, None] * HEAD_DIM + offs_d[None, :], o.to(O.dtype.element_ty),
-                     mask=row_ok[:, None])
+            tl.store(O + row[:, None] * HEAD_DIM + offs_d[None, :],
+                     o.to(O.dtype.element_ty), mask=row_ok[:, None])
             tl.atomic_xchg(ticket, 0)  # back to zero for the next launch
     # [split-kv-last-end]
 
