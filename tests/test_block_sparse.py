@@ -122,13 +122,17 @@ def test_triton_matches_masked_oracle(case, causal, dtype, poison):
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("flag", ["USE_RUN", "PREFETCH_INDEX"])
-def test_triton_launch_options_do_not_change_the_result(flag, causal, monkeypatch, poison):
-    """Walking the consecutive run by pointers (USE_RUN) is only a shortcut, and reading the
-    next block index early (PREFETCH_INDEX) only a schedule: flipped, each gives the same result."""
-    from flashedu.ops.block_sparse import kernel
+@pytest.mark.parametrize("module, flag", [("kernel", "USE_RUN"), ("kernel", "PREFETCH_INDEX"),
+                                          ("kernel_bwd", "PREFETCH_INDEX"),
+                                          ("kernel_bwd", "ONE_LAUNCH")])
+def test_triton_launch_options_do_not_change_the_result(module, flag, causal, monkeypatch, poison):
+    """Walking the consecutive run by pointers (USE_RUN) is only a shortcut, reading the next
+    block index early (PREFETCH_INDEX, forward and backward) only a schedule, and the backward's
+    two passes in one launch (ONE_LAUNCH) only a grid: flipped, each gives the same result."""
+    import importlib
 
-    monkeypatch.setattr(kernel, flag, not getattr(kernel, flag))
+    mod = importlib.import_module(f"flashedu.ops.block_sparse.{module}")
+    monkeypatch.setattr(mod, flag, not getattr(mod, flag))
     for name in ("window", "butterfly", "token-perhead-partial"):
         _, mask, B, H, D = next(c for c in CASES if c[0] == name)
         _check(*_run(block_sparse_flash_attention, mask, B, H, D, causal, TRITON_DTYPES[0], DEVICE),

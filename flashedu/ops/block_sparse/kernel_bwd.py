@@ -4,6 +4,8 @@
     kernel 2  _bwd_dkdv  per K/V tile j       walks column j's list of Q tiles (the transposed CSR)
     kernel 3  _bwd_dq    per Q tile i         walks row i's list of K/V tiles (the forward's CSR)
 
+``ONE_LAUNCH`` runs kernels 2 and 3 as one (``_bwd_fused``: programs of both kinds in one grid).
+
 Each list is ordered mask-free entries first, as in the forward. A K/V tile that no row lists
 has an empty column list and writes dK_j = dV_j = 0; a query row that saw no key has L = -inf,
 which v2's stats loader turns into P = 0, so its dQ is 0 too.
@@ -26,6 +28,10 @@ from flashedu.ops.block_sparse.tile_bits import tile_bits
 # Both walks read the next entry's block index one iteration early (the forward's prefetch,
 # kernel.PREFETCH_INDEX); False reads each when it is needed (the ablation).
 PREFETCH_INDEX = True
+# Both passes in one launch (_bwd_fused, FlexAttention's layout), with each pass's picked
+# tiles, where the two picks share a warp count and a pipeline depth. Off until timed on a GPU
+# (block-sparse-tuning.md, session 16): the two-launch backward is the measured one.
+ONE_LAUNCH = False
 
 
 @triton.jit
@@ -71,17 +77,17 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, Index, Tile, Tiles, stride_qm, st
 
 
 @triton.jit
-def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
-              stride_qz, stride_qh, stride_qm, stride_qd,
-              stride_kz, stride_kh, stride_kn, stride_kd,
-              stride_vz, stride_vh, stride_vn, stride_vd,
-              stride_dz, stride_dh, stride_dm, stride_dd,
-              H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-              PREFETCH_INDEX: tl.constexpr):
-    """One program per (K/V tile, batch·head): K_j, V_j stay on chip while listed Q tiles stream by."""
-    pid_n = tl.program_id(0)
+def _dkdv_program(pid_n, Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
+                  stride_qz, stride_qh, stride_qm, stride_qd,
+                  stride_kz, stride_kh, stride_kn, stride_kd,
+                  stride_vz, stride_vh, stride_vn, stride_vd,
+                  stride_dz, stride_dh, stride_dm, stride_dd,
+                  H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+                  CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                  PREFETCH_INDEX: tl.constexpr):
+    """K/V tile pid_n of batch·head program_id(1): K_j, V_j stay on chip while listed Q tiles
+    stream by."""
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     col = (bh % H) % MASK_HEADS * tl.cdiv(N_K, BLOCK_N) + pid_n  # this program's column list
@@ -153,18 +159,19 @@ def _dq_inner(dq, q, do, lse, delta, K, V, Index, Tile, Tiles, stride_kn, stride
 
 
 @triton.jit
-def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
-            stride_qz, stride_qh, stride_qm, stride_qd,
-            stride_kz, stride_kh, stride_kn, stride_kd,
-            stride_vz, stride_vh, stride_vn, stride_vd,
-            stride_dz, stride_dh, stride_dm, stride_dd,
-            H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-            CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-            PREFETCH_INDEX: tl.constexpr):
-    """One program per (Q tile, batch·head): Q_i, dO_i, L_i, Δ_i stay on chip."""
+def _dq_program(pid, Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
+                stride_qz, stride_qh, stride_qm, stride_qd,
+                stride_kz, stride_kh, stride_kn, stride_kd,
+                stride_vz, stride_vh, stride_vn, stride_vd,
+                stride_dz, stride_dh, stride_dm, stride_dd,
+                H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                PREFETCH_INDEX: tl.constexpr):
+    """Q tile pid (from the last, causal) of batch·head program_id(1): Q_i, dO_i, L_i, Δ_i stay
+    on chip."""
     n_m = tl.cdiv(N_Q, BLOCK_M)
-    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    pid_m = n_m - 1 - pid if CAUSAL else pid
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     row = (bh % H) % MASK_HEADS * n_m + pid_m
@@ -191,6 +198,83 @@ def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
                    PREFETCH_INDEX)
     out = bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok)
+
+
+# The two passes' kernels, and both passes in one launch.
+@triton.jit
+def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
+              stride_qz, stride_qh, stride_qm, stride_qd,
+              stride_kz, stride_kh, stride_kn, stride_kd,
+              stride_vz, stride_vh, stride_vn, stride_vd,
+              stride_dz, stride_dh, stride_dm, stride_dd,
+              H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+              PREFETCH_INDEX: tl.constexpr):
+    """One program per (K/V tile, batch·head)."""
+    _dkdv_program(tl.program_id(0), Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
+                  stride_qz, stride_qh, stride_qm, stride_qd,
+                  stride_kz, stride_kh, stride_kn, stride_kd,
+                  stride_vz, stride_vh, stride_vn, stride_vd,
+                  stride_dz, stride_dh, stride_dm, stride_dd,
+                  H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+                  CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION, PREFETCH_INDEX)
+
+
+@triton.jit
+def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
+            stride_qz, stride_qh, stride_qm, stride_qd,
+            stride_kz, stride_kh, stride_kn, stride_kd,
+            stride_vz, stride_vh, stride_vn, stride_vd,
+            stride_dz, stride_dh, stride_dm, stride_dd,
+            H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+            CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+            PREFETCH_INDEX: tl.constexpr):
+    """One program per (Q tile, batch·head)."""
+    _dq_program(tl.program_id(0), Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
+                stride_qz, stride_qh, stride_qm, stride_qd,
+                stride_kz, stride_kh, stride_kn, stride_kd,
+                stride_vz, stride_vh, stride_vn, stride_vd,
+                stride_dz, stride_dh, stride_dm, stride_dd,
+                H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+                CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION, PREFETCH_INDEX)
+
+
+@triton.jit
+def _bwd_fused(Q, K, V, DO, L, Delta, DK, DV, DQ,
+               PtrC, CleanC, IndexC, TileC, TilesC, PtrR, CleanR, IndexR, TileR, TilesR,
+               stride_qz, stride_qh, stride_qm, stride_qd,
+               stride_kz, stride_kh, stride_kn, stride_kd,
+               stride_vz, stride_vh, stride_vn, stride_vd,
+               stride_dz, stride_dh, stride_dm, stride_dd,
+               H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+               BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
+               BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, PRECISION: tl.constexpr,
+               PREFETCH_INDEX: tl.constexpr):
+    """Both passes in one launch, as FlexAttention's backward: programs 0 .. n_kv - 1 take a
+    K/V tile each (BLOCK_M1 × BLOCK_N1, the column lists C), the rest a Q tile each (BLOCK_M2 ×
+    BLOCK_N2, the row lists R). The last wave of dK/dV programs then shares the GPU with dQ
+    programs instead of ending a launch alone."""
+    n_kv = tl.cdiv(N_K, BLOCK_N1)
+    pid = tl.program_id(0)
+    if pid < n_kv:
+        _dkdv_program(pid, Q, K, V, DO, L, Delta, DK, DV, PtrC, CleanC, IndexC, TileC, TilesC,
+                      stride_qz, stride_qh, stride_qm, stride_qd,
+                      stride_kz, stride_kh, stride_kn, stride_kd,
+                      stride_vz, stride_vh, stride_vn, stride_vd,
+                      stride_dz, stride_dh, stride_dm, stride_dd,
+                      H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+                      CAUSAL, HEAD_DIM, BLOCK_M1, BLOCK_N1, PRECISION, PREFETCH_INDEX)
+    else:
+        _dq_program(pid - n_kv, Q, K, V, DO, L, Delta, DQ, PtrR, CleanR, IndexR, TileR, TilesR,
+                    stride_qz, stride_qh, stride_qm, stride_qd,
+                    stride_kz, stride_kh, stride_kn, stride_kd,
+                    stride_vz, stride_vh, stride_vn, stride_vd,
+                    stride_dz, stride_dh, stride_dm, stride_dd,
+                    H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+                    CAUSAL, HEAD_DIM, BLOCK_M2, BLOCK_N2, PRECISION, PREFETCH_INDEX)
 
 
 # As v2's tables: dK/dV keeps a large K/V tile resident, dQ a large Q tile.
@@ -226,20 +310,43 @@ def backward(do, q, k, v, o, lse, mask, *, causal: bool, scale: float):
     tune = should_tune(B, H, N_Q, N_K)
     key = (B, H, N_Q, N_K, D, causal, q.dtype, mask.block_r, mask.block_c)
 
+    def lists_for(which, cfg):
+        """The CSR lists (``rows`` or ``cols``) of the mask refined to cfg's tiles, and the
+        layout's token-mask tiles."""
+        lay = kernel_layout(mask.refine(cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]),
+                            causal=causal, device=q.device)
+        csr = getattr(lay, which)
+        return csr.ptr, csr.clean, csr.index, csr.tile, lay.tiles
+
     def run(kernel, lists, grid_len, out, cfg):
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-        lay = kernel_layout(mask.refine(bm, bn), causal=causal, device=q.device)
-        csr = getattr(lay, lists)
         kernel[(triton.cdiv(grid_len, bm if lists == "rows" else bn), B * H)](
-            q, k, v, do, lse, delta, *out, csr.ptr, csr.clean, csr.index, csr.tile, lay.tiles, *strides,
+            q, k, v, do, lse, delta, *out, *lists_for(lists, cfg), *strides,
             CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision,
             PREFETCH_INDEX=PREFETCH_INDEX, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     elem = q.element_size()
+    picked = {}
     for name, kernel, lists, n, out, table, resident, acc in (
             ("dkdv", _bwd_dkdv, "cols", N_K, (dk, dv), DKDV_CONFIGS, 1, 2),
             ("dq", _bwd_dq, "rows", N_Q, (dq,), DQ_CONFIGS, 0, 1)):
         configs = candidates(table, mask, head_dim=D, elem_bytes=elem, resident=resident, acc_tiles=acc)
         launch = partial(run, kernel, lists, n, out)
-        launch(choose(name, configs, key, launch, tune=tune))
+        picked[name] = choose(name, configs, key, launch, tune=tune)
+        if not ONE_LAUNCH:
+            launch(picked[name])
+    if ONE_LAUNCH:
+        kv, qc = picked["dkdv"], picked["dq"]
+        if (kv.num_warps, kv.num_stages) != (qc.num_warps, qc.num_stages):
+            run(_bwd_dkdv, "cols", N_K, (dk, dv), kv)  # one launch takes one warp count
+            run(_bwd_dq, "rows", N_Q, (dq,), qc)
+        else:
+            n_kv = triton.cdiv(N_K, kv.kwargs["BLOCK_N"])
+            _bwd_fused[(n_kv + triton.cdiv(N_Q, qc.kwargs["BLOCK_M"]), B * H)](
+                q, k, v, do, lse, delta, dk, dv, dq, *lists_for("cols", kv),
+                *lists_for("rows", qc), *strides, CAUSAL=causal, HEAD_DIM=D,
+                BLOCK_M1=kv.kwargs["BLOCK_M"], BLOCK_N1=kv.kwargs["BLOCK_N"],
+                BLOCK_M2=qc.kwargs["BLOCK_M"], BLOCK_N2=qc.kwargs["BLOCK_N"],
+                PRECISION=precision, PREFETCH_INDEX=PREFETCH_INDEX,
+                num_warps=kv.num_warps, num_stages=kv.num_stages)
     return dq, dk, dv
