@@ -1,18 +1,17 @@
 """Block-sparse FlashAttention backward in Triton: v2's three kernels over the listed tiles.
 
     kernel 1  Δ = rowsum(dO ∘ O)             v2's own preprocess kernel, unchanged
-    kernel 2  _bwd_dkdv  per K/V tile j       walks column j's list of Q tiles (the transposed CSR)
-    kernel 3  _bwd_dq    per Q tile i         walks row i's list of K/V tiles (the forward's CSR)
+    kernel 2  dK/dV      per K/V tile j       walks column j's list of Q tiles (the transposed CSR)
+    kernel 3  dQ         per Q tile i         walks row i's list of K/V tiles (the forward's CSR)
 
-``ONE_LAUNCH`` runs kernels 2 and 3 as one (``_bwd_fused``: programs of both kinds in one grid).
+Kernels 2 and 3 are one Triton kernel, ``_bwd``, launched once per pass, or once for both
+(``ONE_LAUNCH``: programs of both kinds in one grid).
 
 Each list is ordered mask-free entries first, as in the forward. A K/V tile that no row lists
 has an empty column list and writes dK_j = dV_j = 0; a query row that saw no key has L = -inf,
 which v2's stats loader turns into P = 0, so its dQ is 0 too.
 """
 from __future__ import annotations
-
-from functools import partial
 
 import torch
 import triton
@@ -28,7 +27,7 @@ from flashedu.ops.block_sparse.tile_bits import tile_bits
 # Both walks read the next entry's block index one iteration early (the forward's prefetch,
 # kernel.PREFETCH_INDEX); False reads each when it is needed (the ablation).
 PREFETCH_INDEX = True
-# Both passes in one launch (_bwd_fused, FlexAttention's layout), with each pass's picked
+# Both passes in one launch (FlexAttention's layout), with each pass's picked
 # tiles, where the two picks share a warp count and a pipeline depth. Off until timed on a GPU
 # (block-sparse-tuning.md, session 16): the two-launch backward is the measured one.
 ONE_LAUNCH = False
@@ -200,66 +199,31 @@ def _dq_program(pid, Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
     tl.store(DQ + out, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok)
 
 
-# The two passes' kernels, and both passes in one launch.
 @triton.jit
-def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
-              stride_qz, stride_qh, stride_qm, stride_qd,
-              stride_kz, stride_kh, stride_kn, stride_kd,
-              stride_vz, stride_vh, stride_vn, stride_vd,
-              stride_dz, stride_dh, stride_dm, stride_dd,
-              H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-              PREFETCH_INDEX: tl.constexpr):
-    """One program per (K/V tile, batch·head)."""
-    _dkdv_program(tl.program_id(0), Q, K, V, DO, L, Delta, DK, DV, Ptr, Clean, Index, Tile, Tiles,
-                  stride_qz, stride_qh, stride_qm, stride_qd,
-                  stride_kz, stride_kh, stride_kn, stride_kd,
-                  stride_vz, stride_vh, stride_vn, stride_vd,
-                  stride_dz, stride_dh, stride_dm, stride_dd,
-                  H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-                  CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION, PREFETCH_INDEX)
-
-
-@triton.jit
-def _bwd_dq(Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
-            stride_qz, stride_qh, stride_qm, stride_qd,
-            stride_kz, stride_kh, stride_kn, stride_kd,
-            stride_vz, stride_vh, stride_vn, stride_vd,
-            stride_dz, stride_dh, stride_dm, stride_dd,
-            H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-            CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-            PREFETCH_INDEX: tl.constexpr):
-    """One program per (Q tile, batch·head)."""
-    _dq_program(tl.program_id(0), Q, K, V, DO, L, Delta, DQ, Ptr, Clean, Index, Tile, Tiles,
-                stride_qz, stride_qh, stride_qm, stride_qd,
-                stride_kz, stride_kh, stride_kn, stride_kd,
-                stride_vz, stride_vh, stride_vn, stride_vd,
-                stride_dz, stride_dh, stride_dm, stride_dd,
-                H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-                CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION, PREFETCH_INDEX)
-
-
-@triton.jit
-def _bwd_fused(Q, K, V, DO, L, Delta, DK, DV, DQ,
-               PtrC, CleanC, IndexC, TileC, TilesC, PtrR, CleanR, IndexR, TileR, TilesR,
-               stride_qz, stride_qh, stride_qm, stride_qd,
-               stride_kz, stride_kh, stride_kn, stride_kd,
-               stride_vz, stride_vh, stride_vn, stride_vd,
-               stride_dz, stride_dh, stride_dm, stride_dd,
-               H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
-               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-               BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
-               BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, PRECISION: tl.constexpr,
-               PREFETCH_INDEX: tl.constexpr):
-    """Both passes in one launch, as FlexAttention's backward: programs 0 .. n_kv - 1 take a
-    K/V tile each (BLOCK_M1 × BLOCK_N1, the column lists C), the rest a Q tile each (BLOCK_M2 ×
-    BLOCK_N2, the row lists R). The last wave of dK/dV programs then shares the GPU with dQ
-    programs instead of ending a launch alone."""
-    n_kv = tl.cdiv(N_K, BLOCK_N1)
+def _bwd(Q, K, V, DO, L, Delta, DK, DV, DQ,
+         PtrC, CleanC, IndexC, TileC, TilesC, PtrR, CleanR, IndexR, TileR, TilesR,
+         stride_qz, stride_qh, stride_qm, stride_qd,
+         stride_kz, stride_kh, stride_kn, stride_kd,
+         stride_vz, stride_vh, stride_vn, stride_vd,
+         stride_dz, stride_dh, stride_dm, stride_dd,
+         H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
+         CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+         BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
+         BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, PRECISION: tl.constexpr,
+         PREFETCH_INDEX: tl.constexpr, DKDV_PASS: tl.constexpr, DQ_PASS: tl.constexpr):
+    """The dK/dV pass (one program per K/V tile of BLOCK_M1 × BLOCK_N1, walking the column
+    lists C), the dQ pass (one per Q tile of BLOCK_M2 × BLOCK_N2, the row lists R), or both in
+    one grid, dK/dV programs first, as FlexAttention's backward: the last wave of dK/dV programs
+    then shares the GPU with dQ programs instead of ending a launch alone."""
+    # One pass alone compiles only its own program (a branch the compiler cannot rule out
+    # would cost the other pass's registers too).
     pid = tl.program_id(0)
-    if pid < n_kv:
+    n_kv = tl.cdiv(N_K, BLOCK_N1)
+    if DKDV_PASS and DQ_PASS:
+        is_dkdv = pid < n_kv
+    else:
+        is_dkdv = DKDV_PASS
+    if is_dkdv:
         _dkdv_program(pid, Q, K, V, DO, L, Delta, DK, DV, PtrC, CleanC, IndexC, TileC, TilesC,
                       stride_qz, stride_qh, stride_qm, stride_qd,
                       stride_kz, stride_kh, stride_kn, stride_kd,
@@ -268,7 +232,8 @@ def _bwd_fused(Q, K, V, DO, L, Delta, DK, DV, DQ,
                       H, N_Q, N_K, MASK_HEADS, scale, qk_scale,
                       CAUSAL, HEAD_DIM, BLOCK_M1, BLOCK_N1, PRECISION, PREFETCH_INDEX)
     else:
-        _dq_program(pid - n_kv, Q, K, V, DO, L, Delta, DQ, PtrR, CleanR, IndexR, TileR, TilesR,
+        _dq_program(pid - n_kv if DKDV_PASS else pid, Q, K, V, DO, L, Delta, DQ,
+                    PtrR, CleanR, IndexR, TileR, TilesR,
                     stride_qz, stride_qh, stride_qm, stride_qd,
                     stride_kz, stride_kh, stride_kn, stride_kd,
                     stride_vz, stride_vh, stride_vn, stride_vd,
@@ -318,35 +283,31 @@ def backward(do, q, k, v, o, lse, mask, *, causal: bool, scale: float):
         csr = getattr(lay, which)
         return csr.ptr, csr.clean, csr.index, csr.tile, lay.tiles
 
-    def run(kernel, lists, grid_len, out, cfg):
-        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-        kernel[(triton.cdiv(grid_len, bm if lists == "rows" else bn), B * H)](
-            q, k, v, do, lse, delta, *out, *lists_for(lists, cfg), *strides,
-            CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision,
-            PREFETCH_INDEX=PREFETCH_INDEX, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    def run(kv, qc):
+        """Launch the dK/dV pass on config kv and the dQ pass on qc (None: not in this launch;
+        its arguments then repeat the other pass's, never read)."""
+        kv_cfg, q_cfg = kv or qc, qc or kv
+        grid = (triton.cdiv(N_K, kv.kwargs["BLOCK_N"]) if kv else 0) + (
+            triton.cdiv(N_Q, qc.kwargs["BLOCK_M"]) if qc else 0)
+        _bwd[(grid, B * H)](
+            q, k, v, do, lse, delta, dk, dv, dq, *lists_for("cols", kv_cfg),
+            *lists_for("rows", q_cfg), *strides, CAUSAL=causal, HEAD_DIM=D,
+            BLOCK_M1=kv_cfg.kwargs["BLOCK_M"], BLOCK_N1=kv_cfg.kwargs["BLOCK_N"],
+            BLOCK_M2=q_cfg.kwargs["BLOCK_M"], BLOCK_N2=q_cfg.kwargs["BLOCK_N"],
+            PRECISION=precision, PREFETCH_INDEX=PREFETCH_INDEX, DKDV_PASS=kv is not None,
+            DQ_PASS=qc is not None, num_warps=kv_cfg.num_warps, num_stages=kv_cfg.num_stages)
 
     elem = q.element_size()
     picked = {}
-    for name, kernel, lists, n, out, table, resident, acc in (
-            ("dkdv", _bwd_dkdv, "cols", N_K, (dk, dv), DKDV_CONFIGS, 1, 2),
-            ("dq", _bwd_dq, "rows", N_Q, (dq,), DQ_CONFIGS, 0, 1)):
+    for name, table, resident, acc in (("dkdv", DKDV_CONFIGS, 1, 2), ("dq", DQ_CONFIGS, 0, 1)):
         configs = candidates(table, mask, head_dim=D, elem_bytes=elem, resident=resident, acc_tiles=acc)
-        launch = partial(run, kernel, lists, n, out)
-        picked[name] = choose(name, configs, key, launch, tune=tune)
-        if not ONE_LAUNCH:
-            launch(picked[name])
-    if ONE_LAUNCH:
-        kv, qc = picked["dkdv"], picked["dq"]
-        if (kv.num_warps, kv.num_stages) != (qc.num_warps, qc.num_stages):
-            run(_bwd_dkdv, "cols", N_K, (dk, dv), kv)  # one launch takes one warp count
-            run(_bwd_dq, "rows", N_Q, (dq,), qc)
-        else:
-            n_kv = triton.cdiv(N_K, kv.kwargs["BLOCK_N"])
-            _bwd_fused[(n_kv + triton.cdiv(N_Q, qc.kwargs["BLOCK_M"]), B * H)](
-                q, k, v, do, lse, delta, dk, dv, dq, *lists_for("cols", kv),
-                *lists_for("rows", qc), *strides, CAUSAL=causal, HEAD_DIM=D,
-                BLOCK_M1=kv.kwargs["BLOCK_M"], BLOCK_N1=kv.kwargs["BLOCK_N"],
-                BLOCK_M2=qc.kwargs["BLOCK_M"], BLOCK_N2=qc.kwargs["BLOCK_N"],
-                PRECISION=precision, PREFETCH_INDEX=PREFETCH_INDEX,
-                num_warps=kv.num_warps, num_stages=kv.num_stages)
+        alone = (lambda c: run(c, None)) if name == "dkdv" else (lambda c: run(None, c))
+        picked[name] = choose(name, configs, key, alone, tune=tune)
+    kv, qc = picked["dkdv"], picked["dq"]
+    # One launch takes one warp count and pipeline depth: both passes' picks must share them.
+    if ONE_LAUNCH and (kv.num_warps, kv.num_stages) == (qc.num_warps, qc.num_stages):
+        run(kv, qc)
+    else:
+        run(kv, None)
+        run(None, qc)
     return dq, dk, dv
