@@ -335,7 +335,7 @@ show(region(_bound, "bound-call", title="a bound launch"))
 # split's state is in memory, and merges them all. It first finds the merged maximum $m$, then
 # adds $e^{m_s - m}\,o_s$ a few splits at a time: with $m$ known no term waits for another, so
 # their loads from L2 are in flight together. Last, it sets the counter back to zero for the
-# next launch.
+# next launch. (With one split there is nothing to merge: the program writes $o$ itself.)
 
 # %%
 show(region(skv_kernel, "split-kv-last",
