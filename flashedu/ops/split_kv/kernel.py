@@ -339,7 +339,8 @@ def _merge(o, m, l, out) -> None:
 # GPU's time is shorter than the host's, and a second launch would double the host's (measured
 # on the H200: host 18 µs one launch, 35 two; GPU +1…+4.5 µs for the merging programs' tail;
 # docs/notes/v2-tuning.md, session 16). Longer caches, and calls captured into a CUDA graph
-# (which replays no host time), take two launches, unless there is one split.
+# (which replays no host time), take two launches: the one-launch build's main loop also ran
+# 1-4% slower on long caches (B = 16, one split: 1962 µs against 1886 at 128k keys).
 ONE_LAUNCH_MAX_BYTES = 64 * 2**20
 
 
@@ -353,20 +354,18 @@ def split_kv_attention_triton(q, k, v, *, causal: bool = False, scale: float | N
     to FA2's heuristic for this GPU's SM count; splits fall on multiples of 128 keys (16 under
     the interpreter). ``one_launch`` True merges the splits in pass 1's launch (the last split
     of each row block to finish does it), False runs the merge as a second kernel; None (the
-    default) merges in the launch where the host's time would be the longer one (eager calls
-    on caches of at most ``ONE_LAUNCH_MAX_BYTES``) and where there is one split, which then
-    writes o itself. fp16/bf16 on a GPU, fp32/fp16 under the
+    default) merges in the launch where the host's time would be the longer one: eager calls
+    on caches of at most ``ONE_LAUNCH_MAX_BYTES``. (In one launch, a single split writes o
+    itself.) fp16/bf16 on a GPU, fp32/fp16 under the
     interpreter. Returns o like q.
     """
     if one_launch is not None and not isinstance(one_launch, bool):
         raise TypeError(f"split_kv_triton: one_launch must be a bool or None, got {one_launch!r}")
     key = _call_key(q, k, v, causal, num_splits, block_n)
     scale, group = _checked(q, k, v, causal, scale, key, num_splits, block_n)
-    if one_launch is None:  # one launch where the host's time is the longer, or one split
-        one_launch = ((2 * k.numel() * k.element_size() <= ONE_LAUNCH_MAX_BYTES
-                       and not (k.is_cuda and torch.cuda.is_current_stream_capturing()))
-                      or _launch_plan(q.shape, k.shape, q.element_size(), num_splits, block_n,
-                                      q.device.index)[0] == 1)
+    if one_launch is None:  # one launch where the host's time is the longer
+        one_launch = (2 * k.numel() * k.element_size() <= ONE_LAUNCH_MAX_BYTES
+                      and not (k.is_cuda and torch.cuda.is_current_stream_capturing()))
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if one_launch:
         _launch(q, k, v, out, key, causal=causal, scale=scale, group=group,
