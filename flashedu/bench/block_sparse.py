@@ -102,6 +102,8 @@ def main() -> int:
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
     ap.add_argument("--N", type=int, nargs="+", help="these sequence lengths only (one part of a run)")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="join parts of one run into --out's file, then stop")
+    ap.add_argument("--flex-budget", type=float, default=FLEX_BUDGET_S,
+                    help=f"stop starting FlexAttention cases after this many seconds (default {FLEX_BUDGET_S})")
     args = ap.parse_args()
     if args.merge:
         return merge(args.merge, args.out)
@@ -165,9 +167,9 @@ def main() -> int:
                     finally:
                         setattr(kernel, flag, kept)
                     log(rows[-1])
-                if flex is None or time.time() - t0 > FLEX_BUDGET_S:
+                if flex is None or time.time() - t0 > args.flex_budget:
                     if flex is not None and not any("budget" in n for n in notes):
-                        notes.append(f"FlexAttention cases after {FLEX_BUDGET_S} s were skipped (time budget)")
+                        notes.append(f"FlexAttention cases after {args.flex_budget:.0f} s were skipped (time budget)")
                     continue
                 try:
                     fm = bs.to_flex(mask, device="cuda")
