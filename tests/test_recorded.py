@@ -67,6 +67,45 @@ def test_every_recorded_kind_has_a_reader_and_a_date():
         assert importlib.import_module(f"flashedu.recorded.{reader}").__doc__.count(f'"{kind}"')
 
 
+# ---- host time (chapter 7) -------------------------------------------------------------------
+
+def _host_run(extra_rows=(), loop=True):
+    """A host-time run shaped like flashedu.bench.host's: the rows summary() reads."""
+    rows = []
+    for case, impls in (("forward, N=1k", ("v2_triton", "v2_triton_lse")),
+                        ("forward, q/k/v need grad", ("v2_triton",)),
+                        ("decode, N_k=8k", ("split_kv_triton",)),
+                        ("decode, N_k=32k", ("split_kv_triton",))):
+        for impl in impls:
+            for launch, host in (("bound", 20.0), ("triton", 50.0)):
+                rows.append(dict(case=case, impl=impl, launch=launch, host_us=host,
+                                 eager_ms=0.03, gpu_ms=0.02))
+        rows.append(dict(case=case, impl="sdpa", launch=None, host_us=18.0, eager_ms=0.025,
+                         gpu_ms=0.02))
+    for r in rows:
+        if loop:
+            r["loop_us"] = 1e3 * max(r["host_us"] / 1e3, r["gpu_ms"])
+    return dict(provenance=dict(gpu="NVIDIA H200", date="2026-12-04T00:00:00", commit="x"),
+                rows=rows + list(extra_rows))
+
+
+def test_host_summary_reads_old_runs_and_the_one_launch_ablation():
+    from flashedu.recorded import host
+
+    old = host.summary(_host_run(loop=False))
+    assert old["host_dec8_1l_us"] is None and old["loop_dec8_us"] is None and old["lx_dec8"] is None
+    forced = [dict(case="decode, N_k=8k", impl=f"split_kv_triton_{n}launch", launch="bound",
+                   host_us=h, eager_ms=0.03, gpu_ms=g, loop_us=lp)
+              for n, h, g, lp in ((1, 17.0, 0.015, 19.0), (2, 35.0, 0.010, 37.0))]
+    new = host.summary(_host_run(forced))
+    assert (new["host_dec8_1l_us"], new["host_dec8_2l_us"]) == (17.0, 35.0)
+    assert new["gpu_dec8_1l_us"] == pytest.approx(15.0) and new["loop_dec8_2l_us"] == 37.0
+    assert new["lx_dec8"] == pytest.approx(20.0 / 20.0) and new["host_dec32_1l_us"] is None
+    lines = host.table_text(_host_run(forced)).splitlines()
+    assert any("split_kv_2launch: bound" in line for line in lines)
+    assert max(map(len, lines)) <= 84, "the table is printed in chapter 7: one page wide"
+
+
 # ---- memory, bench, ncu: provenance and the figures drawn from them -------------------------
 
 def test_recorded_memory_has_provenance_and_draws():
