@@ -13,11 +13,12 @@ the C launch directly) and ``triton`` (``kernel[grid](...)`` on every call).
 split launch / a second kernel (bound). ``v2_triton_lse`` is the forward that stores L and runs
 the input checks on every call, as every forward did before session 11. Each row: ``host_us``,
 microseconds of CPU time per call while the GPU is held busy (so calls only queue work): the
-median of 50 calls, best of five rounds that take every path of a case in turn; ``gpu_ms`` from a CUDA graph replay (no host in it), and ``eager_ms``,
-the median of eager calls back to back (do_bench, which flushes L2 between calls: host time
-shorter than the flush hides behind it), and ``loop_us``, microseconds a call in a loop of 200
-calls with nothing between them (a decode loop's step: the longer of host and GPU time). A call
-is host-bound where ``host_us`` exceeds the GPU time, and its loop time follows the host.
+median of 50 calls, best of five rounds that take every path of a case in turn; ``gpu_ms``
+from a CUDA graph replay (no host in it); ``eager_ms``, the median of eager calls back to back
+(do_bench, which flushes L2 between calls: host time shorter than the flush hides behind it);
+and ``loop_us``, microseconds a call in a loop of 200 calls with nothing between them (a decode
+loop's step: the longer of host and GPU time). A call is host-bound where ``host_us`` exceeds
+the GPU time, and its loop time follows the host.
 """
 from __future__ import annotations
 
