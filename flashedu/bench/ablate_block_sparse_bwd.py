@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     ap.add_argument("--deadline", type=float, default=300.0, help="stop starting cases after this many seconds")
     a = ap.parse_args(argv)
 
-    from flashedu.bench.recorder import Recorder, gpu_time, require_gpu
+    from flashedu.bench.recorder import Recorder, backward_ms, require_gpu
     require_gpu("flashedu.bench.ablate_block_sparse_bwd")
     import torch
 
@@ -62,21 +62,17 @@ def main(argv=None) -> None:
                 mask = (bs.dense_mask(N, block_r=BLOCK) if density >= 1 else
                         bs.random_blocks(N, block=BLOCK, density=density, seed=int(100 * density)))
 
-                def backward_ms(fwd) -> float:
-                    both = gpu_time(lambda: fwd().backward(do), [q, k, v])["ms"]
-                    return both - gpu_time(fwd, [q, k, v])["ms"]
-
                 rounds = {}
                 fm = bs.to_flex(mask, device="cuda") if flex is not None else None
+                ours = (lambda: block_sparse_flash_attention(q, k, v, block_mask=mask))
                 for _ in range(2):
                     if fm is not None:
                         rounds.setdefault("flex_attention", []).append(
-                            backward_ms(lambda: flex(q, k, v, block_mask=fm)))
+                            backward_ms(lambda: flex(q, k, v, block_mask=fm), do, [q, k, v]))
                     for name, prefetch, one_launch in VARIANTS:
                         kernel_bwd.PREFETCH_INDEX, kernel_bwd.ONE_LAUNCH = prefetch, one_launch
                         _PICKED.clear()
-                        rounds.setdefault(name, []).append(
-                            backward_ms(lambda: block_sparse_flash_attention(q, k, v, block_mask=mask)))
+                        rounds.setdefault(name, []).append(backward_ms(ours, do, [q, k, v]))
                 kernel_bwd.PREFETCH_INDEX, kernel_bwd.ONE_LAUNCH = shipped
                 ms = {name: min(t) for name, t in rounds.items()}
                 row = dict(D=D, N=N, B=B, H=H, density=mask.density(), target_density=density,

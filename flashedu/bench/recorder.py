@@ -85,6 +85,14 @@ def gpu_time(fn, grads=None) -> dict:
                     timer=f"eager ({type(exc).__name__}: {str(exc)[:80]})")
 
 
+def backward_ms(fwd, do, grads) -> float:
+    """GPU milliseconds of the backward of ``fwd()`` (a zero-argument forward) against ``do``:
+    forward+backward minus forward, each from :func:`gpu_time` (``grads``: the leaves whose
+    .grad is reset between calls)."""
+    both = gpu_time(lambda: fwd().backward(do), grads)["ms"]
+    return both - gpu_time(fwd, grads)["ms"]
+
+
 def kernel_stats(kernel) -> dict:
     """Registers and spilled bytes of the last variant ``kernel`` (a Triton JIT function)
     compiled, as ``n_regs``/``n_spills``; what went wrong instead, when it cannot tell."""

@@ -22,7 +22,7 @@ import flashedu  # noqa: F401  (first: it decides compiled vs interpreter before
 import torch
 
 from flashedu.bench.block_sparse import BLOCK, DT, flex_fns
-from flashedu.bench.recorder import Recorder, gpu_time, require_gpu
+from flashedu.bench.recorder import Recorder, backward_ms, require_gpu
 from flashedu.ops._triton import _PICKED
 from flashedu.ops.block_sparse import kernel_bwd
 from flashedu.ops.block_sparse import masks as bs
@@ -65,14 +65,10 @@ def main(argv=None) -> int:
                      ("random 25%", bs.random_blocks(N, block=BLOCK, density=0.25, seed=25))]
             for pattern, mask in masks:
                 shape = dict(D=D, N=N, B=B, H=H, pattern=pattern, density=mask.density())
-
-                def backward_ms(fwd) -> float:
-                    both = gpu_time(lambda: fwd().backward(do), [q, k, v])["ms"]
-                    return both - gpu_time(fwd, [q, k, v])["ms"]
-
                 if flex is not None:
                     fm = bs.to_flex(mask, device="cuda")
-                    log(dict(impl="flex_attention", bwd_ms=backward_ms(lambda: flex(q, k, v, block_mask=fm)),
+                    flex_fwd = (lambda: flex(q, k, v, block_mask=fm))
+                    log(dict(impl="flex_attention", bwd_ms=backward_ms(flex_fwd, do, [q, k, v]),
                              **shape))
                 ours = (lambda: block_sparse_flash_attention(q, k, v, block_mask=mask))
                 for name, other, candidates in (("dkdv", "dq", DKDV), ("dq", "dkdv", DQ)):
@@ -81,7 +77,7 @@ def main(argv=None) -> int:
                         _PICKED.clear()
                         row = dict(impl="block_sparse_triton", kernel=name, config=list(cfg), **shape)
                         try:
-                            row["bwd_ms"] = backward_ms(ours)
+                            row["bwd_ms"] = backward_ms(ours, do, [q, k, v])
                         except Exception as e:  # noqa: BLE001  (a config that does not fit is data)
                             row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
                         finally:
