@@ -345,9 +345,10 @@ show(region(skv_kernel, "split-kv-last",
 # `python -m flashedu.bench.host` measures the CPU time of one call (the GPU held busy, so
 # calls only queue work) beside the GPU's time for it (replayed from a CUDA graph, no host in
 # it), the time of an eager call (`eager`, do_bench's, which flushes the L2 cache between
-# calls) and a step of a loop of 200 calls back to back (`loop`: what a decode loop sees, the
-# longer of host and GPU time). flashedu's kernels run bound (`bound`), bound but handing the
-# launcher tensors (`tensors`), and through Triton's own path (`triton`), beside torch SDPA.
+# calls) and a step of a loop of {glue:text}`host_loop_calls` calls back to back (`loop`:
+# what a decode loop sees, the longer of host and GPU time). flashedu's kernels run bound
+# (`bound`), bound but handing the launcher tensors (`tensors`), and through Triton's own
+# path (`triton`), beside torch SDPA.
 # `v2_triton_lse` is the forward that also stores L and checks its inputs on every call, as
 # every forward did before the steps above; `split_kv_1launch` and `split_kv_2launch` force
 # the merge into the split launch or into a second kernel:
@@ -363,7 +364,9 @@ else:
 
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
+from flashedu.bench.host import LOOP_CALLS
 glue("one_launch_mib", skv_kernel.ONE_LAUNCH_MAX_BYTES // 2**20)
+glue("host_loop_calls", LOOP_CALLS)
 if host_run:
     hs = host_reader.summary(host_run)
     glue("host_gpu", hs["host_gpu"])

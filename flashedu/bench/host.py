@@ -16,9 +16,9 @@ microseconds of CPU time per call while the GPU is held busy (so calls only queu
 median of 50 calls, best of five rounds that take every path of a case in turn; ``gpu_ms``
 from a CUDA graph replay (no host in it); ``eager_ms``, the median of eager calls back to back
 (do_bench, which flushes L2 between calls: host time shorter than the flush hides behind it);
-and ``loop_us``, microseconds a call in a loop of 200 calls with nothing between them (a decode
-loop's step: the longer of host and GPU time). A call is host-bound where ``host_us`` exceeds
-the GPU time, and its loop time follows the host.
+and ``loop_us``, microseconds a call in a loop of ``LOOP_CALLS`` calls with nothing between
+them (a decode loop's step: the longer of host and GPU time). A call is host-bound where
+``host_us`` exceeds the GPU time, and its loop time follows the host.
 """
 from __future__ import annotations
 
@@ -92,7 +92,10 @@ def _launch_path(_bound, path: str):
             _bound._BOUND[key]._pointers, _bound._BOUND[key]._direct = pointers, direct
 
 
-def _loop_us(torch, fn, calls: int = 200, rounds: int = 5) -> float:
+LOOP_CALLS = 200  # calls back to back in one loop_us measurement
+
+
+def _loop_us(torch, fn, calls: int = LOOP_CALLS, rounds: int = 5) -> float:
     """Microseconds per call of ``fn`` called ``calls`` times back to back, between two events
     (the best of ``rounds``): what a step of a loop of such calls takes."""
     best = float("inf")
