@@ -59,7 +59,8 @@ def test_every_recorded_kind_has_a_reader_and_a_date():
     readers = {"bench": "bench", "v2_tuning": "bench", "block_sparse": "block_sparse", "fa3": "fa3",
                "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
                "ncu": "ncu", "fa3_gluon": "fa3_gluon", "fa3_timeline": "fa3_gluon",
-               "fa3_gluon_tuning": "fa3_gluon", "host": "host", "v2_bwd_ablation": "v2_bwd"}
+               "fa3_gluon_tuning": "fa3_gluon", "host": "host", "v2_bwd_ablation": "v2_bwd",
+               "block_sparse_bwd_ablation": "block_sparse"}
     kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
     assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
     for kind, reader in readers.items():
@@ -194,6 +195,47 @@ def test_markdown_table_has_a_row_per_pattern_and_a_column_pair_per_head_dim():
     assert lines[2] == "| dense 100% | 1.10x | – |" and lines[3] == "| random 25% | 0.30x | 0.45x |"
     with pytest.raises(ValueError, match="N=8192"):
         bsm.markdown_table(bsm.ratios(toy_run()), N=8192)
+
+
+def test_flex_speeds_split_the_backward_off_the_forward():
+    row = lambda impl, p, ms, D=64, pat="random", s=0.25: dict(  # noqa: E731
+        impl=impl, pattern=pat, target_density=s, density=s, pass_=p, ms=ms, N=4096, D=D)
+    run = dict(rows=[row("block_sparse_triton", "fwd", 1.0), row("block_sparse_triton", "fwd+bwd", 3.0),
+                     row("flex_attention", "fwd", 1.5), row("flex_attention", "fwd+bwd", 3.9),
+                     row("block_sparse_triton", "fwd", 1.0, D=128), row("flex_attention", "fwd", 1.2, D=128)])
+    (speed,) = bsm.flex_speeds(run)  # d=128 has no fwd+bwd rows: left out
+    assert (speed.D, speed.fwd, speed.bwd) == (64, pytest.approx(1.5), pytest.approx(1.2))
+    lines = bsm.flex_markdown([speed], N=4096).splitlines()
+    assert lines[0] == "| tiles | forward, d=64 | backward, d=64 |"
+    assert lines[2] == "| random 25% | 1.50x | 1.20x |"
+    with pytest.raises(ValueError, match="N=8192"):
+        bsm.flex_markdown([speed], N=8192)
+    # The summary's ranges, on the recorded run (chapters 5 and 8 quote them).
+    run = recorded.latest("block_sparse")
+    speeds, facts = bsm.flex_speeds(run), bsm.summary(run)
+    assert {(r.N, r.D) for r in speeds} == {(N, D) for N in (4096, 8192, 16384) for D in (64, 128)}
+    for D in (64, 128):
+        bwd = [r.bwd for r in speeds if r.D == D]
+        assert (facts[f"flex_bwd_lo_d{D}"], facts[f"flex_bwd_hi_d{D}"]) == (min(bwd), max(bwd))
+    assert facts["flex_fwd_lo"] == min(r.fwd for r in speeds)
+
+
+def test_backward_ablation_table_and_gains():
+    run = dict(rows=[dict(D=128, N=4096, target_density=0.5, bwd_ms={"flex_attention": 2.0, "a": 2.5, "b": 2.0},
+                          flex_over={"a": 0.8, "b": 1.0})])
+    lines = bsm.bwd_ablation_markdown(run).splitlines()
+    assert lines[0] == "| d | N | tiles | a | b |" and lines[2] == "| 128 | 4k | 50% | 0.800x | 1.000x |"
+    assert bsm.bwd_gain(run, "a", "b") == [pytest.approx(1.25)]
+    assert bsm.bwd_gain(run, "a", "missing") == []
+
+
+def test_the_recorded_backward_ablation_beside_flex():
+    run = recorded.latest("block_sparse_bwd_ablation")
+    assert not run.get("partial") and run["rows"]
+    for r in run["rows"]:
+        assert set(r["bwd_ms"]) >= {"flex_attention", "prefetch"}
+        for name, ratio in r["flex_over"].items():
+            assert ratio == pytest.approx(r["bwd_ms"]["flex_attention"] / r["bwd_ms"][name])
 
 
 def test_the_recorded_run_is_complete_and_time_follows_density():

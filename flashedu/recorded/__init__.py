@@ -6,7 +6,8 @@ commit, date) and its rows. The files ship inside the package so a Colab reader 
 
 Here: :func:`load` (every file of a kind), :func:`first` and :func:`latest` (one file, or None).
 Beside this, one reader per kind turns a file into what a chapter quotes: :mod:`.bench` (kinds
-``bench`` and ``v2_tuning``), :mod:`.block_sparse`, :mod:`.fa3`, :mod:`.fp8` (``fp8`` and
+``bench`` and ``v2_tuning``), :mod:`.block_sparse` (``block_sparse`` and
+``block_sparse_bwd_ablation``), :mod:`.fa3`, :mod:`.fp8` (``fp8`` and
 ``fp8_tuning``), :mod:`.decode`, :mod:`.ring`, :mod:`.memory`, :mod:`.ncu`.
 """
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Reader of ``flashedu.bench.block_sparse``'s runs (kind ``"block_sparse"``) as time ratios to
-the dense v2 kernel: the density-vs-time table of chapter 5.
+the dense v2 kernel: the density-vs-time table of chapter 5; FlexAttention's times over ours,
+forward and backward (chapter 8); and the backward's ablation beside FlexAttention (kind
+``"block_sparse_bwd_ablation"``, from ``flashedu.bench.ablate_block_sparse_bwd``: the case studies).
 
 Every ratio divides a median time by dense ``v2_triton``'s median for the same N, head dim and
 pass, timed in the same process, so the GPU's clocks and the shapes cancel.
@@ -72,6 +74,71 @@ def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class FlexSpeed:
+    """FlexAttention's time over ours for one mask, forward and backward apart (the backward is
+    forward + backward minus forward, for each of the two): above 1 we are faster."""
+
+    N: int
+    D: int
+    pattern: str
+    target: float
+    fwd: float
+    bwd: float
+
+
+def flex_speeds(run: dict) -> list[FlexSpeed]:
+    """One :class:`FlexSpeed` per mask timed for both kernels in both passes."""
+    ms = {(r["impl"], r["pattern"], r["target_density"], r["N"], r["D"], r["pass_"]): r["ms"]
+          for r in run["rows"]}
+    out = []
+    for (impl, pat, s, N, D, p), flex_f in ms.items():
+        if impl != "flex_attention" or p != "fwd":
+            continue
+        ours_f = ms.get(("block_sparse_triton", pat, s, N, D, "fwd"))
+        ours_fb = ms.get(("block_sparse_triton", pat, s, N, D, "fwd+bwd"))
+        flex_fb = ms.get(("flex_attention", pat, s, N, D, "fwd+bwd"))
+        if ours_f and ours_fb and flex_fb and ours_fb > ours_f:
+            out.append(FlexSpeed(N, D, pat, s, flex_f / ours_f, (flex_fb - flex_f) / (ours_fb - ours_f)))
+    return sorted(out, key=lambda x: (x.N, x.D, x.pattern != "dense", x.pattern, -x.target))
+
+
+def flex_markdown(rows: list[FlexSpeed], *, N: int) -> str:
+    """A Markdown table of one N: masks down; forward and backward per head dim across."""
+    Ds = sorted({r.D for r in rows if r.N == N})
+    if not Ds:
+        raise ValueError(f"no FlexAttention rows at N={N}")
+    by = {(r.pattern, r.target, r.D): r for r in rows if r.N == N}
+    keys = list(dict.fromkeys((r.pattern, r.target) for r in rows if r.N == N))
+    head = "| tiles | " + " | ".join(f"forward, d={D} | backward, d={D}" for D in Ds) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(Ds))]
+    for pat, s in keys:
+        cells = []
+        for D in Ds:
+            r = by.get((pat, s, D))
+            cells += [f"{r.fwd:.2f}x" if r else "–", f"{r.bwd:.2f}x" if r else "–"]
+        lines.append(f"| {pat} {s:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bwd_ablation_markdown(run: dict) -> str:
+    """``flashedu.bench.ablate_block_sparse_bwd``'s run (kind ``"block_sparse_bwd_ablation"``)
+    as a Markdown table: one row per (head dim, N, density), FlexAttention's backward time over
+    each variant of ours across."""
+    variants = list(dict.fromkeys(v for r in run["rows"] for v in r["flex_over"]))
+    lines = ["| d | N | tiles | " + " | ".join(variants) + " |", "|" + "---|" * (3 + len(variants))]
+    for r in run["rows"]:
+        cells = [f"{r['flex_over'][v]:.3f}x" if v in r["flex_over"] else "–" for v in variants]
+        lines.append(f"| {r['D']} | {r['N'] // 1024}k | {r['target_density']:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bwd_gain(run: dict, without: str, with_: str) -> list[float]:
+    """Per row of an ablation run, the backward time of variant ``without`` over ``with_``."""
+    return [r["bwd_ms"][without] / r["bwd_ms"][with_] for r in run["rows"]
+            if without in r["bwd_ms"] and with_ in r["bwd_ms"]]
+
+
 WALK = "block_sparse_triton index-walk"  # ablation: dense and local masks, every index loaded
 NO_PREFETCH = "block_sparse_triton no-prefetch"  # ablation: random masks, each index read when needed
 
@@ -130,7 +197,8 @@ def summary(run: dict) -> dict:
     ratio per head dim, what walking the dense rows through the index list would cost
     (:func:`index_walk_cost`) and what reading each index late costs (:func:`prefetch_gain`),
     where the run recorded them, the tiles picked, the host time of an eager call beside the GPU
-    time of the shortest forward, and FlexAttention over ours at the longest N and 25%."""
+    time of the shortest forward, FlexAttention over ours at the longest N and 25%, and the
+    range of FlexAttention over ours in each pass (:func:`flex_speeds`; backward per head dim)."""
     rows = ratios(run)
     out = dict(meas_gpu=run["provenance"]["gpu"], meas_date=run["provenance"]["date"][:10])
     for s, name in ((0.5, "50"), (0.25, "25"), (0.1, "10")):
@@ -168,6 +236,13 @@ def summary(run: dict) -> dict:
             if r.N == big and r.target == 0.25 and r.pattern == "random" and r.pass_ == "fwd" and r.flex]
     if flex:
         out["flex_over_ours_25"] = max(flex)
+    speeds = flex_speeds(run)
+    if speeds:
+        out["flex_fwd_lo"] = min(r.fwd for r in speeds)
+        out["flex_fwd_hi"] = max(r.fwd for r in speeds)
+        for D in sorted({r.D for r in speeds}):
+            bwd = [r.bwd for r in speeds if r.D == D]
+            out[f"flex_bwd_lo_d{D}"], out[f"flex_bwd_hi_d{D}"] = min(bwd), max(bwd)
     return out
 
 
