@@ -14,6 +14,11 @@ from flashedu.validate import check_qkv
 # the flash-attn library's flash-decoding path caps the split count at 128 for the same reason
 # (the merge reads every split's state back).
 MAX_SPLITS = 128
+# How full the last wave of programs must be, as a share of the best eligible count's. The
+# flash-attn library takes 0.85; on an H200 (batch 1, 8 K/V heads, 32k-128k keys) 0.85 picked 14
+# splits, 112 programs on 132 SMs, and 16 splits (128 programs) ran 1-3% faster: a memory-bound
+# decode wants every SM streaming (v2-tuning.md, session 17).
+WAVE_FILL = 0.95
 
 
 def check_gqa(q, k, v, *, causal: bool, scale, dtypes=None, head_dims=None, name: str) -> tuple[float, int]:
@@ -44,7 +49,7 @@ def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int
     ``programs`` is the number of programs without splitting (batch × K/V heads × row blocks),
     ``n_blocks`` the number of key tiles. If those programs nearly fill the ``sms`` already, do
     not split. Otherwise take the smallest split count whose last wave is nearly as full
-    (≥ 85%) as the best count's; counts that give the same tiles per split as a smaller count
+    (:data:`WAVE_FILL` of it) as the best count's; counts that give the same tiles per split as a smaller count
     are skipped (they add programs but no parallelism).
     """
     if programs >= 0.8 * sms:
@@ -59,7 +64,7 @@ def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int
         return s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1))
 
     best = max(efficiency(s) for s in range(1, limit + 1) if eligible(s))
-    return next(s for s in range(1, limit + 1) if eligible(s) and efficiency(s) >= 0.85 * best)
+    return next(s for s in range(1, limit + 1) if eligible(s) and efficiency(s) >= WAVE_FILL * best)
 
 
 def split_ranges(n_k: int, num_splits: int, block_n: int) -> list[tuple[int, int]]:
