@@ -141,6 +141,7 @@ def test_num_splits_heuristic():
     # efficiency 0.99); the smallest count within 95% of that is 16 (128 of 132 SMs busy, 0.97),
     # where flash-attn's 85% would take 14 (112 busy, 0.85).
     assert num_splits_heuristic(programs=8, n_blocks=1024, sms=132) == 16
+    assert num_splits_heuristic(programs=8, n_blocks=1024, sms=132, wave_fill=0.85) == 14
     assert num_splits_heuristic(programs=32, n_blocks=1024, sms=132) == 4  # 128 busy again
     assert num_splits_heuristic(programs=8, n_blocks=3, sms=132) <= 3  # never more splits than tiles
 

@@ -176,8 +176,8 @@ if bs_run:
 # ### The backward against FlexAttention
 #
 # FlexAttention's backward runs the same tiles as ours (its defaults on Hopper are our tables'
-# first entries), yet at $d$ = 128 it was the faster one. `python -m
-# flashedu.bench.ablate_block_sparse_bwd` times our backward with each change on and off,
+# first entries), yet at $d$ = 128 it was the faster one until the two changes below.
+# `python -m flashedu.bench.ablate_block_sparse_bwd` times our backward with each change on and off,
 # beside FlexAttention's with the same mask; each cell is FlexAttention's time over ours, so
 # above 1 ours is faster:
 

@@ -245,6 +245,7 @@ else:
 from flashedu import recorded
 from flashedu.recorded import decode as decode_reader
 from flashedu.viz.decode import measured_decode_figure
+from flashedu.ops.split_kv.plan import num_splits_heuristic
 decode = recorded.latest("decode")
 if decode:
     measured_decode_figure(decode).show()
@@ -253,6 +254,14 @@ if decode:
     glue("dec_date", dm["date"])
     glue("dec_meas_Nk_k", dm["N_k"] // 1024)
     glue("dec_meas_splits", dm["splits"])
+    # flash-attn's rule (a last wave 85% as full as the best) on the same problem
+    sms = decode["provenance"]["sms"]
+    fa_splits = num_splits_heuristic(dm["B_small"] * dm["H_kv"], dm["N_k"] // 128,
+                                     sms, wave_fill=0.85)
+    glue("dec_fa_splits", fa_splits)
+    glue("dec_fa_programs", fa_splits * dm["B_small"] * dm["H_kv"])
+    glue("dec_our_programs", dm["splits"] * dm["B_small"] * dm["H_kv"])
+    glue("dec_sms", sms)
     glue("dec_meas_split_TBps", dm["split_GBps"] / 1e3)
     glue("dec_meas_one_GBps", dm["one_split_GBps"])
     glue("dec_meas_v2_GBps", dm["v2_GBps"])
@@ -294,9 +303,13 @@ else:
 # torch's own SDPA with `enable_gqa` read the same cache at
 # {glue:text}`dec_meas_sdpa_TBps:.1f` TB/s ({glue:text}`dec_meas_sdpa_hbm:.0f`% of HBM): split-KV
 # took {glue:text}`dec_meas_sdpa_over_split:.2f` times SDPA's time. The splits are what take
-# decoding from a few percent of the bandwidth to most of it. The last step to SDPA's speed was
-# the key tile: a decode step is memory-bound, and doubling the keys of a tile (three stages
-# deep, where shared memory holds them) doubles the bytes each SM has in flight.
+# decoding from a few percent of the bandwidth to most of it. The last steps to SDPA's speed
+# were the key tile and the split count. A decode step is memory-bound: doubling the keys of a
+# tile (three stages deep, where shared memory holds them) doubles the bytes each SM has in
+# flight, and {glue:text}`dec_meas_splits` splits make {glue:text}`dec_our_programs` programs
+# for the {glue:text}`dec_sms` SMs, where flash-attn's rule would stop at
+# {glue:text}`dec_fa_splits` ({glue:text}`dec_fa_programs` programs) and leave SMs that could
+# stream the cache idle.
 #
 # At batch {glue:text}`dec_meas_B_big` the batch alone gives enough programs, and the heuristic
 # chose {glue:text}`dec_meas_big_splits` split: split-KV then read the cache at

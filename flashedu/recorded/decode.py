@@ -31,19 +31,19 @@ def _decode_row(rows, impl, B, N_k):
 
 
 def summary(result: dict) -> dict:
-    """The numbers chapter 7 quotes from ``flashedu/bench/decode.py``'s recorded file: at the
-    longest cache, batch 1 (the smallest batch) and the largest batch: split-KV with its heuristic
-    against one split, against torch SDPA (``enable_gqa``), and each as a fraction of the GPU's
-    datasheet HBM bandwidth; and at the shortest cache, batch 1, the GPU times of split-KV with
-    and without splits, and split-KV's eager time. Times and GB/s are the GPU's own
-    (:func:`gpu_ms`) wherever the run recorded graph replays."""
+    """The numbers chapter 7 quotes from ``flashedu/bench/decode.py``'s recorded file: the K/V
+    head count; at the longest cache, batch 1 (the smallest batch) and the largest batch: split-KV
+    with its heuristic against one split, against torch SDPA (``enable_gqa``), and each as a
+    fraction of the GPU's datasheet HBM bandwidth; and at the shortest cache, batch 1, the GPU
+    times of split-KV with and without splits, and split-KV's eager time. Times and GB/s are the
+    GPU's own (:func:`gpu_ms`) wherever the run recorded graph replays."""
     rows = [r for r in result["rows"] if "ms" in r]
     info = result["provenance"]
     Bs, Nks = sorted({r["B"] for r in rows}), sorted({r["N_k"] for r in rows})
     b, B, n, n0 = Bs[0], Bs[-1], Nks[-1], Nks[0]
     hbm = hbm_GBps(info.get("gpu"))
     out = dict(gpu=info.get("gpu"), date=str(info.get("date", ""))[:10], hbm_GBps=hbm, N_k=n, B_small=b, B_big=B,
-               small_N_k=n0)
+               small_N_k=n0, H_kv=rows[0]["H_kv"])
     for tag, batch in (("", b), ("big_", B)):
         split, one, sdpa = (_decode_row(rows, i, batch, n) for i in ("split_kv_triton", "split_kv_triton_1split",
                                                                       "sdpa_gqa"))

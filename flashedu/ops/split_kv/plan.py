@@ -43,13 +43,14 @@ def check_gqa(q, k, v, *, causal: bool, scale, dtypes=None, head_dims=None, name
     return scale, H // H_kv
 
 
-def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int = MAX_SPLITS) -> int:
+def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int = MAX_SPLITS,
+                         wave_fill: float = WAVE_FILL) -> int:
     """How many splits of the keys to launch, as the flash-attn library's flash-decoding chooses.
 
     ``programs`` is the number of programs without splitting (batch × K/V heads × row blocks),
     ``n_blocks`` the number of key tiles. If those programs nearly fill the ``sms`` already, do
     not split. Otherwise take the smallest split count whose last wave is nearly as full
-    (:data:`WAVE_FILL` of it) as the best count's; counts that give the same tiles per split as a smaller count
+    (``wave_fill`` of it, :data:`WAVE_FILL` unless given) as the best count's; counts that give the same tiles per split as a smaller count
     are skipped (they add programs but no parallelism).
     """
     if programs >= 0.8 * sms:
@@ -64,7 +65,7 @@ def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int
         return s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1))
 
     best = max(efficiency(s) for s in range(1, limit + 1) if eligible(s))
-    return next(s for s in range(1, limit + 1) if eligible(s) and efficiency(s) >= WAVE_FILL * best)
+    return next(s for s in range(1, limit + 1) if eligible(s) and efficiency(s) >= wave_fill * best)
 
 
 def split_ranges(n_k: int, num_splits: int, block_n: int) -> list[tuple[int, int]]:
