@@ -1,12 +1,15 @@
 """Time v2_triton's backward (two kernels, no atomics) beside FA2's layout (one kernel, dQ by
-atomic adds: flashedu/ops/v2/kernel_bwd_atomic.py) and SDPA's cuDNN backward: issue 20's ablation.
+atomic adds: flashedu/ops/v2/kernel_bwd_atomic.py), the same layout in Gluon on wgmma (Hopper:
+flashedu/ops/fa3/gluon_bwd_kernel.py, each ring depth in GLUON_STAGES) and SDPA's cuDNN backward:
+issue 20's ablation.
 
 On the GPU machine, from the repository root (about 2-3 minutes on an H200):
 
     python -m flashedu.bench.ablate_v2_bwd --out DIR [--D 128 64] [--N 1024 4096 16384]
+        [--no-atomic]
 
 Issue 20's grid (fp16, hidden 2048: H = 2048 / D, B = 16384 / N, causal or not). Every atomic
-config is first checked against the two-kernel gradients at the timed shape (largest relative
+config (Triton's and Gluon's) is first checked against the two-kernel gradients at the timed shape (largest relative
 error of dq, dk, dv; rows over 1e-2 are not timed). Times are GPU times of the backward alone
 (o and L computed once), the median of calls replayed from a CUDA graph. Writes
 DIR/v2_bwd_ablation/<gpu>.json after every row.
@@ -18,6 +21,7 @@ import time
 
 # (BLOCK_M, BLOCK_N, warps, stages) of the one-kernel layout: a K/V tile resident, as dK/dV's.
 ATOMIC_CONFIGS = [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
+GLUON_STAGES = (2, 3)  # the Gluon backward's Q/dO ring depths (64 × 128 tiles, 8 warps)
 
 
 def main(argv=None) -> None:
@@ -27,6 +31,8 @@ def main(argv=None) -> None:
     ap.add_argument("--D", type=int, nargs="+", default=[128, 64])
     ap.add_argument("--N", type=int, nargs="+", default=[1024, 4096, 16384])
     ap.add_argument("--deadline", type=float, default=300.0, help="stop starting cases after this many seconds")
+    ap.add_argument("--atomic", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the Triton atomic-dQ configs (--no-atomic: the Gluon ones only)")
     a = ap.parse_args(argv)
 
     from flashedu.bench.recorder import Recorder, gpu_time, kernel_stats, require_gpu
@@ -41,6 +47,8 @@ def main(argv=None) -> None:
     from flashedu.ops.v2 import kernel_bwd as two
     from flashedu.ops.v2 import kernel_bwd_atomic as one
     from flashedu.ops.v2.kernel import flash_attention_v2_lse
+    from flashedu.ops.fa3 import gluon_bwd
+    gluon_why = flashedu.runtime.current().why_not_gluon(device="cuda", dtype=torch.float16)
 
     rec = Recorder(a.out, "v2_bwd_ablation", atomic_configs=ATOMIC_CONFIGS)
     rows: list[dict] = []
@@ -81,33 +89,39 @@ def main(argv=None) -> None:
                 want = two.attention_backward(do, q, k, v, o, lse, causal=causal, scale=scale)
                 timed("v2_triton (two kernels)",
                       lambda: two.attention_backward(do, q, k, v, o, lse, causal=causal, scale=scale))
-                for cfg in ATOMIC_CONFIGS:
+                variants = [("atomic dQ", cfg, lambda cfg=cfg: one.attention_backward_atomic(
+                    do, q, k, v, o, lse, causal=causal, scale=scale, config=cfg), one._bwd_dkdv_dq)
+                    for cfg in (ATOMIC_CONFIGS if a.atomic else [])]
+                if gluon_why is None and D in gluon_bwd.HEAD_DIMS:
+                    from flashedu.ops.fa3.gluon_bwd_kernel import fa3_bwd_kernel
+                    variants += [("gluon atomic dQ", st, lambda st=st: gluon_bwd.gluon_backward(
+                        do, q, k, v, o, lse, causal=causal, scale=scale, stages=st), fa3_bwd_kernel)
+                        for st in GLUON_STAGES]
+                for impl, cfg, run, kernel in variants:
                     try:
-                        got = one.attention_backward_atomic(do, q, k, v, o, lse, causal=causal, scale=scale,
-                                                            config=cfg)
+                        got = run()
                         err = max(((g.float() - w.float()).norm() / w.float().norm()).item()
                                   for g, w in zip(got, want))
                     except Exception as e:  # noqa: BLE001
-                        log(dict(base, impl="atomic dQ", config=cfg, error=f"{type(e).__name__}: {str(e)[:200]}"))
+                        log(dict(base, impl=impl, config=cfg, error=f"{type(e).__name__}: {str(e)[:200]}"))
                         continue
-                    stats = kernel_stats(one._bwd_dkdv_dq)
+                    stats = kernel_stats(kernel) if impl == "atomic dQ" else {}
                     if err > 1e-2:
-                        log(dict(base, impl="atomic dQ", config=cfg, max_rel_err=err, **stats))
+                        log(dict(base, impl=impl, config=cfg, max_rel_err=err, **stats))
                         continue
-                    timed("atomic dQ", lambda cfg=cfg: one.attention_backward_atomic(
-                        do, q, k, v, o, lse, causal=causal, scale=scale, config=cfg),
-                        config=cfg, max_rel_err=round(err, 6), **stats)
+                    timed(impl, run, config=cfg, max_rel_err=round(err, 6), **stats)
                 del q, k, v, do, qg, kg, vg, o, lse, want
                 torch.cuda.empty_cache()
     rec.save(rows, final=True, seconds=round(time.time() - t0))
-    print("\nbest atomic config vs the two kernels and cuDNN (backward TFLOP/s):")
+    print("\nbest atomic configs vs the two kernels and cuDNN (backward TFLOP/s):")
     keys = sorted({(r["D"], r["N"], r["causal"]) for r in rows})
     for key in keys:
         sel = [r for r in rows if (r["D"], r["N"], r["causal"]) == key and "tflops" in r]
-        by = {r["impl"]: r for r in sel if r["impl"] != "atomic dQ"}
-        atom = max((r for r in sel if r["impl"] == "atomic dQ"), key=lambda r: r["tflops"], default=None)
+        by = {r["impl"]: r for r in sel if "config" not in r}
+        best = {impl: max((r for r in sel if r["impl"] == impl), key=lambda r: r["tflops"], default=None)
+                for impl in ("atomic dQ", "gluon atomic dQ")}
         print(key, {n: r["tflops"] for n, r in by.items()},
-              "atomic", atom and (atom["config"], atom["tflops"]))
+              {impl: r and (r["config"], r["tflops"]) for impl, r in best.items()})
 
 
 if __name__ == "__main__":

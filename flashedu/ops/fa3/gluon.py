@@ -369,17 +369,24 @@ def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = 
 # ----------------------------------------------------------------------------------------------
 # Compiled for Hopper without one
 # ----------------------------------------------------------------------------------------------
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8"}
+
+
 @functools.lru_cache(maxsize=None)
 def _resources(head_dim: int, dtype: torch.dtype, causal: bool, config: GluonConfig) -> dict:
+    return compile_report(dict(head_dim=head_dim, dtype=DTYPE_NAMES[dtype], causal=causal,
+                               **config.__dict__))
+
+
+def compile_report(args: dict) -> dict:
+    """Run ``gluon_compile.py`` on ``args`` (its JSON argument) in a process of its own, and
+    return its report; RuntimeError, with the compiler's last line, where it fails."""
     import json
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8"}
-    args = dict(head_dim=head_dim, dtype=names[dtype],
-                causal=causal, **config.__dict__)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("gluon_compile.py")
     r = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True,

@@ -1,9 +1,10 @@
-"""Compile the Gluon FA3 kernel for sm_90 without a GPU and print what the chip would give it.
+"""Compile the Gluon FA3 kernels for sm_90 without a GPU and print what the chip would give them.
 
-Run as a script in a process of its own (``python gluon_compile.py '{"head_dim": 128, ...}'``):
-Triton's interpreter mode, which flashedu turns on when there is no GPU, would turn Gluon's own
-library functions into interpreted ones, and Gluon cannot be interpreted. So this file imports
-nothing from flashedu; it loads ``gluon_kernel.py`` beside it by path.
+Run as a script in a process of its own (``python gluon_compile.py '{"head_dim": 128, ...}'``;
+``"kernel": "bwd"`` for the backward, :func:`bwd_resources`): Triton's interpreter mode, which
+flashedu turns on when there is no GPU, would turn Gluon's own library functions into
+interpreted ones, and Gluon cannot be interpreted. So this file imports nothing from flashedu; it
+loads ``gluon_kernel.py`` and ``gluon_bwd_kernel.py`` beside it by path.
 """
 from __future__ import annotations
 
@@ -22,15 +23,9 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
               balanced: bool = False, q_buffers: int = 2, half_diagonal: bool = False) -> dict:
     """What the chip gives the kernel built with these switches (``balanced`` is the host's
     choice of work-item order, the same machine code either way)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
 
-    spec = importlib.util.spec_from_file_location(
-        "flashedu_fa3_gluon_kernel", Path(__file__).with_name("gluon_kernel.py"))
-    kernel = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernel)
+    kernel = _load("gluon_kernel.py")
     # fp8: e4m3 q, k and V transposed ([B·H, D, N]), fp16 o
     gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16, "fp8": gl.float8e4nv}[dtype]
     q_rows = 64 if warp_specialize else 128
@@ -51,10 +46,50 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
                  "N_K": "i32", "qk_scale": "fp32", "stamp_pid": "i32", "BH": "i32",
                  "q_descale": "*fp32", "k_descale": "*fp32", "v_descale": "*fp32",
                  "n_qt": "i32", "n_kt": "i32", "q_block": "i32", "kv_shift": "i32"}
-    signature.update({k: "constexpr" for k in constexprs})
-    compiled = triton.compile(GluonASTSource(kernel.fa3_fwd_kernel, signature, constexprs),
-                              target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": 4 if warp_specialize else 8})
+    return _report(kernel.fa3_fwd_kernel, signature, constexprs, 4 if warp_specialize else 8)
+
+
+def bwd_resources(head_dim: int, dtype: str, causal: bool, stages: int = 2,
+                  block_m: int = 64, block_n: int = 128) -> dict:
+    """What the chip gives the backward (``gluon_bwd_kernel.fa3_bwd_kernel``) built with these
+    switches: the same report as :func:`resources`."""
+    from triton.experimental.gluon import language as gl
+
+    kernel = _load("gluon_bwd_kernel.py")
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16}[dtype]
+
+    def desc(box):
+        layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype)
+        return f"tensordesc<{gl_dtype.name}[{','.join(map(str, box))}],{layout!r}>"
+
+    constexprs = dict(CAUSAL=causal, STAGES=stages)
+    signature = {"q_desc": desc([1, block_m, head_dim]), "k_desc": desc([1, block_n, head_dim]),
+                 "v_desc": desc([1, block_n, head_dim]), "do_desc": desc([1, block_m, head_dim]),
+                 "lse_ptr": "*fp32", "delta_ptr": "*fp32", "dq_ptr": "*fp32",
+                 "dk_ptr": f"*{'fp16' if dtype == 'fp16' else 'bf16'}",
+                 "dv_ptr": f"*{'fp16' if dtype == 'fp16' else 'bf16'}",
+                 "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32", "scale": "fp32"}
+    return _report(kernel.fa3_bwd_kernel, signature, constexprs, int(kernel.WARPS))
+
+
+def _load(name: str):
+    """The kernel module beside this file, loaded by path (not through flashedu: see above)."""
+    spec = importlib.util.spec_from_file_location(f"flashedu_fa3_{Path(name).stem}",
+                                                  Path(__file__).with_name(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(fn, signature: dict, constexprs: dict, num_warps: int) -> dict:
+    """Compile ``fn`` for sm_90 and read its resources, PTX and machine code."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    signature = dict(signature, **{k: "constexpr" for k in constexprs})
+    compiled = triton.compile(GluonASTSource(fn, signature, constexprs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "fa3.cubin"
@@ -104,4 +139,6 @@ def main_loop(sass: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(resources(**json.loads(sys.argv[1]))))
+    args = json.loads(sys.argv[1])
+    build = bwd_resources if args.pop("kernel", "fwd") == "bwd" else resources
+    print(json.dumps(build(**args)))

@@ -1,0 +1,59 @@
+"""Host side of the Gluon backward (:mod:`flashedu.ops.fa3.gluon_bwd_kernel`): Δ, the launch, dQ's
+fp32 buffer, and its compile-only report for sm_90.
+
+Not wired into any registered entry yet: ``fa3_gluon``'s backward is chapter 4's Triton one until
+this kernel has passed the fp64 oracle on a GPU and been timed beside it (gluon-fa3.md,
+session 17; ``tests/test_fa3_gluon_bwd.py``, ``python -m flashedu.bench.ablate_v2_bwd``).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+from flashedu.ops._triton import LOG2E
+from flashedu.ops.fa3.gluon import DTYPE_NAMES, _descriptor, compile_report
+from flashedu.ops.fa3.kernel import tma_ready
+from flashedu.ops.v2.kernel_bwd import _bwd_preprocess
+
+BLOCK_M = 64   # Q rows per loop step: one warpgroup's M in dQ's GEMM
+BLOCK_N = 128  # K/V rows per program: 64 per warpgroup
+HEAD_DIMS = (64, 128)  # D = 256: K, V, the Q and dO rings and dSᵀ need 272 KB of shared memory
+STAGES = {64: 2, 128: 2}  # Q/dO ring depth per head dim (d128: 176 KB of shared memory of 227)
+
+
+def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: int | None = None):
+    """dq, dk, dv (q's dtype) for o and L [B, H, N_Q] (natural log) of the forward, as
+    :func:`flashedu.ops.v2.kernel_bwd.attention_backward` returns them: fp16/bf16 on sm_90, D in
+    :data:`HEAD_DIMS`, N_Q = N_K when causal."""
+    B, H, N_Q, D = q.shape
+    N_K = k.shape[2]
+    if D not in HEAD_DIMS:
+        raise ValueError(f"gluon_backward: head dim must be one of {HEAD_DIMS}, got {D}")
+    from flashedu.ops.fa3.gluon_bwd_kernel import WARPS, fa3_bwd_kernel
+    q, k, v, do = (tma_ready(t) for t in (q, k, v, do))
+    delta = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)  # [B, H, N_Q]
+    _bwd_preprocess[(triton.cdiv(N_Q, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, N_Q,
+                                                   BLOCK_M=64, HEAD_DIM=D, num_warps=4)
+    dq_acc = torch.zeros(B, H, N_Q, D, device=q.device, dtype=torch.float32)  # [B, H, N_Q, D]
+    dk = torch.empty(B, H, N_K, D, device=q.device, dtype=q.dtype)
+    dv = torch.empty_like(dk)
+    fa3_bwd_kernel[(triton.cdiv(N_K, BLOCK_N), B * H)](
+        _descriptor(q, BLOCK_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N),
+        _descriptor(do, BLOCK_M), lse, delta, dq_acc, dk, dv, N_Q, N_K, scale * LOG2E, scale,
+        CAUSAL=causal, STAGES=stages or STAGES[D], num_warps=int(WARPS))
+    return (dq_acc * scale).to(q.dtype), dk, dv
+
+
+@functools.lru_cache(maxsize=None)
+def hopper_bwd_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
+                         causal: bool = False, stages: int | None = None) -> dict:
+    """Compile the backward for sm_90 on any machine and read what the chip would give it (the
+    report of :func:`flashedu.ops.fa3.gluon.hopper_resources`)."""
+    return compile_report(dict(kernel="bwd", head_dim=head_dim, dtype=DTYPE_NAMES[dtype],
+                               causal=causal, stages=stages or STAGES[head_dim],
+                               block_m=BLOCK_M, block_n=BLOCK_N))
+
+
+__all__ = ["BLOCK_M", "BLOCK_N", "HEAD_DIMS", "gluon_backward", "hopper_bwd_resources"]
