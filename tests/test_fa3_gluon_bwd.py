@@ -31,6 +31,15 @@ def test_compiles_for_sm90_within_hopper_limits(head_dim, causal):
     assert r["stack_bytes"] <= (0 if head_dim == 64 else 128)
 
 
+def test_four_at_a_time_adds_compile_to_the_same_kernel_otherwise():
+    """VEC_RED changes only how dQ's shares are added (red.add.v4.f32 where four addresses are
+    consecutive): same shared memory, same GEMMs."""
+    base = gb.hopper_bwd_resources(128)
+    vec = gb.hopper_bwd_resources(128, vec_red=True)
+    assert vec["shared_bytes"] == base["shared_bytes"] and vec["wgmma"] == base["wgmma"]
+    assert vec["loop_exps"] == base["loop_exps"]
+
+
 def test_rejects_head_dims_it_has_no_room_for():
     q = torch.zeros(1, 1, 8, 256)
     with pytest.raises(ValueError, match="head dim must be one of"):
@@ -42,10 +51,11 @@ SHAPES = [(1, 1, 1, 1, 64), (2, 3, 129, 129, 64), (1, 2, 1000, 1000, 128), (1, 1
 
 
 @pytest.mark.skipif(not HOPPER, reason="Gluon's wgmma kernels run on a Hopper GPU (sm_90) only")
+@pytest.mark.parametrize("vec_red", [False, True], ids=["red", "red_v4"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_gradients_match_fp64_oracle(shape, dtype, causal, poison):
+def test_gradients_match_fp64_oracle(shape, dtype, causal, vec_red, poison):
     B, H, N, N_K, D = shape
     if causal and N != N_K:
         pytest.skip("causal attention needs as many keys as queries here")
@@ -54,7 +64,7 @@ def test_gradients_match_fp64_oracle(shape, dtype, causal, poison):
     q, k, v = fresh_qkv(B, H, N, D, n_k=N_K, dtype=dtype, device="cuda")
     do = torch.randn_like(q)
     o, lse = flash_attention_v2_lse(q, k, v, causal=causal)
-    got = gb.gluon_backward(do, q, k, v, o, lse, causal=causal, scale=D ** -0.5)
+    got = gb.gluon_backward(do, q, k, v, o, lse, causal=causal, scale=D ** -0.5, vec_red=vec_red)
     exact = [t.detach().cpu().double().requires_grad_(True) for t in (q, k, v)]
     torch.nn.functional.scaled_dot_product_attention(*exact, is_causal=causal).backward(
         do.cpu().double())

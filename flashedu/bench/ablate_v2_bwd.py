@@ -1,6 +1,6 @@
 """Time v2_triton's backward (two kernels, no atomics) beside FA2's layout (one kernel, dQ by
 atomic adds: flashedu/ops/v2/kernel_bwd_atomic.py), the same layout in Gluon on wgmma (Hopper:
-flashedu/ops/fa3/gluon_bwd_kernel.py, each ring depth in GLUON_STAGES) and SDPA's cuDNN backward:
+flashedu/ops/fa3/gluon_bwd_kernel.py, each of GLUON_CONFIGS) and SDPA's cuDNN backward:
 issue 20's ablation.
 
 On the GPU machine, from the repository root (about 2-3 minutes on an H200):
@@ -21,7 +21,8 @@ import time
 
 # (BLOCK_M, BLOCK_N, warps, stages) of the one-kernel layout: a K/V tile resident, as dK/dV's.
 ATOMIC_CONFIGS = [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
-GLUON_STAGES = (2, 3)  # the Gluon backward's Q/dO ring depths (64 × 128 tiles, 8 warps)
+# the Gluon backward's (Q/dO ring depth, dQ added four at a time), 64 × 128 tiles, 8 warps
+GLUON_CONFIGS = [(2, False), (3, False), (2, True), (3, True)]
 
 
 def main(argv=None) -> None:
@@ -94,9 +95,9 @@ def main(argv=None) -> None:
                     for cfg in (ATOMIC_CONFIGS if a.atomic else [])]
                 if gluon_why is None and D in gluon_bwd.HEAD_DIMS:
                     from flashedu.ops.fa3.gluon_bwd_kernel import fa3_bwd_kernel
-                    variants += [("gluon atomic dQ", st, lambda st=st: gluon_bwd.gluon_backward(
-                        do, q, k, v, o, lse, causal=causal, scale=scale, stages=st), fa3_bwd_kernel)
-                        for st in GLUON_STAGES]
+                    variants += [("gluon atomic dQ", cfg, lambda cfg=cfg: gluon_bwd.gluon_backward(
+                        do, q, k, v, o, lse, causal=causal, scale=scale, stages=cfg[0],
+                        vec_red=cfg[1]), fa3_bwd_kernel) for cfg in GLUON_CONFIGS]
                 for impl, cfg, run, kernel in variants:
                     try:
                         got = run()

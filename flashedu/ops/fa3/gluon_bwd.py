@@ -21,9 +21,11 @@ BLOCK_M = 64   # Q rows per loop step: one warpgroup's M in dQ's GEMM
 BLOCK_N = 128  # K/V rows per program: 64 per warpgroup
 HEAD_DIMS = (64, 128)  # D = 256: K, V, the Q and dO rings and dSᵀ need 272 KB of shared memory
 STAGES = {64: 2, 128: 2}  # Q/dO ring depth per head dim (d128: 176 KB of shared memory of 227)
+VEC_RED = False  # dQ's adds four at a time (red.add.v4.f32), not one: off until run on a GPU
 
 
-def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: int | None = None):
+def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: int | None = None,
+                   vec_red: bool | None = None):
     """dq, dk, dv (q's dtype) for o and L [B, H, N_Q] (natural log) of the forward, as
     :func:`flashedu.ops.v2.kernel_bwd.attention_backward` returns them: fp16/bf16 on sm_90, D in
     :data:`HEAD_DIMS`, N_Q = N_K when causal."""
@@ -42,18 +44,20 @@ def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: i
     fa3_bwd_kernel[(triton.cdiv(N_K, BLOCK_N), B * H)](
         _descriptor(q, BLOCK_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N),
         _descriptor(do, BLOCK_M), lse, delta, dq_acc, dk, dv, N_Q, N_K, scale * LOG2E, scale,
-        CAUSAL=causal, STAGES=stages or STAGES[D], num_warps=int(WARPS))
+        CAUSAL=causal, STAGES=stages or STAGES[D], VEC_RED=VEC_RED if vec_red is None else vec_red,
+        num_warps=int(WARPS))
     return (dq_acc * scale).to(q.dtype), dk, dv
 
 
 @functools.lru_cache(maxsize=None)
 def hopper_bwd_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
-                         causal: bool = False, stages: int | None = None) -> dict:
+                         causal: bool = False, stages: int | None = None,
+                         vec_red: bool = VEC_RED) -> dict:
     """Compile the backward for sm_90 on any machine and read what the chip would give it (the
     report of :func:`flashedu.ops.fa3.gluon.hopper_resources`)."""
     return compile_report(dict(kernel="bwd", head_dim=head_dim, dtype=DTYPE_NAMES[dtype],
                                causal=causal, stages=stages or STAGES[head_dim],
-                               block_m=BLOCK_M, block_n=BLOCK_N))
+                               block_m=BLOCK_M, block_n=BLOCK_N, vec_red=vec_red))
 
 
 __all__ = ["BLOCK_M", "BLOCK_N", "HEAD_DIMS", "gluon_backward", "hopper_bwd_resources"]

@@ -53,8 +53,55 @@ def _opaque_zero():
                                      pack=1)
 
 
+# red.add of four fp32 at once (sm_90): one instruction where four scalar ones were. Which four
+# elements an inline-asm call receives is not specified, so the vector form runs only where the
+# four addresses are consecutive (and 16-byte aligned); any other group adds one by one.
+_RED_V4 = gl.constexpr("""{
+  .reg .pred m0, m1, m2, m3, v, c;
+  .reg .b64 d;
+  setp.ne.b32 m0, $12, 0;
+  setp.ne.b32 m1, $13, 0;
+  setp.ne.b32 m2, $14, 0;
+  setp.ne.b32 m3, $15, 0;
+  and.b64 d, $8, 15;
+  setp.eq.s64 v, d, 0;
+  sub.s64 d, $9, $8;
+  setp.eq.and.s64 v, d, 4, v;
+  sub.s64 d, $10, $8;
+  setp.eq.and.s64 v, d, 8, v;
+  sub.s64 d, $11, $8;
+  setp.eq.and.s64 v, d, 12, v;
+  and.pred c, v, m0;
+  @c red.add.global.v4.f32 [$8], {$4, $5, $6, $7};
+  not.pred v, v;
+  and.pred c, v, m0;
+  @c red.add.global.f32 [$8], $4;
+  and.pred c, v, m1;
+  @c red.add.global.f32 [$9], $5;
+  and.pred c, v, m2;
+  @c red.add.global.f32 [$10], $6;
+  and.pred c, v, m3;
+  @c red.add.global.f32 [$11], $7;
+  mov.b32 $0, 0;
+  mov.b32 $1, 0;
+  mov.b32 $2, 0;
+  mov.b32 $3, 0;
+}""")
+
+
 @gluon.jit
-def _add_dq(dq, dq_smem, dq_base, r0, N_Q):
+def _red_add(ptrs, vals, mask, VEC: gl.constexpr):
+    """vals added at ptrs where mask holds: red.add four at a time (VEC), or gl.atomic_add."""
+    if VEC:
+        gl.inline_asm_elementwise(_RED_V4, "=r,=r,=r,=r,f,f,f,f,l,l,l,l,r,r,r,r",
+                                  [vals, ptrs.to(gl.int64, bitcast=True), mask.to(gl.int32)],
+                                  dtype=gl.int32, is_pure=False, pack=4)
+    else:
+        gl.atomic_add(ptrs, vals, mask=mask, sem="relaxed")
+
+
+@gluon.jit
+def _add_dq(dq, dq_smem, dq_base, r0, N_Q, VEC_RED: gl.constexpr):
     """Add dQ_i's share [BM, D] to the fp32 buffer at rows r0.. by atomics, through shared
     memory a few rows at a time: an atomic add takes one 64-bit address per element, and the
     whole tile's addresses at once would cost 64 registers a thread."""
@@ -72,13 +119,13 @@ def _add_dq(dq, dq_smem, dq_base, r0, N_Q):
     for c in gl.static_range(BM // ROWS):
         part = dq_smem.slice(c * ROWS, ROWS, dim=0).load(layout)  # [ROWS, D]
         first = r0 + c * ROWS
-        gl.atomic_add(dq_base + first * D + offs, part, mask=offs < (N_Q - first) * D,
-                      sem="relaxed")
+        _red_add(dq_base + first * D + offs, part, offs < (N_Q - first) * D, VEC_RED)
 
 
 @gluon.jit
 def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem, ready, bh,
           keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, MASKED: gl.constexpr,
+          VEC_RED: gl.constexpr,
           st_layout: gl.constexpr, dq_layout: gl.constexpr, a_layout: gl.constexpr):
     """The program's t-th Q tile (i = i0 + t): the five GEMMs, dK and dV accumulated, dQ_i's
     share added to the fp32 buffer. MASKED: the tile crosses the causal diagonal."""
@@ -131,14 +178,15 @@ def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem
     _cta_barrier()
     _load_q_do(q_desc, do_desc, q_ring, do_ring, ready, bh, i + STAGES, t + STAGES,
                t + STAGES < n_iter)
-    _add_dq(dq, dq_smem, dq_base, i * BM, N_Q)
+    _add_dq(dq, dq_smem, dq_base, i * BM, N_Q, VEC_RED)
     # [bwd-tile-end]
     return dk, dv
 
 
 @gluon.jit
 def fa3_bwd_kernel(q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dq_ptr, dk_ptr, dv_ptr,
-                   N_Q, N_K, qk_scale, scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
+                   N_Q, N_K, qk_scale, scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                   VEC_RED: gl.constexpr):
     """dK, dV of K/V tile program_id(0) of batch·head program_id(1), and its share of dQ.
 
     Tensors are seen as [B·H, N, D] through 3-D descriptors (boxes [1, BM, D] for Q and dO,
@@ -209,11 +257,11 @@ def fa3_bwd_kernel(q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dq_ptr, 
         for t in range(0, n_diag):
             state = _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem,
                           dq_smem, ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter,
-                          qk_scale, True, st_layout, dq_layout, a_layout)
+                          qk_scale, True, VEC_RED, st_layout, dq_layout, a_layout)
     for t in range(n_diag, n_iter):
         state = _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem,
                       ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, False,
-                      st_layout, dq_layout, a_layout)
+                      VEC_RED, st_layout, dq_layout, a_layout)
     dk, dv = state
 
     rows = n0 + gl.arange(0, BN, gl.SliceLayout(1, kv_layout))
