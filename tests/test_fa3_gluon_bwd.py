@@ -40,6 +40,14 @@ def test_four_at_a_time_adds_compile_to_the_same_kernel_otherwise():
     assert vec["loop_exps"] == base["loop_exps"]
 
 
+def test_fa3_gluon_takes_this_backward_only_when_switched_on(monkeypatch):
+    from flashedu.ops.fa3 import gluon as fg
+    assert fg._backward_for(128) is None  # chapter 4's, until this kernel has run on a GPU
+    monkeypatch.setattr(fg, "GLUON_BACKWARD", True)
+    assert fg._backward_for(128) is gb.gluon_backward and fg._backward_for(64) is gb.gluon_backward
+    assert fg._backward_for(256) is None  # no room in shared memory: chapter 4's
+
+
 def test_rejects_head_dims_it_has_no_room_for():
     q = torch.zeros(1, 1, 8, 256)
     with pytest.raises(ValueError, match="head dim must be one of"):

@@ -379,6 +379,23 @@ def test_v2_forward_without_a_backward_stores_no_lse(poison):
     assert _max_err(o, ref_o) < tolerance(dtype)
 
 
+def test_autograd_calls_the_backward_kernel_it_is_given():
+    """FlashAttentionV2 hands its saved tensors to the backward kernel a caller passes (chapter
+    6's Gluon backward), and that kernel's gradients are what autograd returns."""
+    from flashedu.ops.v2.kernel import FlashAttentionV2, _v2_kernel
+    q, k, v = _qkv((1, 2, 9, 9, 32), DTYPES[0], grad=True)
+    seen = {}
+
+    def backward_kernel(do, q_, k_, v_, o, lse, *, causal, scale):
+        seen.update(causal=causal, scale=scale, lse_shape=tuple(lse.shape))
+        return torch.full_like(q_, 1.0), torch.full_like(k_, 2.0), torch.full_like(v_, 3.0)
+
+    o = FlashAttentionV2.apply(q, k, v, True, 0.25, _v2_kernel, backward_kernel)
+    grads = torch.autograd.grad(o, (q, k, v), torch.ones_like(o))
+    assert seen == dict(causal=True, scale=0.25, lse_shape=(1, 2, 9))
+    assert [g.unique().tolist() for g in grads] == [[1.0], [2.0], [3.0]]
+
+
 @pytest.mark.parametrize("n_q,n_k", [(9, 40), (40, 9), (1, 33), (33, 1)], ids=lambda n: str(n))
 def test_v2_cross_lengths_with_gradients(n_q, n_k, poison):
     dtype = DTYPES[0]

@@ -358,12 +358,28 @@ def check(q, k, v, causal, scale) -> float:
     return scale
 
 
+# The backward of flash_attention_fa3: chapter 4's Triton kernels, or (True) the Gluon backward
+# of flashedu.ops.fa3.gluon_bwd at the head dims it has, once it has passed the oracle on a GPU.
+GLUON_BACKWARD = False
+
+
+def _backward_for(head_dim: int):
+    """The backward kernel flash_attention_fa3 hands autograd (None: chapter 4's)."""
+    if not GLUON_BACKWARD:
+        return None
+    from flashedu.ops.fa3 import gluon_bwd
+
+    return gluon_bwd.gluon_backward if head_dim in gluon_bwd.HEAD_DIMS else None
+
+
 def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """FlashAttention-3's forward (Gluon: warp-specialised, ping-pong, intra-warpgroup
     pipelined) on ``[B, H, N, D]`` fp16/bf16 inputs, D in {64, 128, 256}, any N, on a Hopper GPU.
-    Differentiable (chapter 4's backward). Returns o like q."""
+    Differentiable (chapter 4's backward, or the Gluon one: :data:`GLUON_BACKWARD`). Returns o
+    like q."""
     scale = check(q, k, v, causal, scale)
-    return FlashAttentionV2.apply(q, k, v, causal, scale, _gluon_kernel)
+    return FlashAttentionV2.apply(q, k, v, causal, scale, _gluon_kernel,
+                                  _backward_for(q.shape[-1]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -247,20 +247,22 @@ class FlashAttentionV2(torch.autograd.Function):
 
     ``forward_kernel(q, k, v, *, causal, scale) -> (q, k, v, o, L)`` (the inputs as the kernel
     used them, and its outputs) is this chapter's by default; chapter 6's TMA and Gluon forwards
-    pass theirs and share this backward, which needs nothing else."""
+    pass theirs and share this backward, which needs nothing else. ``backward_kernel(do, q, k,
+    v, o, L, *, causal, scale) -> (dq, dk, dv)`` is this chapter's by default too."""
 
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, forward_kernel=None):
+    def forward(ctx, q, k, v, causal, scale, forward_kernel=None, backward_kernel=None):
         q, k, v, o, lse = (forward_kernel or _v2_kernel)(q, k, v, causal=causal, scale=scale)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.causal, ctx.scale = causal, scale
+        ctx.backward_kernel = backward_kernel or attention_backward
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(do, q, k, v, o, lse, causal=ctx.causal, scale=ctx.scale)
-        return dq, dk, dv, None, None, None
+        dq, dk, dv = ctx.backward_kernel(do, q, k, v, o, lse, causal=ctx.causal, scale=ctx.scale)
+        return dq, dk, dv, None, None, None, None
 
 
 def _check(q, k, v, causal, scale) -> float:
