@@ -49,9 +49,10 @@ def num_splits_heuristic(programs: int, n_blocks: int, sms: int, max_splits: int
 
     ``programs`` is the number of programs without splitting (batch × K/V heads × row blocks),
     ``n_blocks`` the number of key tiles. If those programs nearly fill the ``sms`` already, do
-    not split. Otherwise take the smallest split count whose last wave is nearly as full
-    (``wave_fill`` of it, :data:`WAVE_FILL` unless given) as the best count's; counts that give the same tiles per split as a smaller count
-    are skipped (they add programs but no parallelism).
+    not split. Otherwise take the smallest split count whose last wave is nearly as full as
+    the best count's (``wave_fill`` of it, :data:`WAVE_FILL` unless given); counts that give
+    the same tiles per split as a smaller count are skipped (they add programs but no
+    parallelism).
     """
     if programs >= 0.8 * sms:
         return 1
