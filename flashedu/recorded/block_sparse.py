@@ -53,25 +53,29 @@ def worst(rows: list[Ratio], *, target: float, pattern: str = "random", pass_: s
     return max(sel)
 
 
-def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
-    """A Markdown table of one sequence length: pattern and density down, head dims across."""
-    Ds = sorted({r.D for r in rows if r.N == N and r.pass_ == pass_})
-    keys = []
-    for r in rows:
-        if r.N == N and r.pass_ == pass_ and (r.pattern, r.target) not in keys:
-            keys.append((r.pattern, r.target))
-    if not keys:
-        raise ValueError(f"no rows at N={N}, pass_={pass_!r}")
-    by = {(r.pattern, r.target, r.D): r for r in rows if r.N == N and r.pass_ == pass_}
-    head = "| tiles | " + " | ".join(f"ours, d={D} | Flex, d={D}" for D in Ds) + " |"
+def _mask_table(rows, columns: tuple[str, str], cells) -> str:
+    """A Markdown table of rows of one N: (pattern, density) down in the rows' order, two
+    columns per head dim across (``columns`` name them); ``cells(r)`` gives a row's two."""
+    Ds = sorted({r.D for r in rows})
+    by = {(r.pattern, r.target, r.D): r for r in rows}
+    head = "| tiles | " + " | ".join(f"{columns[0]}, d={D} | {columns[1]}, d={D}" for D in Ds) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(Ds))]
-    for pat, s in keys:
-        cells = []
+    for pat, s in dict.fromkeys((r.pattern, r.target) for r in rows):
+        row = []
         for D in Ds:
             r = by.get((pat, s, D))
-            cells += [f"{r.ours:.2f}x" if r else "–", f"{r.flex:.2f}x" if r and r.flex else "–"]
-        lines.append(f"| {pat} {s:.0%} | " + " | ".join(cells) + " |")
+            row += cells(r) if r else ["–", "–"]
+        lines.append(f"| {pat} {s:.0%} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def markdown_table(rows: list[Ratio], *, N: int, pass_: str = "fwd") -> str:
+    """A Markdown table of one sequence length: pattern and density down, head dims across."""
+    here = [r for r in rows if r.N == N and r.pass_ == pass_]
+    if not here:
+        raise ValueError(f"no rows at N={N}, pass_={pass_!r}")
+    return _mask_table(here, ("ours", "Flex"),
+                       lambda r: [f"{r.ours:.2f}x", f"{r.flex:.2f}x" if r.flex else "–"])
 
 
 @dataclass(frozen=True)
@@ -105,20 +109,10 @@ def flex_speeds(run: dict) -> list[FlexSpeed]:
 
 def flex_markdown(rows: list[FlexSpeed], *, N: int) -> str:
     """A Markdown table of one N: masks down; forward and backward per head dim across."""
-    Ds = sorted({r.D for r in rows if r.N == N})
-    if not Ds:
+    here = [r for r in rows if r.N == N]
+    if not here:
         raise ValueError(f"no FlexAttention rows at N={N}")
-    by = {(r.pattern, r.target, r.D): r for r in rows if r.N == N}
-    keys = list(dict.fromkeys((r.pattern, r.target) for r in rows if r.N == N))
-    head = "| tiles | " + " | ".join(f"forward, d={D} | backward, d={D}" for D in Ds) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(Ds))]
-    for pat, s in keys:
-        cells = []
-        for D in Ds:
-            r = by.get((pat, s, D))
-            cells += [f"{r.fwd:.2f}x" if r else "–", f"{r.bwd:.2f}x" if r else "–"]
-        lines.append(f"| {pat} {s:.0%} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _mask_table(here, ("forward", "backward"), lambda r: [f"{r.fwd:.2f}x", f"{r.bwd:.2f}x"])
 
 
 def bwd_ablation_markdown(run: dict) -> str:

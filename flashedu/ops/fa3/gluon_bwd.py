@@ -1,5 +1,6 @@
-"""Host side of the Gluon backward (:mod:`flashedu.ops.fa3.gluon_bwd_kernel`): Δ, the launch, dQ's
-fp32 buffer, and its compile-only report for sm_90.
+"""Host side of the Gluon backward (:mod:`flashedu.ops.fa3.gluon_bwd_kernel`): the launch (Δ
+and dQ's fp32 buffer as v2's atomic-dQ backward makes them) and its compile-only report for
+sm_90.
 
 Not wired into any registered entry yet: ``fa3_gluon``'s backward is chapter 4's Triton one until
 this kernel has passed the fp64 oracle on a GPU and been timed beside it (gluon-fa3.md,
@@ -15,7 +16,7 @@ import triton
 from flashedu.ops._triton import LOG2E
 from flashedu.ops.fa3.gluon import DTYPE_NAMES, _descriptor, compile_report
 from flashedu.ops.fa3.kernel import tma_ready
-from flashedu.ops.v2.kernel_bwd import _bwd_preprocess
+from flashedu.ops.v2.kernel_bwd_atomic import atomic_buffers
 
 BLOCK_M = 64   # Q rows per loop step: one warpgroup's M in dQ's GEMM
 BLOCK_N = 128  # K/V rows per program: 64 per warpgroup
@@ -35,12 +36,7 @@ def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: i
         raise ValueError(f"gluon_backward: head dim must be one of {HEAD_DIMS}, got {D}")
     from flashedu.ops.fa3.gluon_bwd_kernel import WARPS, fa3_bwd_kernel
     q, k, v, do = (tma_ready(t) for t in (q, k, v, do))
-    delta = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)  # [B, H, N_Q]
-    _bwd_preprocess[(triton.cdiv(N_Q, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, N_Q,
-                                                   BLOCK_M=64, HEAD_DIM=D, num_warps=4)
-    dq_acc = torch.zeros(B, H, N_Q, D, device=q.device, dtype=torch.float32)  # [B, H, N_Q, D]
-    dk = torch.empty(B, H, N_K, D, device=q.device, dtype=q.dtype)
-    dv = torch.empty_like(dk)
+    delta, dq_acc, dk, dv = atomic_buffers(do, q, k, o)
     fa3_bwd_kernel[(triton.cdiv(N_K, BLOCK_N), B * H)](
         _descriptor(q, BLOCK_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N),
         _descriptor(do, BLOCK_M), lse, delta, dq_acc, dk, dv, N_Q, N_K, scale * LOG2E, scale,

@@ -112,6 +112,19 @@ def _bwd_dkdv_dq(Q, K, V, DO, L, Delta, DK, DV, DQ,
     tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=col_ok)
 
 
+def atomic_buffers(do, q, k, o):
+    """What a backward with dQ by atomics needs before its kernel: Δ = rowsum(dO ∘ O)
+    [B, H, N_Q] (fp32, by v2's preprocess kernel), dQ's fp32 accumulator of zeros
+    [B, H, N_Q, D], and dK, dV [B, H, N_K, D] in q's dtype."""
+    B, H, N_Q, D = q.shape
+    delta = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)  # [B, H, N_Q]
+    _bwd_preprocess[(triton.cdiv(N_Q, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, N_Q,
+                                                   BLOCK_M=64, HEAD_DIM=D, num_warps=4)
+    dq_acc = torch.zeros(B, H, N_Q, D, device=q.device, dtype=torch.float32)  # [B, H, N_Q, D]
+    dk = torch.empty(B, H, k.shape[2], D, device=q.device, dtype=q.dtype)
+    return delta, dq_acc, dk, torch.empty_like(dk)
+
+
 def attention_backward_atomic(do, q, k, v, o, lse, *, causal: bool, scale: float,
                               config: tuple[int, int, int, int] = (64, 128, 8, 3)):
     """dq, dk, dv as :func:`~flashedu.ops.v2.kernel_bwd.attention_backward` returns them, by one
@@ -121,12 +134,7 @@ def attention_backward_atomic(do, q, k, v, o, lse, *, causal: bool, scale: float
     if do.stride(-1) != 1:
         do = do.contiguous()
     bm, bn, warps, stages = config
-    delta = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)  # [B, H, N_Q]
-    _bwd_preprocess[(triton.cdiv(N_Q, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, N_Q,
-                                                   BLOCK_M=64, HEAD_DIM=D, num_warps=4)
-    dq_acc = torch.zeros(B, H, N_Q, D, device=q.device, dtype=torch.float32)  # [B, H, N_Q, D]
-    dk = torch.empty(B, H, N_K, D, device=q.device, dtype=q.dtype)
-    dv = torch.empty_like(dk)
+    delta, dq_acc, dk, dv = atomic_buffers(do, q, k, o)
     _bwd_dkdv_dq[(triton.cdiv(N_K, bn), B * H)](
         q, k, v, do, lse, delta, dk, dv, dq_acc, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
         H, N_Q, N_K, scale, scale * LOG2E, CAUSAL=causal, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn,
@@ -134,4 +142,4 @@ def attention_backward_atomic(do, q, k, v, o, lse, *, causal: bool, scale: float
     return (dq_acc * scale).to(q.dtype), dk, dv
 
 
-__all__ = ["attention_backward_atomic"]
+__all__ = ["atomic_buffers", "attention_backward_atomic"]
