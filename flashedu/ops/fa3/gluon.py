@@ -12,6 +12,8 @@ import torch
 
 from flashedu import runtime
 from flashedu.ops._triton import LOG2E
+from flashedu.ops.fa3.gluon_host import DTYPE_NAMES, compile_report
+from flashedu.ops.fa3.gluon_host import descriptor as _descriptor, gl_dtype as _gl_dtype
 from flashedu.ops.fa3.kernel import tma_ready
 from flashedu.ops.v2.kernel import FlashAttentionV2
 from flashedu.validate import check_qkv
@@ -149,26 +151,6 @@ ABLATIONS = {
 def ablation_configs(head_dim: int) -> dict[str, GluonConfig]:
     base = default_config(head_dim)
     return {name: replace(base, **change) for name, change in ABLATIONS.items()}
-
-
-def _gl_dtype(dtype: torch.dtype):
-    from triton.experimental.gluon import language as gl
-
-    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
-            torch.float8_e4m3fn: gl.float8e4nv}[dtype]
-
-
-def _descriptor(t: torch.Tensor, rows: int):
-    """A TMA descriptor over t seen as [B·H, N, D]; one copy moves a [1, rows, D] box."""
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    B, H, N, D = t.shape
-    flat = t.view(B * H, N, D)
-    box = [1, rows, D]
-    layout = gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(t.dtype))
-    return TensorDescriptor(flat, shape=[B * H, N, D], strides=list(flat.stride()),
-                            block_shape=box, layout=layout)
 
 
 @functools.lru_cache(maxsize=None)
@@ -385,33 +367,10 @@ def flash_attention_fa3(q, k, v, *, causal: bool = False, scale: float | None = 
 # ----------------------------------------------------------------------------------------------
 # Compiled for Hopper without one
 # ----------------------------------------------------------------------------------------------
-DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8"}
-
-
 @functools.lru_cache(maxsize=None)
 def _resources(head_dim: int, dtype: torch.dtype, causal: bool, config: GluonConfig) -> dict:
     return compile_report(dict(head_dim=head_dim, dtype=DTYPE_NAMES[dtype], causal=causal,
-                               **config.__dict__))
-
-
-def compile_report(args: dict) -> dict:
-    """Run ``gluon_compile.py`` on ``args`` (its JSON argument) in a process of its own, and
-    return its report; RuntimeError, with the compiler's last line, where it fails."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = Path(__file__).with_name("gluon_compile.py")
-    r = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True,
-                       text=True, env=env)
-    if r.returncode != 0:
-        last = [line for line in r.stderr.splitlines() if line.strip() and "nanobind" not in line]
-        raise RuntimeError(f"{NAME} does not compile for sm_90 here: "
-                           f"{last[-1] if last else 'exit code ' + str(r.returncode)}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+                               **config.__dict__), NAME)
 
 
 def hopper_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,

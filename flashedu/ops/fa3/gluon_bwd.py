@@ -14,7 +14,7 @@ import torch
 import triton
 
 from flashedu.ops._triton import LOG2E
-from flashedu.ops.fa3.gluon import DTYPE_NAMES, _descriptor, compile_report
+from flashedu.ops.fa3.gluon_host import DTYPE_NAMES, compile_report, descriptor
 from flashedu.ops.fa3.kernel import tma_ready
 from flashedu.ops.v2.kernel_bwd_atomic import atomic_buffers
 
@@ -38,8 +38,8 @@ def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: i
     q, k, v, do = (tma_ready(t) for t in (q, k, v, do))
     delta, dq_acc, dk, dv = atomic_buffers(do, q, k, o)
     fa3_bwd_kernel[(triton.cdiv(N_K, BLOCK_N), B * H)](
-        _descriptor(q, BLOCK_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N),
-        _descriptor(do, BLOCK_M), lse, delta, dq_acc, dk, dv, N_Q, N_K, scale * LOG2E, scale,
+        descriptor(q, BLOCK_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N),
+        descriptor(do, BLOCK_M), lse, delta, dq_acc, dk, dv, N_Q, N_K, scale * LOG2E, scale,
         CAUSAL=causal, STAGES=stages or STAGES[D], VEC_RED=VEC_RED if vec_red is None else vec_red,
         num_warps=int(WARPS))
     return (dq_acc * scale).to(q.dtype), dk, dv
@@ -53,7 +53,8 @@ def hopper_bwd_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16
     report of :func:`flashedu.ops.fa3.gluon.hopper_resources`)."""
     return compile_report(dict(kernel="bwd", head_dim=head_dim, dtype=DTYPE_NAMES[dtype],
                                causal=causal, stages=stages or STAGES[head_dim],
-                               block_m=BLOCK_M, block_n=BLOCK_N, vec_red=vec_red))
+                               block_m=BLOCK_M, block_n=BLOCK_N, vec_red=vec_red),
+                          "the Gluon backward")
 
 
 __all__ = ["BLOCK_M", "BLOCK_N", "HEAD_DIMS", "gluon_backward", "hopper_bwd_resources"]
