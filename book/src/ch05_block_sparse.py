@@ -378,12 +378,12 @@ assert m0.nnz() == min(m.nnz() for m in shown.values())
 # %% [markdown]
 # ## The Triton kernel
 #
-# `block_sparse_triton` is v2's Triton kernels (one forward, three backward) with the loop bounds
-# read from the CSR layout: per program, a mask-free loop over the clean entries and a masked
-# loop over the rest, where the keep-mask is the key range, the causal test and the tile of the
-# token mask. The backward's $dK$/$dV$ kernel walks the column lists, the $dQ$ kernel the row
-# lists. The forward program, and the head of its loop over a row's list (the body is v2's), beside
-# the reference:
+# `block_sparse_triton` is v2's Triton kernels with the loop bounds read from the CSR layout:
+# per program, a mask-free loop over the clean entries and a masked loop over the rest, where
+# the keep-mask is the key range, the causal test and the tile of the token mask. The backward
+# is v2's $\Delta$ kernel and one launch of two kinds of program: $dK$/$dV$ programs walk the
+# column lists, $dQ$ programs the row lists. The forward program, and the head of its loop over
+# a row's list (the body is v2's), beside the reference:
 
 # %%
 show(region(bs_kernel, "block-sparse-kernel",
