@@ -1,11 +1,11 @@
-"""Block-sparse FlashAttention backward in Triton: v2's three kernels over the listed tiles.
+"""Block-sparse FlashAttention backward in Triton: v2's three passes over the listed tiles.
 
-    kernel 1  Δ = rowsum(dO ∘ O)             v2's own preprocess kernel, unchanged
-    kernel 2  dK/dV      per K/V tile j       walks column j's list of Q tiles (the transposed CSR)
-    kernel 3  dQ         per Q tile i         walks row i's list of K/V tiles (the forward's CSR)
+    pass 1  Δ = rowsum(dO ∘ O)             v2's own preprocess kernel, unchanged
+    pass 2  dK/dV      per K/V tile j       walks column j's list of Q tiles (the transposed CSR)
+    pass 3  dQ         per Q tile i         walks row i's list of K/V tiles (the forward's CSR)
 
-Kernels 2 and 3 are one Triton kernel, ``_bwd``, launched once per pass, or once for both
-(``ONE_LAUNCH``: programs of both kinds in one grid).
+Passes 2 and 3 are one Triton kernel, ``_bwd``, launched once for both (``ONE_LAUNCH``, the
+default: programs of both kinds in one grid) or once per pass.
 
 Each list is ordered mask-free entries first, as in the forward. A K/V tile that no row lists
 has an empty column list and writes dK_j = dV_j = 0; a query row that saw no key has L = -inf,
