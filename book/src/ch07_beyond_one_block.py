@@ -262,6 +262,9 @@ if decode:
     glue("dec_fa_programs", fa_splits * dm["B_small"] * dm["H_kv"])
     glue("dec_our_programs", dm["splits"] * dm["B_small"] * dm["H_kv"])
     glue("dec_sms", sms)
+    # "flash-attn's rule would stop at fewer splits, SMs idle": keep it true
+    assert fa_splits < dm["splits"]
+    assert dm["splits"] * dm["B_small"] * dm["H_kv"] <= sms
     glue("dec_meas_split_TBps", dm["split_GBps"] / 1e3)
     glue("dec_meas_one_GBps", dm["one_split_GBps"])
     glue("dec_meas_v2_GBps", dm["v2_GBps"])
