@@ -564,6 +564,14 @@ def test_decode_file_is_the_one_the_chapter_reads(decode):
     assert p["gpu"] and p["date"] and p["runtime"] == "compiled"
 
 
+def _flash_attn_splits(programs, tiles, sms):
+    """flash-attn's flash-decoding split count, written out independently of plan.py."""
+    import math
+    eff = {s: programs * s / sms / math.ceil(programs * s / sms) for s in range(1, min(128, sms, tiles) + 1)
+           if s == 1 or math.ceil(tiles / s) != math.ceil(tiles / (s - 1))}
+    return min(s for s, e in eff.items() if e >= 0.85 * max(eff.values()))
+
+
 def test_decode_glued_numbers_match_the_file(glued, decode):
     hbm_GBps = 4.8e3 if decode["provenance"]["gpu"].endswith("H200") else None
     assert hbm_GBps, "update this test for a GPU other than the H200"
@@ -593,6 +601,11 @@ def test_decode_glued_numbers_match_the_file(glued, decode):
         "dec_meas_B_small": B1,
         "dec_meas_B_big": Bmax,
         "dec_meas_big_splits": bsplit["num_splits"],
+        "dec_our_programs": split["num_splits"] * B1 * split["H_kv"],
+        "dec_sms": decode["provenance"]["sms"],
+        # flash-attn's rule, recomputed here by hand: the smallest eligible count whose last
+        # wave is at least 85% as full as the best count's (see the next lines)
+        "dec_fa_splits": _flash_attn_splits(B1 * split["H_kv"], -(-n // 128), decode["provenance"]["sms"]),
         "dec_meas_big_split_hbm": 100 * bsplit["cache_bytes"] / t["bsplit"] / 1e6 / hbm_GBps,
         "dec_meas_big_sdpa_hbm": 100 * bsdpa["cache_bytes"] / t["bsdpa"] / 1e6 / hbm_GBps,
         "dec_meas_small_k": n0 // 1024,

@@ -12,7 +12,7 @@ import flashedu
 from conftest import GPU, oracle, tolerance
 from flashedu.ops.split_kv import (merge_partials, simulate_split_kv, split_kv_attention,
                                    split_kv_attention_triton, split_kv_partials)
-from flashedu.ops.split_kv.plan import num_splits_heuristic, split_ranges
+from flashedu.ops.split_kv.plan import FLASH_ATTN_WAVE_FILL, num_splits_heuristic, split_ranges
 from flashedu.softmax.state import State, finalize, merge, merge_all
 
 DEVICE = flashedu.runtime.current().device
@@ -141,7 +141,8 @@ def test_num_splits_heuristic():
     # efficiency 0.99); the smallest count within 95% of that is 16 (128 of 132 SMs busy, 0.97),
     # where flash-attn's 85% would take 14 (112 busy, 0.85).
     assert num_splits_heuristic(programs=8, n_blocks=1024, sms=132) == 16
-    assert num_splits_heuristic(programs=8, n_blocks=1024, sms=132, wave_fill=0.85) == 14
+    assert num_splits_heuristic(programs=8, n_blocks=1024, sms=132,
+                                wave_fill=FLASH_ATTN_WAVE_FILL) == 14
     assert num_splits_heuristic(programs=32, n_blocks=1024, sms=132) == 4  # 128 busy again
     assert num_splits_heuristic(programs=8, n_blocks=3, sms=132) <= 3  # never more splits than tiles
 

@@ -4,6 +4,7 @@ The figure is :func:`flashedu.viz.decode.measured_decode_figure`."""
 from __future__ import annotations
 
 from flashedu.hardware import gpu as get_gpu
+from flashedu.ops.split_kv.plan import FLASH_ATTN_WAVE_FILL, num_splits_heuristic
 
 
 def hbm_GBps(gpu_name) -> float | None:
@@ -34,8 +35,10 @@ def summary(result: dict) -> dict:
     """The numbers chapter 7 quotes from ``flashedu/bench/decode.py``'s recorded file: the K/V
     head count; at the longest cache, batch 1 (the smallest batch) and the largest batch: split-KV
     with its heuristic against one split, against torch SDPA (``enable_gqa``), and each as a
-    fraction of the GPU's datasheet HBM bandwidth; and at the shortest cache, batch 1, the GPU
-    times of split-KV with and without splits, and split-KV's eager time. Times and GB/s are the
+    fraction of the GPU's datasheet HBM bandwidth, and (where the run names its SM count) the
+    programs of that split count against those of flash-attn's rule (key tiles of 128, as
+    bench/decode.py counts them); and at the shortest cache, batch 1, the GPU times of split-KV
+    with and without splits, and split-KV's eager time. Times and GB/s are the
     GPU's own (:func:`gpu_ms`) wherever the run recorded graph replays."""
     rows = [r for r in result["rows"] if "ms" in r]
     info = result["provenance"]
@@ -43,7 +46,7 @@ def summary(result: dict) -> dict:
     b, B, n, n0 = Bs[0], Bs[-1], Nks[-1], Nks[0]
     hbm = hbm_GBps(info.get("gpu"))
     out = dict(gpu=info.get("gpu"), date=str(info.get("date", ""))[:10], hbm_GBps=hbm, N_k=n, B_small=b, B_big=B,
-               small_N_k=n0, H_kv=rows[0]["H_kv"])
+               small_N_k=n0, H_kv=rows[0]["H_kv"], sms=info.get("sms"))
     for tag, batch in (("", b), ("big_", B)):
         split, one, sdpa = (_decode_row(rows, i, batch, n) for i in ("split_kv_triton", "split_kv_triton_1split",
                                                                       "sdpa_gqa"))
@@ -63,5 +66,10 @@ def summary(result: dict) -> dict:
     out["small_one_split_ms"] = one.get("graph_ms", one["ms"])
     out["small_split_eager_ms"] = split["ms"]
     out["max_err"] = max(r["max_err"] for r in rows if "max_err" in r)
+    if out["sms"]:  # the split count flash-attn's rule would pick here, and the programs of each
+        out["programs"] = out["splits"] * b * out["H_kv"]
+        out["fa_splits"] = num_splits_heuristic(b * out["H_kv"], -(-n // 128), out["sms"],
+                                                wave_fill=FLASH_ATTN_WAVE_FILL)
+        out["fa_programs"] = out["fa_splits"] * b * out["H_kv"]
     return out
 

@@ -15,9 +15,10 @@ from flashedu.validate import check_qkv
 # (the merge reads every split's state back).
 MAX_SPLITS = 128
 # How full the last wave of programs must be, as a share of the best eligible count's. The
-# flash-attn library takes 0.85; on an H200 (batch 1, 8 K/V heads, 32k-128k keys) 0.85 picked 14
-# splits, 112 programs on 132 SMs, and 16 splits (128 programs) ran 1-3% faster: a memory-bound
-# decode wants every SM streaming (v2-tuning.md, session 17).
+# flash-attn library takes FLASH_ATTN_WAVE_FILL; on an H200 (batch 1, 8 K/V heads, 32k-128k
+# keys) that picked 14 splits, 112 programs on 132 SMs, and 16 splits (128 programs) ran 1-3%
+# faster: a memory-bound decode wants every SM streaming (v2-tuning.md, session 17).
+FLASH_ATTN_WAVE_FILL = 0.85
 WAVE_FILL = 0.95
 
 
