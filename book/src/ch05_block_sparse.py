@@ -300,9 +300,9 @@ density_figure(curves, measured=bsm.figure_points(run) if run else None,
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and a check that keeps "but only" true.
 if run:
-    for name, value in bsm.summary(run).items():
-        glue(name, value)
     meas = bsm.summary(run)
+    for name, value in meas.items():
+        glue(name, value)
     assert meas["flex_bwd_hi_d128"] < meas["flex_bwd_lo_d64"]
 
 # %% [markdown]

@@ -9,10 +9,10 @@ On the GPU machine, from the repository root (about 2-3 minutes on an H200):
         [--no-atomic]
 
 Issue 20's grid (fp16, hidden 2048: H = 2048 / D, B = 16384 / N, causal or not). Every atomic
-config (Triton's and Gluon's) is first checked against the two-kernel gradients at the timed shape (largest relative
-error of dq, dk, dv; rows over 1e-2 are not timed). Times are GPU times of the backward alone
-(o and L computed once), the median of calls replayed from a CUDA graph. Writes
-DIR/v2_bwd_ablation/<gpu>.json after every row.
+config (Triton's and Gluon's) is first checked against the two-kernel gradients at the timed
+shape (largest relative error of dq, dk, dv; rows over 1e-2 are not timed). Times are GPU times
+of the backward alone (o and L computed once), the median of calls replayed from a CUDA graph.
+Writes DIR/v2_bwd_ablation/<gpu>.json after every row.
 """
 from __future__ import annotations
 
@@ -91,14 +91,13 @@ def main(argv=None) -> None:
                 timed("v2_triton (two kernels)",
                       lambda: two.attention_backward(do, q, k, v, o, lse, causal=causal, scale=scale))
                 variants = [("atomic dQ", cfg, lambda cfg=cfg: one.attention_backward_atomic(
-                    do, q, k, v, o, lse, causal=causal, scale=scale, config=cfg), one._bwd_dkdv_dq)
+                    do, q, k, v, o, lse, causal=causal, scale=scale, config=cfg))
                     for cfg in (ATOMIC_CONFIGS if a.atomic else [])]
                 if gluon_why is None and D in gluon_bwd.HEAD_DIMS:
-                    from flashedu.ops.fa3.gluon_bwd_kernel import fa3_bwd_kernel
                     variants += [("gluon atomic dQ", cfg, lambda cfg=cfg: gluon_bwd.gluon_backward(
                         do, q, k, v, o, lse, causal=causal, scale=scale, stages=cfg[0],
-                        vec_red=cfg[1]), fa3_bwd_kernel) for cfg in GLUON_CONFIGS]
-                for impl, cfg, run, kernel in variants:
+                        vec_red=cfg[1])) for cfg in GLUON_CONFIGS]
+                for impl, cfg, run in variants:
                     try:
                         got = run()
                         err = max(((g.float() - w.float()).norm() / w.float().norm()).item()
@@ -106,7 +105,8 @@ def main(argv=None) -> None:
                     except Exception as e:  # noqa: BLE001
                         log(dict(base, impl=impl, config=cfg, error=f"{type(e).__name__}: {str(e)[:200]}"))
                         continue
-                    stats = kernel_stats(kernel) if impl == "atomic dQ" else {}
+                    # registers and spills of the Triton kernel (Gluon's: gluon_bwd.hopper_bwd_resources)
+                    stats = kernel_stats(one._bwd_dkdv_dq) if impl == "atomic dQ" else {}
                     if err > 1e-2:
                         log(dict(base, impl=impl, config=cfg, max_rel_err=err, **stats))
                         continue
