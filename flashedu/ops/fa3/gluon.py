@@ -12,8 +12,7 @@ import torch
 
 from flashedu import runtime
 from flashedu.ops._triton import LOG2E
-from flashedu.ops.fa3.gluon_host import DTYPE_NAMES, compile_report
-from flashedu.ops.fa3.gluon_host import descriptor as _descriptor, gl_dtype as _gl_dtype
+from flashedu.ops.fa3.gluon_host import DTYPE_NAMES, compile_report, descriptor, gl_dtype
 from flashedu.ops.fa3.kernel import tma_ready
 from flashedu.ops.v2.kernel import FlashAttentionV2
 from flashedu.validate import check_qkv
@@ -254,7 +253,7 @@ def _transposed_descriptor(vt: torch.Tensor, n_k: int, cols: int):
 
     B, H, D, n_pad = vt.shape
     box = [1, D, cols]
-    layout = gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(vt.dtype))
+    layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype(vt.dtype))
     return TensorDescriptor(vt, shape=[B * H, D, n_k], strides=[D * n_pad, n_pad, 1],
                             block_shape=box, layout=layout)
 
@@ -271,7 +270,7 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
                     dtype=q.dtype if fp8 is None else torch.float16)
     lse = torch.empty(B, H, N_Q, device=q.device, dtype=torch.float32)
     if fp8 is None:
-        v_desc = _descriptor(v, config.block_n)
+        v_desc = descriptor(v, config.block_n)
         descales = (lse, lse, lse, 0, 0, 1, 0)  # read only by an FP8 build
     else:
         dq, dk, dv, q_block, kv_block = fp8
@@ -288,8 +287,8 @@ def _launch(q, k, v, *, causal, scale, config, stamps=None, stamp_pid=0, stamp_i
     else:
         grid = (n_m, B * H)
     fa3_fwd_kernel[grid](
-        _descriptor(q, config.q_rows), _descriptor(k, config.block_n), v_desc,
-        _descriptor(o, config.q_rows), lse, lse if stamps is None else stamps, schedule, N_Q,
+        descriptor(q, config.q_rows), descriptor(k, config.block_n), v_desc,
+        descriptor(o, config.q_rows), lse, lse if stamps is None else stamps, schedule, N_Q,
         N_K, scale * LOG2E, stamp_pid, B * H, *descales, CAUSAL=causal, STAGES=config.stages,
         WARP_SPEC=config.warp_specialize, PINGPONG=config.pingpong, INTRA=config.intra,
         SPLIT_MASK=config.split_mask,
