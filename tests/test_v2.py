@@ -539,6 +539,28 @@ def test_backward_traffic_compares_the_three_at_one_tile():
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", GRAD_SHAPES, ids=ids)
+def test_one_launch_backward_matches_oracle(shape, dtype, causal, poison, monkeypatch):
+    """kernel_bwd.ONE_LAUNCH: the first call runs kernels 2 and 3 alone and keeps their
+    configs; the second launches both in one grid. Both answers match the oracle."""
+    from flashedu.ops.v2 import kernel_bwd
+    monkeypatch.setattr(kernel_bwd, "ONE_LAUNCH", True)
+    monkeypatch.setattr(kernel_bwd, "_PAIRS", {})
+    q, k, v = _qkv(shape, dtype)
+    o, lse = flash_attention_v2_lse(q, k, v, causal=causal)
+    do = torch.randn(o.shape, dtype=torch.float64).to(device=DEVICE, dtype=dtype)
+    want = _oracle_grads(q, k, v, do, causal=causal)
+    for call in ("alone", "one launch"):
+        grads = kernel_bwd.attention_backward(do, q, k, v, o, lse, causal=causal,
+                                              scale=q.shape[-1] ** -0.5)
+        for name, g, ref in zip(("dq", "dk", "dv"), grads, want):
+            assert not torch.isnan(g).any(), f"{call}: {name} has NaN: an element was not written"
+            assert _grad_err(g, ref, dtype) < 1, f"{call}, {name}: {_grad_err(g, ref, dtype):.2f}x"
+    assert len(kernel_bwd._PAIRS) == 1, "the second call should have found the first's configs"
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=ids)
 def test_atomic_dq_backward_matches_oracle(shape, dtype, causal, poison):
     """The one-kernel ablation (kernel_bwd_atomic: dQ by atomic adds into a zeroed buffer)."""
     from flashedu.ops.v2.kernel_bwd_atomic import attention_backward_atomic

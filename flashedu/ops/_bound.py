@@ -27,7 +27,7 @@ class Bound:
     launches it on the current stream with ``args`` (the kernel's leading, run-time arguments)."""
 
     __slots__ = ("_run", "_function", "_metadata", "_grid", "_tail", "_device", "_stream",
-                 "_pointers", "_direct")
+                 "_pointers", "_direct", "config")
 
     def __init__(self, compiled, grid: tuple, tail: tuple, device: int, pointers: tuple = ()):
         compiled._init_handles()
@@ -39,6 +39,7 @@ class Bound:
         self._direct = _direct_launch(compiled.run)
         # Looked up once: `driver.active` is a proxy that resolves the backend on each access.
         self._stream = triton.runtime.driver.active.get_current_stream
+        self.config: triton.Config | None = None  # the launch config it was bound with
 
     def __call__(self, *args) -> None:
         # [bound-call-start]
@@ -109,6 +110,7 @@ def bind(kernel, key, grid, args: tuple, config: triton.Config, consts: dict) ->
     meta = {**named, **dict(zip((p.name for p in params), args))}
     pointers = tuple(i for i, a in enumerate(args) if hasattr(a, "data_ptr"))
     bound = Bound(compiled, grid(meta) if callable(grid) else grid, tail, rt_device(args), pointers)
+    bound.config = config
     _BOUND[(kernel, key)] = bound
     return bound
 

@@ -84,24 +84,27 @@ _CONFIGS: dict = {}  # the config list of one launch site, computed once per pro
 
 def launch(kernel, grid, args, consts, *, table: dict, head_dim: int, elem_bytes: int, resident: int,
            tune: bool, config: triton.Config | None = None, name: str = "kernel",
-           resident_tiles: int = 2, acc_tiles: int = 1, bind_key=None) -> None:
+           resident_tiles: int = 2, acc_tiles: int = 1, bind_key=None) -> triton.Config | None:
     """Run ``kernel[grid](*args, **consts)`` with: an explicit config; the autotuner over this
     arch's configs (``tune``); or the first config that fits (small problems and tests: one
     compile per variant instead of one per config).
 
     ``bind_key`` (a key that fixes every integer argument, dtype and pointer alignment, see
     :mod:`flashedu.ops._bound`): the first call with it binds the compiled kernel and the config
-    chosen, later calls launch that binding directly, skipping Triton's per-call Python."""
+    chosen, later calls launch that binding directly, skipping Triton's per-call Python.
+
+    Returns the config that ran."""
     if bind_key is not None and config is None:
         bound = _bound.lookup(kernel, bind_key)
         if bound is not None:
             bound(*args)
-            return
+            return bound.config
     chosen = _launch(kernel, grid, args, consts, table=table, head_dim=head_dim,
                      elem_bytes=elem_bytes, resident=resident, tune=tune, config=config, name=name,
                      resident_tiles=resident_tiles, acc_tiles=acc_tiles)
     if bind_key is not None and config is None:
         _bound.bind(kernel, bind_key, grid, args, chosen, consts)
+    return chosen
 
 
 def _launch(kernel, grid, args, consts, *, table, head_dim, elem_bytes, resident, tune, config, name,

@@ -27,6 +27,12 @@ from flashedu import runtime
 from flashedu.ops import _bound
 from flashedu.ops._triton import LOG2E, launch, should_tune
 
+# Kernels 2 and 3 in one launch (as the block-sparse backward), each with the config it was
+# picked alone, once a call shape has run both alone: an ablation, measured by
+# flashedu/bench/ablate_v2_bwd.py (docs/notes/v2-tuning.md, session 18).
+ONE_LAUNCH = False
+_PAIRS: dict = {}  # binding key -> (kernel 2's config, kernel 3's config)
+
 
 @triton.jit
 def _bwd_preprocess(O, DO, Delta, stride_oz, stride_oh, stride_om, stride_od,
@@ -99,17 +105,16 @@ def _dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, stride_qm, stride_qd, stride_dm, 
 
 
 @triton.jit
-def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV,
-              stride_qz, stride_qh, stride_qm, stride_qd,
-              stride_kz, stride_kh, stride_kn, stride_kd,
-              stride_vz, stride_vh, stride_vn, stride_vd,
-              stride_dz, stride_dh, stride_dm, stride_dd,
-              H, N_Q, N_K, scale, qk_scale,
-              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    """One program per (K/V tile, batch·head): K_j, V_j stay on chip while Q tiles stream by."""
+def _dkdv_program(pid_n, Q, K, V, DO, L, Delta, DK, DV,
+                  stride_qz, stride_qh, stride_qm, stride_qd,
+                  stride_kz, stride_kh, stride_kn, stride_kd,
+                  stride_vz, stride_vh, stride_vn, stride_vd,
+                  stride_dz, stride_dh, stride_dm, stride_dd,
+                  H, N_Q, N_K, scale, qk_scale,
+                  CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """K/V tile pid_n of batch·head program_id(1): K_j, V_j stay on chip while Q tiles stream by."""
     tl.static_assert(BLOCK_N % BLOCK_M == 0)
-    pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     start_n = pid_n * BLOCK_N
@@ -182,19 +187,20 @@ def _dq_inner(dq, q, do, lse, delta, K, V, stride_kn, stride_kd, stride_vn, stri
 
 
 @triton.jit
-def _bwd_dq(Q, K, V, DO, L, Delta, DQ,
-            stride_qz, stride_qh, stride_qm, stride_qd,
-            stride_kz, stride_kh, stride_kn, stride_kd,
-            stride_vz, stride_vh, stride_vn, stride_vd,
-            stride_dz, stride_dh, stride_dm, stride_dd,
-            H, N_Q, N_K, scale, qk_scale,
-            CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    """One program per (Q tile, batch·head): Q_i, dO_i, L_i, Δ_i stay on chip, K/V tiles stream."""
+def _dq_program(pid, Q, K, V, DO, L, Delta, DQ,
+                stride_qz, stride_qh, stride_qm, stride_qd,
+                stride_kz, stride_kh, stride_kn, stride_kd,
+                stride_vz, stride_vh, stride_vn, stride_vd,
+                stride_dz, stride_dh, stride_dm, stride_dd,
+                H, N_Q, N_K, scale, qk_scale,
+                CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """Q tile pid (counted from the last, causal) of batch·head program_id(1): Q_i, dO_i, L_i,
+    Δ_i stay on chip while K/V tiles stream by."""
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
     n_m = tl.cdiv(N_Q, BLOCK_M)
     # Causal: the longest rows first, so the last wave is made of short programs.
-    pid_m = n_m - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    pid_m = n_m - 1 - pid if CAUSAL else pid
     bh = tl.program_id(1)
     z, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     start_m = pid_m * BLOCK_M
@@ -227,6 +233,72 @@ def _bwd_dq(Q, K, V, DO, L, Delta, DQ,
 
     out = bh.to(tl.int64) * N_Q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV,
+              stride_qz, stride_qh, stride_qm, stride_qd,
+              stride_kz, stride_kh, stride_kn, stride_kd,
+              stride_vz, stride_vh, stride_vn, stride_vd,
+              stride_dz, stride_dh, stride_dm, stride_dd,
+              H, N_Q, N_K, scale, qk_scale,
+              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """Kernel 2: one program per (K/V tile, batch·head)."""
+    _dkdv_program(tl.program_id(0), Q, K, V, DO, L, Delta, DK, DV,
+                  stride_qz, stride_qh, stride_qm, stride_qd,
+                  stride_kz, stride_kh, stride_kn, stride_kd,
+                  stride_vz, stride_vh, stride_vn, stride_vd,
+                  stride_dz, stride_dh, stride_dm, stride_dd,
+                  H, N_Q, N_K, scale, qk_scale, CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION)
+
+
+@triton.jit
+def _bwd_dq(Q, K, V, DO, L, Delta, DQ,
+            stride_qz, stride_qh, stride_qm, stride_qd,
+            stride_kz, stride_kh, stride_kn, stride_kd,
+            stride_vz, stride_vh, stride_vn, stride_vd,
+            stride_dz, stride_dh, stride_dm, stride_dd,
+            H, N_Q, N_K, scale, qk_scale,
+            CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """Kernel 3: one program per (Q tile, batch·head)."""
+    _dq_program(tl.program_id(0), Q, K, V, DO, L, Delta, DQ,
+                stride_qz, stride_qh, stride_qm, stride_qd,
+                stride_kz, stride_kh, stride_kn, stride_kd,
+                stride_vz, stride_vh, stride_vn, stride_vd,
+                stride_dz, stride_dh, stride_dm, stride_dd,
+                H, N_Q, N_K, scale, qk_scale, CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION)
+
+
+@triton.jit
+def _bwd_both(Q, K, V, DO, L, Delta, DK, DV, DQ,
+              stride_qz, stride_qh, stride_qm, stride_qd,
+              stride_kz, stride_kh, stride_kn, stride_kd,
+              stride_vz, stride_vh, stride_vn, stride_vd,
+              stride_dz, stride_dh, stride_dm, stride_dd,
+              H, N_Q, N_K, scale, qk_scale,
+              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
+              BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr, PRECISION: tl.constexpr):
+    """Kernels 2 and 3 in one grid (``ONE_LAUNCH``), dK/dV programs first: the last wave of
+    dK/dV programs shares the GPU with dQ programs instead of ending a launch alone."""
+    pid = tl.program_id(0)
+    n_kv = tl.cdiv(N_K, BLOCK_N1)
+    if pid < n_kv:
+        _dkdv_program(pid, Q, K, V, DO, L, Delta, DK, DV,
+                      stride_qz, stride_qh, stride_qm, stride_qd,
+                      stride_kz, stride_kh, stride_kn, stride_kd,
+                      stride_vz, stride_vh, stride_vn, stride_vd,
+                      stride_dz, stride_dh, stride_dm, stride_dd,
+                      H, N_Q, N_K, scale, qk_scale, CAUSAL, HEAD_DIM, BLOCK_M1, BLOCK_N1, PRECISION)
+    else:
+        _dq_program(pid - n_kv, Q, K, V, DO, L, Delta, DQ,
+                    stride_qz, stride_qh, stride_qm, stride_qd,
+                    stride_kz, stride_kh, stride_kn, stride_kd,
+                    stride_vz, stride_vh, stride_vn, stride_vd,
+                    stride_dz, stride_dh, stride_dm, stride_dd,
+                    H, N_Q, N_K, scale, qk_scale, CAUSAL, HEAD_DIM, BLOCK_M2, BLOCK_N2, PRECISION)
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). dK/dV: a small Q tile streams past a large resident
@@ -266,12 +338,29 @@ def attention_backward(do, q, k, v, o, lse, *, causal: bool, scale: float,
                                  _bound.aligned(o, do)),
                (triton.cdiv(N_Q, pre_block), B * H), (o, do, delta, *o.stride(), *do.stride(), H, N_Q),
                dict(BLOCK_M=pre_block, HEAD_DIM=D), num_warps=4, num_stages=3)
-    dk, dv = attention_dkdv(do, q, k, v, lse, delta, causal=causal, scale=scale, config=dkdv_config)
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     args, consts, common = _launch_args(do, q, k, v, causal=causal, scale=scale)
-    launch(_bwd_dq, lambda meta: (triton.cdiv(N_Q, meta["BLOCK_M"]), B * H),
-           (q, k, v, do, lse, delta, dq, *args), consts,
-           table=DQ_CONFIGS, resident=0, config=dq_config, **common)
+    key = common["bind_key"]
+    pair = _PAIRS.get(key) if ONE_LAUNCH and dkdv_config is None and dq_config is None else None
+    if pair is not None:  # kernels 2 and 3 in one launch, with the configs each picked alone
+        kv, qc = pair
+        dk = torch.empty(B, H, k.shape[2], D, device=q.device, dtype=q.dtype)
+        dv, dq = torch.empty_like(dk), torch.empty_like(q, memory_format=torch.contiguous_format)
+        grid = (triton.cdiv(k.shape[2], kv.kwargs["BLOCK_N"])
+                + triton.cdiv(N_Q, qc.kwargs["BLOCK_M"]), B * H)
+        _bound.run(_bwd_both, key, grid, (q, k, v, do, lse, delta, dk, dv, dq, *args),
+                   dict(consts, BLOCK_M1=kv.kwargs["BLOCK_M"], BLOCK_N1=kv.kwargs["BLOCK_N"],
+                        BLOCK_M2=qc.kwargs["BLOCK_M"], BLOCK_N2=qc.kwargs["BLOCK_N"]),
+                   num_warps=kv.num_warps, num_stages=kv.num_stages)
+        return dq, dk, dv
+    dk, dv, kv = _dkdv(do, q, k, v, lse, delta, args, consts, common, config=dkdv_config)
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    qc = launch(_bwd_dq, lambda meta: (triton.cdiv(N_Q, meta["BLOCK_M"]), B * H),
+                (q, k, v, do, lse, delta, dq, *args), consts,
+                table=DQ_CONFIGS, resident=0, config=dq_config, **common)
+    # One launch takes one warp count and pipeline depth: both picks must share them.
+    if ONE_LAUNCH and dkdv_config is None and dq_config is None and kv is not None and qc is not None \
+            and (kv.num_warps, kv.num_stages) == (qc.num_warps, qc.num_stages):
+        _PAIRS[key] = (kv, qc)
     return dq, dk, dv
 
 
@@ -291,12 +380,18 @@ def attention_dkdv(do, q, k, v, lse, delta, *, causal: bool, scale: float,
                    config: triton.Config | None = None):
     """dk, dv alone (kernel 2), given L and D = rowsum(dO ∘ O) ``[B, H, N_Q]`` in fp32: what lab 4
     asks the reader to write, timed beside it."""
+    args, consts, common = _launch_args(do, q, k, v, causal=causal, scale=scale)
+    dk, dv, _ = _dkdv(do, q, k, v, lse, delta, args, consts, common, config=config)
+    return dk, dv
+
+
+def _dkdv(do, q, k, v, lse, delta, args, consts, common, *, config):
+    """Kernel 2's launch: dk, dv and the config that ran."""
     B, H = q.shape[:2]
     N_K = k.shape[2]
     dk = torch.empty(B, H, N_K, q.shape[3], device=q.device, dtype=q.dtype)
     dv = torch.empty_like(dk)
-    args, consts, common = _launch_args(do, q, k, v, causal=causal, scale=scale)
-    launch(_bwd_dkdv, lambda meta: (triton.cdiv(N_K, meta["BLOCK_N"]), B * H),
-           (q, k, v, do, lse, delta, dk, dv, *args), consts,
-           table=DKDV_CONFIGS, resident=1, acc_tiles=2, config=config, **common)
-    return dk, dv
+    ran = launch(_bwd_dkdv, lambda meta: (triton.cdiv(N_K, meta["BLOCK_N"]), B * H),
+                 (q, k, v, do, lse, delta, dk, dv, *args), consts,
+                 table=DKDV_CONFIGS, resident=1, acc_tiles=2, config=config, **common)
+    return dk, dv, ran
