@@ -31,13 +31,16 @@ def test_compiles_for_sm90_within_hopper_limits(head_dim, causal):
     assert r["stack_bytes"] <= (0 if head_dim == 64 else 128)
 
 
-def test_four_at_a_time_adds_compile_to_the_same_kernel_otherwise():
-    """VEC_RED changes only how dQ's shares are added (red.add.v4.f32 where four addresses are
-    consecutive): same shared memory, same GEMMs."""
-    base = gb.hopper_bwd_resources(128)
-    vec = gb.hopper_bwd_resources(128, vec_red=True)
-    assert vec["shared_bytes"] == base["shared_bytes"] and vec["wgmma"] == base["wgmma"]
-    assert vec["loop_exps"] == base["loop_exps"]
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_overlap_adds_one_pair_of_score_gemms_before_the_loop(causal):
+    """OVERLAP issues tile 0's Sᵀ and dPᵀ before the loop and each step's next pair before its
+    dQ adds: the loop's GEMMs are the same, plus one pair (2·D/16 wgmma steps) in front; same
+    shared memory, one exponential per score."""
+    base = gb.hopper_bwd_resources(128, causal=causal)
+    over = gb.hopper_bwd_resources(128, causal=causal, overlap=True)
+    assert over["shared_bytes"] == base["shared_bytes"]
+    assert over["loop_exps"] == base["loop_exps"]
+    assert over["wgmma"] == base["wgmma"] + 2 * 128 // 16
 
 
 def test_fa3_gluon_takes_this_backward_only_when_switched_on(monkeypatch):
@@ -59,11 +62,11 @@ SHAPES = [(1, 1, 1, 1, 64), (2, 3, 129, 129, 64), (1, 2, 1000, 1000, 128), (1, 1
 
 
 @pytest.mark.skipif(not HOPPER, reason="Gluon's wgmma kernels run on a Hopper GPU (sm_90) only")
-@pytest.mark.parametrize("vec_red", [False, True], ids=["red", "red_v4"])
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_gradients_match_fp64_oracle(shape, dtype, causal, vec_red, poison):
+def test_gradients_match_fp64_oracle(shape, dtype, causal, overlap, poison):
     B, H, N, N_K, D = shape
     if causal and N != N_K:
         pytest.skip("causal attention needs as many keys as queries here")
@@ -72,7 +75,7 @@ def test_gradients_match_fp64_oracle(shape, dtype, causal, vec_red, poison):
     q, k, v = fresh_qkv(B, H, N, D, n_k=N_K, dtype=dtype, device="cuda")
     do = torch.randn_like(q)
     o, lse = flash_attention_v2_lse(q, k, v, causal=causal)
-    got = gb.gluon_backward(do, q, k, v, o, lse, causal=causal, scale=D ** -0.5, vec_red=vec_red)
+    got = gb.gluon_backward(do, q, k, v, o, lse, causal=causal, scale=D ** -0.5, overlap=overlap)
     exact = [t.detach().cpu().double().requires_grad_(True) for t in (q, k, v)]
     torch.nn.functional.scaled_dot_product_attention(*exact, is_causal=causal).backward(
         do.cpu().double())
@@ -80,3 +83,26 @@ def test_gradients_match_fp64_oracle(shape, dtype, causal, vec_red, poison):
         assert g.dtype == dtype and not torch.isnan(g).any(), f"d{name} has NaN"
         err = (g.double().cpu() - want.grad).abs().max().item()
         assert err < 4 * tolerance(dtype), f"d{name}: max error {err:.2e}"
+
+
+@pytest.mark.skipif(not HOPPER, reason="Gluon's wgmma kernels run on a Hopper GPU (sm_90) only")
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("head_dim", gb.HEAD_DIMS)
+def test_fa3_gluon_autograd_with_this_backward(head_dim, causal, overlap, monkeypatch, poison):
+    """fa3_gluon's forward and this backward through autograd (GLUON_BACKWARD on), as the
+    registry calls it, against fp64 autograd."""
+    from flashedu.ops.fa3 import gluon as fg
+    monkeypatch.setattr(fg, "GLUON_BACKWARD", True)
+    monkeypatch.setattr(gb, "OVERLAP", overlap)
+    q, k, v = fresh_qkv(2, 2, 200, head_dim, dtype=torch.float16, device="cuda")
+    do = torch.randn_like(q)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    fg.flash_attention_fa3(*leaves, causal=causal).backward(do)
+    exact = [t.detach().cpu().double().requires_grad_(True) for t in (q, k, v)]
+    torch.nn.functional.scaled_dot_product_attention(*exact, is_causal=causal).backward(
+        do.cpu().double())
+    for name, got, want in zip("qkv", leaves, exact):
+        assert got.grad is not None and not torch.isnan(got.grad).any(), f"d{name} missing or NaN"
+        err = (got.grad.double().cpu() - want.grad).abs().max().item()
+        assert err < 4 * tolerance(torch.float16), f"d{name}: max error {err:.2e}"

@@ -21,7 +21,8 @@ import time
 
 # (BLOCK_M, BLOCK_N, warps, stages) of the one-kernel layout: a K/V tile resident, as dK/dV's.
 ATOMIC_CONFIGS = [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
-# the Gluon backward's (Q/dO ring depth, dQ added four at a time), 64 × 128 tiles, 8 warps
+# the Gluon backward's (Q/dO ring depth, the next tile's score GEMMs under the dQ adds),
+# 64 × 128 tiles, 8 warps
 GLUON_CONFIGS = [(2, False), (3, False), (2, True), (3, True)]
 
 
@@ -108,7 +109,7 @@ def main(argv=None) -> None:
                 if gluon_why is None and D in gluon_bwd.HEAD_DIMS:
                     variants += [("gluon atomic dQ", cfg, lambda cfg=cfg: gluon_bwd.gluon_backward(
                         do, q, k, v, o, lse, causal=causal, scale=scale, stages=cfg[0],
-                        vec_red=cfg[1])) for cfg in GLUON_CONFIGS]
+                        overlap=cfg[1])) for cfg in GLUON_CONFIGS]
                 for impl, cfg, run in variants:
                     try:
                         got = run()

@@ -53,65 +53,16 @@ def _opaque_zero():
                                      pack=1)
 
 
-# red.add of four fp32 at once (sm_90): one instruction where four scalar ones were. Which four
-# elements an inline-asm call receives is not specified, so the vector form runs only where the
-# four addresses are consecutive (and 16-byte aligned); any other group adds one by one.
-_RED_V4 = gl.constexpr("""{
-  .reg .pred m0, m1, m2, m3, v, c;
-  .reg .b64 d;
-  setp.ne.b32 m0, $12, 0;
-  setp.ne.b32 m1, $13, 0;
-  setp.ne.b32 m2, $14, 0;
-  setp.ne.b32 m3, $15, 0;
-  and.b64 d, $8, 15;
-  setp.eq.s64 v, d, 0;
-  sub.s64 d, $9, $8;
-  setp.eq.and.s64 v, d, 4, v;
-  sub.s64 d, $10, $8;
-  setp.eq.and.s64 v, d, 8, v;
-  sub.s64 d, $11, $8;
-  setp.eq.and.s64 v, d, 12, v;
-  and.pred c, v, m0;
-  @c red.add.global.v4.f32 [$8], {$4, $5, $6, $7};
-  not.pred v, v;
-  and.pred c, v, m0;
-  @c red.add.global.f32 [$8], $4;
-  and.pred c, v, m1;
-  @c red.add.global.f32 [$9], $5;
-  and.pred c, v, m2;
-  @c red.add.global.f32 [$10], $6;
-  and.pred c, v, m3;
-  @c red.add.global.f32 [$11], $7;
-  mov.b32 $0, 0;
-  mov.b32 $1, 0;
-  mov.b32 $2, 0;
-  mov.b32 $3, 0;
-}""")
-
-
 @gluon.jit
-def _red_add(ptrs, vals, mask, VEC: gl.constexpr):
-    """vals added at ptrs where mask holds: red.add four at a time (VEC), or gl.atomic_add."""
-    if VEC:
-        gl.inline_asm_elementwise(_RED_V4, "=r,=r,=r,=r,f,f,f,f,l,l,l,l,r,r,r,r",
-                                  [vals, ptrs.to(gl.int64, bitcast=True), mask.to(gl.int32)],
-                                  dtype=gl.int32, is_pure=False, pack=4)
-    else:
-        gl.atomic_add(ptrs, vals, mask=mask, sem="relaxed")
-
-
-@gluon.jit
-def _add_dq(dq, dq_smem, dq_base, r0, N_Q, VEC_RED: gl.constexpr):
-    """Add dQ_i's share [BM, D] to the fp32 buffer at rows r0.. by atomics, through shared
-    memory a few rows at a time: an atomic add takes one 64-bit address per element, and the
+def _add_dq(dq_smem, dq_base, r0, N_Q):
+    """Add dQ_i's share [BM, D], waiting in shared memory, to the fp32 buffer at rows r0.. by
+    atomics a few rows at a time: an atomic add takes one 64-bit address per element, and the
     whole tile's addresses at once would cost 64 registers a thread."""
     BM: gl.constexpr = dq_smem.type.shape[0]
     D: gl.constexpr = dq_smem.type.shape[1]
     ROWS: gl.constexpr = 16
     layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[1, 32],
                                             warps_per_cta=[WARPS, 1], order=[1, 0])
-    dq_smem.store(dq)
-    _cta_barrier()
     # A scalar base per chunk plus int32 offsets: a pointer tensor that does not change with
     # the loop would be hoisted out of it, 64-bit, and spilled.
     rows = gl.arange(0, ROWS, gl.SliceLayout(1, layout))
@@ -119,52 +70,61 @@ def _add_dq(dq, dq_smem, dq_base, r0, N_Q, VEC_RED: gl.constexpr):
     for c in gl.static_range(BM // ROWS):
         part = dq_smem.slice(c * ROWS, ROWS, dim=0).load(layout)  # [ROWS, D]
         first = r0 + c * ROWS
-        _red_add(dq_base + first * D + offs, part, offs < (N_Q - first) * D, VEC_RED)
+        gl.atomic_add(dq_base + first * D + offs, part, mask=offs < (N_Q - first) * D,
+                      sem="relaxed")
 
 
 @gluon.jit
-def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem, ready, bh,
-          keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, MASKED: gl.constexpr,
-          VEC_RED: gl.constexpr,
-          st_layout: gl.constexpr, dq_layout: gl.constexpr, a_layout: gl.constexpr):
-    """The program's t-th Q tile (i = i0 + t): the five GEMMs, dK and dV accumulated, dQ_i's
-    share added to the fp32 buffer. MASKED: the tile crosses the causal diagonal."""
-    # [bwd-tile-start]
-    dk, dv = state
-    # K_j and V_j as this step's operands, addressed through an index the compiler cannot
-    # prove constant: otherwise it hoists their wgmma descriptors (one 64-bit value per
-    # 16-wide step of the reduction, 24 of them) out of the loop and spills them.
-    z = _opaque_zero()
-    k = k.index(z).reshape([k.type.shape[2], k.type.shape[3]])
-    v = v.index(z).reshape([v.type.shape[2], v.type.shape[3]])
+def _scores_issue(k, v, q_ring, do_ring, ready, t, st_zero):
+    """Wait for the program's t-th Q and dO tiles and issue Sᵀ = K Qᵀ and dPᵀ = V dOᵀ
+    [BN, BM] (both operands from shared memory); returns the two GEMMs' tokens."""
     STAGES: gl.constexpr = q_ring.type.shape[0]
     BM: gl.constexpr = q_ring.type.shape[2]
     D: gl.constexpr = q_ring.type.shape[3]
-    BN: gl.constexpr = k.type.shape[0]
-    dtype: gl.constexpr = q_ring.dtype
-    i = i0 + t
     stage = t % STAGES
     mbarrier.wait(ready.index(stage), (t // STAGES) & 1)
     q = q_ring.index(stage).reshape([BM, D])
     do = do_ring.index(stage).reshape([BM, D])
-    st_zero = gl.zeros([BN, BM], gl.float32, st_layout)
-    # L and Δ of the tile's queries, one per column of Sᵀ, read before the GEMMs are issued:
-    # their addresses (two 64-bit pointers per value) would otherwise share the registers
-    # with Sᵀ's and dPᵀ's accumulators. Rows past N_Q (and a row that saw no key, L = -inf)
-    # get L = +inf: P = 0 there.
+    s_tok = warpgroup_mma(k, q.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+    dp_tok = warpgroup_mma(v, do.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+    return s_tok, dp_tok
+
+
+@gluon.jit
+def _row_stats(lse_row, delta_row, i, N_Q, BM: gl.constexpr, st_layout: gl.constexpr):
+    """L·log2(e) and Δ of Q tile i's queries, one per column of Sᵀ. Rows past N_Q (and a row
+    that saw no key, L = -inf) get L = +inf: P = 0 there."""
     cols = gl.arange(0, BM, gl.SliceLayout(0, st_layout))
     lse = gl.load(lse_row + i * BM + cols, mask=cols < N_Q - i * BM, other=float("inf"))
     delta = gl.load(delta_row + i * BM + cols, mask=cols < N_Q - i * BM, other=0.0)
-    s_tok = warpgroup_mma(k, q.permute((1, 0)), st_zero, use_acc=False, is_async=True)
-    dp_tok = warpgroup_mma(v, do.permute((1, 0)), st_zero, use_acc=False, is_async=True)
-    lse = gl.where(lse == float("-inf"), float("inf"), lse) * LOG2E
-    s_t = warpgroup_mma_wait(1, deps=(s_tok,))
-    p_t = gl.exp2(s_t * qk_scale - lse[None, :])  # [BN, BM]
-    if MASKED:  # keep query ≥ key, counted from the tile's first query
+    return gl.where(lse == float("-inf"), float("inf"), lse) * LOG2E, delta
+
+
+@gluon.jit
+def _probs(s_t, lse, keys, i, qk_scale, MASKED: gl.constexpr):
+    """Pᵀ = exp2(Sᵀ·c − L) [BN, BM]; MASKED keeps query ≥ key (the tile crosses the diagonal)."""
+    BM: gl.constexpr = s_t.type.shape[1]
+    p_t = gl.exp2(s_t * qk_scale - lse[None, :])
+    if MASKED:
+        cols = gl.arange(0, BM, gl.SliceLayout(0, s_t.type.layout))
         p_t = gl.where(cols[None, :] >= (keys - i * BM)[:, None], p_t, 0.0)
     # Keys past N_K are zero rows of K and V: their P is not 0, but every product they enter
     # is (dQ gets dS·0; their dK and dV rows are not stored).
-    dp_t = warpgroup_mma_wait(0, deps=(dp_tok,))
+    return p_t
+
+
+@gluon.jit
+def _grads(t, i, p_t, dp_t, delta, dk, dv, k, q_desc, do_desc, q_ring, do_ring, ds_smem,
+           dq_smem, ready, bh, n_iter, dq_layout: gl.constexpr, a_layout: gl.constexpr):
+    """dSᵀ = Pᵀ ∘ (dPᵀ − Δ); dV += Pᵀ dO_i, dK += dSᵀ Q_i, dQ_i's share dS K into dq_smem.
+    Refills the ring stage tile t used with the tile STAGES ahead."""
+    STAGES: gl.constexpr = q_ring.type.shape[0]
+    BM: gl.constexpr = q_ring.type.shape[2]
+    D: gl.constexpr = q_ring.type.shape[3]
+    dtype: gl.constexpr = q_ring.dtype
+    stage = t % STAGES
+    q = q_ring.index(stage).reshape([BM, D])
+    do = do_ring.index(stage).reshape([BM, D])
     ds16 = (p_t * (dp_t - delta[None, :])).to(dtype)  # dSᵀ [BN, BM]
     ds_smem.store(ds16)
     fence_async_shared()
@@ -178,15 +138,67 @@ def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem
     _cta_barrier()
     _load_q_do(q_desc, do_desc, q_ring, do_ring, ready, bh, i + STAGES, t + STAGES,
                t + STAGES < n_iter)
-    _add_dq(dq, dq_smem, dq_base, i * BM, N_Q, VEC_RED)
-    # [bwd-tile-end]
+    dq_smem.store(dq)
+    _cta_barrier()
     return dk, dv
+
+
+@gluon.jit
+def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem, ready, bh,
+          keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, MASKED: gl.constexpr,
+          OVERLAP: gl.constexpr,
+          st_layout: gl.constexpr, dq_layout: gl.constexpr, a_layout: gl.constexpr):
+    """The program's t-th Q tile (i = i0 + t): the five GEMMs, dK and dV accumulated, dQ_i's
+    share added to the fp32 buffer. MASKED: the tile crosses the causal diagonal.
+
+    state is (dK, dV) or, with OVERLAP, (dK, dV, Sᵀ, dPᵀ, L, Δ): this tile's scores were
+    computed during the previous tile's dQ adds, and this tile computes the next one's."""
+    # [bwd-tile-start]
+    # K_j and V_j as this step's operands, addressed through an index the compiler cannot
+    # prove constant: otherwise it hoists their wgmma descriptors (one 64-bit value per
+    # 16-wide step of the reduction, 24 of them) out of the loop and spills them.
+    z = _opaque_zero()
+    k = k.index(z).reshape([k.type.shape[2], k.type.shape[3]])
+    v = v.index(z).reshape([v.type.shape[2], v.type.shape[3]])
+    BM: gl.constexpr = q_ring.type.shape[2]
+    BN: gl.constexpr = k.type.shape[0]
+    i = i0 + t
+    st_zero = gl.zeros([BN, BM], gl.float32, st_layout)
+    if OVERLAP:
+        dk, dv, s_t, dp_t = state
+        lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)
+        p_t = _probs(s_t, lse, keys, i, qk_scale, MASKED)
+    else:
+        dk, dv = state
+        s_tok, dp_tok = _scores_issue(k, v, q_ring, do_ring, ready, t, st_zero)
+        lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)  # under the GEMMs
+        s_t = warpgroup_mma_wait(1, deps=(s_tok,))
+        p_t = _probs(s_t, lse, keys, i, qk_scale, MASKED)  # under dPᵀ's GEMM
+        dp_t = warpgroup_mma_wait(0, deps=(dp_tok,))
+    dk, dv = _grads(t, i, p_t, dp_t, delta, dk, dv, k, q_desc, do_desc, q_ring, do_ring,
+                    ds_smem, dq_smem, ready, bh, n_iter, dq_layout, a_layout)
+    if OVERLAP:
+        # The next tile's Sᵀ and dPᵀ run on the tensor cores while this tile's dQ is added.
+        s_n = st_zero
+        dp_n = st_zero
+        if t + 1 < n_iter:
+            s_tok, dp_tok = _scores_issue(k, v, q_ring, do_ring, ready, t + 1, st_zero)
+            _add_dq(dq_smem, dq_base, i * BM, N_Q)
+            s_n, dp_n = warpgroup_mma_wait(0, deps=(s_tok, dp_tok))
+        else:
+            _add_dq(dq_smem, dq_base, i * BM, N_Q)
+        state = (dk, dv, s_n, dp_n)
+    else:
+        _add_dq(dq_smem, dq_base, i * BM, N_Q)
+        state = (dk, dv)
+    # [bwd-tile-end]
+    return state
 
 
 @gluon.jit
 def fa3_bwd_kernel(q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dq_ptr, dk_ptr, dv_ptr,
                    N_Q, N_K, qk_scale, scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-                   VEC_RED: gl.constexpr):
+                   OVERLAP: gl.constexpr):
     """dK, dV of K/V tile program_id(0) of batch·head program_id(1), and its share of dQ.
 
     Tensors are seen as [B·H, N, D] through 3-D descriptors (boxes [1, BM, D] for Q and dO,
@@ -252,17 +264,25 @@ def fa3_bwd_kernel(q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dq_ptr, 
     # (a loop of their own, so the mask costs no selects there).
     n_diag = 0
     state = (dk, dv)
+    if OVERLAP:  # tile 0's scores, before the loop: each step then computes the next one's
+        st_zero = gl.zeros([BN, BM], gl.float32, st_layout)
+        s_tok, dp_tok = _scores_issue(k_smem.index(0).reshape([BN, D]),
+                                      v_smem.index(0).reshape([BN, D]), q_ring, do_ring,
+                                      ready, 0, st_zero)
+        s_t, dp_t = warpgroup_mma_wait(0, deps=(s_tok, dp_tok))
+        state = (dk, dv, s_t, dp_t)
     if CAUSAL:
         n_diag = gl.minimum(BN // BM, n_iter)
         for t in range(0, n_diag):
             state = _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem,
                           dq_smem, ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter,
-                          qk_scale, True, VEC_RED, st_layout, dq_layout, a_layout)
+                          qk_scale, True, OVERLAP, st_layout, dq_layout, a_layout)
     for t in range(n_diag, n_iter):
         state = _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem,
                       ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, False,
-                      VEC_RED, st_layout, dq_layout, a_layout)
-    dk, dv = state
+                      OVERLAP, st_layout, dq_layout, a_layout)
+    dk = state[0]
+    dv = state[1]
 
     rows = n0 + gl.arange(0, BN, gl.SliceLayout(1, kv_layout))
     cols = gl.arange(0, D, gl.SliceLayout(0, kv_layout))
