@@ -61,7 +61,12 @@ def _add_dq(dq_smem, dq_base, r0, N_Q):
     BM: gl.constexpr = dq_smem.type.shape[0]
     D: gl.constexpr = dq_smem.type.shape[1]
     ROWS: gl.constexpr = 16
-    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[1, 32],
+    # Four columns a thread, a warp across whole rows: [1, 32] threads at D = 128, [2, 16] at
+    # D = 64. (A [1, 32] warp at D = 64 would hold every element twice; gl.atomic_add skips
+    # the copy, but half the threads would idle.)
+    COLS: gl.constexpr = D // 4
+    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4],
+                                            threads_per_warp=[32 // COLS, COLS],
                                             warps_per_cta=[WARPS, 1], order=[1, 0])
     # A scalar base per chunk plus int32 offsets: a pointer tensor that does not change with
     # the loop would be hoisted out of it, 64-bit, and spilled.

@@ -29,7 +29,9 @@ from flashedu.ops._triton import LOG2E, launch, should_tune
 
 # Kernels 2 and 3 in one launch (as the block-sparse backward), each with the config it was
 # picked alone, once a call shape has run both alone: an ablation, measured by
-# flashedu/bench/ablate_v2_bwd.py (docs/notes/v2-tuning.md, session 18).
+# flashedu/bench/ablate_v2_bwd.py. Off: on the H200 it ran -7.5 … +2.7% against two launches
+# (d128 N 4k lost most; docs/notes/v2-tuning.md, session 18). The block-sparse backward, whose
+# dK/dV programs skip empty tiles and end unevenly, gains from it; this one does not.
 ONE_LAUNCH = False
 _PAIRS: dict = {}  # binding key -> (kernel 2's config, kernel 3's config)
 
