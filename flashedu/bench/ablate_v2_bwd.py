@@ -6,7 +6,7 @@ issue 20's ablation.
 On the GPU machine, from the repository root (about 2-3 minutes on an H200):
 
     python -m flashedu.bench.ablate_v2_bwd --out DIR [--D 128 64] [--N 1024 4096 16384]
-        [--no-atomic]
+        [--no-atomic | --atomic-first K]
 
 Issue 20's grid (fp16, hidden 2048: H = 2048 / D, B = 16384 / N, causal or not). Every atomic
 config (Triton's and Gluon's) is first checked against the two-kernel gradients at the timed
@@ -20,6 +20,7 @@ import argparse
 import time
 
 # (BLOCK_M, BLOCK_N, warps, stages) of the one-kernel layout: a K/V tile resident, as dK/dV's.
+# Fastest first in 427bfde's run (docs/notes/v2-tuning.md, session 10).
 ATOMIC_CONFIGS = [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
 # the Gluon backward's (Q/dO ring depth, the next tile's score GEMMs under the dQ adds),
 # 64 × 128 tiles, 8 warps
@@ -35,6 +36,8 @@ def main(argv=None) -> None:
     ap.add_argument("--deadline", type=float, default=300.0, help="stop starting cases after this many seconds")
     ap.add_argument("--atomic", action=argparse.BooleanOptionalAction, default=True,
                     help="time the Triton atomic-dQ configs (--no-atomic: the Gluon ones only)")
+    ap.add_argument("--atomic-first", type=int, default=len(ATOMIC_CONFIGS),
+                    help="time only the first K atomic-dQ configs (the list is fastest first)")
     a = ap.parse_args(argv)
 
     from flashedu.bench.recorder import Recorder, gpu_time, kernel_stats, require_gpu
@@ -52,7 +55,9 @@ def main(argv=None) -> None:
     from flashedu.ops.fa3 import gluon_bwd
     gluon_why = flashedu.runtime.current().why_not_gluon(device="cuda", dtype=torch.float16)
 
-    rec = Recorder(a.out, "v2_bwd_ablation", atomic_configs=ATOMIC_CONFIGS)
+    rec = Recorder(a.out, "v2_bwd_ablation",
+                   atomic_configs=ATOMIC_CONFIGS[:a.atomic_first] if a.atomic else [],
+                   gluon_configs=GLUON_CONFIGS if gluon_why is None else [])
     rows: list[dict] = []
     t0 = time.time()
 
@@ -105,7 +110,7 @@ def main(argv=None) -> None:
                     two.ONE_LAUNCH = shipped
                 variants = [("atomic dQ", cfg, lambda cfg=cfg: one.attention_backward_atomic(
                     do, q, k, v, o, lse, causal=causal, scale=scale, config=cfg))
-                    for cfg in (ATOMIC_CONFIGS if a.atomic else [])]
+                    for cfg in (ATOMIC_CONFIGS[:a.atomic_first] if a.atomic else [])]
                 if gluon_why is None and D in gluon_bwd.HEAD_DIMS:
                     variants += [("gluon atomic dQ", cfg, lambda cfg=cfg: gluon_bwd.gluon_backward(
                         do, q, k, v, o, lse, causal=causal, scale=scale, stages=cfg[0],
