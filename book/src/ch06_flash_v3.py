@@ -664,6 +664,80 @@ assert full_tl["wait_s"] < 0.1 * full_tl["turn"]
 #   grows to {glue:text}`tl_period_nointra:.2f` µs; in the model, with no latencies, that wait
 #   costs nothing, which is the model's own blind spot the previous section named.
 #
+# ## The backward pass, by hand
+#
+# Chapter 4's backward is two Triton kernels: one walks each $K/V$ tile past the query tiles
+# for $dK$ and $dV$, the other walks each query tile past the $K/V$ tiles for $dQ$, computing
+# $S$ and $dP$ a second time: seven matrix products per pair of tiles. FA3's backward
+# {cite:p}`shah2024flashattention3` is FA2's single kernel instead, on Hopper's asynchronous
+# tensor cores: the program that holds $K_j$ and $V_j$ also computes each query tile's share
+# of $dQ$, $dS\,K_j$, and adds it into an fp32 buffer with atomic adds, since every $K/V$
+# program adds into the same rows. That is five products per pair, and one change of
+# orientation makes them cheap. The kernel computes $S^\top = K_j Q_i^\top$ rather than $S$.
+# With the keys as the rows, $P^\top$ and $dS^\top$ come out of the tensor cores already laid
+# out as the left operand of $dV_j \mathrel{+}= P^\top dO_i$ and $dK_j \mathrel{+}= dS^\top
+# Q_i$, so both products read them straight from registers; only $dS^\top$ goes through
+# shared memory, for $dQ_i = dS\,K_j$.
+#
+# `flashedu/ops/fa3/gluon_bwd_kernel.py` is that kernel in Gluon, as far as a first step: a
+# program of two warpgroups holds 128 keys (64 each), $Q_i$ and $dO_i$ arrive by TMA into a
+# ring of shared-memory stages, and no warp is specialised. One query tile, its gradient
+# products, and $dQ$'s adds:
+
+# %%
+from flashedu.ops.fa3 import gluon_bwd, gluon_bwd_kernel
+show(region(gluon_bwd_kernel, "bwd-tile", title="one query tile"),
+     region(gluon_bwd_kernel._grads, title="the gradient GEMMs"),
+     region(gluon_bwd_kernel._add_dq, title="dQ's adds"))
+
+# %% [markdown]
+# Each query tile runs the five products in two rounds: $S^\top$ and $dP^\top$ (the
+# exponentials run while $dP^\top$ is still on the tensor cores), then $dV$, $dK$ and $dQ$
+# together. With `OVERLAP` the next tile's $S^\top$ and $dP^\top$ are issued before this
+# tile's atomic adds, so the tensor cores work while the adds go out. What that asks of the
+# chip, compiled for sm_90 on this machine:
+
+# %%
+try:
+    bwd_budgets = {f"overlap={o}": gluon_bwd.hopper_bwd_resources(128, overlap=o)
+                   for o in (False, True)}
+except RuntimeError as e:  # a Triton whose Gluon lacks a piece the kernel uses
+    bwd_budgets = None
+    print(textwrap.fill(str(e), 78))
+if bwd_budgets:
+    lines = [f"{'build (d = 128)':18s} threads  shared  registers  spills  loop"]
+    for name, r in bwd_budgets.items():
+        kb = r["shared_bytes"] / 1024
+        lines.append(f"{name:18s} {r['threads']:7d} {kb:4.0f} KB"
+                     f"  {r['registers']:9d}  {r['loop_spills']:6d}  "
+                     f"{r['loop_instructions']:4d}")
+    print("\n".join(lines))
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+if bwd_budgets:
+    serial = bwd_budgets["overlap=False"]
+    glue("bwd_threads", serial["threads"])
+    glue("bwd_regs", serial["registers"])
+    glue("bwd_rf_pct", 100 * serial["threads"] * serial["registers"] / 65536)
+    # the prose: one block fills the register file; more than a consumer may
+    # have beside a producer warp (the forward's budget)
+    assert 2 * serial["threads"] * serial["registers"] > 65536
+    assert serial["registers"] > fa3g.default_config(128).consumer_regs
+
+# %% [markdown]
+# A block of {glue:text}`bwd_threads` threads at {glue:text}`bwd_regs` registers each takes
+# {glue:text}`bwd_rf_pct:.0f`% of the SM's 65,536 registers, so one block fills an SM, and its
+# two warpgroups do everything in turn: the products, the exponentials and $dQ$'s adds, with
+# two barriers a tile so that both halves of $dS^\top$ are in shared memory before $dQ$'s
+# product reads them. Nothing else runs under the work that is not a GEMM, which is what the
+# forward's schedules exist to avoid. FA3's full backward splits the block by role, as its
+# forward does: a producer warp issues the copies, and the consumers leave $dQ_i$ in shared
+# memory for a warp of its own to add. Beside a producer the consumers may have at most
+# {glue:text}`g_consumer_regs` registers a thread, fewer than this build takes: that is the
+# next step, and not a switch.
+
+# %% [markdown]
 # ## FP8: twice the FLOPs, eight bits
 #
 # Hopper's FP8 tensor cores run {glue:text}`fp8_speedup:.0f` times as fast as fp16, but e4m3

@@ -4,6 +4,7 @@ Gluon on Hopper's asynchronous wgmma where the run has it), and cuDNN.
 
 * :func:`atomic_dq_table` - per case, backward TFLOP/s of each (the one-kernel layouts at their
   fastest configs) and their ratios to ours; :func:`atomic_dq_text` prints it.
+* :func:`gluon_text` - the Gluon layout beside the two kernels and cuDNN (chapter 6).
 """
 from __future__ import annotations
 
@@ -55,4 +56,18 @@ def atomic_dq_text(run: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["atomic_dq_table", "atomic_dq_text"]
+def gluon_text(run: dict) -> str:
+    """Per case with a Gluon row: cuDNN, the two kernels, the Gluon backward at its fastest
+    (stages, overlap) and its speed over the two kernels' and over cuDNN's."""
+    lines = ["backward TFLOP/s",
+             f"{'d':>4} {'causal':>6} {'N':>6}  {'cuDNN':>6}  {'two kernels':>11}  {'Gluon':>6}"
+             f"  {'/ two':>5}  {'/ cuDNN':>7}"]
+    for r in atomic_dq_table(run):
+        if "gluon" in r:
+            lines.append(f"{r['D']:4d} {'yes' if r['causal'] else 'no':>6} {r['N']:6d}  "
+                         f"{r['cudnn']:6.0f}  {r['two']:11.0f}  {r['gluon']:6.0f}  "
+                         f"{r['gluon_ratio']:5.2f}  {r['gluon'] / r['cudnn']:7.2f}")
+    return "\n".join(lines)
+
+
+__all__ = ["atomic_dq_table", "atomic_dq_text", "gluon_text"]
