@@ -176,7 +176,8 @@ def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem
     else:
         dk, dv = state
         s_tok, dp_tok = _scores_issue(k, v, q_ring, do_ring, ready, t, st_zero)
-        lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)  # under the GEMMs
+        # L and Δ read while the GEMMs run
+        lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)
         s_t = warpgroup_mma_wait(1, deps=(s_tok,))
         p_t = _probs(s_t, lse, keys, i, qk_scale, MASKED)  # under dPᵀ's GEMM
         dp_t = warpgroup_mma_wait(0, deps=(dp_tok,))
