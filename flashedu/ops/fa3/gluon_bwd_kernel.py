@@ -156,8 +156,8 @@ def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem
     """The program's t-th Q tile (i = i0 + t): the five GEMMs, dK and dV accumulated, dQ_i's
     share added to the fp32 buffer. MASKED: the tile crosses the causal diagonal.
 
-    state is (dK, dV) or, with OVERLAP, (dK, dV, Sᵀ, dPᵀ, L, Δ): this tile's scores were
-    computed during the previous tile's dQ adds, and this tile computes the next one's."""
+    state is (dK, dV) or, with OVERLAP, (dK, dV, Sᵀ, dPᵀ): this tile's scores were computed
+    during the previous tile's dQ adds, and this tile computes the next one's."""
     # [bwd-tile-start]
     # K_j and V_j as this step's operands, addressed through an index the compiler cannot
     # prove constant: otherwise it hoists their wgmma descriptors (one 64-bit value per
