@@ -31,21 +31,9 @@ def test_compiles_for_sm90_within_hopper_limits(head_dim, causal):
     assert r["stack_bytes"] <= (0 if head_dim == 64 else 128)
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_overlap_adds_one_pair_of_score_gemms_before_the_loop(causal):
-    """OVERLAP issues tile 0's Sᵀ and dPᵀ before the loop and each step's next pair before its
-    dQ adds: the loop's GEMMs are the same, plus one pair (2·D/16 wgmma steps) in front; same
-    shared memory, one exponential per score."""
-    base = gb.hopper_bwd_resources(128, causal=causal)
-    over = gb.hopper_bwd_resources(128, causal=causal, overlap=True)
-    assert over["shared_bytes"] == base["shared_bytes"]
-    assert over["loop_exps"] == base["loop_exps"]
-    assert over["wgmma"] == base["wgmma"] + 2 * 128 // 16
-
-
 def test_fa3_gluon_takes_this_backward_only_when_switched_on(monkeypatch):
     from flashedu.ops.fa3 import gluon as fg
-    assert fg._backward_for(128) is None  # chapter 4's, until this kernel has run on a GPU
+    assert fg._backward_for(128) is None  # chapter 4's: as fast or faster (case study 1)
     monkeypatch.setattr(fg, "GLUON_BACKWARD", True)
     assert fg._backward_for(128) is gb.gluon_backward and fg._backward_for(64) is gb.gluon_backward
     assert fg._backward_for(256) is None  # no room in shared memory: chapter 4's
@@ -62,11 +50,10 @@ SHAPES = [(1, 1, 1, 1, 64), (2, 3, 129, 129, 64), (1, 2, 1000, 1000, 128), (1, 1
 
 
 @pytest.mark.skipif(not HOPPER, reason="Gluon's wgmma kernels run on a Hopper GPU (sm_90) only")
-@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_gradients_match_fp64_oracle(shape, dtype, causal, overlap, poison):
+def test_gradients_match_fp64_oracle(shape, dtype, causal, poison):
     B, H, N, N_K, D = shape
     if causal and N != N_K:
         pytest.skip("causal attention needs as many keys as queries here")
@@ -75,7 +62,7 @@ def test_gradients_match_fp64_oracle(shape, dtype, causal, overlap, poison):
     q, k, v = fresh_qkv(B, H, N, D, n_k=N_K, dtype=dtype, device="cuda")
     do = torch.randn_like(q)
     o, lse = flash_attention_v2_lse(q, k, v, causal=causal)
-    got = gb.gluon_backward(do, q, k, v, o, lse, causal=causal, scale=D ** -0.5, overlap=overlap)
+    got = gb.gluon_backward(do, q, k, v, o, lse, causal=causal, scale=D ** -0.5)
     exact = [t.detach().cpu().double().requires_grad_(True) for t in (q, k, v)]
     torch.nn.functional.scaled_dot_product_attention(*exact, is_causal=causal).backward(
         do.cpu().double())
@@ -86,15 +73,13 @@ def test_gradients_match_fp64_oracle(shape, dtype, causal, overlap, poison):
 
 
 @pytest.mark.skipif(not HOPPER, reason="Gluon's wgmma kernels run on a Hopper GPU (sm_90) only")
-@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("head_dim", gb.HEAD_DIMS)
-def test_fa3_gluon_autograd_with_this_backward(head_dim, causal, overlap, monkeypatch, poison):
+def test_fa3_gluon_autograd_with_this_backward(head_dim, causal, monkeypatch, poison):
     """fa3_gluon's forward and this backward through autograd (GLUON_BACKWARD on), as the
     registry calls it, against fp64 autograd."""
     from flashedu.ops.fa3 import gluon as fg
     monkeypatch.setattr(fg, "GLUON_BACKWARD", True)
-    monkeypatch.setattr(gb, "OVERLAP", overlap)
     q, k, v = fresh_qkv(2, 2, 200, head_dim, dtype=torch.float16, device="cuda")
     do = torch.randn_like(q)
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]

@@ -918,6 +918,25 @@ def test_atomic_dq_table_takes_each_case_fastest_atomic_config():
         assert all(r.get("max_rel_err", 0) < 1e-2 for r in here if "tflops" in r)
 
 
+def test_gluon_column_leaves_out_the_removed_overlap_build():
+    from flashedu.recorded.v2_bwd import ATOMIC, CUDNN, GLUON, TWO, atomic_dq_table, overlap_effect
+
+    def row(impl, tflops, N=1024, config=None):
+        return dict(D=128, N=N, causal=False, impl=impl, tflops=tflops,
+                    **({} if config is None else {"config": config}))
+
+    rows = []
+    for N in (1024, 4096):
+        rows += [row(CUDNN, 500.0, N), row(TWO, 300.0, N), row(ATOMIC, 290.0, N, [64, 128, 8, 3])]
+    rows += [row(GLUON, 280.0, 1024, [2, False]), row(GLUON, 310.0, 1024, [3, False]),
+             row(GLUON, 400.0, 1024, [2, True]),  # faster, but not the kernel in the repo
+             row(GLUON, 320.0, 4096, [2]), row(GLUON, 330.0, 4096, [3])]
+    table = {r["N"]: r for r in atomic_dq_table({"rows": rows})}
+    assert table[1024]["gluon"] == 310.0 and table[1024]["gluon_config"] == (3, False)
+    assert table[4096]["gluon"] == 330.0 and table[4096]["gluon_config"] == (3,)
+    assert overlap_effect({"rows": rows}) == [400.0 / 310.0]  # 4096 has no overlapped row
+
+
 def test_fa3_timeline_phases_are_in_program_order():
     from flashedu.recorded import fa3_gluon as rec
 

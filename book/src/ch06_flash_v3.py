@@ -664,6 +664,7 @@ assert full_tl["wait_s"] < 0.1 * full_tl["turn"]
 #   grows to {glue:text}`tl_period_nointra:.2f` µs; in the model, with no latencies, that wait
 #   costs nothing, which is the model's own blind spot the previous section named.
 #
+# (ch-flash-v3-bwd)=
 # ## The backward pass, by hand
 #
 # Chapter 4's backward is two Triton kernels: one walks each $K/V$ tile past the query tiles
@@ -693,22 +694,21 @@ show(region(gluon_bwd_kernel, "bwd-tile", title="one query tile"),
 # %% [markdown]
 # Each query tile runs the five products in two rounds: $S^\top$ and $dP^\top$ (the
 # exponentials run while $dP^\top$ is still on the tensor cores), then $dV$, $dK$ and $dQ$
-# together. With `OVERLAP` the next tile's $S^\top$ and $dP^\top$ are issued before this
-# tile's atomic adds, so the tensor cores work while the adds go out. What that asks of the
-# chip, compiled for sm_90 on this machine:
+# together, then $dQ_i$'s share goes out as atomic adds. What that asks of the chip,
+# compiled for sm_90 on this machine:
 
 # %%
 try:
-    bwd_budgets = {f"overlap={o}": gluon_bwd.hopper_bwd_resources(128, overlap=o)
-                   for o in (False, True)}
+    bwd_budgets = {f"d = {d}": gluon_bwd.hopper_bwd_resources(d)
+                   for d in gluon_bwd.HEAD_DIMS}
 except RuntimeError as e:  # a Triton whose Gluon lacks a piece the kernel uses
     bwd_budgets = None
     print(textwrap.fill(str(e), 78))
 if bwd_budgets:
-    lines = [f"{'build (d = 128)':18s} threads  shared  registers  spills  loop"]
+    lines = [f"{'build':8s} threads  shared  registers  spills  loop"]
     for name, r in bwd_budgets.items():
         kb = r["shared_bytes"] / 1024
-        lines.append(f"{name:18s} {r['threads']:7d} {kb:4.0f} KB"
+        lines.append(f"{name:8s} {r['threads']:7d} {kb:4.0f} KB"
                      f"  {r['registers']:9d}  {r['loop_spills']:6d}  "
                      f"{r['loop_instructions']:4d}")
     print("\n".join(lines))
@@ -716,7 +716,7 @@ if bwd_budgets:
 # %% tags=["hide-input"]
 # Bookkeeping: values the text quotes, and checks that keep it true.
 if bwd_budgets:
-    serial = bwd_budgets["overlap=False"]
+    serial = bwd_budgets["d = 128"]
     glue("bwd_threads", serial["threads"])
     glue("bwd_regs", serial["registers"])
     glue("bwd_rf_pct", 100 * serial["threads"] * serial["registers"] / 65536)
@@ -724,6 +724,8 @@ if bwd_budgets:
     # have beside a producer warp (the forward's budget)
     assert 2 * serial["threads"] * serial["registers"] > 65536
     assert serial["registers"] > fa3g.default_config(128).consumer_regs
+    # the appendix (case study 1): no spills in the main loop
+    assert all(r["loop_spills"] == 0 for r in bwd_budgets.values())
 
 # %% [markdown]
 # A block of {glue:text}`bwd_threads` threads at {glue:text}`bwd_regs` registers each takes
@@ -736,6 +738,50 @@ if bwd_budgets:
 # memory for a warp of its own to add. Beside a producer the consumers may have at most
 # {glue:text}`g_consumer_regs` registers a thread, fewer than this build takes: that is the
 # next step, and not a switch.
+#
+# Timed on a GPU by `python -m flashedu.bench.ablate_v2_bwd` beside chapter 4's two kernels
+# and cuDNN (fp16, hidden size 2048, $B \cdot N$ = 16k tokens; the Gluon kernel at its faster
+# ring depth per case, its gradients first checked against the two kernels'):
+
+# %%
+from flashedu.provenance import label
+from flashedu.recorded.v2_bwd import atomic_dq_table, gluon_text, overlap_effect
+bwd_run = recorded.latest("v2_bwd_ablation")
+print(label(bwd_run["provenance"]))
+print(gluon_text(bwd_run))
+
+# %% tags=["hide-input"]
+# Bookkeeping: values the text quotes, and checks that keep it true.
+g_rows = [r for r in atomic_dq_table(bwd_run) if "gluon" in r and r["D"] == 128]
+g_long = [r for r in g_rows if r["N"] >= 4096 and not r["causal"]]
+g_rest = [r for r in g_rows if r not in g_long]
+glue("bwdg_lo", min(r["gluon_ratio"] for r in g_long))
+glue("bwdg_hi", max(r["gluon_ratio"] for r in g_long))
+glue("bwdg_rest_lo", min(r["gluon_ratio"] for r in g_rest))
+glue("bwdg_rest_hi", max(r["gluon_ratio"] for r in g_rest))
+glue("bwdg_cudnn_hi", max(r["gluon"] / r["cudnn"] for r in g_rows))
+g_over = overlap_effect(bwd_run)
+glue("bwdg_over_lo", 100 * (1 - max(g_over)))
+glue("bwdg_over_hi", 100 * (1 - min(g_over)))
+# the prose: level at length (within 3%), behind on short or causal rows, far from
+# cuDNN; the overlapped build slower in every case the run timed
+assert all(0.97 < r["gluon_ratio"] < 1.03 for r in g_long)
+assert g_rest and all(r["gluon_ratio"] < 1 for r in g_rest)
+assert max(r["gluon"] / r["cudnn"] for r in g_rows) < 0.8
+assert g_over and max(g_over) < 1
+
+# %% [markdown]
+# On long rows without the mask the hand-written kernel is level with the two Triton kernels
+# ({glue:text}`bwdg_lo:.2f`–{glue:text}`bwdg_hi:.2f` times their speed) and behind on short or
+# causal ones ({glue:text}`bwdg_rest_lo:.2f`–{glue:text}`bwdg_rest_hi:.2f`), and it reaches at
+# most {glue:text}`bwdg_cudnn_hi:.2f` of cuDNN. Two products fewer per pair of tiles bought
+# nothing, for the reason the forward's ideas named: the work that is not a GEMM (the
+# exponentials, $dS$, the adds) runs with the tensor cores idle. The one overlap that fits in
+# a single block was tried too: issue the next tile's $S^\top$ and $dP^\top$ before this
+# tile's adds, so the adds go out under them. It keeps a second tile's scores live beside the
+# gradients, and it ran {glue:text}`bwdg_over_lo:.0f`–{glue:text}`bwdg_over_hi:.0f`% slower in
+# every case, so it was removed (the run's `config` column keeps it: the ring depth, then the
+# switch). What cuDNN has and this kernel lacks is the schedule: warps with roles.
 
 # %% [markdown]
 # ## FP8: twice the FLOPs, eight bits

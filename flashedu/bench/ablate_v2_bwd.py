@@ -22,9 +22,10 @@ import time
 # (BLOCK_M, BLOCK_N, warps, stages) of the one-kernel layout: a K/V tile resident, as dK/dV's.
 # Fastest first in 427bfde's run (docs/notes/v2-tuning.md, session 10).
 ATOMIC_CONFIGS = [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
-# the Gluon backward's (Q/dO ring depth, the next tile's score GEMMs under the dQ adds),
-# 64 × 128 tiles, 8 warps
-GLUON_CONFIGS = [(2, False), (3, False), (2, True), (3, True)]
+# the Gluon backward's (Q/dO ring depth,), 64 × 128 tiles, 8 warps. 4a22b8d's run had pairs
+# (stages, overlap), overlap the next tile's score GEMMs issued under this tile's dQ adds:
+# slower in every case, so removed (docs/notes/v2-tuning.md, session 19).
+GLUON_CONFIGS = [(2,), (3,)]
 
 
 def main(argv=None) -> None:
@@ -113,8 +114,8 @@ def main(argv=None) -> None:
                     for cfg in (ATOMIC_CONFIGS[:a.atomic_first] if a.atomic else [])]
                 if gluon_why is None and D in gluon_bwd.HEAD_DIMS:
                     variants += [("gluon atomic dQ", cfg, lambda cfg=cfg: gluon_bwd.gluon_backward(
-                        do, q, k, v, o, lse, causal=causal, scale=scale, stages=cfg[0],
-                        overlap=cfg[1])) for cfg in GLUON_CONFIGS]
+                        do, q, k, v, o, lse, causal=causal, scale=scale, stages=cfg[0]))
+                        for cfg in GLUON_CONFIGS]
                 for impl, cfg, run in variants:
                     try:
                         got = run()

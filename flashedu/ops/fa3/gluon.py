@@ -340,7 +340,8 @@ def check(q, k, v, causal, scale) -> float:
 
 
 # The backward of flash_attention_fa3: chapter 4's Triton kernels, or (True) the Gluon backward
-# of flashedu.ops.fa3.gluon_bwd at the head dims it has, once it has passed the oracle on a GPU.
+# of flashedu.ops.fa3.gluon_bwd at the head dims it has. It passes the oracle on a GPU but is no
+# faster than chapter 4's (appendix, case study 1), so it stays off.
 GLUON_BACKWARD = False
 
 

@@ -22,11 +22,9 @@ BLOCK_M = 64   # Q rows per loop step: one warpgroup's M in dQ's GEMM
 BLOCK_N = 128  # K/V rows per program: 64 per warpgroup
 HEAD_DIMS = (64, 128)  # D = 256: K, V, the Q and dO rings and dSᵀ need 272 KB of shared memory
 STAGES = 2  # Q/dO ring depth (d = 128: 176 KB of the 227 KB of shared memory; 3 fits too)
-OVERLAP = False  # the next Q tile's Sᵀ and dPᵀ GEMMs issued before this tile's dQ adds
 
 
-def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: int | None = None,
-                   overlap: bool | None = None):
+def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: int | None = None):
     """dq, dk, dv (q's dtype) for o and L [B, H, N_Q] (natural log) of the forward, as
     :func:`flashedu.ops.v2.kernel_bwd.attention_backward` returns them: fp16/bf16 on sm_90, D in
     :data:`HEAD_DIMS`, N_Q = N_K when causal."""
@@ -40,20 +38,18 @@ def gluon_backward(do, q, k, v, o, lse, *, causal: bool, scale: float, stages: i
     fa3_bwd_kernel[(triton.cdiv(N_K, BLOCK_N), B * H)](
         descriptor(q, BLOCK_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N),
         descriptor(do, BLOCK_M), lse, delta, dq_acc, dk, dv, N_Q, N_K, scale * LOG2E, scale,
-        CAUSAL=causal, STAGES=stages or STAGES, OVERLAP=OVERLAP if overlap is None else overlap,
-        num_warps=int(WARPS))
+        CAUSAL=causal, STAGES=stages or STAGES, num_warps=int(WARPS))
     return (dq_acc * scale).to(q.dtype), dk, dv
 
 
 @functools.lru_cache(maxsize=None)
 def hopper_bwd_resources(head_dim: int = 128, dtype: torch.dtype = torch.float16, *,
-                         causal: bool = False, stages: int | None = None,
-                         overlap: bool = OVERLAP) -> dict:
+                         causal: bool = False, stages: int | None = None) -> dict:
     """Compile the backward for sm_90 on any machine and read what the chip would give it (the
     report of :func:`flashedu.ops.fa3.gluon.hopper_resources`)."""
     return compile_report(dict(kernel="bwd", head_dim=head_dim, dtype=DTYPE_NAMES[dtype],
                                causal=causal, stages=stages or STAGES,
-                               block_m=BLOCK_M, block_n=BLOCK_N, overlap=overlap),
+                               block_m=BLOCK_M, block_n=BLOCK_N),
                           "the Gluon backward")
 
 

@@ -149,15 +149,11 @@ def _grads(t, i, p_t, dp_t, delta, dk, dv, k, q_desc, do_desc, q_ring, do_ring, 
 
 
 @gluon.jit
-def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem, ready, bh,
+def _tile(t, i0, dk, dv, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem, ready, bh,
           keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, MASKED: gl.constexpr,
-          OVERLAP: gl.constexpr,
           st_layout: gl.constexpr, dq_layout: gl.constexpr, a_layout: gl.constexpr):
     """The program's t-th Q tile (i = i0 + t): the five GEMMs, dK and dV accumulated, dQ_i's
-    share added to the fp32 buffer. MASKED: the tile crosses the causal diagonal.
-
-    state is (dK, dV) or, with OVERLAP, (dK, dV, Sᵀ, dPᵀ): this tile's scores were computed
-    during the previous tile's dQ adds, and this tile computes the next one's."""
+    share added to the fp32 buffer. MASKED: the tile crosses the causal diagonal."""
     # [bwd-tile-start]
     # K_j and V_j as this step's operands, addressed through an index the compiler cannot
     # prove constant: otherwise it hoists their wgmma descriptors (one 64-bit value per
@@ -169,42 +165,22 @@ def _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem
     BN: gl.constexpr = k.type.shape[0]
     i = i0 + t
     st_zero = gl.zeros([BN, BM], gl.float32, st_layout)
-    if OVERLAP:
-        dk, dv, s_t, dp_t = state
-        lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)
-        p_t = _probs(s_t, lse, keys, i, qk_scale, MASKED)
-    else:
-        dk, dv = state
-        s_tok, dp_tok = _scores_issue(k, v, q_ring, do_ring, ready, t, st_zero)
-        # L and Δ read while the GEMMs run
-        lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)
-        s_t = warpgroup_mma_wait(1, deps=(s_tok,))
-        p_t = _probs(s_t, lse, keys, i, qk_scale, MASKED)  # under dPᵀ's GEMM
-        dp_t = warpgroup_mma_wait(0, deps=(dp_tok,))
+    s_tok, dp_tok = _scores_issue(k, v, q_ring, do_ring, ready, t, st_zero)
+    # L and Δ read while the GEMMs run
+    lse, delta = _row_stats(lse_row, delta_row, i, N_Q, BM, st_layout)
+    s_t = warpgroup_mma_wait(1, deps=(s_tok,))
+    p_t = _probs(s_t, lse, keys, i, qk_scale, MASKED)  # under dPᵀ's GEMM
+    dp_t = warpgroup_mma_wait(0, deps=(dp_tok,))
     dk, dv = _grads(t, i, p_t, dp_t, delta, dk, dv, k, q_desc, do_desc, q_ring, do_ring,
                     ds_smem, dq_smem, ready, bh, n_iter, dq_layout, a_layout)
-    if OVERLAP:
-        # The next tile's Sᵀ and dPᵀ run on the tensor cores while this tile's dQ is added.
-        s_n = st_zero
-        dp_n = st_zero
-        if t + 1 < n_iter:
-            s_tok, dp_tok = _scores_issue(k, v, q_ring, do_ring, ready, t + 1, st_zero)
-            _add_dq(dq_smem, dq_base, i * BM, N_Q)
-            s_n, dp_n = warpgroup_mma_wait(0, deps=(s_tok, dp_tok))
-        else:
-            _add_dq(dq_smem, dq_base, i * BM, N_Q)
-        state = (dk, dv, s_n, dp_n)
-    else:
-        _add_dq(dq_smem, dq_base, i * BM, N_Q)
-        state = (dk, dv)
+    _add_dq(dq_smem, dq_base, i * BM, N_Q)
     # [bwd-tile-end]
-    return state
+    return dk, dv
 
 
 @gluon.jit
 def fa3_bwd_kernel(q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dq_ptr, dk_ptr, dv_ptr,
-                   N_Q, N_K, qk_scale, scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-                   OVERLAP: gl.constexpr):
+                   N_Q, N_K, qk_scale, scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
     """dK, dV of K/V tile program_id(0) of batch·head program_id(1), and its share of dQ.
 
     Tensors are seen as [B·H, N, D] through 3-D descriptors (boxes [1, BM, D] for Q and dO,
@@ -269,26 +245,16 @@ def fa3_bwd_kernel(q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dq_ptr, 
     # Causal: the first BN / BM Q tiles cross the diagonal and need the mask; the rest do not
     # (a loop of their own, so the mask costs no selects there).
     n_diag = 0
-    state = (dk, dv)
-    if OVERLAP:  # tile 0's scores, before the loop: each step then computes the next one's
-        st_zero = gl.zeros([BN, BM], gl.float32, st_layout)
-        s_tok, dp_tok = _scores_issue(k_smem.index(0).reshape([BN, D]),
-                                      v_smem.index(0).reshape([BN, D]), q_ring, do_ring,
-                                      ready, 0, st_zero)
-        s_t, dp_t = warpgroup_mma_wait(0, deps=(s_tok, dp_tok))
-        state = (dk, dv, s_t, dp_t)
     if CAUSAL:
         n_diag = gl.minimum(BN // BM, n_iter)
         for t in range(0, n_diag):
-            state = _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem,
-                          dq_smem, ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter,
-                          qk_scale, True, OVERLAP, st_layout, dq_layout, a_layout)
+            dk, dv = _tile(t, i0, dk, dv, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem,
+                           dq_smem, ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter,
+                           qk_scale, True, st_layout, dq_layout, a_layout)
     for t in range(n_diag, n_iter):
-        state = _tile(t, i0, state, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem,
-                      ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale, False,
-                      OVERLAP, st_layout, dq_layout, a_layout)
-    dk = state[0]
-    dv = state[1]
+        dk, dv = _tile(t, i0, dk, dv, k, v, q_desc, do_desc, q_ring, do_ring, ds_smem, dq_smem,
+                       ready, bh, keys, lse_row, delta_row, dq_base, N_Q, n_iter, qk_scale,
+                       False, st_layout, dq_layout, a_layout)
 
     rows = n0 + gl.arange(0, BN, gl.SliceLayout(1, kv_layout))
     cols = gl.arange(0, D, gl.SliceLayout(0, kv_layout))

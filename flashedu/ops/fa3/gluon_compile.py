@@ -50,7 +50,7 @@ def resources(head_dim: int, dtype: str, causal: bool, block_n: int, stages: int
 
 
 def bwd_resources(head_dim: int, dtype: str, causal: bool, stages: int = 2,
-                  block_m: int = 64, block_n: int = 128, overlap: bool = False) -> dict:
+                  block_m: int = 64, block_n: int = 128) -> dict:
     """What the chip gives the backward (``gluon_bwd_kernel.fa3_bwd_kernel``) built with these
     switches: the same report as :func:`resources`."""
     from triton.experimental.gluon import language as gl
@@ -62,7 +62,7 @@ def bwd_resources(head_dim: int, dtype: str, causal: bool, stages: int = 2,
         layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype)
         return f"tensordesc<{gl_dtype.name}[{','.join(map(str, box))}],{layout!r}>"
 
-    constexprs = dict(CAUSAL=causal, STAGES=stages, OVERLAP=overlap)
+    constexprs = dict(CAUSAL=causal, STAGES=stages)
     signature = {"q_desc": desc([1, block_m, head_dim]), "k_desc": desc([1, block_n, head_dim]),
                  "v_desc": desc([1, block_n, head_dim]), "do_desc": desc([1, block_m, head_dim]),
                  "lse_ptr": "*fp32", "delta_ptr": "*fp32", "dq_ptr": "*fp32",
