@@ -1,6 +1,6 @@
 # %% [markdown]
 # (appendix-case-studies)=
-# # Case studies: tuning on an H200
+# # Case studies: tuning on Hopper GPUs
 #
 # The chapters keep the lesson and one measured result each. This appendix keeps the diary: what
 # was tried to make each kernel fast, what it changed, and whether it stayed. Every number is read

@@ -780,8 +780,8 @@ assert g_over and max(g_over) < 1
 # a single block was tried too: issue the next tile's $S^\top$ and $dP^\top$ before this
 # tile's adds, so the adds go out under them. It keeps a second tile's scores live beside the
 # gradients, and it ran {glue:text}`bwdg_over_lo:.0f`–{glue:text}`bwdg_over_hi:.0f`% slower in
-# every case, so it was removed (the run's `config` column keeps it: the ring depth, then the
-# switch). What cuDNN has and this kernel lacks is the schedule: warps with roles.
+# every case, so it was removed (its rows stay in the recorded run). What cuDNN has and this
+# kernel lacks is the schedule: warps with roles.
 
 # %% [markdown]
 # ## FP8: twice the FLOPs, eight bits
