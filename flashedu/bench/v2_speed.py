@@ -1,6 +1,6 @@
 """Time v2_triton's forward, config by config and with each idea switched on or off, beside
-SDPA's cuDNN and flash backends, ``v2_tma_triton`` and (optionally) a public Triton kernel, in
-one process: the ablation log of issue 20's forward.
+SDPA's cuDNN and flash backends, ``v2_tma_triton``, ``fa3_gluon`` (on sm_90) and (optionally) a
+public Triton kernel, in one process: the ablation log of issue 20's forward.
 
 On the GPU machine, from the repository root:
 
@@ -69,6 +69,7 @@ def main(argv=None) -> None:
 
     from flashedu.bench.recorder import Recorder, require_gpu
     require_gpu("flashedu.bench.v2_speed")
+    import torch
     import triton
 
     import flashedu
@@ -77,9 +78,13 @@ def main(argv=None) -> None:
     from flashedu.ops import _triton
     from flashedu.ops.v2 import kernel as v2k
 
-    grid = Grid(Recorder(a.out, "v2_speed", source="flashedu/bench/v2_speed.py"))
+    # the peer file's first comment line says what it is (it is not in this repository)
+    peer_name = open(a.peer).readline().lstrip("# ").strip() if a.peer else None
+    grid = Grid(Recorder(a.out, "v2_speed", source="flashedu/bench/v2_speed.py", peer=peer_name,
+                         peer_configs=a.peer_configs))
     flash = sdpa_peer("sdpa_flash")
     tma = flashedu.get("v2_tma_triton").fn
+    gluon = flashedu.get("fa3_gluon").fn if torch.cuda.get_device_capability() == (9, 0) else None
     peer = load_peer(a.peer, a.peer_configs) if a.peer else None
 
     def candidates(q, k, v, causal):
@@ -90,6 +95,8 @@ def main(argv=None) -> None:
                  "v2_tma_triton": lambda: tma(q, k, v, causal=causal)}
         if peer is not None:
             cands["peer"] = lambda: peer(q, k, v, causal, scale)
+        if gluon is not None:
+            cands["fa3_gluon"] = lambda: gluon(q, k, v, causal=causal)
         for bm, bn, w, s, pipe in VARIANTS_D128 if D == 128 else VARIANTS_D64:
             cfg = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "PIPELINE": pipe}, num_warps=w,
                                 num_stages=s)
