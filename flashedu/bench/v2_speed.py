@@ -79,7 +79,10 @@ def main(argv=None) -> None:
     from flashedu.ops.v2 import kernel as v2k
 
     # the peer file's first comment line says what it is (it is not in this repository)
-    peer_name = open(a.peer).readline().lstrip("# ").strip() if a.peer else None
+    peer_name = None
+    if a.peer:
+        with open(a.peer) as fh:
+            peer_name = fh.readline().lstrip("# ").strip()
     grid = Grid(Recorder(a.out, "v2_speed", source="flashedu/bench/v2_speed.py", peer=peer_name,
                          peer_configs=a.peer_configs))
     flash = sdpa_peer("sdpa_flash")
