@@ -60,6 +60,7 @@ def test_every_recorded_kind_has_a_reader_and_a_date():
                "fp8": "fp8", "fp8_tuning": "fp8", "decode": "decode", "ring": "ring", "memory": "memory",
                "ncu": "ncu", "fa3_gluon": "fa3_gluon", "fa3_timeline": "fa3_gluon",
                "fa3_gluon_tuning": "fa3_gluon", "host": "host", "v2_bwd_ablation": "v2_bwd",
+               "v2_speed": "v2_speed",
                "block_sparse_bwd_ablation": "block_sparse"}
     kinds = sorted(p.name for p in recorded.DATA.iterdir() if any(p.glob("*.json")))
     assert kinds == sorted(readers), "a new kind of recorded data needs a reader in flashedu/recorded/"
@@ -935,6 +936,23 @@ def test_gluon_column_leaves_out_the_removed_overlap_build():
     assert table[1024]["gluon"] == 310.0 and table[1024]["gluon_config"] == (3, False)
     assert table[4096]["gluon"] == 330.0 and table[4096]["gluon_config"] == (3,)
     assert overlap_effect({"rows": rows}) == [400.0 / 310.0]  # 4096 has no overlapped row
+
+
+def test_peer_table_keeps_cases_where_v2_the_peer_and_cudnn_all_ran():
+    from flashedu.recorded.v2_speed import peer_markdown, peer_table
+
+    def row(impl, tflops, N, **extra):
+        return dict(impl=impl, D=128, causal=False, N=N, tflops=tflops, **extra)
+
+    rows = [row("v2_triton", 480.0, 4096), row("peer", 400.0, 4096), row("sdpa_cudnn", 600.0, 4096),
+            row("fa3_gluon", 590.0, 4096),
+            # a peer whose output check failed has no time: the case is left out
+            row("v2_triton", 490.0, 16384), row("sdpa_cudnn", 610.0, 16384),
+            dict(impl="peer", D=128, causal=False, N=16384, error="ValueError: wrong output"),
+            dict(impl="v2_triton picked", D=128, causal=False, N=4096, config="...")]
+    (t,) = peer_table({"rows": rows})
+    assert (t["N"], t["v2_peer"], t["v2_cudnn"], t["gluon"]) == (4096, 1.2, 0.8, 590.0)
+    assert "| 128 | none | 4k | 480 | 400 | 590 | 600 | 1.20 | 0.80 |" in peer_markdown([t])
 
 
 def test_fa3_timeline_phases_are_in_program_order():
