@@ -247,14 +247,16 @@ if peer_rows:
     d128 = [r for r in peer_rows if r["D"] == 128]
     glue("c8_v2_peer_lo", min(r["v2_peer"] for r in peer_rows))
     glue("c8_v2_peer_hi", max(r["v2_peer"] for r in peer_rows))
-    glue("c8_v2_cudnn_hi", max(r["v2_cudnn"] for r in d128))
+    # "neither gets past": v2's and the tutorial's best against cuDNN
+    triton_cudnn = max(max(r["v2"], r["peer"]) / r["cudnn"] for r in d128)
+    glue("c8_v2_cudnn_hi", triton_cudnn)
     g_cudnn = [r["gluon"] / r["cudnn"] for r in d128 if "gluon" in r]
     glue("c8_gluon_cudnn_lo", min(g_cudnn))
     glue("c8_gluon_cudnn_hi", max(g_cudnn))
     # the prose: level with the tutorial (within 10%), behind cuDNN at d = 128,
     # and the Gluon kernel ahead of v2 in every case
     assert all(0.9 < r["v2_peer"] < 1.1 for r in peer_rows)
-    assert max(r["v2_cudnn"] for r in d128) < 0.9
+    assert triton_cudnn < 0.9
     assert all(r["gluon"] > r["v2"] for r in peer_rows if "gluon" in r)
 
 # %% [markdown]
