@@ -253,18 +253,25 @@ if peer_rows:
     g_cudnn = [r["gluon"] / r["cudnn"] for r in d128 if "gluon" in r]
     glue("c8_gluon_cudnn_lo", min(g_cudnn))
     glue("c8_gluon_cudnn_hi", max(g_cudnn))
-    # the prose: level with the tutorial (within 10%), behind cuDNN at d = 128,
+    d64 = [r for r in peer_rows if r["D"] == 64]
+    if d64:
+        glue("c8_v2_cudnn_64_lo", min(r["v2_cudnn"] for r in d64))
+        glue("c8_v2_cudnn_64_hi", max(r["v2_cudnn"] for r in d64))
+    # the prose: level with the tutorial (within 10%), behind cuDNN in every case,
     # and the Gluon kernel ahead of v2 in every case
-    assert all(0.9 < r["v2_peer"] < 1.1 for r in peer_rows)
-    assert triton_cudnn < 0.9
+    assert d64 and all(0.9 < r["v2_peer"] < 1.1 for r in peer_rows)
+    assert triton_cudnn < 1 and all(r["v2_cudnn"] < 1 for r in d64)
     assert all(r["gluon"] > r["v2"] for r in peer_rows if "gluon" in r)
 
 # %% [markdown]
 # v2 runs at {glue:text}`c8_v2_peer_lo:.2f`–{glue:text}`c8_v2_peer_hi:.2f` times the
 # tutorial's speed: the same algorithm through the same compiler lands in the same place, and
-# at $d = 128$ neither gets past {glue:text}`c8_v2_cudnn_hi:.2f` of cuDNN. The FA3 kernel of
+# at $d = 128$ neither gets past {glue:text}`c8_v2_cudnn_hi:.2f` of cuDNN (v2 reaches
+# {glue:text}`c8_v2_cudnn_64_lo:.2f`–{glue:text}`c8_v2_cudnn_64_hi:.2f` of it at
+# $d = 64$, where an exponential costs twice as much per FLOP and every kernel, cuDNN's
+# included, runs slower). At $d = 128$ the FA3 kernel of
 # chapter 6 reaches {glue:text}`c8_gluon_cudnn_lo:.2f`–{glue:text}`c8_gluon_cudnn_hi:.2f` of
-# cuDNN on the same cases. It computes what v2 computes; what it adds is the schedule: a warp
+# cuDNN. It computes what v2 computes; what it adds is the schedule: a warp
 # that only copies, two warpgroups taking turns at the tensor cores, and each one's softmax
 # under its own next product. Triton does not build that schedule from v2's loop, so closing
 # the gap to cuDNN takes a kernel written by hand, as chapter 6's is.
