@@ -577,6 +577,11 @@ assert all(ratio(bench, impl="v2_triton", peer="sdpa_cudnn",
 # {glue:text}`v2_fwd_min:.2f` times as fast as torch's FlashAttention-2 backend and its backward
 # pass at least {glue:text}`v2_bwd_min:.2f` times; cuDNN's attention, written for Hopper with the
 # ideas of {ref}`chapter 6 <ch-flash-v3>`, is faster still.
+#
+# The lead over torch's backend is not an algorithmic win. Torch's flash backend is FA2's
+# Ampere kernel, which issues Ampere's synchronous `mma.sync` even on Hopper; Triton compiles
+# the same algorithm to Hopper's asynchronous `wgmma` ({ref}`chapter 6 <ch-flash-v3>`). On an
+# A100, where both use `mma.sync`, there would be no such lead to expect.
 
 # %% tags=["hide-input"]
 # Bookkeeping: v2 beside the Triton tutorial (chapter 8's run), quoted below.
@@ -590,16 +595,12 @@ if peer_rows:
     assert all(0.9 < r["v2_peer"] < 1.1 for r in peer_rows)  # "level with"
 
 # %% [markdown]
-# Is it a good *Triton* kernel? Beside the Triton tutorial's fused attention, compiled by the
+# So is v2 a good *Triton* kernel? Beside the Triton tutorial's fused attention, compiled by the
 # same Triton and timed in one run on an {glue:text}`c4_peer_gpu`, v2's forward runs at
 # {glue:text}`c4_peer_lo:.2f`–{glue:text}`c4_peer_hi:.2f` times its speed: level with it
 # ({ref}`chapter 8 <ch-benchmarks>` has the table).
-#
-# The lead over torch's backend is not an algorithmic win. Torch's flash backend is FA2's
-# Ampere kernel, which issues Ampere's synchronous `mma.sync` even on Hopper; Triton compiles
-# the same algorithm to Hopper's asynchronous `wgmma` ({ref}`chapter 6 <ch-flash-v3>`). On an
-# A100, where both use `mma.sync`, there would be no such lead to expect.
-#
+
+# %% [markdown]
 # The v1 kernel, one program per head, is {glue:text}`v1_v2_16k:.0f` or more times slower than
 # v2 at $N = 16384$, where the batch is 1 and 16 programs leave most of the SMs idle. Most of
 # that is the parallelism section above, measured; the loop swap's own share is the $O$ round
