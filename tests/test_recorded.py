@@ -955,6 +955,18 @@ def test_peer_table_keeps_cases_where_v2_the_peer_and_cudnn_all_ran():
     assert "| 128 | none | 4k | 480 | 400 | 590 | 600 | 1.20 | 0.80 |" in peer_markdown([t])
 
 
+def test_ratio_range_reads_one_column_at_one_head_dim():
+    from flashedu.recorded.v2_speed import ratio_range
+
+    rows = [dict(D=64, v2_peer=1.03), dict(D=128, v2_peer=0.92, gluon=500.0),
+            dict(D=128, v2_peer=1.08)]
+    assert ratio_range(rows, "v2_peer") == (0.92, 1.08)
+    assert ratio_range(rows, "v2_peer", D=64) == (1.03, 1.03)
+    assert ratio_range(rows, "gluon") == (500.0, 500.0)
+    with pytest.raises(ValueError, match="gluon"):
+        ratio_range(rows, "gluon", D=64)
+
+
 def test_fa3_timeline_phases_are_in_program_order():
     from flashedu.recorded import fa3_gluon as rec
 

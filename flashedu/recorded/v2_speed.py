@@ -4,6 +4,7 @@ Gluon (chapter 6) and SDPA's cuDNN backend, timed in one process (chapter 8).
 
 * :func:`peer_table` - per case, each one's forward TFLOP/s and v2's speed over the others.
 * :func:`peer_markdown` - that table as Markdown.
+* :func:`ratio_range` - the lowest and highest of one column of that table.
 """
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ def peer_table(run: dict) -> list[dict]:
     return out
 
 
+def ratio_range(rows: list[dict], key: str, *, D: int | None = None) -> tuple[float, float]:
+    """(lowest, highest) of column ``key`` of :func:`peer_table`'s rows, at head dim ``D`` only
+    if given; rows without that column are skipped (``gluon`` where it was not timed)."""
+    vals = [r[key] for r in rows if key in r and (D is None or r["D"] == D)]
+    if not vals:
+        raise ValueError(f"ratio_range: no row has {key!r}" + (f" at D={D}" if D else ""))
+    return min(vals), max(vals)
+
+
 def peer_markdown(rows: list[dict]) -> str:
     """:func:`peer_table` as a Markdown table (TFLOP/s, and v2's speed over the peer's and
     cuDNN's)."""
@@ -47,4 +57,4 @@ def peer_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["peer_markdown", "peer_table"]
+__all__ = ["peer_markdown", "peer_table", "ratio_range"]
